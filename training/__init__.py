@@ -1,0 +1,1 @@
+"""Training and evaluation of CfC and LSTM sequence models (sepsis, N-MNIST, QuickDraw, IAM)."""
