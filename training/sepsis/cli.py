@@ -1,0 +1,159 @@
+"""`python -m training sepsis {train,evaluate,export,evaluate-onnx,summarize,demo}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from training.sepsis.config import TrainConfig
+from training.sepsis.model import ModelConfig
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig(data="")
+    p.add_argument("--data", required=True, help="PhysioNet 2019 archive (.tar.xz) or directory of .psv stays")
+    p.add_argument("--core", choices=["cfc", "lstm"], default="cfc")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--backbone-units", type=int, default=128)
+    p.add_argument("--objective", choices=["hourly", "patient"], default=d.objective)
+    p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default=d.split)
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--pos-weight", type=float, default=d.pos_weight)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--max-train-stays", type=int, default=None)
+    p.add_argument("--max-eval-stays", type=int, default=None)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--checkpoints", default=d.checkpoints)
+    p.add_argument("--run", default=None)
+    p.add_argument("--cache-dir", default=d.cache_dir)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data=a.data, model=ModelConfig(core=a.core, hidden_size=a.hidden, backbone_units=a.backbone_units),
+        objective=a.objective, split=a.split, split_seed=a.split_seed, seed=a.seed, epochs=a.epochs,
+        batch_size=a.batch_size, lr=a.lr, pos_weight=a.pos_weight, patience=a.patience,
+        max_minutes=a.max_minutes, max_train_stays=a.max_train_stays, max_eval_stays=a.max_eval_stays,
+        out=a.out, checkpoints=a.checkpoints, run=a.run, cache_dir=a.cache_dir, device=a.device,
+        progress=not a.no_progress)
+
+
+def _headline(result: dict) -> str:
+    test = result.get("test", {})
+    keys = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
+            "median_lead_time_hours", "precision", "recall", "f1", "false_positives")
+    parts = [f"{k}={test[k]:.4g}" if isinstance(test.get(k), (int, float)) else "" for k in keys if k in test]
+    return f"{result.get('run', '')}: " + " ".join(p for p in parts if p)
+
+
+def cmd_train(a) -> int:
+    from training.sepsis.train import train
+
+    result = train(config_from_args(a))
+    print(_headline(result))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from training.sepsis.export import export
+
+    out = export(Path(a.checkpoint), Path(a.metrics), Path(a.out), a.name, a.version)
+    print(f"exported {out}/model.onnx and {out}/model_card.json")
+    return 0
+
+
+def cmd_evaluate_onnx(a) -> int:
+    from models.runtime import StepRuntime
+    from training.sepsis.data import load_cohort
+    from training.sepsis.evaluate_onnx import evaluate_onnx
+    from training.sepsis.splits import patient_split
+
+    runtime = StepRuntime.open(Path(a.model), device=a.device)
+    cohort = load_cohort(a.data, cache_dir=Path(a.cache_dir))
+    if a.split != "all":
+        split = patient_split(cohort, seed=a.split_seed)
+        cohort = cohort.subset(getattr(split, a.split))
+    result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed)
+    print(json.dumps({k: result[k] for k in ("model", "version", "provider", "stays", "rows", "auroc", "auprc", "utility")
+                      if k in result}, default=float))
+    return 0
+
+
+def cmd_summarize(a) -> int:
+    from training.sepsis.summary import summarize
+
+    print(summarize(Path(a.results)))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    """A quick real-data run on the CPU: a few minutes, to show the whole pipeline works."""
+    from training.sepsis.train import train
+
+    cfg = TrainConfig(data=a.data, model=ModelConfig(core="cfc", hidden_size=64, backbone_units=64),
+                      epochs=3, max_minutes=a.minutes, max_train_stays=4000, max_eval_stays=1500,
+                      batch_size=64, out="results/demo", checkpoints="runs/demo", run="demo-cfc64",
+                      dropout_rates=(0.0, 0.5), device="cpu")
+    result = train(cfg)
+    print(_headline(result))
+    print(f"metrics and plots: results/demo/{cfg.run_name}/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training sepsis")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_args(p := sub.add_parser("train", help="train a model (hourly or patient-level task)"))
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("export", help="export a checkpoint as an ONNX step with its model card")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--metrics", required=True, help="the run's metrics.json (threshold and test metrics)")
+    p.add_argument("--out", required=True, help="models/<name>/<version>")
+    p.add_argument("--name", default="sepsis-cfc")
+    p.add_argument("--version", default="1")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("evaluate-onnx", help="stream stays through the ONNX runtime, hour by hour")
+    p.add_argument("--model", required=True, help="models/<name>/<version>")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                   help="restrict to one split of --data (split seed --split-seed)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--drop-rate", type=float, default=0.0, help="remove this share of rows (elapsed time accumulated)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.set_defaults(func=cmd_evaluate_onnx)
+    p = sub.add_parser("summarize", help="aggregate results/sepsis/*/metrics.json over seeds")
+    p.add_argument("--results", default="results/sepsis")
+    p.set_defaults(func=cmd_summarize)
+    p = sub.add_parser("demo", help="a few minutes of real training on the CPU")
+    p.add_argument("--data", required=True)
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "drop_rate") and not 0.0 <= args.drop_rate < 1.0:
+        print("error: --drop-rate must be in [0, 1)", file=sys.stderr)
+        return 2
+    for attr in ("data", "checkpoint", "metrics", "model"):
+        path = getattr(args, attr, None)
+        if path is not None and not Path(path).exists():
+            print(f"error: --{attr} {path}: no such file or directory", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # data, card and contract errors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,98 @@
+"""Export a trained sepsis model as one ONNX streaming step plus its model card."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import warnings
+from pathlib import Path
+
+import torch
+
+from training.sepsis.data import FEATURES
+from training.sepsis.model import SepsisModel, StreamingStep
+
+OPSET = 17
+INPUTS = ("observation", "elapsed_hours", "state")
+OUTPUTS = ("risk", "next_state")
+CARD_METRICS = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
+                "alarmed_stays_septic", "non_septic_alarmed", "median_lead_time_hours")
+
+INTENDED_USE = (
+    "Decision support for adult ICU patients: an hourly early-warning score for sepsis (Sepsis-3, "
+    "as labelled in the PhysioNet/CinC 2019 challenge), computed from routinely charted vitals, "
+    "labs and demographics as they arrive. It prompts a clinician to assess the patient; it does "
+    "not diagnose sepsis or recommend treatment."
+)
+LIMITATIONS = [
+    "Trained and tested on two US hospital systems (PhysioNet 2019 sets A and B); performance on other "
+    "hospitals, populations or charting practices is unknown (the challenge's unseen hospital scored far lower).",
+    "Labels are the challenge's retrospective Sepsis-3 onset shifted 6 h earlier; clinical onset is uncertain by hours.",
+    "Inputs must use PhysioNet units (e.g. Temp in deg C, FiO2 as a fraction); wrong units silently degrade the score.",
+    "Expects roughly hourly observations; long gaps are handled through elapsed time but were rare in training.",
+    "The operating threshold was chosen on a validation split to maximise the challenge utility; a ward may "
+    "need another trade-off between alarms and missed cases.",
+]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def export_onnx(model: SepsisModel, path: Path) -> None:
+    step = StreamingStep(model.cpu().eval())
+    obs = torch.randn(2, len(FEATURES))
+    obs[:, ::3] = float("nan")
+    example = (obs, torch.ones(2, 1), torch.zeros(2, model.state_size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
+                          dynamic_axes={n: {0: "batch"} for n in INPUTS + OUTPUTS},
+                          opset_version=OPSET, dynamo=False)
+
+
+def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, data: dict) -> dict:
+    test = run_metrics["test"]
+    return {
+        "name": name,
+        "version": str(version),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_commit": git_commit(),
+        "training_data": data,
+        "features": list(FEATURES),
+        "state_size": model.state_size,
+        "core": model.config.core,
+        "hidden_size": model.config.hidden_size,
+        "opset": OPSET,
+        "threshold": float(run_metrics["threshold"]),
+        "threshold_selection": run_metrics["threshold_selection"],
+        "metrics": {"split": f"test: {run_metrics.get('split', 'held-out split')} ({run_metrics.get('n_test_stays')} stays), "
+                             f"threshold from validation; training run {run_metrics.get('run')}",
+                    **{k: test.get(k) for k in CARD_METRICS if k in test}},
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
+    }
+
+
+def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: str) -> Path:
+    """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version."""
+    out = Path(out)
+    if (out / "model.onnx").exists():
+        raise FileExistsError(f"{out}/model.onnx exists: shipped versions are immutable, export a new version")
+    ckpt = torch.load(checkpoint, map_location="cpu")
+    model = SepsisModel.from_checkpoint(ckpt)
+    run_metrics = json.loads(Path(metrics_path).read_text())
+    data = {"name": "PhysioNet/CinC 2019 development archive (85% of the public training data)",
+            "sha256": run_metrics.get("data_sha256"), "stays": run_metrics.get("n_train_stays"),
+            "rows": run_metrics.get("n_train_rows")}
+    card = build_card(model, name, version, run_metrics, data)
+    from models.card import ModelCard  # validates the card against the registry's schema
+
+    ModelCard.model_validate(card)
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out / "model.onnx")
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    return out

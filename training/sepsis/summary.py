@@ -1,0 +1,73 @@
+"""Aggregate sepsis runs over seeds: a markdown table, summary.json and a comparison plot."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HOURLY = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
+          "alarmed_stays_septic", "median_lead_time_hours")
+PATIENT = ("precision", "recall", "f1", "false_positives", "auroc", "auprc")
+
+
+def _group_key(m: dict) -> str:
+    c = m["config"]
+    split = "" if c["split"] == "patient" else f" {c['split']}"
+    obj = "" if c["objective"] == "hourly" else f" {c['objective']}-level"
+    return f"{c['model']['core'].upper()}-{c['model']['hidden_size']}{obj}{split}"
+
+
+def _mean_std(values) -> str:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return "n/a"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def summarize(results: Path) -> str:
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*/metrics.json"))]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for m in runs:
+        groups[_group_key(m)].append(m)
+    lines, summary = [], {}
+    for objective, keys in (("hourly", HOURLY), ("patient", PATIENT)):
+        rows = {k: g for k, g in groups.items() if g[0]["config"]["objective"] == objective}
+        if not rows:
+            continue
+        lines.append(f"\n### {objective}-level task (test split, mean ± std over seeds)\n")
+        lines.append("| model | seeds | " + " | ".join(keys) + " | core params | s/epoch |")
+        lines.append("|" + "---|" * (len(keys) + 4))
+        for name, g in sorted(rows.items()):
+            cells = [_mean_std([m["test"].get(k) for m in g]) for k in keys]
+            lines.append(f"| {name} | {len(g)} | " + " | ".join(cells)
+                         + f" | {g[0]['parameters']['core']:,} | {np.mean([m['seconds_per_epoch'] for m in g]):.1f} |")
+            summary[name] = {k: [m["test"].get(k) for m in g] for k in keys} | {
+                "seeds": [m["config"]["seed"] for m in g], "runs": [m["run"] for m in g]}
+    (results / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    _plot(summary, results / "summary.png")
+    return "\n".join(lines)
+
+
+def _plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hourly = {k: v for k, v in summary.items() if "utility" in v}
+    if not hourly:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, metric in zip(axes, ("auroc", "auprc", "utility")):
+        names = sorted(hourly)
+        vals = [np.array([x for x in hourly[n][metric] if x is not None], float) for n in names]
+        ax.bar(names, [v.mean() for v in vals], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in vals], capsize=4)
+        for i, v in enumerate(vals):
+            ax.scatter([i] * len(v), v, color="k", s=10, zorder=3)
+        ax.set_title(f"test {metric}")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""Train a sepsis model on the per-hour task (or the study's patient-level task), nanoGPT-style:
+one loop a reader can hold in their head. Writes a checkpoint under `runs/` and metrics + plots
+under `results/sepsis/<run>/`."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from training.sepsis import metrics as M
+from training.sepsis.batching import CohortTensors, length_batches
+from training.sepsis.config import TrainConfig
+from training.sepsis.data import load_cohort
+from training.sepsis.model import SepsisModel
+from training.sepsis.predict import predict_stays, stay_labels
+from training.sepsis.splits import cross_hospital_split, patient_split
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_split(cohort, cfg: TrainConfig):
+    if cfg.split == "patient":
+        return patient_split(cohort, seed=cfg.split_seed)
+    if cfg.split in ("cross-A", "cross-B"):
+        return cross_hospital_split(cohort, train_on=cfg.split[-1], seed=cfg.split_seed)
+    raise ValueError(f"unknown split {cfg.split!r}: expected patient, cross-A or cross-B")
+
+
+def normalisation(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray):
+    """Per-variable mean and std over the training stays' rows only (never validation or test)."""
+    rows = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
+    x = values[rows].astype(np.float64)
+    with np.errstate(all="ignore"):
+        mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
+    std[std < 1e-3] = 1.0
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def loss_fn(logits, labels, mask, lengths, cfg: TrainConfig):
+    pos_weight = torch.tensor(cfg.pos_weight, device=logits.device)
+    if cfg.objective == "hourly":
+        return F.binary_cross_entropy_with_logits(logits[mask], labels[mask], pos_weight=pos_weight)
+    # patient-level: the last real step's output against "this stay becomes septic"
+    last = torch.as_tensor(lengths - 1, device=logits.device)
+    rows = torch.arange(len(last), device=logits.device)
+    target = (labels * mask).amax(dim=1)
+    return F.binary_cross_entropy_with_logits(logits[rows, last], target, pos_weight=pos_weight)
+
+
+def validation_score(cfg, labels, probs, table) -> dict:
+    """The number early stopping follows: normalised utility at the best threshold (hourly task),
+    or stay-level AUPRC (patient task)."""
+    if cfg.objective == "hourly":
+        flat = np.concatenate(probs)
+        _, utilities = M.utility_curve(table, flat)
+        return {"val_utility": float(np.max(utilities)), "val_auroc": M.hourly_auroc(labels, probs),
+                "score": float(np.max(utilities))}
+    stay_y = np.array([lab.max() for lab in labels])
+    stay_p = np.array([p[-1] for p in probs])
+    res = M.stay_level_metrics(stay_y, stay_p)
+    return {"val_auroc": res["auroc"], "val_auprc": res["auprc"], "score": res["auprc"]}
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def train(cfg: TrainConfig) -> dict:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
+    split = make_split(cohort, cfg)
+    train_idx, val_idx, test_idx = split.train, split.val, split.test
+    if cfg.max_train_stays:
+        train_idx = rng.permutation(train_idx)[: cfg.max_train_stays]
+    if cfg.max_eval_stays:
+        val_idx, test_idx = val_idx[: cfg.max_eval_stays], test_idx[: cfg.max_eval_stays]
+
+    mean, std = normalisation(cohort.values, cohort.offsets, train_idx)
+    model = SepsisModel(cfg.model, mean, std).to(device)
+    tensors = CohortTensors.from_cohort(cohort, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+
+    val_labels = stay_labels(tensors, val_idx)
+    val_table = M.utility_table(val_labels) if cfg.objective == "hourly" else None
+    ckpt_dir = Path(cfg.checkpoints) / cfg.run_name
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best, best_epoch, history, epoch_seconds = -math.inf, -1, [], []
+    started = time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0, losses = time.time(), []
+        batches = length_batches(tensors.lengths[train_idx], cfg.batch_size, rng)
+        for batch in tqdm(batches, desc=f"{cfg.run_name} epoch {epoch}", disable=not cfg.progress, leave=False):
+            stays = train_idx[batch]
+            obs, dt, y, mask = tensors.batch(stays)
+            loss = loss_fn(model(obs, dt, mask), y, mask, tensors.lengths[stays], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        epoch_seconds.append(time.time() - t0)
+        val = validation_score(cfg, val_labels, predict_stays(model, tensors, val_idx), val_table)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **val, "seconds": epoch_seconds[-1]})
+        print(json.dumps({"run": cfg.run_name, **history[-1]}), flush=True)
+        if val["score"] > best:
+            best, best_epoch = val["score"], epoch
+            torch.save(model.to_checkpoint(), ckpt_dir / "best.pt")
+        elif epoch - best_epoch >= cfg.patience:
+            break
+        if cfg.max_minutes and (time.time() - started) / 60 > cfg.max_minutes:
+            break
+
+    model = SepsisModel.from_checkpoint(torch.load(ckpt_dir / "best.pt", map_location="cpu")).to(device)
+    from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
+
+    result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
+    result.update({
+        "run": cfg.run_name, "config": asdict(cfg), "split": split.name,
+        "data_sha256": cohort.source_sha256, "device": str(device),
+        "n_train_stays": int(len(train_idx)), "n_train_rows": int(cohort.lengths[train_idx].sum()), "n_val_stays": int(len(val_idx)), "n_test_stays": int(len(test_idx)),
+        "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)},
+        "best_epoch": best_epoch, "epochs_run": len(history), "seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "history": history, "checkpoint": str(ckpt_dir / "best.pt"),
+    })
+    out_dir = Path(cfg.out) / cfg.run_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from training.sepsis.plots import learning_curves_png
+
+    learning_curves_png(history, out_dir / "learning_curves.png")
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
