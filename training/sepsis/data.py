@@ -181,10 +181,8 @@ def _line_fields_ok(body: bytes) -> np.ndarray:
     is_nl = buf == 10
     is_pipe = buf == 124
     nl_pos = np.flatnonzero(is_nl)
-    pipe_rank = np.cumsum(is_pipe, dtype=np.int64)
-    pipes_before_nl = pipe_rank[nl_pos]
-    per_line = np.diff(pipes_before_nl, prepend=0)
-    ok = per_line == N_FIELDS - 1
+    pipes_before_nl = np.searchsorted(np.flatnonzero(is_pipe), nl_pos)
+    ok = np.diff(pipes_before_nl, prepend=0) == N_FIELDS - 1
     # an empty field is a separator right after a separator or at the start of a line
     sep = is_nl | is_pipe
     prev_sep = np.r_[True, sep[:-1]]
