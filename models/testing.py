@@ -168,7 +168,8 @@ def write_fixture_model(directory: str | Path, state_size: int = 8, threshold: f
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    card = fixture_card(state_size, threshold, name, str(version), **(card_overrides or {}))
+    card = fixture_card(state_size, threshold, name, str(version))
+    card.update(card_overrides or {})
     if not card_overrides:
         ModelCard.model_validate(card)  # the default fixture must always be a valid card
     onnx.save(build_fixture_graph(state_size, seed), str(directory / "model.onnx"))
