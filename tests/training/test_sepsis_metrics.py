@@ -177,10 +177,12 @@ def test_hourly_auroc_and_auprc_by_hand():
 
 
 # Alarm fixture at threshold 0.5 (order matters: A ends alarmed and D starts alarmed)
-#   A septic, 30 h, labels from 16 -> t_sepsis 22; alarms 3-4, 10, 20-29: 3 episodes, first 3, lead 19
+#   A septic, 30 h, labels from 16 -> t_sepsis 22; alarms 3-4, 10, 20-29: 3 episodes, first 3, lead 19,
+#     latest episode start at or before onset 20 -> lead 2
 #   D non-septic, 24 h; alarms 0-1, 23: 2 episodes (hour 0 starts one although A's last hour alarmed)
 #   B septic, 12 h, labels from 2 -> t_sepsis 8; alarms 9-11: 1 episode, only after onset
-#   C septic, 10 h, labels from 4 -> t_sepsis 10 (after the stay ends); alarms 0, 2: 2 episodes, lead 10
+#   C septic, 10 h, labels from 4 -> t_sepsis 10 (after the stay ends); alarms 0, 2: 2 episodes, lead 10,
+#     latest episode start 2 -> lead 8
 #   E non-septic, 26 h; no alarm
 # hours 102, episodes 8 -> 8 * 24 / 102 per patient-day
 # hourly: positives 14 + 10 + 6 = 30; TP = A 20-29 (10) + B 9-11 (3) = 13; FP = A 3 + D 3 + C 2 = 8
@@ -199,6 +201,7 @@ def test_alarm_metrics_count_episodes_onset_and_lead_time():
     assert m["alarms_per_patient_day"] == pytest.approx(8 * 24 / 102)
     assert m["septic_alarmed_before_onset"] == pytest.approx(2 / 3)   # A and C, not B
     assert m["median_lead_time_hours"] == pytest.approx(14.5)         # median of 19 and 10
+    assert m["median_lead_time_last_episode_hours"] == pytest.approx(5.0)  # median of 2 and 8
     assert m["alarmed_stays_septic"] == pytest.approx(3 / 4)          # A, B, C of A, B, C, D
     assert m["non_septic_alarmed"] == pytest.approx(1 / 2)            # D of D, E
     assert m["precision"] == pytest.approx(13 / 21)

@@ -255,6 +255,9 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
     - non_septic_alarmed: share of non-septic stays with any alarm (stay-level false-positive rate).
     - median_lead_time_hours: median, over septic stays alarmed at or before onset, of
       t_sepsis - (the stay's first alarm hour).
+    - median_lead_time_last_episode_hours: the same with the start of the latest alarm episode
+      that begins at or before onset. An alarm that fired on admission and went quiet for days
+      inflates the first measure; this one asks how long before onset the most recent warning came.
     - hourly precision, recall (sensitivity) and specificity of the alarms against the labels.
     """
     flat = _flatten_labels(labels)
@@ -274,6 +277,10 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
     np.minimum.at(first_alarm, flat.stay[alarm], flat.hour[alarm].astype(np.float64))
     early = septic & (first_alarm <= t_sepsis)
     lead = t_sepsis[early] - first_alarm[early]
+    last_start = np.full(n_stays, -np.inf)
+    before = starts & (flat.hour <= t_sepsis[flat.stay])
+    np.maximum.at(last_start, flat.stay[before], flat.hour[before].astype(np.float64))
+    lead_last = t_sepsis[early] - last_start[early]
 
     tp, fp = int((alarm & y).sum()), int((alarm & ~y).sum())
     fn, tn = int((~alarm & y).sum()), int((~alarm & ~y).sum())
@@ -292,6 +299,7 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
         "alarmed_stays_septic": share(int((any_alarm & septic).sum()), int(any_alarm.sum())),
         "non_septic_alarmed": share(int((any_alarm & ~septic).sum()), int((~septic).sum())),
         "median_lead_time_hours": float(np.median(lead)) if len(lead) else None,
+        "median_lead_time_last_episode_hours": float(np.median(lead_last)) if len(lead) else None,
         "precision": share(tp, tp + fp),
         "recall": share(tp, tp + fn),
         "specificity": share(tn, tn + fp),

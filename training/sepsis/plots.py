@@ -90,7 +90,7 @@ def utility_curve_png(thresholds, utilities, chosen: float, path, title: str = "
     ax.axvline(chosen, color="C3", ls="--", label=f"chosen threshold {chosen:.3f}")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="alarm threshold on hourly risk", ylabel="normalised utility", title=title)
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")
     return _save(fig, path)
 
 
