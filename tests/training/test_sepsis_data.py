@@ -276,3 +276,11 @@ def test_parsing_in_many_small_chunks_gives_the_same_cohort(sepsis_archive, tmp_
     monkeypatch.setattr(data, "_CHUNK_BYTES", 3000)  # a few stays per chunk
     chunked = load_cohort(sepsis_archive, cache_dir=tmp_path / "b", progress=False)
     assert_same_cohort(whole, chunked)
+
+
+def test_truncated_archive_is_a_format_error_naming_the_archive(sepsis_archive, tmp_path):
+    broken = tmp_path / "broken.tar.xz"
+    broken.write_bytes(sepsis_archive.read_bytes()[: sepsis_archive.stat().st_size // 2])
+    with pytest.raises(DataFormatError) as info:
+        load_cohort(broken, cache_dir=tmp_path / "cache", progress=False)
+    assert info.value.file == str(broken) and "unreadable archive" in str(info.value)

@@ -11,16 +11,19 @@ file, so the error can name the file, line and column.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -315,8 +318,9 @@ def _iter_raw(source: Path, progress: bool) -> Iterator[tuple[str, bytes]]:
                         continue
                     f = tar.extractfile(member)
                     yield member.name, f.read()
-        except tarfile.TarError as exc:
-            raise DataFormatError(str(source), None, None, f"unreadable archive: {exc}") from exc
+        except (tarfile.TarError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
+            raise DataFormatError(str(source), None, None,
+                                  f"unreadable archive ({type(exc).__name__}: {exc})") from exc
         finally:
             if bar is not None:
                 bar.close()
@@ -334,16 +338,21 @@ def _parse_chunks(source: Path, progress: bool) -> Iterator[_Chunk]:
     names: list[str] = []
     bodies: list[bytes] = []
     size = 0
-    for name, raw in _iter_raw(source, progress):
-        body = _split_header(raw, name)
-        names.append(name)
-        bodies.append(body)
-        size += len(body)
-        if size >= _CHUNK_BYTES:
+    try:
+        for name, raw in _iter_raw(source, progress):
+            body = _split_header(raw, name)
+            names.append(name)
+            bodies.append(body)
+            size += len(body)
+            if size >= _CHUNK_BYTES:
+                yield _Chunk(names, *_parse_bodies(bodies, names))
+                names, bodies, size = [], [], 0
+        if bodies:
             yield _Chunk(names, *_parse_bodies(bodies, names))
-            names, bodies, size = [], [], 0
-    if bodies:
-        yield _Chunk(names, *_parse_bodies(bodies, names))
+    except DataFormatError as exc:
+        if exc.file != str(source) and not source.is_dir():
+            exc.add_note(f"(member of archive {source})")  # `file` is the member path; say where it lives
+        raise
 
 
 def iter_stays(source: str | Path) -> Iterator[Stay]:
