@@ -52,6 +52,8 @@ def export_onnx(model: SepsisModel, path: Path) -> None:
         torch.onnx.export(step, example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
                           dynamic_axes={n: {0: "batch"} for n in INPUTS + OUTPUTS},
                           opset_version=OPSET, dynamo=False)
+    # the exporter restores the wrapper's default training mode, which would switch dropout back on
+    model.eval()
 
 
 def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, data: dict) -> dict:
@@ -71,7 +73,7 @@ def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, d
         "threshold_selection": run_metrics["threshold_selection"],
         "metrics": {"split": f"test: {run_metrics.get('split', 'held-out split')} ({run_metrics.get('n_test_stays')} stays), "
                              f"threshold from validation; training run {run_metrics.get('run')}",
-                    **{k: test.get(k) for k in CARD_METRICS if k in test}},
+                    **{k: test.get(k) for k in CARD_METRICS}},
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,
     }
@@ -85,9 +87,10 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     ckpt = torch.load(checkpoint, map_location="cpu")
     model = SepsisModel.from_checkpoint(ckpt)
     run_metrics = json.loads(Path(metrics_path).read_text())
-    data = {"name": "PhysioNet/CinC 2019 development archive (85% of the public training data)",
-            "sha256": run_metrics.get("data_sha256"), "stays": run_metrics.get("n_train_stays"),
-            "rows": run_metrics.get("n_train_rows")}
+    data = {"name": "PhysioNet/CinC 2019 development archive (85% of the public training data); "
+                    "the model saw its training split only",
+            "sha256": run_metrics["data_sha256"], "stays": int(run_metrics["n_train_stays"]),
+            "rows": int(run_metrics["n_train_rows"])}
     card = build_card(model, name, version, run_metrics, data)
     from models.card import ModelCard  # validates the card against the registry's schema
 
