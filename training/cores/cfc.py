@@ -4,6 +4,7 @@ import torch
 from ncps.torch import CfCCell
 
 from training.cores.base import RecurrentCore
+from training.cores.fast_cfc import FastOptions, cfc_sequence, unsupported_reason
 
 
 class CfCCore(RecurrentCore):
@@ -11,6 +12,10 @@ class CfCCore(RecurrentCore):
 
     `ncps.torch.CfC` broadcasts a [B] time-span vector against [B, H] activations the wrong way
     (ncps issues #81 and #83), so the wrapper is not used: the span goes to the cell as [B, 1].
+
+    `forward` over sequences runs `fast_cfc.cfc_sequence` (same weights, same function, hand-written
+    backward) when `fast` is True, or when it is None and the input is on CUDA; otherwise the
+    reference step loop. `step` (what is exported to ONNX) always drives the cell itself.
     """
 
     def __init__(
@@ -22,6 +27,8 @@ class CfCCore(RecurrentCore):
         backbone_layers: int = 1,
         backbone_dropout: float = 0.0,
         activation: str = "lecun_tanh",
+        fast: bool | None = None,
+        fast_options: FastOptions | None = None,
     ):
         super().__init__()
         self.input_size = input_size
@@ -36,6 +43,18 @@ class CfCCore(RecurrentCore):
             backbone_layers=backbone_layers,
             backbone_dropout=backbone_dropout,
         )
+        self.fast = fast
+        self.fast_options = fast_options or FastOptions()
+
+    def uses_fast_path(self, x: torch.Tensor) -> bool:
+        wanted = self.fast if self.fast is not None else x.is_cuda
+        # Backbone dropout while training draws masks per step; the reference loop keeps that exact.
+        return wanted and unsupported_reason(self.cell) is None
+
+    def forward(self, x, dt=None, mask=None, state=None):
+        if self.uses_fast_path(x):
+            return cfc_sequence(self.cell, x, dt, mask, state, self.fast_options)
+        return super().forward(x, dt, mask, state)
 
     def step(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         new_hidden, _ = self.cell(x, state, dt.reshape(-1, 1))

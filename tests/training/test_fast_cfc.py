@@ -1,0 +1,187 @@
+"""The fast CfC path computes what driving ncps's CfCCell step by step computes, forward and backward."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ncps.torch import CfCCell
+
+from training.cores.base import RecurrentCore
+from training.cores.cfc import CfCCore
+from training.cores.fast_cfc import FastOptions, cfc_sequence
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def make_core(mode="default", layers=1, activation="lecun_tanh", hidden=9, units=11, inputs=7,
+              dtype=torch.float64, device="cpu", seed=0):
+    torch.manual_seed(seed)
+    core = CfCCore(inputs, hidden, mode=mode, backbone_units=units, backbone_layers=layers,
+                   activation=activation).to(device=device, dtype=dtype)
+    if mode == "pure":  # ncps starts these at constants; random values exercise every gradient term
+        with torch.no_grad():
+            core.cell.A.normal_()
+            core.cell.w_tau.normal_()
+    return core
+
+
+def run_both(core, batch=5, steps=30, dtype=torch.float64, device="cpu", masked=True, seed=1):
+    """Outputs, final state and the gradients of a loss on both, for the reference loop and the fast path."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, core.input_size, generator=gen, dtype=dtype).to(device).requires_grad_()
+    dt = (2 * torch.rand(batch, steps, generator=gen, dtype=dtype)).to(device).requires_grad_()
+    mask = (torch.rand(batch, steps, generator=gen) > 0.3).to(device) if masked else None
+    h0 = torch.randn(batch, core.hidden_size, generator=gen, dtype=dtype).to(device).requires_grad_()
+    weights = torch.linspace(-1, 1, core.hidden_size, dtype=dtype, device=device)
+    results = []
+    for fast in (False, True):
+        core.fast = fast
+        out, final = core(x, dt, mask, h0)
+        loss = (out * weights).sum() + (final ** 2).sum()
+        grads = torch.autograd.grad(loss, [x, dt, h0, *core.parameters()])
+        results.append([out, final, *grads])
+    return results
+
+
+@pytest.mark.parametrize("mode", ["default", "no_gate", "pure"])
+def test_matches_ncps_cell_in_float64_forward_and_backward(mode):
+    ref, fast = run_both(make_core(mode))
+    for got, want in zip(fast, ref):
+        assert rel_err(got, want) <= 1e-6
+
+
+@pytest.mark.parametrize("layers,activation", [(0, "lecun_tanh"), (2, "silu"), (3, "relu"), (1, "gelu"), (1, "tanh")])
+def test_matches_other_backbones(layers, activation):
+    ref, fast = run_both(make_core("default", layers, activation), steps=12)
+    for got, want in zip(fast, ref):
+        assert rel_err(got, want) <= 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_over_336_steps_within_1e4(device):
+    core = make_core(hidden=16, units=16, inputs=41, dtype=torch.float32, device=device)
+    if device == "cuda":  # the default route there: fused kernels when available, CUDA graphs
+        core.fast_options = FastOptions()
+    ref, fast = run_both(core, batch=4, steps=336, dtype=torch.float32, device=device)
+    for got, want in zip(fast, ref):
+        assert rel_err(got, want) <= 1e-4
+
+
+def test_padded_batch_equals_each_sequence_alone():
+    core = make_core()
+    core.fast = True
+    torch.manual_seed(3)
+    lengths = [9, 4, 1]
+    xs = [torch.randn(n, core.input_size, dtype=torch.float64) for n in lengths]
+    dts = [torch.rand(n, dtype=torch.float64) + 0.5 for n in lengths]
+    x = torch.zeros(3, 9, core.input_size, dtype=torch.float64)
+    dt = torch.zeros(3, 9, dtype=torch.float64)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        x[i, :n], dt[i, :n], mask[i, :n] = xs[i], dts[i], True
+    out, final = core(x, dt, mask)
+    for i, n in enumerate(lengths):
+        alone, alone_final = core(xs[i][None], dts[i][None])
+        torch.testing.assert_close(out[i, :n], alone[0])
+        torch.testing.assert_close(final[i], alone_final[0])
+        # padded steps hold the state: the output there repeats the last real one
+        torch.testing.assert_close(out[i, n:], alone[0, -1].expand(9 - n, -1))
+
+
+def test_time_span_defaults_to_one_and_accepts_b_t_1():
+    core = make_core()
+    core.fast = True
+    x = torch.randn(2, 6, core.input_size, dtype=torch.float64)
+    ones = torch.ones(2, 6, dtype=torch.float64)
+    torch.testing.assert_close(core(x)[0], core(x, ones)[0])
+    torch.testing.assert_close(core(x, ones.unsqueeze(-1))[0], core(x, ones)[0])
+
+
+def test_empty_sequence_returns_initial_state():
+    core = make_core()
+    core.fast = True
+    h0 = torch.randn(2, core.hidden_size, dtype=torch.float64)
+    out, final = core(torch.zeros(2, 0, core.input_size, dtype=torch.float64), state=h0)
+    assert out.shape == (2, 0, core.hidden_size)
+    torch.testing.assert_close(final, h0)
+
+
+def test_fast_path_is_auto_on_cuda_only_and_keeps_parameters():
+    core = CfCCore(5, 8)
+    assert core.fast is None
+    assert not core.uses_fast_path(torch.zeros(1, 1, 5))
+    core.fast = True
+    assert core.uses_fast_path(torch.zeros(1, 1, 5))
+    if torch.cuda.is_available():
+        assert CfCCore(5, 8).uses_fast_path(torch.zeros(1, 1, 5, device="cuda"))
+    # checkpoints stay loadable both ways: the parameters are exactly the ncps cell's
+    plain = CfCCell(5, 8)
+    assert list(core.state_dict()) == [f"cell.{k}" for k in plain.state_dict()]
+    plain.load_state_dict({k[len("cell."):]: v for k, v in core.state_dict().items()})
+
+
+def test_step_is_unchanged_by_the_fast_flag():
+    core = make_core()
+    x, h = torch.randn(3, core.input_size, dtype=torch.float64), torch.randn(3, core.hidden_size, dtype=torch.float64)
+    dt = torch.rand(3, 1, dtype=torch.float64)
+    want, _ = core.cell(x, h, dt)
+    core.fast = True
+    torch.testing.assert_close(core.step(x, h, dt), want)
+
+
+def test_backbone_dropout_in_training_falls_back_to_the_reference_loop():
+    core = CfCCore(4, 6, backbone_layers=2, backbone_dropout=0.5, fast=True)
+    x = torch.randn(2, 3, 4)
+    assert not core.uses_fast_path(x)
+    with pytest.raises(ValueError, match="dropout"):
+        cfc_sequence(core.cell, x)
+    core.eval()  # dropout is off at inference, so the fast path computes the same function again
+    assert core.uses_fast_path(x)
+    torch.testing.assert_close(core(x)[0], RecurrentCore.forward(core, x)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_backward_after_a_second_forward_uses_its_own_inputs():
+    core = make_core(hidden=16, units=16, dtype=torch.float32, device="cuda")
+    core.fast, core.fast_options = True, FastOptions(graphs=True)
+    xs = [torch.randn(4, 20, core.input_size, device="cuda", requires_grad=True) for _ in range(2)]
+    outs = [core(x)[0] for x in xs]  # the second replay overwrites the first's saved activations
+    got = torch.autograd.grad(outs[0].sum(), xs[0])[0]
+    core.fast = False
+    want = torch.autograd.grad(core(xs[0])[0].sum(), xs[0])[0]
+    assert rel_err(got, want) <= 1e-4
+
+
+def test_benchmark_runs_on_cpu_and_writes_its_numbers(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cfc_speed.py"), "--device", "cpu", "--shapes", "3x5x4x6",
+         "--repeats", "1", "--warmup", "0", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "nn.LSTM" in proc.stdout and "fast eager" in proc.stdout
+    report = json.loads(out.read_text())
+    (entry,) = report["shapes"]
+    assert (entry["batch"], entry["steps"], entry["inputs"], entry["units"]) == (3, 5, 4, 6)
+    results = entry["results"]
+    assert set(results) >= {"ncps CfCCell loop", "fast eager", "nn.LSTM"}
+    assert results["nn.LSTM"]["fwd_bwd_vs_lstm"] == 1.0
+    assert all(r["forward_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in results.values())
+    assert results["fast eager"]["max_rel_err_vs_ncps"] <= 1e-4
+
+
+def test_benchmark_rejects_a_malformed_shape(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cfc_speed.py"), "--shapes", "3x5x4", "--out", str(tmp_path / "x.json")],
+        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode != 0
+    assert "BATCHxSTEPSxINPUTSxUNITS" in proc.stderr

@@ -1,0 +1,560 @@
+"""The ncps CfC cell over whole sequences, with a hand-written backward, for speed on GPUs.
+
+Driving `CfCCell` one step at a time costs ~15 small kernels per step forward and as many autograd
+nodes backward. This module computes the same function from the same `CfCCell` weights with:
+
+1. the input half of the backbone's first Linear applied to all steps as one matmul before the loop
+   (it does not depend on the state), so a step is one addmm against the state;
+2. the heads (ff1, ff2, time_a, time_b) as one matmul on concatenated weights;
+3. a scan with its own backward (`_CfCScan`): per step backward is two small matmuls and two
+   elementwise passes; weight gradients are deferred and done as one large matmul per weight;
+4. optionally, each step's elementwise work fused by `torch.compile` (needs Triton on GPU);
+5. optionally, the forward and the backward loops each captured once as a CUDA graph, so a replay
+   launches every kernel of the sequence without Python in between.
+
+Layout inside the scan is time-major ([T, B, ...]) so each step reads a contiguous slice.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
+
+_ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """How the fast path runs. None means: on when the input is on CUDA (and Triton is present, for fuse)."""
+
+    fuse: bool | None = None      # torch.compile each step's elementwise work
+    graphs: bool | None = None    # replay whole-sequence CUDA graphs (CUDA only)
+    time_bucket: int = 8          # with graphs, pad T up to a multiple of this so fewer shapes get captured
+    graph_cache: int = 8          # captured shapes kept (least recently used dropped)
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    mode: str          # "default", "no_gate" or "pure"
+    activation: str    # backbone activation name as ncps spells it
+    layers: int        # backbone layers; 0 means the heads read [x, h] directly
+
+
+@dataclass
+class ScanWeights:
+    """The recurrent part of the cell. w_h [U, H] is the state half of the first Linear."""
+
+    w_h: torch.Tensor
+    w_heads: torch.Tensor | None        # [heads, U_last]; None when layers == 0 (first Linear is the heads)
+    b_heads: torch.Tensor | None
+    pure_a: torch.Tensor | None         # [1, H], pure mode only
+    pure_tau: torch.Tensor | None
+    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # backbone layers 2..L as (weight, bias)
+
+    def flat(self) -> list[torch.Tensor | None]:
+        return [self.w_h, self.w_heads, self.b_heads, self.pure_a, self.pure_tau,
+                *[p for layer in self.hidden for p in layer]]
+
+    @classmethod
+    def from_flat(cls, flat) -> "ScanWeights":
+        rest = flat[5:]
+        hidden = tuple((rest[i], rest[i + 1]) for i in range(0, len(rest), 2))
+        return cls(*flat[:5], hidden)
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise pieces of one step: pure functions, written so that torch.compile fuses each one.
+
+
+def _act(kind: str) -> Callable:
+    if kind == "lecun_tanh":
+        return lambda z: LECUN_SCALE * torch.tanh(LECUN_SLOPE * z)
+    if kind == "tanh":
+        return torch.tanh
+    if kind == "relu":
+        return torch.relu
+    if kind == "silu":
+        return F.silu
+    if kind == "gelu":
+        return F.gelu
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def _act_grad(kind: str) -> Callable:
+    """(z, g) -> g * act'(z)."""
+    if kind == "lecun_tanh":
+        def grad(z, g):
+            t = torch.tanh(LECUN_SLOPE * z)
+            return g * (LECUN_SCALE * LECUN_SLOPE) * (1.0 - t * t)
+    elif kind == "tanh":
+        def grad(z, g):
+            t = torch.tanh(z)
+            return g * (1.0 - t * t)
+    elif kind == "relu":
+        def grad(z, g):
+            return torch.where(z > 0, g, torch.zeros_like(g))
+    elif kind == "silu":
+        def grad(z, g):
+            s = torch.sigmoid(z)
+            return g * s * (1.0 + z * (1.0 - s))
+    elif kind == "gelu":
+        def grad(z, g):
+            cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
+            pdf = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+            return g * (cdf + z * pdf)
+    else:
+        raise ValueError(f"unknown activation {kind!r}")
+    return grad
+
+
+def _gate(mode: str) -> Callable:
+    """(y, dt, keep, h, a, tau) -> next state; padded steps (keep false) hold h."""
+
+    def gate(y, dt, keep, h, a, tau):
+        if mode == "pure":
+            e = torch.exp(-dt * (torch.abs(tau) + torch.abs(y)))
+            c = -a * e * y + a
+        else:
+            y1, y2, y3, y4 = y.chunk(4, dim=-1)
+            f1, f2 = torch.tanh(y1), torch.tanh(y2)
+            s = torch.sigmoid(y3 * dt + y4)
+            c = f1 + s * f2 if mode == "no_gate" else f1 * (1.0 - s) + s * f2
+        return c if keep is None else torch.where(keep, c, h)
+
+    return gate
+
+
+def _gate_grad(mode: str) -> Callable:
+    """(y, dt, keep, g_out, carry, a, tau) -> (dy, dc, passthrough).
+
+    g = g_out + carry is the gradient of the state after this step; dc is its share that reaches
+    the new candidate state and passthrough the share that goes straight to the previous state.
+    """
+
+    def grad(y, dt, keep, g_out, carry, a, tau):
+        g = g_out + carry
+        if keep is None:
+            dc, passthrough = g, None
+        else:
+            zero = torch.zeros_like(g)
+            dc, passthrough = torch.where(keep, g, zero), torch.where(keep, zero, g)
+        if mode == "pure":
+            e = torch.exp(-dt * (torch.abs(tau) + torch.abs(y)))
+            dy = dc * (-a * e * (1.0 - dt * torch.abs(y)))
+            return dy, dc, passthrough
+        y1, y2, y3, y4 = y.chunk(4, dim=-1)
+        f1, f2 = torch.tanh(y1), torch.tanh(y2)
+        s = torch.sigmoid(y3 * dt + y4)
+        if mode == "no_gate":
+            df1, ds = dc, dc * f2
+        else:
+            df1, ds = dc * (1.0 - s), dc * (f2 - f1)
+        df2 = dc * s
+        dq = ds * s * (1.0 - s)
+        dy = torch.cat([df1 * (1.0 - f1 * f1), df2 * (1.0 - f2 * f2), dq * dt, dq], dim=-1)
+        return dy, None, passthrough
+
+    return grad
+
+
+@dataclass(frozen=True)
+class StepKernels:
+    act: Callable
+    act_grad: Callable
+    gate: Callable
+    gate_grad: Callable
+
+
+_KERNELS: dict = {}
+_KERNELS_LOCK = threading.Lock()
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.dtype) -> StepKernels:
+    """The step's elementwise functions, compiled when fuse is set and the compiled ones check out."""
+    key = (spec.mode, spec.activation, fuse, device.type, dtype)
+    with _KERNELS_LOCK:
+        if key in _KERNELS:
+            return _KERNELS[key]
+    eager = StepKernels(_act(spec.activation), _act_grad(spec.activation), _gate(spec.mode), _gate_grad(spec.mode))
+    kernels = eager
+    if fuse:
+        compiled = StepKernels(*(torch.compile(f, fullgraph=True, dynamic=True) for f in
+                                 (eager.act, eager.act_grad, eager.gate, eager.gate_grad)))
+        try:
+            _self_test(spec, eager, compiled, device, dtype)
+            kernels = compiled
+        except Exception as err:  # a broken toolchain must cost speed, not correctness
+            warnings.warn(f"fast CfC: torch.compile of the step kernels failed ({err!r}); using eager kernels")
+    with _KERNELS_LOCK:
+        _KERNELS[key] = kernels
+    return kernels
+
+
+def _self_test(spec, eager: StepKernels, compiled: StepKernels, device, dtype) -> None:
+    """Run each compiled kernel once against the eager one (this also compiles them before any capture)."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    b, h = 3, 4
+    heads = h if spec.mode == "pure" else 4 * h
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    y, dt, hh, g, carry, z = rnd(b, heads), rnd(b, 1).abs(), rnd(b, h), rnd(b, h), rnd(b, h), rnd(b, h)
+    keep = torch.tensor([True, False, True], device=device)[:, None]
+    a, tau = rnd(1, h), rnd(1, h)
+    tol = 1e-4 if dtype != torch.float64 else 1e-10
+    for k in (None, keep):
+        pairs = [(eager.gate(y, dt, k, hh, a, tau), compiled.gate(y, dt, k, hh, a, tau))]
+        pairs += list(zip(eager.gate_grad(y, dt, k, g, carry, a, tau), compiled.gate_grad(y, dt, k, g, carry, a, tau)))
+        pairs += [(eager.act(z), compiled.act(z)), (eager.act_grad(z, g), compiled.act_grad(z, g))]
+        for want, got in pairs:
+            if (want is None) != (got is None) or (want is not None and not torch.allclose(want, got, atol=tol, rtol=tol)):
+                raise RuntimeError("compiled step kernel disagrees with the eager one")
+
+
+# ----------------------------------------------------------------------------------------------
+# The scan: forward and backward loops over time. Both run inside no-grad (autograd.Function).
+
+
+@dataclass
+class ScanTrace:
+    hs: torch.Tensor                 # [T, B, H] states after each step (what the outputs are)
+    zs: list[torch.Tensor]           # per backbone layer, pre-activations [T, B, U]
+    y: torch.Tensor | None           # [T, B, heads] head pre-activations
+
+
+@dataclass
+class ScanGrads:
+    u: torch.Tensor
+    dt: torch.Tensor
+    h0: torch.Tensor
+    weights: list[torch.Tensor | None]
+
+
+def _at(keep, t):
+    return None if keep is None else keep[t]
+
+
+def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights, save: bool) -> ScanTrace:
+    n = u.shape[0]
+    w_h_t = w.w_h.t()
+    hidden_t = [(wt.t(), b) for wt, b in w.hidden]
+    w_heads_t = None if w.w_heads is None else w.w_heads.t()
+    zs_steps: list[list] = [[] for _ in range(spec.layers)]
+    ys, hs = [], []
+    h = h0
+    for t in range(n):
+        z = torch.addmm(u[t], h, w_h_t)
+        if spec.layers == 0:
+            y = z
+        else:
+            if save:
+                zs_steps[0].append(z)
+            a = k.act(z)
+            for i, (wt, b) in enumerate(hidden_t):
+                z = torch.addmm(b, a, wt)
+                if save:
+                    zs_steps[i + 1].append(z)
+                a = k.act(z)
+            y = torch.addmm(w.b_heads, a, w_heads_t)
+        h = k.gate(y, dt[t], _at(keep, t), h, w.pure_a, w.pure_tau)
+        hs.append(h)
+        if save:
+            ys.append(y)
+    hs_all = torch.stack(hs) if hs else h0.new_zeros(0, *h0.shape)
+    if not save:
+        return ScanTrace(hs_all, [], None)
+    return ScanTrace(hs_all, [torch.stack(s) for s in zs_steps], torch.stack(ys))
+
+
+def scan_backward(spec: ScanSpec, k: StepKernels, trace: ScanTrace, dt, keep, h0, w: ScanWeights, grad_hs) -> ScanGrads:
+    n = grad_hs.shape[0]
+    act = _act(spec.activation)
+    carry = torch.zeros_like(h0)
+    dys, dcs = [None] * n, [None] * n
+    dzs = [[None] * n for _ in range(spec.layers)]
+    for t in reversed(range(n)):
+        dy, dc, passthrough = k.gate_grad(trace.y[t], dt[t], _at(keep, t), grad_hs[t], carry, w.pure_a, w.pure_tau)
+        dys[t], dcs[t] = dy, dc
+        if spec.layers == 0:
+            dz = dy
+        else:
+            da = dy @ w.w_heads
+            for i in reversed(range(1, spec.layers)):
+                dz = k.act_grad(trace.zs[i][t], da)
+                dzs[i][t] = dz
+                da = dz @ w.hidden[i - 1][0]
+            dz = k.act_grad(trace.zs[0][t], da)
+            dzs[0][t] = dz
+        carry = dz @ w.w_h if passthrough is None else torch.addmm(passthrough, dz, w.w_h)
+
+    def flat(x):
+        return x.reshape(-1, x.shape[-1])
+
+    dy_all = torch.stack(dys)
+    h_prev = torch.cat([h0[None], trace.hs[:-1]])
+    if spec.layers == 0:
+        du = dy_all
+        grads_heads = [None, None]
+    else:
+        dz_all = [torch.stack(d) for d in dzs]
+        du = dz_all[0]
+        last = act(trace.zs[-1])
+        grads_heads = [flat(dy_all).t() @ flat(last), dy_all.sum((0, 1))]
+    grad_w_h = flat(du).t() @ flat(h_prev)
+    grad_hidden = []
+    for i in range(1, spec.layers):
+        grad_hidden += [flat(dz_all[i]).t() @ flat(act(trace.zs[i - 1])), dz_all[i].sum((0, 1))]
+
+    y = trace.y
+    grad_a = grad_tau = None
+    if spec.mode == "pure":
+        dc_all = torch.stack(dcs)
+        e = torch.exp(-dt * (torch.abs(w.pure_tau) + torch.abs(y)))
+        afe = w.pure_a * y * e
+        grad_dt = (dc_all * afe * (torch.abs(w.pure_tau) + torch.abs(y))).sum(-1, keepdim=True)
+        grad_a = (dc_all * (1.0 - e * y)).sum((0, 1))[None]
+        grad_tau = (dc_all * afe * dt).sum((0, 1))[None] * torch.sign(w.pure_tau)
+    else:
+        hid = y.shape[-1] // 4
+        grad_dt = (dy_all[..., 3 * hid:] * y[..., 2 * hid:3 * hid]).sum(-1, keepdim=True)
+    return ScanGrads(du, grad_dt, carry, [grad_w_h, *grads_heads, grad_a, grad_tau, *grad_hidden])
+
+
+# ----------------------------------------------------------------------------------------------
+# Runners: eager (any device) and CUDA-graphed (one captured forward + backward per shape).
+
+
+class EagerRunner:
+    def __init__(self, spec: ScanSpec, kernels: StepKernels):
+        self.spec, self.kernels = spec, kernels
+
+    def forward(self, u, dt, keep, h0, w, save):
+        trace = scan_forward(self.spec, self.kernels, u, dt, keep, h0, w, save)
+        return trace.hs, trace
+
+    def backward(self, handle, u, dt, keep, h0, w, grad_hs) -> ScanGrads:
+        return scan_backward(self.spec, self.kernels, handle, dt, keep, h0, w, grad_hs)
+
+
+class GraphRunner:
+    """Both loops captured once for one shape; inputs are copied into static buffers per call.
+
+    The forward graph's saved activations live in static buffers that the next forward replay
+    overwrites, so each forward is numbered; a backward whose forward is no longer the latest
+    replays the forward again from its own saved inputs first (recompute, never stale data).
+    """
+
+    def __init__(self, spec: ScanSpec, kernels: StepKernels, u, dt, keep, h0, w: ScanWeights):
+        self.spec, self.kernels = spec, kernels
+        self.s_u, self.s_dt, self.s_h0 = u.clone(), dt.clone(), h0.clone()
+        self.s_keep = None if keep is None else keep.clone()
+        self.s_w = [None if p is None else p.detach().clone() for p in w.flat()]
+        self.s_grad = h0.new_zeros(u.shape[0], *h0.shape)
+        self.generation = 0
+        self.latest = -1
+        sw = ScanWeights.from_flat(self.s_w)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: cuBLAS handles, compiled kernels, allocator
+            for _ in range(2):
+                trace = scan_forward(spec, kernels, self.s_u, self.s_dt, self.s_keep, self.s_h0, sw, True)
+                scan_backward(spec, kernels, trace, self.s_dt, self.s_keep, self.s_h0, sw, self.s_grad)
+        torch.cuda.current_stream().wait_stream(side)
+        del trace
+        self.g_fwd, self.g_bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.g_fwd):
+            self.trace = scan_forward(spec, kernels, self.s_u, self.s_dt, self.s_keep, self.s_h0, sw, True)
+        with torch.cuda.graph(self.g_bwd, pool=self.g_fwd.pool()):
+            self.grads = scan_backward(spec, kernels, self.trace, self.s_dt, self.s_keep, self.s_h0, sw, self.s_grad)
+
+    def _load(self, u, dt, keep, h0, w: ScanWeights):
+        self.s_u.copy_(u)
+        self.s_dt.copy_(dt)
+        self.s_h0.copy_(h0)
+        if keep is not None:
+            self.s_keep.copy_(keep)
+        for s, p in zip(self.s_w, w.flat()):
+            if s is not None:
+                s.copy_(p)
+
+    def forward(self, u, dt, keep, h0, w, save):
+        self._load(u, dt, keep, h0, w)
+        self.g_fwd.replay()
+        self.generation += 1
+        self.latest = self.generation
+        return self.trace.hs.clone(), self.generation
+
+    def backward(self, handle, u, dt, keep, h0, w, grad_hs) -> ScanGrads:
+        if handle != self.latest:
+            self._load(u, dt, keep, h0, w)
+            self.g_fwd.replay()
+            self.latest = handle
+        self.s_grad.copy_(grad_hs)
+        self.g_bwd.replay()
+        g = self.grads
+        return ScanGrads(g.u.clone(), g.dt.clone(), g.h0.clone(), [None if x is None else x.clone() for x in g.weights])
+
+
+_GRAPHS: OrderedDict = OrderedDict()
+_GRAPHS_LOCK = threading.Lock()
+
+
+def graph_runner(spec, kernels, u, dt, keep, h0, w, cache_size: int) -> GraphRunner:
+    key = (spec, kernels, tuple(u.shape), tuple(h0.shape), u.dtype, u.device, keep is None,
+           tuple(None if p is None else tuple(p.shape) for p in w.flat()))
+    with _GRAPHS_LOCK:
+        runner = _GRAPHS.get(key)
+        if runner is not None:
+            _GRAPHS.move_to_end(key)
+            return runner
+    runner = GraphRunner(spec, kernels, u, dt, keep, h0, w)
+    with _GRAPHS_LOCK:
+        _GRAPHS[key] = runner
+        while len(_GRAPHS) > max(cache_size, 1):
+            _GRAPHS.popitem(last=False)
+    return runner
+
+
+class _CfCScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, runner, u, dt, keep, h0, *flat_w):
+        w = ScanWeights.from_flat(list(flat_w))
+        save = any(ctx.needs_input_grad)
+        hs, handle = runner.forward(u, dt, keep, h0, w, save)
+        ctx.runner, ctx.handle = runner, handle
+        ctx.save_for_backward(u, dt, keep, h0, *flat_w)
+        return hs
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        u, dt, keep, h0, *flat_w = ctx.saved_tensors
+        w = ScanWeights.from_flat(flat_w)
+        g = ctx.runner.backward(ctx.handle, u, dt, keep, h0, w, grad_hs.contiguous())
+        need = ctx.needs_input_grad
+        weights = [gw if need[5 + i] else None for i, gw in enumerate(g.weights)]
+        return (None, g.u if need[1] else None, g.dt if need[2] else None, None,
+                g.h0 if need[4] else None, *weights)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points.
+
+
+def cell_spec(cell: nn.Module) -> ScanSpec:
+    if cell.backbone_layers == 0:
+        name = "lecun_tanh"  # unused without a backbone
+    else:
+        name = _ACTIVATIONS.get(type(cell.backbone[1]).__name__)
+        if name is None:
+            raise ValueError(f"fast CfC: unsupported backbone activation {type(cell.backbone[1]).__name__}")
+    return ScanSpec(cell.mode, name, cell.backbone_layers)
+
+
+def unsupported_reason(cell: nn.Module) -> str | None:
+    """Why the fast path cannot compute exactly this cell's function now, or None when it can."""
+    if cell.backbone_layers > 0:
+        if type(cell.backbone[1]).__name__ not in _ACTIVATIONS:
+            return f"backbone activation {type(cell.backbone[1]).__name__}"
+        if cell.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in cell.backbone):
+            return "backbone dropout in training mode"
+    return None
+
+
+def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked(layer):
+        return layer.weight if cell.sparsity_mask is None else layer.weight * cell.sparsity_mask
+
+    if cell.mode == "pure":
+        return masked(cell.ff1), cell.ff1.bias
+    w = torch.cat([masked(cell.ff1), masked(cell.ff2), cell.time_a.weight, cell.time_b.weight])
+    b = torch.cat([cell.ff1.bias, cell.ff2.bias, cell.time_a.bias, cell.time_b.bias])
+    return w, b
+
+
+def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
+    cuda = device.type == "cuda"
+    fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
+    graphs = options.graphs if options.graphs is not None else cuda
+    return fuse, graphs and cuda
+
+
+def cfc_sequence(
+    cell: nn.Module,
+    x: torch.Tensor,
+    dt: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
+    options: FastOptions = FastOptions(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `cell` (an ncps CfCCell) over x [B, T, F] with time spans dt [B, T] or [B, T, 1] (1 when None)
+    and mask [B, T] (true on real steps; padded steps hold the state). Returns (outputs [B, T, H],
+    final state [B, H]), the same as driving the cell step by step."""
+    reason = unsupported_reason(cell)
+    if reason is not None:
+        raise ValueError(f"fast CfC cannot run this cell: {reason}")
+    # The scan mixes its own dtypes; under autocast the matmuls would silently change precision.
+    with torch.autocast(x.device.type, enabled=False):
+        return _cfc_sequence(cell, x, dt, mask, state, options)
+
+
+def _cfc_sequence(cell, x, dt, mask, state, options):
+    b, n, _ = x.shape
+    hid = cell.hidden_size
+    if state is None:
+        state = x.new_zeros(b, hid)
+    if n == 0:
+        return x.new_zeros(b, 0, hid), state
+    dt = x.new_ones(b, n, 1) if dt is None else (dt.unsqueeze(-1) if dt.dim() == 2 else dt)
+    spec = cell_spec(cell)
+    fuse, graphs = _resolve(options, x.device)
+
+    if spec.layers == 0:
+        first_w, first_b = _head_weights(cell)
+        heads_w = heads_b = None
+        hidden = ()
+    else:
+        first = cell.backbone[0]
+        first_w, first_b = first.weight, first.bias
+        heads_w, heads_b = _head_weights(cell)
+        linears = [m for m in cell.backbone if isinstance(m, nn.Linear)][1:]
+        hidden = tuple((m.weight, m.bias) for m in linears)
+    n_in = x.shape[-1]
+    x_tm = x.transpose(0, 1)
+    u = F.linear(x_tm, first_w[:, :n_in], first_b).contiguous()  # input half, all steps at once
+    dt_tm = dt.transpose(0, 1).to(u.dtype).contiguous()
+    keep = None if mask is None else mask.transpose(0, 1).to(torch.bool).unsqueeze(-1).contiguous()
+    pure_a, pure_tau = (cell.A, cell.w_tau) if spec.mode == "pure" else (None, None)
+    w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
+
+    kernels = step_kernels(spec, fuse, x.device, u.dtype)
+    if graphs:
+        pad = (-n) % max(options.time_bucket, 1)
+        if pad:  # extra padded steps hold the state, so outputs up to n are unchanged
+            if keep is None:
+                keep = torch.ones(n, b, 1, dtype=torch.bool, device=x.device)
+            u = F.pad(u, (0, 0, 0, 0, 0, pad))
+            dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
+            keep = F.pad(keep, (0, 0, 0, 0, 0, pad), value=False)
+        with torch.no_grad():
+            runner = graph_runner(spec, kernels, u.detach(), dt_tm.detach(), keep, state.detach(),
+                                  ScanWeights.from_flat([None if p is None else p.detach() for p in w.flat()]),
+                                  options.graph_cache)
+    else:
+        runner = EagerRunner(spec, kernels)
+    hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
+    return hs.transpose(0, 1), hs[-1]
