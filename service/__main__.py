@@ -1,0 +1,74 @@
+"""`python -m service [--host H --port P]` serves the API; `python -m service keys create --role R`
+prints a new API key. Settings come from SEPSIS_* environment variables (service/config.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from service.auth import ROLES, create_key, list_keys, revoke_key
+from service.config import Settings
+
+
+def _factory(settings: Settings):
+    from service.storage.db import make_engine, migrate, sessions
+
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    return sessions(engine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--host", default=None, help="bind address (default $SEPSIS_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default $SEPSIS_PORT or 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--db-url", default=None, help="SQLAlchemy URL (default $SEPSIS_DB_URL or a SQLite file)")
+    sub = parser.add_subparsers(dest="command")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key and print it (shown once; only its hash is stored)")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", default=None, help="who or what the key is for")
+    keys.add_parser("list", help="list keys (prefix, role, name; never the key)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
+
+    if args.command == "keys":
+        factory = _factory(settings)
+        if args.action == "create":
+            print(create_key(factory, args.role, args.name))
+        elif args.action == "list":
+            for k in list_keys(factory):
+                print(f"{k.id}\t{k.prefix}...\t{k.role}\t{k.name or ''}\t{'revoked' if k.revoked else 'active'}")
+        else:
+            if not revoke_key(factory, args.id):
+                print(f"error: no key with id {args.id}", file=sys.stderr)
+                return 1
+            print(f"revoked key {args.id}")
+        return 0
+
+    import os
+
+    import uvicorn
+
+    # uvicorn's workers re-import the app by name, so hand them the settings through the environment.
+    os.environ["SEPSIS_DB_URL"] = settings.db_url
+    if args.workers > 1:
+        # Migrate and seed once here, so the workers do not race each other doing it.
+        from service.auth import seed_keys
+
+        factory = _factory(settings)
+        if settings.bootstrap_keys:
+            seed_keys(factory, settings.bootstrap_keys)
+        uvicorn.run("service.asgi:app", host=settings.host, port=settings.port, workers=args.workers,
+                    log_level="warning")
+    else:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

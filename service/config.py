@@ -1,0 +1,61 @@
+"""One settings object for the service; every field reads from the environment (prefix SEPSIS_)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default, kind=str):
+    raw = os.environ.get(f"SEPSIS_{name.upper()}")
+    if raw is None or raw == "":
+        return default
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable SEPSIS_{name.upper()}={raw!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = "sqlite:///sepsis_service.db"
+    model: str | None = None             # registry name; None = the registry's default
+    model_version: str | None = None
+    models_dir: str | None = None        # None = the registry's default root
+    device: str = "auto"                 # onnxruntime provider choice: auto / cpu / cuda
+    # Micro-batching gathers concurrent requests into one model run. "auto" enables it only on
+    # CUDA, where one run of 64 rows costs about as much as one row; on CPU a step runs at once.
+    # One intra-op thread: a step is a few small matmuls, and spare cores serve other requests.
+    model_threads: int = 1
+    microbatch: str = "auto"             # auto / on / off
+    microbatch_max_size: int = 64
+    microbatch_max_wait_ms: float = 3.0
+    bootstrap_keys: str = ""             # "role:key,role:key" seeded (hashed) at start-up; dev/demo only
+    key_cache_seconds: float = 10.0      # how long a verified key is trusted without a DB lookup
+    host: str = "127.0.0.1"
+    port: int = 8000
+    migrate: bool = True                 # run Alembic migrations at start-up
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        values = {}
+        for f in fields(cls):
+            kind = {"int": int, "float": float, "bool": bool}.get(str(f.type).split(" ")[0], str)
+            values[f.name] = _env(f.name, f.default, kind)
+        # SEPSIS_MODEL / SEPSIS_MODELS_DIR are the registry's own variables; we read the same names.
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def use_microbatch(self, provider: str) -> bool:
+        if self.microbatch == "on":
+            return True
+        if self.microbatch == "off":
+            return False
+        return "CUDA" in provider.upper()
+
+
+def default_sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) else None

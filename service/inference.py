@@ -1,0 +1,57 @@
+"""The loaded model, run directly or through the micro-batcher, with its step metrics."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from models.registry import resolve
+from models.runtime import StepRuntime
+from service.batcher import MicroBatcher
+from service.config import Settings
+from service.metrics import Metrics
+
+
+class Model:
+    def __init__(self, runtime: StepRuntime, metrics: Metrics, microbatch: bool,
+                 max_size: int = 64, max_wait_ms: float = 3.0):
+        self.runtime = runtime
+        self.metrics = metrics
+        self.name = runtime.name
+        self.version = str(runtime.version)
+        self.threshold = float(runtime.threshold)
+        self.state_size = runtime.state_size
+        self.provider = runtime.provider
+        self.batcher = MicroBatcher(self._run, max_size, max_wait_ms / 1000.0) if microbatch else None
+        metrics.model_info.labels(self.name, self.version, self.provider, str(bool(microbatch)).lower()).set(1)
+
+    @classmethod
+    def load(cls, settings: Settings, metrics: Metrics) -> "Model":
+        info = resolve(settings.model, settings.model_version, settings.models_dir)
+        runtime = StepRuntime.open(info, device=settings.device, intra_op_threads=settings.model_threads)
+        return cls(runtime, metrics, settings.use_microbatch(runtime.provider),
+                   settings.microbatch_max_size, settings.microbatch_max_wait_ms)
+
+    def _run(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        res = self.runtime.step(obs, elapsed.reshape(-1, 1), state)
+        self.metrics.step_latency.observe(time.perf_counter() - start)
+        self.metrics.batch_size.observe(len(obs))
+        return res.risk, res.next_state
+
+    def step_one(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Single-request step: gathered with other requests when micro-batching is on."""
+        if self.batcher is not None:
+            return self.batcher.step(obs, elapsed, state)
+        return self._run(obs, elapsed, state)
+
+    def step_many(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A batch request's step across its patients: already one run, no gathering needed."""
+        return self._run(obs, elapsed, state)
+
+    def new_state(self) -> np.ndarray:
+        return np.zeros(self.state_size, dtype=np.float32)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()

@@ -1,0 +1,295 @@
+"""Scoring posted observations: read each patient's state, run the model step(s), and store the
+observations, risks, alarms and new states in one transaction.
+
+A request is all-or-nothing: if any observation conflicts (out of order, or a timestamp already
+stored with other vitals) nothing is stored. An observation posted again with identical vitals
+returns the stored result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine
+
+from service import schemas
+from service.errors import Conflict
+from service.inference import Model
+from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, elapsed_hours, iculos, model_input,
+                            state_from_bytes, state_to_bytes)
+from service.locks import StripedLocks
+from service.metrics import Metrics
+from service.storage.tables import Alarm, Observation, Patient
+
+MAX_ATTEMPTS = 20
+UTC = dt.timezone.utc
+
+
+@dataclass
+class Item:
+    index: int
+    patient_id: str
+    ts: dt.datetime
+    vitals: dict[str, float]
+
+
+@dataclass
+class Plan:
+    """One patient's part of a request: what was read, what to run, what came out."""
+    patient_id: str
+    row: object | None  # the patients row as read (a Row), None for a new patient
+    state: np.ndarray
+    last_ts: dt.datetime | None
+    icu_admit: dt.datetime | None
+    demographics: dict[str, float | None]
+    new: list[Item] = field(default_factory=list)
+    aliases: list[tuple[int, int]] = field(default_factory=list)  # (index, index of the identical item)
+    elapsed: list[float] = field(default_factory=list)
+    iculos: list[float] = field(default_factory=list)
+    risks: list[float] = field(default_factory=list)
+
+
+class _Retry(Exception):
+    """Another writer changed the patient between our read and our write."""
+
+
+def stored_result(o) -> schemas.PredictResult:
+    return schemas.PredictResult(
+        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=o.risk >= o.threshold, alarm_id=o.alarm_id,
+        threshold=o.threshold, model=o.model_name, model_version=o.model_version,
+        elapsed_hours=o.elapsed_hours, iculos=o.iculos, duplicate=True)
+
+
+@dataclass(frozen=True)
+class _AlarmState:
+    state: str
+    snoozed_until: dt.datetime | None = None
+
+
+_OpenAlarm = _AlarmState("open")
+P, O, A = Patient.__table__, Observation.__table__, Alarm.__table__
+
+
+def alarm_blocks(alarm, ts: dt.datetime) -> bool:
+    """Whether an existing alarm suppresses a new one at `ts`: open and acknowledged alarms do
+    until resolved, a snoozed one until its snooze ends."""
+    if alarm is None or alarm.state == "resolved":
+        return False
+    if alarm.state == "snoozed":
+        return alarm.snoozed_until is not None and alarm.snoozed_until > ts
+    return True
+
+
+def demographics_of(row) -> dict[str, float | None]:
+    return {f: getattr(row, f) for f in DEMOGRAPHIC_FIELDS.values()}
+
+
+class Ingestor:
+    def __init__(self, engine: Engine, model: Model, metrics: Metrics):
+        self.engine = engine
+        self.model = model
+        self.metrics = metrics
+        self.locks = StripedLocks()
+
+    def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
+        results, _ = self._process([observation], single=True)
+        return results[0]
+
+    def predict_batch(self, observations: list[schemas.Observation]) -> tuple[list[schemas.PredictResult], int]:
+        return self._process(observations, single=False)
+
+    def _process(self, observations, single: bool):
+        groups: dict[str, list[Item]] = {}
+        for i, o in enumerate(observations):
+            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
+        for items in groups.values():
+            items.sort(key=lambda it: it.ts)  # stable: equal timestamps keep request order
+        where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
+        with self.locks.hold(groups):
+            for _ in range(MAX_ATTEMPTS):
+                results: dict[int, schemas.PredictResult] = {}
+                plans = self._plan(groups, results, where)
+                runs = self._score(plans, single)
+                try:
+                    raised = self._store(plans, results)
+                except _Retry:
+                    continue
+                break
+            else:
+                raise Conflict("the patient's record kept changing under concurrent writers; retry the request")
+        stored = sum(len(p.new) for p in plans)
+        self.metrics.predictions.labels(self.model.name, self.model.version).inc(stored)
+        if len(observations) - stored:
+            self.metrics.duplicates.inc(len(observations) - stored)
+        if raised:
+            self.metrics.alarm_events.labels("raised").inc(raised)
+        return [results[i] for i in range(len(observations))], runs
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def _plan(self, groups: dict[str, list[Item]], results, where) -> list[Plan]:
+        with self.engine.begin() as s:
+            ids = list(groups)
+            where_ids = P.c.id == ids[0] if len(ids) == 1 else P.c.id.in_(ids)
+            rows = {r.id: r for r in s.execute(select(P).where(where_ids))}
+            stored = self._stored_candidates(s, groups, rows)
+            plans = []
+            for pid, items in groups.items():
+                row = rows.get(pid)
+                plan = self._patient_plan(s, pid, row)
+                for it in items:
+                    if plan.last_ts is not None and it.ts <= plan.last_ts:  # sorted: before every new item
+                        o = stored.get((pid, it.ts))
+                        if o is None:
+                            raise Conflict(f"{where(it.index)}timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
+                                           f"its last stored observation ({plan.last_ts.isoformat()}); observations of a "
+                                           "patient must arrive in time order. Nothing was stored.")
+                        if o.vitals != it.vitals:
+                            raise Conflict(f"{where(it.index)}patient {pid} already has an observation at {it.ts.isoformat()} "
+                                           "with different vitals; a stored observation cannot be changed. Nothing was stored.")
+                        results[it.index] = stored_result(o)
+                        continue
+                    if plan.new and plan.new[-1].ts == it.ts:
+                        if plan.new[-1].vitals != it.vitals:
+                            raise Conflict(f"{where(it.index)}patient {pid} has two observations at {it.ts.isoformat()} "
+                                           "with different vitals in this request. Nothing was stored.")
+                        plan.aliases.append((it.index, plan.new[-1].index))
+                        continue
+                    plan.new.append(it)
+                if plan.new:
+                    self._prepare_inputs(plan, where)
+                plans.append(plan)
+            return plans
+
+    @staticmethod
+    def _stored_candidates(s: Connection, groups, rows) -> dict:
+        """Stored observations at timestamps posted again (only those can be duplicates)."""
+        wanted = {(pid, it.ts) for pid, items in groups.items() for it in items
+                  if pid in rows and rows[pid].last_ts is not None and it.ts <= rows[pid].last_ts}
+        if not wanted:
+            return {}
+        q = select(O).where(O.c.patient_id.in_({p for p, _ in wanted}), O.c.ts.in_({t for _, t in wanted}))
+        return {(o.patient_id, o.ts): o for o in s.execute(q) if (o.patient_id, o.ts) in wanted}
+
+    def _patient_plan(self, s: Connection, pid: str, row) -> Plan:
+        if row is None:
+            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, None, {})
+        state = None
+        if row.state is not None and (row.model_name, row.model_version) == (self.model.name, self.model.version):
+            state = state_from_bytes(row.state, self.model.state_size)
+        if state is None:
+            # A new patient, or one whose state belongs to another model: rebuild it from the
+            # stored history so the loaded model sees the whole stay.
+            state = self._rebuild_state(s, row)
+        icu_admit = row.icu_admit_time or row.first_ts
+        return Plan(pid, row, state, row.last_ts, icu_admit, demographics_of(row))
+
+    def _rebuild_state(self, s: Connection, row) -> np.ndarray:
+        state = np.zeros((1, self.model.state_size), np.float32)
+        history = s.execute(select(O).where(O.c.patient_id == row.id).order_by(O.c.ts))
+        demographics = demographics_of(row)
+        for o in history:
+            x = model_input(o.vitals, demographics, o.iculos)[None]
+            _, state = self.model.step_many(x, np.array([o.elapsed_hours], np.float32), state)
+        return state[0]
+
+    def _prepare_inputs(self, plan: Plan, where) -> None:
+        first = plan.new[0]
+        if plan.row is None:
+            plan.demographics = demographics_from_vitals(first.vitals)
+        if plan.icu_admit is None:
+            plan.icu_admit = first.ts
+        if first.ts < plan.icu_admit:
+            raise Conflict(f"{where(first.index)}timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
+                           f"ICU admission time {plan.icu_admit.isoformat()}. Nothing was stored.")
+        previous = plan.last_ts
+        for it in plan.new:
+            plan.elapsed.append(elapsed_hours(it.ts, previous))
+            plan.iculos.append(iculos(it.ts, plan.icu_admit))
+            previous = it.ts
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def _score(self, plans: list[Plan], single: bool) -> int:
+        active = [p for p in plans if p.new]
+        steps = max((len(p.new) for p in active), default=0)
+        run = self.model.step_one if single else self.model.step_many
+        for k in range(steps):
+            ps = [p for p in active if len(p.new) > k]
+            obs = np.stack([model_input(p.new[k].vitals, p.demographics, p.iculos[k]) for p in ps])
+            elapsed = np.array([p.elapsed[k] for p in ps], np.float32)
+            state = np.stack([p.state for p in ps])
+            risk, next_state = run(obs, elapsed, state)
+            for j, p in enumerate(ps):
+                p.risks.append(float(risk[j]))
+                p.state = next_state[j].copy()
+        return steps
+
+    # -- write ---------------------------------------------------------------------------------
+
+    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult]) -> int:
+        now = dt.datetime.now(UTC)
+        raised = 0
+        pending: dict[int, schemas.PredictResult] = {}
+        try:
+            with self.engine.begin() as s:
+                for p in plans:
+                    if not p.new:
+                        continue
+                    self._write_patient(s, p, now)
+                    raised += self._write_observations(s, p, now, pending)
+        except IntegrityError:
+            raise _Retry() from None
+        results.update(pending)
+        for p in plans:
+            for index, same in p.aliases:
+                results[index] = results[same].model_copy(update={"duplicate": True})
+        return raised
+
+    def _write_patient(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+        m = self.model
+        values = dict(state=state_to_bytes(p.state), model_name=m.name, model_version=m.version,
+                      last_ts=p.new[-1].ts, last_risk=p.risks[-1])
+        if p.row is None:
+            s.execute(insert(P).values(
+                id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
+                first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **p.demographics, **values))
+            return
+        if p.row.first_ts is None:
+            values.update(first_ts=p.new[0].ts, icu_admit_time=p.icu_admit)
+        res = s.execute(
+            update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version)
+            .values(version=p.row.version + 1, n_observations=p.row.n_observations + len(p.new), **values))
+        if res.rowcount != 1:
+            raise _Retry()
+
+    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime, results) -> int:
+        m = self.model
+        raised = 0
+        current = None
+        if any(r >= m.threshold for r in p.risks):
+            current = conn.execute(select(A.c.state, A.c.snoozed_until)
+                                   .where(A.c.patient_id == p.patient_id, A.c.state != "resolved")
+                                   .order_by(A.c.id.desc()).limit(1)).first()
+        rows = []
+        for k, it in enumerate(p.new):
+            risk = p.risks[k]
+            alarm_id = None
+            if risk >= m.threshold and not alarm_blocks(current, it.ts):
+                alarm_id = conn.execute(insert(A).values(
+                    patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=m.threshold, model_name=m.name,
+                    model_version=m.version, state="open")).inserted_primary_key[0]
+                current = _OpenAlarm
+                raised += 1
+            rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],
+                             iculos=p.iculos[k], risk=risk, threshold=m.threshold, model_name=m.name,
+                             model_version=m.version, alarm_id=alarm_id, received_at=now))
+            results[it.index] = schemas.PredictResult(
+                patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= m.threshold, alarm_id=alarm_id,
+                threshold=m.threshold, model=m.name, model_version=m.version, elapsed_hours=p.elapsed[k],
+                iculos=p.iculos[k])
+        conn.execute(insert(O), rows)
+        return raised

@@ -1,0 +1,57 @@
+"""Pure transforms from what a hospital system posts to the model's inputs.
+
+ICULOS = floor(hours since ICU admission) + 1, so the first hour of a stay is ICULOS 1 as in the
+PhysioNet files. Without an admission record the first observation's timestamp is the ICU
+admission. Nothing is imputed here: unmeasured variables stay NaN and the model's state carries
+the last values forward.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+
+from service.ranges import DEMOGRAPHICS, FEATURES, INDEX
+
+DEMOGRAPHIC_FIELDS = {"Age": "age", "Gender": "gender", "Unit1": "unit1", "Unit2": "unit2",
+                      "HospAdmTime": "hosp_adm_time"}
+assert tuple(DEMOGRAPHIC_FIELDS) == DEMOGRAPHICS
+UNIT_CODES = {"MICU": (1.0, 0.0), "SICU": (0.0, 1.0), "other": (0.0, 0.0)}
+
+
+def iculos(ts: dt.datetime, icu_admit: dt.datetime) -> float:
+    return float(math.floor((ts - icu_admit).total_seconds() / 3600.0) + 1)
+
+
+def elapsed_hours(ts: dt.datetime, previous: dt.datetime | None) -> float:
+    return 0.0 if previous is None else (ts - previous).total_seconds() / 3600.0
+
+
+def demographics_from_vitals(vitals: dict[str, float]) -> dict[str, float | None]:
+    """The admission record a first observation creates when no admission was posted."""
+    return {field: vitals.get(name) for name, field in DEMOGRAPHIC_FIELDS.items()}
+
+
+def model_input(vitals: dict[str, float], demographics: dict[str, float | None], icu_los: float) -> np.ndarray:
+    """[40] float32: posted values in their columns, demographics from the record unless posted
+    with this observation, ICULOS derived; everything else NaN."""
+    row = np.full(len(FEATURES), np.nan, dtype=np.float32)
+    for name, field in DEMOGRAPHIC_FIELDS.items():
+        value = demographics.get(field)
+        if value is not None:
+            row[INDEX[name]] = value
+    for name, value in vitals.items():
+        row[INDEX[name]] = value
+    row[INDEX["ICULOS"]] = icu_los
+    return row
+
+
+def state_to_bytes(state: np.ndarray) -> bytes:
+    return np.ascontiguousarray(state, dtype="<f4").tobytes()
+
+
+def state_from_bytes(raw: bytes, size: int) -> np.ndarray | None:
+    """None when the stored state does not fit the loaded model (a different state size)."""
+    state = np.frombuffer(raw, dtype="<f4")
+    return state.copy() if state.size == size else None

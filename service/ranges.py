@@ -1,0 +1,91 @@
+"""The 40 PhysioNet 2019 variables in model order and the hard limits the API accepts for each.
+
+The limits reject what cannot be a measurement of a living adult in PhysioNet units (wrong units,
+typing errors, sensor garbage); they are deliberately wide so that extreme but real values pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FEATURES: tuple[str, ...] = (
+    "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2",
+    "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium",
+    "Chloride", "Creatinine", "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate",
+    "Potassium", "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets",
+    "Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS",
+)
+INDEX = {name: i for i, name in enumerate(FEATURES)}
+DEMOGRAPHICS = ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")
+BINARY = frozenset({"Gender", "Unit1", "Unit2"})
+# ICULOS is derived by the service from the ICU admission time, never posted.
+DERIVED = frozenset({"ICULOS"})
+
+
+@dataclass(frozen=True)
+class Limit:
+    low: float
+    high: float
+    unit: str
+
+
+LIMITS: dict[str, Limit] = {
+    "HR": Limit(0, 300, "beats/min"),
+    "O2Sat": Limit(0, 100, "%"),
+    "Temp": Limit(20, 45, "deg C"),
+    "SBP": Limit(0, 300, "mm Hg"),
+    "MAP": Limit(0, 300, "mm Hg"),
+    "DBP": Limit(0, 300, "mm Hg"),
+    "Resp": Limit(0, 100, "breaths/min"),
+    "EtCO2": Limit(0, 150, "mm Hg"),
+    "BaseExcess": Limit(-50, 50, "mmol/L"),
+    "HCO3": Limit(0, 80, "mmol/L"),
+    "FiO2": Limit(0, 1, "fraction"),
+    "pH": Limit(6.5, 8.0, "pH"),
+    "PaCO2": Limit(0, 200, "mm Hg"),
+    "SaO2": Limit(0, 100, "%"),
+    "AST": Limit(0, 20000, "IU/L"),
+    "BUN": Limit(0, 300, "mg/dL"),
+    "Alkalinephos": Limit(0, 5000, "IU/L"),
+    "Calcium": Limit(0, 30, "mg/dL"),
+    "Chloride": Limit(40, 200, "mmol/L"),
+    "Creatinine": Limit(0, 50, "mg/dL"),
+    "Bilirubin_direct": Limit(0, 100, "mg/dL"),
+    "Glucose": Limit(0, 3000, "mg/dL"),
+    "Lactate": Limit(0, 50, "mmol/L"),
+    "Magnesium": Limit(0, 20, "mmol/dL"),
+    "Phosphate": Limit(0, 30, "mg/dL"),
+    "Potassium": Limit(0, 20, "mmol/L"),
+    "Bilirubin_total": Limit(0, 100, "mg/dL"),
+    "TroponinI": Limit(0, 1000, "ng/mL"),
+    "Hct": Limit(0, 100, "%"),
+    "Hgb": Limit(0, 30, "g/dL"),
+    "PTT": Limit(0, 250, "seconds"),
+    "WBC": Limit(0, 500, "10^3/uL"),
+    "Fibrinogen": Limit(0, 2000, "mg/dL"),
+    "Platelets": Limit(0, 3000, "10^3/uL"),
+    "Age": Limit(0, 120, "years"),
+    "Gender": Limit(0, 1, "0 female / 1 male"),
+    "Unit1": Limit(0, 1, "0/1 (MICU)"),
+    "Unit2": Limit(0, 1, "0/1 (SICU)"),
+    "HospAdmTime": Limit(-100000, 24, "hours from hospital to ICU admission"),
+    "ICULOS": Limit(0, 100000, "hours"),
+}
+assert tuple(LIMITS) == FEATURES
+
+
+def check_value(name: str, value: float) -> str | None:
+    """None if `value` is acceptable for `name`, else the reason (naming the allowed range)."""
+    import math
+
+    if name not in LIMITS:
+        return f"unknown variable {name!r} (allowed are the 40 PhysioNet 2019 names {' '.join(FEATURES)})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    if not math.isfinite(value):
+        return "must be a finite number (omit a variable that was not measured)"
+    lim = LIMITS[name]
+    if name in BINARY and value not in (0, 1):
+        return "must be 0 or 1"
+    if not lim.low <= value <= lim.high:
+        return f"{value:g} is outside the allowed range {lim.low:g} to {lim.high:g} {lim.unit}"
+    return None

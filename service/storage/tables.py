@@ -1,0 +1,118 @@
+"""The tables. Times are stored as UTC; the model state is the runtime's float32 vector as bytes."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        TypeDecorator, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    admitted_by: Mapped[str] = mapped_column(String(24))  # "admission" or "first_observation"
+    age: Mapped[float | None] = mapped_column(Float)
+    gender: Mapped[float | None] = mapped_column(Float)
+    unit1: Mapped[float | None] = mapped_column(Float)
+    unit2: Mapped[float | None] = mapped_column(Float)
+    hosp_adm_time: Mapped[float | None] = mapped_column(Float)
+    icu_admit_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Streaming state, advanced by each observation. `version` guards it against lost updates
+    # from another process: every write is UPDATE ... WHERE version = <version read>.
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    last_ts: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_ts: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    n_observations: Mapped[int] = mapped_column(Integer, default=0)
+    last_risk: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Outcome, once known: "sepsis" (with onset_time) or "no_sepsis" (discharged without sepsis).
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    onset_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    discharged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    outcome_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    outcome_recorded_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class Observation(Base):
+    __tablename__ = "observations"
+    __table_args__ = (UniqueConstraint("patient_id", "ts", name="uq_observation_patient_ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    vitals: Mapped[dict] = mapped_column(JSON)
+    elapsed_hours: Mapped[float] = mapped_column(Float)
+    iculos: Mapped[float] = mapped_column(Float)
+    risk: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    alarm_id: Mapped[int | None] = mapped_column(Integer)  # the alarm this observation raised
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class Alarm(Base):
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_patient_state", "patient_id", "state"),
+                      Index("ix_alarms_raised_at", "raised_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    raised_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # the observation's timestamp
+    risk: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # open / acknowledged / snoozed / resolved
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    ack_reason: Mapped[str | None] = mapped_column(String(32))
+    ack_note: Mapped[str | None] = mapped_column(String(1000))
+    snoozed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    snoozed_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolve_note: Mapped[str | None] = mapped_column(String(1000))
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart in listings
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
