@@ -9,8 +9,8 @@ nodes backward. This module computes the same function from the same `CfCCell` w
 3. a scan with its own backward (`_CfCScan`): per step backward is two small matmuls and two
    elementwise passes; weight gradients are deferred and done as one large matmul per weight;
 4. optionally, each step's elementwise work fused by `torch.compile` (needs Triton on GPU);
-5. optionally, the forward and the backward loops each captured once as a CUDA graph, so a replay
-   launches every kernel of the sequence without Python in between.
+5. optionally, the forward and the backward loop over a chunk of steps each captured once as a CUDA
+   graph, so one replay launches a chunk's kernels without Python in between.
 
 Layout inside the scan is time-major ([T, B, ...]) so each step reads a contiguous slice.
 """
@@ -38,9 +38,9 @@ class FastOptions:
     """How the fast path runs. None means: on when the input is on CUDA (and Triton is present, for fuse)."""
 
     fuse: bool | None = None      # torch.compile each step's elementwise work
-    graphs: bool | None = None    # replay whole-sequence CUDA graphs (CUDA only)
-    time_bucket: int = 8          # with graphs, pad T up to a multiple of this so fewer shapes get captured
-    graph_cache: int = 8          # captured shapes kept (least recently used dropped)
+    graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture)
+    graph_chunk: int = 8          # steps per captured graph; T is padded up to a multiple with held steps
+    graph_cache: int = 8          # (batch size, chunk) graph pairs kept, least recently used dropped
 
 
 @dataclass(frozen=True)
@@ -281,148 +281,214 @@ def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights
     return ScanTrace(hs_all, [torch.stack(s) for s in zs_steps], torch.stack(ys))
 
 
-def scan_backward(spec: ScanSpec, k: StepKernels, trace: ScanTrace, dt, keep, h0, w: ScanWeights, grad_hs) -> ScanGrads:
+@dataclass
+class LoopGrads:
+    """What the backward loop over time produces; weight gradients come after it, in bulk."""
+
+    dy: torch.Tensor                 # [T, B, heads]
+    dc: torch.Tensor | None          # [T, B, H] candidate-state gradients, pure mode only
+    dzs: list[torch.Tensor]          # per backbone layer [T, B, U]
+    carry: torch.Tensor              # [B, H] gradient of the state before the first step
+
+
+def scan_backward_loop(spec: ScanSpec, k: StepKernels, zs, y, dt, keep, w: ScanWeights, grad_hs, carry) -> LoopGrads:
     n = grad_hs.shape[0]
-    act = _act(spec.activation)
-    carry = torch.zeros_like(h0)
     dys, dcs = [None] * n, [None] * n
     dzs = [[None] * n for _ in range(spec.layers)]
     for t in reversed(range(n)):
-        dy, dc, passthrough = k.gate_grad(trace.y[t], dt[t], _at(keep, t), grad_hs[t], carry, w.pure_a, w.pure_tau)
+        dy, dc, passthrough = k.gate_grad(y[t], dt[t], _at(keep, t), grad_hs[t], carry, w.pure_a, w.pure_tau)
         dys[t], dcs[t] = dy, dc
         if spec.layers == 0:
             dz = dy
         else:
             da = dy @ w.w_heads
             for i in reversed(range(1, spec.layers)):
-                dz = k.act_grad(trace.zs[i][t], da)
+                dz = k.act_grad(zs[i][t], da)
                 dzs[i][t] = dz
                 da = dz @ w.hidden[i - 1][0]
-            dz = k.act_grad(trace.zs[0][t], da)
+            dz = k.act_grad(zs[0][t], da)
             dzs[0][t] = dz
         carry = dz @ w.w_h if passthrough is None else torch.addmm(passthrough, dz, w.w_h)
+    dc_all = torch.stack(dcs) if spec.mode == "pure" else None
+    return LoopGrads(torch.stack(dys), dc_all, [torch.stack(d) for d in dzs], carry)
+
+
+def scan_backward_bulk(spec: ScanSpec, trace: ScanTrace, dt, h0, w: ScanWeights, lg: LoopGrads) -> ScanGrads:
+    """Weight, time-span and input gradients for all steps at once: a few large matmuls and reductions."""
+    act = _act(spec.activation)
 
     def flat(x):
         return x.reshape(-1, x.shape[-1])
 
-    dy_all = torch.stack(dys)
     h_prev = torch.cat([h0[None], trace.hs[:-1]])
     if spec.layers == 0:
-        du = dy_all
+        du = lg.dy
         grads_heads = [None, None]
     else:
-        dz_all = [torch.stack(d) for d in dzs]
-        du = dz_all[0]
-        last = act(trace.zs[-1])
-        grads_heads = [flat(dy_all).t() @ flat(last), dy_all.sum((0, 1))]
+        du = lg.dzs[0]
+        grads_heads = [flat(lg.dy).t() @ flat(act(trace.zs[-1])), lg.dy.sum((0, 1))]
     grad_w_h = flat(du).t() @ flat(h_prev)
     grad_hidden = []
     for i in range(1, spec.layers):
-        grad_hidden += [flat(dz_all[i]).t() @ flat(act(trace.zs[i - 1])), dz_all[i].sum((0, 1))]
+        grad_hidden += [flat(lg.dzs[i]).t() @ flat(act(trace.zs[i - 1])), lg.dzs[i].sum((0, 1))]
 
     y = trace.y
     grad_a = grad_tau = None
     if spec.mode == "pure":
-        dc_all = torch.stack(dcs)
         e = torch.exp(-dt * (torch.abs(w.pure_tau) + torch.abs(y)))
         afe = w.pure_a * y * e
-        grad_dt = (dc_all * afe * (torch.abs(w.pure_tau) + torch.abs(y))).sum(-1, keepdim=True)
-        grad_a = (dc_all * (1.0 - e * y)).sum((0, 1))[None]
-        grad_tau = (dc_all * afe * dt).sum((0, 1))[None] * torch.sign(w.pure_tau)
+        grad_dt = (lg.dc * afe * (torch.abs(w.pure_tau) + torch.abs(y))).sum(-1, keepdim=True)
+        grad_a = (lg.dc * (1.0 - e * y)).sum((0, 1))[None]
+        grad_tau = (lg.dc * afe * dt).sum((0, 1))[None] * torch.sign(w.pure_tau)
     else:
         hid = y.shape[-1] // 4
-        grad_dt = (dy_all[..., 3 * hid:] * y[..., 2 * hid:3 * hid]).sum(-1, keepdim=True)
-    return ScanGrads(du, grad_dt, carry, [grad_w_h, *grads_heads, grad_a, grad_tau, *grad_hidden])
+        grad_dt = (lg.dy[..., 3 * hid:] * y[..., 2 * hid:3 * hid]).sum(-1, keepdim=True)
+    return ScanGrads(du, grad_dt, lg.carry, [grad_w_h, *grads_heads, grad_a, grad_tau, *grad_hidden])
+
+
+def scan_backward(spec: ScanSpec, k: StepKernels, trace: ScanTrace, dt, keep, h0, w: ScanWeights, grad_hs) -> ScanGrads:
+    lg = scan_backward_loop(spec, k, trace.zs, trace.y, dt, keep, w, grad_hs, torch.zeros_like(h0))
+    return scan_backward_bulk(spec, trace, dt, h0, w, lg)
 
 
 # ----------------------------------------------------------------------------------------------
-# Runners: eager (any device) and CUDA-graphed (one captured forward + backward per shape).
+# Runners: eager (any device) and CUDA-graphed (fixed chunks of steps, CUDA only).
 
 
 class EagerRunner:
     def __init__(self, spec: ScanSpec, kernels: StepKernels):
         self.spec, self.kernels = spec, kernels
 
-    def forward(self, u, dt, keep, h0, w, save):
-        trace = scan_forward(self.spec, self.kernels, u, dt, keep, h0, w, save)
-        return trace.hs, trace
+    def forward(self, u, dt, keep, h0, w, save) -> ScanTrace:
+        return scan_forward(self.spec, self.kernels, u, dt, keep, h0, w, save)
 
-    def backward(self, handle, u, dt, keep, h0, w, grad_hs) -> ScanGrads:
-        return scan_backward(self.spec, self.kernels, handle, dt, keep, h0, w, grad_hs)
+    def backward(self, trace, dt, keep, h0, w, grad_hs) -> ScanGrads:
+        return scan_backward(self.spec, self.kernels, trace, dt, keep, h0, w, grad_hs)
 
 
-class GraphRunner:
-    """Both loops captured once for one shape; inputs are copied into static buffers per call.
+class ChunkGraphRunner:
+    """The forward and the backward loop over `chunk` steps, each captured once as a CUDA graph.
 
-    The forward graph's saved activations live in static buffers that the next forward replay
-    overwrites, so each forward is numbered; a backward whose forward is no longer the latest
-    replays the forward again from its own saved inputs first (recompute, never stale data).
+    A sequence (padded to a multiple of `chunk` with held steps) is a series of replays that carry
+    the state (forward) or its gradient (backward) from chunk to chunk. Graphs are keyed only by
+    batch size and chunk length, so sequences of any length reuse them; what a replay writes is
+    copied out at once, so activations saved for backward are ordinary tensors.
     """
 
-    def __init__(self, spec: ScanSpec, kernels: StepKernels, u, dt, keep, h0, w: ScanWeights):
-        self.spec, self.kernels = spec, kernels
-        self.s_u, self.s_dt, self.s_h0 = u.clone(), dt.clone(), h0.clone()
-        self.s_keep = None if keep is None else keep.clone()
+    def __init__(self, spec: ScanSpec, kernels: StepKernels, chunk: int, batch: int, hidden: int,
+                 u_width: int, w: ScanWeights, like: torch.Tensor):
+        self.spec, self.kernels, self.chunk = spec, kernels, chunk
+        self.s_u = like.new_zeros(chunk, batch, u_width)
+        self.s_dt = like.new_zeros(chunk, batch, 1)
+        self.s_keep = torch.ones(chunk, batch, 1, dtype=torch.bool, device=like.device)
+        self.s_h = like.new_zeros(batch, hidden)
+        self.s_grad = like.new_zeros(chunk, batch, hidden)
+        self.s_carry = like.new_zeros(batch, hidden)
         self.s_w = [None if p is None else p.detach().clone() for p in w.flat()]
-        self.s_grad = h0.new_zeros(u.shape[0], *h0.shape)
-        self.generation = 0
-        self.latest = -1
         sw = ScanWeights.from_flat(self.s_w)
+
+        def fwd():
+            return scan_forward(spec, kernels, self.s_u, self.s_dt, self.s_keep, self.s_h, sw, True)
+
+        def bwd(trace):
+            return scan_backward_loop(spec, kernels, trace.zs, trace.y, self.s_dt, self.s_keep, sw,
+                                      self.s_grad, self.s_carry)
+
+        self._fwd, self._bwd = fwd, bwd
+        self.capture = like.device.type == "cuda"
+        if not self.capture:  # CPU: same chunking, plain calls (so the chunk logic is testable anywhere)
+            self.trace = fwd()
+            self.loop = bwd(self.trace)
+            return
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up: cuBLAS handles, compiled kernels, allocator
             for _ in range(2):
-                trace = scan_forward(spec, kernels, self.s_u, self.s_dt, self.s_keep, self.s_h0, sw, True)
-                scan_backward(spec, kernels, trace, self.s_dt, self.s_keep, self.s_h0, sw, self.s_grad)
+                bwd(fwd())
         torch.cuda.current_stream().wait_stream(side)
-        del trace
         self.g_fwd, self.g_bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.g_fwd):
-            self.trace = scan_forward(spec, kernels, self.s_u, self.s_dt, self.s_keep, self.s_h0, sw, True)
+            self.trace = fwd()  # its outputs double as the backward graph's static inputs
         with torch.cuda.graph(self.g_bwd, pool=self.g_fwd.pool()):
-            self.grads = scan_backward(spec, kernels, self.trace, self.s_dt, self.s_keep, self.s_h0, sw, self.s_grad)
+            self.loop = bwd(self.trace)
 
-    def _load(self, u, dt, keep, h0, w: ScanWeights):
-        self.s_u.copy_(u)
-        self.s_dt.copy_(dt)
-        self.s_h0.copy_(h0)
-        if keep is not None:
-            self.s_keep.copy_(keep)
+    def _run_fwd(self):
+        if self.capture:
+            self.g_fwd.replay()
+        else:
+            self.trace = self._fwd()
+
+    def _run_bwd(self):
+        if self.capture:
+            self.g_bwd.replay()
+        else:
+            self.loop = self._bwd(self.trace)
+
+    def _load_weights(self, w: ScanWeights):
         for s, p in zip(self.s_w, w.flat()):
             if s is not None:
                 s.copy_(p)
 
-    def forward(self, u, dt, keep, h0, w, save):
-        self._load(u, dt, keep, h0, w)
-        self.g_fwd.replay()
-        self.generation += 1
-        self.latest = self.generation
-        return self.trace.hs.clone(), self.generation
+    def forward(self, u, dt, keep, h0, w, save) -> ScanTrace:
+        k, n = self.chunk, u.shape[0]
+        self._load_weights(w)
+        hs = u.new_empty(n, *h0.shape)
+        zs = [u.new_empty(n, *z.shape[1:]) for z in self.trace.zs] if save else []
+        y = u.new_empty(n, *self.trace.y.shape[1:]) if save else None
+        self.s_h.copy_(h0)
+        for c in range(0, n, k):
+            self.s_u.copy_(u[c:c + k])
+            self.s_dt.copy_(dt[c:c + k])
+            self.s_keep.copy_(keep[c:c + k])
+            self._run_fwd()
+            hs[c:c + k].copy_(self.trace.hs)
+            if save:
+                for dst, src in zip(zs, self.trace.zs):
+                    dst[c:c + k].copy_(src)
+                y[c:c + k].copy_(self.trace.y)
+            self.s_h.copy_(self.trace.hs[-1])
+        return ScanTrace(hs, zs, y)
 
-    def backward(self, handle, u, dt, keep, h0, w, grad_hs) -> ScanGrads:
-        if handle != self.latest:
-            self._load(u, dt, keep, h0, w)
-            self.g_fwd.replay()
-            self.latest = handle
-        self.s_grad.copy_(grad_hs)
-        self.g_bwd.replay()
-        g = self.grads
-        return ScanGrads(g.u.clone(), g.dt.clone(), g.h0.clone(), [None if x is None else x.clone() for x in g.weights])
+    def backward(self, trace, dt, keep, h0, w, grad_hs) -> ScanGrads:
+        k, n = self.chunk, grad_hs.shape[0]
+        self._load_weights(w)
+        dy = grad_hs.new_empty(n, *self.loop.dy.shape[1:])
+        dc = None if self.loop.dc is None else grad_hs.new_empty(n, *self.loop.dc.shape[1:])
+        dzs = [grad_hs.new_empty(n, *d.shape[1:]) for d in self.loop.dzs]
+        self.s_carry.zero_()
+        for c in reversed(range(0, n, k)):
+            for dst, src in zip(self.trace.zs, trace.zs):
+                dst.copy_(src[c:c + k])
+            self.trace.y.copy_(trace.y[c:c + k])
+            self.s_dt.copy_(dt[c:c + k])
+            self.s_keep.copy_(keep[c:c + k])
+            self.s_grad.copy_(grad_hs[c:c + k])
+            self._run_bwd()
+            dy[c:c + k].copy_(self.loop.dy)
+            if dc is not None:
+                dc[c:c + k].copy_(self.loop.dc)
+            for dst, src in zip(dzs, self.loop.dzs):
+                dst[c:c + k].copy_(src)
+            self.s_carry.copy_(self.loop.carry)
+        lg = LoopGrads(dy, dc, dzs, self.s_carry.clone())
+        return scan_backward_bulk(self.spec, trace, dt, h0, w, lg)
 
 
 _GRAPHS: OrderedDict = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 
 
-def graph_runner(spec, kernels, u, dt, keep, h0, w, cache_size: int) -> GraphRunner:
-    key = (spec, kernels, tuple(u.shape), tuple(h0.shape), u.dtype, u.device, keep is None,
+def chunk_graph_runner(spec, kernels, chunk, u, h0, w: ScanWeights, cache_size: int) -> ChunkGraphRunner:
+    batch, hidden = h0.shape
+    key = (spec, kernels, chunk, batch, hidden, u.shape[-1], u.dtype, u.device,
            tuple(None if p is None else tuple(p.shape) for p in w.flat()))
     with _GRAPHS_LOCK:
         runner = _GRAPHS.get(key)
         if runner is not None:
             _GRAPHS.move_to_end(key)
             return runner
-    runner = GraphRunner(spec, kernels, u, dt, keep, h0, w)
+    with torch.no_grad():
+        runner = ChunkGraphRunner(spec, kernels, chunk, batch, hidden, u.shape[-1], w, u)
     with _GRAPHS_LOCK:
         _GRAPHS[key] = runner
         while len(_GRAPHS) > max(cache_size, 1):
@@ -434,17 +500,16 @@ class _CfCScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, runner, u, dt, keep, h0, *flat_w):
         w = ScanWeights.from_flat(list(flat_w))
-        save = any(ctx.needs_input_grad)
-        hs, handle = runner.forward(u, dt, keep, h0, w, save)
-        ctx.runner, ctx.handle = runner, handle
-        ctx.save_for_backward(u, dt, keep, h0, *flat_w)
-        return hs
+        trace = runner.forward(u, dt, keep, h0, w, any(ctx.needs_input_grad))
+        ctx.runner, ctx.trace = runner, trace
+        ctx.save_for_backward(dt, keep, h0, *flat_w)
+        return trace.hs
 
     @staticmethod
     def backward(ctx, grad_hs):
-        u, dt, keep, h0, *flat_w = ctx.saved_tensors
+        dt, keep, h0, *flat_w = ctx.saved_tensors
         w = ScanWeights.from_flat(flat_w)
-        g = ctx.runner.backward(ctx.handle, u, dt, keep, h0, w, grad_hs.contiguous())
+        g = ctx.runner.backward(ctx.trace, dt, keep, h0, w, grad_hs.contiguous())
         need = ctx.needs_input_grad
         weights = [gw if need[5 + i] else None for i, gw in enumerate(g.weights)]
         return (None, g.u if need[1] else None, g.dt if need[2] else None, None,
@@ -490,7 +555,7 @@ def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
     cuda = device.type == "cuda"
     fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
     graphs = options.graphs if options.graphs is not None else cuda
-    return fuse, graphs and cuda
+    return fuse, graphs
 
 
 def cfc_sequence(
@@ -543,17 +608,15 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
 
     kernels = step_kernels(spec, fuse, x.device, u.dtype)
     if graphs:
-        pad = (-n) % max(options.time_bucket, 1)
-        if pad:  # extra padded steps hold the state, so outputs up to n are unchanged
-            if keep is None:
-                keep = torch.ones(n, b, 1, dtype=torch.bool, device=x.device)
+        chunk = max(options.graph_chunk, 1)
+        pad = (-n) % chunk
+        if keep is None:  # the captured graphs always take a mask
+            keep = torch.ones(n, b, 1, dtype=torch.bool, device=x.device)
+        if pad:  # extra steps are held, so the outputs up to n are unchanged
             u = F.pad(u, (0, 0, 0, 0, 0, pad))
             dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
             keep = F.pad(keep, (0, 0, 0, 0, 0, pad), value=False)
-        with torch.no_grad():
-            runner = graph_runner(spec, kernels, u.detach(), dt_tm.detach(), keep, state.detach(),
-                                  ScanWeights.from_flat([None if p is None else p.detach() for p in w.flat()]),
-                                  options.graph_cache)
+        runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
     else:
         runner = EagerRunner(spec, kernels)
     hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
