@@ -37,7 +37,8 @@ def models_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_fixture_model(root / "sepsis-cfc" / "1", state_size=STATE_SIZE, threshold=0.5)
     write_fixture_model(root / "sepsis-cfc" / "2", state_size=STATE_SIZE, threshold=0.5, version="2", seed=7)
-    write_fixture_model(root / "strict" / "1", state_size=STATE_SIZE, threshold=0.99, name="strict")
+    # threshold 0: every observation is at or above it, so alarm behaviour is fully determined
+    write_fixture_model(root / "always" / "1", state_size=STATE_SIZE, threshold=0.0, name="always")
     return root
 
 
