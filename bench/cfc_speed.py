@@ -161,9 +161,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per number (20 on GPU, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (5 on GPU, 1 on CPU)")
     parser.add_argument("--fuse-on-cpu", action="store_true", help="also time torch.compile'd kernels on CPU (slow to compile)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let cuBLAS matmuls use TF32 too (cuDNN's LSTM already does by default)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON of the numbers")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     gpu = device.type == "cuda"
     repeats = args.repeats or (20 if gpu else 3)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)

@@ -252,7 +252,7 @@ def fit(
                         "history": history}, ckpt / "last.pt")
             if improved:
                 torch.save({"model": best_state, "epoch": epoch}, ckpt / "best.pt")
-        if show:
+        if is_main_process():  # one line per epoch even without a progress bar (logs)
             tqdm.write(f"epoch {epoch}: train_loss={row['train_loss']:.4f} "
                        f"val_score={val['score']:.4f} ({train_seconds:.1f}s)")
         over_budget = cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds

@@ -132,12 +132,12 @@ def to_sequence(d: Drawing, max_len: int = 200) -> tuple[np.ndarray, np.ndarray]
     pen = np.zeros(len(pts))
     pen[ends] = 1.0
     if len(pts) > max_len:
-        must = set(ends.tolist())
-        rest = max(max_len - len(must), 0)
-        spread = np.linspace(0, len(pts) - 1, rest).round().astype(int) if rest else np.array([], int)
-        idx = np.array(sorted(must | set(spread.tolist())))
-        if len(idx) > max_len:  # more strokes than max_len: keep stroke ends evenly
-            idx = idx[np.linspace(0, len(idx) - 1, max_len).round().astype(int)]
+        if len(ends) >= max_len:  # more strokes than max_len: keep stroke ends evenly
+            idx = ends[np.linspace(0, len(ends) - 1, max_len).round().astype(int)]
+        else:
+            others = np.setdiff1d(np.arange(len(pts)), ends)
+            pick = others[np.linspace(0, len(others) - 1, max_len - len(ends)).round().astype(int)]
+            idx = np.union1d(ends, pick)
         pts, pen = pts[idx], pen[idx]
     xy = pts[:, :2] - pts[:, :2].min(axis=0)
     xy = xy / max(float(xy.max()), 1.0)

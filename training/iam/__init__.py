@@ -1,0 +1,1 @@
+"""IAM handwritten lines: ResNet-style front end -> column sequence -> CfC/LSTM -> CTC."""
