@@ -1,0 +1,73 @@
+"""The replay client streams .psv stays through the API so that the service sees the file's
+ICULOS, demographics and outcome."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from service.ranges import FEATURES
+from service.replay import plan_stay, replay
+from tests.service.conftest import KEYS, client_for, hdr
+
+HEADER = "|".join(FEATURES) + "|SepsisLabel"
+
+
+def write_psv(path, rows):
+    lines = [HEADER] + ["|".join("NaN" if (isinstance(v, float) and np.isnan(v)) else f"{v:g}" for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_rows(n, first_iculos, septic_from=None, temp_bad_at=None):
+    rows = []
+    for t in range(n):
+        r = [np.nan] * 41
+        r[FEATURES.index("HR")] = 80 + t
+        if t % 2 == 0:
+            r[FEATURES.index("Temp")] = 37.0 + t / 10
+        if t == temp_bad_at:
+            r[FEATURES.index("Temp")] = 3.0  # a charting error the service rejects
+        r[FEATURES.index("Age")] = 64
+        r[FEATURES.index("Gender")] = 0
+        r[FEATURES.index("Unit1")] = 0
+        r[FEATURES.index("Unit2")] = 1
+        r[FEATURES.index("HospAdmTime")] = -2.5
+        r[FEATURES.index("ICULOS")] = first_iculos + t
+        r[40] = 1 if septic_from is not None and t >= septic_from else 0
+        rows.append(r)
+    return rows
+
+
+def test_plan_places_icu_admission_so_iculos_matches_the_file():
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    values = np.array(make_rows(4, first_iculos=3, septic_from=2), dtype=np.float32)[:, :40]
+    plan = plan_stay("x", values, np.array([0, 0, 1, 1], np.int8), start)
+    assert plan.admission["icu_admit_time"] == (start - dt.timedelta(hours=2)).isoformat()
+    assert plan.admission["unit"] == "SICU" and plan.admission["gender"] == 0
+    assert [o["hour"] for o in plan.observations] == [0, 1, 2, 3]
+    assert "ICULOS" not in plan.observations[0]["body"]["vitals"] and "Age" not in plan.observations[0]["body"]["vitals"]
+    assert plan.outcome["onset_time"] == (start + dt.timedelta(hours=2 + 6)).isoformat()
+
+
+def test_replay_through_the_api(tmp_path, sqlite_url, models_root):
+    from training.sepsis.data import iter_stays
+
+    data = tmp_path / "setA"
+    data.mkdir()
+    write_psv(data / "p000001.psv", make_rows(5, first_iculos=1, septic_from=3, temp_bad_at=4))
+    write_psv(data / "p000002.psv", make_rows(3, first_iculos=4))
+    with client_for(sqlite_url, models_root) as c:
+        totals = replay(iter_stays(tmp_path), c, speed=0, api_key=KEYS["admin"], concurrency=2, prefix="r-",
+                        progress=False)
+        assert totals.errors == [] and (totals.stays, totals.posted, totals.dropped_values) == (2, 8, 1)
+        one = c.get("/patients/r-p000001", headers=hdr("viewer")).json()
+        two = c.get("/patients/r-p000002", headers=hdr("viewer")).json()
+    assert [e["iculos"] for e in one["timeline"]] == [1, 2, 3, 4, 5]
+    assert [e["iculos"] for e in two["timeline"]] == [4, 5, 6]
+    assert "Temp" not in one["timeline"][4]["vitals"] and one["timeline"][4]["vitals"]["HR"] == 84
+    assert (one["age"], one["unit2"], one["hosp_adm_time"]) == (64, 1, -2.5)
+    assert one["outcome"] == "sepsis" and two["outcome"] == "no_sepsis"
+    onset = dt.datetime.fromisoformat(one["onset_time"].replace("Z", "+00:00"))
+    first = dt.datetime.fromisoformat(one["timeline"][3]["timestamp"].replace("Z", "+00:00"))
+    assert onset - first == dt.timedelta(hours=6)
