@@ -393,6 +393,9 @@ def run_classification(model: nn.Module, train_set: ArraySequences, val_set: Arr
     from training import stress
 
     out = Path(run.out_dir)
+    if not len(train_set) or not len(val_set) or not len(test_set):
+        raise ValueError(f"{run.task}: empty split ({len(train_set)} train, {len(val_set)} validation, "
+                         f"{len(test_set)} test); use more data or another split fraction")
     result = fit(model, train_set, val_set, stack_collate, run.loop)
     metrics: dict[str, Any] = {}
     if is_main_process():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from training.iam.data import Charset, LineSet, collate_lines, is_test, load_iam
+from training.iam.data import IAMFormatError, Charset, LineSet, collate_lines, is_test, load_iam
 from training.iam.metrics import cer, greedy_decode, wer
 from training.iam.model import LineRecognizer
 from training.loop import (LoopConfig, Objective, count_parameters, fit, is_main_process,
@@ -65,6 +65,9 @@ def train(cfg: IAMConfig) -> dict:
     lines = load_iam(cfg.data, max_width=cfg.max_width)
     train_lines = [ln for ln in lines if not is_test(ln.line_id, cfg.test_fraction)][: cfg.limit]
     test_lines = [ln for ln in lines if is_test(ln.line_id, cfg.test_fraction)][: cfg.limit]
+    if not train_lines or not test_lines:
+        raise IAMFormatError(f"{cfg.data}: {len(train_lines)} train and {len(test_lines)} test lines "
+                             f"(test = {cfg.test_fraction:.0%} of forms by hash); need both")
     charset = Charset("".join(ln.text for ln in train_lines))
     full = LineSet(train_lines, charset)
     keep, held = split_indices(len(full), cfg.loop.val_fraction, cfg.loop.seed)

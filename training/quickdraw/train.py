@@ -61,6 +61,7 @@ def describe(cfg: QuickDrawConfig, n_train: int, n_val: int, n_test: int) -> str
 def train(cfg: QuickDrawConfig) -> dict:
     train_set, val_set, test_set = load_splits(cfg)
     model = build_model(cfg)
+    model.set_normalisation(train_set.x, train_set.mask)
     config = {k: v for k, v in asdict(cfg).items() if k != "loop"}
     run = ClassificationRun(
         task="quickdraw", out_dir=Path(cfg.out), class_names=list(STUDY_CATEGORIES), config=config,
