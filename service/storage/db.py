@@ -1,6 +1,7 @@
 """Engine and session set-up, and Alembic migrations run from code at start-up."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -34,11 +35,29 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    # SQLite's busy handler polls with sleeps of up to 100 ms, which makes the latency tail under
+    # load; threads of this process therefore queue on a lock instead (woken at once), and only
+    # other processes meet the busy handler.
+    lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        # Every transaction takes the write lock up front: a deferred one that read first and
-        # then wrote would fail at once (SQLITE_BUSY) if another connection committed meanwhile.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        lock.acquire()
+        conn.info["holds_lock"] = True
+        try:
+            # Every transaction takes the write lock up front: a deferred one that read first and
+            # then wrote would fail at once (SQLITE_BUSY) if another connection committed meanwhile.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
+
+    def _release(conn):
+        if conn.info.pop("holds_lock", False):
+            lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
