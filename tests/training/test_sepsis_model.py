@@ -73,14 +73,19 @@ def test_cfc_risk_depends_on_elapsed_time_lstm_only_through_its_input():
 
 def test_featurizer_carries_values_forward_and_counts_hours_since_measured():
     f = Featurizer(torch.zeros(40), torch.ones(40))
-    state = torch.zeros(1, Featurizer.state_size)
+    state = torch.zeros(1, f.state_size)
     first = torch.full((1, 40), float("nan"))
     first[0, 0] = 90.0  # HR measured at admission
     _, state = f.step(first, torch.zeros(1, 1), state)
     _, state = f.step(torch.full((1, 40), float("nan")), torch.tensor([[2.5]]), state)
-    last, since, seen = state.split(40, dim=1)
-    assert last[0, 0] == 90.0 and seen[0, 0] == 1.0 and since[0, 0] == pytest.approx(2.5)
-    assert seen[0, 1] == 0.0 and last[0, 1] == 0.0  # never measured: nothing invented
+    hr = torch.full((1, 40), float("nan"))
+    hr[0, 0] = 95.0
+    _, state = f.step(hr, torch.tensor([[1.0]]), state)
+    _, state = f.step(torch.full((1, 40), float("nan")), torch.tensor([[1.5]]), state)
+    last, since, seen, count = state.split(40, dim=1)
+    assert last[0, 0] == 95.0 and seen[0, 0] == 1.0 and since[0, 0] == pytest.approx(1.5)
+    assert count[0, 0] == 2.0
+    assert seen[0, 1] == 0.0 and last[0, 1] == 0.0 and count[0, 1] == 0.0  # never measured: nothing invented
 
 
 def test_all_zero_state_is_a_new_patient():
@@ -98,6 +103,26 @@ def test_padding_does_not_produce_nan_gradients():
     logits = model(obs, dt, mask)
     torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], torch.ones_like(logits[mask])).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("counts", [True, False])
+def test_sequence_equals_step_with_and_without_measurement_counts(counts):
+    torch.manual_seed(1)
+    model = SepsisModel(ModelConfig(core="cfc", hidden_size=8, backbone_units=8, counts=counts),
+                        torch.zeros(40), torch.ones(40)).eval()
+    obs, dt, mask = irregular_batch(seed=3)
+    with torch.no_grad():
+        stepped, _ = step_loop(model, obs, dt, mask)
+        assert torch.allclose(model(obs, dt, mask)[mask], stepped[mask], atol=1e-5)
+    assert model.state_size == (160 if counts else 120) + 8
+
+
+def test_checkpoints_from_before_measurement_counts_still_load():
+    model = SepsisModel(ModelConfig(core="cfc", hidden_size=8, backbone_units=8, counts=False),
+                        torch.zeros(40), torch.ones(40))
+    legacy = model.to_checkpoint()
+    del legacy["config"]["counts"]
+    assert SepsisModel.from_checkpoint(legacy).state_size == 120 + 8
 
 
 def test_checkpoint_round_trip_keeps_the_function():

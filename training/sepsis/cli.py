@@ -25,6 +25,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--pos-weight", type=float, default=d.pos_weight)
     p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay of the evaluated weights; 0 turns it off")
+    p.add_argument("--no-counts", action="store_true", help="leave measurement counts out of the features")
+    p.add_argument("--cfc-impl", choices=["auto", "fast", "reference"], default=d.cfc_impl)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--max-train-stays", type=int, default=None)
     p.add_argument("--max-eval-stays", type=int, default=None)
@@ -38,7 +42,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        data=a.data, model=ModelConfig(core=a.core, hidden_size=a.hidden, backbone_units=a.backbone_units),
+        data=a.data, model=ModelConfig(core=a.core, hidden_size=a.hidden, backbone_units=a.backbone_units,
+                                       counts=not a.no_counts),
+        weight_decay=a.weight_decay, ema=a.ema or None, cfc_impl=a.cfc_impl,
         objective=a.objective, split=a.split, split_seed=a.split_seed, seed=a.seed, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, pos_weight=a.pos_weight, patience=a.patience,
         max_minutes=a.max_minutes, max_train_stays=a.max_train_stays, max_eval_stays=a.max_eval_stays,

@@ -15,12 +15,14 @@ class TrainConfig:
     split_seed: int = 0              # fixed across model seeds so every run sees the same test stays
     seed: int = 0
     epochs: int = 40
-    batch_size: int = 128
-    lr: float = 2e-3
+    batch_size: int = 256
+    lr: float = 2e-3                 # peak, after one epoch of linear warm-up; cosine to 5% after
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     pos_weight: float = 8.0          # positives are ~1.8% of hours
-    patience: int = 6                # epochs without validation improvement before stopping
+    ema: float | None = 0.995        # evaluate and keep an exponential moving average of the weights
+    patience: int = 10               # epochs without validation improvement before stopping
+    cfc_impl: str = "auto"           # "auto" (fast core on CUDA), "fast" or "reference" (ncps step loop)
     max_minutes: float | None = None # wall-clock budget for the epoch loop
     max_train_stays: int | None = None
     max_eval_stays: int | None = None

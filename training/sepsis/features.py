@@ -4,8 +4,9 @@ The same arithmetic runs two ways: `step` (one observation, what serving runs in
 graph) and `sequence` (a whole padded batch at once, what training runs). They compute the same
 features; `tests/training/test_sepsis_model.py` holds them to that.
 
-Memory per variable: the last observed value (carried forward), whether it was ever observed, and
-the hours since it was last observed (advanced by each step's elapsed time). Nothing is imputed
+Memory per variable: the last observed value (carried forward), whether it was ever observed, the
+hours since it was last observed (advanced by each step's elapsed time) and, optionally, how many
+times it was measured (how often a lab is ordered says what the team suspects). Nothing is imputed
 outside the model: a never-measured variable enters as its training mean (z = 0) with seen = 0.
 """
 from __future__ import annotations
@@ -18,30 +19,37 @@ Z_CLIP = 8.0  # z-scores beyond this are data-entry errors far more often than p
 
 
 class Featurizer(nn.Module):
-    """observation [B, 40] (NaN = not measured) + elapsed hours -> model features [B, 121]."""
+    """observation [B, 40] (NaN = not measured) + elapsed hours -> model features [B, n_features]."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, counts: bool = True):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(N_VARS))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(N_VARS).clamp_min(1e-3))
+        self.counts = counts
+        # layout of the featurizer's part of the state: [last value | hours since | seen (| count)]
+        self.state_size = (4 if counts else 3) * N_VARS
+        self.n_features = self.state_size + 1
 
-    # layout of the featurizer's part of the state: [last value | hours since | seen]
-    state_size = 3 * N_VARS
-    n_features = 3 * N_VARS + 1
-
-    def _features(self, last, since, seen, elapsed):
+    def _features(self, last, since, seen, count, elapsed):
         z = ((last - self.mean) / self.std).clamp(-Z_CLIP, Z_CLIP) * seen
-        since_f = torch.log1p(since) * seen
-        return torch.cat([z, seen, since_f, torch.log1p(elapsed)], dim=-1)
+        parts = [z, seen, torch.log1p(since) * seen]
+        if self.counts:
+            parts.append(torch.log1p(count))
+        return torch.cat(parts + [torch.log1p(elapsed)], dim=-1)
 
     def step(self, observation: torch.Tensor, elapsed: torch.Tensor, state: torch.Tensor):
-        """observation [B, 40], elapsed [B, 1], state [B, 120] -> (features [B, 121], next state)."""
-        last, since, seen = state.split(N_VARS, dim=-1)
+        """observation [B, 40], elapsed [B, 1], state [B, state_size] -> (features, next state)."""
+        last, since, seen, *rest = state.split(N_VARS, dim=-1)
         measured = ~torch.isnan(observation)
         last = torch.where(measured, observation, last)
         since = torch.where(measured, torch.zeros_like(since), since + elapsed)
         seen = torch.where(measured, torch.ones_like(seen), seen)
-        return self._features(last, since, seen, elapsed), torch.cat([last, since, seen], dim=-1)
+        memory = [last, since, seen]
+        count = None
+        if self.counts:
+            count = rest[0] + measured.to(rest[0].dtype)
+            memory.append(count)
+        return self._features(last, since, seen, count, elapsed), torch.cat(memory, dim=-1)
 
     def sequence(self, observations: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
         """observations [B, T, 40], elapsed [B, T] from an all-zero state -> features [B, T, 121].
@@ -58,4 +66,5 @@ class Featurizer(nn.Module):
         last = torch.gather(torch.nan_to_num(observations, nan=0.0), 1, idx) * seen
         clock = torch.cumsum(elapsed, dim=1).unsqueeze(-1).expand(b, t, v)
         since = clock - torch.gather(clock, 1, idx) * seen
-        return self._features(last, since, seen, elapsed.unsqueeze(-1))
+        count = torch.cumsum(measured.to(observations.dtype), dim=1) if self.counts else None
+        return self._features(last, since, seen, count, elapsed.unsqueeze(-1))

@@ -21,26 +21,27 @@ class ModelConfig:
     backbone_units: int = 128  # CfC only
     backbone_layers: int = 1   # CfC only
     dropout: float = 0.1       # before the risk head; off at inference
+    counts: bool = True        # measurement counts among the features (v2 on)
 
 
 class SepsisModel(nn.Module):
     def __init__(self, config: ModelConfig, mean, std):
         super().__init__()
         self.config = config
-        self.featurizer = Featurizer(mean, std)
+        self.featurizer = Featurizer(mean, std, counts=config.counts)
         core_kwargs = {}
         if config.core == "cfc":
             core_kwargs = dict(backbone_units=config.backbone_units, backbone_layers=config.backbone_layers)
-        self.core = make_core(config.core, Featurizer.n_features, config.hidden_size, **core_kwargs)
+        self.core = make_core(config.core, self.featurizer.n_features, config.hidden_size, **core_kwargs)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, 1)
 
     @property
     def state_size(self) -> int:
-        return Featurizer.state_size + self.core.state_size
+        return self.featurizer.state_size + self.core.state_size
 
     def step_logit(self, observation, elapsed, state):
-        memory, core_state = state.split([Featurizer.state_size, self.core.state_size], dim=-1)
+        memory, core_state = state.split([self.featurizer.state_size, self.core.state_size], dim=-1)
         features, memory = self.featurizer.step(observation, elapsed, memory)
         core_state = self.core.step(features, core_state, elapsed)
         logit = self.head(self.dropout(self.core.output(core_state)))
@@ -63,7 +64,8 @@ class SepsisModel(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "SepsisModel":
-        model = cls(ModelConfig(**checkpoint["config"]), checkpoint["mean"], checkpoint["std"])
+        # checkpoints from before measurement counts existed carry no "counts" key
+        model = cls(ModelConfig(**{"counts": False, **checkpoint["config"]}), checkpoint["mean"], checkpoint["std"])
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
 

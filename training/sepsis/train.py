@@ -73,6 +73,21 @@ def validation_score(cfg, labels, probs, table) -> dict:
     return {"val_auroc": res["auroc"], "val_auprc": res["auprc"], "score": res["auprc"]}
 
 
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak; progress in [0, 1]."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    t = min((progress - warmup) / max(1.0 - warmup, 1e-9), 1.0)
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_cfc_impl(model: SepsisModel, impl: str) -> None:
+    if impl not in ("auto", "fast", "reference"):
+        raise ValueError(f"unknown cfc_impl {impl!r}: expected auto, fast or reference")
+    if hasattr(model.core, "fast"):
+        model.core.fast = {"auto": None, "fast": True, "reference": False}[impl]
+
+
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -91,9 +106,15 @@ def train(cfg: TrainConfig) -> dict:
 
     mean, std = normalisation(cohort.values, cohort.offsets, train_idx)
     model = SepsisModel(cfg.model, mean, std).to(device)
+    set_cfc_impl(model, cfg.cfc_impl)
     tensors = CohortTensors.from_cohort(cohort, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    # the EMA copy is what gets validated and saved: it smooths the epoch-to-epoch swings of SGD
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+           if cfg.ema else None)
+    evaluated = ema.module if ema is not None else model
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    total_steps, step = cfg.epochs * steps_per_epoch, 0
 
     val_labels = stay_labels(tensors, val_idx)
     val_table = M.utility_table(val_labels) if cfg.objective == "hourly" else None
@@ -109,25 +130,34 @@ def train(cfg: TrainConfig) -> dict:
             stays = train_idx[batch]
             obs, dt, y, mask = tensors.batch(stays)
             loss = loss_fn(model(obs, dt, mask), y, mask, tensors.lengths[stays], cfg)
+            # the schedule follows whichever budget binds first: epochs or wall-clock minutes
+            progress = step / total_steps
+            if cfg.max_minutes:
+                progress = max(progress, (time.time() - started) / 60 / cfg.max_minutes)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(progress, warmup=1 / cfg.epochs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
             losses.append(loss.item())
-        sched.step()
         epoch_seconds.append(time.time() - t0)
-        val = validation_score(cfg, val_labels, predict_stays(model, tensors, val_idx), val_table)
+        val = validation_score(cfg, val_labels, predict_stays(evaluated, tensors, val_idx), val_table)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **val, "seconds": epoch_seconds[-1]})
         print(json.dumps({"run": cfg.run_name, **history[-1]}), flush=True)
         if val["score"] > best:
             best, best_epoch = val["score"], epoch
-            torch.save(model.to_checkpoint(), ckpt_dir / "best.pt")
+            torch.save(evaluated.to_checkpoint(), ckpt_dir / "best.pt")
         elif epoch - best_epoch >= cfg.patience:
             break
         if cfg.max_minutes and (time.time() - started) / 60 > cfg.max_minutes:
             break
 
     model = SepsisModel.from_checkpoint(torch.load(ckpt_dir / "best.pt", map_location="cpu")).to(device)
+    set_cfc_impl(model, cfg.cfc_impl)
     from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
 
     result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
