@@ -11,10 +11,11 @@
 #   --nmnist-epochs 30  --quickdraw-epochs 80  --iam-epochs 40  --iam-lines 2000
 #   --no-variants (skip N-MNIST event bins and QuickDraw raw timing)  --no-iam
 #   --work DIR (generated IAM data; default /tmp/bench_work)
+# env: PY=<python with the train extras> (default .venv/bin/python, else python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ $# -lt 1 || "$1" == -* ]]; then sed -n '2,16p' "$0"; exit 2; fi
+if [[ $# -lt 1 || "$1" == -* ]]; then sed -n '2,17p' "$0"; exit 2; fi
 DATA=$1; shift
 OUT=results
 if [[ $# -gt 0 && "$1" != -* ]]; then OUT=$1; shift; fi
@@ -35,7 +36,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-PY=${PY:-python}
+# the interpreter: $PY, else the Makefile's .venv, else python3
+if [[ -z "${PY:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+$PY -c "import torch, ncps, PIL, scipy, matplotlib" || { echo "error: $PY lacks torch/ncps/pillow/scipy/matplotlib" >&2; exit 2; }
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # many small processes share the cores
 
 find_archive() {
