@@ -52,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from models.card import ModelCardError
+    from models.registry import ModelNotFoundError, resolve
+
+    try:  # fail here with one clear line rather than inside the server's start-up
+        resolve(settings.model, settings.model_version, settings.models_dir)
+    except (ModelNotFoundError, ModelCardError) as err:
+        print(f"error: cannot load the model: {err}. Set SEPSIS_MODELS_DIR / SEPSIS_MODEL / SEPSIS_MODEL_VERSION.",
+              file=sys.stderr)
+        return 2
+
     # uvicorn's workers re-import the app by name, so hand them the settings through the environment.
     os.environ["SEPSIS_DB_URL"] = settings.db_url
     if args.workers > 1:

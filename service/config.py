@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 
 def _env(name: str, default, kind=str):
@@ -20,7 +19,7 @@ def _env(name: str, default, kind=str):
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str = "sqlite:///sepsis_service.db"
+    db_url: str = "sqlite:///.cache/service/sepsis.db"  # relative to the working directory (git-ignored)
     model: str | None = None             # registry name; None = the registry's default
     model_version: str | None = None
     models_dir: str | None = None        # None = the registry's default root
@@ -55,7 +54,3 @@ class Settings:
             return False
         return "CUDA" in provider.upper()
 
-
-def default_sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(url[len(prefix):]) if url.startswith(prefix) else None
