@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
@@ -75,3 +76,19 @@ def test_cli_creates_a_working_key(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "service", "keys", "create", "--role", "root"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_settings_read_from_environment(monkeypatch):
+    from service.config import Settings
+
+    monkeypatch.setenv("SEPSIS_DB_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("SEPSIS_PORT", "9001")
+    monkeypatch.setenv("SEPSIS_MICROBATCH", "on")
+    monkeypatch.setenv("SEPSIS_MICROBATCH_MAX_WAIT_MS", "2.5")
+    s = Settings.from_env()
+    assert (s.db_url, s.port, s.microbatch_max_wait_ms) == ("postgresql+psycopg://u@h/db", 9001, 2.5)
+    assert s.use_microbatch("CPUExecutionProvider")
+    assert Settings().use_microbatch("CUDAExecutionProvider") and not Settings().use_microbatch("CPUExecutionProvider")
+    monkeypatch.setenv("SEPSIS_PORT", "eighty")
+    with pytest.raises(ValueError, match="SEPSIS_PORT"):
+        Settings.from_env()
