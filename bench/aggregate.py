@@ -51,10 +51,13 @@ def summarise(groups: dict) -> list[dict]:
             row["test_wer"] = _ms([r["test_wer"] for r in runs])
         else:
             row["test_accuracy"] = _ms([r["test_accuracy"] for r in runs])
-            stress = defaultdict(list)
-            for r in runs:
-                for p in r["stress"]:
-                    stress[(p["variant"], p["rate"])].append(p["accuracy"])
+        key = "cer" if task == "iam" else "accuracy"
+        stress = defaultdict(list)
+        for r in runs:
+            for p in r.get("stress", []):
+                stress[(p["variant"], p["rate"])].append(p[key])
+        if stress:
+            row["stress_metric"] = key
             row["stress"] = [{"variant": v, "rate": k, **_ms(a)} for (v, k), a in sorted(stress.items())]
         rows.append(row)
     return rows
@@ -76,13 +79,16 @@ def markdown(rows: list[dict]) -> str:
     stress_rows = [r for r in rows if "stress" in r]
     if stress_rows:
         rates = sorted({p["rate"] for r in stress_rows for p in r["stress"]})
-        out += ["", "Temporal dropout at inference (test accuracy %, mean ± std over seeds):", "",
+        out += ["", "Temporal dropout at inference (test accuracy % for classification, CER for iam; "
+                "mean ± std over seeds):", "",
                 "| task | data variant | core | stress variant | " + " | ".join(f"{k:.0%}" for k in rates) + " |",
                 "|" + "---|" * (4 + len(rates))]
         for r in stress_rows:
             for v in ("zero", "remove"):
                 pts = {p["rate"]: p for p in r["stress"] if p["variant"] == v}
-                cells = [(_fmt(pts[k], 100, 1) if k in pts else "") for k in rates]
+                acc = r["stress_metric"] == "accuracy"
+                cells = [(_fmt(pts[k], 100 if acc else 1, 1 if acc else 3) if k in pts else "")
+                         for k in rates]
                 out.append(f"| {r['task']} | {r['variant']} | {r['core']} | {v} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -104,8 +110,10 @@ def main(argv: list[str]) -> int:
             by_plot[(r["task"], r["variant"])][r["core"]] = [
                 {"variant": p["variant"], "rate": p["rate"], "accuracy": p["mean"]} for p in r["stress"]]
     for (task, variant), curves in by_plot.items():
+        metric = "CER" if task == "iam" else "accuracy"
         plot_stress(curves, root / task / f"stress_{variant}.png",
-                    f"{task} ({variant}): mean test accuracy over seeds vs temporal dropout")
+                    f"{task} ({variant}): mean test {metric} over seeds vs temporal dropout",
+                    ylabel=f"test {metric}")
     print(markdown(rows))
     return 0
 

@@ -141,8 +141,9 @@ def run_stress(
     return points
 
 
-def plot_stress(curves: dict[str, list[dict]], path: Path, title: str, ylabel: str = "test accuracy"):
-    """curves: label -> list of {'variant', 'rate', 'accuracy'}; one line per (label, variant)."""
+def plot_stress(curves: dict[str, list[dict]], path: Path, title: str, ylabel: str = "test accuracy",
+                key: str = "accuracy"):
+    """curves: label -> list of {'variant', 'rate', key}; one line per (label, variant)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +153,7 @@ def plot_stress(curves: dict[str, list[dict]], path: Path, title: str, ylabel: s
     styles = {"zero": "-o", "remove": "--s"}
     for i, (label, points) in enumerate(sorted(curves.items())):
         for variant in VARIANTS:
-            pts = sorted((p["rate"], p["accuracy"]) for p in points if p["variant"] == variant)
+            pts = sorted((p["rate"], p[key]) for p in points if p["variant"] == variant)
             if pts:
                 r, a = zip(*pts)
                 ax.plot(np.array(r) * 100, a, styles[variant], color=f"C{i}", label=f"{label} ({variant})")

@@ -146,7 +146,10 @@ def test_a_few_ctc_training_steps_write_the_run(tmp_path):
     assert saved["n_test"] > 0 and saved["test_cer"] == pytest.approx(m["test_cer"])
     assert "GENERATED" in saved["data"] and len(saved["history"]) == 2
     assert np.isfinite(saved["history"][-1]["train_loss"])
-    assert (out / "learning_curves.png").exists()
+    assert (out / "learning_curves.png").exists() and (out / "stress.png").exists()
+    assert {(p["variant"], p["rate"]) for p in saved["stress"]} == {
+        (v, r) for v in ("zero", "remove") for r in (0.0, 0.3, 0.5, 0.7)}
+    assert saved["stress"][0]["cer"] == pytest.approx(saved["test_cer"])
 
 
 def test_cli_reports_missing_image(tmp_path, capsys):
@@ -154,3 +157,21 @@ def test_cli_reports_missing_image(tmp_path, capsys):
     (root / "lines" / "a01" / "a01-000u" / "a01-000u-01.png").unlink()
     assert cli.main(["train", "--data", str(root), "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
     assert "line 4, column 1: image for 'a01-000u-01' not found" in capsys.readouterr().err
+
+
+def test_column_dropout_reaches_the_core_and_shortens_remove_variant():
+    from training import stress
+
+    model = LineRecognizer(n_labels=5, core="cfc", hidden=8).eval()
+    image, widths = torch.rand(2, 1, 32, 40), torch.tensor([40, 40])
+    keep = torch.tensor([[True, False] * 5, [True] * 10])
+
+    def remove(f, dt, mask):
+        return stress.remove_variant(f, dt, mask, keep)
+
+    with torch.no_grad():
+        base, n0 = model(image, widths)
+        _, n1 = model(image, widths, remove)
+        same, _ = model(image, widths, lambda f, dt, m: (f, dt, m))
+    assert n0.tolist() == [10, 10] and n1.tolist() == [5, 10]
+    assert torch.allclose(base, same)

@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="CER/WER of a saved run on the test forms")
     e.add_argument("--run", required=True)
     e.add_argument("--data", default=None)
-    sub.add_parser("stress", help="not offered for IAM (see the report)")
+    s = sub.add_parser("stress", help="re-run the column-dropout stress test of a saved run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", default=None)
+    s.add_argument("--stress-seed", type=int, default=1234)
     return p
 
 
@@ -61,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(evaluate(Path(args.run), args.data)))
             return 0
-        print("error: the temporal-dropout stress test is run for nmnist and quickdraw only",
-              file=sys.stderr)
-        return 2
+        from training.iam.evaluate import evaluate
+
+        print(json.dumps(evaluate(Path(args.run), args.data, stress_seed=args.stress_seed)))
+        return 0
     except (IAMFormatError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -163,7 +163,13 @@ class LineSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         ln = self.lines[i]
         return {"image": torch.from_numpy(ln.image), "target": torch.tensor(self.charset.encode(ln.text)),
-                "text": ln.text}
+                "text": ln.text, "index": torch.tensor(i)}
+
+    def column_mask(self) -> torch.Tensor:
+        """[N, T] true on each line's real columns (after the front end's downsampling)."""
+        steps = [-(-ln.image.shape[1] // DOWNSAMPLE) for ln in self.lines]
+        t = max(steps, default=1)
+        return torch.arange(t)[None, :] < torch.tensor(steps)[:, None]
 
 
 def collate_lines(items: list[dict]) -> dict:
@@ -179,4 +185,5 @@ def collate_lines(items: list[dict]) -> dict:
         "targets": torch.cat([it["target"] for it in items]).long(),
         "target_lengths": torch.tensor([len(it["target"]) for it in items]),
         "texts": [it["text"] for it in items],
+        "index": torch.stack([it["index"] for it in items]),
     }

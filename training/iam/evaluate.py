@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from training import stress
 from training.iam.data import Charset, LineSet, collate_lines, is_test, load_iam
 from training.iam.metrics import cer, wer
 from training.iam.model import LineRecognizer
@@ -13,7 +14,8 @@ from training.iam.train import IAMConfig, transcribe
 from training.loop import write_json
 
 
-def evaluate(run_dir: Path, data: str | None = None) -> dict:
+def evaluate(run_dir: Path, data: str | None = None, stress_seed: int | None = None) -> dict:
+    """CER/WER on the test forms; with stress_seed, also CER under column dropout."""
     saved = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
     cfg = IAMConfig(**saved["config"])
     charset = Charset(saved["charset"])
@@ -25,5 +27,14 @@ def evaluate(run_dir: Path, data: str | None = None) -> dict:
     refs, hyps, loss = transcribe(model, loader, torch.device("cpu"), charset)
     out = {"test_cer": cer(refs, hyps), "test_wer": wer(refs, hyps), "test_loss": loss,
            "n_test": len(refs)}
-    write_json(Path(run_dir) / "eval.json", out)
+    if stress_seed is not None:
+        columns = loader.dataset.column_mask()
+        out["stress"] = []
+        for variant in stress.VARIANTS:
+            for rate in stress.DROP_RATES:
+                r, h, _ = transcribe(model, loader, torch.device("cpu"), charset,
+                                     stress.keep_masks(columns, rate, stress_seed), variant)
+                out["stress"].append({"variant": variant, "rate": rate, "cer": cer(r, h)})
+        out["stress_seed"] = stress_seed
+    write_json(Path(run_dir) / ("stress.json" if stress_seed is not None else "eval.json"), out)
     return out

@@ -63,14 +63,21 @@ class LineRecognizer(nn.Module):
                                     for _ in range(2 if core == "bilstm" else 1)])
         self.head = nn.Linear(hidden * len(self.cores), n_labels)
 
-    def forward(self, image: torch.Tensor, widths: torch.Tensor):
-        """image [B, 1, H, W] -> (log_probs [T, B, C], lengths [B])."""
+    def forward(self, image: torch.Tensor, widths: torch.Tensor, column_transform=None):
+        """image [B, 1, H, W] -> (log_probs [T, B, C], lengths [B]).
+
+        column_transform(features, dt, mask) -> (features, dt, mask) alters the column sequence
+        before the core (the temporal-dropout stress test)."""
         f = self.front(image).mean(dim=2).transpose(1, 2)  # [B, T, 128]
         b, t, _ = f.shape
         lengths = torch.clamp((widths.to(f.device) + DOWNSAMPLE - 1) // DOWNSAMPLE, 1, t)
         f = self.proj(f) + positional_encoding(t, self.proj.out_features, f.device)
         mask = torch.arange(t, device=f.device)[None, :] < lengths[:, None]
-        out, _ = self.cores[0](f, None, mask)
+        dt = torch.ones(b, t, device=f.device, dtype=f.dtype)
+        if column_transform is not None:
+            f, dt, mask = column_transform(f, dt, mask)
+            lengths = mask.sum(dim=1).clamp_min(1)
+        out, _ = self.cores[0](f, dt if self.core_kind == "cfc" else None, mask)
         if len(self.cores) == 2:
             back, _ = self.cores[1](reverse_padded(f, lengths), None, mask)
             out = torch.cat([out, reverse_padded(back, lengths)], dim=-1)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from training.iam.data import IAMFormatError, Charset, LineSet, collate_lines, is_test, load_iam
+from training import stress
 from training.iam.metrics import cer, greedy_decode, wer
 from training.iam.model import LineRecognizer
 from training.loop import (LoopConfig, Objective, count_parameters, fit, is_main_process,
@@ -27,6 +28,7 @@ class IAMConfig:
     generated: bool = True  # label results as generated data, not IAM
     out: str = "results/iam/run"
     limit: int | None = None
+    stress_seed: int = 1234
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(
         epochs=50, batch_size=32, lr=1e-3, weight_decay=1e-4, patience=10, val_fraction=0.1))
 
@@ -38,12 +40,22 @@ def ctc_loss(model, batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def transcribe(model, loader, device, charset: Charset):
+def transcribe(model, loader, device, charset: Charset, keep_all=None, variant: str = "zero"):
+    """(references, greedy hypotheses, mean CTC loss); with keep_all [N, T] the columns are put
+    through the temporal-dropout variant first."""
     model.eval()
     refs, hyps, total, n = [], [], 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
-        log_probs, lengths = model(batch["image"], batch["widths"])
+        transform = None
+        if keep_all is not None:
+            keep = keep_all[batch["index"].cpu()].to(device)
+
+            def transform(f, dt, mask, keep=keep):
+                k = torch.zeros_like(mask)
+                k[:, : keep.shape[1]] = keep[:, : mask.shape[1]]
+                return stress.apply_variant(variant, f, dt, mask, k)
+        log_probs, lengths = model(batch["image"], batch["widths"], transform)
         total += F.ctc_loss(log_probs, batch["targets"], lengths, batch["target_lengths"], blank=0,
                             zero_infinity=True, reduction="sum").item()
         n += len(batch["texts"])
@@ -81,6 +93,14 @@ def train(cfg: IAMConfig) -> dict:
     loader = DataLoader(LineSet(test_lines, charset), batch_size=cfg.loop.batch_size,
                         collate_fn=collate_lines)
     refs, hyps, test_loss = transcribe(model, loader, device, charset)
+    # stress test: the same seeded column masks for every core
+    columns = loader.dataset.column_mask()
+    points = []
+    for variant in stress.VARIANTS:
+        for rate in stress.DROP_RATES:
+            r, h, _ = transcribe(model, loader, device, charset,
+                                 stress.keep_masks(columns, rate, cfg.stress_seed), variant)
+            points.append({"variant": variant, "rate": rate, "cer": cer(r, h), "wer": wer(r, h)})
     source = "GENERATED handwriting-like lines (not IAM)" if cfg.generated else "IAM lines"
     out = Path(cfg.out)
     metrics = {
@@ -96,10 +116,14 @@ def train(cfg: IAMConfig) -> dict:
         "charset": "".join(charset.chars),
         "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:10]],
         "history": result.history, "device": str(device),
+        "stress": points, "stress_seed": cfg.stress_seed,
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "config": metrics["config"], "charset": charset.chars},
                out / "model.pt")
     write_json(out / "metrics.json", metrics)
     plot_history(result.history, out / "learning_curves.png", score_name="-CER")
+    stress.plot_stress({cfg.core: points}, out / "stress.png",
+                       f"iam {cfg.core} (generated): column dropout at inference", key="cer",
+                       ylabel="test CER")
     return metrics
