@@ -263,8 +263,12 @@ async def stored_count(client: RawHTTP, pid: str) -> int:
 
 
 def start_server(cmd: list[str], env: dict, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_ready(f"http://127.0.0.1:{port}", proc)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+    except BaseException:
+        proc.kill()
+        raise
     return proc
 
 
@@ -331,7 +335,8 @@ def main() -> int:
            "SEPSIS_MODELS_DIR": str(model_dir.parent.parent), "SEPSIS_MODEL": card.name,
            "SEPSIS_MODEL_VERSION": card.version, "SEPSIS_BOOTSTRAP_KEYS": f"admin:{KEY}", "SEPSIS_DEVICE": "cpu"}
     result = {"model": f"{card.name} v{card.version} (S={card.state_size})", "args": vars(args),
-              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                          "load_average_at_start": os.getloadavg()}}
     port = free_port()
     proc = start_server([sys.executable, "-m", "service", "--port", str(port)], env, port)
     try:
@@ -371,6 +376,8 @@ def main() -> int:
               f"| mean history {summary[name]['mean_history_hours_at_end']:.0f} h")
     if "throughput_ratio" in summary:
         print(f"throughput ratio stateful/naive: {summary['throughput_ratio']:.1f}x")
+    print(f"load average at start {result['machine']['load_average_at_start'][0]:.1f}, at end {os.getloadavg()[0]:.1f} "
+          f"({os.cpu_count()} cores; the load generator shares them)")
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
