@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
 
@@ -71,6 +71,15 @@ class _AlarmState:
 
 _OpenAlarm = _AlarmState("open")
 P, O, A = Patient.__table__, Observation.__table__, Alarm.__table__
+# The hot path's statements, built once: constructing them per request cost more than running them.
+_SELECT_ONE = select(P).where(P.c.id == bindparam("b_id"))
+_ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+            .values(state=bindparam("b_state"), model_name=bindparam("b_model"), model_version=bindparam("b_mversion"),
+                    last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
+                    version=bindparam("b_new_version"), n_observations=bindparam("b_n")))
+_LATEST_ALARM = (select(A.c.state, A.c.snoozed_until)
+                 .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
+_INSERT_OBS = insert(O)
 
 
 def alarm_blocks(alarm, ts: dt.datetime) -> bool:
@@ -133,8 +142,8 @@ class Ingestor:
     def _plan(self, groups: dict[str, list[Item]], results, where) -> list[Plan]:
         with self.engine.begin() as s:
             ids = list(groups)
-            where_ids = P.c.id == ids[0] if len(ids) == 1 else P.c.id.in_(ids)
-            rows = {r.id: r for r in s.execute(select(P).where(where_ids))}
+            found = s.execute(_SELECT_ONE, {"b_id": ids[0]}) if len(ids) == 1 else s.execute(select(P).where(P.c.id.in_(ids)))
+            rows = {r.id: r for r in found}
             stored = self._stored_candidates(s, groups, rows)
             plans = []
             for pid, items in groups.items():
@@ -258,11 +267,15 @@ class Ingestor:
                 id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
                 first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **p.demographics, **values))
             return
-        if p.row.first_ts is None:
-            values.update(first_ts=p.new[0].ts, icu_admit_time=p.icu_admit)
-        res = s.execute(
-            update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version)
-            .values(version=p.row.version + 1, n_observations=p.row.n_observations + len(p.new), **values))
+        if p.row.first_ts is None:  # admitted, first observation now
+            res = s.execute(update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version).values(
+                version=p.row.version + 1, n_observations=p.row.n_observations + len(p.new),
+                first_ts=p.new[0].ts, icu_admit_time=p.icu_admit, **values))
+        else:
+            res = s.execute(_ADVANCE, {
+                "b_id": p.patient_id, "b_version": p.row.version, "b_new_version": p.row.version + 1,
+                "b_n": p.row.n_observations + len(p.new), "b_state": values["state"], "b_model": m.name,
+                "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"]})
         if res.rowcount != 1:
             raise _Retry()
 
@@ -271,9 +284,7 @@ class Ingestor:
         raised = 0
         current = None
         if any(r >= m.threshold for r in p.risks):
-            current = conn.execute(select(A.c.state, A.c.snoozed_until)
-                                   .where(A.c.patient_id == p.patient_id, A.c.state != "resolved")
-                                   .order_by(A.c.id.desc()).limit(1)).first()
+            current = conn.execute(_LATEST_ALARM, {"b_id": p.patient_id}).first()
         rows = []
         for k, it in enumerate(p.new):
             risk = p.risks[k]
@@ -291,5 +302,5 @@ class Ingestor:
                 patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= m.threshold, alarm_id=alarm_id,
                 threshold=m.threshold, model=m.name, model_version=m.version, elapsed_hours=p.elapsed[k],
                 iculos=p.iculos[k])
-        conn.execute(insert(O), rows)
+        conn.execute(_INSERT_OBS, rows)
         return raised
