@@ -49,7 +49,7 @@ def naive_app(db_url: str, model_dir: str):
     meta = MetaData()
     obs = Table("obs", meta, Column("patient_id", String, index=True), Column("ts", String), Column("vitals", JSON),
                 Column("hours", Float))
-    engine = create_engine(db_url, connect_args={"check_same_thread": False})
+    engine = create_engine(db_url, connect_args={"check_same_thread": False, "timeout": 30})
     meta.create_all(engine)
     rt = StepRuntime.open(model_dir, device="cpu", intra_op_threads=1)
     app = FastAPI()

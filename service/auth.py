@@ -8,6 +8,7 @@ import threading
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.storage.tables import ApiKey
@@ -53,7 +54,10 @@ def seed_keys(factory: sessionmaker[Session], spec: str) -> list[tuple[str, str]
         with factory.begin() as s:
             exists = s.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key)))
         if exists is None:
-            create_key(factory, role, name="bootstrap", key=key)
+            try:
+                create_key(factory, role, name="bootstrap", key=key)
+            except IntegrityError:
+                pass  # another worker seeded it at the same moment
         seeded.append((role, key))
     return seeded
 
