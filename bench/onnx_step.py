@@ -52,11 +52,12 @@ def repeats_for(batch: int) -> int:
 
 def torch_model_like(card) -> SepsisModel:
     """Latency does not depend on the weights: a model of the card's architecture."""
-    cfg = ModelConfig(core=card.core, hidden_size=card.hidden_size)
-    model = SepsisModel(cfg, torch.zeros(40), torch.ones(40)).eval()
-    if model.state_size != card.state_size:
-        raise SystemExit(f"card state_size {card.state_size} != rebuilt model's {model.state_size}")
-    return model
+    for counts in (True, False):  # v1 models carry no measurement counts in their state
+        cfg = ModelConfig(core=card.core, hidden_size=card.hidden_size, counts=counts)
+        model = SepsisModel(cfg, torch.zeros(40), torch.ones(40)).eval()
+        if model.state_size == card.state_size:
+            return model
+    raise SystemExit(f"no PyTorch sepsis model of core {card.core}/{card.hidden_size} has state size {card.state_size}")
 
 
 def bench(model_dir: Path, devices: list[str]) -> list[dict]:
