@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DATA ?= ../shared/data/physionet2019/physionet2019_dev.tar.xz
 
-.PHONY: install test demo clean
+.PHONY: install test demo train-demo clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(BIN)/.installed
 test: install
 	$(BIN)/python -m pytest
 
+# the service (SQLite, shipped model) + a replay of real stays + the dashboard
 demo: install
+	$(BIN)/python scripts/demo.py --data $(DATA)
+
+# a few minutes of real sepsis training on the CPU, metrics printed
+train-demo: install
 	$(BIN)/python -m training sepsis demo --data $(DATA)
 
 clean:

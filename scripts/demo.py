@@ -1,0 +1,97 @@
+"""`make demo`: the service (SQLite, the default shipped model), a replay of real ICU stays feeding
+it, and the dashboard, on loopback; prints where to look and the demo's API keys. Ctrl-C stops all.
+
+    python scripts/demo.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ("admin", "ingest", "clinician", "viewer")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with code {proc.returncode}; see its log above")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the service at {url} was not ready after {seconds:.0f} s")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared/data/physionet2019/physionet2019_dev.tar.xz"))
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dashboard-port", type=int, default=8501)
+    p.add_argument("--stays", type=int, default=60, help="stays replayed at once")
+    p.add_argument("--speed", type=float, default=3600, help="data hours per wall hour (3600: 1 h per second)")
+    a = p.parse_args()
+    # `kill` and container stops send SIGTERM: shut the children down as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    if not Path(a.data).exists():
+        print(f"error: --data {a.data}: no such file (the PhysioNet 2019 archive)", file=sys.stderr)
+        return 2
+
+    work = ROOT / ".cache" / "demo"
+    shutil.rmtree(work, ignore_errors=True)  # a fresh ward each time: replays restart the same stays
+    work.mkdir(parents=True)
+    keys = {role: f"demo-{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
+    url = f"http://127.0.0.1:{a.port}"
+    env = {**os.environ, "SEPSIS_DB_URL": f"sqlite:///{work / 'sepsis.db'}",
+           "SEPSIS_BOOTSTRAP_KEYS": ",".join(f"{r}:{k}" for r, k in keys.items()),
+           "SEPSIS_API_URL": url, "SEPSIS_API_KEY": keys["clinician"]}
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(a.port)],
+                                      cwd=ROOT, env=env))
+        wait_ready(url, procs[0])
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "service.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
+             "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays)],
+            cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))
+        # --- dashboard section (the dashboard's launch goes here) ---
+        dashboard_url = None
+        # --- end of dashboard section ---
+        print("\nSepsis monitoring demo is up:")
+        print(f"  API and docs   {url}/docs   (metrics {url}/metrics)")
+        if dashboard_url:
+            print(f"  dashboard      {dashboard_url}")
+        print(f"  replay         {a.stays} real stays at {a.speed:g}x, log {work / 'replay.log'}")
+        for role, key in keys.items():
+            print(f"  {role:9} key    {key}")
+        print("Ctrl-C stops everything.\n")
+        while all(p.poll() is None for p in procs[:1]):
+            time.sleep(1)
+        return procs[0].returncode or 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
