@@ -153,6 +153,7 @@ class StepRuntime:
                 "the CUDA libraries onnxruntime-gpu needs did not load")
         _check_signature(session, card, onnx_path)
         runtime = cls(session, card, model_dir)
+        runtime._ort = ort
         runtime._probe()
         return runtime
 
@@ -256,10 +257,18 @@ class StepRuntime:
             risks[t] = risk[0, 0]
         return risks
 
-    def run_sequences(self, stays: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    def resident_states(self, batch: int) -> "ResidentStates":
+        """States of `batch` new patients kept on the execution device between steps."""
+        return ResidentStates(self, batch)
+
+    def run_sequences(self, stays: Sequence[tuple[np.ndarray, np.ndarray]],
+                      resident: bool | None = None) -> list[np.ndarray]:
         """Risks for many stays at once: (observations [T_i, 40], elapsed [T_i]) each, stepped in
         lockstep so every ONNX call carries the stays still running. Same numbers as calling
-        run_sequence on each stay, far fewer session calls."""
+        run_sequence on each stay, far fewer session calls.
+
+        resident: keep the states on the execution device between hours (None: on CUDA only), so
+        each hour moves only observations in and risks out, not the [B, S] state both ways."""
         checked = []
         for i, (o, e) in enumerate(stays):
             try:
@@ -282,10 +291,66 @@ class StepRuntime:
         # Longest first, so the stays still running at hour t are always a prefix of the batch.
         order = np.argsort(-lengths, kind="stable")
         risks = np.empty(len(values), dtype=np.float32)
-        state = self.new_state(len(checked))
+        if resident is None:
+            resident = self.provider == _CUDA
+        states = self.resident_states(len(checked)) if resident else None
+        state = None if resident else self.new_state(len(checked))
         for t in range(int(lengths.max())):
             n = int(np.count_nonzero(lengths[order] > t))
             rows = offsets[order[:n]] + t
-            risk, state[:n] = self._run(values[rows], gaps[rows, None], state[:n])
-            risks[rows] = risk[:, 0]
+            if states is not None:
+                risks[rows] = states.step(values[rows], gaps[rows, None])
+            else:
+                risk, state[:n] = self._run(values[rows], gaps[rows, None], state[:n])
+                risks[rows] = risk[:, 0]
         return [risks[offsets[i]:offsets[i + 1]] for i in range(len(checked))]
+
+
+class ResidentStates:
+    """The states of a fixed batch of patients, kept where the model runs (GPU memory under the CUDA
+    provider) between steps through ONNX Runtime's IO binding: a step moves only the observations in
+    and the risks out. Two device buffers take turns as `state` and `next_state`.
+
+    Step the first n patients with observations [n, 40]; n may shrink from step to step (patients
+    whose stays ended must be the tail), as in a longest-first lockstep over stays.
+    """
+
+    def __init__(self, runtime: StepRuntime, batch: int):
+        ort = runtime._ort
+        self._runtime = runtime
+        self._device = "cuda" if runtime.provider == _CUDA else "cpu"
+        self.batch = int(batch)
+        zeros = runtime.new_state(self.batch)
+        self._buffers = [ort.OrtValue.ortvalue_from_numpy(zeros, self._device, 0),
+                         ort.OrtValue.ortvalue_from_numpy(zeros, self._device, 0)]
+        self._current = 0
+        self._binding = runtime._session.io_binding()
+
+    def step(self, observation, elapsed_hours, n: int | None = None) -> np.ndarray:
+        """Risks [n] for the first n patients (n = len(observation))."""
+        obs = np.ascontiguousarray(StepRuntime._float_array(observation, "observation"))
+        gaps = np.ascontiguousarray(StepRuntime._float_array(elapsed_hours, "elapsed_hours").reshape(-1, 1))
+        n = obs.shape[0] if n is None else n
+        if obs.shape != (n, N_FEATURES) or gaps.shape[0] != n or n > self.batch:
+            raise ModelInputError(
+                f"observation {list(obs.shape)} and elapsed_hours {list(gaps.shape)} must be [n, {N_FEATURES}] "
+                f"and [n, 1] with n <= {self.batch}")
+        if not np.all(np.isfinite(gaps)) or np.any(gaps < 0):
+            raise ModelInputError("elapsed_hours: must be finite and >= 0")
+        size = self._runtime.state_size
+        b = self._binding
+        b.bind_cpu_input("observation", obs)
+        b.bind_cpu_input("elapsed_hours", gaps)
+        src, dst = self._buffers[self._current], self._buffers[1 - self._current]
+        # a prefix of a row-major [batch, S] buffer is itself a contiguous [n, S] tensor
+        b.bind_input("state", self._device, 0, np.float32, [n, size], src.data_ptr())
+        b.clear_binding_outputs()
+        b.bind_output("risk", "cpu")  # outputs come back in binding order: risk first
+        b.bind_output("next_state", self._device, 0, np.float32, [n, size], dst.data_ptr())
+        self._runtime._session.run_with_iobinding(b)
+        self._current = 1 - self._current
+        return b.get_outputs()[0].numpy()[:, 0]
+
+    def states(self) -> np.ndarray:
+        """The current states, copied to the host [batch, S]."""
+        return self._buffers[self._current].numpy()

@@ -14,31 +14,17 @@ from training.sepsis.batching import elapsed_hours
 from training.sepsis.dropout import drop_mask, remove_rows
 
 
-def stream(runtime, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray,
-           batch_patients: int = 4096, progress: bool = True) -> np.ndarray:
-    """Risk for every row, stepping up to `batch_patients` stays at once through the runtime."""
-    lengths = np.diff(offsets)
-    order = np.argsort(-lengths, kind="stable")
-    risks = np.empty(len(values), dtype=np.float32)
-    chunks = [order[i : i + batch_patients] for i in range(0, len(order), batch_patients)]
-    with tqdm(total=int(lengths.sum()), desc="streaming hours", unit="row", disable=not progress) as bar:
-        for stays in chunks:
-            state = runtime.new_state(len(stays))
-            for t in range(int(lengths[stays].max())):
-                active = lengths[stays] > t  # sorted by length: a prefix of the chunk
-                n = int(active.sum())
-                rows = offsets[stays[:n]] + t
-                res = runtime.step(values[rows], elapsed[rows, None], state[:n])
-                state[:n] = res.next_state
-                risks[rows] = res.risk
-                bar.update(n)
-    return risks
+def stream(runtime, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Risk for every row: all stays stepped hour by hour in lockstep through the shared runtime
+    (states stay on the GPU between hours under the CUDA provider)."""
+    stays = [(values[offsets[i]:offsets[i + 1]], elapsed[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+    return np.concatenate(runtime.run_sequences(stays)) if stays else np.empty(0, np.float32)
 
 
-def write_predictions(out_dir: Path, patient_ids, offsets, risks, threshold: float) -> None:
+def write_predictions(out_dir: Path, patient_ids, offsets, risks, threshold: float, progress: bool = True) -> None:
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    for i, pid in enumerate(patient_ids):
+    for i, pid in enumerate(tqdm(patient_ids, desc="writing predictions", unit="stay", disable=not progress)):
         p = risks[offsets[i] : offsets[i + 1]]
         lines = ["PredictedProbability|PredictedLabel"] + [f"{x:.6f}|{int(x >= threshold)}" for x in p]
         (pred_dir / f"{pid}.psv").write_text("\n".join(lines) + "\n")
@@ -51,13 +37,13 @@ def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: 
     if drop_rate > 0:
         dropped = drop_mask(offsets, drop_rate, seed)
         kept_values, kept_elapsed, kept_offsets, source = remove_rows(values, elapsed, offsets, dropped)
-        risks = stream(runtime, kept_values, kept_elapsed, kept_offsets, progress=progress)[source]
+        risks = stream(runtime, kept_values, kept_elapsed, kept_offsets)[source]
     else:
-        risks = stream(runtime, values, elapsed, offsets, progress=progress)
+        risks = stream(runtime, values, elapsed, offsets)
     labels = [cohort.labels[offsets[i] : offsets[i + 1]] for i in range(len(cohort))]
     probs = [risks[offsets[i] : offsets[i + 1]] for i in range(len(cohort))]
     out_dir = Path(out_dir)
-    write_predictions(out_dir, cohort.patient_ids, offsets, risks, runtime.threshold)
+    write_predictions(out_dir, cohort.patient_ids, offsets, risks, runtime.threshold, progress)
     result = {"model": runtime.name, "version": runtime.version, "provider": runtime.provider,
               "threshold": runtime.threshold, "drop_rate": drop_rate, "drop_seed": seed,
               "stays": len(cohort), "rows": int(len(values)), "data_sha256": cohort.source_sha256,
