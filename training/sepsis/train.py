@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def normalisation(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray):
     """Per-variable mean and std over the training stays' rows only (never validation or test)."""
     rows = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
     x = values[rows].astype(np.float64)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a variable never measured in training: mean 0, std 1
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
         std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
     std[std < 1e-3] = 1.0
