@@ -1,0 +1,24 @@
+"""Entry script: `streamlit run dashboard/app.py` (or `python -m dashboard`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts only this folder on sys.path; the pages import the package by name.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import ui  # noqa: E402
+
+st.set_page_config(page_title="Sepsis alarms", page_icon="🚨", layout="wide")
+ui.sidebar()
+page = st.navigation([
+    st.Page("pages/ward.py", title="Ward", icon="🛏️", url_path="ward", default=True),
+    st.Page("pages/patient.py", title="Patient", icon="📈", url_path="patient"),
+    st.Page("pages/alarms.py", title="Alarm queue", icon="🚨", url_path="alarms"),
+    st.Page("pages/performance.py", title="Performance", icon="📊", url_path="performance"),
+])
+page.run()

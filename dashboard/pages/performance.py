@@ -1,0 +1,76 @@
+"""Performance: the numbers that decide alarm fatigue and whether the model stays switched on."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import transforms, ui
+
+st.title("Model performance and alarm burden")
+c = ui.client()
+with ui.guarded():
+    ready = c.ready()
+    stats = c.stats()
+    alarms = c.alarms(limit=10000)
+    patients = c.patients()
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **threshold** {ready.threshold} · "
+            f"**execution provider** `{ready.provider}` · database {ready.database}")
+m = st.columns(6)
+m[0].metric("Alarms per patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
+            help=f"{stats.alarms} alarms over {stats.patient_days:.1f} patient-days")
+m[1].metric("PPV", pct(stats.positive_predictive_value),
+            help=f"true alarms / alarms of patients with an outcome ({stats.true_alarms}/{stats.alarms_with_outcome})")
+m[2].metric("False alarms", stats.false_alarms)
+m[3].metric("False-positive rate", pct(stats.false_positive_rate),
+            help="patients discharged without sepsis who had an alarm / all such patients")
+m[4].metric("Septic patients alarmed in time", f"{stats.septic_patients_alarmed_in_time}/{stats.septic_patients}")
+m[5].metric("Median lead time", "n/a" if stats.median_lead_time_hours is None else f"{stats.median_lead_time_hours:.1f} h")
+lo, hi = stats.window_hours
+st.caption(f"A true alarm is raised {-lo:g} h before to {hi:g} h after sepsis onset; alarms of patients without an "
+           "outcome are 'unknown' and left out of PPV.")
+if len(alarms) == 10000:
+    st.warning("Charts use the newest 10,000 alarms only; the headline numbers above cover all of them.")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Alarm verdicts")
+    counts = transforms.verdict_counts(alarms)
+    vc = pd.DataFrame({"verdict": list(counts), "alarms": list(counts.values())})
+    st.altair_chart(alt.Chart(vc).mark_bar().encode(
+        x=alt.X("verdict:N", sort=["true", "false", "unknown"]), y="alarms:Q",
+        color=alt.Color("verdict:N", scale=alt.Scale(domain=["true", "false", "unknown"],
+                                                     range=["#2e7d32", "#d50000", "#9e9e9e"]), legend=None),
+        tooltip=["verdict:N", "alarms:Q"]).properties(height=240), width="stretch")
+with right:
+    st.subheader("Lead time before onset")
+    leads = transforms.lead_times(alarms, patients)
+    if leads.empty:
+        st.info("No septic patient with a true alarm yet: lead times appear once outcomes are recorded.")
+    else:
+        st.altair_chart(alt.Chart(leads).mark_bar().encode(
+            x=alt.X("lead_time_hours:Q", bin=alt.Bin(step=1), title="hours from first true alarm to onset"),
+            y=alt.Y("count():Q", title="septic patients")).properties(height=240), width="stretch")
+        st.caption(f"{len(leads)} septic patients; median {leads['lead_time_hours'].median():.1f} h "
+                   "(negative: the first true alarm came after onset).")
+
+st.subheader("Alarm burden over time")
+bucket, burden = transforms.alarm_burden(alarms, patients)
+if burden.empty:
+    st.info("No observations yet.")
+else:
+    base = alt.Chart(burden).encode(x=alt.X("start:T", title=f"{bucket} (UTC)"))
+    st.altair_chart(alt.layer(
+        base.mark_bar(opacity=0.35, color="#d50000").encode(y=alt.Y("alarms:Q", title=f"alarms per {bucket}")),
+        base.mark_line(point=True, color="#1b2733").encode(
+            y=alt.Y("alarms_per_patient_day:Q", title="alarms per patient-day"),
+            tooltip=["start:T", "alarms:Q", alt.Tooltip("patient_days:Q", format=".2f"),
+                     alt.Tooltip("alarms_per_patient_day:Q", format=".2f")]),
+    ).resolve_scale(y="independent").properties(height=260), width="stretch")
+    st.caption("Bars: alarms raised in each period. Line: the same divided by the patient-days monitored in it.")

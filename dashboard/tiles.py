@@ -1,0 +1,89 @@
+"""Pure HTML for the ward tiles: one card per patient with a risk sparkline (inline SVG), so the
+whole ward is one element for the browser to draw instead of hundreds of charts."""
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from urllib.parse import quote
+
+from dashboard.transforms import WardRow
+
+# Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
+# has it in hand (acknowledged / snoozed); calm grey-blue otherwise.
+CSS = """
+<style>
+.ward{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px;font-family:sans-serif}
+.tile{border:2px solid #c8d1dc;border-radius:8px;padding:8px 10px;background:#f7f9fb;color:#1b2733;text-decoration:none}
+.tile a{color:inherit;text-decoration:none}
+.tile .pid{font-weight:600;font-size:0.95em}
+.tile .risk{font-size:1.9em;font-weight:700;line-height:1.1}
+.tile .meta{font-size:0.8em;color:#44505c}
+.tile .badge{display:inline-block;margin-top:4px;padding:2px 8px;border-radius:4px;font-weight:700;font-size:0.85em}
+.tile.alarm-open{background:#d50000;border-color:#7f0000;color:#fff;animation:pulse 1.2s infinite}
+.tile.alarm-open .meta{color:#ffe5e5}
+.tile.alarm-open .badge{background:#fff;color:#d50000}
+.tile.alarm-held{background:#fff4d6;border-color:#e0a000}
+.tile.alarm-held .badge{background:#e0a000;color:#1b2733}
+@keyframes pulse{0%{box-shadow:0 0 0 0 rgba(213,0,0,.7)}70%{box-shadow:0 0 0 10px rgba(213,0,0,0)}100%{box-shadow:0 0 0 0 rgba(213,0,0,0)}}
+</style>
+"""
+
+
+def sparkline_svg(points: list[tuple[dt.datetime, float]], threshold: float | None, width: int = 180,
+                  height: int = 36, stroke: str = "currentColor") -> str:
+    """Risk (0..1) over time as an SVG polyline with a dashed threshold line."""
+    if not points:
+        return f'<svg width="{width}" height="{height}" role="img" aria-label="no risk yet"></svg>'
+    t0, t1 = points[0][0], points[-1][0]
+    span = (t1 - t0).total_seconds() or 1.0
+
+    def xy(t: dt.datetime, r: float) -> str:
+        x = (t - t0).total_seconds() / span * (width - 4) + 2
+        y = (1.0 - min(max(r, 0.0), 1.0)) * (height - 4) + 2
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(t, r) for t, r in points)
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="risk trend, {len(points)} points">']
+    if threshold is not None:
+        y = (1.0 - threshold) * (height - 4) + 2
+        parts.append(f'<line x1="0" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{stroke}" stroke-opacity="0.5" '
+                     'stroke-dasharray="3,3"/>')
+    if len(points) == 1:
+        x, y = xy(*points[0]).split(",")
+        parts.append(f'<circle cx="{x}" cy="{y}" r="2" fill="{stroke}"/>')
+    else:
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{stroke}" stroke-width="1.8"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "no observation yet"
+    if h < 1:
+        return f"{h * 60:.0f} min since last observation"
+    return f"{h:.1f} h since last observation"
+
+
+def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: float | None, loud: bool,
+              unit: str | None, patient_page: str = "patient") -> str:
+    css = "tile alarm-open" if loud else "tile alarm-held" if row.alarm_state else "tile"
+    risk = "&ndash;" if row.risk is None else f"{row.risk:.0%}"
+    if loud:
+        badge = f'<div class="badge">ALARM &middot; {escape(row.alarm_state or "open").upper()}</div>'
+    elif row.alarm_state == "snoozed" and row.snoozed_until is not None:
+        badge = f'<div class="badge">snoozed until {row.snoozed_until:%H:%M}</div>'
+    elif row.alarm_state:
+        badge = f'<div class="badge">{escape(row.alarm_state)}</div>'
+    else:
+        badge = ""
+    href = f"{patient_page}?patient_id={quote(row.patient_id, safe='')}"
+    unit_txt = f" &middot; {escape(unit)}" if unit else ""
+    return (f'<div class="{css}" data-patient="{escape(row.patient_id)}" data-alarm="{escape(row.alarm_state or "none")}">'
+            f'<a href="{href}" target="_self"><div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
+            f'<div class="risk">{risk}</div>{sparkline_svg(trend, threshold)}'
+            f'<div class="meta">{_hours(row.hours_since)} &middot; 24 h trend</div>{badge}</a></div>')
+
+
+def ward_html(tiles: list[str]) -> str:
+    return CSS + '<div class="ward">' + "".join(tiles) + "</div>"
