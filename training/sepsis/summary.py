@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 HOURLY = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
-          "alarmed_stays_septic", "median_lead_time_hours")
+          "alarmed_stays_septic", "non_septic_alarmed", "median_lead_time_hours",
+          "median_lead_time_last_episode_hours")
 PATIENT = ("precision", "recall", "f1", "false_positives", "auroc", "auprc")
 
 
 def _group_key(m: dict) -> str:
-    c = m["config"]
-    split = "" if c["split"] == "patient" else f" {c['split']}"
-    obj = "" if c["objective"] == "hourly" else f" {c['objective']}-level"
-    return f"{c['model']['core'].upper()}-{c['model']['hidden_size']}{obj}{split}"
+    """Runs that differ only in their seed form one group: the run name without its -s<seed>."""
+    return re.sub(r"-s\d+$", "", m["run"])
 
 
 def _mean_std(values) -> str:
