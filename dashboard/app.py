@@ -16,9 +16,9 @@ from dashboard import ui  # noqa: E402
 st.set_page_config(page_title="Sepsis alarms", page_icon="🚨", layout="wide")
 ui.sidebar()
 page = st.navigation([
-    st.Page("pages/ward.py", title="Ward", icon="🛏️", url_path="ward", default=True),
-    st.Page("pages/patient.py", title="Patient", icon="📈", url_path="patient"),
-    st.Page("pages/alarms.py", title="Alarm queue", icon="🚨", url_path="alarms"),
-    st.Page("pages/performance.py", title="Performance", icon="📊", url_path="performance"),
+    st.Page("views/ward.py", title="Ward", icon="🛏️", url_path="ward", default=True),
+    st.Page("views/patient.py", title="Patient", icon="📈", url_path="patient"),
+    st.Page("views/alarms.py", title="Alarm queue", icon="🚨", url_path="alarms"),
+    st.Page("views/performance.py", title="Performance", icon="📊", url_path="performance"),
 ])
 page.run()

@@ -2,6 +2,7 @@
 whole ward is one element for the browser to draw instead of hundreds of charts."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from html import escape
 from urllib.parse import quote
@@ -17,6 +18,7 @@ CSS = """
 .tile a{color:inherit;text-decoration:none}
 .tile .pid{font-weight:600;font-size:0.95em}
 .tile .risk{font-size:1.9em;font-weight:700;line-height:1.1}
+.tile .spark{display:block;margin:2px 0}
 .tile .meta{font-size:0.8em;color:#44505c}
 .tile .badge{display:inline-block;margin-top:4px;padding:2px 8px;border-radius:4px;font-weight:700;font-size:0.85em}
 .tile.alarm-open{background:#d50000;border-color:#7f0000;color:#fff;animation:pulse 1.2s infinite}
@@ -30,7 +32,7 @@ CSS = """
 
 
 def sparkline_svg(points: list[tuple[dt.datetime, float]], threshold: float | None, width: int = 180,
-                  height: int = 36, stroke: str = "currentColor") -> str:
+                  height: int = 36, stroke: str = "#1b2733") -> str:
     """Risk (0..1) over time as an SVG polyline with a dashed threshold line."""
     if not points:
         return f'<svg width="{width}" height="{height}" role="img" aria-label="no risk yet"></svg>'
@@ -57,6 +59,14 @@ def sparkline_svg(points: list[tuple[dt.datetime, float]], threshold: float | No
     return "".join(parts)
 
 
+def sparkline_img(points: list[tuple[dt.datetime, float]], threshold: float | None, stroke: str) -> str:
+    """The sparkline as an <img> data URI: Streamlit's HTML sanitiser drops inline <svg>."""
+    svg = sparkline_svg(points, threshold, stroke=stroke).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+    data = base64.b64encode(svg.encode()).decode()
+    return (f'<img class="spark" src="data:image/svg+xml;base64,{data}" width="180" height="36" '
+            f'alt="risk trend over 24 h, {len(points)} points"/>')
+
+
 def _hours(h: float | None) -> str:
     if h is None:
         return "no observation yet"
@@ -81,7 +91,7 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
     unit_txt = f" &middot; {escape(unit)}" if unit else ""
     return (f'<div class="{css}" data-patient="{escape(row.patient_id)}" data-alarm="{escape(row.alarm_state or "none")}">'
             f'<a href="{href}" target="_self"><div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
-            f'<div class="risk">{risk}</div>{sparkline_svg(trend, threshold)}'
+            f'<div class="risk">{risk}</div>{sparkline_img(trend, threshold, "#ffffff" if loud else "#1b2733")}'
             f'<div class="meta">{_hours(row.hours_since)} &middot; 24 h trend</div>{badge}</a></div>')
 
 

@@ -113,10 +113,15 @@ def vitals_frame(timeline: list[TimelineEntry]) -> pd.DataFrame:
 
 
 def coverage_frame(timeline: list[TimelineEntry]) -> pd.DataFrame:
-    """(time, variable, measured) for every observation x measured variable: the missingness map."""
+    """(time, hour, variable, measured) for every observation x measured variable: the missingness
+    map. `hour` counts from the first observation, one cell per observed hour."""
     names = measured_variables(timeline)
-    return pd.DataFrame([{"time": t.timestamp, "variable": n, "measured": n in t.vitals} for t in timeline for n in names],
-                        columns=["time", "variable", "measured"])
+    if not timeline:
+        return pd.DataFrame(columns=["time", "hour", "variable", "measured"])
+    t0 = timeline[0].timestamp
+    return pd.DataFrame([{"time": t.timestamp, "hour": int((t.timestamp - t0) // HOUR), "variable": n,
+                          "measured": n in t.vitals} for t in timeline for n in names],
+                        columns=["time", "hour", "variable", "measured"])
 
 
 def alarm_queue(alarms: list[Alarm], states: tuple[str, ...] = ("open", "snoozed")) -> list[Alarm]:

@@ -1,6 +1,9 @@
 """Each page driven by Streamlit's AppTest against the real service of conftest.py."""
 from __future__ import annotations
 
+import base64
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -37,7 +40,7 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def test_ward_tiles_sorted_by_risk_with_alarm_states(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/ward.py")
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/ward.py")
     assert not at.exception
     html = html_of(at)
     # monitored = no outcome yet; the septic and discharged patients have left the ward
@@ -50,15 +53,17 @@ def test_ward_tiles_sorted_by_risk_with_alarm_states(monkeypatch, stack):
     assert f'data-patient="{stack.open_ids[0]}" data-alarm="open"' in html
     assert html.count("alarm-open") >= 1 + len(stack.open_ids)  # the CSS rule plus each open tile
     # tiles come highest risk first
-    import re
     risks = [int(r) for r in re.findall(r'<div class="risk">(\d+)%</div>', html)]
     assert risks == sorted(risks, reverse=True) and len(risks) >= len(ward)
-    assert "h since last observation" in html and "<polyline" in html
+    assert "h since last observation" in html
+    sparks = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
+    assert len(sparks) == len(risks)
+    assert "<polyline" in base64.b64decode(sparks[0]).decode()  # every ward patient has two or more risks
     assert metric(at, "Monitored patients") == str(len(ward) + len(stack.action_ids))
 
 
 def test_ward_filters_by_unit(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/ward.py")
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/ward.py")
     at.selectbox(key="ward_unit").set_value("SICU").run()
     html = html_of(at)
     assert f'data-patient="{stack.acked}"' in html and "SICU" in html
@@ -67,7 +72,7 @@ def test_ward_filters_by_unit(monkeypatch, stack):
 
 
 def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/patient.py", patient_id=stack.septic)
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/patient.py", patient_id=stack.septic)
     assert not at.exception
     assert at.selectbox(key="patient_pick").value == stack.septic
     assert "Outcome: sepsis, onset 2024-03-01 18:00 UTC" in texts(at)
@@ -79,13 +84,13 @@ def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
 
 
 def test_patient_page_unknown_id_is_a_warning(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/patient.py", patient_id="nobody")
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/patient.py", patient_id="nobody")
     assert not at.exception
     assert "No patient 'nobody'" in texts(at)
 
 
 def test_alarm_queue_oldest_first_open_and_snoozed(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/alarms.py")
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/alarms.py")
     assert not at.exception
     heads = [m.value for m in at.markdown if "alarm #" in m.value]
     shown = [h.split("patient **")[1].split("**")[0] for h in heads]
@@ -108,8 +113,8 @@ def test_clinician_acts_on_alarm(monkeypatch, stack, action):
     import httpx
 
     pid = {"ack": "act-ack", "snooze": "act-snooze", "resolve": "act-resolve"}[action]
-    at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "pages/alarms.py")
-    at.session_state["user_name"] = "nurse ana"  # the sidebar field (AppTest does not list entry-script widgets after a page switch)
+    at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "views/alarms.py")
+    at.sidebar.text_input(key="user_name").set_value("nurse ana")
     aid = _alarm_id(at, pid)
     if action == "ack":
         at.selectbox(key=f"reason_{aid}").set_value("already_treated")
@@ -125,8 +130,8 @@ def test_clinician_acts_on_alarm(monkeypatch, stack, action):
 
 
 def test_viewer_cannot_act_and_is_told_why(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/alarms.py")
-    at.session_state["user_name"] = "visitor"
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/alarms.py")
+    at.sidebar.text_input(key="user_name").set_value("visitor")
     aid = _alarm_id(at, stack.open_ids[0])
     at.button(key=f"do_resolve_{aid}").click().run()
     assert not at.exception
@@ -134,14 +139,14 @@ def test_viewer_cannot_act_and_is_told_why(monkeypatch, stack):
 
 
 def test_action_needs_a_name(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "pages/alarms.py")
+    at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "views/alarms.py")
     aid = _alarm_id(at, stack.open_ids[1])
     at.button(key=f"do_snooze_{aid}").click().run()
     assert any("Enter your name" in e.value for e in at.error)
 
 
 def test_performance_page_numbers_and_charts(monkeypatch, stack):
-    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "pages/performance.py")
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/performance.py")
     assert not at.exception
     # two alarms with an outcome: the septic patient's (true, 10 h before onset) and the discharged one's (false)
     assert metric(at, "PPV") == "50.0%"
@@ -149,18 +154,18 @@ def test_performance_page_numbers_and_charts(monkeypatch, stack):
     assert metric(at, "False-positive rate") == "100.0%"
     assert metric(at, "Median lead time") == "10.0 h"
     md = texts(at)
-    assert "`sepsis-cfc` version `1`" in md and "`CPUExecutionProvider`" in md and "threshold** 0.0" in md
+    assert "`sepsis-cfc` version `1`" in md and "`CPUExecutionProvider`" in md and "threshold** 0.000" in md
     assert len(at.get("vega_lite_chart")) == 3  # verdicts, lead time, burden
 
 
-@pytest.mark.parametrize("path", ["pages/ward.py", "pages/patient.py", "pages/alarms.py", "pages/performance.py"])
+@pytest.mark.parametrize("path", ["views/ward.py", "views/patient.py", "views/alarms.py", "views/performance.py"])
 def test_unreachable_service_is_a_message(monkeypatch, path):
     at = page(app(monkeypatch, f"http://127.0.0.1:{free_port()}", "x"), path)
     assert not at.exception
     assert any("Cannot reach the sepsis service" in e.value for e in at.error)
 
 
-@pytest.mark.parametrize("path", ["pages/ward.py", "pages/performance.py"])
+@pytest.mark.parametrize("path", ["views/ward.py", "views/performance.py"])
 def test_wrong_key_is_a_message(monkeypatch, stack, path):
     at = page(app(monkeypatch, stack.url, "sk_wrong"), path)
     assert not at.exception

@@ -77,13 +77,14 @@ if chosen:
     chart = alt.Chart(sub).mark_line(point=True).encode(
         x=alt.X("time:T", title="time (UTC)"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
         detail="segment:N", tooltip=["variable:N", "time:T", "value:Q"],
-    ).properties(height=110).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
+    ).properties(height=110, width=900).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
     st.altair_chart(chart)
 cov = transforms.coverage_frame(d.timeline)
 st.caption("When each variable was measured (grey = not measured at that observation). Lines above break where a "
            "value is missing; nothing is filled in.")
 st.altair_chart(alt.Chart(cov).mark_rect().encode(
-    x=alt.X("time:T", title=None), y=alt.Y("variable:N", sort=measured, title=None),
+    x=alt.X("hour:O", title="hours since the first observation", axis=alt.Axis(labelOverlap=True)),
+    y=alt.Y("variable:N", sort=measured, title=None), tooltip=["variable:N", "time:T", "measured:N"],
     color=alt.Color("measured:N", scale=alt.Scale(domain=[True, False], range=["#1f77b4", "#e3e6ea"]),
                     legend=alt.Legend(title="measured"))).properties(height=14 * max(1, len(measured))), width="stretch")
 

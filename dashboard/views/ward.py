@@ -39,12 +39,14 @@ def ward() -> None:
         shown = rows[(page_no - 1) * per_page: page_no * per_page]
         details = cache.get_many(c, {r.patient_id: r.n_observations for r in shown})
 
-    m1, m2, m3, m4 = st.columns(4)
+    m1, m2, m3 = st.columns(3)
     m1.metric("Monitored patients", len(rows))
     m2.metric("Open alarms", loud)
-    m3.metric("Alarms in hand", sum(r.alarm_state is not None for r in rows) - loud)
-    m4.metric("Model", f"{ready.model or '?'} v{ready.model_version or '?'}",
-              help=f"threshold {ready.threshold}, provider {ready.provider}")
+    m3.metric("Alarms in hand", sum(r.alarm_state is not None for r in rows) - loud,
+              help="acknowledged, or snoozed and the snooze is still running")
+    threshold = "?" if ready.threshold is None else f"{ready.threshold:.3f}"
+    st.caption(f"Model {ready.model} v{ready.model_version}, alarm threshold {threshold}, "
+               f"{ready.provider}")
     if not rows:
         st.info("No monitored patients" + ("" if unit == "All units" else f" in {unit}") + ".")
         return

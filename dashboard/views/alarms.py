@@ -31,7 +31,7 @@ for a in queue:
         head, link = st.columns([5, 1])
         head.markdown(f"**{label}** · alarm #{a.id} · patient **{a.patient_id}** · risk {a.risk:.0%} "
                       f"(threshold {a.threshold:.0%}) · raised {ui.fmt_time(a.raised_at)}")
-        link.page_link("pages/patient.py", label="patient", query_params={"patient_id": a.patient_id})
+        link.page_link("views/patient.py", label="patient", query_params={"patient_id": a.patient_id})
         if a.state == "snoozed" and a.snoozed_until:
             st.caption(f"snoozed until {ui.fmt_time(a.snoozed_until)}")
         if a.state == "acknowledged":

@@ -20,7 +20,8 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **threshold** {ready.threshold} · "
+threshold = "n/a" if ready.threshold is None else f"{ready.threshold:.3f}"
+st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **threshold** {threshold} · "
             f"**execution provider** `{ready.provider}` · database {ready.database}")
 m = st.columns(6)
 m[0].metric("Alarms per patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
