@@ -67,7 +67,24 @@ def main() -> int:
              "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays)],
             cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))
         # --- dashboard section (the dashboard's launch goes here) ---
-        dashboard_url = None
+        # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
+        dashboard_url = f"http://127.0.0.1:{a.dashboard_port}/"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dashboard", "--host", "127.0.0.1", "--port", str(a.dashboard_port)],
+            cwd=ROOT, env={**env, "SEPSIS_DASHBOARD_API_URL": url, "SEPSIS_DASHBOARD_API_KEY": keys["clinician"],
+                           "SEPSIS_DASHBOARD_REFRESH_S": "5"},
+            stdout=open(work / "dashboard.log", "w"), stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while time.time() < deadline and procs[-1].poll() is None:
+            try:
+                if httpx.get(f"{dashboard_url}_stcore/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            print(f"warning: the dashboard did not come up; see {work / 'dashboard.log'}", file=sys.stderr)
+            dashboard_url = None
         # --- end of dashboard section ---
         print("\nSepsis monitoring demo is up:")
         print(f"  API and docs   {url}/docs   (metrics {url}/metrics)")
