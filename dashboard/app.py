@@ -13,12 +13,12 @@ import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
 
-st.set_page_config(page_title="Sepsis alarms", page_icon="🚨", layout="wide")
+st.set_page_config(page_title="Sepsis alarms", page_icon=":material/notifications_active:", layout="wide")
 ui.sidebar()
 page = st.navigation([
-    st.Page("views/ward.py", title="Ward", icon="🛏️", url_path="ward", default=True),
-    st.Page("views/patient.py", title="Patient", icon="📈", url_path="patient"),
-    st.Page("views/alarms.py", title="Alarm queue", icon="🚨", url_path="alarms"),
-    st.Page("views/performance.py", title="Performance", icon="📊", url_path="performance"),
+    st.Page("views/ward.py", title="Ward", icon=":material/bed:", url_path="ward", default=True),
+    st.Page("views/patient.py", title="Patient", icon=":material/monitor_heart:", url_path="patient"),
+    st.Page("views/alarms.py", title="Alarm queue", icon=":material/notifications_active:", url_path="alarms"),
+    st.Page("views/performance.py", title="Performance", icon=":material/bar_chart:", url_path="performance"),
 ])
 page.run()

@@ -147,10 +147,12 @@ def verdict_counts(alarms: list[Alarm]) -> dict[str, int]:
 
 
 def bucket_for(span: dt.timedelta) -> tuple[str, dt.timedelta]:
-    """Hourly buckets for a replay-length span, daily for weeks, weekly beyond."""
-    if span <= dt.timedelta(days=2):
+    """About 12 to 90 buckets whatever the span: hours for a replay, days for weeks, weeks beyond."""
+    if span <= dt.timedelta(days=3):
         return "hour", HOUR
-    if span <= dt.timedelta(days=60):
+    if span <= dt.timedelta(days=14):
+        return "6 h", 6 * HOUR
+    if span <= dt.timedelta(days=90):
         return "day", dt.timedelta(days=1)
     return "week", dt.timedelta(days=7)
 
@@ -183,6 +185,9 @@ def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[s
             overlap = min(e, starts[i] + step) - max(s, starts[i])
             days[i] += max(0.0, overlap / dt.timedelta(days=1))
             i += 1
+    while n > 1 and raised[-1] == 0 and days[-1] == 0:  # a span ending exactly on a boundary
+        n -= 1
+        starts, raised, days = starts[:n], raised[:n], days[:n]
     rate = [r / d if d > 0 else None for r, d in zip(raised, days)]
     return name, pd.DataFrame({"start": starts, "alarms": raised, "patient_days": days, "alarms_per_patient_day": rate},
                               columns=cols)

@@ -45,9 +45,9 @@ def guarded():
         yield
     except ApiError as err:
         if err.kind in ("auth", "forbidden"):
-            st.error(f"🔑 {err.message}")
+            st.error(err.message, icon=":material/key_off:")
         elif err.kind in ("unreachable", "timeout"):
-            st.error(f"📡 {err.message}")
+            st.error(err.message, icon=":material/cloud_off:")
         else:
             st.error(err.message)
         st.stop()

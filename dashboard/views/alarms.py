@@ -18,18 +18,24 @@ with ui.guarded():
     alarms = c.alarms(state="active")
 queue = transforms.alarm_queue(alarms, states)
 now = ui.now()
-st.caption(f"{len(queue)} alarm(s), oldest first.")
+PER_PAGE = 20  # each alarm carries three forms; a long queue is worked through in pages
+pages = max(1, -(-len(queue) // PER_PAGE))
+page_no = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="queue_page")) \
+    if pages > 1 else 1
+st.caption(f"{len(queue)} alarm(s), oldest first" + (f"; showing {(page_no - 1) * PER_PAGE + 1}-"
+           f"{min(len(queue), page_no * PER_PAGE)}." if pages > 1 else "."))
 if flash := st.session_state.pop("queue_flash", None):
     st.success(flash)
 
 user = (st.session_state.get("user_name") or "").strip()
-for a in queue:
+for a in queue[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]:
     expired = a.state == "snoozed" and a.snoozed_until is not None and a.snoozed_until <= now
-    label = {"open": "🔴 OPEN", "snoozed": "⏰ snoozed (expired)" if expired else "💤 snoozed",
-             "acknowledged": "🟠 acknowledged"}[a.state]
+    label = {"open": ":red-background[:red[**OPEN**]]",
+             "snoozed": ":red[**snooze over**]" if expired else ":orange[**snoozed**]",
+             "acknowledged": ":orange[**acknowledged**]"}[a.state]
     with st.container(border=True):
         head, link = st.columns([5, 1])
-        head.markdown(f"**{label}** · alarm #{a.id} · patient **{a.patient_id}** · risk {a.risk:.0%} "
+        head.markdown(f"{label} · alarm #{a.id} · patient **{a.patient_id}** · risk {a.risk:.0%} "
                       f"(threshold {a.threshold:.0%}) · raised {ui.fmt_time(a.raised_at)}")
         link.page_link("views/patient.py", label="patient", query_params={"patient_id": a.patient_id})
         if a.state == "snoozed" and a.snoozed_until:

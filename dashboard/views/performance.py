@@ -24,14 +24,15 @@ threshold = "n/a" if ready.threshold is None else f"{ready.threshold:.3f}"
 st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **threshold** {threshold} · "
             f"**execution provider** `{ready.provider}` · database {ready.database}")
 m = st.columns(6)
-m[0].metric("Alarms per patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
+m[0].metric("Alarms/patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
             help=f"{stats.alarms} alarms over {stats.patient_days:.1f} patient-days")
 m[1].metric("PPV", pct(stats.positive_predictive_value),
             help=f"true alarms / alarms of patients with an outcome ({stats.true_alarms}/{stats.alarms_with_outcome})")
 m[2].metric("False alarms", stats.false_alarms)
 m[3].metric("False-positive rate", pct(stats.false_positive_rate),
             help="patients discharged without sepsis who had an alarm / all such patients")
-m[4].metric("Septic patients alarmed in time", f"{stats.septic_patients_alarmed_in_time}/{stats.septic_patients}")
+m[4].metric("Septic, alarmed", f"{stats.septic_patients_alarmed_in_time}/{stats.septic_patients}",
+            help="septic patients with a true alarm (12 h before to 3 h after onset) / all septic patients")
 m[5].metric("Median lead time", "n/a" if stats.median_lead_time_hours is None else f"{stats.median_lead_time_hours:.1f} h")
 lo, hi = stats.window_hours
 st.caption(f"A true alarm is raised {-lo:g} h before to {hi:g} h after sepsis onset; alarms of patients without an "
@@ -57,7 +58,7 @@ with right:
     else:
         st.altair_chart(alt.Chart(leads).mark_bar().encode(
             x=alt.X("lead_time_hours:Q", bin=alt.Bin(step=1), title="hours from first true alarm to onset"),
-            y=alt.Y("count():Q", title="septic patients")).properties(height=240), width="stretch")
+            y=alt.Y("count():Q", title="septic patients", axis=alt.Axis(tickMinStep=1))).properties(height=240), width="stretch")
         st.caption(f"{len(leads)} septic patients; median {leads['lead_time_hours'].median():.1f} h "
                    "(negative: the first true alarm came after onset).")
 
@@ -66,12 +67,13 @@ bucket, burden = transforms.alarm_burden(alarms, patients)
 if burden.empty:
     st.info("No observations yet.")
 else:
-    base = alt.Chart(burden).encode(x=alt.X("start:T", title=f"{bucket} (UTC)"))
+    burden["period"] = burden["start"].map(lambda t: t.strftime("%m-%d %H:%M" if bucket != "day" and bucket != "week" else "%Y-%m-%d"))
+    base = alt.Chart(burden).encode(x=alt.X("period:O", sort=None, title=f"{bucket} starting (UTC)"))
     st.altair_chart(alt.layer(
         base.mark_bar(opacity=0.35, color="#d50000").encode(y=alt.Y("alarms:Q", title=f"alarms per {bucket}")),
         base.mark_line(point=True, color="#1b2733").encode(
             y=alt.Y("alarms_per_patient_day:Q", title="alarms per patient-day"),
-            tooltip=["start:T", "alarms:Q", alt.Tooltip("patient_days:Q", format=".2f"),
+            tooltip=["period:O", "alarms:Q", alt.Tooltip("patient_days:Q", format=".2f"),
                      alt.Tooltip("alarms_per_patient_day:Q", format=".2f")]),
     ).resolve_scale(y="independent").properties(height=260), width="stretch")
     st.caption("Bars: alarms raised in each period. Line: the same divided by the patient-days monitored in it.")

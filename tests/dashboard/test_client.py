@@ -1,0 +1,66 @@
+"""The API client: typed results and every failure turned into a message for the screen."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from dashboard.client import ApiError, ServiceClient
+from dashboard.processes import free_port
+
+
+def test_reads_are_typed(stack):
+    c = ServiceClient(stack.url, stack.keys["viewer"])
+    p = c.patient(stack.septic)
+    assert p.unit == "SICU" and p.summary.outcome == "sepsis" and p.summary.onset_time.tzinfo is not None
+    assert [t.vitals["HR"] for t in p.timeline] == [80.0, 83.0, 86.0, 89.0]
+    assert p.alarms[0].verdict == "true"
+    r = c.ready()
+    assert (r.model, r.model_version, r.threshold, r.provider) == ("sepsis-cfc", "1", 0.0, "CPUExecutionProvider")
+    assert c.stats().true_alarms == 1
+
+
+@pytest.mark.parametrize("key,kind,text", [(None, "auth", "No API key given"),
+                                           ("nope", "auth", "API key was not accepted")])
+def test_missing_or_wrong_key(stack, key, kind, text):
+    with pytest.raises(ApiError) as e:
+        ServiceClient(stack.url, key).patients()
+    assert e.value.kind == kind and text in e.value.message
+
+
+def test_viewer_acting_is_forbidden_with_the_reason(stack):
+    with pytest.raises(ApiError) as e:
+        ServiceClient(stack.url, stack.keys["viewer"]).resolve(1, "me")
+    assert e.value.status == 403 and "role 'viewer'" in e.value.message and "clinician key" in e.value.message
+
+
+def test_not_found_and_invalid_input(stack):
+    c = ServiceClient(stack.url, stack.keys["clinician"])
+    with pytest.raises(ApiError, match="no patient 'ghost'") as e:
+        c.patient("ghost")
+    assert e.value.kind == "not_found"
+    with pytest.raises(ApiError) as e:
+        c.snooze(1, "me", minutes=-5)
+    assert e.value.kind == "invalid" and "minutes" in e.value.message
+
+
+def test_unreachable_and_timeout():
+    with pytest.raises(ApiError, match="Cannot reach the sepsis service at http://127.0.0.1:") as e:
+        ServiceClient(f"http://127.0.0.1:{free_port()}", "k").patients()
+    assert e.value.kind == "unreachable"
+
+    def slow(request):
+        raise httpx.ReadTimeout("slow", request=request)
+    with pytest.raises(ApiError, match="did not answer within 5 s") as e:
+        ServiceClient("http://svc", "k", transport=httpx.MockTransport(slow)).patients()
+    assert e.value.kind == "timeout"
+
+
+@pytest.mark.parametrize("status,body,text", [
+    (200, b"<html>hi</html>", "not JSON"),
+    (200, b'[{"patient_id": 1}]', "does not understand"),
+    (500, b'{"detail": "internal error (OperationalError); nothing was stored"}', "HTTP 500"),
+])
+def test_wrong_answers_become_messages(status, body, text):
+    t = httpx.MockTransport(lambda r: httpx.Response(status, content=body))
+    with pytest.raises(ApiError, match=text):
+        ServiceClient("http://svc", "k", transport=t).patients()

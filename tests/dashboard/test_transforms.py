@@ -1,0 +1,107 @@
+"""The pure transforms behind the pages: ward order and clock, gaps in vitals, lead times, burden."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+
+from dashboard import tiles, transforms
+from dashboard.client import Alarm, PatientSummary, TimelineEntry
+
+T0 = dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc)
+H = dt.timedelta(hours=1)
+
+
+def patient(pid, risk=None, last=None, first=None, outcome=None, onset=None, n=1) -> PatientSummary:
+    return PatientSummary(patient_id=pid, first_observation=first, last_observation=last, n_observations=n,
+                          last_risk=risk, active_alarm_id=None, outcome=outcome, onset_time=onset, icu_admit_time=None)
+
+
+def alarm(aid, pid, raised, state="open", verdict="unknown", snoozed_until=None) -> Alarm:
+    return Alarm(id=aid, patient_id=pid, raised_at=raised, risk=0.9, threshold=0.5, model_name="m", model_version="1",
+                 state=state, verdict=verdict, snoozed_until=snoozed_until)
+
+
+def entry(hour: float, risk: float, **vitals) -> TimelineEntry:
+    return TimelineEntry(timestamp=T0 + hour * H, vitals=vitals, risk=risk, alarm=False, alarm_id=None, model="m",
+                         model_version="1")
+
+
+def test_ward_rows_sorted_by_risk_only_monitored_with_alarm_state():
+    ps = [patient("a", 0.2, T0), patient("b", 0.9, T0 - 2 * H), patient("c", None), patient("d", 0.99, T0, outcome="sepsis"),
+          patient("e", 0.5, T0)]
+    rows = transforms.ward_rows(ps, [alarm(1, "b", T0 - 5 * H, "acknowledged"), alarm(2, "b", T0, "snoozed"),
+                                     alarm(3, "d", T0)], clock=T0)
+    assert [r.patient_id for r in rows] == ["b", "e", "a", "c"]   # d has an outcome: left the ward
+    assert rows[0].alarm_state == "snoozed" and rows[0].alarm_id == 2  # the newest active alarm wins
+    assert rows[0].hours_since == 2.0 and rows[-1].hours_since is None
+
+
+def test_ward_clock_follows_a_feed_that_runs_ahead_of_the_wall_clock():
+    assert transforms.ward_clock([patient("a", last=T0 + 30 * H)], now=T0) == T0 + 30 * H
+    assert transforms.ward_clock([patient("a", last=T0 - 30 * H)], now=T0) == T0
+
+
+def test_loud_alarm_is_open_or_an_expired_snooze():
+    rows = transforms.ward_rows([patient("a", .5, T0), patient("b", .5, T0), patient("c", .5, T0)],
+                                [alarm(1, "a", T0), alarm(2, "b", T0, "snoozed", snoozed_until=T0 + H),
+                                 alarm(3, "c", T0, "snoozed", snoozed_until=T0 - H)], clock=T0)
+    loud = {r.patient_id: transforms.alarm_is_loud(r, T0) for r in rows}
+    assert loud == {"a": True, "b": False, "c": True}
+
+
+def test_vitals_lines_break_where_a_value_was_not_measured():
+    tl = [entry(0, .1, HR=80, Lactate=2), entry(1, .2, HR=82), entry(2, .3), entry(3, .4, HR=90, Lactate=3)]
+    df = transforms.vitals_frame(tl)
+    hr = df[df.variable == "HR"]
+    assert list(hr.value) == [80, 82, 90]
+    assert hr.segment.nunique() == 2 and hr.segment.iloc[0] == hr.segment.iloc[1] != hr.segment.iloc[2]
+    assert transforms.measured_variables(tl) == ["HR", "Lactate"]  # vitals before labs
+    cov = transforms.coverage_frame(tl)
+    assert list(cov[cov.variable == "Lactate"].measured) == [True, False, False, True]
+    assert list(cov[cov.variable == "HR"].hour) == [0, 1, 2, 3]
+
+
+def test_trend_keeps_the_last_24_hours():
+    tl = [entry(h, h / 100) for h in range(0, 40, 2)]
+    pts = transforms.trend(tl)
+    assert pts[0][0] == T0 + 14 * H and pts[-1][0] == T0 + 38 * H and len(pts) == 13
+
+
+def test_lead_time_from_first_true_alarm_of_each_septic_patient():
+    onset = T0 + 20 * H
+    ps = [patient("s", outcome="sepsis", onset=onset), patient("n", outcome="no_sepsis")]
+    al = [alarm(1, "s", T0, verdict="false"), alarm(2, "s", T0 + 12 * H, verdict="true"),
+          alarm(3, "s", T0 + 15 * H, verdict="true"), alarm(4, "n", T0, verdict="false")]
+    df = transforms.lead_times(al, ps)
+    assert df.to_dict("records") == [{"patient_id": "s", "lead_time_hours": 8.0}]
+    assert transforms.verdict_counts(al) == {"true": 2, "false": 2, "unknown": 0}
+
+
+def test_alarm_burden_per_patient_day_by_hour():
+    ps = [patient("a", first=T0, last=T0 + 2 * H), patient("b", first=T0 + H, last=T0 + H)]
+    bucket, df = transforms.alarm_burden([alarm(1, "a", T0 + 30 * dt.timedelta(minutes=1)), alarm(2, "b", T0 + H)], ps)
+    assert bucket == "hour"
+    assert list(df.alarms) == [1, 1, 0]
+    # hour 0: a only (1 h = 1/24 day); hour 1: a and b; hour 2: a
+    assert df.patient_days.tolist() == pytest.approx([1 / 24, 2 / 24, 1 / 24])
+    assert df.alarms_per_patient_day.tolist()[:2] == pytest.approx([24.0, 12.0])
+    assert transforms.bucket_for(dt.timedelta(days=30))[0] == "day"
+
+
+def test_alarm_queue_is_oldest_first_and_filtered_by_state():
+    al = [alarm(3, "a", T0 + 2 * H), alarm(1, "b", T0, "snoozed"), alarm(2, "c", T0 + H, "acknowledged")]
+    assert [a.id for a in transforms.alarm_queue(al)] == [1, 3]
+    assert [a.id for a in transforms.alarm_queue(al, ("open", "snoozed", "acknowledged"))] == [1, 2, 3]
+
+
+def test_tile_marks_an_open_alarm_and_escapes_ids():
+    row = transforms.ward_rows([patient("x<1>", 0.73, T0)], [alarm(1, "x<1>", T0)], clock=T0 + H)[0]
+    html = tiles.tile_html(row, [(T0, 0.2), (T0 + H, 0.73)], 0.5, loud=True, unit="MICU")
+    assert 'class="tile alarm-open"' in html and "ALARM" in html and "73%" in html and "x&lt;1&gt;" in html
+    assert "patient_id=x%3C1%3E" in html and "1.0 h since last observation" in html
+    svg = base64.b64decode(html.split("base64,")[1].split('"')[0]).decode()
+    assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
+    calm = tiles.tile_html(transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0], [], 0.5, loud=False, unit=None)
+    assert 'class="tile"' in calm and "ALARM" not in calm
