@@ -77,7 +77,7 @@ if chosen:
     chart = alt.Chart(sub).mark_line(point=True).encode(
         x=alt.X("time:T", title="time (UTC)"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
         detail="segment:N", tooltip=["variable:N", "time:T", "value:Q"],
-    ).properties(height=110, width=900).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
+    ).properties(height=110, width=780).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
     st.altair_chart(chart)
 cov = transforms.coverage_frame(d.timeline)
 st.caption("When each variable was measured (grey = not measured at that observation). Lines above break where a "
