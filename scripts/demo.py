@@ -69,6 +69,11 @@ def main() -> int:
         # --- dashboard section (the dashboard's launch goes here) ---
         # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
         dashboard_url = f"http://127.0.0.1:{a.dashboard_port}/"
+        try:  # something else on the port would answer the health check in our dashboard's place
+            httpx.get(dashboard_url, timeout=1)
+            raise SystemExit(f"port {a.dashboard_port} is already in use: pass --dashboard-port")
+        except httpx.HTTPError:
+            pass
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "dashboard", "--host", "127.0.0.1", "--port", str(a.dashboard_port)],
             cwd=ROOT, env={**env, "SEPSIS_DASHBOARD_API_URL": url, "SEPSIS_DASHBOARD_API_KEY": keys["clinician"],
