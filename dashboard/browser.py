@@ -111,6 +111,10 @@ class Browser:
         """Load `url` and wait until the JS expression `until` is truthy, then `settle_s` more
         (charts draw after their data arrives)."""
         self.call("Page.navigate", url=url)
+        self.wait_for(until, timeout_s, settle_s, what=url)
+
+    def wait_for(self, until: str, timeout_s: float = 30.0, settle_s: float = 0.0, what: str = "page") -> None:
+        """Wait, without touching the page, until the JS expression `until` is truthy."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -121,7 +125,7 @@ class Browser:
                 time.sleep(settle_s)
                 return
             time.sleep(0.25)
-        raise BrowserError(f"{url}: {until!r} was still false after {timeout_s:g} s")
+        raise BrowserError(f"{what}: {until!r} was still false after {timeout_s:g} s")
 
     def html(self) -> str:
         return self.evaluate("document.documentElement.outerHTML")

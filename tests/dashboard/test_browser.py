@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import httpx
+
 from dashboard.browser import Browser, find_chromium
 from dashboard.processes import free_port, start_dashboard, stop
 
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.skipif(find_chromium() is None,
 @pytest.fixture(scope="module")
 def dashboard_url(stack, tmp_path_factory):
     port = free_port()
-    proc = start_dashboard(port, stack.url, stack.keys["viewer"],
+    proc = start_dashboard(port, stack.url, stack.keys["viewer"], env={"SEPSIS_DASHBOARD_REFRESH_S": "1"},
                            log_path=tmp_path_factory.mktemp("dash-ui") / "streamlit.log")
     try:
         yield f"http://127.0.0.1:{port}"
@@ -41,3 +43,17 @@ def test_ward_page_in_a_real_browser(stack, dashboard_url, tmp_path):
     assert "Traceback" not in text
     # the connection settings are on the page too, so a wrong key can be fixed where it is noticed
     assert "API key" in text and "Monitored patients" in text
+
+
+
+def test_ward_refreshes_by_itself(stack, dashboard_url):
+    late = "document.querySelector('[data-patient=\"bed-late\"]')"
+    with Browser(width=1300, height=1000) as b:
+        b.open(f"{dashboard_url}/", until="document.querySelector('[data-patient]')", timeout_s=45, settle_s=0)
+        assert not b.evaluate(f"Boolean({late})")
+        # a patient arrives while the page is open; nobody touches the browser
+        r = httpx.post(f"{stack.url}/predict", headers={"X-API-Key": stack.keys["ingest"]},
+                       json={"patient_id": "bed-late", "timestamp": "2024-03-01T09:00:00Z", "vitals": {"HR": 120.0}})
+        assert r.status_code == 200
+        b.wait_for(late, timeout_s=20)
+        assert b.evaluate(f"{late}.dataset.alarm") == "open"

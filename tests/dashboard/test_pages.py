@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import re
 
+import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -56,10 +57,13 @@ def test_ward_tiles_sorted_by_risk_with_alarm_states(monkeypatch, stack):
     risks = [int(r) for r in re.findall(r'<div class="risk">(\d+)%</div>', html)]
     assert risks == sorted(risks, reverse=True) and len(risks) >= len(ward)
     assert "h since last observation" in html
-    sparks = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
+    sparks = dict(re.findall(r'data-patient="([^"]+)".*?src="data:image/svg\+xml;base64,([^"]+)"', html))
     assert len(sparks) == len(risks)
-    assert "<polyline" in base64.b64decode(sparks[0]).decode()  # every ward patient has two or more risks
-    assert metric(at, "Monitored patients") == str(len(ward) + len(stack.action_ids))
+    assert 'aria-label="risk trend, 7 points"><line' in base64.b64decode(sparks["bed-02"]).decode()
+    assert "<polyline" in base64.b64decode(sparks["bed-02"]).decode()  # seven hourly risks, threshold line
+    on_ward = [p for p in httpx.get(f"{stack.url}/patients", headers={"X-API-Key": stack.keys["viewer"]}).json()
+               if p["outcome"] is None]  # the browser test may have admitted one more
+    assert metric(at, "Monitored patients") == str(len(on_ward)) and len(on_ward) >= len(ward) + len(stack.action_ids)
 
 
 def test_ward_filters_by_unit(monkeypatch, stack):
@@ -110,8 +114,6 @@ def _alarm_id(at: AppTest, pid: str) -> int:
 
 @pytest.mark.parametrize("action", ["ack", "snooze", "resolve"])
 def test_clinician_acts_on_alarm(monkeypatch, stack, action):
-    import httpx
-
     pid = {"ack": "act-ack", "snooze": "act-snooze", "resolve": "act-resolve"}[action]
     at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "views/alarms.py")
     at.sidebar.text_input(key="user_name").set_value("nurse ana")
