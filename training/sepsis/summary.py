@@ -42,12 +42,40 @@ def summarize(results: Path) -> str:
         for name, g in sorted(rows.items()):
             cells = [_mean_std([m["test"].get(k) for m in g]) for k in keys]
             lines.append(f"| {name} | {len(g)} | " + " | ".join(cells)
-                         + f" | {g[0]['parameters']['core']:,} | {np.mean([m['seconds_per_epoch'] for m in g]):.1f} |")
+                         + f" | {g[0]['parameters']['core']:,} | {_seconds(g)} |")
             summary[name] = {k: [m["test"].get(k) for m in g] for k in keys} | {
                 "seeds": [m["config"]["seed"] for m in g], "runs": [m["run"] for m in g]}
+    dropout = _dropout_table(groups)
+    if dropout:
+        lines += dropout
     (results / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     _plot(summary, results / "summary.png")
     return "\n".join(lines)
+
+
+def _dropout_table(groups: dict[str, list[dict]]) -> list[str]:
+    """Test AUROC and utility when rows are dropped at inference (mean over seeds)."""
+    rows = []
+    for name, g in sorted(groups.items()):
+        if g[0]["config"]["objective"] != "hourly" or "temporal_dropout_test" not in g[0] or len(g) < 2:
+            continue
+        for variant in ("remove", "zero"):
+            cells = []
+            for rate in g[0]["config"]["dropout_rates"]:
+                picked = [r for m in g for r in m["temporal_dropout_test"] if r["variant"] == variant and r["rate"] == rate]
+                cells.append(f"{np.mean([r['auroc'] for r in picked]):.3f} / {np.mean([r['utility'] for r in picked]):.3f}")
+            rows.append(f"| {name} | {variant} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    rates = next(iter(groups.values()))[0]["config"]["dropout_rates"]
+    return ["\n### temporal dropout at inference (test AUROC / utility, mean over seeds)\n",
+            "| model | variant | " + " | ".join(f"{int(r * 100)}%" for r in rates) + " |",
+            "|" + "---|" * (len(rates) + 2)] + rows
+
+
+def _seconds(group: list[dict]) -> str:
+    times = [m["seconds_per_epoch"] for m in group if "seconds_per_epoch" in m]
+    return f"{np.mean(times):.1f}" if times else "n/a"
 
 
 def _plot(summary: dict, path: Path) -> None:
