@@ -53,6 +53,7 @@ class PatientSummary:
     outcome: str | None
     onset_time: dt.datetime | None
     icu_admit_time: dt.datetime | None
+    unit: str | None = None  # "MICU", "SICU", "other"; None when not recorded
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _summary(d: dict) -> PatientSummary:
                           last_observation=_ts(d.get("last_observation")), n_observations=int(d["n_observations"]),
                           last_risk=d.get("last_risk"), active_alarm_id=d.get("active_alarm_id"),
                           outcome=d.get("outcome"), onset_time=_ts(d.get("onset_time")),
-                          icu_admit_time=_ts(d.get("icu_admit_time")))
+                          icu_admit_time=_ts(d.get("icu_admit_time")), unit=d.get("unit"))
 
 
 def _alarm(d: dict) -> Alarm:

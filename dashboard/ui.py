@@ -64,7 +64,6 @@ class DetailCache:
     def __init__(self, max_entries: int = 4000):
         self._lock = threading.Lock()
         self._items: dict[tuple[str, str], tuple[int, PatientDetail]] = {}
-        self._units: dict[tuple[str, str], str | None] = {}  # an admission's unit never changes
         self.max_entries = max_entries
 
     def get_many(self, c: ServiceClient, wanted: dict[str, int], workers: int = 8) -> dict[str, PatientDetail]:
@@ -85,19 +84,8 @@ class DetailCache:
                     self._items.clear()
                 for d in fetched:
                     self._items[(c.base_url, d.summary.patient_id)] = (d.summary.n_observations, d)
-                    self._units[(c.base_url, d.summary.patient_id)] = d.unit
                     out[d.summary.patient_id] = d
         return out
-
-    def units(self, c: ServiceClient, patients: dict[str, int], workers: int = 8) -> dict[str, str | None]:
-        """Unit of each patient. The service's list has no unit yet, so an unknown one costs a
-        detail request once per patient; after that it is remembered."""
-        with self._lock:
-            known = {pid: self._units[(c.base_url, pid)] for pid in patients if (c.base_url, pid) in self._units}
-        missing = {pid: n for pid, n in patients.items() if pid not in known}
-        if missing:
-            known.update({pid: d.unit for pid, d in self.get_many(c, missing, workers).items()})
-        return known
 
 
 @st.cache_resource

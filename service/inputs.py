@@ -20,6 +20,14 @@ assert tuple(DEMOGRAPHIC_FIELDS) == DEMOGRAPHICS
 UNIT_CODES = {"MICU": (1.0, 0.0), "SICU": (0.0, 1.0), "other": (0.0, 0.0)}
 
 
+def unit_name(unit1: float | None, unit2: float | None) -> str | None:
+    """The ICU type back from the PhysioNet one-hot; None when it was never recorded."""
+    for name, code in UNIT_CODES.items():
+        if (unit1, unit2) == code:
+            return name
+    return None
+
+
 def iculos(ts: dt.datetime, icu_admit: dt.datetime) -> float:
     return float(math.floor((ts - icu_admit).total_seconds() / 3600.0) + 1)
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import schemas
 from service.errors import Conflict, NotFound
-from service.inputs import UNIT_CODES
+from service.inputs import UNIT_CODES, unit_name
 from service.locks import StripedLocks
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Observation, Patient
@@ -33,7 +33,8 @@ def _active_alarm_ids(s: Session, ids: list[str]) -> dict[str, int]:
 
 def summary(row: Patient, active_alarm: int | None) -> schemas.PatientSummary:
     return schemas.PatientSummary(
-        patient_id=row.id, admitted_by=row.admitted_by, icu_admit_time=row.icu_admit_time,
+        patient_id=row.id, admitted_by=row.admitted_by, unit=unit_name(row.unit1, row.unit2),
+        icu_admit_time=row.icu_admit_time,
         first_observation=row.first_ts, last_observation=row.last_ts, n_observations=row.n_observations,
         last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time)
 

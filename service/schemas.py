@@ -112,6 +112,7 @@ class TimelineEntry(BaseModel):
 class PatientSummary(BaseModel):
     patient_id: str
     admitted_by: str
+    unit: str | None = None  # "MICU", "SICU", "other"; None when not recorded
     icu_admit_time: dt.datetime | None
     first_observation: dt.datetime | None
     last_observation: dt.datetime | None

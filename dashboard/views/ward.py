@@ -26,10 +26,8 @@ def ward() -> None:
         clock = transforms.ward_clock(patients, ui.now())
         rows = transforms.ward_rows(patients, active, clock)
         cache = ui.detail_cache()
-        units: dict[str, str | None] = {}
+        units = {p.patient_id: p.unit for p in patients}  # the patient list carries each unit
         if unit != "All units":
-            with st.spinner(f"Looking up the unit of {len(rows)} patients..."):
-                units = cache.units(c, {r.patient_id: r.n_observations for r in rows})
             wanted = None if unit == "not recorded" else unit
             rows = [r for r in rows if units.get(r.patient_id) == wanted]
         loud = sum(transforms.alarm_is_loud(r, ui.now()) for r in rows)

@@ -13,6 +13,7 @@ def test_reads_are_typed(stack):
     p = c.patient(stack.septic)
     assert p.unit == "SICU" and p.summary.outcome == "sepsis" and p.summary.onset_time.tzinfo is not None
     assert [t.vitals["HR"] for t in p.timeline] == [80.0, 83.0, 86.0, 89.0]
+    assert {s.patient_id: s.unit for s in c.patients()}[stack.septic] == "SICU"
     assert p.alarms[0].verdict == "true"
     r = c.ready()
     assert (r.model, r.model_version, r.threshold, r.provider) == ("sepsis-cfc", "1", 0.0, "CPUExecutionProvider")

@@ -42,6 +42,9 @@ def test_admission_sets_icu_time_and_demographics(client):
     assert client.post("/patients", json=same, headers=hdr("ingest")).status_code == 200
     r = client.post("/patients", json={**same, "age": 50}, headers=hdr("ingest"))
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    # the ward list carries the unit, so a unit filter needs no per-patient request
+    listed = {p["patient_id"]: p for p in client.get("/patients", headers=hdr("viewer")).json()}
+    assert listed["a1"]["unit"] == "SICU"
 
 
 def test_observation_before_icu_admission_is_refused(client):
