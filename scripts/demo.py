@@ -57,6 +57,12 @@ def main() -> int:
     env = {**os.environ, "SEPSIS_DB_URL": f"sqlite:///{work / 'sepsis.db'}",
            "SEPSIS_BOOTSTRAP_KEYS": ",".join(f"{r}:{k}" for r, k in keys.items()),
            "SEPSIS_API_URL": url, "SEPSIS_API_KEY": keys["clinician"]}
+    try:  # another service already answering here would pass our readiness check
+        httpx.get(f"{url}/health", timeout=1)
+        print(f"error: something already answers on port {a.port}; stop it or pass --port", file=sys.stderr)
+        return 2
+    except httpx.HTTPError:
+        pass
     procs: list[subprocess.Popen] = []
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(a.port)],
