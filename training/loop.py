@@ -92,6 +92,8 @@ def init_distributed(device: torch.device) -> bool:
         return False
     import torch.distributed as dist
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # one GPU per rank; CUDA graphs and NCCL use the current device
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True

@@ -16,6 +16,8 @@ Layout inside the scan is time-major ([T, B, ...]) so each step reads a contiguo
 """
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import math
 import threading
@@ -616,8 +618,12 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
             u = F.pad(u, (0, 0, 0, 0, 0, pad))
             dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
             keep = F.pad(keep, (0, 0, 0, 0, 0, pad), value=False)
-        runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
+        # capture streams and graphs belong to the current device: make it the input's (under
+        # DDP, rank 1 computes on cuda:1 while the current device may still be cuda:0)
+        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+            runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
+            hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
     else:
         runner = EagerRunner(spec, kernels)
-    hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
+        hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
     return hs.transpose(0, 1), hs[-1]
