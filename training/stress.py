@@ -71,11 +71,15 @@ def remove_variant(
     lengths = keep.sum(dim=1)
     new_mask = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
 
+    # every real step's span goes to the next kept step at or after it: that step's new position
+    # is the number of kept steps before it; steps after the last kept one fall out (group >= length)
+    group = torch.cumsum(keep.to(torch.int64), dim=1) - keep.to(torch.int64)
+    counted = mask.to(x.device).bool() & (group < lengths[:, None])
+
     def compact_cumulative(values: torch.Tensor) -> torch.Tensor:
-        cum = torch.cumsum(values * mask.to(values.dtype), dim=1)
-        at = torch.gather(cum, 1, order)
-        prev = torch.cat([torch.zeros_like(at[:, :1]), at[:, :-1]], dim=1)
-        return at - prev
+        # a direct sum per segment: exact, unlike differences of running sums
+        out = torch.zeros_like(values)
+        return out.scatter_add(1, group.clamp(max=t - 1), torch.where(counted, values, torch.zeros_like(values)))
 
     new_dt = torch.where(new_mask, compact_cumulative(dt), torch.ones_like(dt))
     idx = order.reshape(b, t, *([1] * (x.dim() - 2))).expand_as(x)
