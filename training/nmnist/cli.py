@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 from training.loop import add_loop_args, loop_from_args
 from training.nmnist.data import NMNISTFormatError
-from training.stress import DROP_RATES
+from training.task_cli import add_saved_run_commands, dispatch
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,39 +24,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=None, help="first N samples per split only")
     t.add_argument("--out", default=None, help="run directory (default results/nmnist/<variant>_<core>_s<seed>)")
     add_loop_args(t, d.loop)
-    for name in ("evaluate", "stress"):
-        e = sub.add_parser(name, help=f"{name} a saved run on the test split")
-        e.add_argument("--run", required=True, help="run directory holding model.pt")
-        e.add_argument("--data", default=None, help="override the data path stored in the run")
-        if name == "stress":
-            e.add_argument("--rates", type=float, nargs="+", default=list(DROP_RATES))
-            e.add_argument("--stress-seed", type=int, default=1234)
+    add_saved_run_commands(sub)
     return p
 
 
+def _train(args) -> dict | None:
+    from training.nmnist.train import NMNISTConfig, train
+
+    loop = loop_from_args(args)
+    out = args.out or f"results/nmnist/{args.variant}_{args.core}_s{loop.seed}"
+    cfg = NMNISTConfig(data=args.data, core=args.core, variant=args.variant, hidden=args.hidden,
+                       n_bins=args.bins, out=out, limit=args.limit, loop=loop)
+    m = train(cfg)
+    return m and {"run": out, "test_accuracy": m["test_accuracy"], "seconds_per_epoch": m["seconds_per_epoch"]}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            from training.nmnist.train import NMNISTConfig, train
+    from training.nmnist.evaluate import evaluate
 
-            loop = loop_from_args(args)
-            out = args.out or f"results/nmnist/{args.variant}_{args.core}_s{loop.seed}"
-            cfg = NMNISTConfig(data=args.data, core=args.core, variant=args.variant, hidden=args.hidden,
-                               n_bins=args.bins, out=out, limit=args.limit, loop=loop)
-            m = train(cfg)
-            if m:
-                print(json.dumps({"run": out, "test_accuracy": m["test_accuracy"],
-                                  "seconds_per_epoch": m["seconds_per_epoch"]}))
-            return 0
-        from training.nmnist.evaluate import evaluate
-
-        if args.command == "evaluate":
-            print(json.dumps(evaluate(Path(args.run), args.data)))
-        else:
-            print(json.dumps(evaluate(Path(args.run), args.data, args.rates, args.stress_seed,
-                                      with_stress=True)))
-        return 0
-    except (NMNISTFormatError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return dispatch(_parser().parse_args(argv), _train, evaluate, (NMNISTFormatError,))
