@@ -70,7 +70,8 @@ def main() -> int:
         wait_ready(url, procs[0])
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "service.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
-             "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays)],
+             "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays),
+             "--split", "test"],  # stays the shipped model never saw, so the performance page is honest
             cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))
         # --- dashboard section (the dashboard's launch goes here) ---
         # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
@@ -101,7 +102,7 @@ def main() -> int:
         print(f"  API and docs   {url}/docs   (metrics {url}/metrics)")
         if dashboard_url:
             print(f"  dashboard      {dashboard_url}")
-        print(f"  replay         {a.stays} real stays at {a.speed:g}x, log {work / 'replay.log'}")
+        print(f"  replay         {a.stays} real stays of the test split at {a.speed:g}x, log {work / 'replay.log'}")
         for role, key in keys.items():
             print(f"  {role:9} key    {key}")
         print("Ctrl-C stops everything.\n")

@@ -145,6 +145,20 @@ def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key:
     return totals
 
 
+def select_stays(data: str, split: str, split_seed: int, limit: int | None) -> list:
+    """The stays to replay, in file order: all of them, or only the test split's."""
+    if split == "all":
+        from training.sepsis.data import iter_stays
+
+        return list(islice(iter_stays(data), limit))
+    from training.sepsis.data import load_cohort
+    from training.sepsis.splits import patient_split
+
+    cohort = load_cohort(data, progress=False)
+    test = sorted(patient_split(cohort, seed=split_seed).test)
+    return [cohort.stay(int(i)) for i in test[:limit]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m service.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N stays")
     p.add_argument("--concurrency", type=int, default=8, help="stays streamed at the same time")
     p.add_argument("--prefix", default="replay-", help="prepended to patient ids so replays do not collide with real ones")
+    p.add_argument("--split", choices=["all", "test"], default="all",
+                   help="test: only stays of the training code's test split (patient split, --split-seed), "
+                        "which the shipped models never trained on or chose thresholds with")
+    p.add_argument("--split-seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.speed < 0:
         p.error("--speed must be >= 0")
-    from training.sepsis.data import iter_stays
-
-    stays = list(islice(iter_stays(a.data), a.limit))
+    stays = select_stays(a.data, a.split, a.split_seed, a.limit)
     with httpx.Client(base_url=a.url, timeout=30.0) as client:
         totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix)
         stats = client.get("/stats", headers={"X-API-Key": a.outcome_key or a.api_key})

@@ -71,3 +71,20 @@ def test_replay_through_the_api(tmp_path, sqlite_url, models_root):
     onset = dt.datetime.fromisoformat(one["onset_time"].replace("Z", "+00:00"))
     first = dt.datetime.fromisoformat(one["timeline"][3]["timestamp"].replace("Z", "+00:00"))
     assert onset - first == dt.timedelta(hours=6)
+
+
+def test_replay_can_take_only_the_test_split(tmp_path, monkeypatch):
+    """The demo replays stays the shipped model never trained on: exactly the test split's."""
+    from service.replay import select_stays
+    from tests.training.conftest import make_archive, synthetic_stays
+    from training.sepsis.data import load_cohort
+    from training.sepsis.splits import patient_split
+
+    monkeypatch.chdir(tmp_path)  # the cohort cache goes under ./.cache
+    archive = make_archive(tmp_path, synthetic_stays(n=60, seed=3))
+    cohort = load_cohort(archive, cache_dir=tmp_path / ".cache" / "sepsis", progress=False)
+    expected = {str(cohort.patient_ids[i]) for i in patient_split(cohort, seed=0).test}
+    chosen = select_stays(str(archive), "test", 0, None)
+    assert {s.patient_id for s in chosen} == expected
+    assert len(select_stays(str(archive), "test", 0, 3)) == 3
+    assert len(select_stays(str(archive), "all", 0, None)) == 60
