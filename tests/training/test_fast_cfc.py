@@ -198,3 +198,26 @@ def test_benchmark_rejects_a_malformed_shape(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode != 0
     assert "BATCHxSTEPSxINPUTSxUNITS" in proc.stderr
+
+
+def test_inference_keeps_no_trace_for_a_backward_that_never_comes(monkeypatch):
+    """Under torch.no_grad the fast path must not keep per-step activations: evaluation batches of
+    long stays would otherwise hold [T, B, 4H] buffers (GiBs on a GPU) for nothing."""
+    import training.cores.fast_cfc as fast
+
+    seen = []
+    original = fast.EagerRunner.forward
+
+    def spy(self, u, dt, keep, h0, w, save):
+        seen.append(save)
+        return original(self, u, dt, keep, h0, w, save)
+
+    monkeypatch.setattr(fast.EagerRunner, "forward", spy)
+    core = CfCCore(5, 8, fast=True)
+    x = torch.randn(2, 6, 5)
+    with torch.no_grad():
+        core(x)
+    out, _ = core(x)
+    out.sum().backward()
+    assert seen == [False, True]
+    assert core.cell.ff1.weight.grad is not None

@@ -500,9 +500,11 @@ def chunk_graph_runner(spec, kernels, chunk, u, h0, w: ScanWeights, cache_size: 
 
 class _CfCScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, runner, u, dt, keep, h0, *flat_w):
+    def forward(ctx, runner, save, u, dt, keep, h0, *flat_w):
+        # `save` comes from outside: inside forward grad mode is always off, and needs_input_grad is
+        # true for parameters even under torch.no_grad, which made evaluation keep a full trace
         w = ScanWeights.from_flat(list(flat_w))
-        trace = runner.forward(u, dt, keep, h0, w, any(ctx.needs_input_grad))
+        trace = runner.forward(u, dt, keep, h0, w, save)
         ctx.runner, ctx.trace = runner, trace
         ctx.save_for_backward(dt, keep, h0, *flat_w)
         return trace.hs
@@ -513,9 +515,9 @@ class _CfCScan(torch.autograd.Function):
         w = ScanWeights.from_flat(flat_w)
         g = ctx.runner.backward(ctx.trace, dt, keep, h0, w, grad_hs.contiguous())
         need = ctx.needs_input_grad
-        weights = [gw if need[5 + i] else None for i, gw in enumerate(g.weights)]
-        return (None, g.u if need[1] else None, g.dt if need[2] else None, None,
-                g.h0 if need[4] else None, *weights)
+        weights = [gw if need[6 + i] else None for i, gw in enumerate(g.weights)]
+        return (None, None, g.u if need[2] else None, g.dt if need[3] else None, None,
+                g.h0 if need[5] else None, *weights)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -609,6 +611,7 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     kernels = step_kernels(spec, fuse, x.device, u.dtype)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
     if graphs:
         chunk = max(options.graph_chunk, 1)
         pad = (-n) % chunk
@@ -622,8 +625,8 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
         # DDP, rank 1 computes on cuda:1 while the current device may still be cuda:0)
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
             runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
-            hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
+            hs = _CfCScan.apply(runner, save, u, dt_tm, keep, state, *w.flat())[:n]
     else:
         runner = EagerRunner(spec, kernels)
-        hs = _CfCScan.apply(runner, u, dt_tm, keep, state, *w.flat())[:n]
+        hs = _CfCScan.apply(runner, save, u, dt_tm, keep, state, *w.flat())[:n]
     return hs.transpose(0, 1), hs[-1]
