@@ -117,3 +117,29 @@ def test_cli_reports_a_malformed_stay_with_file_and_line(tmp_path, capsys):
     assert cli(["sepsis", "train", "--data", str(archive), "--cache-dir", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "p000002.psv" in err and "line 2" in err
+
+
+def test_calibrated_export_carries_the_calibration_and_keeps_the_ranking(trained, tmp_path):
+    root, archive = trained
+    saved = tmp_path / "calibrated.pt"
+    assert cli(["sepsis", "calibrate", "--checkpoint", str(root / "runs/tiny/best.pt"), "--data", str(archive),
+                "--run", "tiny-cal", "--out", str(tmp_path / "results"), "--save", str(saved),
+                "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "results/tiny-cal/metrics.json").read_text())
+    original = json.loads((root / "results/tiny/metrics.json").read_text())
+    assert metrics["test"]["auroc"] == pytest.approx(original["test"]["auroc"], abs=1e-6)
+    assert (tmp_path / "results/tiny-cal/reliability_test.png").stat().st_size > 1000
+    out = tmp_path / "sepsis-cfc" / "3"
+    assert cli(["sepsis", "export", "--checkpoint", str(saved), "--metrics",
+                str(tmp_path / "results/tiny-cal/metrics.json"), "--out", str(out), "--version", "3"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert "Platt" in card["threshold_selection"]
+    model = SepsisModel.from_checkpoint(torch.load(saved, map_location="cpu"))
+    assert model.calibration.tolist() != [1.0, 0.0]
+    runtime = StepRuntime.open(out, device="cpu")
+    cohort = load_cohort(archive, cache_dir=tmp_path / "cache", progress=False)
+    elapsed = elapsed_hours(cohort.values, cohort.offsets)
+    lo, hi = cohort.offsets[0], cohort.offsets[1]
+    with torch.no_grad():
+        expected = model.risk(model(torch.from_numpy(cohort.values[lo:hi])[None], torch.from_numpy(elapsed[lo:hi])[None]))
+    np.testing.assert_allclose(runtime.run_sequence(cohort.values[lo:hi], elapsed[lo:hi]), expected[0].numpy(), atol=1e-5)

@@ -68,34 +68,64 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_evaluate(a) -> int:
-    """Evaluate a checkpoint on a split: metrics.json and plots, as at the end of training."""
+def _evaluate_checkpoint(a, calibrate: bool) -> int:
+    """Evaluate a checkpoint on a split (threshold on validation, metrics on test, plots); with
+    `calibrate`, first fit Platt calibration on the validation split and save the calibrated model."""
+    import dataclasses
+
     import torch
 
     from training.sepsis.batching import CohortTensors
     from training.sepsis.data import load_cohort
     from training.sepsis.evaluate import evaluate_run
     from training.sepsis.model import SepsisModel
+    from training.sepsis.predict import predict_stays, stay_labels
     from training.sepsis.train import count_parameters, make_split, pick_device
 
-    checkpoint = torch.load(a.checkpoint, map_location="cpu")
-    model = SepsisModel.from_checkpoint(checkpoint)
+    model = SepsisModel.from_checkpoint(torch.load(a.checkpoint, map_location="cpu"))
     cfg = TrainConfig(data=a.data, model=model.config, objective=a.objective, split=a.split,
                       split_seed=a.split_seed, out=a.out, run=a.run, cache_dir=a.cache_dir, device=a.device)
     device = pick_device(cfg.device)
     cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir))
     split = make_split(cohort, cfg)
-    result = evaluate_run(model.to(device), cohort, CohortTensors.from_cohort(cohort, device), split.val, split.test, cfg)
-    result.update({"run": cfg.run_name, "config": __import__("dataclasses").asdict(cfg), "split": split.name,
+    tensors = CohortTensors.from_cohort(cohort, device)
+    model = model.to(device)
+    out = Path(cfg.out) / cfg.run_name
+    extra = {}
+    if calibrate:
+        from training.sepsis.calibration import calibrate as fit, reliability
+        from training.sepsis.plots import reliability_png
+
+        val_labels, test_labels = stay_labels(tensors, split.val), stay_labels(tensors, split.test)
+        before = {"val": reliability(val_labels, predict_stays(model, tensors, split.val)),
+                  "test": reliability(test_labels, predict_stays(model, tensors, split.test))}
+        a_, b_ = fit(model, val_labels, predict_stays(model, tensors, split.val))
+        after = {"val": reliability(val_labels, predict_stays(model, tensors, split.val)),
+                 "test": reliability(test_labels, predict_stays(model, tensors, split.test))}
+        torch.save(model.to_checkpoint(), a.save)
+        reliability_png({"test, before": before["test"], "test, calibrated": after["test"]}, out / "reliability_test.png")
+        extra = {"calibration": {"method": "Platt scaling of the logit, fitted on the validation split's hours",
+                                 "a": a_, "b": b_, "reliability_before": before, "reliability_after": after},
+                 "calibrated_checkpoint": str(a.save)}
+    result = evaluate_run(model, cohort, tensors, split.val, split.test, cfg)
+    result.update({"run": cfg.run_name, "config": dataclasses.asdict(cfg), "split": split.name,
                    "data_sha256": cohort.source_sha256, "device": str(device), "checkpoint": str(a.checkpoint),
                    "n_train_stays": int(len(split.train)), "n_train_rows": int(cohort.lengths[split.train].sum()),
                    "n_val_stays": int(len(split.val)), "n_test_stays": int(len(split.test)),
                    "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)},
-                   "note": "evaluated from a checkpoint with `python -m training sepsis evaluate`; no training history"})
-    out = Path(cfg.out) / cfg.run_name
+                   "note": "evaluated from a checkpoint with `python -m training sepsis "
+                           f"{'calibrate' if calibrate else 'evaluate'}`; no training history", **extra})
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     print(_headline(result))
     return 0
+
+
+def cmd_evaluate(a) -> int:
+    return _evaluate_checkpoint(a, calibrate=False)
+
+
+def cmd_calibrate(a) -> int:
+    return _evaluate_checkpoint(a, calibrate=True)
 
 
 def cmd_export(a) -> int:
@@ -149,17 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_args(p := sub.add_parser("train", help="train a model (hourly or patient-level task)"))
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint: threshold on validation, metrics on test, plots")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--objective", choices=["hourly", "patient"], default="hourly")
-    p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default="patient")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--run", required=True, help="name of the results folder")
-    p.add_argument("--out", default="results/sepsis")
-    p.add_argument("--cache-dir", default=".cache/sepsis")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_evaluate)
+    for name, func, text in (
+            ("evaluate", cmd_evaluate, "evaluate a checkpoint: threshold on validation, metrics on test, plots"),
+            ("calibrate", cmd_calibrate, "fit Platt calibration on validation, save the model, then evaluate it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--data", required=True)
+        p.add_argument("--objective", choices=["hourly", "patient"], default="hourly")
+        p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default="patient")
+        p.add_argument("--split-seed", type=int, default=0)
+        p.add_argument("--run", required=True, help="name of the results folder")
+        p.add_argument("--out", default="results/sepsis")
+        p.add_argument("--cache-dir", default=".cache/sepsis")
+        p.add_argument("--device", default="auto")
+        if name == "calibrate":
+            p.add_argument("--save", required=True, help="where to write the calibrated checkpoint")
+        p.set_defaults(func=func)
     p = sub.add_parser("export", help="export a checkpoint as an ONNX step with its model card")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--metrics", required=True, help="the run's metrics.json (threshold and test metrics)")

@@ -58,6 +58,16 @@ def export_onnx(model: SepsisModel, path: Path) -> None:
 
 def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, data: dict) -> dict:
     test = run_metrics["test"]
+    limitations = list(LIMITATIONS)
+    selection = run_metrics["threshold_selection"]
+    if "calibration" in run_metrics:
+        selection += ("; the risk is Platt-calibrated on the validation split's hours, so it estimates the share "
+                      "of such hours labelled SepsisLabel = 1")
+        limitations.append("Calibrated to the development hospitals' hourly label rate (about 1.8% of hours); where "
+                           "sepsis is more or less common the risk is off by that factor, though its ranking holds.")
+    else:
+        limitations.append("The risk is not calibrated: training weighted septic hours, so it overstates the "
+                           "probability of sepsis; read it as a score against the threshold.")
     return {
         "name": name,
         "version": str(version),
@@ -70,12 +80,12 @@ def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, d
         "hidden_size": model.config.hidden_size,
         "opset": OPSET,
         "threshold": float(run_metrics["threshold"]),
-        "threshold_selection": run_metrics["threshold_selection"],
+        "threshold_selection": selection,
         "metrics": {"split": f"test: {run_metrics.get('split', 'held-out split')} ({run_metrics.get('n_test_stays')} stays), "
                              f"threshold from validation; training run {run_metrics.get('run')}",
                     **{k: test.get(k) for k in CARD_METRICS}},
         "intended_use": INTENDED_USE,
-        "limitations": LIMITATIONS,
+        "limitations": limitations,
     }
 
 

@@ -35,6 +35,9 @@ class SepsisModel(nn.Module):
         self.core = make_core(config.core, self.featurizer.n_features, config.hidden_size, **core_kwargs)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, 1)
+        # Platt calibration of the risk (fitted on validation after training; identity until then):
+        # the loss weights positives, so the raw sigmoid overstates the probability of sepsis
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
 
     @property
     def state_size(self) -> int:
@@ -47,10 +50,14 @@ class SepsisModel(nn.Module):
         logit = self.head(self.dropout(self.core.output(core_state)))
         return logit, torch.cat([memory, core_state], dim=-1)
 
+    def risk(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probability from the head's logits (monotone: ranking and AUROC unchanged)."""
+        return torch.sigmoid(self.calibration[0] * logits + self.calibration[1])
+
     def step(self, observation, elapsed, state):
         """observation [B, 40], elapsed [B, 1], state [B, S] -> (risk [B, 1], next_state [B, S])."""
         logit, next_state = self.step_logit(observation, elapsed, state)
-        return torch.sigmoid(logit), next_state
+        return self.risk(logit), next_state
 
     def forward(self, observations, elapsed, mask=None):
         """observations [B, T, 40], elapsed [B, T], mask [B, T] -> logits [B, T] (new patients)."""
@@ -66,7 +73,9 @@ class SepsisModel(nn.Module):
     def from_checkpoint(cls, checkpoint: dict) -> "SepsisModel":
         # checkpoints from before measurement counts existed carry no "counts" key
         model = cls(ModelConfig(**{"counts": False, **checkpoint["config"]}), checkpoint["mean"], checkpoint["std"])
-        model.load_state_dict(checkpoint["state_dict"])
+        # checkpoints from before calibration carry none: they keep the identity
+        state = {"calibration": model.calibration, **checkpoint["state_dict"]}
+        model.load_state_dict(state)
         return model.eval()
 
 

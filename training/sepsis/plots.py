@@ -147,3 +147,20 @@ def compare_roc_png(curves: Mapping[str, tuple], path, title: str = "Hourly ROC"
         _roc_line(ax, y, p, name)
     _roc_axes(ax, title)
     return _save(fig, path)
+
+
+def reliability_png(curves: Mapping[str, list[dict]], path) -> Path:
+    """Mean predicted risk against the observed hourly label rate, per risk decile."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for name, rows in curves.items():
+        x = [r["mean_risk"] for r in rows]
+        y = [r["label_rate"] for r in rows]
+        ax.plot(x, y, marker="o", label=name)
+        top = max(top, *x, *y)
+    ax.plot([0, top], [0, top], color="grey", linestyle=":", label="perfect calibration")
+    ax.set_xlabel("mean predicted risk (decile)")
+    ax.set_ylabel("observed share of SepsisLabel = 1 hours")
+    ax.set_title("Reliability of the hourly risk")
+    ax.legend()
+    return _save(fig, path)

@@ -14,7 +14,7 @@ def predict_stays(model, tensors: CohortTensors, stays: np.ndarray, batch_size: 
     out: list[np.ndarray | None] = [None] * len(stays)
     for batch in length_batches(tensors.lengths[stays], batch_size):
         obs, dt, _, mask = tensors.batch(stays[batch])
-        probs = torch.sigmoid(model(obs, dt, mask)).float().cpu().numpy()
+        probs = model.risk(model(obs, dt, mask)).float().cpu().numpy()
         for row, pos in enumerate(batch):
             out[pos] = probs[row, : tensors.lengths[stays[pos]]]
     return out  # type: ignore[return-value]
