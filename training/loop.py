@@ -363,6 +363,24 @@ def stack_collate(items: list[Batch]) -> Batch:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def score_test_set(model: nn.Module, test_set, batch_size: int, device: torch.device,
+                   stress_seed: int | None = None, rates=(), accumulate=()):
+    """(labels, predictions, mean loss, stress points or None): the test split scored once, and
+    with `stress_seed` also under inference-time temporal dropout (training/stress.py)."""
+    from training import stress
+
+    loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, collate_fn=stack_collate)
+    y, p, loss = predict_classes(model, loader, device)
+    if stress_seed is None:
+        return y, p, loss, None
+
+    def accuracy_under(transform):
+        yy, pp, _ = predict_classes(model, loader, device, transform)
+        return float((yy == pp).mean())
+
+    return y, p, loss, stress.run_stress(accuracy_under, test_set.mask, stress_seed, rates, accumulate=accumulate)
+
+
 def masked_mean(outputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over time of [B, T, H] counting only real steps (padding never enters the average)."""
     if mask is None:
@@ -403,17 +421,9 @@ def run_classification(model: nn.Module, train_set: ArraySequences, val_set: Arr
     if is_main_process():
         device = pick_device(run.loop.device)
         model.to(device)
-        loader = DataLoader(test_set, batch_size=run.loop.batch_size, shuffle=False,
-                            collate_fn=stack_collate)
-        y, p, test_loss = predict_classes(model, loader, device)
+        y, p, test_loss, points = score_test_set(model, test_set, run.loop.batch_size, device, run.stress_seed,
+                                                 run.stress_rates, run.accumulate_features)
         cm = confusion_matrix(y, p, len(run.class_names))
-
-        def accuracy_under(transform):
-            yy, pp, _ = predict_classes(model, loader, device, transform)
-            return float((yy == pp).mean())
-
-        points = stress.run_stress(accuracy_under, test_set.mask, run.stress_seed,
-                                   run.stress_rates, accumulate=run.accumulate_features)
         metrics = {
             "task": run.task,
             "test_accuracy": float((y == p).mean()),

@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from training import stress
-from training.loop import LoopConfig, predict_classes, stack_collate, write_json
+from training.loop import score_test_set, write_json
 from training.nmnist.data import load_nmnist, to_arrays
 from training.loop import ArraySequences
 from training.nmnist.train import NMNISTConfig, build_model
@@ -30,16 +29,11 @@ def evaluate(run_dir: Path, data: str | None = None, rates=stress.DROP_RATES, se
              with_stress: bool = False) -> dict:
     cfg, model = load_run(run_dir)
     ds = test_set(cfg, data)
-    loader = DataLoader(ds, batch_size=128, shuffle=False, collate_fn=stack_collate)
     device = torch.device("cpu")
-    y, p, loss = predict_classes(model, loader, device)
+    y, p, loss, points = score_test_set(model, ds, 128, device, seed if with_stress else None, rates)
     out = {"test_accuracy": float((y == p).mean()), "test_loss": loss, "n_test": int(len(y))}
     if with_stress:
-        def acc(transform):
-            yy, pp, _ = predict_classes(model, loader, device, transform)
-            return float((yy == pp).mean())
-        pts = stress.run_stress(acc, ds.mask, seed, rates)
-        out["stress"] = [vars(pt) for pt in pts]
+        out["stress"] = [vars(pt) for pt in points]
         out["stress_seed"] = seed
         stress.plot_stress({cfg.core: out["stress"]}, Path(run_dir) / "stress_rerun.png",
                            f"nmnist {cfg.core}: temporal dropout at inference")

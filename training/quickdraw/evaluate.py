@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from training import stress
-from training.loop import ArraySequences, predict_classes, stack_collate, write_json
+from training.loop import ArraySequences, score_test_set, write_json
 from training.quickdraw.data import load_quickdraw, test_split, to_arrays
 from training.quickdraw.train import DELTA_FEATURES, QuickDrawConfig, build_model
 
@@ -27,16 +26,11 @@ def evaluate(run_dir: Path, data: str | None = None, rates=stress.DROP_RATES, se
                 if test_split(d.key_id, cfg.test_fraction)][: cfg.limit]
     x, dt, mask, y = to_arrays(drawings, max_len=cfg.max_len)
     ds = ArraySequences(x, dt, y, mask)
-    loader = DataLoader(ds, batch_size=64, shuffle=False, collate_fn=stack_collate)
     device = torch.device("cpu")
-    yy, pp, loss = predict_classes(model, loader, device)
-    out = {"test_accuracy": float((yy == pp).mean()), "test_loss": loss, "n_test": int(len(yy))}
+    y, p, loss, points = score_test_set(model, ds, 64, device, seed if with_stress else None, rates, DELTA_FEATURES)
+    out = {"test_accuracy": float((y == p).mean()), "test_loss": loss, "n_test": int(len(y))}
     if with_stress:
-        def acc(transform):
-            a, b, _ = predict_classes(model, loader, device, transform)
-            return float((a == b).mean())
-        out["stress"] = [vars(p) for p in stress.run_stress(acc, ds.mask, seed, rates,
-                                                             accumulate=DELTA_FEATURES)]
+        out["stress"] = [vars(pt) for pt in points]
         out["stress_seed"] = seed
         stress.plot_stress({cfg.core: out["stress"]}, Path(run_dir) / "stress_rerun.png",
                            f"quickdraw {cfg.core}: temporal dropout at inference")
