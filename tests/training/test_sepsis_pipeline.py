@@ -143,3 +143,29 @@ def test_calibrated_export_carries_the_calibration_and_keeps_the_ranking(trained
     with torch.no_grad():
         expected = model.risk(model(torch.from_numpy(cohort.values[lo:hi])[None], torch.from_numpy(elapsed[lo:hi])[None]))
     np.testing.assert_allclose(runtime.run_sequence(cohort.values[lo:hi], elapsed[lo:hi]), expected[0].numpy(), atol=1e-5)
+
+
+def test_utility_targets_follow_the_challenge_scoring():
+    """Hours where an alarm earns more than silence are the positives, weighted by the difference."""
+    from training.sepsis.train import utility_targets
+
+    septic = np.zeros(30, np.int8)
+    septic[16:] = 1  # first label at hour 16 -> t_sepsis = 22
+    labels = np.concatenate([septic, np.zeros(5, np.int8)])
+    target, weight = utility_targets(labels, np.array([0, 30, 35]), "cpu")
+    t, w = target.numpy(), weight.numpy()
+    # an alarm wins after -12 h up to +3 h; at exactly -12 h both earn 0, so the hour carries no weight
+    assert t[:11].sum() == 0 and t[11:26].all() and t[26:30].sum() == 0 and w[10] == 0
+    assert w[26:30].sum() == 0  # hours after t_sepsis + 3 are not scored
+    assert w[16] > w[30] > 0  # a missed early hour costs more than one false alarm
+    assert t[30:35].sum() == 0 and w[-1] == 0  # non-septic stay; padding carries no weight
+
+
+def test_training_on_the_utility_objective_runs(trained, tmp_path):
+    _, archive = trained
+    assert cli(["sepsis", "train", "--data", str(archive), "--hidden", "8", "--backbone-units", "8",
+                "--epochs", "1", "--batch-size", "32", "--objective", "utility", "--out", str(tmp_path / "r"),
+                "--checkpoints", str(tmp_path / "c"), "--cache-dir", str(tmp_path / "cache"),
+                "--run", "u", "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "r/u/metrics.json").read_text())
+    assert metrics["config"]["objective"] == "utility" and "utility" in metrics["test"]

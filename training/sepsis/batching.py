@@ -52,6 +52,13 @@ class CohortTensors:
     def pad_row(self) -> int:
         return self.values.shape[0] - 1
 
+    def gather(self, per_row: torch.Tensor, stays: np.ndarray) -> torch.Tensor:
+        """A per-row quantity ([rows + 1], last entry the padding value) laid out like `batch`."""
+        lengths = self.lengths[stays]
+        steps = np.arange(int(lengths.max()))[None, :]
+        rows = np.where(steps < lengths[:, None], self.offsets[stays][:, None] + steps, self.pad_row)
+        return per_row[torch.from_numpy(rows).to(per_row.device)]
+
     def batch(self, stays: np.ndarray):
         """Padded (observations [B,T,40], elapsed [B,T], labels [B,T], mask [B,T]) for these stays."""
         lengths = self.lengths[stays]

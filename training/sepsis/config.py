@@ -10,7 +10,8 @@ from training.sepsis.model import ModelConfig
 class TrainConfig:
     data: str
     model: ModelConfig = field(default_factory=ModelConfig)
-    objective: str = "hourly"        # "hourly" (SepsisLabel per hour) or "patient" (last state -> septic stay)
+    objective: str = "hourly"        # "hourly" (SepsisLabel per hour), "utility" (the challenge's utility per
+                                     # hour as target and weight) or "patient" (last state -> septic stay)
     split: str = "patient"           # "patient" (70/15/15 stratified), "cross-A" (train A, test B), "cross-B"
     split_seed: int = 0              # fixed across model seeds so every run sees the same test stays
     seed: int = 0

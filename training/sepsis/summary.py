@@ -33,7 +33,9 @@ def summarize(results: Path) -> str:
         groups[_group_key(m)].append(m)
     lines, summary = [], {}
     for objective, keys in (("hourly", HOURLY), ("patient", PATIENT)):
-        rows = {k: g for k, g in groups.items() if g[0]["config"]["objective"] == objective}
+        # runs trained on the utility objective are still scored hour by hour
+        rows = {k: g for k, g in groups.items()
+                if {"utility": "hourly"}.get(g[0]["config"]["objective"], g[0]["config"]["objective"]) == objective}
         if not rows:
             continue
         lines.append(f"\n### {objective}-level task (test split, mean ± std over seeds)\n")
@@ -57,7 +59,7 @@ def _dropout_table(groups: dict[str, list[dict]]) -> list[str]:
     """Test AUROC and utility when rows are dropped at inference (mean over seeds)."""
     rows = []
     for name, g in sorted(groups.items()):
-        if g[0]["config"]["objective"] != "hourly" or "temporal_dropout_test" not in g[0] or len(g) < 2:
+        if g[0]["config"]["objective"] == "patient" or "temporal_dropout_test" not in g[0] or len(g) < 2:
             continue
         for variant in ("remove", "zero"):
             cells = []
