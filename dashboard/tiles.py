@@ -7,7 +7,7 @@ import datetime as dt
 from html import escape
 from urllib.parse import quote
 
-from dashboard.transforms import WardRow
+from dashboard.transforms import WardRow, risk_axis_top
 
 # Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
 # has it in hand (acknowledged / snoozed); calm grey-blue otherwise.
@@ -33,21 +33,23 @@ CSS = """
 
 def sparkline_svg(points: list[tuple[dt.datetime, float]], threshold: float | None, width: int = 180,
                   height: int = 36, stroke: str = "#1b2733") -> str:
-    """Risk (0..1) over time as an SVG polyline with a dashed threshold line."""
+    """Risk over time as an SVG polyline with a dashed threshold line; the vertical scale runs from
+    0 to just above the highest risk and the threshold (transforms.risk_axis_top)."""
     if not points:
         return f'<svg width="{width}" height="{height}" role="img" aria-label="no risk yet"></svg>'
     t0, t1 = points[0][0], points[-1][0]
     span = (t1 - t0).total_seconds() or 1.0
+    top = risk_axis_top([r for _, r in points], threshold)
 
     def xy(t: dt.datetime, r: float) -> str:
         x = (t - t0).total_seconds() / span * (width - 4) + 2
-        y = (1.0 - min(max(r, 0.0), 1.0)) * (height - 4) + 2
+        y = (1.0 - min(max(r / top, 0.0), 1.0)) * (height - 4) + 2
         return f"{x:.1f},{y:.1f}"
 
     line = " ".join(xy(t, r) for t, r in points)
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="risk trend, {len(points)} points">']
     if threshold is not None:
-        y = (1.0 - threshold) * (height - 4) + 2
+        y = (1.0 - min(threshold / top, 1.0)) * (height - 4) + 2
         parts.append(f'<line x1="0" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="{stroke}" stroke-opacity="0.5" '
                      'stroke-dasharray="3,3"/>')
     if len(points) == 1:

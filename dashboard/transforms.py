@@ -83,6 +83,13 @@ def risk_frame(timeline: list[TimelineEntry]) -> pd.DataFrame:
                          "alarm_id": [t.alarm_id for t in timeline]})
 
 
+def risk_axis_top(risks, threshold: float | None) -> float:
+    """Upper end of the risk axis: room above the highest risk and the threshold. A calibrated
+    risk of sepsis is mostly a few percent, so a fixed 0-1 axis would flatten it to a line."""
+    highest = max([r for r in risks if r is not None] + ([threshold] if threshold is not None else []), default=0.0)
+    return float(min(1.0, max(0.05, 1.25 * highest)))
+
+
 def measured_variables(timeline: list[TimelineEntry]) -> list[str]:
     """Variables measured at least once, vitals first, then labs by first appearance."""
     seen: dict[str, None] = {}

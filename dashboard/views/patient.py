@@ -51,7 +51,8 @@ if not d.timeline:
 st.subheader("Risk over the stay")
 risk = transforms.risk_frame(d.timeline)
 layers = [alt.Chart(risk).mark_line(point=True).encode(
-    x=alt.X("time:T", title="time (UTC)"), y=alt.Y("risk:Q", scale=alt.Scale(domain=[0, 1]), title="risk"),
+    x=alt.X("time:T", title="time (UTC)"),
+    y=alt.Y("risk:Q", scale=alt.Scale(domain=[0, transforms.risk_axis_top(risk["risk"], threshold)]), title="risk"),
     tooltip=["time:T", alt.Tooltip("risk:Q", format=".3f")])]
 if threshold is not None:
     layers.append(alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#d50000", strokeDash=[6, 4])
@@ -75,7 +76,8 @@ chosen = st.multiselect("Variables", measured, default=default, key="patient_var
 if chosen:
     sub = vit[vit["variable"].isin(chosen)]
     chart = alt.Chart(sub).mark_line(point=True).encode(
-        x=alt.X("time:T", title="time (UTC)"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        x=alt.X("time:T", title="time (UTC)"),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
         detail="segment:N", tooltip=["variable:N", "time:T", "value:Q"],
     ).properties(height=110, width=780).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
     st.altair_chart(chart)

@@ -105,3 +105,23 @@ def test_tile_marks_an_open_alarm_and_escapes_ids():
     assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
     calm = tiles.tile_html(transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0], [], 0.5, loud=False, unit=None)
     assert 'class="tile"' in calm and "ALARM" not in calm
+
+
+def test_risk_axis_leaves_room_above_the_risks_and_the_threshold():
+    assert transforms.risk_axis_top([0.01, 0.02], 0.028) == pytest.approx(0.05)  # floor: never a sliver
+    assert transforms.risk_axis_top([0.01, 0.2], 0.028) == pytest.approx(0.25)
+    assert transforms.risk_axis_top([0.3], 0.5) == pytest.approx(0.625)  # the threshold stays in view
+    assert transforms.risk_axis_top([0.95], None) == 1.0
+
+
+def test_sparkline_of_small_calibrated_risks_uses_its_height():
+    """Risks of a few percent must still show their trend, with the threshold line in view."""
+    import re
+
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    points = [(t0 + dt.timedelta(hours=h), r) for h, r in enumerate([0.005, 0.01, 0.02, 0.04])]
+    svg = tiles.sparkline_svg(points, threshold=0.028, height=36)
+    ys = [float(y) for y in re.findall(r"[\d.]+,([\d.]+)", re.search(r'points="([^"]+)"', svg).group(1))]
+    assert ys[0] - ys[-1] > 20  # the rise fills most of the 32 px drawing height
+    line_y = float(re.search(r'y1="([\d.]+)"', svg).group(1))
+    assert min(ys) < line_y < max(ys)  # the threshold sits between the lowest and the highest risk
