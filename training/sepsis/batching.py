@@ -72,6 +72,11 @@ class CohortTensors:
         return self.values[idx], self.elapsed[idx], self.labels[idx], mask
 
 
+def per_stay(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """A per-row array cut into one piece per stay (stay i is rows offsets[i]:offsets[i+1])."""
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
     """Stays grouped into batches of similar length (little padding); shuffled when rng is given."""
     order = np.argsort(lengths, kind="stable")

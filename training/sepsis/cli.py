@@ -71,8 +71,6 @@ def cmd_train(a) -> int:
 def _evaluate_checkpoint(a, calibrate: bool) -> int:
     """Evaluate a checkpoint on a split (threshold on validation, metrics on test, plots); with
     `calibrate`, first fit Platt calibration on the validation split and save the calibrated model."""
-    import dataclasses
-
     import torch
 
     from training.sepsis.batching import CohortTensors
@@ -80,7 +78,7 @@ def _evaluate_checkpoint(a, calibrate: bool) -> int:
     from training.sepsis.evaluate import evaluate_run
     from training.sepsis.model import SepsisModel
     from training.sepsis.predict import predict_stays, stay_labels
-    from training.sepsis.train import count_parameters, make_split, pick_device
+    from training.sepsis.train import make_split, pick_device, run_record
 
     model = SepsisModel.from_checkpoint(torch.load(a.checkpoint, map_location="cpu"))
     cfg = TrainConfig(data=a.data, model=model.config, objective=a.objective, split=a.split,
@@ -108,11 +106,8 @@ def _evaluate_checkpoint(a, calibrate: bool) -> int:
                                  "a": a_, "b": b_, "reliability_before": before, "reliability_after": after},
                  "calibrated_checkpoint": str(a.save)}
     result = evaluate_run(model, cohort, tensors, split.val, split.test, cfg)
-    result.update({"run": cfg.run_name, "config": dataclasses.asdict(cfg), "split": split.name,
-                   "data_sha256": cohort.source_sha256, "device": str(device), "checkpoint": str(a.checkpoint),
-                   "n_train_stays": int(len(split.train)), "n_train_rows": int(cohort.lengths[split.train].sum()),
-                   "n_val_stays": int(len(split.val)), "n_test_stays": int(len(split.test)),
-                   "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)},
+    result.update(run_record(cfg, cohort, split.name, split.train, split.val, split.test, model, device))
+    result.update({"checkpoint": str(a.checkpoint),
                    "note": "evaluated from a checkpoint with `python -m training sepsis "
                            f"{'calibrate' if calibrate else 'evaluate'}`; no training history", **extra})
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))

@@ -8,13 +8,9 @@ import numpy as np
 
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
-from training.sepsis.batching import CohortTensors, elapsed_hours
+from training.sepsis.batching import CohortTensors, elapsed_hours, per_stay
 from training.sepsis.dropout import drop_mask, remove_rows, zero_rows
 from training.sepsis.predict import predict_stays, stay_labels
-
-
-def split_back(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def dropout_predictions(model, sub, rate: float, variant: str, seed: int, device) -> list[np.ndarray]:
@@ -28,7 +24,7 @@ def dropout_predictions(model, sub, rate: float, variant: str, seed: int, device
     values, new_elapsed, offsets, source = remove_rows(sub.values, elapsed, sub.offsets, dropped)
     t = CohortTensors.from_arrays(values, np.zeros(len(values), np.int8), offsets, device, new_elapsed)
     kept_probs = np.concatenate(predict_stays(model, t, all_stays))
-    return split_back(kept_probs[source], sub.offsets)
+    return per_stay(kept_probs[source], sub.offsets)
 
 
 def hourly_report(model, cohort, tensors, val_idx, test_idx, cfg, out_dir: Path) -> dict:

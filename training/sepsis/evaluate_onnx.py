@@ -10,22 +10,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
-from training.sepsis.batching import elapsed_hours
+from training.sepsis.batching import elapsed_hours, per_stay
 from training.sepsis.dropout import drop_mask, remove_rows
 
 
 def stream(runtime, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Risk for every row: all stays stepped hour by hour in lockstep through the shared runtime
     (states stay on the GPU between hours under the CUDA provider)."""
-    stays = [(values[offsets[i]:offsets[i + 1]], elapsed[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+    stays = list(zip(per_stay(values, offsets), per_stay(elapsed, offsets)))
     return np.concatenate(runtime.run_sequences(stays)) if stays else np.empty(0, np.float32)
 
 
 def write_predictions(out_dir: Path, patient_ids, offsets, risks, threshold: float, progress: bool = True) -> None:
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    for i, pid in enumerate(tqdm(patient_ids, desc="writing predictions", unit="stay", disable=not progress)):
-        p = risks[offsets[i] : offsets[i + 1]]
+    stays = zip(patient_ids, per_stay(risks, offsets))
+    for pid, p in tqdm(stays, total=len(patient_ids), desc="writing predictions", unit="stay", disable=not progress):
         lines = ["PredictedProbability|PredictedLabel"] + [f"{x:.6f}|{int(x >= threshold)}" for x in p]
         (pred_dir / f"{pid}.psv").write_text("\n".join(lines) + "\n")
 
@@ -40,8 +40,7 @@ def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: 
         risks = stream(runtime, kept_values, kept_elapsed, kept_offsets)[source]
     else:
         risks = stream(runtime, values, elapsed, offsets)
-    labels = [cohort.labels[offsets[i] : offsets[i + 1]] for i in range(len(cohort))]
-    probs = [risks[offsets[i] : offsets[i + 1]] for i in range(len(cohort))]
+    labels, probs = per_stay(cohort.labels, offsets), per_stay(risks, offsets)
     out_dir = Path(out_dir)
     write_predictions(out_dir, cohort.patient_ids, offsets, risks, runtime.threshold, progress)
     result = {"model": runtime.name, "version": runtime.version, "provider": runtime.provider,

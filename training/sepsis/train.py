@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
-from training.sepsis.batching import CohortTensors, length_batches
+from training.sepsis.batching import CohortTensors, length_batches, per_stay
 from training.sepsis.config import TrainConfig
 from training.sepsis.data import load_cohort
 from training.sepsis.model import SepsisModel
@@ -57,7 +57,7 @@ def utility_targets(labels: np.ndarray, offsets: np.ndarray, device) -> tuple[to
     a classification whose right answer is 1 where u_pos > u_neg (12 h before to 3 h after onset)
     and whose cost of a mistake is |u_pos - u_neg|: up to 1 for a missed early alarm, up to 2 for a
     missed late one, 0.05 for a false alarm, 0 for hours the challenge does not score."""
-    table = M.utility_table([labels[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)])
+    table = M.utility_table(per_stay(labels, offsets))
     target = (table.u_pos > table.u_neg).astype(np.float32)
     weight = np.abs(table.u_pos - table.u_neg).astype(np.float32)
     weight /= weight[weight > 0].mean()  # keep the loss on the usual scale
@@ -110,6 +110,15 @@ def set_cfc_impl(model: SepsisModel, impl: str) -> None:
 
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def run_record(cfg: TrainConfig, cohort, split_name: str, train_idx, val_idx, test_idx, model, device) -> dict:
+    """What every metrics.json says about the run: configuration, data, split sizes, model size."""
+    return {"run": cfg.run_name, "config": asdict(cfg), "split": split_name,
+            "data_sha256": cohort.source_sha256, "device": str(device),
+            "n_train_stays": int(len(train_idx)), "n_train_rows": int(cohort.lengths[train_idx].sum()),
+            "n_val_stays": int(len(val_idx)), "n_test_stays": int(len(test_idx)),
+            "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)}}
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -187,11 +196,8 @@ def train(cfg: TrainConfig) -> dict:
     from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
 
     result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
+    result.update(run_record(cfg, cohort, split.name, train_idx, val_idx, test_idx, model, device))
     result.update({
-        "run": cfg.run_name, "config": asdict(cfg), "split": split.name,
-        "data_sha256": cohort.source_sha256, "device": str(device),
-        "n_train_stays": int(len(train_idx)), "n_train_rows": int(cohort.lengths[train_idx].sum()), "n_val_stays": int(len(val_idx)), "n_test_stays": int(len(test_idx)),
-        "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)},
         "best_epoch": best_epoch, "epochs_run": len(history), "seconds_per_epoch": float(np.mean(epoch_seconds)),
         "history": history, "checkpoint": str(ckpt_dir / "best.pt"),
     })
