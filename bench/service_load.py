@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from dashboard.processes import free_port, wait_for  # noqa: E402  (after the path: runnable as a script)
 KEY = "sk_bench_admin"
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -132,26 +133,6 @@ class RawHTTP:
             w.close()
         self.idle.clear()
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 def vitals(rng: np.random.Generator, hour: int) -> dict:
@@ -265,7 +246,7 @@ async def stored_count(client: RawHTTP, pid: str) -> int:
 def start_server(cmd: list[str], env: dict, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc)
+        wait_for(f"http://127.0.0.1:{port}/ready", proc)
     except BaseException:
         proc.kill()
         raise

@@ -18,21 +18,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages sit one folder up
+
+from dashboard.processes import wait_for  # noqa: E402
+
 ROLES = ("admin", "ingest", "clinician", "viewer")
-
-
-def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with code {proc.returncode}; see its log above")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the service at {url} was not ready after {seconds:.0f} s")
 
 
 def main() -> int:
@@ -67,7 +57,10 @@ def main() -> int:
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(a.port)],
                                       cwd=ROOT, env=env))
-        wait_ready(url, procs[0])
+        try:
+            wait_for(f"{url}/ready", procs[0])
+        except (RuntimeError, TimeoutError) as err:
+            raise SystemExit(f"the service did not come up: {err}; see its log above") from None
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "service.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
              "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays),
@@ -86,15 +79,9 @@ def main() -> int:
             cwd=ROOT, env={**env, "SEPSIS_DASHBOARD_API_URL": url, "SEPSIS_DASHBOARD_API_KEY": keys["clinician"],
                            "SEPSIS_DASHBOARD_REFRESH_S": "5"},
             stdout=open(work / "dashboard.log", "w"), stderr=subprocess.STDOUT))
-        deadline = time.time() + 60
-        while time.time() < deadline and procs[-1].poll() is None:
-            try:
-                if httpx.get(f"{dashboard_url}_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
+        try:
+            wait_for(f"{dashboard_url}_stcore/health", procs[-1])
+        except (RuntimeError, TimeoutError):
             print(f"warning: the dashboard did not come up; see {work / 'dashboard.log'}", file=sys.stderr)
             dashboard_url = None
         # --- end of dashboard section ---
