@@ -191,17 +191,21 @@ class Load:
         lat: list[float] = []
         stop = time.perf_counter() + seconds
 
+        # each client owns its own patients (a patient's hours must stay in order), so there can be
+        # no more clients than patients
+        clients = min(concurrency, len(self.pids))
+
         async def worker(k: int):
-            mine = self.pids[k::concurrency]
+            mine = self.pids[k::clients]
             i = 0
             while time.perf_counter() < stop:
                 await self.one(client, mine[i % len(mine)], lat)
                 i += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(clients)))
         took = time.perf_counter() - start
-        return {"requests": len(lat), "seconds": took, "requests_per_s": len(lat) / took, **pct(lat)}
+        return {"requests": len(lat), "seconds": took, "requests_per_s": len(lat) / took, "clients": clients, **pct(lat)}
 
     async def fixed_rate(self, client, seconds: float, rate: float) -> dict:
         lat: list[float] = []
