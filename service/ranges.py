@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FEATURES: tuple[str, ...] = (
-    "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2",
-    "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium",
-    "Chloride", "Creatinine", "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate",
-    "Potassium", "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets",
-    "Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS",
-)
+from models.card import FEATURES  # the model contract's order; re-exported for the service
+
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 DEMOGRAPHICS = ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")
 BINARY = frozenset({"Gender", "Unit1", "Unit2"})
