@@ -381,6 +381,33 @@ def score_test_set(model: nn.Module, test_set, batch_size: int, device: torch.de
     return y, p, loss, stress.run_stress(accuracy_under, test_set.mask, stress_seed, rates, accumulate=accumulate)
 
 
+def load_saved_run(run_dir, config_cls, build_model):
+    """(config, model in eval mode) from the `model.pt` that run_classification writes."""
+    saved = torch.load(Path(run_dir) / "model.pt", map_location="cpu", weights_only=False)
+    cfg = config_cls(**saved["config"])
+    model = build_model(cfg)
+    model.load_state_dict(saved["model"])
+    return cfg, model.eval()
+
+
+def evaluate_saved_run(run_dir, task: str, core: str, model: nn.Module, test_set, batch_size: int,
+                       with_stress: bool, rates, seed: int, accumulate=()) -> dict:
+    """A saved run scored again on its test split (on the CPU), optionally with the stress test;
+    written to the run directory as eval.json or stress.json."""
+    from training import stress
+
+    y, p, loss, points = score_test_set(model, test_set, batch_size, torch.device("cpu"),
+                                        seed if with_stress else None, rates, accumulate)
+    out = {"test_accuracy": float((y == p).mean()), "test_loss": loss, "n_test": int(len(y))}
+    if with_stress:
+        out["stress"] = [vars(pt) for pt in points]
+        out["stress_seed"] = seed
+        stress.plot_stress({core: out["stress"]}, Path(run_dir) / "stress_rerun.png",
+                           f"{task} {core}: temporal dropout at inference")
+    write_json(Path(run_dir) / ("stress.json" if with_stress else "eval.json"), out)
+    return out
+
+
 def masked_mean(outputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over time of [B, T, H] counting only real steps (padding never enters the average)."""
     if mask is None:
