@@ -95,9 +95,10 @@ def _evaluate_checkpoint(a, calibrate: bool) -> int:
         from training.sepsis.plots import reliability_png
 
         val_labels, test_labels = stay_labels(tensors, split.val), stay_labels(tensors, split.test)
-        before = {"val": reliability(val_labels, predict_stays(model, tensors, split.val)),
+        val_probs = predict_stays(model, tensors, split.val)
+        before = {"val": reliability(val_labels, val_probs),
                   "test": reliability(test_labels, predict_stays(model, tensors, split.test))}
-        a_, b_ = fit(model, val_labels, predict_stays(model, tensors, split.val))
+        a_, b_ = fit(model, val_labels, val_probs)
         after = {"val": reliability(val_labels, predict_stays(model, tensors, split.val)),
                  "test": reliability(test_labels, predict_stays(model, tensors, split.test))}
         torch.save(model.to_checkpoint(), a.save)
