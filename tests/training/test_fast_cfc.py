@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from ncps.torch import CfCCell
 
 from training.cores.base import RecurrentCore
 from training.cores.cfc import CfCCore
-from training.cores.fast_cfc import FastOptions, cfc_sequence
+from training.cores.fast_cfc import FastOptions, ScanSpec, cfc_sequence, choose_route
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -66,11 +67,14 @@ def test_matches_other_backbones(layers, activation):
         assert rel_err(got, want) <= 1e-6
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_float32_over_336_steps_within_1e4(device):
+CUDA_ROUTES = {"persistent": FastOptions(), "graphs": FastOptions(persistent=False)}
+
+
+@pytest.mark.parametrize("device,route", [("cpu", "eager")] + [("cuda", r) for r in CUDA_ROUTES if "cuda" in DEVICES])
+def test_float32_over_336_steps_within_1e4(device, route):
     core = make_core(hidden=16, units=16, inputs=41, dtype=torch.float32, device=device)
-    if device == "cuda":  # the default route there: fused kernels when available, CUDA graphs
-        core.fast_options = FastOptions()
+    if device == "cuda":  # the default (persistent kernels) and the chunked CUDA graphs
+        core.fast_options = CUDA_ROUTES[route]
     ref, fast = run_both(core, batch=4, steps=336, dtype=torch.float32, device=device)
     for got, want in zip(fast, ref):
         assert rel_err(got, want) <= 1e-4
@@ -156,7 +160,7 @@ def test_chunked_graph_route_matches_ncps_cell(device, mode, layers, steps, mask
     including lengths that are not a multiple of the chunk."""
     dtype = torch.float64 if device == "cpu" else torch.float32
     core = make_core(mode, layers, dtype=dtype, device=device)
-    core.fast_options = FastOptions(graphs=True, graph_chunk=4)
+    core.fast_options = FastOptions(persistent=False, graphs=True, graph_chunk=4)
     ref, fast = run_both(core, steps=steps, dtype=dtype, device=device, masked=masked)
     for got, want in zip(fast, ref):
         assert rel_err(got, want) <= (1e-6 if dtype == torch.float64 else 1e-4)
@@ -165,7 +169,7 @@ def test_chunked_graph_route_matches_ncps_cell(device, mode, layers, steps, mask
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_backward_after_a_second_forward_uses_its_own_inputs():
     core = make_core(hidden=16, units=16, dtype=torch.float32, device="cuda")
-    core.fast, core.fast_options = True, FastOptions(graphs=True)
+    core.fast, core.fast_options = True, FastOptions(persistent=False, graphs=True)
     xs = [torch.randn(4, 20, core.input_size, device="cuda", requires_grad=True) for _ in range(2)]
     outs = [core(x)[0] for x in xs]  # both replay the same captured graphs
     got = torch.autograd.grad(outs[0].sum(), xs[0])[0]
@@ -221,3 +225,55 @@ def test_inference_keeps_no_trace_for_a_backward_that_never_comes(monkeypatch):
     out.sum().backward()
     assert seen == [False, True]
     assert core.cell.ff1.weight.grad is not None
+
+
+INTERPRETER_CHECK = """
+import json, sys, torch
+sys.path.insert(0, {tests!r})
+from test_fast_cfc import make_core, run_both, rel_err
+from training.cores.fast_cfc import FastOptions
+errors = {{}}
+for mode, act, hidden, units, batch, masked in {cases!r}:
+    core = make_core(mode, 1, act, hidden=hidden, units=units, dtype=torch.float32)
+    core.fast_options = FastOptions(persistent=True)
+    ref, fast = run_both(core, batch=batch, steps=12, dtype=torch.float32, masked=masked)
+    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}}"] = max(rel_err(g, w) for g, w in zip(fast, ref))
+print(json.dumps(errors))
+"""
+
+
+def test_persistent_kernels_match_ncps_cell_under_the_triton_interpreter():
+    """The Triton kernels themselves, run on CPU by Triton's interpreter: partial row blocks (batch
+    19 and 5 against blocks of 16), state and backbone widths that are not a multiple of the tiles,
+    masked steps, both gated modes and every backbone activation; outputs and all gradients."""
+    pytest.importorskip("triton")
+    cases = [("default", "lecun_tanh", 9, 11, 19, True), ("no_gate", "silu", 40, 20, 5, False),
+             ("default", "gelu", 33, 130, 17, True), ("default", "tanh", 16, 16, 16, True),
+             ("no_gate", "relu", 16, 16, 3, True)]
+    script = INTERPRETER_CHECK.format(tests=str(Path(__file__).parent), cases=cases)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(errors) == len(cases)
+    assert all(err <= 1e-4 for err in errors.values()), errors
+
+
+def test_route_choice_and_clear_refusals():
+    spec = ScanSpec("default", "lecun_tanh", 1)
+    cpu = torch.device("cpu")
+    assert choose_route(spec, FastOptions(), cpu, torch.float32) == "eager"
+    assert choose_route(spec, FastOptions(graphs=True), cpu, torch.float32) == "graphs"
+    with pytest.raises(ValueError, match="persistent kernels cannot run"):
+        choose_route(ScanSpec("pure", "lecun_tanh", 1), FastOptions(persistent=True), cpu, torch.float32)
+    with pytest.raises(ValueError, match="persistent kernels cannot run"):
+        choose_route(spec, FastOptions(persistent=True), cpu, torch.float64)
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        assert choose_route(spec, FastOptions(), gpu, torch.float32) == "persistent"
+        # what the kernels do not cover falls back to the chunked CUDA graphs by itself
+        assert choose_route(ScanSpec("pure", "lecun_tanh", 1), FastOptions(), gpu, torch.float32) == "graphs"
+        assert choose_route(ScanSpec("default", "lecun_tanh", 2), FastOptions(), gpu, torch.float32) == "graphs"
+        assert choose_route(spec, FastOptions(), gpu, torch.float64) == "graphs"
+        with pytest.raises(ValueError, match="precision"):
+            choose_route(spec, FastOptions(precision="fp8"), gpu, torch.float32)

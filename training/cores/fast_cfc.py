@@ -32,6 +32,8 @@ from torch import nn
 
 LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
 
+PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the persistent kernels accept
+
 _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
 
 
@@ -39,6 +41,8 @@ _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "
 class FastOptions:
     """How the fast path runs. None means: on when the input is on CUDA (and Triton is present, for fuse)."""
 
+    persistent: bool | None = None  # persistent Triton kernels over time (one backbone layer, fp32, not pure)
+    precision: str = "tf32x3"     # matmul precision inside the persistent kernels: tf32x3, tf32 or ieee
     fuse: bool | None = None      # torch.compile each step's elementwise work
     graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture)
     graph_chunk: int = 8          # steps per captured graph; T is padded up to a multiple with held steps
@@ -476,6 +480,40 @@ class ChunkGraphRunner:
         return scan_backward_bulk(self.spec, trace, dt, h0, w, lg)
 
 
+class PersistentRunner:
+    """Both loops over time as one persistent Triton kernel each (`cfc_triton`)."""
+
+    def __init__(self, spec: ScanSpec, precision: str):
+        self.spec, self.precision = spec, precision
+
+    def forward(self, u, dt, keep, h0, w, save) -> ScanTrace:
+        from training.cores import cfc_triton
+
+        if keep is None:
+            keep = torch.ones(*u.shape[:2], 1, dtype=torch.bool, device=u.device)
+        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, self.spec.mode,
+                                          self.spec.activation, save, self.precision)
+        return ScanTrace(hs, [z] if save else [], y)
+
+    def backward(self, trace, dt, keep, h0, w, grad_hs) -> ScanGrads:
+        from training.cores import cfc_triton
+
+        if keep is None:
+            keep = torch.ones(*grad_hs.shape[:2], 1, dtype=torch.bool, device=grad_hs.device)
+        dy, dz, carry = cfc_triton.scan_backward(grad_hs, dt, keep, trace.zs[0], trace.y, w.w_h, w.w_heads,
+                                                 self.spec.mode, self.spec.activation, self.precision)
+        return scan_backward_bulk(self.spec, trace, dt, h0, w, LoopGrads(dy, None, [dz], carry))
+
+
+def persistent_unsupported(spec: ScanSpec, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why the persistent kernels cannot run this scan here, or None when they can."""
+    if not triton_available():
+        return "Triton is not installed"
+    from training.cores import cfc_triton
+
+    return cfc_triton.supports(spec, dtype, device)
+
+
 _GRAPHS: OrderedDict = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 
@@ -555,11 +593,27 @@ def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
+def choose_route(spec: ScanSpec, options: FastOptions, device: torch.device, dtype: torch.dtype) -> str:
+    """Which runner a scan takes: "persistent", "graphs" or "eager".
+
+    Left to None, the persistent kernels run on CUDA wherever they cover the cell (one backbone
+    layer, float32, not pure mode), chunked CUDA graphs on CUDA otherwise, and eager elsewhere.
+    """
     cuda = device.type == "cuda"
-    fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
+    if options.persistent or options.persistent is None and cuda:
+        reason = persistent_unsupported(spec, dtype, device)
+        if reason is None:
+            if options.precision not in PRECISIONS:
+                raise ValueError(f"fast CfC: precision {options.precision!r}: expected one of {PRECISIONS}")
+            return "persistent"
+        if options.persistent:
+            raise ValueError(f"fast CfC: the persistent kernels cannot run this scan: {reason}")
     graphs = options.graphs if options.graphs is not None else cuda
-    return fuse, graphs
+    return "graphs" if graphs else "eager"
+
+
+def _fuse(options: FastOptions, device: torch.device) -> bool:
+    return options.fuse if options.fuse is not None else (device.type == "cuda" and triton_available())
 
 
 def cfc_sequence(
@@ -590,7 +644,6 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
         return x.new_zeros(b, 0, hid), state
     dt = x.new_ones(b, n, 1) if dt is None else (dt.unsqueeze(-1) if dt.dim() == 2 else dt)
     spec = cell_spec(cell)
-    fuse, graphs = _resolve(options, x.device)
 
     if spec.layers == 0:
         first_w, first_b = _head_weights(cell)
@@ -610,23 +663,31 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     pure_a, pure_tau = (cell.A, cell.w_tau) if spec.mode == "pure" else (None, None)
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
-    kernels = step_kernels(spec, fuse, x.device, u.dtype)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    if graphs:
-        chunk = max(options.graph_chunk, 1)
-        pad = (-n) % chunk
-        if keep is None:  # the captured graphs always take a mask
-            keep = torch.ones(n, b, 1, dtype=torch.bool, device=x.device)
-        if pad:  # extra steps are held, so the outputs up to n are unchanged
-            u = F.pad(u, (0, 0, 0, 0, 0, pad))
-            dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
-            keep = F.pad(keep, (0, 0, 0, 0, 0, pad), value=False)
-        # capture streams and graphs belong to the current device: make it the input's (under
-        # DDP, rank 1 computes on cuda:1 while the current device may still be cuda:0)
-        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-            runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
-            hs = _CfCScan.apply(runner, save, u, dt_tm, keep, state, *w.flat())[:n]
-    else:
-        runner = EagerRunner(spec, kernels)
-        hs = _CfCScan.apply(runner, save, u, dt_tm, keep, state, *w.flat())[:n]
+    route = choose_route(spec, options, x.device, u.dtype)
+    # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
+    # computes on cuda:1 while the current device may still be cuda:0)
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        if route == "persistent":
+            hs = _CfCScan.apply(PersistentRunner(spec, options.precision), save, u, dt_tm, keep, state, *w.flat())
+            return hs.transpose(0, 1), hs[-1]
+        kernels = step_kernels(spec, _fuse(options, x.device), x.device, u.dtype)
+        if route == "graphs":
+            hs = _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w)
+        else:
+            hs = _CfCScan.apply(EagerRunner(spec, kernels), save, u, dt_tm, keep, state, *w.flat())
     return hs.transpose(0, 1), hs[-1]
+
+
+def _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w):
+    n, b = u.shape[:2]
+    chunk = max(options.graph_chunk, 1)
+    pad = (-n) % chunk
+    if keep is None:  # the captured graphs always take a mask
+        keep = torch.ones(n, b, 1, dtype=torch.bool, device=u.device)
+    if pad:  # extra steps are held, so the outputs up to n are unchanged
+        u = F.pad(u, (0, 0, 0, 0, 0, pad))
+        dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
+        keep = F.pad(keep, (0, 0, 0, 0, 0, pad), value=False)
+    runner = chunk_graph_runner(spec, kernels, chunk, u, state, w, options.graph_cache)
+    return _CfCScan.apply(runner, save, u, dt_tm, keep, state, *w.flat())[:n]
