@@ -51,15 +51,18 @@ class Shape:
 def variants(device: torch.device, fuse_on_cpu: bool) -> dict[str, FastOptions]:
     """Each fast route separately, so the gain of each is visible."""
     if device.type == "cuda":
-        out = {"fast eager": FastOptions(fuse=False, graphs=False),
-               "fast +graphs": FastOptions(fuse=False, graphs=True)}
+        out = {"fast eager": FastOptions(persistent=False, fuse=False, graphs=False),
+               "fast +graphs": FastOptions(persistent=False, fuse=False, graphs=True)}
         if triton_available():
-            out["fast +fuse"] = FastOptions(fuse=True, graphs=False)
-            out["fast +fuse+graphs"] = FastOptions(fuse=True, graphs=True)
+            out["fast +fuse"] = FastOptions(persistent=False, fuse=True, graphs=False)
+            out["fast +fuse+graphs"] = FastOptions(persistent=False, fuse=True, graphs=True)
+            out["persistent tf32x3"] = FastOptions(persistent=True, precision="tf32x3")
+            out["persistent tf32"] = FastOptions(persistent=True, precision="tf32")
+            out["persistent ieee"] = FastOptions(persistent=True, precision="ieee")
         return out
-    out = {"fast eager": FastOptions(fuse=False, graphs=False)}
+    out = {"fast eager": FastOptions(persistent=False, fuse=False, graphs=False)}
     if fuse_on_cpu:
-        out["fast +fuse"] = FastOptions(fuse=True, graphs=False)
+        out["fast +fuse"] = FastOptions(persistent=False, fuse=True, graphs=False)
     return out
 
 
@@ -82,7 +85,19 @@ def median_ms(fn, device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def time_model(run, params, x, device, warmup, repeats) -> tuple[float, float]:
+def peak_mib(fn, device) -> float | None:
+    """Peak memory allocated above what was already held, over one call (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def time_model(run, params, x, device, warmup, repeats) -> dict:
     def forward():
         with torch.no_grad():
             run(x)
@@ -92,7 +107,9 @@ def time_model(run, params, x, device, warmup, repeats) -> tuple[float, float]:
         grads = torch.autograd.grad(out.sum(), [x, *params])
         del grads
 
-    return median_ms(forward, device, warmup, repeats), median_ms(forward_backward, device, warmup, repeats)
+    return {"forward_ms": median_ms(forward, device, warmup, repeats),
+            "fwd_bwd_ms": median_ms(forward_backward, device, warmup, repeats),
+            "forward_peak_mib": peak_mib(forward, device), "fwd_bwd_peak_mib": peak_mib(forward_backward, device)}
 
 
 def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -115,22 +132,19 @@ def bench_shape(shape: Shape, device, opts: dict[str, FastOptions], warmup, repe
 
     core.fast = False
     ref_out, ref_grads = check(x)
-    fwd, fb = time_model(cfc, params, x, device, warmup, repeats)
-    results["ncps CfCCell loop"] = {"forward_ms": fwd, "fwd_bwd_ms": fb}
+    results["ncps CfCCell loop"] = time_model(cfc, params, x, device, warmup, repeats)
     for name, option in opts.items():
         core.fast, core.fast_options = True, option
         out, grads = check(x)
-        fwd, fb = time_model(cfc, params, x, device, warmup, repeats)
         errs = [max_rel_err(out, ref_out)] + [max_rel_err(g, r) for g, r in zip(grads, ref_grads)]
-        results[name] = {"forward_ms": fwd, "fwd_bwd_ms": fb, "max_rel_err_vs_ncps": max(errs)}
+        results[name] = {**time_model(cfc, params, x, device, warmup, repeats), "max_rel_err_vs_ncps": max(errs)}
 
     lstm = nn.LSTM(shape.inputs, shape.units, batch_first=True).to(device)
 
     def run_lstm(x):
         return lstm(x)[0]
 
-    fwd, fb = time_model(run_lstm, list(lstm.parameters()), x, device, warmup, repeats)
-    results["nn.LSTM"] = {"forward_ms": fwd, "fwd_bwd_ms": fb}
+    results["nn.LSTM"] = time_model(run_lstm, list(lstm.parameters()), x, device, warmup, repeats)
     base = results["nn.LSTM"]
     for r in results.values():
         r["forward_vs_lstm"] = r["forward_ms"] / base["forward_ms"]
@@ -141,14 +155,14 @@ def bench_shape(shape: Shape, device, opts: dict[str, FastOptions], warmup, repe
 
 def format_table(report: dict) -> str:
     lines = [f"{'shape':<28} {'implementation':<20} {'fwd ms':>9} {'fwd+bwd ms':>11} "
-             f"{'fwd/LSTM':>9} {'f+b/LSTM':>9} {'rel err':>9}"]
+             f"{'fwd/LSTM':>9} {'f+b/LSTM':>9} {'rel err':>9} {'f+b MiB':>8}"]
     for entry in report["shapes"]:
         label = f"B={entry['batch']} T={entry['steps']} F={entry['inputs']} H={entry['units']}"
         for name, r in entry["results"].items():
-            err = r.get("max_rel_err_vs_ncps")
+            err, mib = r.get("max_rel_err_vs_ncps"), r.get("fwd_bwd_peak_mib")
             lines.append(f"{label:<28} {name:<20} {r['forward_ms']:>9.2f} {r['fwd_bwd_ms']:>11.2f} "
                          f"{r['forward_vs_lstm']:>8.1f}x {r['fwd_bwd_vs_lstm']:>8.1f}x "
-                         f"{'' if err is None else f'{err:.1e}':>9}")
+                         f"{'' if err is None else f'{err:.1e}':>9} {'' if mib is None else f'{mib:.0f}':>8}")
             label = ""
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.sepsis.config import TrainConfig
+from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.model import ModelConfig
 
 
@@ -28,7 +28,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay of the evaluated weights; 0 turns it off")
     p.add_argument("--no-counts", action="store_true", help="leave measurement counts out of the features")
-    p.add_argument("--cfc-impl", choices=["auto", "fast", "reference"], default=d.cfc_impl)
+    p.add_argument("--cfc-impl", choices=list(CFC_IMPLS), default=d.cfc_impl)
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--max-train-stays", type=int, default=None)
     p.add_argument("--max-eval-stays", type=int, default=None)

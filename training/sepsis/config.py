@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from training.sepsis.model import ModelConfig
 
+CFC_IMPLS = ("auto", "fast", "graphs", "reference")  # how a CfC core runs; see train.set_cfc_impl
+
 
 @dataclass
 class TrainConfig:
@@ -23,7 +25,7 @@ class TrainConfig:
     pos_weight: float = 8.0          # positives are ~1.8% of hours
     ema: float | None = 0.995        # evaluate and keep an exponential moving average of the weights
     patience: int = 10               # epochs without validation improvement before stopping
-    cfc_impl: str = "auto"           # "auto" (fast core on CUDA), "fast" or "reference" (ncps step loop)
+    cfc_impl: str = "auto"           # one of CFC_IMPLS; see train.set_cfc_impl
     max_minutes: float | None = None # wall-clock budget for the epoch loop
     max_train_stays: int | None = None
     max_eval_stays: int | None = None

@@ -7,7 +7,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors, length_batches, per_stay
-from training.sepsis.config import TrainConfig
+from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.data import load_cohort
 from training.sepsis.model import SepsisModel
 from training.sepsis.predict import predict_stays, stay_labels
@@ -102,10 +102,15 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 
 def set_cfc_impl(model: SepsisModel, impl: str) -> None:
-    if impl not in ("auto", "fast", "reference"):
-        raise ValueError(f"unknown cfc_impl {impl!r}: expected auto, fast or reference")
+    """auto: the fast core on CUDA, the ncps loop elsewhere; fast: the fast core's best route here;
+    graphs: the fast core's chunked CUDA graphs, not its persistent kernels (kept to compare);
+    reference: the ncps step loop."""
+    if impl not in CFC_IMPLS:
+        raise ValueError(f"unknown cfc_impl {impl!r}: expected one of {', '.join(CFC_IMPLS)}")
     if hasattr(model.core, "fast"):
-        model.core.fast = {"auto": None, "fast": True, "reference": False}[impl]
+        model.core.fast = {"auto": None, "fast": True, "graphs": True, "reference": False}[impl]
+        if impl == "graphs":
+            model.core.fast_options = replace(model.core.fast_options, persistent=False)
 
 
 def count_parameters(module) -> int:
