@@ -51,18 +51,17 @@ class Shape:
 def variants(device: torch.device, fuse_on_cpu: bool) -> dict[str, FastOptions]:
     """Each fast route separately, so the gain of each is visible."""
     if device.type == "cuda":
-        out = {"fast eager": FastOptions(persistent=False, fuse=False, graphs=False),
-               "fast +graphs": FastOptions(persistent=False, fuse=False, graphs=True)}
+        out = {"fast eager": FastOptions(fuse=False, graphs=False),
+               "fast +graphs": FastOptions(fuse=False, graphs=True)}
         if triton_available():
-            out["fast +fuse"] = FastOptions(persistent=False, fuse=True, graphs=False)
-            out["fast +fuse+graphs"] = FastOptions(persistent=False, fuse=True, graphs=True)
-            out["persistent tf32x3"] = FastOptions(persistent=True, precision="tf32x3")
-            out["persistent tf32"] = FastOptions(persistent=True, precision="tf32")
-            out["persistent ieee"] = FastOptions(persistent=True, precision="ieee")
+            out["fast +compile+graphs"] = FastOptions(fuse=True, graphs=True, triton_gemms=False)
+            out["fast +fuse"] = FastOptions(fuse=True, graphs=False)
+            out["fast +fuse+graphs"] = FastOptions(fuse=True, graphs=True)  # the default
+            out["fast +fuse+graphs tf32"] = FastOptions(fuse=True, graphs=True, precision="tf32")
         return out
-    out = {"fast eager": FastOptions(persistent=False, fuse=False, graphs=False)}
+    out = {"fast eager": FastOptions(fuse=False, graphs=False)}
     if fuse_on_cpu:
-        out["fast +fuse"] = FastOptions(persistent=False, fuse=True, graphs=False)
+        out["fast +fuse"] = FastOptions(fuse=True, graphs=False)
     return out
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU measurements behind the persistent-kernel CfC (bench/NOTES.md): CUDA correctness tests,
-# cfc_speed in fp32 and with TF32 matmuls, and seconds per sepsis CfC-128 epoch for each way the
-# core can run (ncps loop, chunked CUDA graphs, persistent kernels).
+# The GPU measurements behind the fused Triton step kernels (bench/NOTES.md): CUDA correctness tests,
+# cfc_speed, and seconds per sepsis CfC-128 epoch for each way the
+# core can run (ncps loop, graphs + torch.compile'd elementwise steps, graphs + Triton GEMM steps).
 #   bash bench/gpu_fast_cfc.sh DATA_ARCHIVE OUT_DIR
 set -uo pipefail
 DATA=${1:?archive}; OUT=${2:?out dir}
@@ -10,8 +10,7 @@ export PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"
 python3 -m pytest -q -p no:cacheprovider tests/training/test_fast_cfc.py 2>&1 | tail -n 8
 python3 bench/cfc_speed.py --out "$OUT/cfc_speed.json" 2>&1 | grep -v '%|'
-python3 bench/cfc_speed.py --tf32 --out "$OUT/cfc_speed_tf32.json" 2>&1 | grep -v '%|'
-for impl in reference graphs fast; do
+for impl in reference fast-compile fast; do
   python3 -m training sepsis train --data "$DATA" --core cfc --hidden 128 --epochs 2 --batch-size 128 \
       --cfc-impl $impl --ema 0 --max-eval-stays 300 --run epoch-time-$impl --out /tmp/epoch_time \
       --checkpoints /tmp/epoch_time_ckpt --no-progress 2>&1 | grep -E '"epoch"|Error|error' | cut -c1-300

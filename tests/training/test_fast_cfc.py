@@ -13,7 +13,7 @@ from ncps.torch import CfCCell
 
 from training.cores.base import RecurrentCore
 from training.cores.cfc import CfCCore
-from training.cores.fast_cfc import FastOptions, ScanSpec, cfc_sequence, choose_route
+from training.cores.fast_cfc import FastOptions, ScanSpec, cfc_sequence, step_kernels, triton_available
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -67,13 +67,14 @@ def test_matches_other_backbones(layers, activation):
         assert rel_err(got, want) <= 1e-6
 
 
-CUDA_ROUTES = {"persistent": FastOptions(), "graphs": FastOptions(persistent=False)}
+CUDA_ROUTES = {"triton+graphs": FastOptions(), "compile+graphs": FastOptions(triton_gemms=False),
+               "triton eager": FastOptions(graphs=False)}
 
 
 @pytest.mark.parametrize("device,route", [("cpu", "eager")] + [("cuda", r) for r in CUDA_ROUTES if "cuda" in DEVICES])
 def test_float32_over_336_steps_within_1e4(device, route):
     core = make_core(hidden=16, units=16, inputs=41, dtype=torch.float32, device=device)
-    if device == "cuda":  # the default (persistent kernels) and the chunked CUDA graphs
+    if device == "cuda":  # the default (Triton step kernels in CUDA graphs) and the other routes
         core.fast_options = CUDA_ROUTES[route]
     ref, fast = run_both(core, batch=4, steps=336, dtype=torch.float32, device=device)
     for got, want in zip(fast, ref):
@@ -160,7 +161,7 @@ def test_chunked_graph_route_matches_ncps_cell(device, mode, layers, steps, mask
     including lengths that are not a multiple of the chunk."""
     dtype = torch.float64 if device == "cpu" else torch.float32
     core = make_core(mode, layers, dtype=dtype, device=device)
-    core.fast_options = FastOptions(persistent=False, graphs=True, graph_chunk=4)
+    core.fast_options = FastOptions(graphs=True, graph_chunk=4)
     ref, fast = run_both(core, steps=steps, dtype=dtype, device=device, masked=masked)
     for got, want in zip(fast, ref):
         assert rel_err(got, want) <= (1e-6 if dtype == torch.float64 else 1e-4)
@@ -169,7 +170,7 @@ def test_chunked_graph_route_matches_ncps_cell(device, mode, layers, steps, mask
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_backward_after_a_second_forward_uses_its_own_inputs():
     core = make_core(hidden=16, units=16, dtype=torch.float32, device="cuda")
-    core.fast, core.fast_options = True, FastOptions(persistent=False, graphs=True)
+    core.fast, core.fast_options = True, FastOptions(graphs=True)
     xs = [torch.randn(4, 20, core.input_size, device="cuda", requires_grad=True) for _ in range(2)]
     outs = [core(x)[0] for x in xs]  # both replay the same captured graphs
     got = torch.autograd.grad(outs[0].sum(), xs[0])[0]
@@ -233,23 +234,25 @@ sys.path.insert(0, {tests!r})
 from test_fast_cfc import make_core, run_both, rel_err
 from training.cores.fast_cfc import FastOptions
 errors = {{}}
-for mode, act, hidden, units, batch, masked in {cases!r}:
+for mode, act, hidden, units, batch, masked, graphs in {cases!r}:
     core = make_core(mode, 1, act, hidden=hidden, units=units, dtype=torch.float32)
-    core.fast_options = FastOptions(persistent=True)
-    ref, fast = run_both(core, batch=batch, steps=12, dtype=torch.float32, masked=masked)
-    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}}"] = max(rel_err(g, w) for g, w in zip(fast, ref))
+    core.fast_options = FastOptions(fuse=True, graphs=graphs, graph_chunk=4)
+    ref, fast = run_both(core, batch=batch, steps=10, dtype=torch.float32, masked=masked)
+    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} graphs={{graphs}}"] = max(
+        rel_err(g, w) for g, w in zip(fast, ref))
 print(json.dumps(errors))
 """
 
 
-def test_persistent_kernels_match_ncps_cell_under_the_triton_interpreter():
-    """The Triton kernels themselves, run on CPU by Triton's interpreter: partial row blocks (batch
-    19 and 5 against blocks of 16), state and backbone widths that are not a multiple of the tiles,
-    masked steps, both gated modes and every backbone activation; outputs and all gradients."""
+def test_triton_step_kernels_match_ncps_cell_under_the_triton_interpreter():
+    """The Triton kernels themselves, run on CPU by Triton's interpreter: partial row tiles (batch
+    19, 5, 17, 3 against tiles of 16), state and backbone widths that are not a multiple of the
+    tiles, masked steps, both gated modes, every backbone activation, with and without the chunked
+    route; outputs and all gradients."""
     pytest.importorskip("triton")
-    cases = [("default", "lecun_tanh", 9, 11, 19, True), ("no_gate", "silu", 40, 20, 5, False),
-             ("default", "gelu", 33, 130, 17, True), ("default", "tanh", 16, 16, 16, True),
-             ("no_gate", "relu", 16, 16, 3, True)]
+    cases = [("default", "lecun_tanh", 9, 11, 19, True, True), ("no_gate", "silu", 40, 20, 5, False, False),
+             ("default", "gelu", 33, 130, 17, True, True), ("default", "tanh", 16, 16, 16, True, False),
+             ("no_gate", "relu", 16, 16, 3, True, True)]
     script = INTERPRETER_CHECK.format(tests=str(Path(__file__).parent), cases=cases)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)})
@@ -259,21 +262,18 @@ def test_persistent_kernels_match_ncps_cell_under_the_triton_interpreter():
     assert all(err <= 1e-4 for err in errors.values()), errors
 
 
-def test_route_choice_and_clear_refusals():
+def test_which_step_kernels_run():
     spec = ScanSpec("default", "lecun_tanh", 1)
     cpu = torch.device("cpu")
-    assert choose_route(spec, FastOptions(), cpu, torch.float32) == "eager"
-    assert choose_route(spec, FastOptions(graphs=True), cpu, torch.float32) == "graphs"
-    with pytest.raises(ValueError, match="persistent kernels cannot run"):
-        choose_route(ScanSpec("pure", "lecun_tanh", 1), FastOptions(persistent=True), cpu, torch.float32)
-    with pytest.raises(ValueError, match="persistent kernels cannot run"):
-        choose_route(spec, FastOptions(persistent=True), cpu, torch.float64)
-    if torch.cuda.is_available():
+    # without a GPU (and outside the interpreter) fusing means torch.compile'd elementwise work
+    assert step_kernels(spec, False, cpu, torch.float32).triton_precision is None
+    with pytest.raises(ValueError, match="precision"):
+        step_kernels(spec, True, cpu, torch.float32, precision="fp8")
+    if torch.cuda.is_available() and triton_available():
         gpu = torch.device("cuda")
-        assert choose_route(spec, FastOptions(), gpu, torch.float32) == "persistent"
-        # what the kernels do not cover falls back to the chunked CUDA graphs by itself
-        assert choose_route(ScanSpec("pure", "lecun_tanh", 1), FastOptions(), gpu, torch.float32) == "graphs"
-        assert choose_route(ScanSpec("default", "lecun_tanh", 2), FastOptions(), gpu, torch.float32) == "graphs"
-        assert choose_route(spec, FastOptions(), gpu, torch.float64) == "graphs"
-        with pytest.raises(ValueError, match="precision"):
-            choose_route(spec, FastOptions(precision="fp8"), gpu, torch.float32)
+        assert step_kernels(spec, True, gpu, torch.float32).triton_precision == "tf32x3"
+        assert step_kernels(spec, True, gpu, torch.float32, triton_gemms=False).triton_precision is None
+        # what the Triton kernels do not cover keeps the compiled elementwise steps by itself
+        for other, dtype in [(ScanSpec("pure", "lecun_tanh", 1), torch.float32),
+                             (ScanSpec("default", "lecun_tanh", 2), torch.float32), (spec, torch.float64)]:
+            assert step_kernels(other, True, gpu, dtype).triton_precision is None

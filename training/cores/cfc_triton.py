@@ -1,18 +1,22 @@
-"""The CfC scan's loops over time as two persistent Triton kernels: one launch per sequence each way.
+"""One CfC step as two Triton GEMMs with the elementwise work fused in, forward and backward.
 
-Inside a CUDA graph the chunked scan still pays about 7 us for each of ~10 small kernels per step
-(two dependent cuBLAS GEMMs and their elementwise work, forward and backward). Here a program owns
-`BLOCK_B` rows of the batch for the whole sequence: rows never interact in the recurrence, so no
-program waits for another. Per step it computes the backbone (`u_t + h @ W_h^T`, activation), the
-four heads and the gate from weights read through L2 (they are shared by all programs and small),
-and writes the new state to the output, which the next step reads back after a block barrier. The
-backward kernel walks the steps in reverse the same way and leaves the weight, time-span and input
-gradients to the bulk matmuls of `fast_cfc.scan_backward_bulk`, as the other runners do.
+A step of the scan (one backbone layer) is otherwise four kernels each way: a cuBLAS GEMM, an
+elementwise pass, a second GEMM and a second elementwise pass. Inside a CUDA graph each of those
+costs ~6 us at these sizes, mostly launch latency and cuBLAS's few large tiles (a [256, 512] output
+is 8 CTAs of 128x128). Here each step is two kernels each way, on small tiles (16 batch rows) so
+that even batch 256 spreads over ~64 CTAs:
 
-Scope: one backbone layer, modes "default" and "no_gate", float32. Other cells use the other
-runners. Matmuls use `tf32x3` (three TF32 tensor-core products), which keeps float32 accuracy
-(the suite holds it to 1e-4 of the ncps cell over 336 steps); "tf32" is faster and looser, "ieee" exact
-and slowest.
+    forward   backbone:  z = u_t + h @ W_h^T, a = act(z)                      (stores z, a)
+              heads:     y = a @ W_heads^T + b, gate, hold masked rows        (stores y, h_t)
+    backward  heads:     dy = gate'(y, g), dz = act'(z) * (dy @ W_heads)      (stores dy, dz)
+              state:     carry = passthrough(g) + dz @ W_h                    (in place)
+
+where g = grad_out_t + carry. Weight, time-span and input gradients stay bulk matmuls after the
+loop (`fast_cfc.scan_backward_bulk`).
+
+Scope: one backbone layer, modes "default" and "no_gate", float32; other cells keep the other
+kernels. Matmuls use `tf32x3` (three TF32 tensor-core products: float32 accuracy; the suite holds
+the path to 1e-4 of the ncps cell over 336 steps); "tf32" is faster and looser, "ieee" exact and slow.
 
 On a CPU the kernels run under Triton's interpreter (`TRITON_INTERPRET=1` before import), which is
 how the suite checks them without a GPU.
@@ -27,6 +31,7 @@ import triton.language as tl
 
 ACT_CODES = {"lecun_tanh": 0, "tanh": 1, "relu": 2, "silu": 3, "gelu": 4}
 MODE_CODES = {"default": 0, "no_gate": 1}
+BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 32, 32, 4
 
 
 def interpreting() -> bool:
@@ -50,7 +55,7 @@ def supports(spec, dtype: torch.dtype, device: torch.device) -> str | None:
 
 @triton.jit
 def _tanh(x):
-    # tanh through exp of a non-positive argument: no overflow, no libdevice (runs in the interpreter)
+    # through exp of a non-positive argument: no overflow, and no libdevice (runs in the interpreter)
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0, -t, t)
@@ -90,192 +95,184 @@ def _act_grad(z, g, ACT: tl.constexpr):
 
 
 @triton.jit
-def _scan_forward_kernel(
-    u_ptr, dt_ptr, keep_ptr, hs_ptr, z_ptr, y_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr,
-    T, B, H, U,
-    SAVE: tl.constexpr, MODE: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, U_P: tl.constexpr,
-):
-    """hs [T+1, B, H] holds h0 in hs[0] and receives the state after each step in hs[t+1].
-
-    u [T, B, U] is the input half of the backbone (bias included); w_ht [H, U] and w_yt [U, 4H] are
-    the transposed state half of the backbone and the four heads; z [T, B, U] and y [T, B, 4H]
-    (pre-activations, kept for backward) are written only when SAVE.
-    """
+def _backbone_forward(u_ptr, h_ptr, w_ht_ptr, z_ptr, a_ptr, B, H, U,
+                      ACT: tl.constexpr, PREC: tl.constexpr,
+                      BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """z = u + h @ w_ht, a = act(z). u, z, a [B, U]; h [B, H]; w_ht [H, U]."""
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    row_ok = rows < B
-    ucol = tl.arange(0, U_P)
-    u_ok = ucol < U
-    ru_ok = row_ok[:, None] & u_ok[None, :]
-    for t in range(T):
-        base = t * B + rows                       # [BLOCK_B] row index into [T, B, ...] tensors
-        acc = tl.load(u_ptr + base[:, None] * U + ucol[None, :], mask=ru_ok, other=0.0)
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            k_ok = ks < H
-            h_k = tl.load(hs_ptr + base[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            w_k = tl.load(w_ht_ptr + ks[:, None] * U + ucol[None, :], mask=k_ok[:, None] & u_ok[None, :], other=0.0)
-            acc += tl.dot(h_k, w_k, input_precision=PREC)
-        if SAVE:
-            tl.store(z_ptr + base[:, None] * U + ucol[None, :], acc, mask=ru_ok)
-        a = _act(acc, ACT)                        # padded columns: act(0) = 0 and their weights are 0
-        dt = tl.load(dt_ptr + base, mask=row_ok, other=0.0)[:, None]
-        keep = tl.load(keep_ptr + base, mask=row_ok, other=0)[:, None] != 0
-        nxt = base + B
-        for n0 in range(0, H, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)
-            n_ok = ns < H
-            rn_ok = row_ok[:, None] & n_ok[None, :]
-            w_ok = u_ok[:, None] & n_ok[None, :]
-            w_col = w_yt_ptr + ucol[:, None] * (4 * H) + ns[None, :]
-            y1 = tl.dot(a, tl.load(w_col, mask=w_ok, other=0.0), input_precision=PREC)
-            y2 = tl.dot(a, tl.load(w_col + H, mask=w_ok, other=0.0), input_precision=PREC)
-            y3 = tl.dot(a, tl.load(w_col + 2 * H, mask=w_ok, other=0.0), input_precision=PREC)
-            y4 = tl.dot(a, tl.load(w_col + 3 * H, mask=w_ok, other=0.0), input_precision=PREC)
-            y1 += tl.load(b_y_ptr + ns, mask=n_ok, other=0.0)[None, :]
-            y2 += tl.load(b_y_ptr + H + ns, mask=n_ok, other=0.0)[None, :]
-            y3 += tl.load(b_y_ptr + 2 * H + ns, mask=n_ok, other=0.0)[None, :]
-            y4 += tl.load(b_y_ptr + 3 * H + ns, mask=n_ok, other=0.0)[None, :]
-            f1 = _tanh(y1)
-            f2 = _tanh(y2)
-            s = tl.sigmoid(y3 * dt + y4)
-            if MODE == 0:
-                c = f1 * (1.0 - s) + s * f2
-            else:
-                c = f1 + s * f2
-            h_prev = tl.load(hs_ptr + base[:, None] * H + ns[None, :], mask=rn_ok, other=0.0)
-            tl.store(hs_ptr + nxt[:, None] * H + ns[None, :], tl.where(keep, c, h_prev), mask=rn_ok)
-            if SAVE:
-                y_row = y_ptr + base[:, None] * (4 * H) + ns[None, :]
-                tl.store(y_row, y1, mask=rn_ok)
-                tl.store(y_row + H, y2, mask=rn_ok)
-                tl.store(y_row + 2 * H, y3, mask=rn_ok)
-                tl.store(y_row + 3 * H, y4, mask=rn_ok)
-        # the next step reads the state columns that other threads of this program just wrote
-        tl.debug_barrier()
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rows < B, cols < U
+    ok = row_ok[:, None] & col_ok[None, :]
+    acc = tl.load(u_ptr + rows[:, None] * U + cols[None, :], mask=ok, other=0.0)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_ht_ptr + ks[:, None] * U + cols[None, :], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc += tl.dot(h, w, input_precision=PREC)
+    tl.store(z_ptr + rows[:, None] * U + cols[None, :], acc, mask=ok)
+    tl.store(a_ptr + rows[:, None] * U + cols[None, :], _act(acc, ACT), mask=ok)
 
 
 @triton.jit
-def _scan_backward_kernel(
-    g_ptr, dt_ptr, keep_ptr, z_ptr, y_ptr, w_y_ptr, w_h_ptr, dh_ptr, dy_ptr, dz_ptr,
-    T, B, H, U,
-    MODE: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, U_P: tl.constexpr,
-):
-    """dh [T+1, B, H]: dh[T] is zero on entry; dh[t] receives the gradient of the state before step t.
-
-    g [T, B, H] is the gradient of the outputs; w_y [4H, U] and w_h [U, H] the untransposed weights.
-    Writes dy [T, B, 4H] (heads pre-activations) and dz [T, B, U] (backbone pre-activation).
-    """
+def _heads_forward(a_ptr, w_yt_ptr, b_y_ptr, dt_ptr, keep_ptr, h_prev_ptr, y_ptr, h_ptr, B, H, U,
+                   MODE: tl.constexpr, PREC: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """y = a @ w_yt + b (four heads), h = gate(y) where keep else h_prev.
+    a [B, U]; w_yt [U, 4H]; y [B, 4H]; dt [B]; keep [B] uint8; h_prev, h [B, H]."""
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    row_ok = rows < B
-    ucol = tl.arange(0, U_P)
-    u_ok = ucol < U
-    ru_ok = row_ok[:, None] & u_ok[None, :]
-    for i in range(T):
-        t = T - 1 - i
-        base = t * B + rows
-        nxt = base + B
-        dt = tl.load(dt_ptr + base, mask=row_ok, other=0.0)[:, None]
-        keep = tl.load(keep_ptr + base, mask=row_ok, other=0)[:, None] != 0
-        da = tl.zeros([BLOCK_B, U_P], dtype=tl.float32)
-        for n0 in range(0, H, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)
-            n_ok = ns < H
-            rn_ok = row_ok[:, None] & n_ok[None, :]
-            g = tl.load(g_ptr + base[:, None] * H + ns[None, :], mask=rn_ok, other=0.0)
-            g += tl.load(dh_ptr + nxt[:, None] * H + ns[None, :], mask=rn_ok, other=0.0)
-            dc = tl.where(keep, g, 0.0)
-            y_row = y_ptr + base[:, None] * (4 * H) + ns[None, :]
-            f1 = _tanh(tl.load(y_row, mask=rn_ok, other=0.0))
-            f2 = _tanh(tl.load(y_row + H, mask=rn_ok, other=0.0))
-            s = tl.sigmoid(tl.load(y_row + 2 * H, mask=rn_ok, other=0.0) * dt + tl.load(y_row + 3 * H, mask=rn_ok, other=0.0))
-            if MODE == 0:
-                df1 = dc * (1.0 - s)
-                ds = dc * (f2 - f1)
-            else:
-                df1 = dc
-                ds = dc * f2
-            dq = ds * s * (1.0 - s)
-            dy1 = df1 * (1.0 - f1 * f1)
-            dy2 = dc * s * (1.0 - f2 * f2)
-            dy3 = dq * dt
-            dy_row = dy_ptr + base[:, None] * (4 * H) + ns[None, :]
-            tl.store(dy_row, dy1, mask=rn_ok)
-            tl.store(dy_row + H, dy2, mask=rn_ok)
-            tl.store(dy_row + 2 * H, dy3, mask=rn_ok)
-            tl.store(dy_row + 3 * H, dq, mask=rn_ok)
-            w_ok = n_ok[:, None] & u_ok[None, :]
-            w_row = w_y_ptr + ns[:, None] * U + ucol[None, :]
-            da += tl.dot(dy1, tl.load(w_row, mask=w_ok, other=0.0), input_precision=PREC)
-            da += tl.dot(dy2, tl.load(w_row + H * U, mask=w_ok, other=0.0), input_precision=PREC)
-            da += tl.dot(dy3, tl.load(w_row + 2 * H * U, mask=w_ok, other=0.0), input_precision=PREC)
-            da += tl.dot(dq, tl.load(w_row + 3 * H * U, mask=w_ok, other=0.0), input_precision=PREC)
-        z = tl.load(z_ptr + base[:, None] * U + ucol[None, :], mask=ru_ok, other=0.0)
-        dz = _act_grad(z, da, ACT)
-        tl.store(dz_ptr + base[:, None] * U + ucol[None, :], dz, mask=ru_ok)
-        for n0 in range(0, H, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)
-            n_ok = ns < H
-            rn_ok = row_ok[:, None] & n_ok[None, :]
-            g = tl.load(g_ptr + base[:, None] * H + ns[None, :], mask=rn_ok, other=0.0)
-            g += tl.load(dh_ptr + nxt[:, None] * H + ns[None, :], mask=rn_ok, other=0.0)
-            w = tl.load(w_h_ptr + ucol[:, None] * H + ns[None, :], mask=u_ok[:, None] & n_ok[None, :], other=0.0)
-            dh = tl.where(keep, 0.0, g) + tl.dot(dz, w, input_precision=PREC)
-            tl.store(dh_ptr + base[:, None] * H + ns[None, :], dh, mask=rn_ok)
-        # the previous step reads the gradient columns that other threads of this program just wrote
-        tl.debug_barrier()
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rows < B, cols < H
+    ok = row_ok[:, None] & col_ok[None, :]
+    y1 = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32) + tl.load(b_y_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    y2 = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32) + tl.load(b_y_ptr + H + cols, mask=col_ok, other=0.0)[None, :]
+    y3 = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32) + tl.load(b_y_ptr + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
+    y4 = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32) + tl.load(b_y_ptr + 3 * H + cols, mask=col_ok, other=0.0)[None, :]
+    for k0 in range(0, U, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < U
+        a = tl.load(a_ptr + rows[:, None] * U + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w_ok = k_ok[:, None] & col_ok[None, :]
+        w = w_yt_ptr + ks[:, None] * (4 * H) + cols[None, :]
+        y1 += tl.dot(a, tl.load(w, mask=w_ok, other=0.0), input_precision=PREC)
+        y2 += tl.dot(a, tl.load(w + H, mask=w_ok, other=0.0), input_precision=PREC)
+        y3 += tl.dot(a, tl.load(w + 2 * H, mask=w_ok, other=0.0), input_precision=PREC)
+        y4 += tl.dot(a, tl.load(w + 3 * H, mask=w_ok, other=0.0), input_precision=PREC)
+    dt = tl.load(dt_ptr + rows, mask=row_ok, other=0.0)[:, None]
+    keep = tl.load(keep_ptr + rows, mask=row_ok, other=0)[:, None] != 0
+    f1 = _tanh(y1)
+    f2 = _tanh(y2)
+    s = tl.sigmoid(y3 * dt + y4)
+    if MODE == 0:
+        c = f1 * (1.0 - s) + s * f2
+    else:
+        c = f1 + s * f2
+    h_prev = tl.load(h_prev_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
+    tl.store(h_ptr + rows[:, None] * H + cols[None, :], tl.where(keep, c, h_prev), mask=ok)
+    y = y_ptr + rows[:, None] * (4 * H) + cols[None, :]
+    tl.store(y, y1, mask=ok)
+    tl.store(y + H, y2, mask=ok)
+    tl.store(y + 2 * H, y3, mask=ok)
+    tl.store(y + 3 * H, y4, mask=ok)
 
 
-def _blocks(batch: int, block_b: int | None) -> tuple[int, int]:
-    # 16 rows is tl.dot's smallest M; 32 halves the weight traffic per row once there are enough
-    # rows to keep the SMs busy anyway
-    if block_b is None:
-        block_b = 16 if batch <= 16 * 132 else 32
-    return block_b, triton.cdiv(batch, block_b)
+@triton.jit
+def _heads_backward(g_ptr, carry_ptr, y_ptr, dt_ptr, keep_ptr, w_y_ptr, z_ptr, dy_ptr, dz_ptr, B, H, U,
+                    MODE: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """dy = gate'(y) applied to g = g_out + carry (masked rows: 0); dz = act'(z) * (dy @ w_y).
+    The tile is (rows, backbone columns); dy is recomputed by every column tile, stored by the first.
+    g, carry [B, H]; y, dy [B, 4H]; w_y [4H, U]; z, dz [B, U]."""
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rows < B, cols < U
+    first = tl.program_id(1) == 0
+    dt = tl.load(dt_ptr + rows, mask=row_ok, other=0.0)[:, None]
+    keep = tl.load(keep_ptr + rows, mask=row_ok, other=0)[:, None] != 0
+    da = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        rk_ok = row_ok[:, None] & k_ok[None, :]
+        g = tl.load(g_ptr + rows[:, None] * H + ks[None, :], mask=rk_ok, other=0.0)
+        g += tl.load(carry_ptr + rows[:, None] * H + ks[None, :], mask=rk_ok, other=0.0)
+        dc = tl.where(keep, g, 0.0)
+        y = y_ptr + rows[:, None] * (4 * H) + ks[None, :]
+        f1 = _tanh(tl.load(y, mask=rk_ok, other=0.0))
+        f2 = _tanh(tl.load(y + H, mask=rk_ok, other=0.0))
+        s = tl.sigmoid(tl.load(y + 2 * H, mask=rk_ok, other=0.0) * dt + tl.load(y + 3 * H, mask=rk_ok, other=0.0))
+        if MODE == 0:
+            df1 = dc * (1.0 - s)
+            ds = dc * (f2 - f1)
+        else:
+            df1 = dc
+            ds = dc * f2
+        dq = ds * s * (1.0 - s)
+        dy1 = df1 * (1.0 - f1 * f1)
+        dy2 = dc * s * (1.0 - f2 * f2)
+        dy3 = dq * dt
+        if first:
+            dy = dy_ptr + rows[:, None] * (4 * H) + ks[None, :]
+            tl.store(dy, dy1, mask=rk_ok)
+            tl.store(dy + H, dy2, mask=rk_ok)
+            tl.store(dy + 2 * H, dy3, mask=rk_ok)
+            tl.store(dy + 3 * H, dq, mask=rk_ok)
+        w_ok = k_ok[:, None] & col_ok[None, :]
+        w = w_y_ptr + ks[:, None] * U + cols[None, :]
+        da += tl.dot(dy1, tl.load(w, mask=w_ok, other=0.0), input_precision=PREC)
+        da += tl.dot(dy2, tl.load(w + H * U, mask=w_ok, other=0.0), input_precision=PREC)
+        da += tl.dot(dy3, tl.load(w + 2 * H * U, mask=w_ok, other=0.0), input_precision=PREC)
+        da += tl.dot(dq, tl.load(w + 3 * H * U, mask=w_ok, other=0.0), input_precision=PREC)
+    ok = row_ok[:, None] & col_ok[None, :]
+    z = tl.load(z_ptr + rows[:, None] * U + cols[None, :], mask=ok, other=0.0)
+    tl.store(dz_ptr + rows[:, None] * U + cols[None, :], _act_grad(z, da, ACT), mask=ok)
 
 
-def _u_pad(units: int) -> int:
-    return max(16, triton.next_power_of_2(units))
+@triton.jit
+def _state_backward(g_ptr, carry_ptr, keep_ptr, dz_ptr, w_h_ptr, B, H, U, PREC: tl.constexpr,
+                    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """carry <- (g_out + carry where the step was held, else 0) + dz @ w_h, in place: each tile
+    reads and writes only its own elements. g, carry [B, H]; dz [B, U]; w_h [U, H]."""
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rows < B, cols < H
+    ok = row_ok[:, None] & col_ok[None, :]
+    keep = tl.load(keep_ptr + rows, mask=row_ok, other=0)[:, None] != 0
+    g = tl.load(g_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
+    g += tl.load(carry_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
+    acc = tl.where(keep, 0.0, g)
+    for k0 in range(0, U, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < U
+        dz = tl.load(dz_ptr + rows[:, None] * U + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_h_ptr + ks[:, None] * H + cols[None, :], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc += tl.dot(dz, w, input_precision=PREC)
+    tl.store(carry_ptr + rows[:, None] * H + cols[None, :], acc, mask=ok)
 
 
-def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, save: bool,
-                 precision: str = "tf32x3", block_b: int | None = None):
+def _grid(batch: int, width: int) -> tuple[int, int]:
+    return triton.cdiv(batch, BLOCK_B), triton.cdiv(width, BLOCK_N)
+
+
+def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str):
     """u [T, B, U], dt [T, B, 1], keep [T, B, 1] bool, h0 [B, H], w_h [U, H], w_heads [4H, U].
-
-    Returns (hs [T, B, H], z [T, B, U] or None, y [T, B, 4H] or None)."""
+    Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]); two launches per step."""
     n, b, units = u.shape
     hid = h0.shape[1]
-    hs = u.new_empty(n + 1, b, hid)
-    hs[0] = h0
-    z = u.new_empty(n, b, units) if save else hs
-    y = u.new_empty(n, b, 4 * hid) if save else hs
-    block_b, grid = _blocks(b, block_b)
-    _scan_forward_kernel[(grid,)](
-        u.contiguous(), dt.contiguous(), keep.contiguous().view(torch.uint8), hs, z, y,
-        w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous(),
-        n, b, hid, units,
-        SAVE=save, MODE=MODE_CODES[mode], ACT=ACT_CODES[activation], PREC=precision,
-        BLOCK_B=block_b, BLOCK_K=32, BLOCK_N=32, U_P=_u_pad(units), num_warps=4,
-    )
-    return hs[1:], (z if save else None), (y if save else None)
+    hs = u.new_empty(n, b, hid)
+    z = u.new_empty(n, b, units)
+    y = u.new_empty(n, b, 4 * hid)
+    a = u.new_empty(b, units)
+    u = u.contiguous()
+    dt, keep = dt.contiguous(), keep.contiguous().view(torch.uint8)
+    w_ht, w_yt, b_y = w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous()
+    h = h0.contiguous()
+    act, gate = ACT_CODES[activation], MODE_CODES[mode]
+    grid_u, grid_h = _grid(b, units), _grid(b, hid)
+    for t in range(n):
+        _backbone_forward[grid_u](u[t], h, w_ht, z[t], a, b, hid, units, ACT=act, PREC=precision,
+                                  BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+        _heads_forward[grid_h](a, w_yt, b_y, dt[t], keep[t], h, y[t], hs[t], b, hid, units, MODE=gate, PREC=precision,
+                               BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+        h = hs[t]
+    return hs, z, y
 
 
-def scan_backward(grad_hs, dt, keep, z, y, w_h, w_heads, mode: str, activation: str,
-                  precision: str = "tf32x3", block_b: int | None = None):
-    """The loop over time of the backward pass. Returns (dy [T, B, 4H], dz [T, B, U], carry [B, H])."""
+def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, activation: str, precision: str):
+    """Reverse loop: returns (dy [T, B, 4H], dz [T, B, U], carry [B, H]); two launches per step.
+    `carry` (the gradient arriving from after the last step) is updated in place and returned."""
     n, b, hid = grad_hs.shape
     units = z.shape[-1]
-    dh = grad_hs.new_empty(n + 1, b, hid)
-    dh[n] = 0
     dy = grad_hs.new_empty(n, b, 4 * hid)
     dz = grad_hs.new_empty(n, b, units)
-    block_b, grid = _blocks(b, block_b)
-    _scan_backward_kernel[(grid,)](
-        grad_hs.contiguous(), dt.contiguous(), keep.contiguous().view(torch.uint8), z.contiguous(), y.contiguous(),
-        w_heads.contiguous(), w_h.contiguous(), dh, dy, dz,
-        n, b, hid, units,
-        MODE=MODE_CODES[mode], ACT=ACT_CODES[activation], PREC=precision,
-        BLOCK_B=block_b, BLOCK_N=32, U_P=_u_pad(units), num_warps=4,
-    )
-    return dy, dz, dh[0]
+    g, dt, keep = grad_hs.contiguous(), dt.contiguous(), keep.contiguous().view(torch.uint8)
+    z, y, w_y, w_hc = z.contiguous(), y.contiguous(), w_heads.contiguous(), w_h.contiguous()
+    act, gate = ACT_CODES[activation], MODE_CODES[mode]
+    grid_u, grid_h = _grid(b, units), _grid(b, hid)
+    for t in reversed(range(n)):
+        _heads_backward[grid_u](g[t], carry, y[t], dt[t], keep[t], w_y, z[t], dy[t], dz[t], b, hid, units,
+                                MODE=gate, ACT=act, PREC=precision,
+                                BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+        _state_backward[grid_h](g[t], carry, keep[t], dz[t], w_hc, b, hid, units, PREC=precision,
+                                BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+    return dy, dz, carry

@@ -32,7 +32,7 @@ from torch import nn
 
 LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
 
-PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the persistent kernels accept
+PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the Triton step kernels accept
 
 _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
 
@@ -41,9 +41,10 @@ _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "
 class FastOptions:
     """How the fast path runs. None means: on when the input is on CUDA (and Triton is present, for fuse)."""
 
-    persistent: bool | None = None  # persistent Triton kernels over time (one backbone layer, fp32, not pure)
-    precision: str = "tf32x3"     # matmul precision inside the persistent kernels: tf32x3, tf32 or ieee
-    fuse: bool | None = None      # torch.compile each step's elementwise work
+    fuse: bool | None = None      # fused step kernels: Triton GEMMs with the elementwise work inside
+                                  # (cfc_triton) where they cover the cell, else torch.compile'd elementwise
+    triton_gemms: bool = True     # False: fuse only the elementwise work (torch.compile), kept to compare
+    precision: str = "tf32x3"     # tl.dot precision in the Triton step kernels: tf32x3, tf32 or ieee
     graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture)
     graph_chunk: int = 8          # steps per captured graph; T is padded up to a multiple with held steps
     graph_cache: int = 8          # (batch size, chunk) graph pairs kept, least recently used dropped
@@ -179,6 +180,7 @@ class StepKernels:
     act_grad: Callable
     gate: Callable
     gate_grad: Callable
+    triton_precision: str | None = None  # set: each step is cfc_triton's fused GEMM kernels instead
 
 
 _KERNELS: dict = {}
@@ -189,15 +191,30 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.dtype) -> StepKernels:
-    """The step's elementwise functions, compiled when fuse is set and the compiled ones check out."""
-    key = (spec.mode, spec.activation, fuse, device.type, dtype)
+def triton_unsupported(spec: ScanSpec, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why cfc_triton's fused step kernels cannot run this scan here, or None when they can."""
+    if not triton_available():
+        return "Triton is not installed"
+    from training.cores import cfc_triton
+
+    return cfc_triton.supports(spec, dtype, device)
+
+
+def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.dtype,
+                 precision: str = "tf32x3", triton_gemms: bool = True) -> StepKernels:
+    """How each step runs: with fuse, the Triton GEMM kernels where they cover the cell, else the
+    elementwise functions compiled (when the compiled ones check out); without, eager functions."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"fast CfC: precision {precision!r}: expected one of {PRECISIONS}")
+    key = (spec, fuse, device.type, dtype, precision, triton_gemms)
     with _KERNELS_LOCK:
         if key in _KERNELS:
             return _KERNELS[key]
     eager = StepKernels(_act(spec.activation), _act_grad(spec.activation), _gate(spec.mode), _gate_grad(spec.mode))
     kernels = eager
-    if fuse:
+    if fuse and triton_gemms and triton_unsupported(spec, dtype, device) is None:
+        kernels = StepKernels(eager.act, eager.act_grad, eager.gate, eager.gate_grad, triton_precision=precision)
+    elif fuse:
         compiled = StepKernels(*(torch.compile(f, fullgraph=True, dynamic=True) for f in
                                  (eager.act, eager.act_grad, eager.gate, eager.gate_grad)))
         try:
@@ -255,7 +272,18 @@ def _at(keep, t):
     return None if keep is None else keep[t]
 
 
+def _ones_keep(like: torch.Tensor) -> torch.Tensor:
+    return torch.ones(*like.shape[:2], 1, dtype=torch.bool, device=like.device)
+
+
 def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights, save: bool) -> ScanTrace:
+    if k.triton_precision is not None:
+        from training.cores import cfc_triton
+
+        keep = _ones_keep(u) if keep is None else keep
+        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
+                                           spec.activation, k.triton_precision)
+        return ScanTrace(hs, [z], y) if save else ScanTrace(hs, [], None)
     n = u.shape[0]
     w_h_t = w.w_h.t()
     hidden_t = [(wt.t(), b) for wt, b in w.hidden]
@@ -298,6 +326,13 @@ class LoopGrads:
 
 
 def scan_backward_loop(spec: ScanSpec, k: StepKernels, zs, y, dt, keep, w: ScanWeights, grad_hs, carry) -> LoopGrads:
+    if k.triton_precision is not None:
+        from training.cores import cfc_triton
+
+        keep = _ones_keep(grad_hs) if keep is None else keep
+        dy, dz, carry = cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads,
+                                                      spec.mode, spec.activation, k.triton_precision)
+        return LoopGrads(dy, None, [dz], carry)
     n = grad_hs.shape[0]
     dys, dcs = [None] * n, [None] * n
     dzs = [[None] * n for _ in range(spec.layers)]
@@ -480,40 +515,6 @@ class ChunkGraphRunner:
         return scan_backward_bulk(self.spec, trace, dt, h0, w, lg)
 
 
-class PersistentRunner:
-    """Both loops over time as one persistent Triton kernel each (`cfc_triton`)."""
-
-    def __init__(self, spec: ScanSpec, precision: str):
-        self.spec, self.precision = spec, precision
-
-    def forward(self, u, dt, keep, h0, w, save) -> ScanTrace:
-        from training.cores import cfc_triton
-
-        if keep is None:
-            keep = torch.ones(*u.shape[:2], 1, dtype=torch.bool, device=u.device)
-        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, self.spec.mode,
-                                          self.spec.activation, save, self.precision)
-        return ScanTrace(hs, [z] if save else [], y)
-
-    def backward(self, trace, dt, keep, h0, w, grad_hs) -> ScanGrads:
-        from training.cores import cfc_triton
-
-        if keep is None:
-            keep = torch.ones(*grad_hs.shape[:2], 1, dtype=torch.bool, device=grad_hs.device)
-        dy, dz, carry = cfc_triton.scan_backward(grad_hs, dt, keep, trace.zs[0], trace.y, w.w_h, w.w_heads,
-                                                 self.spec.mode, self.spec.activation, self.precision)
-        return scan_backward_bulk(self.spec, trace, dt, h0, w, LoopGrads(dy, None, [dz], carry))
-
-
-def persistent_unsupported(spec: ScanSpec, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why the persistent kernels cannot run this scan here, or None when they can."""
-    if not triton_available():
-        return "Triton is not installed"
-    from training.cores import cfc_triton
-
-    return cfc_triton.supports(spec, dtype, device)
-
-
 _GRAPHS: OrderedDict = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 
@@ -593,22 +594,9 @@ def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-def choose_route(spec: ScanSpec, options: FastOptions, device: torch.device, dtype: torch.dtype) -> str:
-    """Which runner a scan takes: "persistent", "graphs" or "eager".
-
-    Left to None, the persistent kernels run on CUDA wherever they cover the cell (one backbone
-    layer, float32, not pure mode), chunked CUDA graphs on CUDA otherwise, and eager elsewhere.
-    """
-    cuda = device.type == "cuda"
-    if options.persistent or options.persistent is None and cuda:
-        reason = persistent_unsupported(spec, dtype, device)
-        if reason is None:
-            if options.precision not in PRECISIONS:
-                raise ValueError(f"fast CfC: precision {options.precision!r}: expected one of {PRECISIONS}")
-            return "persistent"
-        if options.persistent:
-            raise ValueError(f"fast CfC: the persistent kernels cannot run this scan: {reason}")
-    graphs = options.graphs if options.graphs is not None else cuda
+def choose_route(options: FastOptions, device: torch.device) -> str:
+    """"graphs" (chunked CUDA graphs; the default on CUDA) or "eager"."""
+    graphs = options.graphs if options.graphs is not None else device.type == "cuda"
     return "graphs" if graphs else "eager"
 
 
@@ -664,15 +652,11 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    route = choose_route(spec, options, x.device, u.dtype)
+    kernels = step_kernels(spec, _fuse(options, x.device), x.device, u.dtype, options.precision, options.triton_gemms)
     # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
     # computes on cuda:1 while the current device may still be cuda:0)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        if route == "persistent":
-            hs = _CfCScan.apply(PersistentRunner(spec, options.precision), save, u, dt_tm, keep, state, *w.flat())
-            return hs.transpose(0, 1), hs[-1]
-        kernels = step_kernels(spec, _fuse(options, x.device), x.device, u.dtype)
-        if route == "graphs":
+        if choose_route(options, x.device) == "graphs":
             hs = _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w)
         else:
             hs = _CfCScan.apply(EagerRunner(spec, kernels), save, u, dt_tm, keep, state, *w.flat())
