@@ -24,6 +24,7 @@ how the suite checks them without a GPU.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -31,7 +32,20 @@ import triton.language as tl
 
 ACT_CODES = {"lecun_tanh": 0, "tanh": 1, "relu": 2, "silu": 3, "gelu": 4}
 MODE_CODES = {"default": 0, "no_gate": 1}
-BLOCK_B, BLOCK_N, BLOCK_K, NUM_WARPS = 16, 32, 32, 4
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes: a program computes block_b batch rows x block_n output columns, block_k at a time."""
+
+    block_b: int = 16      # tl.dot's smallest M; small tiles spread batch 256 over ~64 programs
+    block_n: int = 32
+    block_k: int = 32
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+TILES = Tiles()  # read at each launch; bench/cfc_step_tiles.py sweeps it
 
 
 def interpreting() -> bool:
@@ -230,8 +244,13 @@ def _state_backward(g_ptr, carry_ptr, keep_ptr, dz_ptr, w_h_ptr, B, H, U, PREC: 
     tl.store(carry_ptr + rows[:, None] * H + cols[None, :], acc, mask=ok)
 
 
-def _grid(batch: int, width: int) -> tuple[int, int]:
-    return triton.cdiv(batch, BLOCK_B), triton.cdiv(width, BLOCK_N)
+def _grid(batch: int, width: int, tiles: Tiles) -> tuple[int, int]:
+    return triton.cdiv(batch, tiles.block_b), triton.cdiv(width, tiles.block_n)
+
+
+def _launch(tiles: Tiles) -> dict:
+    return dict(BLOCK_B=tiles.block_b, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+                num_warps=tiles.num_warps, num_stages=tiles.num_stages)
 
 
 def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str):
@@ -248,12 +267,12 @@ def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: 
     w_ht, w_yt, b_y = w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous()
     h = h0.contiguous()
     act, gate = ACT_CODES[activation], MODE_CODES[mode]
-    grid_u, grid_h = _grid(b, units), _grid(b, hid)
+    tiles = TILES
+    grid_u, grid_h, launch = _grid(b, units, tiles), _grid(b, hid, tiles), _launch(tiles)
     for t in range(n):
-        _backbone_forward[grid_u](u[t], h, w_ht, z[t], a, b, hid, units, ACT=act, PREC=precision,
-                                  BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+        _backbone_forward[grid_u](u[t], h, w_ht, z[t], a, b, hid, units, ACT=act, PREC=precision, **launch)
         _heads_forward[grid_h](a, w_yt, b_y, dt[t], keep[t], h, y[t], hs[t], b, hid, units, MODE=gate, PREC=precision,
-                               BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+                               **launch)
         h = hs[t]
     return hs, z, y
 
@@ -268,11 +287,10 @@ def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, 
     g, dt, keep = grad_hs.contiguous(), dt.contiguous(), keep.contiguous().view(torch.uint8)
     z, y, w_y, w_hc = z.contiguous(), y.contiguous(), w_heads.contiguous(), w_h.contiguous()
     act, gate = ACT_CODES[activation], MODE_CODES[mode]
-    grid_u, grid_h = _grid(b, units), _grid(b, hid)
+    tiles = TILES
+    grid_u, grid_h, launch = _grid(b, units, tiles), _grid(b, hid, tiles), _launch(tiles)
     for t in reversed(range(n)):
         _heads_backward[grid_u](g[t], carry, y[t], dt[t], keep[t], w_y, z[t], dy[t], dz[t], b, hid, units,
-                                MODE=gate, ACT=act, PREC=precision,
-                                BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
-        _state_backward[grid_h](g[t], carry, keep[t], dz[t], w_hc, b, hid, units, PREC=precision,
-                                BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=NUM_WARPS)
+                                MODE=gate, ACT=act, PREC=precision, **launch)
+        _state_backward[grid_h](g[t], carry, keep[t], dz[t], w_hc, b, hid, units, PREC=precision, **launch)
     return dy, dz, carry

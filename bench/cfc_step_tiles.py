@@ -1,0 +1,108 @@
+"""Tile sizes of the Triton CfC step kernels (and the CUDA-graph chunk length): forward+backward time.
+
+    python bench/cfc_step_tiles.py --out results/gpu/cfc_step_tiles.json      # needs CUDA
+
+Each configuration is timed on the issue's shapes in one run, nn.LSTM alongside for the ratio, and
+checked against the ncps-free reference route (fast eager, float32: same function to ~1e-6).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.cfc_speed import Shape, max_rel_err, median_ms  # noqa: E402
+from training.cores import cfc_triton, fast_cfc  # noqa: E402
+from training.cores.cfc import CfCCore  # noqa: E402
+from training.cores.cfc_triton import Tiles  # noqa: E402
+from training.cores.fast_cfc import FastOptions  # noqa: E402
+
+CONFIGS = {  # name: (tiles, graph chunk)
+    "b16 n32 k32 w4 s3 c8": (Tiles(16, 32, 32, 4, 3), 8),
+    "b16 n32 k32 w4 s3 c16": (Tiles(16, 32, 32, 4, 3), 16),
+    "b16 n32 k32 w4 s3 c32": (Tiles(16, 32, 32, 4, 3), 32),
+    "b16 n32 k64 w4 s3 c8": (Tiles(16, 32, 64, 4, 3), 8),
+    "b16 n32 k128 w4 s3 c8": (Tiles(16, 32, 128, 4, 3), 8),
+    "b16 n64 k64 w4 s3 c8": (Tiles(16, 64, 64, 4, 3), 8),
+    "b16 n64 k32 w4 s3 c8": (Tiles(16, 64, 32, 4, 3), 8),
+    "b16 n16 k64 w2 s3 c8": (Tiles(16, 16, 64, 2, 3), 8),
+    "b16 n16 k32 w2 s3 c8": (Tiles(16, 16, 32, 2, 3), 8),
+    "b16 n32 k32 w2 s3 c8": (Tiles(16, 32, 32, 2, 3), 8),
+    "b16 n32 k32 w4 s1 c8": (Tiles(16, 32, 32, 4, 1), 8),
+    "b32 n32 k32 w4 s3 c8": (Tiles(32, 32, 32, 4, 3), 8),
+}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", type=Shape.parse,
+                        default=[Shape.parse(s) for s in ("256x72x41x128", "256x336x41x256", "32x72x41x128")])
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("the Triton step kernels are tuned on a CUDA device")
+    device = torch.device("cuda")
+    report = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "shapes": []}
+    for shape in args.shapes:
+        torch.manual_seed(0)
+        x = torch.randn(shape.batch, shape.steps, shape.inputs, device=device, requires_grad=True)
+        core = CfCCore(shape.inputs, shape.units, fast=True, fast_options=FastOptions(fuse=False, graphs=False)).to(device)
+        lstm = nn.LSTM(shape.inputs, shape.units, batch_first=True).to(device)
+
+        def fwd_bwd(run, params):
+            out = run(x)
+            return out, torch.autograd.grad(out.sum(), [x, *params])
+
+        def timings(run, params) -> dict:
+            def forward():
+                with torch.no_grad():
+                    run(x)
+            return {"forward_ms": median_ms(forward, device, args.warmup, args.repeats),
+                    "fwd_bwd_ms": median_ms(lambda: fwd_bwd(run, params), device, args.warmup, args.repeats)}
+
+        cfc_params = list(core.parameters())
+        ref_out, ref_grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
+        rows = {"nn.LSTM": timings(lambda x: lstm(x)[0], list(lstm.parameters()))}
+        for name in args.configs:
+            tiles, chunk = CONFIGS[name]
+            cfc_triton.TILES = tiles
+            fast_cfc._GRAPHS.clear()  # captured graphs hold the previous tiles' kernels
+            core.fast_options = FastOptions(graph_chunk=chunk)
+            try:
+                out, grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
+                err = max([max_rel_err(out, ref_out)] + [max_rel_err(g, r) for g, r in zip(grads, ref_grads)])
+                rows[name] = {**timings(lambda x: core(x)[0], cfc_params), "max_rel_err": err,
+                              "tiles": asdict(tiles), "graph_chunk": chunk}
+            except Exception as exc:  # a tile that does not fit (registers, shared memory) is a result too
+                rows[name] = {"error": repr(exc)[:300]}
+        cfc_triton.TILES = Tiles()
+        fast_cfc._GRAPHS.clear()
+        base = rows["nn.LSTM"]["fwd_bwd_ms"]
+        print(f"\n{shape}  (nn.LSTM fwd+bwd {base:.2f} ms)")
+        for name, r in rows.items():
+            if "error" in r:
+                print(f"  {name:<24} failed: {r['error'][:120]}")
+                continue
+            r["fwd_bwd_vs_lstm"] = r["fwd_bwd_ms"] / base
+            err = r.get("max_rel_err")
+            print(f"  {name:<24} fwd {r['forward_ms']:7.2f} ms  f+b {r['fwd_bwd_ms']:7.2f} ms  "
+                  f"{r['fwd_bwd_vs_lstm']:5.2f}x LSTM  {'' if err is None else f'err {err:.1e}'}")
+        report["shapes"].append({"shape": str(shape), "results": rows})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
