@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"
 python3 -m pytest -q -p no:cacheprovider tests/training/test_fast_cfc.py 2>&1 | tail -n 8
 python3 bench/cfc_speed.py --out "$OUT/cfc_speed.json" 2>&1 | grep -v '%|'
-for impl in reference fast-compile fast; do
+for impl in ${IMPLS:-reference fast-compile fast}; do
   python3 -m training sepsis train --data "$DATA" --core cfc --hidden 128 --epochs 2 --batch-size 128 \
       --cfc-impl $impl --ema 0 --max-eval-stays 300 --run epoch-time-$impl --out /tmp/epoch_time \
       --checkpoints /tmp/epoch_time_ckpt --no-progress 2>&1 | grep -E '"epoch"|Error|error' | cut -c1-300

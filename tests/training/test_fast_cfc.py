@@ -255,7 +255,8 @@ def test_triton_step_kernels_match_ncps_cell_under_the_triton_interpreter():
              ("no_gate", "relu", 16, 16, 3, True, True)]
     script = INTERPRETER_CHECK.format(tests=str(Path(__file__).parent), cases=cases)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "TRITON_INTERPRET": "1",
+                               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(errors) == len(cases)

@@ -46,7 +46,7 @@ class FastOptions:
     triton_gemms: bool = True     # False: fuse only the elementwise work (torch.compile), kept to compare
     precision: str = "tf32x3"     # tl.dot precision in the Triton step kernels: tf32x3, tf32 or ieee
     graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture)
-    graph_chunk: int = 8          # steps per captured graph; T is padded up to a multiple with held steps
+    graph_chunk: int = 16         # steps per captured graph; T is padded up to a multiple with held steps
     graph_cache: int = 8          # (batch size, chunk) graph pairs kept, least recently used dropped
 
 
