@@ -248,8 +248,9 @@ def test_triton_step_kernels_match_ncps_cell_under_the_triton_interpreter():
     """The Triton kernels themselves, run on CPU by Triton's interpreter: partial row tiles (batch
     19, 5, 17, 3 against tiles of 16), state and backbone widths that are not a multiple of the
     tiles, masked steps, both gated modes, every backbone activation, with and without the chunked
-    route; outputs and all gradients."""
-    pytest.importorskip("triton")
+    route; outputs and all gradients. Triton 3.6's interpreter fails on these kernels (TypeError inside
+    the interpreter; the compiled kernels pass the CUDA tests on that version), 3.9's runs them."""
+    pytest.importorskip("triton", minversion="3.9")
     cases = [("default", "lecun_tanh", 9, 11, 19, True, True), ("no_gate", "silu", 40, 20, 5, False, False),
              ("default", "gelu", 33, 130, 17, True, True), ("default", "tanh", 16, 16, 16, True, False),
              ("no_gate", "relu", 16, 16, 3, True, True)]

@@ -8,7 +8,9 @@ nodes backward. This module computes the same function from the same `CfCCell` w
 2. the heads (ff1, ff2, time_a, time_b) as one matmul on concatenated weights;
 3. a scan with its own backward (`_CfCScan`): per step backward is two small matmuls and two
    elementwise passes; weight gradients are deferred and done as one large matmul per weight;
-4. optionally, each step's elementwise work fused by `torch.compile` (needs Triton on GPU);
+4. optionally, fused steps: for one backbone layer in float32, each step is two Triton GEMM
+   kernels each way with the elementwise work inside (`cfc_triton`); for other cells, the
+   elementwise work fused by `torch.compile` (needs Triton on GPU);
 5. optionally, the forward and the backward loop over a chunk of steps each captured once as a CUDA
    graph, so one replay launches a chunk's kernels without Python in between.
 
