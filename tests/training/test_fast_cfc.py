@@ -279,3 +279,21 @@ def test_which_step_kernels_run():
         for other, dtype in [(ScanSpec("pure", "lecun_tanh", 1), torch.float32),
                              (ScanSpec("default", "lecun_tanh", 2), torch.float32), (spec, torch.float64)]:
             assert step_kernels(other, True, gpu, dtype).triton_precision is None
+
+
+def test_triton_step_kernels_need_an_ampere_or_newer_gpu(monkeypatch):
+    """Older GPUs have no TF32 tensor cores: the scan keeps the compiled elementwise steps there."""
+    pytest.importorskip("triton")
+    from training.cores import cfc_triton
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    spec = ScanSpec("default", "lecun_tanh", 1)
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert "Ampere" in cfc_triton.supports(spec, torch.float32, gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert cfc_triton.supports(spec, torch.float32, gpu) is None
+    assert "float32" in cfc_triton.supports(spec, torch.float64, gpu)
+    assert "backbone layers" in cfc_triton.supports(ScanSpec("default", "lecun_tanh", 2), torch.float32, gpu)
+    assert "pure" in cfc_triton.supports(ScanSpec("pure", "lecun_tanh", 1), torch.float32, gpu)
+    assert "not on CUDA" in cfc_triton.supports(spec, torch.float32, torch.device("cpu"))

@@ -62,8 +62,10 @@ def supports(spec, dtype: torch.dtype, device: torch.device) -> str | None:
         return f"activation {spec.activation!r}"
     if dtype != torch.float32:
         return f"dtype {dtype} (kernels are float32)"
-    if device.type != "cuda" and not interpreting():
-        return "not on CUDA (set TRITON_INTERPRET=1 to run the kernels on CPU)"
+    if device.type != "cuda":
+        return None if interpreting() else "not on CUDA (set TRITON_INTERPRET=1 to run the kernels on CPU)"
+    if torch.cuda.get_device_capability(device) < (8, 0):
+        return "GPU older than Ampere (no TF32 tensor cores for the tf32x3 products)"
     return None
 
 
