@@ -204,10 +204,14 @@ def main(argv=None) -> dict:
         report["shapes"].append(bench_shape(shape, device, opts, warmup, repeats))
     print(f"device: {report['device']}  torch {report['torch']}  median of {repeats} after {warmup} warm-up")
     print(format_table(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ checked against the ncps-free reference route (fast eager, float32: same functio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cfc_speed import Shape, max_rel_err, median_ms  # noqa: E402
+from bench.cfc_speed import Shape, max_rel_err, time_model, write_report  # noqa: E402
 from training.cores import cfc_triton, fast_cfc  # noqa: E402
 from training.cores.cfc import CfCCore  # noqa: E402
 from training.cores.cfc_triton import Tiles  # noqa: E402
@@ -64,11 +63,7 @@ def main(argv=None) -> dict:
             return out, torch.autograd.grad(out.sum(), [x, *params])
 
         def timings(run, params) -> dict:
-            def forward():
-                with torch.no_grad():
-                    run(x)
-            return {"forward_ms": median_ms(forward, device, args.warmup, args.repeats),
-                    "fwd_bwd_ms": median_ms(lambda: fwd_bwd(run, params), device, args.warmup, args.repeats)}
+            return time_model(run, params, x, device, args.warmup, args.repeats)
 
         cfc_params = list(core.parameters())
         ref_out, ref_grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
@@ -98,9 +93,7 @@ def main(argv=None) -> dict:
             print(f"  {name:<24} fwd {r['forward_ms']:7.2f} ms  f+b {r['fwd_bwd_ms']:7.2f} ms  "
                   f"{r['fwd_bwd_vs_lstm']:5.2f}x LSTM  {'' if err is None else f'err {err:.1e}'}")
         report["shapes"].append({"shape": str(shape), "results": rows})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -297,3 +297,17 @@ def test_triton_step_kernels_need_an_ampere_or_newer_gpu(monkeypatch):
     assert "backbone layers" in cfc_triton.supports(ScanSpec("default", "lecun_tanh", 2), torch.float32, gpu)
     assert "pure" in cfc_triton.supports(ScanSpec("pure", "lecun_tanh", 1), torch.float32, gpu)
     assert "not on CUDA" in cfc_triton.supports(spec, torch.float32, torch.device("cpu"))
+
+
+def test_profile_runs_on_cpu_and_writes_its_rows(tmp_path):
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cfc_profile.py"), "--device", "cpu", "--shape", "3x5x4x6",
+         "--warmup", "1", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["shape"] == "B=3 T=5 F=4 H=6" and report["wall_ms"] > 0
+    assert report["rows"] and all(r["calls"] >= 1 and r["total_ms"] > 0 for r in report["rows"])
+    assert report["rows"] == sorted(report["rows"], key=lambda r: -r["total_ms"])
+    assert any("mm" in r["name"] for r in report["rows"])  # the scan's matmuls show up by name
