@@ -596,14 +596,11 @@ def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-def choose_route(options: FastOptions, device: torch.device) -> str:
-    """"graphs" (chunked CUDA graphs; the default on CUDA) or "eager"."""
-    graphs = options.graphs if options.graphs is not None else device.type == "cuda"
-    return "graphs" if graphs else "eager"
-
-
-def _fuse(options: FastOptions, device: torch.device) -> bool:
-    return options.fuse if options.fuse is not None else (device.type == "cuda" and triton_available())
+def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
+    cuda = device.type == "cuda"
+    fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
+    graphs = options.graphs if options.graphs is not None else cuda
+    return fuse, graphs
 
 
 def cfc_sequence(
@@ -654,11 +651,12 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    kernels = step_kernels(spec, _fuse(options, x.device), x.device, u.dtype, options.precision, options.triton_gemms)
+    fuse, graphs = _resolve(options, x.device)
+    kernels = step_kernels(spec, fuse, x.device, u.dtype, options.precision, options.triton_gemms)
     # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
     # computes on cuda:1 while the current device may still be cuda:0)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        if choose_route(options, x.device) == "graphs":
+        if graphs:
             hs = _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w)
         else:
             hs = _CfCScan.apply(EagerRunner(spec, kernels), save, u, dt_tm, keep, state, *w.flat())
@@ -666,11 +664,11 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
 
 
 def _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w):
-    n, b = u.shape[:2]
+    n = u.shape[0]
     chunk = max(options.graph_chunk, 1)
     pad = (-n) % chunk
     if keep is None:  # the captured graphs always take a mask
-        keep = torch.ones(n, b, 1, dtype=torch.bool, device=u.device)
+        keep = _ones_keep(u)
     if pad:  # extra steps are held, so the outputs up to n are unchanged
         u = F.pad(u, (0, 0, 0, 0, 0, pad))
         dt_tm = F.pad(dt_tm, (0, 0, 0, 0, 0, pad))
