@@ -55,9 +55,10 @@ def variants(device: torch.device, fuse_on_cpu: bool) -> dict[str, FastOptions]:
                "fast +graphs": FastOptions(fuse=False, graphs=True)}
         if triton_available():
             out["fast +compile+graphs"] = FastOptions(fuse=True, graphs=True, triton_gemms=False)
-            out["fast +fuse"] = FastOptions(fuse=True, graphs=False)
-            out["fast +fuse+graphs"] = FastOptions(fuse=True, graphs=True)  # the default
-            out["fast +fuse+graphs tf32"] = FastOptions(fuse=True, graphs=True, precision="tf32")
+            out["fast +fuse"] = FastOptions(fuse=True, graphs=False, persistent=False)
+            out["fast +fuse+graphs"] = FastOptions(fuse=True, graphs=True)  # Triton step kernels in graphs
+            out["fast persistent"] = FastOptions()  # the default: one launch per scan each way
+            out["fast persistent tf32x3"] = FastOptions(precision="tf32x3")  # vs its default ieee
         return out
     out = {"fast eager": FastOptions(fuse=False, graphs=False)}
     if fuse_on_cpu:

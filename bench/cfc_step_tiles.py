@@ -1,6 +1,11 @@
-"""Tile sizes of the Triton CfC step kernels (and the CUDA-graph chunk length): forward+backward time.
+"""Launch settings of the Triton CfC kernels: forward+backward time per configuration.
+
+Two families: the per-step kernels' tile sizes with the CUDA-graph chunk length ("b16 n32 ..."),
+and the persistent kernels' programs per row block, reduction chunk, warps and pipeline stages
+("persist c8 k32 ...").
 
     python bench/cfc_step_tiles.py --out results/gpu/cfc_step_tiles.json      # needs CUDA
+    python bench/cfc_step_tiles.py --configs persist  --out ...               # one family (name prefix)
 
 Each configuration is timed on the issue's shapes in one run, nn.LSTM alongside for the ratio, and
 checked against the ncps-free reference route (fast eager, float32: same function to ~1e-6).
@@ -18,8 +23,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cfc_speed import Shape, max_rel_err, time_model, write_report  # noqa: E402
-from training.cores import cfc_triton, fast_cfc  # noqa: E402
+from training.cores import cfc_persistent, cfc_triton, fast_cfc  # noqa: E402
 from training.cores.cfc import CfCCore  # noqa: E402
+from training.cores.cfc_persistent import Knobs  # noqa: E402
 from training.cores.cfc_triton import Tiles  # noqa: E402
 from training.cores.fast_cfc import FastOptions  # noqa: E402
 
@@ -37,13 +43,44 @@ CONFIGS = {  # name: (tiles, graph chunk)
     "b16 n32 k32 w4 s1 c8": (Tiles(16, 32, 32, 4, 1), 8),
     "b32 n32 k32 w4 s3 c8": (Tiles(32, 32, 32, 4, 3), 8),
 }
+PERSISTENT = {  # name: (knobs (columns, warps, stages, hold weights in registers), tl.dot precision)
+    "persist c8 w4 hold": (Knobs(8, 4, 2, True), "tf32x3"),
+    "persist c4 w4 hold": (Knobs(4, 4, 2, True), "tf32x3"),
+    "persist c8 w4 hold tf32": (Knobs(8, 4, 2, True), "tf32"),
+    "persist c8 w4 hold ieee": (Knobs(8, 4, 2, True), "ieee"),
+    "persist c4 w4 hold ieee": (Knobs(4, 4, 2, True), "ieee"),
+    "persist c16 w4 hold ieee": (Knobs(16, 4, 2, True), "ieee"),
+    "persist c8 w8 hold ieee": (Knobs(8, 8, 2, True), "ieee"),
+    "persist c8 w4 reread ieee": (Knobs(8, 4, 2, False), "ieee"),
+}
+
+
+def select(prefixes: list[str]) -> list[str]:
+    names = list(CONFIGS) + list(PERSISTENT)
+    chosen = [n for n in names if any(n.startswith(p) for p in prefixes)]
+    if not chosen:
+        raise SystemExit(f"--configs {prefixes}: no configuration starts with these; known: {names}")
+    return chosen
+
+
+def apply(name: str) -> tuple[FastOptions, dict]:
+    """Set the module-level launch settings for `name`; the options that route through them."""
+    fast_cfc._GRAPHS.clear()  # captured graphs hold the previous tiles' kernels
+    if name in PERSISTENT:
+        knobs, precision = PERSISTENT[name]
+        cfc_persistent.KNOBS = knobs
+        return FastOptions(persistent=True, precision=precision), {"knobs": asdict(knobs), "precision": precision}
+    tiles, chunk = CONFIGS[name]
+    cfc_triton.TILES = tiles
+    return FastOptions(graph_chunk=chunk, persistent=False), {"tiles": asdict(tiles), "graph_chunk": chunk}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", type=Shape.parse,
                         default=[Shape.parse(s) for s in ("256x72x41x128", "256x336x41x256", "32x72x41x128")])
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["b", "persist"],
+                        help="configuration names or name prefixes (default: all)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
@@ -51,6 +88,7 @@ def main(argv=None) -> dict:
     if not torch.cuda.is_available():
         parser.error("the Triton step kernels are tuned on a CUDA device")
     device = torch.device("cuda")
+    names = select(args.configs)
     report = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "shapes": []}
     for shape in args.shapes:
         torch.manual_seed(0)
@@ -68,19 +106,15 @@ def main(argv=None) -> dict:
         cfc_params = list(core.parameters())
         ref_out, ref_grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
         rows = {"nn.LSTM": timings(lambda x: lstm(x)[0], list(lstm.parameters()))}
-        for name in args.configs:
-            tiles, chunk = CONFIGS[name]
-            cfc_triton.TILES = tiles
-            fast_cfc._GRAPHS.clear()  # captured graphs hold the previous tiles' kernels
-            core.fast_options = FastOptions(graph_chunk=chunk)
+        for name in names:
+            core.fast_options, settings = apply(name)
             try:
                 out, grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
                 err = max([max_rel_err(out, ref_out)] + [max_rel_err(g, r) for g, r in zip(grads, ref_grads)])
-                rows[name] = {**timings(lambda x: core(x)[0], cfc_params), "max_rel_err": err,
-                              "tiles": asdict(tiles), "graph_chunk": chunk}
+                rows[name] = {**timings(lambda x: core(x)[0], cfc_params), "max_rel_err": err, **settings}
             except Exception as exc:  # a tile that does not fit (registers, shared memory) is a result too
                 rows[name] = {"error": repr(exc)[:300]}
-        cfc_triton.TILES = Tiles()
+        cfc_triton.TILES, cfc_persistent.KNOBS = Tiles(), Knobs()
         fast_cfc._GRAPHS.clear()
         base = rows["nn.LSTM"]["fwd_bwd_ms"]
         print(f"\n{shape}  (nn.LSTM fwd+bwd {base:.2f} ms)")

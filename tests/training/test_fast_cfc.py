@@ -67,14 +67,14 @@ def test_matches_other_backbones(layers, activation):
         assert rel_err(got, want) <= 1e-6
 
 
-CUDA_ROUTES = {"triton+graphs": FastOptions(), "compile+graphs": FastOptions(triton_gemms=False),
-               "triton eager": FastOptions(graphs=False)}
+CUDA_ROUTES = {"persistent": FastOptions(), "triton+graphs": FastOptions(graphs=True),
+               "compile+graphs": FastOptions(triton_gemms=False), "triton eager": FastOptions(graphs=False, persistent=False)}
 
 
 @pytest.mark.parametrize("device,route", [("cpu", "eager")] + [("cuda", r) for r in CUDA_ROUTES if "cuda" in DEVICES])
 def test_float32_over_336_steps_within_1e4(device, route):
     core = make_core(hidden=16, units=16, inputs=41, dtype=torch.float32, device=device)
-    if device == "cuda":  # the default (Triton step kernels in CUDA graphs) and the other routes
+    if device == "cuda":  # the default (persistent Triton kernels) and the other routes
         core.fast_options = CUDA_ROUTES[route]
     ref, fast = run_both(core, batch=4, steps=336, dtype=torch.float32, device=device)
     for got, want in zip(fast, ref):
@@ -234,27 +234,41 @@ sys.path.insert(0, {tests!r})
 from test_fast_cfc import make_core, run_both, rel_err
 from training.cores.fast_cfc import FastOptions
 errors = {{}}
-for mode, act, hidden, units, batch, masked, graphs in {cases!r}:
+ROUTES = {{"steps": FastOptions(fuse=True, persistent=False, graphs=False),
+          "steps+graphs": FastOptions(fuse=True, persistent=False, graphs=True, graph_chunk=4),
+          "persistent": FastOptions(fuse=True, persistent=True)}}
+from training.cores import cfc_persistent
+cfc_persistent.KNOBS = cfc_persistent.Knobs(hold={hold!r})
+for mode, act, hidden, units, batch, masked, route in {cases!r}:
     core = make_core(mode, 1, act, hidden=hidden, units=units, dtype=torch.float32)
-    core.fast_options = FastOptions(fuse=True, graphs=graphs, graph_chunk=4)
+    core.fast_options = ROUTES[route]
     ref, fast = run_both(core, batch=batch, steps=10, dtype=torch.float32, masked=masked)
-    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} graphs={{graphs}}"] = max(
+    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} {{route}}"] = max(
         rel_err(g, w) for g, w in zip(fast, ref))
 print(json.dumps(errors))
 """
 
 
-def test_triton_step_kernels_match_ncps_cell_under_the_triton_interpreter():
-    """The Triton kernels themselves, run on CPU by Triton's interpreter: partial row tiles (batch
-    19, 5, 17, 3 against tiles of 16), state and backbone widths that are not a multiple of the
-    tiles, masked steps, both gated modes, every backbone activation, with and without the chunked
-    route; outputs and all gradients. Triton 3.6's interpreter fails on these kernels (TypeError inside
-    the interpreter; the compiled kernels pass the CUDA tests on that version), 3.9's runs them."""
+@pytest.mark.parametrize("hold", [False, True], ids=["reread-weights", "hold-weights"])
+def test_triton_kernels_match_ncps_cell_under_the_triton_interpreter(hold):
+    """The Triton kernels themselves (per-step and persistent), run on CPU by Triton's interpreter:
+    partial row tiles (batch 19, 5, 17, 3, 33 against tiles of 16), state and backbone widths that
+    are not a multiple of the tiles, masked steps, both gated modes, every backbone activation, with
+    and without the chunked route; outputs and all gradients. The interpreter runs the persistent
+    kernels with one program per row block (no barrier); the split across programs is checked on
+    CUDA. Triton 3.6's interpreter fails on these kernels (TypeError inside the interpreter; the
+    compiled kernels pass the CUDA tests on that version), 3.9's runs them. The persistent kernels
+    either hold their weight slices for the whole scan or re-read them each step (wide layers)."""
     pytest.importorskip("triton", minversion="3.9")
-    cases = [("default", "lecun_tanh", 9, 11, 19, True, True), ("no_gate", "silu", 40, 20, 5, False, False),
-             ("default", "gelu", 33, 130, 17, True, True), ("default", "tanh", 16, 16, 16, True, False),
-             ("no_gate", "relu", 16, 16, 3, True, True)]
-    script = INTERPRETER_CHECK.format(tests=str(Path(__file__).parent), cases=cases)
+    cases = [("default", "lecun_tanh", 9, 11, 19, True, "steps+graphs"), ("no_gate", "silu", 40, 20, 5, False, "steps"),
+             ("default", "gelu", 33, 130, 17, True, "steps+graphs"), ("default", "tanh", 16, 16, 16, True, "steps"),
+             ("no_gate", "relu", 16, 16, 3, True, "steps+graphs"),
+             ("default", "lecun_tanh", 9, 11, 19, True, "persistent"), ("no_gate", "silu", 40, 20, 5, False, "persistent"),
+             ("default", "gelu", 33, 130, 33, True, "persistent"), ("no_gate", "tanh", 16, 16, 3, True, "persistent"),
+             ("default", "relu", 20, 70, 16, True, "persistent")]
+    if hold:
+        cases = [c for c in cases if c[-1] == "persistent"]
+    script = INTERPRETER_CHECK.format(tests=str(Path(__file__).parent), cases=cases, hold=hold)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**os.environ, "TRITON_INTERPRET": "1",
                                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
@@ -262,6 +276,62 @@ def test_triton_step_kernels_match_ncps_cell_under_the_triton_interpreter():
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(errors) == len(cases)
     assert all(err <= 1e-4 for err in errors.values()), errors
+
+
+PERSISTENT_CASES = [  # (mode, activation, hidden, units, batch, masked): several programs per row block, partial
+    ("default", "lecun_tanh", 128, 128, 256, True),   # tiles, batches beyond one launch (1100 rows)
+    ("no_gate", "silu", 100, 40, 20, True), ("default", "gelu", 256, 128, 33, False),
+    ("default", "tanh", 256, 200, 1100, True)]
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs CUDA: the interpreter runs one program per row block")
+@pytest.mark.parametrize("case", PERSISTENT_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_persistent_kernels_split_across_programs_match_ncps_cell(case):
+    from training.cores import cfc_persistent
+
+    mode, act, hidden, units, batch, masked = case
+    core = make_core(mode, 1, act, hidden=hidden, units=units, inputs=41, dtype=torch.float32, device="cuda")
+    core.fast_options = FastOptions(persistent=True)
+    assert cfc_persistent.plan(batch, hidden, units, torch.device("cuda")).columns > 1
+    ref, fast = run_both(core, batch=batch, steps=40, dtype=torch.float32, device="cuda", masked=masked)
+    for got, want in zip(fast, ref):
+        assert rel_err(got, want) <= 1e-4
+
+
+def test_persistent_plan_fits_one_program_per_sm_and_holds_weights_only_where_they_fit(monkeypatch):
+    """The launch plan on an H100-sized GPU (132 SMs): programs per row block times row blocks stay
+    within one per SM (the barrier needs them all resident), wider batches grow the row blocks and
+    then split into launches, and the persistent kernels are the default only for widths whose
+    weight slices a program holds in registers (4 warps, or 8 for H=256)."""
+    pytest.importorskip("triton")
+    from types import SimpleNamespace
+
+    from training.cores import cfc_persistent as cp
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(multi_processor_count=132))
+    gpu = torch.device("cuda")
+    p = cp.plan(256, 128, 128, gpu)
+    assert (p.columns, p.block_b, p.block_h, p.block_u, p.num_warps, p.hold) == (8, 16, 16, 16, 4, True)
+    assert (256 // p.block_b) * p.columns <= 132
+    p = cp.plan(256, 256, 128, gpu)
+    assert (p.columns, p.block_h, p.num_warps, p.hold) == (8, 32, 8, True)
+    p = cp.plan(1100, 256, 200, gpu)
+    assert p.block_b == 64 and p.rows_per_launch == 1024  # 132 // 8 row blocks of 64: two launches
+    assert len(list(cp._slices(1100, p))) == 2
+    assert cp.chosen_for(128, 128, gpu) and cp.chosen_for(256, 128, gpu)
+    assert not cp.chosen_for(1024, 1024, gpu)
+
+
+def test_persistent_kernels_take_no_graphs_and_are_the_cuda_default():
+    from training.cores.fast_cfc import _resolve
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _resolve(FastOptions(), gpu)[1] is True
+    assert _resolve(FastOptions(graphs=True), gpu)[1] is False  # asking for graphs keeps the per-step kernels
+    assert _resolve(FastOptions(), cpu)[1] is False
+    with pytest.raises(ValueError, match="no CUDA graphs"):
+        _resolve(FastOptions(persistent=True, graphs=True), gpu)
 
 
 def test_which_step_kernels_run():
@@ -274,6 +344,8 @@ def test_which_step_kernels_run():
     if torch.cuda.is_available() and triton_available():
         gpu = torch.device("cuda")
         assert step_kernels(spec, True, gpu, torch.float32).triton_precision == "tf32x3"
+        persistent = step_kernels(spec, True, gpu, torch.float32, persistent=True)
+        assert persistent.persistent and persistent.triton_precision == "ieee"
         assert step_kernels(spec, True, gpu, torch.float32, triton_gemms=False).triton_precision is None
         # what the Triton kernels do not cover keeps the compiled elementwise steps by itself
         for other, dtype in [(ScanSpec("pure", "lecun_tanh", 1), torch.float32),

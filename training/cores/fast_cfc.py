@@ -8,9 +8,10 @@ nodes backward. This module computes the same function from the same `CfCCell` w
 2. the heads (ff1, ff2, time_a, time_b) as one matmul on concatenated weights;
 3. a scan with its own backward (`_CfCScan`): per step backward is two small matmuls and two
    elementwise passes; weight gradients are deferred and done as one large matmul per weight;
-4. optionally, fused steps: for one backbone layer in float32, each step is two Triton GEMM
-   kernels each way with the elementwise work inside (`cfc_triton`); for other cells, the
-   elementwise work fused by `torch.compile` (needs Triton on GPU);
+4. optionally, fused steps: for one backbone layer in float32, the whole scan as one persistent
+   Triton launch each way (`cfc_persistent`, the CUDA default where its weight slices fit in
+   registers), or each step as two Triton GEMM kernels each way with the elementwise work inside
+   (`cfc_triton`); for other cells, the elementwise work fused by `torch.compile` (needs Triton on GPU);
 5. optionally, the forward and the backward loop over a chunk of steps each captured once as a CUDA
    graph, so one replay launches a chunk's kernels without Python in between.
 
@@ -34,7 +35,7 @@ from torch import nn
 
 LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
 
-PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the Triton step kernels accept
+PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the Triton kernels accept
 
 _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
 
@@ -46,8 +47,12 @@ class FastOptions:
     fuse: bool | None = None      # fused step kernels: Triton GEMMs with the elementwise work inside
                                   # (cfc_triton) where they cover the cell, else torch.compile'd elementwise
     triton_gemms: bool = True     # False: fuse only the elementwise work (torch.compile), kept to compare
-    precision: str = "tf32x3"     # tl.dot precision in the Triton step kernels: tf32x3, tf32 or ieee
-    graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture)
+    precision: str | None = None  # tl.dot precision in the Triton kernels: tf32x3, tf32 or ieee; None: each
+                                  # route's measured best at float32 accuracy (steps tf32x3, persistent ieee)
+    persistent: bool | None = None  # one launch per scan each way (cfc_persistent) where the Triton kernels
+                                    # cover the cell; None: on CUDA unless graphs is asked for
+    graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture);
+                                  # None: on CUDA unless the persistent kernels run
     graph_chunk: int = 16         # steps per captured graph; T is padded up to a multiple with held steps
     graph_cache: int = 8          # (batch size, chunk) graph pairs kept, least recently used dropped
 
@@ -183,6 +188,7 @@ class StepKernels:
     gate: Callable
     gate_grad: Callable
     triton_precision: str | None = None  # set: each step is cfc_triton's fused GEMM kernels instead
+    persistent: bool = False             # with triton_precision: the whole scan is one cfc_persistent launch
 
 
 _KERNELS: dict = {}
@@ -203,19 +209,23 @@ def triton_unsupported(spec: ScanSpec, dtype: torch.dtype, device: torch.device)
 
 
 def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.dtype,
-                 precision: str = "tf32x3", triton_gemms: bool = True) -> StepKernels:
-    """How each step runs: with fuse, the Triton GEMM kernels where they cover the cell, else the
-    elementwise functions compiled (when the compiled ones check out); without, eager functions."""
+                 precision: str | None = None, triton_gemms: bool = True, persistent: bool = False) -> StepKernels:
+    """How each step runs: with fuse, the Triton GEMM kernels where they cover the cell (as one
+    persistent launch per scan when asked), else the elementwise functions compiled (when the
+    compiled ones check out); without, eager functions."""
+    if precision is None:
+        precision = "ieee" if persistent else "tf32x3"
     if precision not in PRECISIONS:
         raise ValueError(f"fast CfC: precision {precision!r}: expected one of {PRECISIONS}")
-    key = (spec, fuse, device.type, dtype, precision, triton_gemms)
+    key = (spec, fuse, device.type, dtype, precision, triton_gemms, persistent)
     with _KERNELS_LOCK:
         if key in _KERNELS:
             return _KERNELS[key]
     eager = StepKernels(_act(spec.activation), _act_grad(spec.activation), _gate(spec.mode), _gate_grad(spec.mode))
     kernels = eager
     if fuse and triton_gemms and triton_unsupported(spec, dtype, device) is None:
-        kernels = StepKernels(eager.act, eager.act_grad, eager.gate, eager.gate_grad, triton_precision=precision)
+        kernels = StepKernels(eager.act, eager.act_grad, eager.gate, eager.gate_grad, triton_precision=precision,
+                              persistent=persistent)
     elif fuse:
         compiled = StepKernels(*(torch.compile(f, fullgraph=True, dynamic=True) for f in
                                  (eager.act, eager.act_grad, eager.gate, eager.gate_grad)))
@@ -280,11 +290,12 @@ def _ones_keep(like: torch.Tensor) -> torch.Tensor:
 
 def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights, save: bool) -> ScanTrace:
     if k.triton_precision is not None:
-        from training.cores import cfc_triton
+        from training.cores import cfc_persistent, cfc_triton
 
         keep = _ones_keep(u) if keep is None else keep
-        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
-                                           spec.activation, k.triton_precision)
+        kernels = cfc_persistent if k.persistent else cfc_triton
+        hs, z, y = kernels.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode, spec.activation,
+                                        k.triton_precision)
         return ScanTrace(hs, [z], y) if save else ScanTrace(hs, [], None)
     n = u.shape[0]
     w_h_t = w.w_h.t()
@@ -329,11 +340,12 @@ class LoopGrads:
 
 def scan_backward_loop(spec: ScanSpec, k: StepKernels, zs, y, dt, keep, w: ScanWeights, grad_hs, carry) -> LoopGrads:
     if k.triton_precision is not None:
-        from training.cores import cfc_triton
+        from training.cores import cfc_persistent, cfc_triton
 
         keep = _ones_keep(grad_hs) if keep is None else keep
-        dy, dz, carry = cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads,
-                                                      spec.mode, spec.activation, k.triton_precision)
+        kernels = cfc_persistent if k.persistent else cfc_triton
+        dy, dz, carry = kernels.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads, spec.mode,
+                                                   spec.activation, k.triton_precision)
         return LoopGrads(dy, None, [dz], carry)
     n = grad_hs.shape[0]
     dys, dcs = [None] * n, [None] * n
@@ -597,10 +609,27 @@ def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
+    """(fuse, persistent asked for); whether graphs run follows from the kernels chosen."""
     cuda = device.type == "cuda"
+    if options.persistent and options.graphs:
+        raise ValueError("fast CfC: persistent kernels run the whole scan in one launch; they take no CUDA graphs")
     fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
-    graphs = options.graphs if options.graphs is not None else cuda
-    return fuse, graphs
+    persistent = options.persistent if options.persistent is not None else (cuda and options.graphs is not True)
+    return fuse, persistent
+
+
+def _persistent_suits(hidden: int, units: int, device: torch.device) -> bool:
+    if not triton_available():
+        return False
+    from training.cores import cfc_persistent
+
+    return cfc_persistent.chosen_for(hidden, units, device)
+
+
+def _graphs(options: FastOptions, kernels: StepKernels, device: torch.device) -> bool:
+    if options.graphs is not None:
+        return options.graphs
+    return device.type == "cuda" and not kernels.persistent
 
 
 def cfc_sequence(
@@ -651,8 +680,11 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    fuse, graphs = _resolve(options, x.device)
-    kernels = step_kernels(spec, fuse, x.device, u.dtype, options.precision, options.triton_gemms)
+    fuse, persistent = _resolve(options, x.device)
+    if persistent and options.persistent is None and spec.layers == 1:
+        persistent = _persistent_suits(hid, w.w_h.shape[0], x.device)  # by default only where measured faster
+    kernels = step_kernels(spec, fuse, x.device, u.dtype, options.precision, options.triton_gemms, persistent)
+    graphs = _graphs(options, kernels, x.device)
     # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
     # computes on cuda:1 while the current device may still be cuda:0)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():

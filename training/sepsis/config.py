@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from training.sepsis.model import ModelConfig
 
-CFC_IMPLS = ("auto", "fast", "fast-compile", "reference")  # how a CfC core runs; see train.set_cfc_impl
+CFC_IMPLS = ("auto", "fast", "fast-steps", "fast-compile", "reference")  # how a CfC core runs; see train.set_cfc_impl
 
 
 @dataclass

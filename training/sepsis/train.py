@@ -102,15 +102,18 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 
 def set_cfc_impl(model: SepsisModel, impl: str) -> None:
-    """auto: the fast core on CUDA, the ncps loop elsewhere; fast: the fast core; fast-compile: the
-    fast core with torch.compile'd elementwise steps instead of its Triton GEMM kernels (the route
-    before those kernels, kept to compare); reference: the ncps step loop."""
+    """auto: the fast core on CUDA, the ncps loop elsewhere; fast: the fast core (persistent Triton
+    kernels where they suit the widths); fast-steps: the fast core with per-step Triton kernels in
+    CUDA graphs; fast-compile: the fast core with torch.compile'd elementwise steps instead of its
+    Triton GEMM kernels (both earlier routes, kept to compare); reference: the ncps step loop."""
     if impl not in CFC_IMPLS:
         raise ValueError(f"unknown cfc_impl {impl!r}: expected one of {', '.join(CFC_IMPLS)}")
     if hasattr(model.core, "fast"):
-        model.core.fast = {"auto": None, "fast": True, "fast-compile": True, "reference": False}[impl]
+        model.core.fast = {"auto": None, "fast": True, "fast-steps": True, "fast-compile": True, "reference": False}[impl]
+        if impl == "fast-steps":
+            model.core.fast_options = replace(model.core.fast_options, persistent=False)
         if impl == "fast-compile":
-            model.core.fast_options = replace(model.core.fast_options, triton_gemms=False)
+            model.core.fast_options = replace(model.core.fast_options, triton_gemms=False, persistent=False)
 
 
 def count_parameters(module) -> int:
