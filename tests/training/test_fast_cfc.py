@@ -323,6 +323,48 @@ def test_persistent_plan_fits_one_program_per_sm_and_holds_weights_only_where_th
     assert not cp.chosen_for(1024, 1024, gpu)
 
 
+def test_a_refused_cooperative_launch_falls_back_to_the_step_kernels(monkeypatch):
+    """Programs that cannot all be resident (other work holding SMs) must cost speed, not the run:
+    the per-step kernels take over, with a warning, and the carry they start from is the original."""
+    pytest.importorskip("triton")
+    from training.cores import cfc_persistent as cp
+    from training.cores import cfc_triton
+
+    class Refused:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                if args[1].dim() == 2:  # the backward's carry: written first, as a half-run launch could
+                    args[1].fill_(7.0)
+                raise RuntimeError("Triton Error [CUDA]: too many blocks in cooperative launch")
+            return launch
+
+    monkeypatch.setattr(cp, "_forward", Refused())
+    monkeypatch.setattr(cp, "_backward", Refused())
+    seen = []
+    monkeypatch.setattr(cfc_triton, "scan_forward", lambda *a: seen.append(("forward", a[-1])) or "steps forward")
+    monkeypatch.setattr(cfc_triton, "scan_backward_loop", lambda *a: seen.append(("backward", a[1].clone())) or "steps")
+    t, b, h, u = 3, 2, 4, 5
+    keep = torch.ones(t, b, 1, dtype=torch.bool)
+    w_h, w_heads, b_heads = torch.randn(u, h), torch.randn(4 * h, u), torch.randn(4 * h)
+    with pytest.warns(UserWarning, match="refused"):
+        assert cp.scan_forward(torch.randn(t, b, u), torch.ones(t, b, 1), keep, torch.zeros(b, h), w_h, w_heads,
+                               b_heads, "default", "lecun_tanh", "ieee") == "steps forward"
+    carry = torch.zeros(b, h)
+    with pytest.warns(UserWarning, match="refused"):
+        assert cp.scan_backward_loop(torch.randn(t, b, h), carry, torch.ones(t, b, 1), keep, torch.randn(t, b, u),
+                                     torch.randn(t, b, 4 * h), w_h, w_heads, "default", "lecun_tanh", "ieee") == "steps"
+    assert seen[0] == ("forward", "tf32x3")
+    assert seen[1][0] == "backward" and torch.equal(seen[1][1], torch.zeros(b, h))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered")
+
+    monkeypatch.setattr(cp, "_forward", type("K", (), {"__getitem__": lambda self, grid: broken})())
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        cp.scan_forward(torch.randn(t, b, u), torch.ones(t, b, 1), keep, torch.zeros(b, h), w_h, w_heads, b_heads,
+                        "default", "lecun_tanh", "ieee")
+
+
 def test_persistent_kernels_take_no_graphs_and_are_the_cuda_default():
     from training.cores.fast_cfc import _resolve
 

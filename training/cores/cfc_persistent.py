@@ -36,12 +36,14 @@ Products default to `ieee` (float32 FMAs) here: with a program's slice as small 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from training.cores import cfc_triton
 from training.cores.cfc_triton import ACT_CODES, MODE_CODES, _act, _act_grad, _tanh, interpreting
 
 
@@ -282,6 +284,18 @@ def _backward(g_ptr, carry_ptr, y_ptr, z_ptr, dt_ptr, keep_ptr, w_y_ptr, w_h_ptr
     tl.store(carry_ptr + rows[:, None] * H + cols[None, :], carry, mask=ok)
 
 
+_STEP_PRECISION = "tf32x3"  # the per-step kernels' default, for the fallback
+
+
+def _refused(err: RuntimeError) -> None:
+    """A cooperative launch the driver refuses (programs that cannot all be resident, e.g. other
+    work holding SMs) costs speed, not the result: the per-step kernels take over. Anything else
+    is a real error and propagates."""
+    if "cooperative" not in str(err).lower():
+        raise err
+    warnings.warn(f"fast CfC: persistent kernels refused ({err}); running the per-step Triton kernels instead")
+
+
 def _launch_kwargs(p: Plan, hidden: int, units: int) -> dict:
     kw = dict(COLS=p.columns, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_U=p.block_u,
               HP=max(16, _pow2(hidden)), UP=max(16, _pow2(units)), HOLD=p.hold, num_warps=p.num_warps,
@@ -312,11 +326,16 @@ def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: 
     a = u.new_empty(2, b, units)
     p = plan(b, hid, units, u.device)
     kw = _launch_kwargs(p, hid, units)
-    for row0, row_end, blocks in _slices(b, p):
-        counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=u.device)
-        _forward[(blocks, p.columns)](u, dt, keep, hs, a, w_ht, w_yt, b_y, z, y, counters, n, b, hid, units, row0,
-                                      row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
-                                      **kw)
+    try:
+        for row0, row_end, blocks in _slices(b, p):
+            counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=u.device)
+            _forward[(blocks, p.columns)](u, dt, keep, hs, a, w_ht, w_yt, b_y, z, y, counters, n, b, hid, units, row0,
+                                          row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
+                                          **kw)
+    except RuntimeError as err:
+        _refused(err)
+        return cfc_triton.scan_forward(u, dt, keep.view(torch.bool), h0, w_h, w_heads, b_heads, mode, activation,
+                                       _STEP_PRECISION)
     return hs[1:], z, y
 
 
@@ -333,9 +352,16 @@ def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, 
     assert carry.is_contiguous()
     p = plan(b, hid, units, g.device)
     kw = _launch_kwargs(p, hid, units)
-    for row0, row_end, blocks in _slices(b, p):
-        counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=g.device)
-        _backward[(blocks, p.columns)](g, carry, y, z, dt, keep, w_y, w_hc, dy, dz, counters, n, b, hid, units, row0,
-                                       row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
-                                       **kw)
+    start = carry.clone()  # a refused launch may leave it half written
+    try:
+        for row0, row_end, blocks in _slices(b, p):
+            counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=g.device)
+            _backward[(blocks, p.columns)](g, carry, y, z, dt, keep, w_y, w_hc, dy, dz, counters, n, b, hid, units,
+                                           row0, row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode],
+                                           PREC=precision, **kw)
+    except RuntimeError as err:
+        _refused(err)
+        carry.copy_(start)
+        return cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep.view(torch.bool), z, y, w_h, w_heads, mode,
+                                             activation, _STEP_PRECISION)
     return dy, dz, carry
