@@ -243,6 +243,12 @@ for mode, act, hidden, units, batch, masked, route in {cases!r}:
     core = make_core(mode, 1, act, hidden=hidden, units=units, dtype=torch.float32)
     core.fast_options = ROUTES[route]
     ref, fast = run_both(core, batch=batch, steps=10, dtype=torch.float32, masked=masked)
+    with torch.no_grad():  # inference: the kernels keep no trace (persistent: z and y not stored)
+        x = torch.randn(batch, 10, core.input_size)
+        core.fast = True
+        out_fast = core(x)[0]
+        core.fast = False
+        assert rel_err(out_fast, core(x)[0]) <= 1e-4, route
     errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} {{route}}"] = max(
         rel_err(g, w) for g, w in zip(fast, ref))
 print(json.dumps(errors))

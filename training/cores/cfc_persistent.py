@@ -137,8 +137,8 @@ def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr
              T, B, H, U, ROW0, ROW_END,
              ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
              BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
-             HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr):
-    """hs [T+1, B, H] with hs[0] = h0 on entry; a [2, B, U] scratch; u, z [T, B, U]; y [T, B, 4H];
+             HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr, SAVE: tl.constexpr):
+    """SAVE: store z and y for the backward (else they are not touched). hs [T+1, B, H] with hs[0] = h0 on entry; a [2, B, U] scratch; u, z [T, B, U]; y [T, B, 4H];
     dt [T, B]; keep [T, B] u8; w_ht [H, U]; w_yt [U, 4H]; b_y [4H]. HP, UP: H, U rounded up to powers of 2."""
     pid_c = tl.program_id(1)
     rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -171,7 +171,8 @@ def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr
         if not HOLD:  # re-read each step (from L1/L2): fewer registers for wide layers
             w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
         z += tl.dot(h, w_h, input_precision=PREC)
-        tl.store(z_ptr + (t * B + rows[:, None]) * U + units[None, :], z, mask=ok_u)
+        if SAVE:
+            tl.store(z_ptr + (t * B + rows[:, None]) * U + units[None, :], z, mask=ok_u)
         a_t = a_ptr + ((t % 2) * B + rows[:, None]) * U
         tl.store(a_t + units[None, :], _act(z, ACT), mask=ok_u)
         _sync(counter, COLS * (2 * t + 1), COLS)
@@ -197,11 +198,12 @@ def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr
             c = f1 + s * f2
         h_own = tl.where(keep, c, h_own)
         tl.store(hs_ptr + ((t + 1) * B + rows[:, None]) * H + cols[None, :], h_own, mask=ok)
-        y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
-        tl.store(y, y1, mask=ok)
-        tl.store(y + H, y2, mask=ok)
-        tl.store(y + 2 * H, y3, mask=ok)
-        tl.store(y + 3 * H, y4, mask=ok)
+        if SAVE:
+            y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
+            tl.store(y, y1, mask=ok)
+            tl.store(y + H, y2, mask=ok)
+            tl.store(y + 2 * H, y3, mask=ok)
+            tl.store(y + 3 * H, y4, mask=ok)
         _sync(counter, COLS * (2 * t + 2), COLS)
 
 
@@ -311,15 +313,17 @@ def _slices(batch: int, p: Plan):
         yield row0, row0 + rows, triton.cdiv(rows, p.block_b)
 
 
-def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str):
+def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str,
+                 save: bool = True):
     """u [T, B, U], dt [T, B, 1], keep [T, B, 1] bool, h0 [B, H], w_h [U, H], w_heads [4H, U].
-    Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]); one launch per slice of rows."""
+    Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]), z and y None unless `save` (inference keeps
+    only the output); one launch per slice of rows."""
     n, b, units = u.shape
     hid = h0.shape[1]
     hs = u.new_empty(n + 1, b, hid)
     hs[0] = h0
-    z = u.new_empty(n, b, units)
-    y = u.new_empty(n, b, 4 * hid)
+    z = u.new_empty(n, b, units) if save else u.new_empty(1)
+    y = u.new_empty(n, b, 4 * hid) if save else u.new_empty(1)
     u, dt = u.contiguous(), dt.contiguous()
     keep = keep.contiguous().view(torch.uint8)
     w_ht, w_yt, b_y = w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous()
@@ -331,12 +335,12 @@ def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: 
             counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=u.device)
             _forward[(blocks, p.columns)](u, dt, keep, hs, a, w_ht, w_yt, b_y, z, y, counters, n, b, hid, units, row0,
                                           row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
-                                          **kw)
+                                          SAVE=save, **kw)
     except RuntimeError as err:
         _refused(err)
         return cfc_triton.scan_forward(u, dt, keep.view(torch.bool), h0, w_h, w_heads, b_heads, mode, activation,
                                        _STEP_PRECISION)
-    return hs[1:], z, y
+    return (hs[1:], z, y) if save else (hs[1:], None, None)
 
 
 def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, activation: str, precision: str):

@@ -293,9 +293,12 @@ def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights
         from training.cores import cfc_persistent, cfc_triton
 
         keep = _ones_keep(u) if keep is None else keep
-        kernels = cfc_persistent if k.persistent else cfc_triton
-        hs, z, y = kernels.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode, spec.activation,
-                                        k.triton_precision)
+        if k.persistent:
+            hs, z, y = cfc_persistent.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
+                                                   spec.activation, k.triton_precision, save)
+        else:
+            hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
+                                               spec.activation, k.triton_precision)
         return ScanTrace(hs, [z], y) if save else ScanTrace(hs, [], None)
     n = u.shape[0]
     w_h_t = w.w_h.t()
