@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from training.cores import cfc_triton
-from training.cores.cfc_triton import ACT_CODES, MODE_CODES, _act, _act_grad, _tanh, interpreting
+from training.cores.cfc_triton import ACT_CODES, MODE_CODES, _act, _act_grad, _gate, _gate_grad, interpreting
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,9 @@ def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr
              ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
              BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
              HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr, SAVE: tl.constexpr):
-    """SAVE: store z and y for the backward (else they are not touched). hs [T+1, B, H] with hs[0] = h0 on entry; a [2, B, U] scratch; u, z [T, B, U]; y [T, B, 4H];
-    dt [T, B]; keep [T, B] u8; w_ht [H, U]; w_yt [U, 4H]; b_y [4H]. HP, UP: H, U rounded up to powers of 2."""
+    """hs [T+1, B, H] with hs[0] = h0 on entry; a [2, B, U] scratch; u, z [T, B, U]; y [T, B, 4H];
+    dt [T, B]; keep [T, B] u8; w_ht [H, U]; w_yt [U, 4H]; b_y [4H]. HP, UP: H, U rounded up to powers
+    of 2. SAVE: store z and y for the backward (else they are not touched)."""
     pid_c = tl.program_id(1)
     rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -189,14 +190,7 @@ def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr
         y4 = tl.dot(a, w4, input_precision=PREC) + b4
         dt = tl.load(dt_ptr + t * B + rows, mask=row_ok, other=0.0)[:, None]
         keep = tl.load(keep_ptr + t * B + rows, mask=row_ok, other=0)[:, None] != 0
-        f1 = _tanh(y1)
-        f2 = _tanh(y2)
-        s = tl.sigmoid(y3 * dt + y4)
-        if MODE == 0:
-            c = f1 * (1.0 - s) + s * f2
-        else:
-            c = f1 + s * f2
-        h_own = tl.where(keep, c, h_own)
+        h_own = tl.where(keep, _gate(y1, y2, y3, y4, dt, MODE), h_own)
         tl.store(hs_ptr + ((t + 1) * B + rows[:, None]) * H + cols[None, :], h_own, mask=ok)
         if SAVE:
             y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
@@ -243,20 +237,13 @@ def _backward(g_ptr, carry_ptr, y_ptr, z_ptr, dt_ptr, keep_ptr, w_y_ptr, w_h_ptr
         keep = tl.load(keep_ptr + t * B + rows, mask=row_ok, other=0)[:, None] != 0
         dc = tl.where(keep, g, 0.0)
         y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
-        f1 = _tanh(tl.load(y, mask=ok, other=0.0))
-        f2 = _tanh(tl.load(y + H, mask=ok, other=0.0))
-        s = tl.sigmoid(tl.load(y + 2 * H, mask=ok, other=0.0) * dt + tl.load(y + 3 * H, mask=ok, other=0.0))
-        if MODE == 0:
-            df1 = dc * (1.0 - s)
-            ds = dc * (f2 - f1)
-        else:
-            df1 = dc
-            ds = dc * f2
-        dq = ds * s * (1.0 - s)
+        dy1, dy2, dy3, dq = _gate_grad(dc, tl.load(y, mask=ok, other=0.0), tl.load(y + H, mask=ok, other=0.0),
+                                       tl.load(y + 2 * H, mask=ok, other=0.0), tl.load(y + 3 * H, mask=ok, other=0.0),
+                                       dt, MODE)
         dy = dy_ptr + (t * B + rows[:, None]) * (4 * H)
-        tl.store(dy + cols[None, :], df1 * (1.0 - f1 * f1), mask=ok)
-        tl.store(dy + H + cols[None, :], dc * s * (1.0 - f2 * f2), mask=ok)
-        tl.store(dy + 2 * H + cols[None, :], dq * dt, mask=ok)
+        tl.store(dy + cols[None, :], dy1, mask=ok)
+        tl.store(dy + H + cols[None, :], dy2, mask=ok)
+        tl.store(dy + 2 * H + cols[None, :], dy3, mask=ok)
         tl.store(dy + 3 * H + cols[None, :], dq, mask=ok)
         _sync(counter, COLS * (2 * i + 1), COLS)
         # dz for this program's backbone units, from the whole of dy's row

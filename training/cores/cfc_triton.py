@@ -111,6 +111,35 @@ def _act_grad(z, g, ACT: tl.constexpr):
 
 
 @triton.jit
+def _gate(y1, y2, y3, y4, dt, MODE: tl.constexpr):
+    """The new state from the four heads' pre-activations (ff1, ff2, time_a, time_b)."""
+    f1 = _tanh(y1)
+    f2 = _tanh(y2)
+    s = tl.sigmoid(y3 * dt + y4)
+    if MODE == 0:
+        c = f1 * (1.0 - s) + s * f2
+    else:
+        c = f1 + s * f2
+    return c
+
+
+@triton.jit
+def _gate_grad(dc, y1, y2, y3, y4, dt, MODE: tl.constexpr):
+    """Gradients of the four heads' pre-activations from dc, the gradient of the new state."""
+    f1 = _tanh(y1)
+    f2 = _tanh(y2)
+    s = tl.sigmoid(y3 * dt + y4)
+    if MODE == 0:
+        df1 = dc * (1.0 - s)
+        ds = dc * (f2 - f1)
+    else:
+        df1 = dc
+        ds = dc * f2
+    dq = ds * s * (1.0 - s)
+    return df1 * (1.0 - f1 * f1), dc * s * (1.0 - f2 * f2), dq * dt, dq
+
+
+@triton.jit
 def _backbone_forward(u_ptr, h_ptr, w_ht_ptr, z_ptr, a_ptr, B, H, U,
                       ACT: tl.constexpr, PREC: tl.constexpr,
                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -156,13 +185,7 @@ def _heads_forward(a_ptr, w_yt_ptr, b_y_ptr, dt_ptr, keep_ptr, h_prev_ptr, y_ptr
         y4 += tl.dot(a, tl.load(w + 3 * H, mask=w_ok, other=0.0), input_precision=PREC)
     dt = tl.load(dt_ptr + rows, mask=row_ok, other=0.0)[:, None]
     keep = tl.load(keep_ptr + rows, mask=row_ok, other=0)[:, None] != 0
-    f1 = _tanh(y1)
-    f2 = _tanh(y2)
-    s = tl.sigmoid(y3 * dt + y4)
-    if MODE == 0:
-        c = f1 * (1.0 - s) + s * f2
-    else:
-        c = f1 + s * f2
+    c = _gate(y1, y2, y3, y4, dt, MODE)
     h_prev = tl.load(h_prev_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
     tl.store(h_ptr + rows[:, None] * H + cols[None, :], tl.where(keep, c, h_prev), mask=ok)
     y = y_ptr + rows[:, None] * (4 * H) + cols[None, :]
@@ -194,19 +217,9 @@ def _heads_backward(g_ptr, carry_ptr, y_ptr, dt_ptr, keep_ptr, w_y_ptr, z_ptr, d
         g += tl.load(carry_ptr + rows[:, None] * H + ks[None, :], mask=rk_ok, other=0.0)
         dc = tl.where(keep, g, 0.0)
         y = y_ptr + rows[:, None] * (4 * H) + ks[None, :]
-        f1 = _tanh(tl.load(y, mask=rk_ok, other=0.0))
-        f2 = _tanh(tl.load(y + H, mask=rk_ok, other=0.0))
-        s = tl.sigmoid(tl.load(y + 2 * H, mask=rk_ok, other=0.0) * dt + tl.load(y + 3 * H, mask=rk_ok, other=0.0))
-        if MODE == 0:
-            df1 = dc * (1.0 - s)
-            ds = dc * (f2 - f1)
-        else:
-            df1 = dc
-            ds = dc * f2
-        dq = ds * s * (1.0 - s)
-        dy1 = df1 * (1.0 - f1 * f1)
-        dy2 = dc * s * (1.0 - f2 * f2)
-        dy3 = dq * dt
+        dy1, dy2, dy3, dq = _gate_grad(dc, tl.load(y, mask=rk_ok, other=0.0), tl.load(y + H, mask=rk_ok, other=0.0),
+                                       tl.load(y + 2 * H, mask=rk_ok, other=0.0),
+                                       tl.load(y + 3 * H, mask=rk_ok, other=0.0), dt, MODE)
         if first:
             dy = dy_ptr + rows[:, None] * (4 * H) + ks[None, :]
             tl.store(dy, dy1, mask=rk_ok)
