@@ -43,15 +43,12 @@ CONFIGS = {  # name: (tiles, graph chunk)
     "b16 n32 k32 w4 s1 c8": (Tiles(16, 32, 32, 4, 1), 8),
     "b32 n32 k32 w4 s3 c8": (Tiles(32, 32, 32, 4, 3), 8),
 }
-PERSISTENT = {  # name: (knobs (columns, warps, stages, hold weights in registers), tl.dot precision)
-    "persist c8 w4 hold": (Knobs(8, 4, 2, True), "tf32x3"),
-    "persist c4 w4 hold": (Knobs(4, 4, 2, True), "tf32x3"),
-    "persist c8 w4 hold tf32": (Knobs(8, 4, 2, True), "tf32"),
-    "persist c8 w4 hold ieee": (Knobs(8, 4, 2, True), "ieee"),
-    "persist c4 w4 hold ieee": (Knobs(4, 4, 2, True), "ieee"),
-    "persist c16 w4 hold ieee": (Knobs(16, 4, 2, True), "ieee"),
-    "persist c8 w8 hold ieee": (Knobs(8, 8, 2, True), "ieee"),
-    "persist c8 w4 reread ieee": (Knobs(8, 4, 2, False), "ieee"),
+PERSISTENT = {  # name: (knobs, tl.dot precision); warps None: 4, or 8 where 4 would not hold the weights
+    "persist c8": (Knobs(8), "ieee"),
+    "persist c4 w8": (Knobs(4, 8), "ieee"),
+    "persist c16": (Knobs(16), "ieee"),
+    "persist c8 w8": (Knobs(8, 8), "ieee"),
+    "persist c8 tf32x3": (Knobs(8), "tf32x3"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The whole CfC scan as one Triton launch each way, columns split across programs that meet each phase.
+"""A whole CfC layer over a sequence: one Triton launch each way, columns split across programs.
 
 The step kernels (`cfc_triton`) pay a kernel boundary for every phase of every step. Here one
 launch runs all T steps. The batch is cut into blocks of rows (rows never interact in the
@@ -20,19 +20,30 @@ next phase needs what the others wrote:
         barrier        (dz complete)
         own columns:   carry = passthrough(g) + dz @ W_h
 
-Weight, time-span and input gradients stay bulk matmuls after the loop (`fast_cfc`).
+Inputs that do not depend on the recurrence (u_t, dt, the mask, the output gradient, the saved
+pre-activations) are read a phase or a step ahead, so that their memory latency overlaps the
+barriers. Each program's held weight slices [K, N] are read contiguous along N: the forward gets
+transposed copies of W_h and the heads, the backward the parameters as they are (read the other way,
+the same kernels ran 2-3.5x slower: bench/NOTES.md).
 
 The barrier needs every program of a row block resident at once, so the grid is kept within one
 program per SM and launched cooperatively (the driver refuses a grid that cannot be co-resident
-instead of letting it hang); larger batches run as several launches over slices of rows. Under
-Triton's interpreter programs run one after another, so there a row block gets one program that
-owns all columns and never waits: the same arithmetic without the barrier, which is what the CPU
-suite checks. Every exchanged tensor has its own buffer per step (the activation a alternates
-between two) and is read through L2 only (`.cg`), so no program can see a stale copy.
+instead of letting it hang; the caller then runs the per-step kernels); larger batches run as
+several launches over slices of rows. Under Triton's interpreter programs run one after another,
+so there a row block gets one program that owns all columns and never waits: the same arithmetic
+without the barrier, which is what the CPU suite checks. Exchanged tensors (the state, a, dy, dz)
+alternate between buffers no program can overwrite before all have read them, and are read
+through L2 only (`.cg`), so no program sees a stale copy.
+
+Around the kernels, `_Scan` is the layer's autograd function: the input projection for all steps
+is one matrix product before the forward launch, and after the backward launch every gradient
+(input, time spans, initial state, all weights and biases) is a handful of bulk products. The cell's
+parameters are read where they live (views, no concatenation), and the outputs are written
+batch-major, so a training step issues a few kernels besides the two launches: at these sizes the
+host's per-operation cost, not the GPU, had been half of the time (bench/NOTES.md).
 
 Products default to `ieee` (float32 FMAs) here: with a program's slice as small as [16, 128] x
-[128, 16] they measured as fast as `tf32x3` at H=128 and, unlike it, did not spill at H=256
-(bench/NOTES.md).
+[128, 16] they measured as fast as `tf32x3` at H=128 and, unlike it, did not spill at H=256.
 """
 from __future__ import annotations
 
@@ -133,83 +144,43 @@ def _sync(counter_ptr, target, COLS: tl.constexpr):
 
 
 @triton.jit
-def _forward(u_ptr, dt_ptr, keep_ptr, hs_ptr, a_ptr, w_ht_ptr, w_yt_ptr, b_y_ptr, z_ptr, y_ptr, counter_ptr,
-             T, B, H, U, ROW0, ROW_END,
-             ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
-             BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
-             HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr, SAVE: tl.constexpr):
-    """hs [T+1, B, H] with hs[0] = h0 on entry; a [2, B, U] scratch; u, z [T, B, U]; y [T, B, 4H];
-    dt [T, B]; keep [T, B] u8; w_ht [H, U]; w_yt [U, 4H]; b_y [4H]. HP, UP: H, U rounded up to powers
-    of 2. SAVE: store z and y for the backward (else they are not touched)."""
-    pid_c = tl.program_id(1)
-    rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
-    units = pid_c * BLOCK_U + tl.arange(0, BLOCK_U)
-    hk, uk = tl.arange(0, HP), tl.arange(0, UP)
-    row_ok, col_ok, unit_ok, hk_ok, uk_ok = rows < ROW_END, cols < H, units < U, hk < H, uk < U
-    ok, ok_u = row_ok[:, None] & col_ok[None, :], row_ok[:, None] & unit_ok[None, :]
-    w_hp = w_ht_ptr + hk[:, None] * U + units[None, :]
-    wh_ok = hk_ok[:, None] & unit_ok[None, :]
-    w_y = w_yt_ptr + uk[:, None] * (4 * H) + cols[None, :]
-    w_ok = uk_ok[:, None] & col_ok[None, :]
-    if HOLD:  # this program's weight slices, read once for the whole scan
-        w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
-        w1 = tl.load(w_y, mask=w_ok, other=0.0)
-        w2 = tl.load(w_y + H, mask=w_ok, other=0.0)
-        w3 = tl.load(w_y + 2 * H, mask=w_ok, other=0.0)
-        w4 = tl.load(w_y + 3 * H, mask=w_ok, other=0.0)
-    b1 = tl.load(b_y_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    b2 = tl.load(b_y_ptr + H + cols, mask=col_ok, other=0.0)[None, :]
-    b3 = tl.load(b_y_ptr + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
-    b4 = tl.load(b_y_ptr + 3 * H + cols, mask=col_ok, other=0.0)[None, :]
-    h_own = tl.load(hs_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
-    counter = counter_ptr + tl.program_id(0) * COUNTER_STRIDE
-    for t in range(T):
-        # backbone: this program's units, from the whole previous state
-        h = tl.load(hs_ptr + (t * B + rows[:, None]) * H + hk[None, :], mask=row_ok[:, None] & hk_ok[None, :],
-                    other=0.0, cache_modifier=".cg")
-        z = tl.load(u_ptr + (t * B + rows[:, None]) * U + units[None, :], mask=ok_u, other=0.0)
-        if not HOLD:  # re-read each step (from L1/L2): fewer registers for wide layers
-            w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
-        z += tl.dot(h, w_h, input_precision=PREC)
-        if SAVE:
-            tl.store(z_ptr + (t * B + rows[:, None]) * U + units[None, :], z, mask=ok_u)
-        a_t = a_ptr + ((t % 2) * B + rows[:, None]) * U
-        tl.store(a_t + units[None, :], _act(z, ACT), mask=ok_u)
-        _sync(counter, COLS * (2 * t + 1), COLS)
-        # heads: this program's state columns, from all backbone units
-        a = tl.load(a_t + uk[None, :], mask=row_ok[:, None] & uk_ok[None, :], other=0.0, cache_modifier=".cg")
-        if not HOLD:
-            w1 = tl.load(w_y, mask=w_ok, other=0.0)
-            w2 = tl.load(w_y + H, mask=w_ok, other=0.0)
-            w3 = tl.load(w_y + 2 * H, mask=w_ok, other=0.0)
-            w4 = tl.load(w_y + 3 * H, mask=w_ok, other=0.0)
-        y1 = tl.dot(a, w1, input_precision=PREC) + b1
-        y2 = tl.dot(a, w2, input_precision=PREC) + b2
-        y3 = tl.dot(a, w3, input_precision=PREC) + b3
-        y4 = tl.dot(a, w4, input_precision=PREC) + b4
-        dt = tl.load(dt_ptr + t * B + rows, mask=row_ok, other=0.0)[:, None]
-        keep = tl.load(keep_ptr + t * B + rows, mask=row_ok, other=0)[:, None] != 0
-        h_own = tl.where(keep, _gate(y1, y2, y3, y4, dt, MODE), h_own)
-        tl.store(hs_ptr + ((t + 1) * B + rows[:, None]) * H + cols[None, :], h_own, mask=ok)
-        if SAVE:
-            y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
-            tl.store(y, y1, mask=ok)
-            tl.store(y + H, y2, mask=ok)
-            tl.store(y + 2 * H, y3, mask=ok)
-            tl.store(y + 3 * H, y4, mask=ok)
-        _sync(counter, COLS * (2 * t + 2), COLS)
+def _clock():
+    return tl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
 
 
 @triton.jit
-def _backward(g_ptr, carry_ptr, y_ptr, z_ptr, dt_ptr, keep_ptr, w_y_ptr, w_h_ptr, dy_ptr, dz_ptr, counter_ptr,
-              T, B, H, U, ROW0, ROW_END,
-              ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
-              BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
-              HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr):
-    """g [T, B, H] output gradients; carry [B, H] in: gradient after the last step, out: before the
-    first; y, dy [T, B, 4H]; z, dz [T, B, U]; w_y [4H, U]; w_h [U, H]."""
+def _globaltimer():
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _stamp(prof_ptr, i, PROFILE: tl.constexpr):
+    """Profiling only (bench/cfc_persistent_phases.py): this program's SM clock at point i."""
+    if PROFILE:
+        tl.store(prof_ptr + i, _clock())
+
+
+@triton.jit
+def _forward(u_ptr, su_b, su_t, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, h0_ptr, hx_ptr, out_ptr, hp_ptr,
+             so_b, so_t, a_ptr, A_SLOTS, z_ptr, y_ptr, wh_ptr, s_wh_u, s_wh_k, w1_ptr, w2_ptr, w3_ptr, w4_ptr,
+             s_y_c, s_y_u, b1_ptr, b2_ptr, b3_ptr, b4_ptr, counter_ptr, prof_ptr, T, B, H, U, ROW0, ROW_END,
+             ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
+             BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
+             HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr, SAVE: tl.constexpr,
+             HAS_DT: tl.constexpr, HAS_KEEP: tl.constexpr, HAS_H0: tl.constexpr, PROFILE: tl.constexpr):
+    """u: the input projection plus bias, any [B, T, U] strides; dt, keep [B, T] (or absent: 1,
+    all kept); h0 [B, H] (or absent: zeros); out [B, T, H] (strides so_b, so_t). hx [2, B, H]: the
+    state exchange, h_t in slot t % 2, read after the step's last barrier (h_0 straight from h0).
+    a [A_SLOTS, B, U]: the activations (A_SLOTS = T keeps them all for the backward, 2 alternates).
+    With SAVE also hp (each step's previous state, out's strides), z [T, B, U], y [T, B, 4H].
+    Weights: W_h^T[k, unit] at wh + unit * s_wh_u + k * s_wh_k, head j's W_j^T[u, c] at
+    w_j + c * s_y_c + u * s_y_u. HP, UP: H, U rounded up to powers of 2. PROFILE: clock stamps
+    into prof [programs, 4 + 4T]."""
     pid_c = tl.program_id(1)
+    prof = prof_ptr + (tl.program_id(0) * COLS + pid_c) * (4 + 4 * T)
+    if PROFILE:
+        tl.store(prof, _globaltimer())
+        tl.store(prof + 1, _clock())
     rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
     units = pid_c * BLOCK_U + tl.arange(0, BLOCK_U)
@@ -217,35 +188,168 @@ def _backward(g_ptr, carry_ptr, y_ptr, z_ptr, dt_ptr, keep_ptr, w_y_ptr, w_h_ptr
     row_ok, col_ok, unit_ok, hk_ok, uk_ok = rows < ROW_END, cols < H, units < U, hk < H, uk < U
     ok, ok_u = row_ok[:, None] & col_ok[None, :], row_ok[:, None] & unit_ok[None, :]
     ok_hk, ok_uk = row_ok[:, None] & hk_ok[None, :], row_ok[:, None] & uk_ok[None, :]
-    w_y = w_y_ptr + hk[:, None] * U + units[None, :]
+    w_hp = wh_ptr + units[None, :] * s_wh_u + hk[:, None] * s_wh_k    # [HP, BLOCK_U]: W_h^T slice
+    wh_ok = hk_ok[:, None] & unit_ok[None, :]
+    w_y = cols[None, :] * s_y_c + uk[:, None] * s_y_u               # [UP, BLOCK_H]: W_j^T slice
+    w_ok = uk_ok[:, None] & col_ok[None, :]
+    if HOLD:  # this program's weight slices, read once for the whole scan
+        w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
+        w1 = tl.load(w1_ptr + w_y, mask=w_ok, other=0.0)
+        w2 = tl.load(w2_ptr + w_y, mask=w_ok, other=0.0)
+        w3 = tl.load(w3_ptr + w_y, mask=w_ok, other=0.0)
+        w4 = tl.load(w4_ptr + w_y, mask=w_ok, other=0.0)
+    b1 = tl.load(b1_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    b2 = tl.load(b2_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    b3 = tl.load(b3_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    b4 = tl.load(b4_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    if HAS_H0:
+        h_own = tl.load(h0_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
+        h = tl.load(h0_ptr + rows[:, None] * H + hk[None, :], mask=ok_hk, other=0.0)
+    else:
+        h_own = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        h = tl.zeros([BLOCK_B, HP], dtype=tl.float32)
+    counter = counter_ptr + tl.program_id(0) * COUNTER_STRIDE
+    # inputs that do not depend on the recurrence are read a phase or a step ahead, so that their
+    # memory latency overlaps the barriers instead of lengthening the chain
+    u_next = tl.load(u_ptr + rows[:, None] * su_b + units[None, :], mask=ok_u, other=0.0)
+    for t in range(T):
+        _stamp(prof, 4 + 4 * t, PROFILE)
+        # backbone: this program's units, from the whole previous state h
+        z = u_next
+        if HAS_DT:
+            dt = tl.load(dt_ptr + rows * sdt_b + t * sdt_t, mask=row_ok, other=0.0)[:, None]
+        else:
+            dt = tl.full([BLOCK_B, 1], 1.0, tl.float32)
+        if HAS_KEEP:
+            keep = tl.load(keep_ptr + rows * sk_b + t * sk_t, mask=row_ok, other=0)[:, None] != 0
+        if not HOLD:  # re-read each step (from L1/L2): fewer registers for wide layers
+            w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
+        z += tl.dot(h, w_h, input_precision=PREC)
+        if SAVE:
+            tl.store(z_ptr + (t * B + rows[:, None]) * U + units[None, :], z, mask=ok_u)
+            tl.store(hp_ptr + rows[:, None] * so_b + t * so_t + cols[None, :], h_own, mask=ok)
+        a_t = a_ptr + ((t % A_SLOTS) * B + rows[:, None]) * U
+        tl.store(a_t + units[None, :], _act(z, ACT), mask=ok_u)
+        _stamp(prof, 5 + 4 * t, PROFILE)
+        _sync(counter, COLS * (2 * t + 1), COLS)  # a complete
+        _stamp(prof, 6 + 4 * t, PROFILE)
+        # heads: this program's state columns, from all backbone units
+        a = tl.load(a_t + uk[None, :], mask=ok_uk, other=0.0, cache_modifier=".cg")
+        if not HOLD:
+            w1 = tl.load(w1_ptr + w_y, mask=w_ok, other=0.0)
+            w2 = tl.load(w2_ptr + w_y, mask=w_ok, other=0.0)
+            w3 = tl.load(w3_ptr + w_y, mask=w_ok, other=0.0)
+            w4 = tl.load(w4_ptr + w_y, mask=w_ok, other=0.0)
+        y1 = tl.dot(a, w1, input_precision=PREC) + b1
+        y2 = tl.dot(a, w2, input_precision=PREC) + b2
+        y3 = tl.dot(a, w3, input_precision=PREC) + b3
+        y4 = tl.dot(a, w4, input_precision=PREC) + b4
+        h_new = _gate(y1, y2, y3, y4, dt, MODE)
+        if HAS_KEEP:
+            h_new = tl.where(keep, h_new, h_own)
+        h_own = h_new
+        tl.store(hx_ptr + (((t + 1) % 2) * B + rows[:, None]) * H + cols[None, :], h_own, mask=ok)
+        tl.store(out_ptr + rows[:, None] * so_b + t * so_t + cols[None, :], h_own, mask=ok)
+        if SAVE:
+            y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
+            tl.store(y, y1, mask=ok)
+            tl.store(y + H, y2, mask=ok)
+            tl.store(y + 2 * H, y3, mask=ok)
+            tl.store(y + 3 * H, y4, mask=ok)
+        # (after the last step this reads step 0 again, unused: an in-bounds address without a mask on t)
+        u_next = tl.load(u_ptr + rows[:, None] * su_b + ((t + 1) % T) * su_t + units[None, :], mask=ok_u, other=0.0)
+        _stamp(prof, 7 + 4 * t, PROFILE)
+        _sync(counter, COLS * (2 * t + 2), COLS)  # h_t complete
+        h = tl.load(hx_ptr + (((t + 1) % 2) * B + rows[:, None]) * H + hk[None, :], mask=ok_hk, other=0.0,
+                    cache_modifier=".cg")
+    if PROFILE:
+        tl.store(prof + 2, _globaltimer())
+        tl.store(prof + 3, _clock())
+
+
+@triton.jit
+def _step_inputs(g_ptr, sg_b, sg_t, sg_h, y_ptr, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, t, B, H, rows, cols,
+                 row_ok, ok, BLOCK_B: tl.constexpr, HAS_DT: tl.constexpr, HAS_KEEP: tl.constexpr):
+    """The backward's inputs of step t: g, the four heads' y, dt, keep."""
+    g = tl.load(g_ptr + rows[:, None] * sg_b + t * sg_t + cols[None, :] * sg_h, mask=ok, other=0.0)
+    y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
+    y1 = tl.load(y, mask=ok, other=0.0)
+    y2 = tl.load(y + H, mask=ok, other=0.0)
+    y3 = tl.load(y + 2 * H, mask=ok, other=0.0)
+    y4 = tl.load(y + 3 * H, mask=ok, other=0.0)
+    if HAS_DT:
+        dt = tl.load(dt_ptr + rows * sdt_b + t * sdt_t, mask=row_ok, other=0.0)[:, None]
+    else:
+        dt = tl.full([BLOCK_B, 1], 1.0, tl.float32)
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + rows * sk_b + t * sk_t, mask=row_ok, other=0)[:, None] != 0
+    else:
+        keep = tl.full([BLOCK_B, 1], 1, tl.int1)
+    return g, y1, y2, y3, y4, dt, keep
+
+
+@triton.jit
+def _backward(g_ptr, sg_b, sg_t, sg_h, dh0_ptr, y_ptr, z_ptr, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t,
+              wh_ptr, s_wh_u, s_wh_k, w1_ptr, w2_ptr, w3_ptr, w4_ptr, s_y_c, s_y_u, dy_ptr, dz_ptr, sdz_b, sdz_t,
+              counter_ptr, prof_ptr, T, B, H, U, ROW0, ROW_END,
+              ACT: tl.constexpr, MODE: tl.constexpr, PREC: tl.constexpr, COLS: tl.constexpr,
+              BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_U: tl.constexpr,
+              HP: tl.constexpr, UP: tl.constexpr, HOLD: tl.constexpr,
+              HAS_DT: tl.constexpr, HAS_KEEP: tl.constexpr, PROFILE: tl.constexpr):
+    """g: gradient of the outputs, any [B, T, H] strides (a broadcast one included); dh0 [B, H] out:
+    the gradient of the initial state; y, dy [T, B, 4H]; z [T, B, U]; dz [B, T, U] out, which the
+    programs also exchange (strides sdz_b, sdz_t); dt, keep as in the forward. Weights:
+    W_h[unit, c] at wh + unit * s_wh_u + c * s_wh_k, W_j[c, unit] at w_j + c * s_y_c + unit * s_y_u."""
+    pid_c = tl.program_id(1)
+    prof = prof_ptr + (tl.program_id(0) * COLS + pid_c) * (4 + 4 * T)
+    if PROFILE:
+        tl.store(prof, _globaltimer())
+        tl.store(prof + 1, _clock())
+    rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
+    units = pid_c * BLOCK_U + tl.arange(0, BLOCK_U)
+    hk, uk = tl.arange(0, HP), tl.arange(0, UP)
+    row_ok, col_ok, unit_ok, hk_ok, uk_ok = rows < ROW_END, cols < H, units < U, hk < H, uk < U
+    ok, ok_u = row_ok[:, None] & col_ok[None, :], row_ok[:, None] & unit_ok[None, :]
+    ok_hk, ok_uk = row_ok[:, None] & hk_ok[None, :], row_ok[:, None] & uk_ok[None, :]
+    w_y = hk[:, None] * s_y_c + units[None, :] * s_y_u              # [HP, BLOCK_U]: W_j slice
     wy_ok = hk_ok[:, None] & unit_ok[None, :]
-    w_hp = w_h_ptr + uk[:, None] * H + cols[None, :]
+    w_hp = wh_ptr + uk[:, None] * s_wh_u + cols[None, :] * s_wh_k   # [UP, BLOCK_H]: W_h slice
     wh_ok = uk_ok[:, None] & col_ok[None, :]
     if HOLD:
-        wy1 = tl.load(w_y, mask=wy_ok, other=0.0)
-        wy2 = tl.load(w_y + H * U, mask=wy_ok, other=0.0)
-        wy3 = tl.load(w_y + 2 * H * U, mask=wy_ok, other=0.0)
-        wy4 = tl.load(w_y + 3 * H * U, mask=wy_ok, other=0.0)
+        wy1 = tl.load(w1_ptr + w_y, mask=wy_ok, other=0.0)
+        wy2 = tl.load(w2_ptr + w_y, mask=wy_ok, other=0.0)
+        wy3 = tl.load(w3_ptr + w_y, mask=wy_ok, other=0.0)
+        wy4 = tl.load(w4_ptr + w_y, mask=wy_ok, other=0.0)
         w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
-    carry = tl.load(carry_ptr + rows[:, None] * H + cols[None, :], mask=ok, other=0.0)
+    carry = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
     counter = counter_ptr + tl.program_id(0) * COUNTER_STRIDE
+    # a step's inputs (output gradient, heads' pre-activations, dt, keep) are read during the step
+    # before, so that their memory latency overlaps its barriers
+    g_next, y1n, y2n, y3n, y4n, dt_next, keep_next = _step_inputs(
+        g_ptr, sg_b, sg_t, sg_h, y_ptr, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, T - 1, B, H, rows, cols, row_ok,
+        ok, BLOCK_B, HAS_DT, HAS_KEEP)
     for i in range(T):
+        _stamp(prof, 4 + 4 * i, PROFILE)
         t = T - 1 - i
+        # z is used after the first barrier: read now
+        zt = tl.load(z_ptr + (t * B + rows[:, None]) * U + units[None, :], mask=ok_u, other=0.0)
         # gate gradient for this program's state columns
-        g = tl.load(g_ptr + (t * B + rows[:, None]) * H + cols[None, :], mask=ok, other=0.0) + carry
-        dt = tl.load(dt_ptr + t * B + rows, mask=row_ok, other=0.0)[:, None]
-        keep = tl.load(keep_ptr + t * B + rows, mask=row_ok, other=0)[:, None] != 0
-        dc = tl.where(keep, g, 0.0)
-        y = y_ptr + (t * B + rows[:, None]) * (4 * H) + cols[None, :]
-        dy1, dy2, dy3, dq = _gate_grad(dc, tl.load(y, mask=ok, other=0.0), tl.load(y + H, mask=ok, other=0.0),
-                                       tl.load(y + 2 * H, mask=ok, other=0.0), tl.load(y + 3 * H, mask=ok, other=0.0),
-                                       dt, MODE)
+        g = g_next + carry
+        dt, keep = dt_next, keep_next
+        if HAS_KEEP:
+            dc = tl.where(keep, g, 0.0)
+        else:
+            dc = g
+        dy1, dy2, dy3, dq = _gate_grad(dc, y1n, y2n, y3n, y4n, dt, MODE)
         dy = dy_ptr + (t * B + rows[:, None]) * (4 * H)
         tl.store(dy + cols[None, :], dy1, mask=ok)
         tl.store(dy + H + cols[None, :], dy2, mask=ok)
         tl.store(dy + 2 * H + cols[None, :], dy3, mask=ok)
         tl.store(dy + 3 * H + cols[None, :], dq, mask=ok)
-        _sync(counter, COLS * (2 * i + 1), COLS)
+        _stamp(prof, 5 + 4 * i, PROFILE)
+        _sync(counter, COLS * (2 * i + 1), COLS)  # dy complete
+        _stamp(prof, 6 + 4 * i, PROFILE)
         # dz for this program's backbone units, from the whole of dy's row
         if HOLD:
             d1 = tl.load(dy + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
@@ -257,32 +361,46 @@ def _backward(g_ptr, carry_ptr, y_ptr, z_ptr, dt_ptr, keep_ptr, w_y_ptr, w_h_ptr
             da += tl.dot(d3, wy3, input_precision=PREC)
             da += tl.dot(d4, wy4, input_precision=PREC)
         else:  # one head at a time, its weights re-read (from L1/L2): fewer registers for wide layers
-            da = tl.zeros([BLOCK_B, BLOCK_U], dtype=tl.float32)
-            for j in tl.static_range(4):
-                d = tl.load(dy + j * H + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
-                da += tl.dot(d, tl.load(w_y + j * H * U, mask=wy_ok, other=0.0), input_precision=PREC)
-        zt = tl.load(z_ptr + (t * B + rows[:, None]) * U + units[None, :], mask=ok_u, other=0.0)
-        dz = dz_ptr + (t * B + rows[:, None]) * U
+            d = tl.load(dy + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
+            da = tl.dot(d, tl.load(w1_ptr + w_y, mask=wy_ok, other=0.0), input_precision=PREC)
+            d = tl.load(dy + H + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
+            da += tl.dot(d, tl.load(w2_ptr + w_y, mask=wy_ok, other=0.0), input_precision=PREC)
+            d = tl.load(dy + 2 * H + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
+            da += tl.dot(d, tl.load(w3_ptr + w_y, mask=wy_ok, other=0.0), input_precision=PREC)
+            d = tl.load(dy + 3 * H + hk[None, :], mask=ok_hk, other=0.0, cache_modifier=".cg")
+            da += tl.dot(d, tl.load(w4_ptr + w_y, mask=wy_ok, other=0.0), input_precision=PREC)
+        dz = dz_ptr + rows[:, None] * sdz_b + t * sdz_t
         tl.store(dz + units[None, :], _act_grad(zt, da, ACT), mask=ok_u)
-        _sync(counter, COLS * (2 * i + 2), COLS)
+        g_next, y1n, y2n, y3n, y4n, dt_next, keep_next = _step_inputs(  # step t - 1 (after t = 0: unused)
+            g_ptr, sg_b, sg_t, sg_h, y_ptr, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, (t + T - 1) % T, B, H, rows,
+            cols, row_ok, ok, BLOCK_B, HAS_DT, HAS_KEEP)
+        _stamp(prof, 7 + 4 * i, PROFILE)
+        _sync(counter, COLS * (2 * i + 2), COLS)  # dz complete
         # the state gradient for this program's columns, from the whole of dz's row
         d = tl.load(dz + uk[None, :], mask=ok_uk, other=0.0, cache_modifier=".cg")
         if not HOLD:
             w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
-        carry = tl.where(keep, 0.0, g) + tl.dot(d, w_h, input_precision=PREC)
-    tl.store(carry_ptr + rows[:, None] * H + cols[None, :], carry, mask=ok)
+        if HAS_KEEP:  # a held step passes its gradient through
+            carry = tl.where(keep, 0.0, g) + tl.dot(d, w_h, input_precision=PREC)
+        else:
+            carry = tl.dot(d, w_h, input_precision=PREC)
+    tl.store(dh0_ptr + rows[:, None] * H + cols[None, :], carry, mask=ok)
+    if PROFILE:
+        tl.store(prof + 2, _globaltimer())
+        tl.store(prof + 3, _clock())
 
 
 _STEP_PRECISION = "tf32x3"  # the per-step kernels' default, for the fallback
 
 
-def _refused(err: RuntimeError) -> None:
+def _refused(err: RuntimeError) -> bool:
     """A cooperative launch the driver refuses (programs that cannot all be resident, e.g. other
-    work holding SMs) costs speed, not the result: the per-step kernels take over. Anything else
-    is a real error and propagates."""
+    work holding SMs) costs speed, not the result: the caller runs the per-step kernels instead.
+    Anything else is a real error and propagates."""
     if "cooperative" not in str(err).lower():
         raise err
     warnings.warn(f"fast CfC: persistent kernels refused ({err}); running the per-step Triton kernels instead")
+    return True
 
 
 def _launch_kwargs(p: Plan, hidden: int, units: int) -> dict:
@@ -300,59 +418,199 @@ def _slices(batch: int, p: Plan):
         yield row0, row0 + rows, triton.cdiv(rows, p.block_b)
 
 
-def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str,
-                 save: bool = True):
-    """u [T, B, U], dt [T, B, 1], keep [T, B, 1] bool, h0 [B, H], w_h [U, H], w_heads [4H, U].
-    Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]), z and y None unless `save` (inference keeps
-    only the output); one launch per slice of rows."""
-    n, b, units = u.shape
-    hid = h0.shape[1]
-    hs = u.new_empty(n + 1, b, hid)
-    hs[0] = h0
-    z = u.new_empty(n, b, units) if save else u.new_empty(1)
-    y = u.new_empty(n, b, 4 * hid) if save else u.new_empty(1)
-    u, dt = u.contiguous(), dt.contiguous()
-    keep = keep.contiguous().view(torch.uint8)
-    w_ht, w_yt, b_y = w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous()
-    a = u.new_empty(2, b, units)
+def _stamps(profile: list | None, programs: int, n: int, device) -> torch.Tensor:
+    if profile is None:
+        return torch.empty(1, dtype=torch.int64, device=device)
+    prof = torch.zeros(programs, 4 + 4 * n, dtype=torch.int64, device=device)
+    profile.append(prof)
+    return prof
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The cell's parameters as the kernels read them: views, no copies."""
+
+    w_x: torch.Tensor        # [U, F]: the first backbone layer's input columns
+    w_h: torch.Tensor        # [U, H]: its state columns (row stride F + H)
+    b_in: torch.Tensor       # [U]
+    heads: tuple             # ff1, ff2, time_a, time_b weights, [H, U] each (ff1, ff2 masked where sparse)
+    biases: tuple            # their biases, [H] each
+
+    @classmethod
+    def of(cls, inputs: int, w_in, b_in, heads, biases) -> "Weights":
+        return cls(w_in[:, :inputs], w_in[:, inputs:], b_in, tuple(w.contiguous() for w in heads),
+                   tuple(b.contiguous() for b in biases))
+
+
+@dataclass
+class Trace:
+    """What the backward reads: each step's previous state [B, T, H], activations and
+    pre-activations [T, B, U], and heads' pre-activations [T, B, 4H]."""
+
+    hp: torch.Tensor
+    a: torch.Tensor
+    z: torch.Tensor
+    y: torch.Tensor
+
+
+def _forward_weights(w: Weights) -> tuple:
+    """(W_h^T, its unit and k strides, heads 1..4 transposed, their column and unit strides). A
+    program holds [K, N] slices of these for the whole scan; they must be read contiguous along N
+    (here: W_h^T [H, U], W_heads^T [U, 4H], two small copies): read along K instead, the same
+    kernel ran 2-3.5x slower (bench/NOTES.md)."""
+    w_ht = w.w_h.t().contiguous()
+    w_yt = torch.cat([h.t() for h in w.heads], dim=1)
+    hid = w.heads[0].shape[0]
+    return (w_ht, 1, w_ht.stride(0), *(w_yt[:, j * hid:(j + 1) * hid] for j in range(4)), 1, w_yt.stride(0))
+
+
+def _backward_weights(w: Weights) -> tuple:
+    """The backward's [K, N] slices are W_j [H, U] and W_h [U, H]: the parameters as they are."""
+    return (w.w_h, w.w_h.stride(0), 1, *w.heads, w.heads[0].stride(0), 1)
+
+
+def _dt_keep_args(dt, keep, dummy):
+    dt_args = (dt, dt.stride(0), dt.stride(1)) if dt is not None else (dummy, 0, 0)
+    keep_args = (keep.view(torch.uint8), keep.stride(0), keep.stride(1)) if keep is not None else (dummy, 0, 0)
+    return dt_args, keep_args
+
+
+def forward_scan(u, dt, keep, h0, w: Weights, mode: str, activation: str, precision: str, save: bool,
+                 profile: list | None = None):
+    """u [B, T, U] (input projection plus bias, unit stride last), dt [B, T] float32 or None (1),
+    keep [B, T] bool or None (all kept), h0 [B, H] or None (zeros). Returns (out [B, T, H], Trace
+    or None without `save`), or None when the driver refuses the launch. `profile`: a list that
+    receives each launch's clock stamps (bench/cfc_persistent_phases.py)."""
+    b, n, units = u.shape
+    hid = w.heads[0].shape[0]
+    dummy = u.new_empty(1)
+    out = u.new_empty(b, n, hid)
+    hx = u.new_empty(2, b, hid)
+    trace = None
+    if save:
+        trace = Trace(u.new_empty(b, n, hid), u.new_empty(n, b, units), u.new_empty(n, b, units),
+                      u.new_empty(n, b, 4 * hid))
+    a = trace.a if save else u.new_empty(2, b, units)
+    hp, z, y = (trace.hp, trace.z, trace.y) if save else (dummy, dummy, dummy)
+    dt_args, keep_args = _dt_keep_args(dt, keep, dummy)
     p = plan(b, hid, units, u.device)
     kw = _launch_kwargs(p, hid, units)
     try:
         for row0, row_end, blocks in _slices(b, p):
             counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=u.device)
-            _forward[(blocks, p.columns)](u, dt, keep, hs, a, w_ht, w_yt, b_y, z, y, counters, n, b, hid, units, row0,
-                                          row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
-                                          SAVE=save, **kw)
+            _forward[(blocks, p.columns)](
+                u, u.stride(0), u.stride(1), *dt_args, *keep_args, dummy if h0 is None else h0, hx, out, hp,
+                out.stride(0), out.stride(1), a, a.shape[0], z, y, *_forward_weights(w), *w.biases, counters,
+                _stamps(profile, blocks * p.columns, n, u.device), n, b, hid, units, row0, row_end,
+                ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision, SAVE=save, HAS_DT=dt is not None,
+                HAS_KEEP=keep is not None, HAS_H0=h0 is not None, PROFILE=profile is not None, **kw)
     except RuntimeError as err:
-        _refused(err)
-        return cfc_triton.scan_forward(u, dt, keep.view(torch.bool), h0, w_h, w_heads, b_heads, mode, activation,
-                                       _STEP_PRECISION)
-    return (hs[1:], z, y) if save else (hs[1:], None, None)
+        if _refused(err):
+            return None
+    return out, trace
 
 
-def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, activation: str, precision: str):
-    """Reverse scan: returns (dy [T, B, 4H], dz [T, B, U], carry [B, H]); `carry` (the gradient
-    arriving from after the last step) is updated in place and returned."""
-    n, b, hid = grad_hs.shape
-    units = z.shape[-1]
-    dy = grad_hs.new_empty(n, b, 4 * hid)
-    dz = grad_hs.new_empty(n, b, units)
-    g, dt = grad_hs.contiguous(), dt.contiguous()
-    keep = keep.contiguous().view(torch.uint8)
-    z, y, w_y, w_hc = z.contiguous(), y.contiguous(), w_heads.contiguous(), w_h.contiguous()
-    assert carry.is_contiguous()
+def backward_scan(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: str, precision: str,
+                  profile: list | None = None):
+    """g [B, T, H] (any strides) the outputs' gradient. Returns (dy [T, B, 4H], dz [B, T, U], dh0 [B, H])."""
+    b, n, hid = g.shape
+    units = trace.z.shape[-1]
+    dummy = g.new_empty(1)
+    dy, dz, dh0 = g.new_empty(n, b, 4 * hid), g.new_empty(b, n, units), g.new_empty(b, hid)
+    dt_args, keep_args = _dt_keep_args(dt, keep, dummy)
     p = plan(b, hid, units, g.device)
     kw = _launch_kwargs(p, hid, units)
-    start = carry.clone()  # a refused launch may leave it half written
     try:
         for row0, row_end, blocks in _slices(b, p):
             counters = torch.zeros(blocks * COUNTER_STRIDE.value, dtype=torch.int32, device=g.device)
-            _backward[(blocks, p.columns)](g, carry, y, z, dt, keep, w_y, w_hc, dy, dz, counters, n, b, hid, units,
-                                           row0, row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode],
-                                           PREC=precision, **kw)
+            _backward[(blocks, p.columns)](
+                g, g.stride(0), g.stride(1), g.stride(2), dh0, trace.y, trace.z, *dt_args, *keep_args,
+                *_backward_weights(w), dy, dz, dz.stride(0), dz.stride(1), counters,
+                _stamps(profile, blocks * p.columns, n, g.device),
+                n, b, hid, units, row0, row_end, ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision,
+                HAS_DT=dt is not None, HAS_KEEP=keep is not None, PROFILE=profile is not None, **kw)
     except RuntimeError as err:
         _refused(err)
-        carry.copy_(start)
-        return cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep.view(torch.bool), z, y, w_h, w_heads, mode,
-                                             activation, _STEP_PRECISION)
-    return dy, dz, carry
+        return _backward_by_steps(g, trace, dt, keep, w, mode, activation)
+    return dy, dz, dh0
+
+
+def _backward_by_steps(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: str):
+    """The same reverse scan with the per-step kernels (time-major), for a refused launch."""
+    b, n, hid = g.shape
+    dt_tm = g.new_ones(n, b, 1) if dt is None else dt.t().unsqueeze(-1).contiguous()
+    keep_tm = (torch.ones(n, b, 1, dtype=torch.bool, device=g.device) if keep is None
+               else keep.t().unsqueeze(-1).contiguous())
+    carry = g.new_zeros(b, hid)
+    dy, dz, carry = cfc_triton.scan_backward_loop(g.transpose(0, 1).contiguous(), carry, dt_tm, keep_tm, trace.z,
+                                                  trace.y, w.w_h, torch.cat(w.heads), mode, activation,
+                                                  _STEP_PRECISION)
+    return dy, dz.transpose(0, 1).contiguous(), carry
+
+
+class _Scan(torch.autograd.Function):
+    """The whole CfC layer over a sequence: input projection, persistent forward, and on the way
+    back the persistent backward plus every gradient in a few bulk products."""
+
+    @staticmethod
+    def forward(ctx, cfg, x, dt, keep, h0, w_in, b_in, w1, w2, w3, w4, c1, c2, c3, c4):
+        mode, activation, precision, save = cfg
+        b, n, inputs = x.shape
+        w = Weights.of(inputs, w_in, b_in, (w1, w2, w3, w4), (c1, c2, c3, c4))
+        u = torch.addmm(b_in, x.view(b * n, inputs), w.w_x.t()).view(b, n, -1)
+        result = forward_scan(u, dt, keep, h0, w, mode, activation, precision, save)
+        if result is None:
+            raise _Refusal()
+        out, trace = result
+        ctx.cfg, ctx.trace = cfg, trace
+        if save:
+            ctx.save_for_backward(x, dt, keep, w_in, b_in, w1, w2, w3, w4, c1, c2, c3, c4)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        mode, activation, precision, _ = ctx.cfg
+        x, dt, keep, w_in, b_in, *heads = ctx.saved_tensors
+        trace = ctx.trace
+        b, n, inputs = x.shape
+        w = Weights.of(inputs, w_in, b_in, heads[:4], heads[4:])
+        hid, units = w.heads[0].shape
+        dy, dz, dh0 = backward_scan(g, trace, dt, keep, w, mode, activation, precision)
+        need = ctx.needs_input_grad
+        du = dz.view(b * n, units)
+        gx = (du @ w.w_x).view(b, n, inputs) if need[1] else None
+        gdt = (dy[..., 3 * hid:] * trace.y[..., 2 * hid:3 * hid]).sum(-1).t() if need[2] else None
+        gw_t = du.new_empty(w_in.shape[1], units)  # [F + H, U]: both halves in place, then one transpose view
+        torch.mm(x.view(b * n, inputs).t(), du, out=gw_t[:inputs])
+        torch.mm(trace.hp.view(b * n, hid).t(), du, out=gw_t[inputs:])
+        dy2 = dy.view(n * b, 4 * hid)
+        g_heads = (dy2.t() @ trace.a.view(n * b, units)).split(hid)
+        g_bias = dy2.sum(0).split(hid)
+        ctx.trace = None
+        return (None, gx, gdt, None, dh0 if need[4] else None, gw_t.t(), du.sum(0), *g_heads, *g_bias)
+
+
+class _Refusal(Exception):
+    """The driver refused the cooperative launch (raised inside the autograd function, before any
+    output exists, so that the caller can run the per-step kernels instead)."""
+
+
+def cfc_sequence(cell, x, dt, mask, state, mode: str, activation: str, precision: str):
+    """The ncps CfCCell `cell` (one backbone layer, gated modes) over x [B, T, F]: outputs [B, T, H],
+    or None when the driver refused the launch. dt [B, T] or [B, T, 1] or None; mask [B, T] or None;
+    state [B, H] or None. Gradients flow to x, dt, state and every parameter that needs them."""
+    if dt is not None:
+        dt = (dt.squeeze(-1) if dt.dim() == 3 else dt).to(torch.float32)
+    keep = None if mask is None else mask.to(torch.bool)
+    first = cell.backbone[0]
+    masked = (lambda layer: layer.weight) if cell.sparsity_mask is None else (
+        lambda layer: layer.weight * cell.sparsity_mask)
+    heads = (masked(cell.ff1), masked(cell.ff2), cell.time_a.weight, cell.time_b.weight)
+    biases = (cell.ff1.bias, cell.ff2.bias, cell.time_a.bias, cell.time_b.bias)
+    params = (first.weight, first.bias, *heads, *biases)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, state, *params))
+    try:
+        return _Scan.apply((mode, activation, precision, save), x.contiguous(), dt, keep,
+                           None if state is None else state.contiguous(), *params)
+    except _Refusal:
+        return None

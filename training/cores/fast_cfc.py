@@ -8,10 +8,12 @@ nodes backward. This module computes the same function from the same `CfCCell` w
 2. the heads (ff1, ff2, time_a, time_b) as one matmul on concatenated weights;
 3. a scan with its own backward (`_CfCScan`): per step backward is two small matmuls and two
    elementwise passes; weight gradients are deferred and done as one large matmul per weight;
-4. optionally, fused steps: for one backbone layer in float32, the whole scan as one persistent
-   Triton launch each way (`cfc_persistent`, the CUDA default where its weight slices fit in
-   registers), or each step as two Triton GEMM kernels each way with the elementwise work inside
-   (`cfc_triton`); for other cells, the elementwise work fused by `torch.compile` (needs Triton on GPU);
+4. optionally, fused steps: for one backbone layer in float32, the whole layer handed to
+   `cfc_persistent` (its own autograd function around one persistent Triton launch per scan each
+   way; the CUDA default where its weight slices fit in registers, and the route when a launch is
+   refused is everything below), or each step as two Triton GEMM kernels each way with the
+   elementwise work inside (`cfc_triton`); for other cells, the elementwise work fused by
+   `torch.compile` (needs Triton on GPU);
 5. optionally, the forward and the backward loop over a chunk of steps each captured once as a CUDA
    graph, so one replay launches a chunk's kernels without Python in between.
 
@@ -290,15 +292,11 @@ def _ones_keep(like: torch.Tensor) -> torch.Tensor:
 
 def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights, save: bool) -> ScanTrace:
     if k.triton_precision is not None:
-        from training.cores import cfc_persistent, cfc_triton
+        from training.cores import cfc_triton
 
         keep = _ones_keep(u) if keep is None else keep
-        if k.persistent:
-            hs, z, y = cfc_persistent.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
-                                                   spec.activation, k.triton_precision, save)
-        else:
-            hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
-                                               spec.activation, k.triton_precision)
+        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
+                                           spec.activation, k.triton_precision)
         return ScanTrace(hs, [z], y) if save else ScanTrace(hs, [], None)
     n = u.shape[0]
     w_h_t = w.w_h.t()
@@ -343,11 +341,10 @@ class LoopGrads:
 
 def scan_backward_loop(spec: ScanSpec, k: StepKernels, zs, y, dt, keep, w: ScanWeights, grad_hs, carry) -> LoopGrads:
     if k.triton_precision is not None:
-        from training.cores import cfc_persistent, cfc_triton
+        from training.cores import cfc_triton
 
         keep = _ones_keep(grad_hs) if keep is None else keep
-        kernels = cfc_persistent if k.persistent else cfc_triton
-        dy, dz, carry = kernels.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads, spec.mode,
+        dy, dz, carry = cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads, spec.mode,
                                                    spec.activation, k.triton_precision)
         return LoopGrads(dy, None, [dz], carry)
     n = grad_hs.shape[0]
@@ -657,12 +654,25 @@ def cfc_sequence(
 def _cfc_sequence(cell, x, dt, mask, state, options):
     b, n, _ = x.shape
     hid = cell.hidden_size
+    if n == 0:
+        return x.new_zeros(b, 0, hid), x.new_zeros(b, hid) if state is None else state
+    spec = cell_spec(cell)
+    fuse, persistent = _resolve(options, x.device)
+    if persistent and options.persistent is None and spec.layers == 1:
+        persistent = _persistent_suits(hid, cell.backbone[0].out_features, x.device)  # only where measured faster
+    kernels = step_kernels(spec, fuse, x.device, x.dtype, options.precision, options.triton_gemms, persistent)
+    if kernels.persistent:  # the whole layer, projection and gradients included, in cfc_persistent
+        from training.cores import cfc_persistent
+
+        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+            out = cfc_persistent.cfc_sequence(cell, x, dt, mask, state, spec.mode, spec.activation,
+                                              kernels.triton_precision)
+        if out is not None:
+            return out, out[:, -1]
+        kernels = step_kernels(spec, fuse, x.device, x.dtype, None, options.triton_gemms, False)  # refused
     if state is None:
         state = x.new_zeros(b, hid)
-    if n == 0:
-        return x.new_zeros(b, 0, hid), state
     dt = x.new_ones(b, n, 1) if dt is None else (dt.unsqueeze(-1) if dt.dim() == 2 else dt)
-    spec = cell_spec(cell)
 
     if spec.layers == 0:
         first_w, first_b = _head_weights(cell)
@@ -683,10 +693,6 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    fuse, persistent = _resolve(options, x.device)
-    if persistent and options.persistent is None and spec.layers == 1:
-        persistent = _persistent_suits(hid, w.w_h.shape[0], x.device)  # by default only where measured faster
-    kernels = step_kernels(spec, fuse, x.device, u.dtype, options.precision, options.triton_gemms, persistent)
     graphs = _graphs(options, kernels, x.device)
     # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
     # computes on cuda:1 while the current device may still be cuda:0)
