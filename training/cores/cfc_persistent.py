@@ -161,6 +161,21 @@ def _stamp(prof_ptr, i, PROFILE: tl.constexpr):
 
 
 @triton.jit
+def _dt_keep(dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, t, rows, row_ok, BLOCK_B: tl.constexpr,
+             HAS_DT: tl.constexpr, HAS_KEEP: tl.constexpr):
+    """Step t's time spans [BLOCK_B, 1] (1 where absent) and kept-row flags (all where absent)."""
+    if HAS_DT:
+        dt = tl.load(dt_ptr + rows * sdt_b + t * sdt_t, mask=row_ok, other=0.0)[:, None]
+    else:
+        dt = tl.full([BLOCK_B, 1], 1.0, tl.float32)
+    if HAS_KEEP:
+        keep = tl.load(keep_ptr + rows * sk_b + t * sk_t, mask=row_ok, other=0)[:, None] != 0
+    else:
+        keep = tl.full([BLOCK_B, 1], 1, tl.int1)
+    return dt, keep
+
+
+@triton.jit
 def _forward(u_ptr, su_b, su_t, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, h0_ptr, hx_ptr, out_ptr, hp_ptr,
              so_b, so_t, a_ptr, A_SLOTS, z_ptr, y_ptr, wh_ptr, s_wh_u, s_wh_k, w1_ptr, w2_ptr, w3_ptr, w4_ptr,
              s_y_c, s_y_u, b1_ptr, b2_ptr, b3_ptr, b4_ptr, counter_ptr, prof_ptr, T, B, H, U, ROW0, ROW_END,
@@ -216,12 +231,7 @@ def _forward(u_ptr, su_b, su_t, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, h0_p
         _stamp(prof, 4 + 4 * t, PROFILE)
         # backbone: this program's units, from the whole previous state h
         z = u_next
-        if HAS_DT:
-            dt = tl.load(dt_ptr + rows * sdt_b + t * sdt_t, mask=row_ok, other=0.0)[:, None]
-        else:
-            dt = tl.full([BLOCK_B, 1], 1.0, tl.float32)
-        if HAS_KEEP:
-            keep = tl.load(keep_ptr + rows * sk_b + t * sk_t, mask=row_ok, other=0)[:, None] != 0
+        dt, keep = _dt_keep(dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, t, rows, row_ok, BLOCK_B, HAS_DT, HAS_KEEP)
         if not HOLD:  # re-read each step (from L1/L2): fewer registers for wide layers
             w_h = tl.load(w_hp, mask=wh_ok, other=0.0)
         z += tl.dot(h, w_h, input_precision=PREC)
@@ -277,14 +287,7 @@ def _step_inputs(g_ptr, sg_b, sg_t, sg_h, y_ptr, dt_ptr, sdt_b, sdt_t, keep_ptr,
     y2 = tl.load(y + H, mask=ok, other=0.0)
     y3 = tl.load(y + 2 * H, mask=ok, other=0.0)
     y4 = tl.load(y + 3 * H, mask=ok, other=0.0)
-    if HAS_DT:
-        dt = tl.load(dt_ptr + rows * sdt_b + t * sdt_t, mask=row_ok, other=0.0)[:, None]
-    else:
-        dt = tl.full([BLOCK_B, 1], 1.0, tl.float32)
-    if HAS_KEEP:
-        keep = tl.load(keep_ptr + rows * sk_b + t * sk_t, mask=row_ok, other=0)[:, None] != 0
-    else:
-        keep = tl.full([BLOCK_B, 1], 1, tl.int1)
+    dt, keep = _dt_keep(dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, t, rows, row_ok, BLOCK_B, HAS_DT, HAS_KEEP)
     return g, y1, y2, y3, y4, dt, keep
 
 
