@@ -95,7 +95,11 @@ def plan(batch: int, hidden: int, units: int, device: torch.device, knobs: Knobs
     if interpreting() or device.type != "cuda":
         # one program per row block: no barrier (the interpreter runs programs one at a time)
         return Plan(16, max(16, _pow2(hidden)), max(16, _pow2(units)), 1, max(batch, 1), hold=k.hold is not False)
-    n_sm = torch.cuda.get_device_properties(device).multi_processor_count
+    return gpu_plan(batch, hidden, units, torch.cuda.get_device_properties(device).multi_processor_count, k)
+
+
+def gpu_plan(batch: int, hidden: int, units: int, n_sm: int, k: Knobs) -> Plan:
+    """The plan on a GPU with n_sm SMs (also for compiling offline: bench/cfc_kernel_resources.py)."""
     block_h = max(16, _pow2(triton.cdiv(hidden, k.columns)))
     cols = triton.cdiv(hidden, block_h)
     block_u = max(16, _pow2(triton.cdiv(units, cols)))
