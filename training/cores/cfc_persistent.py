@@ -593,7 +593,6 @@ class _Scan(torch.autograd.Function):
         dy2 = dy.view(n * b, 4 * hid)
         g_heads = (dy2.t() @ trace.a.view(n * b, units)).split(hid)
         g_bias = dy2.sum(0).split(hid)
-        ctx.trace = None
         return (None, gx, gdt, None, dh0 if need[4] else None, gw_t.t(), du.sum(0), *g_heads, *g_bias)
 
 
