@@ -158,6 +158,24 @@ def _globaltimer():
 
 
 @triton.jit
+def _profile_start(prof_ptr, T, COLS: tl.constexpr, PROFILE: tl.constexpr):
+    """This program's row of prof [programs, 4 + 4T]; with PROFILE, the launch's start time and
+    clock go into its first two slots."""
+    prof = prof_ptr + (tl.program_id(0) * COLS + tl.program_id(1)) * (4 + 4 * T)
+    if PROFILE:
+        tl.store(prof, _globaltimer())
+        tl.store(prof + 1, _clock())
+    return prof
+
+
+@triton.jit
+def _profile_end(prof, PROFILE: tl.constexpr):
+    if PROFILE:
+        tl.store(prof + 2, _globaltimer())
+        tl.store(prof + 3, _clock())
+
+
+@triton.jit
 def _stamp(prof_ptr, i, PROFILE: tl.constexpr):
     """Profiling only (bench/cfc_persistent_phases.py): this program's SM clock at point i."""
     if PROFILE:
@@ -196,10 +214,7 @@ def _forward(u_ptr, su_b, su_t, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, h0_p
     w_j + c * s_y_c + u * s_y_u. HP, UP: H, U rounded up to powers of 2. PROFILE: clock stamps
     into prof [programs, 4 + 4T]."""
     pid_c = tl.program_id(1)
-    prof = prof_ptr + (tl.program_id(0) * COLS + pid_c) * (4 + 4 * T)
-    if PROFILE:
-        tl.store(prof, _globaltimer())
-        tl.store(prof + 1, _clock())
+    prof = _profile_start(prof_ptr, T, COLS, PROFILE)
     rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
     units = pid_c * BLOCK_U + tl.arange(0, BLOCK_U)
@@ -276,9 +291,7 @@ def _forward(u_ptr, su_b, su_t, dt_ptr, sdt_b, sdt_t, keep_ptr, sk_b, sk_t, h0_p
         _sync(counter, COLS * (2 * t + 2), COLS)  # h_t complete
         h = tl.load(hx_ptr + (((t + 1) % 2) * B + rows[:, None]) * H + hk[None, :], mask=ok_hk, other=0.0,
                     cache_modifier=".cg")
-    if PROFILE:
-        tl.store(prof + 2, _globaltimer())
-        tl.store(prof + 3, _clock())
+    _profile_end(prof, PROFILE)
 
 
 @triton.jit
@@ -308,10 +321,7 @@ def _backward(g_ptr, sg_b, sg_t, sg_h, dh0_ptr, y_ptr, z_ptr, dt_ptr, sdt_b, sdt
     programs also exchange (strides sdz_b, sdz_t); dt, keep as in the forward. Weights:
     W_h[unit, c] at wh + unit * s_wh_u + c * s_wh_k, W_j[c, unit] at w_j + c * s_y_c + unit * s_y_u."""
     pid_c = tl.program_id(1)
-    prof = prof_ptr + (tl.program_id(0) * COLS + pid_c) * (4 + 4 * T)
-    if PROFILE:
-        tl.store(prof, _globaltimer())
-        tl.store(prof + 1, _clock())
+    prof = _profile_start(prof_ptr, T, COLS, PROFILE)
     rows = (ROW0 + tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = pid_c * BLOCK_H + tl.arange(0, BLOCK_H)
     units = pid_c * BLOCK_U + tl.arange(0, BLOCK_U)
@@ -392,9 +402,7 @@ def _backward(g_ptr, sg_b, sg_t, sg_h, dh0_ptr, y_ptr, z_ptr, dt_ptr, sdt_b, sdt
         else:
             carry = tl.dot(d, w_h, input_precision=PREC)
     tl.store(dh0_ptr + rows[:, None] * H + cols[None, :], carry, mask=ok)
-    if PROFILE:
-        tl.store(prof + 2, _globaltimer())
-        tl.store(prof + 3, _clock())
+    _profile_end(prof, PROFILE)
 
 
 _STEP_PRECISION = "tf32x3"  # the per-step kernels' default, for the fallback
