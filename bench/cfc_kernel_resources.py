@@ -29,12 +29,11 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cfc_speed import Shape  # noqa: E402
+from bench.cfc_speed import BACKBONE_UNITS, Shape  # noqa: E402
 from bench.cfc_step_tiles import PERSISTENT  # noqa: E402
 from training.cores import cfc_persistent as cp  # noqa: E402
 from training.cores.cfc_triton import ACT_CODES, MODE_CODES  # noqa: E402
 
-BACKBONE_UNITS = 128  # CfCCore's default, as in bench/cfc_speed.py
 POINTER_TYPES = {"keep_ptr": "*u8", "counter_ptr": "*i32", "prof_ptr": "*i64"}  # the rest are float32
 
 

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cfc_speed import Shape, median_ms, write_report  # noqa: E402
+from bench.cfc_speed import BACKBONE_UNITS, DEFAULT_SHAPES, Shape, median_ms, write_report  # noqa: E402
 from training.cores import cfc_persistent  # noqa: E402
 from training.cores.cfc import CfCCore  # noqa: E402
 from training.cores.cfc_persistent import Knobs  # noqa: E402
@@ -46,7 +46,6 @@ SETTINGS = {
     "c4 w8": Knobs(columns=4, num_warps=8),
     "c16": Knobs(columns=16),
 }
-BACKBONE_UNITS = 128  # CfCCore's default, as in bench/cfc_speed.py
 PHASES = ("compute_1", "exchange_1", "compute_2", "exchange_2")
 
 
@@ -140,7 +139,7 @@ def lstm_ms(shape: Shape, device, warmup: int, repeats: int) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", type=Shape.parse,
-                        default=[Shape.parse(s) for s in ("256x72x41x128", "256x336x41x256", "32x72x41x128")])
+                        default=[Shape.parse(s) for s in DEFAULT_SHAPES])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

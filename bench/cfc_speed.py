@@ -10,6 +10,7 @@ into the weights and the input. Each fast variant is also checked against the nc
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import statistics
@@ -27,6 +28,7 @@ from training.cores.cfc import CfCCore  # noqa: E402
 from training.cores.fast_cfc import FastOptions, triton_available  # noqa: E402
 
 DEFAULT_SHAPES = ["256x72x41x128", "256x336x41x256", "32x72x41x128", "32x336x41x256"]
+BACKBONE_UNITS = inspect.signature(CfCCore).parameters["backbone_units"].default  # every timed CfC's
 
 
 @dataclass(frozen=True)

@@ -408,14 +408,13 @@ def _backward(g_ptr, sg_b, sg_t, sg_h, dh0_ptr, y_ptr, z_ptr, dt_ptr, sdt_b, sdt
 _STEP_PRECISION = "tf32x3"  # the per-step kernels' default, for the fallback
 
 
-def _refused(err: RuntimeError) -> bool:
+def _refused(err: RuntimeError) -> None:
     """A cooperative launch the driver refuses (programs that cannot all be resident, e.g. other
     work holding SMs) costs speed, not the result: the caller runs the per-step kernels instead.
     Anything else is a real error and propagates."""
     if "cooperative" not in str(err).lower():
         raise err
     warnings.warn(f"fast CfC: persistent kernels refused ({err}); running the per-step Triton kernels instead")
-    return True
 
 
 def _launch_kwargs(p: Plan, hidden: int, units: int) -> dict:
@@ -520,8 +519,8 @@ def forward_scan(u, dt, keep, h0, w: Weights, mode: str, activation: str, precis
                 ACT=ACT_CODES[activation], MODE=MODE_CODES[mode], PREC=precision, SAVE=save, HAS_DT=dt is not None,
                 HAS_KEEP=keep is not None, HAS_H0=h0 is not None, PROFILE=profile is not None, **kw)
     except RuntimeError as err:
-        if _refused(err):
-            return None
+        _refused(err)
+        return None
     return out, trace
 
 
@@ -609,19 +608,16 @@ class _Refusal(Exception):
     output exists, so that the caller can run the per-step kernels instead)."""
 
 
-def cfc_sequence(cell, x, dt, mask, state, mode: str, activation: str, precision: str):
-    """The ncps CfCCell `cell` (one backbone layer, gated modes) over x [B, T, F]: outputs [B, T, H],
-    or None when the driver refused the launch. dt [B, T] or [B, T, 1] or None; mask [B, T] or None;
-    state [B, H] or None. Gradients flow to x, dt, state and every parameter that needs them."""
+def cfc_sequence(x, dt, mask, state, w_in, b_in, heads, biases, mode: str, activation: str, precision: str):
+    """A CfC layer (one backbone layer, gated modes) over x [B, T, F]: outputs [B, T, H], or None
+    when the driver refused the launch. dt [B, T] or [B, T, 1] or None; mask [B, T] or None; state
+    [B, H] or None; w_in [U, F + H], b_in [U]: the backbone layer; heads, biases: ff1, ff2, time_a,
+    time_b as the cell applies them ([H, U] and [H] each). Gradients flow to x, dt, state and every
+    weight that needs them."""
     if dt is not None:
         dt = (dt.squeeze(-1) if dt.dim() == 3 else dt).to(torch.float32)
     keep = None if mask is None else mask.to(torch.bool)
-    first = cell.backbone[0]
-    masked = (lambda layer: layer.weight) if cell.sparsity_mask is None else (
-        lambda layer: layer.weight * cell.sparsity_mask)
-    heads = (masked(cell.ff1), masked(cell.ff2), cell.time_a.weight, cell.time_b.weight)
-    biases = (cell.ff1.bias, cell.ff2.bias, cell.time_a.bias, cell.time_b.bias)
-    params = (first.weight, first.bias, *heads, *biases)
+    params = (w_in, b_in, *heads, *biases)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, state, *params))
     try:
         return _Scan.apply((mode, activation, precision, save), x.contiguous(), dt, keep,

@@ -597,15 +597,24 @@ def unsupported_reason(cell: nn.Module) -> str | None:
     return None
 
 
-def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
+def _heads(cell) -> tuple[tuple, tuple]:
+    """The heads' weights and biases as the cell applies them: ff1, ff2 (masked where the wiring is
+    sparse), time_a, time_b; ff1 alone in pure mode."""
     def masked(layer):
         return layer.weight if cell.sparsity_mask is None else layer.weight * cell.sparsity_mask
 
     if cell.mode == "pure":
-        return masked(cell.ff1), cell.ff1.bias
-    w = torch.cat([masked(cell.ff1), masked(cell.ff2), cell.time_a.weight, cell.time_b.weight])
-    b = torch.cat([cell.ff1.bias, cell.ff2.bias, cell.time_a.bias, cell.time_b.bias])
-    return w, b
+        return (masked(cell.ff1),), (cell.ff1.bias,)
+    return ((masked(cell.ff1), masked(cell.ff2), cell.time_a.weight, cell.time_b.weight),
+            (cell.ff1.bias, cell.ff2.bias, cell.time_a.bias, cell.time_b.bias))
+
+
+def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
+    """The heads as one weight [heads * H, U] and one bias."""
+    weights, biases = _heads(cell)
+    if len(weights) == 1:
+        return weights[0], biases[0]
+    return torch.cat(weights), torch.cat(biases)
 
 
 def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
@@ -665,8 +674,9 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
         from training.cores import cfc_persistent
 
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-            out = cfc_persistent.cfc_sequence(cell, x, dt, mask, state, spec.mode, spec.activation,
-                                              kernels.triton_precision)
+            first = cell.backbone[0]
+            out = cfc_persistent.cfc_sequence(x, dt, mask, state, first.weight, first.bias, *_heads(cell),
+                                              spec.mode, spec.activation, kernels.triton_precision)
         if out is not None:
             return out, out[:, -1]
         kernels = step_kernels(spec, fuse, x.device, x.dtype, None, options.triton_gemms, False)  # refused
