@@ -237,7 +237,7 @@ errors = {{}}
 persistent = FastOptions(fuse=True, persistent=True)
 ROUTES = {{"steps": FastOptions(fuse=True, persistent=False, graphs=False),
           "steps+graphs": FastOptions(fuse=True, persistent=False, graphs=True, graph_chunk=4),
-          "persistent": persistent, "persistent forward refused": persistent,
+          "persistent": persistent, "persistent sparse": persistent, "persistent forward refused": persistent,
           "persistent backward refused": persistent}}
 from training.cores import cfc_persistent
 cfc_persistent.KNOBS = cfc_persistent.Knobs(hold={hold!r})
@@ -252,6 +252,8 @@ class Refused:  # what the driver does when the programs cannot all be resident
 for mode, act, hidden, units, batch, masked, route in {cases!r}:
     core = make_core(mode, 1, act, hidden=hidden, units=units, dtype=torch.float32)
     core.fast_options = ROUTES[route]
+    if route.endswith("sparse"):  # a wired cell: ff1 and ff2 act through a 0/1 mask
+        core.cell.sparsity_mask = (torch.rand(hidden, units) > 0.5).float()
     for name, kernel in kernels.items():
         setattr(cfc_persistent, "_" + name, Refused() if route == f"persistent {{name}} refused" else kernel)
     ref, fast = run_both(core, batch=batch, steps=10, dtype=torch.float32, masked=masked)
@@ -283,7 +285,7 @@ def test_triton_kernels_match_ncps_cell_under_the_triton_interpreter(hold):
     compiled kernels pass the CUDA tests on that version), 3.9's runs them. The persistent kernels
     either hold their weight slices for the whole scan or re-read them each step (wide layers). A
     cooperative launch the driver refuses, forward or backward, must cost speed, not the result:
-    the per-step kernels take over."""
+    the per-step kernels take over. A wired cell (sparsity mask on ff1, ff2) runs the same function."""
     pytest.importorskip("triton", minversion="3.9")
     cases = [("default", "lecun_tanh", 9, 11, 19, True, "steps+graphs"), ("no_gate", "silu", 40, 20, 5, False, "steps"),
              ("default", "gelu", 33, 130, 17, True, "steps+graphs"), ("default", "tanh", 16, 16, 16, True, "steps"),
@@ -291,6 +293,7 @@ def test_triton_kernels_match_ncps_cell_under_the_triton_interpreter(hold):
              ("default", "lecun_tanh", 9, 11, 19, True, "persistent"), ("no_gate", "silu", 40, 20, 5, False, "persistent"),
              ("default", "gelu", 33, 130, 33, True, "persistent"), ("no_gate", "tanh", 16, 16, 3, True, "persistent"),
              ("default", "relu", 20, 70, 16, True, "persistent"),
+             ("no_gate", "tanh", 20, 24, 17, True, "persistent sparse"),
              ("default", "lecun_tanh", 9, 11, 19, True, "persistent forward refused"),
              ("no_gate", "silu", 40, 20, 5, True, "persistent backward refused")]
     if hold:
