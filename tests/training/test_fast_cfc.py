@@ -81,6 +81,27 @@ def test_float32_over_336_steps_within_1e4(device, route):
         assert rel_err(got, want) <= 1e-4
 
 
+@pytest.mark.parametrize("layers", [1, 0])
+def test_inputs_that_disagree_with_x_or_the_cell_are_refused_by_name(layers):
+    """A wrong shape must be a clear error, not a silent misread: the kernels index by shape (a
+    short dt or mask would be read past its end on a GPU, extra features would meet wrong weights)."""
+    core = make_core(layers=layers)  # 7 inputs, 9 hidden
+    core.fast = True
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    cases = {"x must be": dict(x=torch.randn(3, 7, dtype=torch.float64)),
+             "features": dict(x=torch.randn(3, 5, 8, dtype=torch.float64)),
+             "dt must be": dict(dt=torch.ones(3, 4, dtype=torch.float64)),
+             "mask must be": dict(mask=torch.ones(3, 6, dtype=torch.bool)),
+             "state must be": dict(state=torch.zeros(3, 8, dtype=torch.float64))}
+    for message, bad in cases.items():
+        args = {"x": x, **bad}
+        with pytest.raises(ValueError, match=message):
+            core(args.pop("x"), **args)
+    out, final = core(x, torch.ones(3, 5, 1, dtype=torch.float64), torch.ones(3, 5, dtype=torch.bool),
+                      torch.zeros(3, 9, dtype=torch.float64))
+    assert out.shape == (3, 5, 9) and final.shape == (3, 9)
+
+
 def test_padded_batch_equals_each_sequence_alone():
     core = make_core()
     core.fast = True

@@ -655,9 +655,28 @@ def cfc_sequence(
     reason = unsupported_reason(cell)
     if reason is not None:
         raise ValueError(f"fast CfC cannot run this cell: {reason}")
+    _check_shapes(cell, x, dt, mask, state)
     # The scan mixes its own dtypes; under autocast the matmuls would silently change precision.
     with torch.autocast(x.device.type, enabled=False):
         return _cfc_sequence(cell, x, dt, mask, state, options)
+
+
+def _check_shapes(cell, x, dt, mask, state) -> None:
+    """Shapes that disagree with x or the cell are the caller's mistake, said as such: the kernels
+    read by shape and would otherwise use the wrong weights or read past a tensor's end."""
+    if x.dim() != 3:
+        raise ValueError(f"fast CfC: x must be [batch, steps, features], got shape {tuple(x.shape)}")
+    b, n, features = x.shape
+    hid = cell.hidden_size
+    first = cell.backbone[0] if cell.backbone_layers > 0 else cell.ff1
+    if features + hid != first.in_features:
+        raise ValueError(f"fast CfC: x has {features} features per step; the cell takes {first.in_features - hid}")
+    if dt is not None and tuple(dt.shape) not in ((b, n), (b, n, 1)):
+        raise ValueError(f"fast CfC: dt must be [{b}, {n}] or [{b}, {n}, 1] like x, got {tuple(dt.shape)}")
+    if mask is not None and tuple(mask.shape) != (b, n):
+        raise ValueError(f"fast CfC: mask must be [{b}, {n}] like x, got {tuple(mask.shape)}")
+    if state is not None and tuple(state.shape) != (b, hid):
+        raise ValueError(f"fast CfC: state must be [{b}, {hid}] (batch, hidden), got {tuple(state.shape)}")
 
 
 def _cfc_sequence(cell, x, dt, mask, state, options):
