@@ -51,21 +51,31 @@ def repeats_for(batch: int) -> int:
     return 2000 if batch <= 64 else 200 if batch <= 1024 else 30
 
 
-def torch_model_like(card) -> SepsisModel:
-    """Latency does not depend on the weights: a model of the card's architecture."""
+def torch_model_like(card, checkpoint: Path | None = None):
+    """Latency does not depend on the weights: a model of the card's architecture, or the trained
+    checkpoint itself (v3 models and ensembles cannot be rebuilt from the card alone); None when
+    neither is at hand, and the PyTorch columns read n/a."""
+    if checkpoint is not None:
+        from training.sepsis.ensemble import load_model
+
+        return load_model(torch.load(checkpoint, map_location="cpu"))
+    if " " in card.core:
+        return None
     for counts in (True, False):  # v1 models carry no measurement counts in their state
         cfg = ModelConfig(core=card.core, hidden_size=card.hidden_size, counts=counts)
         model = SepsisModel(cfg, torch.zeros(40), torch.ones(40)).eval()
         if model.state_size == card.state_size:
             return model
-    raise SystemExit(f"no PyTorch sepsis model of core {card.core}/{card.hidden_size} has state size {card.state_size}")
+    return None
 
 
-def bench(model_dir: Path, devices: list[str]) -> list[dict]:
+def bench(model_dir: Path, devices: list[str], checkpoint: Path | None = None) -> list[dict]:
     rows = []
     for device in devices:
         runtime = StepRuntime.open(model_dir, device=device)
-        tmodel = torch_model_like(runtime.card).to("cuda" if device == "cuda" else "cpu")
+        tmodel = torch_model_like(runtime.card, checkpoint)
+        if tmodel is not None:
+            tmodel = tmodel.to("cuda" if device == "cuda" else "cpu")
         for batch in BATCHES:
             obs, dt, state = realistic_inputs(batch, runtime.state_size)
             ort_s = median_seconds(lambda: runtime.step(obs, dt, state), repeats_for(batch))
@@ -81,7 +91,7 @@ def bench(model_dir: Path, devices: list[str]) -> list[dict]:
                 if tdev == "cuda":
                     torch.cuda.synchronize()
 
-            torch_s = median_seconds(torch_step, repeats_for(batch))
+            torch_s = median_seconds(torch_step, repeats_for(batch)) if tmodel is not None else float("nan")
             rows.append({"device": device, "provider": runtime.provider, "batch": batch,
                          "onnxruntime_us": ort_s * 1e6, "onnxruntime_resident_state_us": resident_s * 1e6,
                          "torch_us": torch_s * 1e6,
@@ -94,6 +104,8 @@ def main() -> int:
     p.add_argument("--model", required=True, help="models/<name>/<version>")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the trained checkpoint behind --model, for the PyTorch comparison of v3 models")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     if a.threads:
@@ -102,7 +114,7 @@ def main() -> int:
 
     devices = ["cpu"] if a.device == "cpu" else ["cuda"] if a.device == "cuda" else (
         ["cpu", "cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else ["cpu"])
-    rows = bench(Path(a.model), devices)
+    rows = bench(Path(a.model), devices, a.checkpoint)
     print(f"{'device':6} {'provider':24} {'batch':>6} {'ORT us':>10} {'ORT resident':>12} {'torch us':>10} "
           f"{'us/patient':>11} {'ORT speedup':>11}")
     for r in rows:

@@ -13,9 +13,23 @@ from training.sepsis.model import ModelConfig
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig(data="")
     p.add_argument("--data", required=True, help="PhysioNet 2019 archive (.tar.xz) or directory of .psv stays")
-    p.add_argument("--core", choices=["cfc", "lstm"], default="cfc")
+    m = ModelConfig()
+    p.add_argument("--core", choices=["cfc", "lstm", "none"], default="cfc",
+                   help="recurrent core; none: the per-hour MLP (needs --encoder-units and --skip)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--backbone-units", type=int, default=128)
+    p.add_argument("--bins", type=int, default=m.bins, help="piecewise-linear codes over this many quantile bins")
+    p.add_argument("--encoder-units", type=int, default=m.encoder_units, help="hour-wise encoder width (0: none)")
+    p.add_argument("--skip", action="store_true", help="the head also reads the encoder's output")
+    p.add_argument("--hold-silent", action="store_true",
+                   help="an observation with no vital or lab holds the core and the risk")
+    p.add_argument("--dropout", type=float, default=m.dropout)
+    p.add_argument("--batching", choices=["length", "random"], default=d.batching)
+    p.add_argument("--select", choices=["utility", "auroc"], default=d.select,
+                   help="the validation score early stopping follows")
+    p.add_argument("--silence-rate", type=float, default=d.silence_rate,
+                   help="share of training stays with one run of withheld vitals and labs")
+    p.add_argument("--silence-hours", type=int, default=d.silence_hours)
     p.add_argument("--objective", choices=["hourly", "utility", "patient"], default=d.objective)
     p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default=d.split)
     p.add_argument("--split-seed", type=int, default=d.split_seed)
@@ -43,7 +57,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=a.data, model=ModelConfig(core=a.core, hidden_size=a.hidden, backbone_units=a.backbone_units,
-                                       counts=not a.no_counts),
+                                       counts=not a.no_counts, bins=a.bins, encoder_units=a.encoder_units,
+                                       skip=a.skip, dropout=a.dropout, hold_silent=a.hold_silent),
+        batching=a.batching, select=a.select, silence_rate=a.silence_rate, silence_hours=a.silence_hours,
         weight_decay=a.weight_decay, ema=a.ema or None, cfc_impl=a.cfc_impl,
         objective=a.objective, split=a.split, split_seed=a.split_seed, seed=a.seed, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, pos_weight=a.pos_weight, patience=a.patience,
@@ -76,11 +92,11 @@ def _evaluate_checkpoint(a, calibrate: bool) -> int:
     from training.sepsis.batching import CohortTensors
     from training.sepsis.data import load_cohort
     from training.sepsis.evaluate import evaluate_run
-    from training.sepsis.model import SepsisModel
+    from training.sepsis.ensemble import load_model
     from training.sepsis.predict import predict_stays, stay_labels
     from training.sepsis.train import make_split, pick_device, run_record
 
-    model = SepsisModel.from_checkpoint(torch.load(a.checkpoint, map_location="cpu"))
+    model = load_model(torch.load(a.checkpoint, map_location="cpu"))
     cfg = TrainConfig(data=a.data, model=model.config, objective=a.objective, split=a.split,
                       split_seed=a.split_seed, out=a.out, run=a.run, cache_dir=a.cache_dir, device=a.device)
     device = pick_device(cfg.device)
@@ -124,11 +140,76 @@ def cmd_calibrate(a) -> int:
     return _evaluate_checkpoint(a, calibrate=True)
 
 
+def cmd_ensemble(a) -> int:
+    """Several checkpoints as one model (states side by side, mean of logits); calibrate it next."""
+    import torch
+
+    from training.sepsis.ensemble import SepsisEnsemble
+    from training.sepsis.model import SepsisModel
+
+    members = []
+    for path in a.checkpoints:
+        if not Path(path).exists():
+            print(f"error: --checkpoints {path}: no such file or directory", file=sys.stderr)
+            return 2
+        members.append(SepsisModel.from_checkpoint(torch.load(path, map_location="cpu")))
+    ensemble = SepsisEnsemble(members)
+    Path(a.save).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**ensemble.to_checkpoint(), "sources": [str(p) for p in a.checkpoints]}, a.save)
+    print(f"ensemble of {len(members)} (state size {ensemble.state_size}) written to {a.save}")
+    return 0
+
+
+def cmd_silence_drift(a) -> int:
+    """Risk of shipped models after 0, 6, 12, 24 empty observations, from real stays cut at random:
+    one JSON per model in --out and one plot of them all."""
+    import numpy as np
+
+    from models.runtime import StepRuntime
+    from training.sepsis.data import load_cohort
+    from training.sepsis.plots import silence_drift_png
+    from training.sepsis.silence import silence_drift
+    from training.sepsis.splits import patient_split
+
+    cohort = load_cohort(a.data, cache_dir=Path(a.cache_dir))
+    if a.split != "all":
+        cohort = cohort.subset(getattr(patient_split(cohort, seed=a.split_seed), a.split))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for model_dir in a.model:
+        runtime = StepRuntime.open(Path(model_dir), device=a.device)
+
+        def predict(values, elapsed, offsets):
+            stays = [(values[lo:hi], elapsed[lo:hi]) for lo, hi in zip(offsets[:-1], offsets[1:])]
+            return np.concatenate(runtime.run_sequences(stays))
+
+        name = f"{runtime.name}-{runtime.version}"
+        result = {"model": runtime.name, "version": runtime.version, "split": a.split, "split_seed": a.split_seed,
+                  **silence_drift(predict, cohort.values, cohort.offsets, runtime.threshold, seed=a.seed)}
+        (out / f"silence_drift_{name}.json").write_text(json.dumps(result, indent=2, default=float))
+        results[name] = result
+        last = result["rows"][-1]
+        print(json.dumps({"model": name, "empty_hours": last["empty_hours"],
+                          "below_stays_below": last["below_stays_below"], "mean_change": last["mean_change"]}))
+    silence_drift_png(results, out / "silence_drift.png")
+    return 0
+
+
 def cmd_export(a) -> int:
     from training.sepsis.export import export
 
     out = export(Path(a.checkpoint), Path(a.metrics), Path(a.out), a.name, a.version)
     print(f"exported {out}/model.onnx and {out}/model_card.json")
+    return 0
+
+
+def cmd_baseline(a) -> int:
+    from training.sepsis.baseline import BaselineConfig, train_baseline
+
+    cfg = BaselineConfig(data=a.data, split_seed=a.split_seed, seed=a.seed, max_rounds=a.max_rounds,
+                         threads=a.threads, out=a.out, run=a.run, cache_dir=a.cache_dir, progress=not a.no_progress)
+    print(_headline(train_baseline(cfg)))
     return 0
 
 
@@ -191,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "calibrate":
             p.add_argument("--save", required=True, help="where to write the calibrated checkpoint")
         p.set_defaults(func=func)
+    p = sub.add_parser("ensemble", help="combine checkpoints into one model (calibrate and export it next)")
+    p.add_argument("--checkpoints", nargs="+", required=True)
+    p.add_argument("--save", required=True, help="where to write the ensemble checkpoint")
+    p.set_defaults(func=cmd_ensemble)
+    p = sub.add_parser("silence-drift", help="risk after hours of empty observations, through the ONNX step")
+    p.add_argument("--model", required=True, nargs="+", help="models/<name>/<version>, one or more")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["all", "train", "val", "test"], default="test")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random cut hour per stay")
+    p.add_argument("--out", required=True, help="a folder: silence_drift_<model>-<version>.json and silence_drift.png")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.set_defaults(func=cmd_silence_drift)
     p = sub.add_parser("export", help="export a checkpoint as an ONNX step with its model card")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--metrics", required=True, help="the run's metrics.json (threshold and test metrics)")
@@ -198,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="sepsis-cfc")
     p.add_argument("--version", default="1")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("baseline", help="the boosting peer: LightGBM on the step's per-hour features")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rounds", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=0, help="LightGBM threads (0: all cores)")
+    p.add_argument("--out", default="results/sepsis")
+    p.add_argument("--run", default=None, help="results folder name (default lgbm-s<seed>)")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_baseline)
     p = sub.add_parser("evaluate-onnx", help="stream stays through the ONNX runtime, hour by hour")
     p.add_argument("--model", required=True, help="models/<name>/<version>")
     p.add_argument("--data", required=True)
@@ -226,10 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --drop-rate must be in [0, 1)", file=sys.stderr)
         return 2
     for attr in ("data", "checkpoint", "metrics", "model"):
-        path = getattr(args, attr, None)
-        if path is not None and not Path(path).exists():
-            print(f"error: --{attr} {path}: no such file or directory", file=sys.stderr)
-            return 2
+        value = getattr(args, attr, None)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).exists():
+                print(f"error: --{attr} {path}: no such file or directory", file=sys.stderr)
+                return 2
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:  # data, card and contract errors

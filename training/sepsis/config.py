@@ -25,6 +25,11 @@ class TrainConfig:
     pos_weight: float = 8.0          # positives are ~1.8% of hours
     ema: float | None = 0.995        # evaluate and keep an exponential moving average of the weights
     patience: int = 10               # epochs without validation improvement before stopping
+    batching: str = "length"         # "length": stays of similar length per batch (little padding);
+                                     # "random": any stays together (more padding, batches alike in label mix)
+    select: str = "utility"          # what early stopping follows on validation: "utility" or "auroc"
+    silence_rate: float = 0.0        # share of training stays given one run of withheld vitals and labs
+    silence_hours: int = 24          # longest such run (hours); see training/sepsis/silence.py
     cfc_impl: str = "auto"           # one of CFC_IMPLS; see train.set_cfc_impl
     max_minutes: float | None = None # wall-clock budget for the epoch loop
     max_train_stays: int | None = None

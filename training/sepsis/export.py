@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from training.sepsis.data import FEATURES
+from training.sepsis.ensemble import SepsisEnsemble, load_model
 from training.sepsis.model import SepsisModel, StreamingStep
 
 OPSET = 17
@@ -42,7 +43,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def export_onnx(model: SepsisModel, path: Path) -> None:
+def export_onnx(model: SepsisModel | SepsisEnsemble, path: Path) -> None:
     step = StreamingStep(model.cpu().eval())
     obs = torch.randn(2, len(FEATURES))
     obs[:, ::3] = float("nan")
@@ -56,7 +57,7 @@ def export_onnx(model: SepsisModel, path: Path) -> None:
     model.eval()
 
 
-def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, data: dict) -> dict:
+def build_card(model: SepsisModel | SepsisEnsemble, name: str, version: str, run_metrics: dict, data: dict) -> dict:
     test = run_metrics["test"]
     limitations = list(LIMITATIONS)
     selection = run_metrics["threshold_selection"]
@@ -68,6 +69,10 @@ def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, d
     else:
         limitations.append("The risk is not calibrated: training weighted septic hours, so it overstates the "
                            "probability of sepsis; read it as a score against the threshold.")
+    if model.config.hold_silent:
+        limitations.append("An observation that measures no vital sign or lab (only ICULOS and demographics) leaves the "
+                           "risk unchanged: the score moves only with new evidence, so a patient whose monitoring has "
+                           "stopped keeps their last risk. Show how old the last measurement is beside it.")
     return {
         "name": name,
         "version": str(version),
@@ -76,7 +81,8 @@ def build_card(model: SepsisModel, name: str, version: str, run_metrics: dict, d
         "training_data": data,
         "features": list(FEATURES),
         "state_size": model.state_size,
-        "core": model.config.core,
+        "core": (f"{model.config.core} ensemble of {len(model.members)}" if isinstance(model, SepsisEnsemble)
+                 else model.config.core),
         "hidden_size": model.config.hidden_size,
         "opset": OPSET,
         "threshold": float(run_metrics["threshold"]),
@@ -95,7 +101,7 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     if (out / "model.onnx").exists():
         raise FileExistsError(f"{out}/model.onnx exists: shipped versions are immutable, export a new version")
     ckpt = torch.load(checkpoint, map_location="cpu")
-    model = SepsisModel.from_checkpoint(ckpt)
+    model = load_model(ckpt)
     run_metrics = json.loads(Path(metrics_path).read_text())
     data = {"name": "PhysioNet/CinC 2019 development archive (85% of the public training data); "
                     "the model saw its training split only",

@@ -164,3 +164,19 @@ def reliability_png(curves: Mapping[str, list[dict]], path) -> Path:
     ax.set_title("Reliability of the hourly risk")
     ax.legend()
     return _save(fig, path)
+
+
+def silence_drift_png(results: Mapping[str, dict], path) -> Path:
+    """Per model: share of below-threshold stays still below, and mean risk change, against empty hours."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in results.items():
+        hours = [row["empty_hours"] for row in r["rows"]]
+        left.plot(hours, [row["below_stays_below"] for row in r["rows"]], marker="o", label=name)
+        right.plot(hours, [row["mean_change"] for row in r["rows"]], marker="o", label=name)
+    left.axhline(0.95, color="grey", linestyle="--", linewidth=1, label="bar: 95%")
+    left.set(xlabel="empty observations (hours)", ylabel="below-threshold stays still below",
+             title="Risk on silence: alarms raised by no data", ylim=(0, 1.02))
+    right.set(xlabel="empty observations (hours)", ylabel="mean change in risk", title="Risk drift on silence")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    return _save(fig, path)

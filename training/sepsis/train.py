@@ -19,8 +19,10 @@ from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors, length_batches, per_stay
 from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.data import load_cohort
+from training.sepsis.features import quantile_edges
 from training.sepsis.model import SepsisModel
 from training.sepsis.predict import predict_stays, stay_labels
+from training.sepsis.silence import blank_runs
 from training.sepsis.splits import cross_hospital_split, patient_split
 
 
@@ -48,6 +50,14 @@ def normalisation(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray):
         std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
     std[std < 1e-3] = 1.0
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def training_edges(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray, bins: int):
+    """Quantile-bin edges of each variable over the training stays' rows (None when bins is 0)."""
+    if not bins:
+        return None
+    rows = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
+    return torch.from_numpy(quantile_edges(values[rows], bins))
 
 
 def utility_targets(labels: np.ndarray, offsets: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,12 +95,22 @@ def validation_score(cfg, labels, probs, table) -> dict:
     if cfg.objective in ("hourly", "utility"):
         flat = np.concatenate(probs)
         _, utilities = M.utility_curve(table, flat)
-        return {"val_utility": float(np.max(utilities)), "val_auroc": M.hourly_auroc(labels, probs),
-                "score": float(np.max(utilities))}
+        auroc = M.hourly_auroc(labels, probs)
+        return {"val_utility": float(np.max(utilities)), "val_auroc": auroc,
+                "score": auroc if cfg.select == "auroc" else float(np.max(utilities))}
     stay_y = np.array([lab.max() for lab in labels])
     stay_p = np.array([p[-1] for p in probs])
     res = M.stay_level_metrics(stay_y, stay_p)
     return {"val_auroc": res["auroc"], "val_auprc": res["auprc"], "score": res["auprc"]}
+
+
+def training_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    if cfg.batching == "length":
+        return length_batches(lengths, cfg.batch_size, rng)
+    if cfg.batching == "random":
+        order = rng.permutation(len(lengths))
+        return [order[i: i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    raise ValueError(f"unknown batching {cfg.batching!r}: expected length or random")
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -108,6 +128,10 @@ def set_cfc_impl(model: SepsisModel, impl: str) -> None:
     Triton GEMM kernels (both earlier routes, kept to compare); reference: the ncps step loop."""
     if impl not in CFC_IMPLS:
         raise ValueError(f"unknown cfc_impl {impl!r}: expected one of {', '.join(CFC_IMPLS)}")
+    if hasattr(model, "members"):
+        for member in model.members:
+            set_cfc_impl(member, impl)
+        return
     if hasattr(model.core, "fast"):
         model.core.fast = {"auto": None, "fast": True, "fast-steps": True, "fast-compile": True, "reference": False}[impl]
         if impl == "fast-steps":
@@ -120,13 +144,27 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def core_parameters(model) -> int:
+    """Weights of the recurrent core(s): 0 for the per-hour MLP, summed over an ensemble's members."""
+    members = getattr(model, "members", [model])
+    return sum(count_parameters(m.core) for m in members if m.core is not None)
+
+
 def run_record(cfg: TrainConfig, cohort, split_name: str, train_idx, val_idx, test_idx, model, device) -> dict:
     """What every metrics.json says about the run: configuration, data, split sizes, model size."""
     return {"run": cfg.run_name, "config": asdict(cfg), "split": split_name,
             "data_sha256": cohort.source_sha256, "device": str(device),
             "n_train_stays": int(len(train_idx)), "n_train_rows": int(cohort.lengths[train_idx].sum()),
             "n_val_stays": int(len(val_idx)), "n_test_stays": int(len(test_idx)),
-            "parameters": {"core": count_parameters(model.core), "total": count_parameters(model)}}
+            "parameters": {"core": core_parameters(model), "total": count_parameters(model)}}
+
+
+def torch_predictor(model, device):
+    """predict(values, elapsed, offsets) -> risk per row, with the PyTorch model over padded batches."""
+    def predict(values, elapsed, offsets):
+        t = CohortTensors.from_arrays(values, np.zeros(len(values), np.int8), offsets, device, elapsed)
+        return np.concatenate(predict_stays(model, t, np.arange(len(offsets) - 1)))
+    return predict
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -142,7 +180,8 @@ def train(cfg: TrainConfig) -> dict:
         val_idx, test_idx = val_idx[: cfg.max_eval_stays], test_idx[: cfg.max_eval_stays]
 
     mean, std = normalisation(cohort.values, cohort.offsets, train_idx)
-    model = SepsisModel(cfg.model, mean, std).to(device)
+    edges = training_edges(cohort.values, cohort.offsets, train_idx, cfg.model.bins)
+    model = SepsisModel(cfg.model, mean, std, edges).to(device)
     set_cfc_impl(model, cfg.cfc_impl)
     tensors = CohortTensors.from_cohort(cohort, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -162,13 +201,17 @@ def train(cfg: TrainConfig) -> dict:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best, best_epoch, history, epoch_seconds = -math.inf, -1, [], []
     started = time.time()
+    silence_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     for epoch in range(cfg.epochs):
         model.train()
         t0, losses = time.time(), []
-        batches = length_batches(tensors.lengths[train_idx], cfg.batch_size, rng)
+        batches = training_batches(tensors.lengths[train_idx], cfg, rng)
         for batch in tqdm(batches, desc=f"{cfg.run_name} epoch {epoch}", disable=not cfg.progress, leave=False):
             stays = train_idx[batch]
             obs, dt, y, mask = tensors.batch(stays)
+            if cfg.silence_rate:
+                obs = blank_runs(obs, torch.from_numpy(tensors.lengths[stays]), cfg.silence_rate,
+                                 cfg.silence_hours, silence_gen)
             w = None
             if targets is not None:
                 y, w = tensors.gather(targets, stays), tensors.gather(weights, stays)
@@ -204,6 +247,12 @@ def train(cfg: TrainConfig) -> dict:
     from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
 
     result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
+    if cfg.objective in ("hourly", "utility"):
+        from training.sepsis.silence import silence_drift
+
+        sub = cohort.subset(test_idx)
+        result["silence_drift_test"] = silence_drift(torch_predictor(model, device), sub.values, sub.offsets,
+                                                     result["threshold"])
     result.update(run_record(cfg, cohort, split.name, train_idx, val_idx, test_idx, model, device))
     result.update({
         "best_epoch": best_epoch, "epochs_run": len(history), "seconds_per_epoch": float(np.mean(epoch_seconds)),
