@@ -10,6 +10,10 @@ from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.model import ModelConfig
 
 
+V3 = dict(bins=16, encoder_units=256, skip=True, hold_silent=True, batching="random", select="auroc",
+          silence_rate=0.25)
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig(data="")
     p.add_argument("--data", required=True, help="PhysioNet 2019 archive (.tar.xz) or directory of .psv stays")
@@ -18,16 +22,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="recurrent core; none: the per-hour MLP (needs --encoder-units and --skip)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--backbone-units", type=int, default=128)
-    p.add_argument("--bins", type=int, default=m.bins, help="piecewise-linear codes over this many quantile bins")
-    p.add_argument("--encoder-units", type=int, default=m.encoder_units, help="hour-wise encoder width (0: none)")
-    p.add_argument("--skip", action="store_true", help="the head also reads the encoder's output")
-    p.add_argument("--hold-silent", action="store_true",
+    # the flags below default to the v3 recipe (results/sepsis/ladder/); ModelConfig and TrainConfig keep
+    # the older defaults so that checkpoints from before v3 load as they were trained
+    p.add_argument("--bins", type=int, default=V3["bins"], help="piecewise-linear codes over this many quantile bins (0: none)")
+    p.add_argument("--encoder-units", type=int, default=V3["encoder_units"], help="hour-wise encoder width (0: none)")
+    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=V3["skip"],
+                   help="the head also reads the encoder's output")
+    p.add_argument("--hold-silent", action=argparse.BooleanOptionalAction, default=V3["hold_silent"],
                    help="an observation with no vital or lab holds the core and the risk")
     p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--batching", choices=["length", "random"], default=d.batching)
-    p.add_argument("--select", choices=["utility", "auroc"], default=d.select,
+    p.add_argument("--batching", choices=["length", "random"], default=V3["batching"])
+    p.add_argument("--select", choices=["utility", "auroc"], default=V3["select"],
                    help="the validation score early stopping follows")
-    p.add_argument("--silence-rate", type=float, default=d.silence_rate,
+    p.add_argument("--silence-rate", type=float, default=V3["silence_rate"],
                    help="share of training stays with one run of withheld vitals and labs")
     p.add_argument("--silence-hours", type=int, default=d.silence_hours)
     p.add_argument("--objective", choices=["hourly", "utility", "patient"], default=d.objective)
@@ -241,7 +248,9 @@ def cmd_demo(a) -> int:
     """A quick real-data run on the CPU: a few minutes, to show the whole pipeline works."""
     from training.sepsis.train import train
 
-    cfg = TrainConfig(data=a.data, model=ModelConfig(core="cfc", hidden_size=64, backbone_units=64),
+    v3 = {k: V3[k] for k in ("bins", "encoder_units", "skip", "hold_silent")}
+    cfg = TrainConfig(data=a.data, model=ModelConfig(core="cfc", hidden_size=64, backbone_units=64, **v3),
+                      batching=V3["batching"], select=V3["select"], silence_rate=V3["silence_rate"],
                       epochs=3, max_minutes=a.minutes, max_train_stays=4000, max_eval_stays=1500,
                       batch_size=64, out="results/demo", checkpoints="runs/demo", run="demo-cfc64",
                       dropout_rates=(0.0, 0.5), device="cpu")
