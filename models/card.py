@@ -11,17 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-# The 40 non-label PhysioNet 2019 columns, in file order. The trainer keeps its own copy
-# (training.sepsis.data.FEATURES); a test checks the two agree.
-FEATURES: tuple[str, ...] = (
-    "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2",
-    "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium",
-    "Chloride", "Creatinine", "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate",
-    "Potassium", "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets",
-    "Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS",
-)
-N_FEATURES = len(FEATURES)
-MIN_OPSET = 17
+from models.contract import FEATURES, MIN_OPSET, N_FEATURES  # noqa: F401  (re-exported)
 
 # Names become folder names and URL path segments, so keep them to a safe alphabet.
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

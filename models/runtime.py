@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from models.card import FEATURES, N_FEATURES, ModelCard, load_card
+from models.card import ModelCard, load_card
+from models.contract import FEATURES, INPUTS, N_FEATURES, OUTPUTS
 
 if TYPE_CHECKING:
     from models.registry import ModelInfo
 
-INPUTS = ("observation", "elapsed_hours", "state")
-OUTPUTS = ("risk", "next_state")
 DEVICES = ("auto", "cpu", "cuda")
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"

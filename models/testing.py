@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.card import FEATURES, MIN_OPSET, N_FEATURES, ModelCard
+from models.card import ModelCard
+from models.contract import FEATURES, MIN_OPSET, N_FEATURES
 
 FIXTURE_NAME = "sepsis-cfc"
 FIXTURE_VERSION = "1"

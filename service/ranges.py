@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.card import FEATURES  # the model contract's order; re-exported for the service
+from models.contract import DEMOGRAPHICS, FEATURES, INDEX  # noqa: F401  (re-exported for the service)
 
-INDEX = {name: i for i, name in enumerate(FEATURES)}
-DEMOGRAPHICS = ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")
 BINARY = frozenset({"Gender", "Unit1", "Unit2"})
 # ICULOS is derived by the service from the ICU admission time, never posted.
 DERIVED = frozenset({"ICULOS"})

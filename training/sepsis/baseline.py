@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.contract import FEATURES, N_CLINICAL, elapsed_hours
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
-from training.sepsis.batching import elapsed_hours, per_stay
-from training.sepsis.data import FEATURES, load_cohort
-
-from training.sepsis.features import N_CLINICAL
+from training.sepsis.batching import per_stay
+from training.sepsis.data import load_cohort
 
 
 def hourly_features(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, list[str]]:

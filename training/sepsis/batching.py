@@ -10,19 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-ICULOS = 39  # column index of ICU length of stay (hours) among the 40 features
-
-
-def elapsed_hours(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Hours since the previous row of the same stay, from ICULOS; 0 on each stay's first row.
-
-    Rows are hourly in PhysioNet 2019, so this is almost always 1; a missing ICULOS counts as 1 h.
-    """
-    iculos = values[:, ICULOS].astype(np.float64)
-    dt = np.diff(iculos, prepend=np.nan)
-    dt = np.where(np.isfinite(dt) & (dt >= 0), dt, 1.0)
-    dt[offsets[:-1][offsets[:-1] < len(dt)]] = 0.0
-    return dt.astype(np.float32)
+from models.contract import elapsed_hours  # noqa: F401  (the elapsed-hours rule, used with the batches)
 
 
 @dataclass

@@ -28,16 +28,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-COLUMNS: tuple[str, ...] = (
-    "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2",
-    "BaseExcess", "HCO3", "FiO2", "pH", "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium",
-    "Chloride", "Creatinine", "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate",
-    "Potassium", "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets",
-    "Age", "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS", "SepsisLabel",
-)
-FEATURES: tuple[str, ...] = COLUMNS[:40]
+from models.contract import FEATURES, ICULOS_INDEX, elapsed_hours
+
 LABEL = "SepsisLabel"
-ICULOS_INDEX = COLUMNS.index("ICULOS")
+COLUMNS: tuple[str, ...] = FEATURES + (LABEL,)  # a stay file's header
 
 N_FIELDS = len(COLUMNS)
 _HEADER = "|".join(COLUMNS).encode()
@@ -81,12 +75,7 @@ class Stay:
     @property
     def elapsed_hours(self) -> np.ndarray:
         """Hours since the previous row from ICULOS; 0 on the first row, 1 where ICULOS is unusable."""
-        iculos = self.values[:, ICULOS_INDEX].astype(np.float64)
-        dt = np.diff(iculos, prepend=np.nan)
-        dt = np.where(np.isfinite(dt) & (dt >= 0), dt, 1.0)
-        if len(dt):
-            dt[0] = 0.0
-        return dt.astype(np.float32)
+        return elapsed_hours(self.values, np.array([0, len(self.values)]))
 
     def __len__(self) -> int:
         return len(self.labels)

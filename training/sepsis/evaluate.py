@@ -8,7 +8,8 @@ import numpy as np
 
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
-from training.sepsis.batching import CohortTensors, elapsed_hours, per_stay
+from models.contract import elapsed_hours
+from training.sepsis.batching import CohortTensors, per_stay
 from training.sepsis.dropout import drop_mask, remove_rows, zero_rows
 from training.sepsis.predict import predict_stays, stay_labels
 

@@ -10,7 +10,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
-from training.sepsis.batching import elapsed_hours, per_stay
+from models.contract import elapsed_hours
+from training.sepsis.batching import per_stay
 from training.sepsis.dropout import drop_mask, remove_rows
 
 

@@ -9,13 +9,10 @@ from pathlib import Path
 
 import torch
 
-from training.sepsis.data import FEATURES
+from models.contract import FEATURES, INPUTS, OPSET, OUTPUTS
 from training.sepsis.ensemble import SepsisEnsemble, load_model
 from training.sepsis.model import SepsisModel, StreamingStep
 
-OPSET = 17
-INPUTS = ("observation", "elapsed_hours", "state")
-OUTPUTS = ("risk", "next_state")
 CARD_METRICS = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
                 "alarmed_stays_septic", "non_septic_alarmed", "median_lead_time_hours")
 

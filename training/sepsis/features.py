@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-N_VARS = 40
-N_CLINICAL = 34  # vitals and labs come first; then Age, Gender, Unit1, Unit2, HospAdmTime, ICULOS
+from models.contract import N_CLINICAL, N_FEATURES  # noqa: F401  (N_CLINICAL re-exported)
+
+N_VARS = N_FEATURES
 Z_CLIP = 8.0  # z-scores beyond this are data-entry errors far more often than physiology
 
 

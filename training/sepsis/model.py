@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from training.cores import make_core
-from training.sepsis.features import N_CLINICAL, Featurizer
+from models.contract import N_CLINICAL
+from training.sepsis.features import Featurizer
 
 HOLD_STATE = 3  # held logit, seen-a-measured-hour flag, hours kept aside
 

@@ -17,11 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from training.sepsis.batching import elapsed_hours, per_stay
-from training.sepsis.data import FEATURES
-
-CLINICAL = len(FEATURES) - 6  # vitals and labs; demographics and ICULOS always come with a post
-ICULOS = FEATURES.index("ICULOS")
+from models.contract import ICULOS_INDEX as ICULOS
+from models.contract import N_CLINICAL as CLINICAL
+from models.contract import elapsed_hours
+from training.sepsis.batching import per_stay  # demographics and ICULOS always come with a post
 
 
 def blank_runs(observations: torch.Tensor, lengths: torch.Tensor, rate: float, max_hours: int,
