@@ -7,9 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README* ./
 COPY models ./models
 COPY service ./service
-COPY training ./training
-# tqdm: the replay client's progress bar (not in the "serve" extra yet).
-RUN pip install ".[serve]" tqdm && useradd --create-home sepsis && mkdir -p /var/lib/sepsis && chown sepsis /var/lib/sepsis
+RUN pip install ".[serve]" && useradd --create-home sepsis && mkdir -p /var/lib/sepsis && chown sepsis /var/lib/sepsis
 USER sepsis
 ENV SEPSIS_DB_URL=sqlite:////var/lib/sepsis/service.db SEPSIS_HOST=0.0.0.0 SEPSIS_PORT=8000 SEPSIS_DEVICE=cpu
 EXPOSE 8000

@@ -12,9 +12,8 @@ WORKDIR /app
 COPY pyproject.toml README* ./
 COPY models ./models
 COPY service ./service
-COPY training ./training
 # The CPU and GPU builds of onnxruntime install the same module: keep only the GPU one.
-RUN pip install ".[serve]" tqdm && pip uninstall -y onnxruntime && pip install "onnxruntime-gpu>=1.20" \
+RUN pip install ".[serve]" && pip uninstall -y onnxruntime && pip install "onnxruntime-gpu>=1.20" \
     && useradd --create-home sepsis && mkdir -p /var/lib/sepsis && chown sepsis /var/lib/sepsis
 USER sepsis
 ENV SEPSIS_DB_URL=sqlite:////var/lib/sepsis/service.db SEPSIS_HOST=0.0.0.0 SEPSIS_PORT=8000 SEPSIS_DEVICE=auto

@@ -62,7 +62,7 @@ def main() -> int:
         except (RuntimeError, TimeoutError) as err:
             raise SystemExit(f"the service did not come up: {err}; see its log above") from None
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "service.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
+            [sys.executable, "-m", "training.sepsis.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
              "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays),
              "--split", "test"],  # stays the shipped model never saw, so the performance page is honest
             cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))

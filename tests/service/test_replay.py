@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.ranges import FEATURES
-from service.replay import plan_stay, replay
+from training.sepsis.replay import plan_stay, replay
 from tests.service.conftest import KEYS, client_for, hdr
 
 HEADER = "|".join(FEATURES) + "|SepsisLabel"
@@ -75,7 +75,7 @@ def test_replay_through_the_api(tmp_path, sqlite_url, models_root):
 
 def test_replay_can_take_only_the_test_split(tmp_path, monkeypatch):
     """The demo replays stays the shipped model never trained on: exactly the test split's."""
-    from service.replay import select_stays
+    from training.sepsis.replay import select_stays
     from tests.training.conftest import make_archive, synthetic_stays
     from training.sepsis.data import load_cohort
     from training.sepsis.splits import patient_split
@@ -88,3 +88,76 @@ def test_replay_can_take_only_the_test_split(tmp_path, monkeypatch):
     assert {s.patient_id for s in chosen} == expected
     assert len(select_stays(str(archive), "test", 0, 3)) == 3
     assert len(select_stays(str(archive), "all", 0, None)) == 60
+
+
+def test_the_service_imports_nothing_from_training():
+    """service/ depends on models/ and its own storage only: its images carry no training code."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "service"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("training", "dashboard")]
+    assert offenders == []
+
+
+# What the replay image has (pip install ".[replay]": the core dependencies and pandas, httpx,
+# tqdm); a module outside it fails the run as it would there.
+_GUARD = """
+import runpy, sys
+OUTSIDE = {"torch", "sklearn", "scipy", "matplotlib", "ncps", "lightgbm", "fastapi", "sqlalchemy", "alembic",
+           "uvicorn", "prometheus_client", "psycopg", "streamlit", "service", "dashboard", "triton"}
+class Outside:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in OUTSIDE:
+            raise ModuleNotFoundError(f"{name} is not in the replay image")
+sys.meta_path.insert(0, Outside())
+sys.argv = ["python -m training.sepsis.replay"] + sys.argv[1:]
+runpy.run_module("training.sepsis.replay", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("split", ["all", "test"])
+def test_the_replay_entry_point_runs_with_only_its_extra(tmp_path, sqlite_url, models_root, split):
+    """The compose replay profile's command against a live service on loopback, with every module
+    outside the replay extra refused at import."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from service.app import create_app
+    from tests.service.conftest import make_settings
+    from tests.training.conftest import make_archive, synthetic_stays
+
+    archive = make_archive(tmp_path, synthetic_stays(n=30, seed=5))  # 15% test: at least 3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(make_settings(sqlite_url, models_root)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        run = subprocess.run([sys.executable, "-c", _GUARD, "--data", str(archive), "--url", url,
+                              "--api-key", KEYS["admin"], "--speed", "0", "--limit", "3", "--split", split,
+                              "--concurrency", "2"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        listed = httpx.get(f"{url}/patients", headers=hdr("viewer")).json()
+        assert len([p for p in listed if p["patient_id"].startswith("replay-")]) == 3
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

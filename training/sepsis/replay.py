@@ -1,6 +1,6 @@
 """Replay real ICU stays to a running service over HTTP, hour by hour, as a hospital feed would.
 
-    python -m service.replay --data ../shared/data/physionet2019/physionet2019_dev.tar.xz \
+    python -m training.sepsis.replay --data ../shared/data/physionet2019/physionet2019_dev.tar.xz \
         --speed 3600 --url http://127.0.0.1:8000 --api-key $KEY --limit 50 --concurrency 8
 
 Each stay is admitted (demographics, ICU admission time placed so that the service's derived
@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from service.ranges import DEMOGRAPHICS, FEATURES, INDEX
+from models.contract import DEMOGRAPHICS, FEATURES, INDEX
 
 LABEL_SHIFT_HOURS = 6.0
 
@@ -160,7 +160,7 @@ def select_stays(data: str, split: str, split_seed: int, limit: int | None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.replay", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.sepsis.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="PhysioNet 2019 archive (.tar.xz) or a directory of .psv files")
     p.add_argument("--url", default="http://127.0.0.1:8000")
