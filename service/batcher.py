@@ -23,14 +23,12 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, step: StepFn, max_size: int = 64, max_wait_s: float = 0.003,
-                 on_run: Callable[[int], None] | None = None):
+    def __init__(self, step: StepFn, max_size: int = 64, max_wait_s: float = 0.003):
         if max_size < 1 or max_wait_s < 0:
             raise ValueError("micro-batch max_size must be >= 1 and max_wait >= 0")
         self._step = step
         self.max_size = max_size
         self.max_wait_s = max_wait_s
-        self._on_run = on_run
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
@@ -85,8 +83,6 @@ class MicroBatcher:
                 for i in items:
                     i.future.set_exception(err)
                 continue
-            if self._on_run:
-                self._on_run(len(obs))
             start = 0
             for i in items:
                 n = len(i.obs)

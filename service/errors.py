@@ -23,10 +23,6 @@ class Invalid(ServiceError):
     status = 422
 
 
-class Unavailable(ServiceError):
-    status = 503
-
-
 class Unauthorized(ServiceError):
     status = 401
 

@@ -7,7 +7,8 @@ import torch
 from training.sepsis.baseline import hourly_features
 from training.sepsis.batching import elapsed_hours
 from training.sepsis.ensemble import SepsisEnsemble, load_model
-from training.sepsis.features import N_CLINICAL, Featurizer, quantile_edges
+from models.contract import N_CLINICAL
+from training.sepsis.features import Featurizer, quantile_edges
 from training.sepsis.model import ModelConfig, SepsisModel, informative
 from training.sepsis.silence import blank_runs, silence_drift, silent_continuations
 

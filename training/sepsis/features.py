@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.contract import N_CLINICAL, N_FEATURES  # noqa: F401  (N_CLINICAL re-exported)
+from models.contract import N_FEATURES
 
 N_VARS = N_FEATURES
 Z_CLIP = 8.0  # z-scores beyond this are data-entry errors far more often than physiology

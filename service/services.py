@@ -1,0 +1,32 @@
+"""The services container: everything a request needs, built once at start-up and closed at shutdown."""
+from __future__ import annotations
+
+from service.auth import KeyVerifier, seed_keys
+from service.config import Settings
+from service.inference import Model
+from service.ingest import Ingestor
+from service.metrics import Metrics
+from service.records import Records
+from service.storage.db import make_engine, migrate, sessions
+
+
+class Services:
+    """Everything a request needs, built once at start-up."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.engine = make_engine(settings.db_url)
+        if settings.migrate:
+            migrate(self.engine)
+        self.factory = sessions(self.engine)
+        if settings.bootstrap_keys:
+            seed_keys(self.factory, settings.bootstrap_keys)
+        self.keys = KeyVerifier(self.factory, settings.key_cache_seconds)
+        self.model = Model.load(settings, self.metrics)
+        self.ingestor = Ingestor(self.engine, self.model, self.metrics)
+        self.records = Records(self.factory, self.ingestor.locks)
+
+    def close(self) -> None:
+        self.model.close()
+        self.engine.dispose()
