@@ -17,13 +17,15 @@ class Model:
                  max_size: int = 64, max_wait_ms: float = 3.0):
         self.runtime = runtime
         self.metrics = metrics
-        self.name = runtime.name
-        self.version = str(runtime.version)
-        self.threshold = float(runtime.threshold)
-        self.state_size = runtime.state_size
-        self.provider = runtime.provider
-        self.batcher = MicroBatcher(self._run, max_size, max_wait_ms / 1000.0) if microbatch else None
+        self.batcher = MicroBatcher(self.run, max_size, max_wait_ms / 1000.0) if microbatch else None
         metrics.model_info.labels(self.name, self.version, self.provider, str(bool(microbatch)).lower()).set(1)
+
+    # what the service reports and stores comes from the runtime (and so from the card), never a copy
+    name = property(lambda self: self.runtime.name)
+    version = property(lambda self: str(self.runtime.version))
+    threshold = property(lambda self: float(self.runtime.threshold))
+    state_size = property(lambda self: self.runtime.state_size)
+    provider = property(lambda self: self.runtime.provider)
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "Model":
@@ -32,7 +34,8 @@ class Model:
         return cls(runtime, metrics, settings.use_microbatch(runtime.provider),
                    settings.microbatch_max_size, settings.microbatch_max_wait_ms)
 
-    def _run(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One model run over these rows as they are (a batch request's step across its patients)."""
         start = time.perf_counter()
         res = self.runtime.step(obs, elapsed.reshape(-1, 1), state)
         self.metrics.step_latency.observe(time.perf_counter() - start)
@@ -43,11 +46,7 @@ class Model:
         """Single-request step: gathered with other requests when micro-batching is on."""
         if self.batcher is not None:
             return self.batcher.step(obs, elapsed, state)
-        return self._run(obs, elapsed, state)
-
-    def step_many(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A batch request's step across its patients: already one run, no gathering needed."""
-        return self._run(obs, elapsed, state)
+        return self.run(obs, elapsed, state)
 
     def new_state(self) -> np.ndarray:
         return np.zeros(self.state_size, dtype=np.float32)

@@ -202,7 +202,7 @@ class Ingestor:
         demographics = demographics_of(row)
         for o in history:
             x = model_input(o.vitals, demographics, o.iculos)[None]
-            _, state = self.model.step_many(x, np.array([o.elapsed_hours], np.float32), state)
+            _, state = self.model.run(x, np.array([o.elapsed_hours], np.float32), state)
         return state[0]
 
     def _prepare_inputs(self, plan: Plan, where) -> None:
@@ -225,7 +225,7 @@ class Ingestor:
     def _score(self, plans: list[Plan], single: bool) -> int:
         active = [p for p in plans if p.new]
         steps = max((len(p.new) for p in active), default=0)
-        run = self.model.step_one if single else self.model.step_many
+        run = self.model.step_one if single else self.model.run
         for k in range(steps):
             ps = [p for p in active if len(p.new) > k]
             obs = np.stack([model_input(p.new[k].vitals, p.demographics, p.iculos[k]) for p in ps])
