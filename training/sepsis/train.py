@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from training.loop import count_parameters, pick_device  # noqa: F401  (pick_device is the CLI's too)
 from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors, length_batches, per_stay
 from training.sepsis.config import CFC_IMPLS, TrainConfig
@@ -24,12 +25,6 @@ from training.sepsis.model import SepsisModel
 from training.sepsis.predict import predict_stays, stay_labels
 from training.sepsis.silence import blank_runs
 from training.sepsis.splits import cross_hospital_split, patient_split
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_split(cohort, cfg: TrainConfig):
@@ -138,10 +133,6 @@ def set_cfc_impl(model: SepsisModel, impl: str) -> None:
             model.core.fast_options = replace(model.core.fast_options, persistent=False)
         if impl == "fast-compile":
             model.core.fast_options = replace(model.core.fast_options, triton_gemms=False, persistent=False)
-
-
-def count_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def core_parameters(model) -> int:
