@@ -22,7 +22,7 @@ import numpy as np
 from models.contract import FEATURES, N_CLINICAL, elapsed_hours
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
-from training.sepsis.batching import per_stay
+from training.sepsis.batching import per_stay, stay_rows
 from training.sepsis.data import load_cohort
 
 
@@ -75,10 +75,6 @@ class BaselineConfig:
         return self.run or f"lgbm-s{self.seed}"
 
 
-def _rows(offsets: np.ndarray, stays: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
-
-
 def train_baseline(cfg: BaselineConfig) -> dict:
     import lightgbm as lgb
     from tqdm.auto import tqdm
@@ -89,7 +85,7 @@ def train_baseline(cfg: BaselineConfig) -> dict:
     split = patient_split(cohort, seed=cfg.split_seed)
     x, names = hourly_features(cohort.values, cohort.offsets)
     y = cohort.labels.astype(np.int8)
-    parts = {k: _rows(cohort.offsets, getattr(split, k)) for k in ("train", "val", "test")}
+    parts = {k: stay_rows(cohort.offsets, getattr(split, k)) for k in ("train", "val", "test")}
     train_set = lgb.Dataset(x[parts["train"]], y[parts["train"]], feature_name=names, free_raw_data=False)
     val_set = lgb.Dataset(x[parts["val"]], y[parts["val"]], reference=train_set)
     params = {"objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,

@@ -60,6 +60,11 @@ class CohortTensors:
         return self.values[idx], self.elapsed[idx], self.labels[idx], mask
 
 
+def stay_rows(offsets: np.ndarray, stays: np.ndarray) -> np.ndarray:
+    """The flat row indices of these stays, stay after stay."""
+    return np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
+
+
 def per_stay(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     """A per-row array cut into one piece per stay (stay i is rows offsets[i]:offsets[i+1])."""
     return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]

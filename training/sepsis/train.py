@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from training.loop import count_parameters, pick_device  # noqa: F401  (pick_device is the CLI's too)
 from training.sepsis import metrics as M
-from training.sepsis.batching import CohortTensors, length_batches, per_stay
+from training.sepsis.batching import CohortTensors, length_batches, per_stay, stay_rows
 from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.data import load_cohort
 from training.sepsis.features import quantile_edges
@@ -37,8 +37,7 @@ def make_split(cohort, cfg: TrainConfig):
 
 def normalisation(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray):
     """Per-variable mean and std over the training stays' rows only (never validation or test)."""
-    rows = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
-    x = values[rows].astype(np.float64)
+    x = values[stay_rows(offsets, stays)].astype(np.float64)
     with warnings.catch_warnings():  # a variable never measured in training: mean 0, std 1
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nan_to_num(np.nanmean(x, axis=0), nan=0.0)
@@ -51,8 +50,7 @@ def training_edges(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray, b
     """Quantile-bin edges of each variable over the training stays' rows (None when bins is 0)."""
     if not bins:
         return None
-    rows = np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in stays])
-    return torch.from_numpy(quantile_edges(values[rows], bins))
+    return torch.from_numpy(quantile_edges(values[stay_rows(offsets, stays)], bins))
 
 
 def utility_targets(labels: np.ndarray, offsets: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
