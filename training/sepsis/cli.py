@@ -154,12 +154,12 @@ def cmd_ensemble(a) -> int:
     from training.sepsis.ensemble import SepsisEnsemble
     from training.sepsis.model import SepsisModel
 
-    members = []
+    # checked here, not in main(): train's --checkpoints is an output folder that need not exist yet
     for path in a.checkpoints:
         if not Path(path).exists():
             print(f"error: --checkpoints {path}: no such file or directory", file=sys.stderr)
             return 2
-        members.append(SepsisModel.from_checkpoint(torch.load(path, map_location="cpu")))
+    members = [SepsisModel.from_checkpoint(torch.load(path, map_location="cpu")) for path in a.checkpoints]
     ensemble = SepsisEnsemble(members)
     Path(a.save).parent.mkdir(parents=True, exist_ok=True)
     torch.save({**ensemble.to_checkpoint(), "sources": [str(p) for p in a.checkpoints]}, a.save)
@@ -170,10 +170,9 @@ def cmd_ensemble(a) -> int:
 def cmd_silence_drift(a) -> int:
     """Risk of shipped models after 0, 6, 12, 24 empty observations, from real stays cut at random:
     one JSON per model in --out and one plot of them all."""
-    import numpy as np
-
     from models.runtime import StepRuntime
     from training.sepsis.data import load_cohort
+    from training.sepsis.evaluate_onnx import stream
     from training.sepsis.plots import silence_drift_png
     from training.sepsis.silence import silence_drift
     from training.sepsis.splits import patient_split
@@ -188,8 +187,7 @@ def cmd_silence_drift(a) -> int:
         runtime = StepRuntime.open(Path(model_dir), device=a.device)
 
         def predict(values, elapsed, offsets):
-            stays = [(values[lo:hi], elapsed[lo:hi]) for lo, hi in zip(offsets[:-1], offsets[1:])]
-            return np.concatenate(runtime.run_sequences(stays))
+            return stream(runtime, values, elapsed, offsets)
 
         name = f"{runtime.name}-{runtime.version}"
         result = {"model": runtime.name, "version": runtime.version, "split": a.split, "split_seed": a.split_seed,

@@ -11,7 +11,7 @@ from training.sepsis import plots as P
 from models.contract import elapsed_hours
 from training.sepsis.batching import CohortTensors, per_stay
 from training.sepsis.dropout import drop_mask, remove_rows, zero_rows
-from training.sepsis.predict import predict_stays, stay_labels
+from training.sepsis.predict import predict_rows, predict_stays, stay_labels
 
 
 def dropout_predictions(model, sub, rate: float, variant: str, seed: int, device) -> list[np.ndarray]:
@@ -23,9 +23,7 @@ def dropout_predictions(model, sub, rate: float, variant: str, seed: int, device
         t = CohortTensors.from_arrays(zero_rows(sub.values, dropped), sub.labels, sub.offsets, device, elapsed)
         return predict_stays(model, t, all_stays)
     values, new_elapsed, offsets, source = remove_rows(sub.values, elapsed, sub.offsets, dropped)
-    t = CohortTensors.from_arrays(values, np.zeros(len(values), np.int8), offsets, device, new_elapsed)
-    kept_probs = np.concatenate(predict_stays(model, t, all_stays))
-    return per_stay(kept_probs[source], sub.offsets)
+    return per_stay(predict_rows(model, values, new_elapsed, offsets, device)[source], sub.offsets)
 
 
 def hourly_report(model, cohort, tensors, val_idx, test_idx, cfg, out_dir: Path) -> dict:

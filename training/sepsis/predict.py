@@ -20,6 +20,12 @@ def predict_stays(model, tensors: CohortTensors, stays: np.ndarray, batch_size: 
     return out  # type: ignore[return-value]
 
 
+def predict_rows(model, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray, device) -> np.ndarray:
+    """Risk for every row of flat per-row arrays (stay i is rows offsets[i]:offsets[i + 1])."""
+    t = CohortTensors.from_arrays(values, np.zeros(len(values), np.int8), offsets, device, elapsed)
+    return np.concatenate(predict_stays(model, t, np.arange(len(offsets) - 1)))
+
+
 def stay_labels(tensors: CohortTensors, stays: np.ndarray) -> list[np.ndarray]:
     labels = tensors.labels[:-1].cpu().numpy().astype(np.int8)
     return [labels[tensors.offsets[s] : tensors.offsets[s + 1]] for s in stays]

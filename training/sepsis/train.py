@@ -22,7 +22,7 @@ from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.data import load_cohort
 from training.sepsis.features import quantile_edges
 from training.sepsis.model import SepsisModel
-from training.sepsis.predict import predict_stays, stay_labels
+from training.sepsis.predict import predict_rows, predict_stays, stay_labels
 from training.sepsis.silence import blank_runs
 from training.sepsis.splits import cross_hospital_split, patient_split
 
@@ -148,14 +148,6 @@ def run_record(cfg: TrainConfig, cohort, split_name: str, train_idx, val_idx, te
             "parameters": {"core": core_parameters(model), "total": count_parameters(model)}}
 
 
-def torch_predictor(model, device):
-    """predict(values, elapsed, offsets) -> risk per row, with the PyTorch model over padded batches."""
-    def predict(values, elapsed, offsets):
-        t = CohortTensors.from_arrays(values, np.zeros(len(values), np.int8), offsets, device, elapsed)
-        return np.concatenate(predict_stays(model, t, np.arange(len(offsets) - 1)))
-    return predict
-
-
 def train(cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -240,7 +232,7 @@ def train(cfg: TrainConfig) -> dict:
         from training.sepsis.silence import silence_drift
 
         sub = cohort.subset(test_idx)
-        result["silence_drift_test"] = silence_drift(torch_predictor(model, device), sub.values, sub.offsets,
+        result["silence_drift_test"] = silence_drift(lambda v, e, o: predict_rows(model, v, e, o, device), sub.values, sub.offsets,
                                                      result["threshold"])
     result.update(run_record(cfg, cohort, split.name, train_idx, val_idx, test_idx, model, device))
     result.update({
