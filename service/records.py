@@ -1,9 +1,23 @@
-"""Admissions, outcomes, alarm lifecycle and read queries (everything but scoring)."""
+"""Admissions, outcomes, alarm lifecycle and read queries (everything but scoring).
+
+Alarm transitions and outcomes are conditional updates (`UPDATE ... WHERE id = :id AND state IN
+(allowed from-states)`, `... AND outcome IS NULL`), so of two racing requests, in one process or
+several, the database lets exactly one through and the other sees the row as the winner left it.
+
+| from-state    | ack          | snooze                 | resolve  |
+|---------------|--------------|------------------------|----------|
+| open          | acknowledged | snoozed                | resolved |
+| acknowledged  | 409          | snoozed                | resolved |
+| snoozed       | acknowledged | snoozed (new end time) | resolved |
+| resolved      | 409          | 409                    | 409      |
+
+Outcome: none -> recorded; recorded -> the same outcome again returns it unchanged, any other 409.
+"""
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,10 +29,12 @@ from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Observation, Patient
 
 UTC = dt.timezone.utc
-# Which transitions each action allows (from-state -> action).
-ACK_FROM = ("open", "snoozed")
-SNOOZE_FROM = ("open", "acknowledged", "snoozed")
-RESOLVE_FROM = ("open", "acknowledged", "snoozed")
+# The alarm state machine: action -> (the states it may start from, the state it leads to).
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "acknowledge": (("open", "snoozed"), "acknowledged"),
+    "snooze": (("open", "acknowledged", "snoozed"), "snoozed"),
+    "resolve": (("open", "acknowledged", "snoozed"), "resolved"),
+}
 
 
 def _now() -> dt.datetime:
@@ -102,20 +118,23 @@ class Records:
             alarms=[alarm_out(a, row) for a in alarms])
 
     def record_outcome(self, pid: str, o: schemas.OutcomeIn) -> schemas.PatientSummary:
-        with self.locks.hold([pid]), self.factory.begin() as s:
+        """Record the outcome once: the same outcome again returns it unchanged, another is a 409."""
+        onset = o.onset_time.astimezone(UTC) if o.onset_time else None
+        values = dict(outcome=o.outcome, onset_time=onset, outcome_recorded_at=_now(), outcome_recorded_by=o.recorded_by)
+        if o.discharged_at:
+            values["discharged_at"] = o.discharged_at.astimezone(UTC)
+        with self.factory.begin() as s:
+            # The patient's version guards its model state only: an outcome does not bump it, so
+            # recording one never forces a concurrent observation to retry.
+            won = s.execute(update(Patient).where(Patient.id == pid, Patient.outcome.is_(None)).values(**values)
+                            .execution_options(synchronize_session=False)).rowcount == 1
             row = s.get(Patient, pid)
             if row is None:
                 raise NotFound(f"no patient {pid!r}")
-            onset = o.onset_time.astimezone(UTC) if o.onset_time else None
-            discharged = o.discharged_at.astimezone(UTC) if o.discharged_at else None
-            if row.outcome is not None and (row.outcome, row.onset_time) != (o.outcome, onset):
+            if not won and (row.outcome, row.onset_time) != (o.outcome, onset):
                 raise Conflict(f"patient {pid} already has outcome {row.outcome!r}"
                                + (f" (onset {row.onset_time.isoformat()})" if row.onset_time else "")
                                + "; a recorded outcome cannot be changed")
-            row.outcome, row.onset_time = o.outcome, onset
-            row.discharged_at = discharged or row.discharged_at
-            row.outcome_recorded_at, row.outcome_recorded_by = _now(), o.recorded_by
-            row.version += 1
             return summary(row, _active_alarm_ids(s, [pid]).get(pid))
 
     # -- alarms --------------------------------------------------------------------------------
@@ -136,33 +155,32 @@ class Records:
                 q = q.where(Alarm.raised_at < until)
             return [alarm_out(a, p) for a, p in s.execute(q).all()]
 
-    def _transition(self, alarm_id: int, allowed: tuple[str, ...], action: str, apply) -> schemas.AlarmOut:
+    def _transition(self, alarm_id: int, action: str, values: dict) -> schemas.AlarmOut:
+        allowed, to = TRANSITIONS[action]
         with self.factory.begin() as s:
+            # One statement decides: a racing transition that commits first changes the state this
+            # WHERE reads (PostgreSQL re-checks it on the locked row), so at most one of two wins.
+            won = s.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state.in_(allowed))
+                            .values(state=to, **values).execution_options(synchronize_session=False)).rowcount == 1
             alarm = s.get(Alarm, alarm_id)
             if alarm is None:
                 raise NotFound(f"no alarm {alarm_id}")
-            if alarm.state not in allowed:
-                raise Conflict(f"alarm {alarm_id} is {alarm.state}; it can be {action} only when {' or '.join(allowed)}")
-            apply(alarm)
-            s.flush()
+            if not won:
+                raise Conflict(f"alarm {alarm_id} is {alarm.state}; it can be {to} only when {' or '.join(allowed)}")
             return alarm_out(alarm, s.get(Patient, alarm.patient_id))
 
     def acknowledge(self, alarm_id: int, body: schemas.AckIn) -> schemas.AlarmOut:
-        def apply(a: Alarm):
-            a.state, a.acknowledged_by, a.acknowledged_at = "acknowledged", body.by, _now()
-            a.ack_reason, a.ack_note, a.snoozed_until = body.reason, body.note, None
-        return self._transition(alarm_id, ACK_FROM, "acknowledged", apply)
+        return self._transition(alarm_id, "acknowledge", dict(
+            acknowledged_by=body.by, acknowledged_at=_now(), ack_reason=body.reason, ack_note=body.note,
+            snoozed_until=None))
 
     def snooze(self, alarm_id: int, body: schemas.SnoozeIn) -> schemas.AlarmOut:
-        def apply(a: Alarm):
-            a.state, a.snoozed_by = "snoozed", body.by
-            a.snoozed_until = _now() + dt.timedelta(minutes=body.minutes)
-        return self._transition(alarm_id, SNOOZE_FROM, "snoozed", apply)
+        return self._transition(alarm_id, "snooze", dict(
+            snoozed_by=body.by, snoozed_until=_now() + dt.timedelta(minutes=body.minutes)))
 
     def resolve(self, alarm_id: int, body: schemas.ResolveIn) -> schemas.AlarmOut:
-        def apply(a: Alarm):
-            a.state, a.resolved_by, a.resolved_at, a.resolve_note = "resolved", body.by, _now(), body.note
-        return self._transition(alarm_id, RESOLVE_FROM, "resolved", apply)
+        return self._transition(alarm_id, "resolve", dict(
+            resolved_by=body.by, resolved_at=_now(), resolve_note=body.note))
 
     # -- stats ---------------------------------------------------------------------------------
 
