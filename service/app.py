@@ -11,18 +11,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import schemas
 from service.api import ROUTERS
 from service.config import Settings
-from service.errors import ServiceError
+from service.errors import ServiceError, first_problems
 from service.services import Services
 
 log = logging.getLogger("service")
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict]:
-    out = []
+def _short(part, most: int = 40) -> str:
+    """A location part as text, cut: a dict key in a location can be as long as the body."""
+    text = str(part)
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def _field_errors(exc: RequestValidationError):
+    """{field, reason} for each problem, lazily: the handler keeps only the first ones."""
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [_short(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         reason = str(err.get("msg", "")).removeprefix("Value error, ")
         # Our own validators report several named fields in one message: split them back out.
         parts = reason.split("; ") if err.get("type") == "value_error" else [reason]
@@ -30,24 +37,31 @@ def _field_errors(exc: RequestValidationError) -> list[dict]:
             name, sep, why = part.partition(": ")
             if sep and (name.startswith(("vitals.", "onset_time")) or name in ("onset_time",)):
                 prefix = [p for p in loc if p != "vitals"]
-                out.append({"field": ".".join(prefix + [name]), "reason": why})
+                yield {"field": ".".join(prefix + [name]), "reason": why}
             else:
-                out.append({"field": ".".join(loc) or "body", "reason": part})
-    return out
+                yield {"field": ".".join(loc) or "body", "reason": part}
+
+
+def _problem_body(detail: str, problems: list[dict], total: int) -> dict:
+    """{detail, errors, error_count}: the first problems in both, the count of all of them."""
+    if problems:
+        detail += ": " + "; ".join(f"{e['field']}: {e['reason']}" for e in problems)
+        if total > len(problems):
+            detail += f"; and {total - len(problems)} more ({total} problems in all)"
+    return {"detail": detail, "errors": problems, "error_count": total}
 
 
 def _install_error_handlers(app: FastAPI, metrics_of) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = _field_errors(exc)
-        detail = "invalid request: " + "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        problems, total = first_problems(_field_errors(exc))
+        return JSONResponse(_problem_body("invalid request", problems, total), status_code=422)
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError):
         body = {"detail": exc.detail}
         if exc.errors:
-            body["errors"] = exc.errors
+            body["errors"], body["error_count"] = first_problems(exc.errors)
         return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -58,6 +72,46 @@ def _install_error_handlers(app: FastAPI, metrics_of) -> None:
     async def _crash(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); nothing was stored"}, status_code=500)
+
+
+class _BodyLimitMiddleware:
+    """Answers 413 for a body over `limit` bytes before anything parses it (a declared
+    Content-Length at once, a chunked body as soon as it passes the limit); below the limit the
+    body is handed on unchanged."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: let the app see it
+                chunks = None
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        pending = [message if chunks is None else {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send):
+        reason = f"the body is larger than {self.limit} bytes (SEPSIS_MAX_BODY_BYTES)"
+        await JSONResponse({"detail": f"request too large: {reason}", "errors": [{"field": "body", "reason": reason}],
+                            "error_count": 1}, status_code=413)({"type": "http"}, None, send)
 
 
 class _LatencyMiddleware:
@@ -92,6 +146,8 @@ class _LatencyMiddleware:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if not 1 <= settings.max_batch_rows <= schemas.MAX_BATCH_ROWS:
+        raise ValueError(f"max_batch_rows must be 1 to {schemas.MAX_BATCH_ROWS}, got {settings.max_batch_rows}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -112,8 +168,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = app.state.services
         return services.metrics if services is not None else None
 
+    app.add_middleware(_BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(_LatencyMiddleware, metrics_of=metrics_of)
     _install_error_handlers(app, metrics_of)
     for router in ROUTERS:
         app.include_router(router)
+    _publish_batch_limit(app, settings.max_batch_rows)
     return app
+
+
+def _publish_batch_limit(app: FastAPI, rows: int) -> None:
+    """The published schema says this deployment's row cap (the model's ceiling is the largest allowed)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        spec = generate()  # built once and cached by FastAPI; the edit below is idempotent
+        spec["components"]["schemas"]["BatchRequest"]["properties"]["observations"]["maxItems"] = rows
+        return spec
+
+    app.openapi = openapi

@@ -36,6 +36,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     migrate: bool = True                 # run Alembic migrations at start-up
+    # Fairness: a batch holds its patients' writes and the model for its whole length, so one of
+    # 20,000 rows kept other patients' observations waiting for seconds (bench/batch_fairness.py).
+    max_batch_rows: int = 1000           # rows per /predict/batch request; more is a 413 (at most 20,000)
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies are a 413 before they are parsed
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

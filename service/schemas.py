@@ -2,14 +2,76 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints,
+                      field_validator, model_validator)
 
-from service.ranges import DERIVED, check_value
+from service.ranges import DERIVED, FEATURES, check_value
 
-PatientId = str
-_ID = dict(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+# -- bounded input types --------------------------------------------------------------------------
+# Every input is bounded here, at the schema, so that nothing out of range reaches the database
+# (year 1 or 9999 overflowed on conversion to UTC, NUL failed on PostgreSQL, 2^63 on any driver).
+
+UTC = dt.timezone.utc
+# Both databases and Python's datetime hold far more; this is what a clinical timestamp can be.
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=UTC)
+TIME_RANGE = f"from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"
+# The columns are INTEGER on PostgreSQL (tables.py): an id beyond it cannot exist.
+MAX_ID = 2**31 - 1
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+_TIME_FORMAT = "must be an ISO 8601 date-time string with a time zone, e.g. 2024-05-01T08:00:00Z"
+
+
+def _iso_string(value):
+    """Only ISO 8601 strings: pydantic would otherwise read 0, 0.5 or "1700000000" as Unix time."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or not _ISO.match(value):
+        raise ValueError(_TIME_FORMAT)
+    return value
+
+
+def _sane_time(value: dt.datetime) -> dt.datetime:
+    if value.utcoffset() is None:
+        raise ValueError("needs a time zone (e.g. 2024-05-01T08:00:00Z)")
+    # the year first: converting year 1 or 9999 with an offset to UTC overflows
+    if not EARLIEST.year <= value.year < LATEST.year or not EARLIEST <= value.astimezone(UTC) < LATEST:
+        raise ValueError(f"must be {TIME_RANGE}")
+    return value
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_string), AfterValidator(_sane_time),
+                      Field(description=f"ISO 8601 with a zone, e.g. 2024-05-01T08:00:00Z; {TIME_RANGE}")]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def Text(max_length: int, min_length: int = 0):  # noqa: N802  (a type factory)
+    """Free text a person types: bounded and without NUL, which PostgreSQL cannot store (pydantic
+    itself refuses lone surrogates)."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
+
+
+def _not_bool(value):
+    """JSON true/false are not the numbers 1/0 (pydantic's lax mode would take them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+# A number: JSON integers are fine (80 -> 80.0), true/false and strings ("80") are not.
+Number = StrictFloat
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+PatientId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PATIENT_ID_PATTERN)]
+# No PhysioNet name is longer than 16 characters; a longer key is refused before it is echoed.
+VariableName = Annotated[str, StringConstraints(max_length=32)]
 
 
 class _In(BaseModel):
@@ -17,9 +79,10 @@ class _In(BaseModel):
 
 
 class Observation(_In):
-    patient_id: PatientId = Field(**_ID, examples=["p000001"])
-    timestamp: AwareDatetime = Field(description="ISO 8601 with a zone, e.g. 2024-05-01T08:00:00Z")
-    vitals: dict[str, float] = Field(
+    patient_id: PatientId = Field(examples=["p000001"])
+    timestamp: Timestamp
+    vitals: dict[VariableName, Number] = Field(
+        max_length=len(FEATURES),
         description="Any subset of the PhysioNet 2019 variable names (PhysioNet units); omit what was not measured. "
                     "ICULOS is derived by the service.",
         examples=[{"HR": 97, "MAP": 75.3, "Temp": 38.1}])
@@ -56,8 +119,12 @@ class PredictResult(BaseModel):
                                                "the stored result is returned and nothing changes")
 
 
+# The most rows a batch may ever carry; a deployment's cap (Settings.max_batch_rows) is at most this.
+MAX_BATCH_ROWS = 20000
+
+
 class BatchRequest(_In):
-    observations: list[Observation] = Field(min_length=1, max_length=20000)
+    observations: list[Observation] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
 class BatchResponse(BaseModel):
@@ -66,13 +133,14 @@ class BatchResponse(BaseModel):
 
 
 class Admission(_In):
-    patient_id: PatientId = Field(**_ID)
-    age: float | None = Field(None, ge=0, le=120, description="years")
-    gender: Literal[0, 1] | None = Field(None, description="0 female, 1 male (PhysioNet coding)")
+    patient_id: PatientId
+    age: Number | None = Field(None, ge=0, le=120, description="years")
+    gender: Annotated[Literal[0, 1], BeforeValidator(_not_bool)] | None = Field(
+        None, description="0 female, 1 male (PhysioNet coding)")
     unit: Literal["MICU", "SICU", "other"] | None = Field(None, description="ICU type: MICU -> Unit1, SICU -> Unit2")
-    hosp_adm_time: float | None = Field(None, ge=-100000, le=24,
+    hosp_adm_time: Number | None = Field(None, ge=-100000, le=24,
                                         description="hours between hospital and ICU admission (PhysioNet HospAdmTime, usually <= 0)")
-    icu_admit_time: AwareDatetime = Field(description="ICU admission time; ICULOS counts from here")
+    icu_admit_time: Timestamp = Field(description=f"ICU admission time; ICULOS counts from here; {TIME_RANGE}")
 
 
 class AlarmOut(BaseModel):
@@ -136,9 +204,9 @@ class PatientDetail(PatientSummary):
 
 class OutcomeIn(_In):
     outcome: Literal["sepsis", "no_sepsis"] = Field(description="sepsis (give onset_time) or discharged without sepsis")
-    onset_time: AwareDatetime | None = None
-    discharged_at: AwareDatetime | None = None
-    recorded_by: str | None = Field(None, max_length=128)
+    onset_time: Timestamp | None = None
+    discharged_at: Timestamp | None = None
+    recorded_by: Text(128) | None = None
 
     @model_validator(mode="after")
     def _onset_iff_sepsis(self):
@@ -150,19 +218,19 @@ class OutcomeIn(_In):
 
 
 class AckIn(_In):
-    by: str = Field(min_length=1, max_length=128, description="who acknowledges")
+    by: Text(128, min_length=1) = Field(description="who acknowledges")
     reason: Literal["confirmed", "false_alarm", "already_treated"]
-    note: str | None = Field(None, max_length=1000)
+    note: Text(1000) | None = None
 
 
 class SnoozeIn(_In):
-    by: str = Field(min_length=1, max_length=128)
-    minutes: float = Field(gt=0, le=7 * 24 * 60, description="snooze length; no new alarm for this patient until it ends")
+    by: Text(128, min_length=1)
+    minutes: Number = Field(gt=0, le=7 * 24 * 60, description="snooze length; no new alarm for this patient until it ends")
 
 
 class ResolveIn(_In):
-    by: str = Field(min_length=1, max_length=128)
-    note: str | None = Field(None, max_length=1000)
+    by: Text(128, min_length=1)
+    note: Text(1000) | None = None
 
 
 class Stats(BaseModel):
@@ -183,7 +251,13 @@ class Stats(BaseModel):
     window_hours: tuple[float, float] = (-12.0, 3.0)
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="where, e.g. observations.3.vitals.HR; body for the request as a whole")
+    reason: str
+
+
 class ApiError(BaseModel):
     detail: str
-    errors: list[dict] | None = None
+    errors: list[FieldProblem] | None = Field(None, description="the first problems (at most 20)")
+    error_count: int | None = Field(None, description="how many problems there were in all")
 

@@ -1,13 +1,13 @@
 """The alarm queue and what a clinician does with an alarm."""
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from service import schemas
-from service.api.deps import ERRORS, ERRORS_404, Clinician, ServicesDep, Viewer, aware
+from service.api.deps import (ERRORS, ERRORS_404, AlarmId, Clinician, Limit, PatientQuery, ServicesDep, SinceQuery,
+                              UntilQuery, Viewer)
 
 router = APIRouter(tags=["alarms"])
 
@@ -15,15 +15,14 @@ router = APIRouter(tags=["alarms"])
 @router.get("/alarms", response_model=list[schemas.AlarmOut], responses=ERRORS, dependencies=[Viewer])
 def alarms(services: ServicesDep,
            state: Literal["open", "acknowledged", "snoozed", "resolved", "active"] | None = None,
-           patient_id: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
-           limit: Annotated[int, Query(ge=1, le=10000)] = 500):
+           patient_id: PatientQuery = None, since: SinceQuery = None, until: UntilQuery = None, limit: Limit = 500):
     """Newest first. state=active means anything not resolved."""
-    return services.records.alarms(state, patient_id, aware(since, "since"), aware(until, "until"), limit)
+    return services.records.alarms(state, patient_id, since, until, limit)
 
 
 @router.post("/alarms/{alarm_id}/ack", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
-def ack(alarm_id: int, body: schemas.AckIn, services: ServicesDep):
+def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep):
     out = services.records.acknowledge(alarm_id, body)
     services.metrics.alarm_events.labels(f"acknowledged_{body.reason}").inc()
     return out
@@ -31,7 +30,7 @@ def ack(alarm_id: int, body: schemas.AckIn, services: ServicesDep):
 
 @router.post("/alarms/{alarm_id}/snooze", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
-def snooze(alarm_id: int, body: schemas.SnoozeIn, services: ServicesDep):
+def snooze(alarm_id: AlarmId, body: schemas.SnoozeIn, services: ServicesDep):
     out = services.records.snooze(alarm_id, body)
     services.metrics.alarm_events.labels("snoozed").inc()
     return out
@@ -39,13 +38,13 @@ def snooze(alarm_id: int, body: schemas.SnoozeIn, services: ServicesDep):
 
 @router.post("/alarms/{alarm_id}/resolve", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
-def resolve(alarm_id: int, body: schemas.ResolveIn, services: ServicesDep):
+def resolve(alarm_id: AlarmId, body: schemas.ResolveIn, services: ServicesDep):
     out = services.records.resolve(alarm_id, body)
     services.metrics.alarm_events.labels("resolved").inc()
     return out
 
 
 @router.get("/stats", response_model=schemas.Stats, responses=ERRORS, dependencies=[Viewer])
-def stats(services: ServicesDep, since: dt.datetime | None = None):
+def stats(services: ServicesDep, since: SinceQuery = None):
     """Alarm burden and quality; a true alarm falls 12 h before to 3 h after sepsis onset."""
-    return services.records.stats(aware(since, "since"))
+    return services.records.stats(since)

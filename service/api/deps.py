@@ -1,14 +1,13 @@
 """Typed dependencies every router shares: the services container, the caller's role, error docs."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from service import schemas
 from service.auth import GRANTS
-from service.errors import Forbidden, Invalid, Unauthorized
+from service.errors import Forbidden, TooLarge, Unauthorized
 from service.services import Services
 
 
@@ -38,14 +37,46 @@ Ingest = Depends(require("ingest"))
 Clinician = Depends(require("clinician"))
 Viewer = Depends(require("viewer"))
 
-ERRORS = {401: {"model": schemas.ApiError}, 403: {"model": schemas.ApiError}, 422: {"model": schemas.ApiError}}
-ERRORS_409 = {**ERRORS, 409: {"model": schemas.ApiError}}
-ERRORS_404 = {**ERRORS_409, 404: {"model": schemas.ApiError}}
+_WHY = {400: "the body could not be read", 401: "missing, unknown or revoked API key",
+        403: "the key's role may not do this", 404: "no such patient or alarm",
+        409: "conflicts with what is stored (see detail); nothing was changed",
+        413: "larger than this service accepts: the body (SEPSIS_MAX_BODY_BYTES) or a batch's rows "
+             "(SEPSIS_MAX_BATCH_ROWS)",
+        422: "invalid input: `errors` names each field and the reason (the first ones; `error_count` says how many)"}
 
 
-def aware(value: dt.datetime | None, name: str) -> dt.datetime | None:
-    """A query timestamp must say its time zone: stored times are UTC."""
-    if value is not None and value.tzinfo is None:
-        raise Invalid(f"{name}: needs a time zone (e.g. 2024-05-01T00:00:00Z)",
-                      errors=[{"field": name, "reason": "needs a time zone"}])
-    return value
+def errors(*codes: int) -> dict:
+    """A route's `responses=`: every error status it can answer, each with the ApiError body."""
+    return {code: {"model": schemas.ApiError, "description": _WHY[code]} for code in sorted(codes)}
+
+
+# A route with a key and parameters answers 401, 403 and 422; one with a body also 400 (unreadable)
+# and 413 (the body limit in app.py); 409 and 404 where the handler says so.
+ERRORS = errors(401, 403, 422)
+ERRORS_404_GET = errors(401, 403, 404, 422)
+ERRORS_409 = errors(400, 401, 403, 409, 413, 422)
+ERRORS_404 = errors(400, 401, 403, 404, 409, 413, 422)
+
+# Path and query parameters, bounded like the bodies (schemas.py).
+AlarmId = Annotated[int, Path(ge=1, le=schemas.MAX_ID, description="an alarm's id")]
+PatientPath = Annotated[str, Path(min_length=1, max_length=64, pattern=schemas.PATIENT_ID_PATTERN)]
+PatientQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=schemas.PATIENT_ID_PATTERN)]
+SinceQuery = Annotated[schemas.Timestamp | None, Query(description=f"only from this time on; {schemas.TIME_RANGE}")]
+UntilQuery = Annotated[schemas.Timestamp | None, Query(description=f"only before this time; {schemas.TIME_RANGE}")]
+Limit = Annotated[int, Query(ge=1, le=10000)]
+Offset = Annotated[int, Query(ge=0, le=schemas.MAX_ID)]
+
+
+async def batch_within_limit(request: Request, services: ServicesDep) -> None:
+    """Refuses a batch over the configured row cap before its rows are validated one by one: one
+    request of 20,000 rows held every other patient's observation for seconds (issue 16)."""
+    limit = services.settings.max_batch_rows
+    try:
+        body = await request.json()  # parsed once already for the body parameter: this is the cached value
+    except ValueError:
+        return  # not JSON: the body's validation says so
+    rows = body.get("observations") if isinstance(body, dict) else None
+    if isinstance(rows, list) and len(rows) > limit:
+        raise TooLarge(f"observations: {len(rows)} rows; this service takes at most {limit} per request "
+                       "(SEPSIS_MAX_BATCH_ROWS): split the batch",
+                       errors=[{"field": "observations", "reason": f"at most {limit} rows per request"}])

@@ -1,12 +1,11 @@
 """The ward's patients: admission, listing, a stay's timeline, its outcome."""
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from service import schemas
-from service.api.deps import ERRORS, ERRORS_404, ERRORS_409, Clinician, Ingest, ServicesDep, Viewer
+from service.api.deps import (ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Clinician, Ingest, Limit, Offset,
+                              PatientPath, ServicesDep, Viewer)
 
 router = APIRouter(tags=["patients"])
 
@@ -21,19 +20,18 @@ def admit(body: schemas.Admission, response: Response, services: ServicesDep):
 
 
 @router.get("/patients", response_model=list[schemas.PatientSummary], responses=ERRORS, dependencies=[Viewer])
-def patients(services: ServicesDep, limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-             offset: Annotated[int, Query(ge=0)] = 0, with_outcome: bool | None = None):
+def patients(services: ServicesDep, limit: Limit = 500, offset: Offset = 0, with_outcome: bool | None = None):
     return services.records.list_patients(limit, offset, with_outcome)
 
 
-@router.get("/patients/{patient_id}", response_model=schemas.PatientDetail, responses=ERRORS_404,
+@router.get("/patients/{patient_id}", response_model=schemas.PatientDetail, responses=ERRORS_404_GET,
             dependencies=[Viewer])
-def patient(patient_id: str, services: ServicesDep):
+def patient(patient_id: PatientPath, services: ServicesDep):
     """The stay's timeline: observations, risks, alarms, outcome."""
     return services.records.patient(patient_id)
 
 
 @router.post("/patients/{patient_id}/outcome", response_model=schemas.PatientSummary, responses=ERRORS_404,
              dependencies=[Clinician])
-def outcome(patient_id: str, body: schemas.OutcomeIn, services: ServicesDep):
+def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep):
     return services.records.record_outcome(patient_id, body)
