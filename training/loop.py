@@ -1,10 +1,14 @@
-"""A shared training loop for the sequence benchmarks (N-MNIST, QuickDraw, IAM).
+"""One training loop for every task (sepsis, N-MNIST, QuickDraw, IAM).
 
-One loop: seeded, AdamW, early stopping on a validation split, an optional wall-clock budget,
-tqdm progress, best/last checkpoints and a history list of dicts (one per epoch). What differs
-between tasks (the loss, the validation score) comes in as an `Objective`; classification is the
-default. Under `torchrun` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel and the
-training set is sharded; every rank scores the whole validation set so they all stop together.
+Seeded by the caller, AdamW, an optional learning-rate schedule and EMA of the weights, early
+stopping on a validation score, an optional wall-clock budget, tqdm progress, and a history list
+of dicts (one per epoch). What differs between tasks comes in as two objects: the training
+`Batches` (the batch order and any augmentation, with the random state that drives them) and
+the `Objective` (the loss, and the validation evaluation whose 'score' early stopping follows).
+With a checkpoint directory, `last.pt` after every epoch holds everything needed to continue
+(`resume`) to the same result as an uninterrupted run. Under `torchrun` (WORLD_SIZE > 1) the model
+is wrapped in DistributedDataParallel and the training set is sharded; every rank scores the whole
+validation set so they all stop together.
 """
 from __future__ import annotations
 
@@ -15,41 +19,75 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from training.flags import add_flags, from_flags, flag
+
 Batch = dict[str, Any]
+SCHEDULES = ("constant", "warmup-cosine")
 
 
 @dataclass
 class LoopConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 8  # epochs without a better validation score before stopping
-    grad_clip: float = 1.0
-    seed: int = 0
-    val_fraction: float = 0.1
-    max_seconds: float | None = None  # training wall budget; the epoch in flight finishes
-    device: str = "auto"
-    num_workers: int = 0
-    progress: bool = True
+    epochs: int = flag(30, "passes over the training set at most", min=1)
+    batch_size: int = flag(64, "training batch size", min=1)
+    lr: float = flag(1e-3, "learning rate of AdamW (the peak, with a schedule)")
+    weight_decay: float = flag(1e-4, "AdamW weight decay")
+    patience: int = flag(8, "epochs without a better validation score before stopping", min=0)
+    grad_clip: float = flag(1.0, "clip the gradient norm to this (0: no clipping)")
+    seed: int = flag(0, "seed of the split, the batch order and the weights")
+    val_fraction: float = flag(0.1, "share of the training list held out for validation")
+    max_minutes: float | None = flag(None, "training wall budget; the epoch in flight finishes")
+    schedule: str = flag("constant", "learning rate over training: constant, or linear warm-up then cosine "
+                         "decay to 5%% of the peak", choices=SCHEDULES)
+    warmup_epochs: float = flag(1.0, "epochs of linear warm-up (warmup-cosine)")
+    ema: float | None = flag(None, "validate and keep an exponential moving average of the weights with "
+                             "this decay (0: the weights themselves)")
+    device: str = flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    num_workers: int = flag(0, "DataLoader worker processes")
+    progress: bool = flag(True, "progress bars")
+    resume: bool = flag(False, "continue from the run's last checkpoint (last.pt) to the same result as "
+                        "an uninterrupted run")
+
+
+class Batches(Protocol):
+    """The training set as batches, one pass per epoch. Its random state (batch order,
+    augmentation) goes into the checkpoint, so a resumed run sees the batches it would have seen."""
+
+    def __len__(self) -> int: ...  # batches per epoch
+    def epoch(self, epoch: int) -> Iterable[Batch]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Objective(Protocol):
+    """loss(model, batch) -> scalar to minimise; evaluate(model, val, device) -> dict with 'score'
+    (higher is better, drives early stopping and the kept weights); batch_weight(batch) -> how much
+    the batch counts in the epoch's mean training loss."""
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+    def evaluate(self, model: nn.Module, val: Any, device: torch.device) -> dict[str, float]: ...
+    def batch_weight(self, batch: Batch) -> float: ...
+
+
+def samples_in(batch: Batch) -> float:
+    return float(len(next(v for v in batch.values() if torch.is_tensor(v))))
 
 
 @dataclass
-class Objective:
-    """loss(model, batch) -> scalar; evaluate(model, loader, device) -> dict with 'score'
-    (higher is better, drives early stopping) and 'loss'."""
+class LossAndScore:
+    """An Objective from two functions; the epoch's loss is the mean over samples."""
 
     loss: Callable[[nn.Module, Batch], torch.Tensor]
-    evaluate: Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
+    evaluate: Callable[[nn.Module, Any, torch.device], dict[str, float]]
+    batch_weight: Callable[[Batch], float] = samples_in
 
 
 @dataclass
@@ -77,13 +115,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak; progress in [0, 1]."""
+    if progress < warmup:
+        return max(progress / warmup, 1e-3)
+    t = min((progress - warmup) / max(1.0 - warmup, 1e-9), 1.0)
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 # ---------------------------------------------------------------- distributed (torchrun) helpers
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0
 
 
 def init_distributed(device: torch.device) -> bool:
@@ -99,12 +149,12 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
-def _any_rank(flag: bool, device: torch.device, distributed: bool) -> bool:
+def _any_rank(flag_: bool, device: torch.device, distributed: bool) -> bool:
     if not distributed:
-        return flag
+        return flag_
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = torch.tensor([1.0 if flag_ else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -138,6 +188,41 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+class LoaderBatches:
+    """A Dataset as shuffled batches through a DataLoader (sharded under torchrun), seeded."""
+
+    def __init__(self, dataset: Dataset, collate: Callable[[list], Batch], batch_size: int, seed: int,
+                 num_workers: int = 0):
+        self.sampler = None
+        if world_size() > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            self.sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+                                 collate_fn=collate, generator=self.generator, num_workers=num_workers, drop_last=False)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterable[Batch]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self.loader
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def loaders(train_set: Dataset, val_set: Dataset, collate: Callable[[list], Batch], cfg: LoopConfig):
+    """(training Batches, validation DataLoader) of two datasets, as the classification tasks use them."""
+    val = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate, num_workers=cfg.num_workers)
+    return LoaderBatches(train_set, collate, cfg.batch_size, cfg.seed, cfg.num_workers), val
+
+
 # ---------------------------------------------------------------- classification objective
 def classification_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     logits = model(batch["x"], batch.get("dt"), batch.get("mask"))
@@ -168,7 +253,7 @@ def classification_evaluate(model, loader, device) -> dict[str, float]:
     return {"score": acc, "accuracy": acc, "loss": loss}
 
 
-CLASSIFICATION = Objective(loss=classification_loss, evaluate=classification_evaluate)
+CLASSIFICATION = LossAndScore(loss=classification_loss, evaluate=classification_evaluate)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -178,91 +263,145 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> n
 
 
 # ---------------------------------------------------------------- the loop
+def _rng_states(device: torch.device) -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, device: torch.device) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _save(payload: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # a run killed while writing keeps its previous checkpoint
+
+
+def _print_epoch(row: dict) -> None:
+    score = "n/a" if row["val_score"] is None else f"{row['val_score']:.4f}"
+    tqdm.write(f"epoch {row['epoch']}: train_loss={row['train_loss']:.4f} val_score={score} ({row['seconds']:.1f}s)")
+
+
 def fit(
     model: nn.Module,
-    train_set: Dataset,
-    val_set: Dataset,
-    collate: Callable[[list], Batch],
+    train: Batches,
+    val: Any,
     cfg: LoopConfig,
     objective: Objective = CLASSIFICATION,
     checkpoint_dir: str | Path | None = None,
+    *,
+    export_best: Callable[[nn.Module], dict] | None = None,
+    on_epoch: Callable[[dict], None] = _print_epoch,
 ) -> FitResult:
-    """Train until cfg.epochs, early stopping (cfg.patience) or cfg.max_seconds; leave the best
-    validation weights in `model`."""
-    seed_everything(cfg.seed)
+    """Train until cfg.epochs, early stopping (cfg.patience) or cfg.max_minutes; leave the best
+    validation weights in `model`. Seeding is the caller's (before it builds what the seed decides).
+
+    `val` goes to objective.evaluate as it is. With `checkpoint_dir`, `last.pt` is written after
+    every epoch and, with `export_best`, `best.pt` = export_best(weights) at every improvement;
+    cfg.resume continues from `last.pt`. `on_epoch(row)` reports each epoch's history row."""
     device = pick_device(cfg.device)
     distributed = init_distributed(device)
     model.to(device)
     train_model: nn.Module = model
-    sampler = None
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
 
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        sampler = DistributedSampler(train_set, shuffle=True, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-        collate_fn=collate, generator=gen, num_workers=cfg.num_workers, drop_last=False,
-    )
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=cfg.num_workers)
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the EMA copy is what gets validated and kept: it smooths the epoch-to-epoch swings of SGD
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+           if cfg.ema else None)
+    evaluated = ema.module if ema is not None else model
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and is_main_process():
         ckpt.mkdir(parents=True, exist_ok=True)
+    total_steps = cfg.epochs * len(train)
+    budget = cfg.max_minutes * 60.0 if cfg.max_minutes else None
 
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
-    stale, stopped_by, started = 0, "epochs", time.perf_counter()
+    stale, step, done, stopped_by, spent = 0, 0, 0, "epochs", 0.0
+    if cfg.resume:
+        if ckpt is None or not (ckpt / "last.pt").exists():
+            raise FileNotFoundError(f"nothing to resume: no {ckpt / 'last.pt' if ckpt else 'checkpoint directory'}")
+        state = torch.load(ckpt / "last.pt", map_location=device, weights_only=False)
+        try:
+            model.load_state_dict(state["model"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"{ckpt / 'last.pt'} was written by a different model or loop: {err}") from err
+        opt.load_state_dict(state["optimizer"])
+        train.load_state_dict(state["batches"])
+        _set_rng_states(state["rng"], device)
+        history, best_score, best_epoch, best_state = state["history"], state["best_score"], state["best_epoch"], state["best_state"]
+        stale, step, done, spent = state["stale"], state["step"], state["epoch"], state["seconds"]
+        stopped_by = state["stopped_by"] or "epochs"
+        if state["stopped_by"] == "early_stopping":
+            done = cfg.epochs  # the run had ended; there is nothing to continue
+    started = time.perf_counter() - spent
     show = cfg.progress and is_main_process()
-    for epoch in range(1, cfg.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+    for epoch in range(done + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         train_model.train()
-        total, count = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show)
+        losses, weights = [], []
+        bar = tqdm(train.epoch(epoch), total=len(train), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show)
         for batch in bar:
             batch = to_device(batch, device)
             loss = objective.loss(train_model, batch)
+            if cfg.schedule == "warmup-cosine":
+                # the schedule follows whichever budget binds first: epochs or wall-clock minutes
+                progress = step / total_steps
+                if budget:
+                    progress = max(progress, (time.perf_counter() - started) / budget)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(progress, warmup=cfg.warmup_epochs / cfg.epochs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            bs = len(next(v for v in batch.values() if torch.is_tensor(v)))
-            total += loss.item() * bs
-            count += bs
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            losses.append(loss.item())
+            weights.append(objective.batch_weight(batch))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
         train_seconds = time.perf_counter() - t0
-        val = objective.evaluate(model, val_loader, device)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "seconds": train_seconds}
-        row.update({f"val_{k}": float(v) for k, v in val.items()})
+        val_scores = objective.evaluate(evaluated, val, device)
+        row = {"epoch": epoch, "train_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
+               "seconds": train_seconds}
+        row.update({f"val_{k}": None if v is None else float(v) for k, v in val_scores.items()})
         history.append(row)
-        improved = val["score"] > best_score
+        improved = val_scores["score"] is not None and val_scores["score"] > best_score  # an undefined score never wins
         if improved:
-            best_score, best_epoch, stale = float(val["score"]), epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_score, best_epoch, stale = float(val_scores["score"]), epoch, 0
+            best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         else:
             stale += 1
+        over_budget = budget is not None and time.perf_counter() - started > budget
+        stop = "early_stopping" if _any_rank(not improved and stale >= cfg.patience, device, distributed) else (
+            "time_budget" if _any_rank(over_budget, device, distributed) and epoch < cfg.epochs else None)
         if ckpt is not None and is_main_process():
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "history": history}, ckpt / "last.pt")
-            if improved:
-                torch.save({"model": best_state, "epoch": epoch}, ckpt / "best.pt")
+            if improved and export_best is not None:
+                torch.save(export_best(evaluated), ckpt / "best.pt")
+            _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "ema": ema.state_dict() if ema is not None else None, "batches": train.state_dict(),
+                   "rng": _rng_states(device), "epoch": epoch, "step": step,
+                   "seconds": time.perf_counter() - started, "history": history, "best_score": best_score,
+                   "best_epoch": best_epoch, "best_state": best_state, "stale": stale, "stopped_by": stop,
+                   "loop": asdict(cfg)}, ckpt / "last.pt")
         if is_main_process():  # one line per epoch even without a progress bar (logs)
-            tqdm.write(f"epoch {epoch}: train_loss={row['train_loss']:.4f} "
-                       f"val_score={val['score']:.4f} ({train_seconds:.1f}s)")
-        over_budget = cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-        if _any_rank(stale >= cfg.patience, device, distributed):
-            stopped_by = "early_stopping"
-            break
-        if _any_rank(over_budget, device, distributed) and epoch < cfg.epochs:
-            stopped_by = "time_budget"
+            on_epoch(row)
+        if stop is not None:
+            stopped_by = stop
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -436,14 +575,16 @@ class ClassificationRun:
 def run_classification(model: nn.Module, train_set: ArraySequences, val_set: ArraySequences,
                        test_set: ArraySequences, run: ClassificationRun) -> dict[str, Any]:
     """fit -> best weights -> test once (accuracy, confusion) -> stress test on the same test set
-    -> metrics.json + PNGs + model.pt under run.out_dir. Returns the metrics."""
+    -> metrics.json + PNGs + model.pt under run.out_dir (and last.pt, to resume). Returns the metrics."""
     from training import stress
 
     out = Path(run.out_dir)
     if not len(train_set) or not len(val_set) or not len(test_set):
         raise ValueError(f"{run.task}: empty split ({len(train_set)} train, {len(val_set)} validation, "
                          f"{len(test_set)} test); use more data or another split fraction")
-    result = fit(model, train_set, val_set, stack_collate, run.loop)
+    seed_everything(run.loop.seed)  # after the model is built, as these runs always seeded
+    train, val = loaders(train_set, val_set, stack_collate, run.loop)
+    result = fit(model, train, val, run.loop, CLASSIFICATION, checkpoint_dir=out)
     metrics: dict[str, Any] = {}
     if is_main_process():
         device = pick_device(run.loop.device)
@@ -491,26 +632,9 @@ def run_classification(model: nn.Module, train_set: ArraySequences, val_set: Arr
 
 # ---------------------------------------------------------------- CLI helpers
 def add_loop_args(parser, defaults: LoopConfig) -> None:
-    g = parser.add_argument_group("training loop")
-    g.add_argument("--epochs", type=int, default=defaults.epochs)
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    g.add_argument("--lr", type=float, default=defaults.lr)
-    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    g.add_argument("--patience", type=int, default=defaults.patience)
-    g.add_argument("--seed", type=int, default=defaults.seed)
-    g.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    g.add_argument("--max-minutes", type=float, default=None,
-                   help="training wall budget; the epoch in flight finishes")
-    g.add_argument("--device", default=defaults.device)
-    g.add_argument("--no-progress", action="store_true")
+    """A flag per LoopConfig field (--epochs, --batch-size, ..., --no-progress, --resume)."""
+    add_flags(parser.add_argument_group("training loop"), LoopConfig, defaults)
 
 
 def loop_from_args(args) -> LoopConfig:
-    if args.epochs < 1 or args.batch_size < 1:
-        raise SystemExit("error: --epochs and --batch-size must be at least 1")
-    return LoopConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
-        max_seconds=None if args.max_minutes is None else args.max_minutes * 60.0,
-        device=args.device, progress=not args.no_progress,
-    )
+    return from_flags(LoopConfig, args)

@@ -12,8 +12,8 @@ from training.iam.data import IAMFormatError, Charset, LineSet, collate_lines, i
 from training import stress
 from training.iam.metrics import cer, greedy_decode, wer
 from training.iam.model import LineRecognizer
-from training.loop import (LoopConfig, Objective, count_parameters, fit, is_main_process,
-                           pick_device, plot_history, split_indices, to_device, write_json)
+from training.loop import (LoopConfig, LossAndScore, count_parameters, fit, is_main_process, loaders,
+                           pick_device, plot_history, seed_everything, split_indices, to_device, write_json)
 
 
 @dataclass
@@ -64,13 +64,13 @@ def transcribe(model, loader, device, charset: Charset, keep_all=None, variant: 
     return refs, hyps, total / max(n, 1)
 
 
-def objective(charset: Charset) -> Objective:
+def objective(charset: Charset) -> LossAndScore:
     def evaluate(model, loader, device):
         refs, hyps, loss = transcribe(model, loader, device, charset)
         c = cer(refs, hyps)
         return {"score": -c, "cer": c, "wer": wer(refs, hyps), "loss": loss}
 
-    return Objective(loss=ctc_loss, evaluate=evaluate)
+    return LossAndScore(loss=ctc_loss, evaluate=evaluate)
 
 
 def train(cfg: IAMConfig) -> dict:
@@ -84,8 +84,9 @@ def train(cfg: IAMConfig) -> dict:
     full = LineSet(train_lines, charset)
     keep, held = split_indices(len(full), cfg.loop.val_fraction, cfg.loop.seed)
     model = LineRecognizer(len(charset), cfg.core, cfg.hidden)
-    result = fit(model, Subset(full, keep.tolist()), Subset(full, held.tolist()), collate_lines,
-                 cfg.loop, objective(charset))
+    seed_everything(cfg.loop.seed)  # after the model is built, as these runs always seeded
+    train_batches, val = loaders(Subset(full, keep.tolist()), Subset(full, held.tolist()), collate_lines, cfg.loop)
+    result = fit(model, train_batches, val, cfg.loop, objective(charset), checkpoint_dir=cfg.out)
     if not is_main_process():
         return {}
     device = pick_device(cfg.loop.device)
