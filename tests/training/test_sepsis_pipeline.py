@@ -147,7 +147,7 @@ def test_calibrated_export_carries_the_calibration_and_keeps_the_ranking(trained
 
 def test_utility_targets_follow_the_challenge_scoring():
     """Hours where an alarm earns more than silence are the positives, weighted by the difference."""
-    from training.sepsis.train import utility_targets
+    from training.sepsis.objectives import utility_targets
 
     septic = np.zeros(30, np.int8)
     septic[16:] = 1  # first label at hour 16 -> t_sepsis = 22

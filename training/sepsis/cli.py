@@ -6,73 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-from training.sepsis.config import CFC_IMPLS, TrainConfig
+from training.flags import add_flags, flag_values, from_flags
+from training.sepsis.config import V3_MODEL, TrainConfig
 from training.sepsis.model import ModelConfig
 
-
-V3 = dict(bins=16, encoder_units=256, skip=True, hold_silent=True, batching="random", select="auroc",
-          silence_rate=0.25)
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig(data="")
-    p.add_argument("--data", required=True, help="PhysioNet 2019 archive (.tar.xz) or directory of .psv stays")
-    m = ModelConfig()
-    p.add_argument("--core", choices=["cfc", "lstm", "none"], default="cfc",
-                   help="recurrent core; none: the per-hour MLP (needs --encoder-units and --skip)")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--backbone-units", type=int, default=128)
-    # the flags below default to the v3 recipe (results/sepsis/ladder/); ModelConfig and TrainConfig keep
-    # the older defaults so that checkpoints from before v3 load as they were trained
-    p.add_argument("--bins", type=int, default=V3["bins"], help="piecewise-linear codes over this many quantile bins (0: none)")
-    p.add_argument("--encoder-units", type=int, default=V3["encoder_units"], help="hour-wise encoder width (0: none)")
-    p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=V3["skip"],
-                   help="the head also reads the encoder's output")
-    p.add_argument("--hold-silent", action=argparse.BooleanOptionalAction, default=V3["hold_silent"],
-                   help="an observation with no vital or lab holds the core and the risk")
-    p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--batching", choices=["length", "random"], default=V3["batching"])
-    p.add_argument("--select", choices=["utility", "auroc"], default=V3["select"],
-                   help="the validation score early stopping follows")
-    p.add_argument("--silence-rate", type=float, default=V3["silence_rate"],
-                   help="share of training stays with one run of withheld vitals and labs")
-    p.add_argument("--silence-hours", type=int, default=d.silence_hours)
-    p.add_argument("--objective", choices=["hourly", "utility", "patient"], default=d.objective)
-    p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default=d.split)
-    p.add_argument("--split-seed", type=int, default=d.split_seed)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--pos-weight", type=float, default=d.pos_weight)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay of the evaluated weights; 0 turns it off")
-    p.add_argument("--no-counts", action="store_true", help="leave measurement counts out of the features")
-    p.add_argument("--cfc-impl", choices=list(CFC_IMPLS), default=d.cfc_impl)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--max-train-stays", type=int, default=None)
-    p.add_argument("--max-eval-stays", type=int, default=None)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--checkpoints", default=d.checkpoints)
-    p.add_argument("--run", default=None)
-    p.add_argument("--cache-dir", default=d.cache_dir)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--no-progress", action="store_true")
+# what `evaluate` and `calibrate` read of a training configuration (the model comes from the checkpoint)
+EVALUATION_FIELDS = ("data", "objective", "split", "split_seed", "run", "out", "cache_dir", "device")
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        data=a.data, model=ModelConfig(core=a.core, hidden_size=a.hidden, backbone_units=a.backbone_units,
-                                       counts=not a.no_counts, bins=a.bins, encoder_units=a.encoder_units,
-                                       skip=a.skip, dropout=a.dropout, hold_silent=a.hold_silent),
-        batching=a.batching, select=a.select, silence_rate=a.silence_rate, silence_hours=a.silence_hours,
-        weight_decay=a.weight_decay, ema=a.ema or None, cfc_impl=a.cfc_impl,
-        objective=a.objective, split=a.split, split_seed=a.split_seed, seed=a.seed, epochs=a.epochs,
-        batch_size=a.batch_size, lr=a.lr, pos_weight=a.pos_weight, patience=a.patience,
-        max_minutes=a.max_minutes, max_train_stays=a.max_train_stays, max_eval_stays=a.max_eval_stays,
-        out=a.out, checkpoints=a.checkpoints, run=a.run, cache_dir=a.cache_dir, device=a.device,
-        progress=not a.no_progress)
+    return from_flags(TrainConfig, a)
 
 
 def _headline(result: dict) -> str:
@@ -104,8 +47,7 @@ def _evaluate_checkpoint(a, calibrate: bool) -> int:
     from training.sepsis.train import make_split, pick_device, run_record
 
     model = load_model(torch.load(a.checkpoint, map_location="cpu"))
-    cfg = TrainConfig(data=a.data, model=model.config, objective=a.objective, split=a.split,
-                      split_seed=a.split_seed, out=a.out, run=a.run, cache_dir=a.cache_dir, device=a.device)
+    cfg = TrainConfig(**flag_values(TrainConfig, a), model=model.config)
     device = pick_device(cfg.device)
     cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir))
     split = make_split(cohort, cfg)
@@ -246,9 +188,7 @@ def cmd_demo(a) -> int:
     """A quick real-data run on the CPU: a few minutes, to show the whole pipeline works."""
     from training.sepsis.train import train
 
-    v3 = {k: V3[k] for k in ("bins", "encoder_units", "skip", "hold_silent")}
-    cfg = TrainConfig(data=a.data, model=ModelConfig(core="cfc", hidden_size=64, backbone_units=64, **v3),
-                      batching=V3["batching"], select=V3["select"], silence_rate=V3["silence_rate"],
+    cfg = TrainConfig(data=a.data, model=ModelConfig(core="cfc", hidden_size=64, backbone_units=64, **V3_MODEL),
                       epochs=3, max_minutes=a.minutes, max_train_stays=4000, max_eval_stays=1500,
                       batch_size=64, out="results/demo", checkpoints="runs/demo", run="demo-cfc64",
                       dropout_rates=(0.0, 0.5), device="cpu")
@@ -261,21 +201,16 @@ def cmd_demo(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training sepsis")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_args(p := sub.add_parser("train", help="train a model (hourly or patient-level task)"))
+    p = sub.add_parser("train", help="train a model (hourly or patient-level task)")
+    add_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
     for name, func, text in (
             ("evaluate", cmd_evaluate, "evaluate a checkpoint: threshold on validation, metrics on test, plots"),
             ("calibrate", cmd_calibrate, "fit Platt calibration on validation, save the model, then evaluate it")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--checkpoint", required=True)
-        p.add_argument("--data", required=True)
-        p.add_argument("--objective", choices=["hourly", "utility", "patient"], default="hourly")
-        p.add_argument("--split", choices=["patient", "cross-A", "cross-B"], default="patient")
-        p.add_argument("--split-seed", type=int, default=0)
-        p.add_argument("--run", required=True, help="name of the results folder")
-        p.add_argument("--out", default="results/sepsis")
-        p.add_argument("--cache-dir", default=".cache/sepsis")
-        p.add_argument("--device", default="auto")
+        add_flags(p, TrainConfig, only=EVALUATION_FIELDS, required=("run",),
+                  meta={"run": {"help": "name of the results folder"}})
         if name == "calibrate":
             p.add_argument("--save", required=True, help="where to write the calibrated checkpoint")
         p.set_defaults(func=func)

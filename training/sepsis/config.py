@@ -1,46 +1,79 @@
-"""One configuration object for a sepsis training run."""
+"""One configuration object for a sepsis training run; the `train` command's flags are its fields
+(training/flags.py), so a parameter, its default and its help live here only."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
+from training.flags import flag
+from training.loop import SCHEDULES, LoopConfig
 from training.sepsis.model import ModelConfig
 
 CFC_IMPLS = ("auto", "fast", "fast-steps", "fast-compile", "reference")  # how a CfC core runs; see train.set_cfc_impl
+OBJECTIVES = ("hourly", "utility", "patient")
+SPLITS = ("patient", "cross-A", "cross-B")
+
+# The defaults below are the v3 recipe (results/sepsis/ladder/). ModelConfig itself keeps the older
+# defaults, so that checkpoints from before v3 load as they were trained.
+V3_MODEL = dict(bins=16, encoder_units=256, skip=True, hold_silent=True)
+
+# flags of the ModelConfig fields (declared in model.py, which checkpoints load through)
+MODEL_FLAGS = {
+    "core": dict(choices=("cfc", "lstm", "none"),
+                 help="recurrent core; none: the per-hour MLP (needs --encoder-units and --skip)"),
+    "hidden_size": dict(name="hidden", help="recurrent state width"),
+    "backbone_units": dict(help="CfC backbone width"),
+    "backbone_layers": dict(help="CfC backbone layers"),
+    "dropout": dict(help="dropout before the risk head (and inside the encoder)"),
+    "counts": dict(help="measurement counts among the features"),
+    "bins": dict(help="piecewise-linear codes over this many quantile bins (0: none)"),
+    "encoder_units": dict(help="hour-wise encoder width (0: none)"),
+    "skip": dict(help="the head also reads the encoder's output"),
+    "hold_silent": dict(help="an observation with no vital or lab holds the core and the risk"),
+}
 
 
 @dataclass
 class TrainConfig:
-    data: str
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: str = "hourly"        # "hourly" (SepsisLabel per hour), "utility" (the challenge's utility per
-                                     # hour as target and weight) or "patient" (last state -> septic stay)
-    split: str = "patient"           # "patient" (70/15/15 stratified), "cross-A" (train A, test B), "cross-B"
-    split_seed: int = 0              # fixed across model seeds so every run sees the same test stays
-    seed: int = 0
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 2e-3                 # peak, after one epoch of linear warm-up; cosine to 5% after
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    pos_weight: float = 8.0          # positives are ~1.8% of hours
-    ema: float | None = 0.995        # evaluate and keep an exponential moving average of the weights
-    patience: int = 10               # epochs without validation improvement before stopping
-    batching: str = "length"         # "length": stays of similar length per batch (little padding);
-                                     # "random": any stays together (more padding, batches alike in label mix)
-    select: str = "utility"          # what early stopping follows on validation: "utility" or "auroc"
-    silence_rate: float = 0.0        # share of training stays given one run of withheld vitals and labs
-    silence_hours: int = 24          # longest such run (hours); see training/sepsis/silence.py
-    cfc_impl: str = "auto"           # one of CFC_IMPLS; see train.set_cfc_impl
-    max_minutes: float | None = None # wall-clock budget for the epoch loop
-    max_train_stays: int | None = None
-    max_eval_stays: int | None = None
-    dropout_rates: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
-    out: str = "results/sepsis"
-    checkpoints: str = "runs/sepsis"
-    run: str | None = None
-    cache_dir: str = ".cache/sepsis"
-    device: str = "auto"
-    progress: bool = True
+    data: str = flag(help="PhysioNet 2019 archive (.tar.xz) or directory of .psv stays")
+    model: ModelConfig = flag(default_factory=lambda: ModelConfig(**V3_MODEL), fields=MODEL_FLAGS)
+    objective: str = flag("hourly", "hourly: SepsisLabel per hour; utility: the challenge's utility per hour as "
+                          "target and weight; patient: last state -> septic stay", choices=OBJECTIVES)
+    split: str = flag("patient", "patient: 70/15/15 stratified; cross-A: train A, test B; cross-B", choices=SPLITS)
+    split_seed: int = flag(0, "fixed across model seeds so every run sees the same test stays")
+    seed: int = flag(0, "seed of the weights, the batch order and the silence runs")
+    epochs: int = flag(40, "passes over the training stays at most", min=1)
+    batch_size: int = flag(256, "stays per batch", min=1)
+    lr: float = flag(2e-3, "peak learning rate, after the warm-up")
+    schedule: str = flag("warmup-cosine", "learning rate over training: warm-up then cosine to 5%% of the peak, "
+                         "or constant", choices=SCHEDULES)
+    warmup_epochs: float = flag(1.0, "epochs of linear warm-up")
+    weight_decay: float = flag(1e-4, "AdamW weight decay")
+    grad_clip: float = flag(1.0, "clip the gradient norm to this (0: no clipping)")
+    pos_weight: float = flag(8.0, "weight of positive hours in the loss (positives are ~1.8%% of hours)")
+    ema: float | None = flag(0.995, "EMA decay of the validated and kept weights; 0 turns it off")
+    patience: int = flag(10, "epochs without validation improvement before stopping", min=0)
+    batching: str = flag("random", "random: any stays together (batches alike in label mix); length: stays of "
+                         "similar length per batch (little padding)", choices=("random", "length"))
+    select: str = flag("auroc", "the validation score early stopping follows (hourly objectives)",
+                       choices=("auroc", "utility"))
+    silence_rate: float = flag(0.25, "share of training stays given one run of withheld vitals and labs")
+    silence_hours: int = flag(24, "longest such run (hours); see training/sepsis/silence.py")
+    cfc_impl: str = flag("auto", "how a CfC core runs; see train.set_cfc_impl", choices=CFC_IMPLS)
+    max_minutes: float | None = flag(None, "wall-clock budget for the epoch loop")
+    max_train_stays: int | None = flag(None, "train on this many stays drawn from the training split")
+    max_eval_stays: int | None = flag(None, "validate and test on the first this many stays of their splits")
+    dropout_rates: tuple[float, ...] = flag((0.0, 0.3, 0.5, 0.7), "inference-time row-dropout rates tested")
+    out: str = flag("results/sepsis", "results folder (metrics and plots under <out>/<run>)")
+    checkpoints: str = flag("runs/sepsis", "checkpoint folder (best.pt and last.pt under <checkpoints>/<run>)")
+    run: str | None = flag(None, "run name (default: core, width, objective, split and seed)")
+    cache_dir: str = flag(".cache/sepsis", "parsed-archive cache")
+    device: str = flag("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    progress: bool = flag(True, "progress bars")
+    resume: bool = flag(False, "continue from <checkpoints>/<run>/last.pt to the same result as an "
+                        "uninterrupted run")
+
+    def __post_init__(self):
+        self.ema = self.ema or None  # 0 means off
 
     @property
     def run_name(self) -> str:
@@ -50,3 +83,10 @@ class TrainConfig:
         obj = "" if self.objective == "hourly" else f"-{self.objective}"
         split = "" if self.split == "patient" else f"-{self.split}"
         return f"{m.core}{m.hidden_size}{obj}{split}-s{self.seed}"
+
+    @property
+    def loop(self) -> LoopConfig:
+        """The shared loop's settings: every LoopConfig field this config also has (same name, same
+        meaning); the rest (val_fraction, num_workers) keep LoopConfig's defaults, unused here."""
+        own = {f.name for f in fields(self)}
+        return LoopConfig(**{f.name: getattr(self, f.name) for f in fields(LoopConfig) if f.name in own})

@@ -1,28 +1,26 @@
-"""Train a sepsis model on the per-hour task (or the study's patient-level task), nanoGPT-style:
-one loop a reader can hold in their head. Writes a checkpoint under `runs/` and metrics + plots
-under `results/sepsis/<run>/`."""
+"""Train a sepsis model on the per-hour task (or the study's patient-level task) through the shared
+loop (training/loop.py:fit): the stays as batches (`StayBatches`), the objective as an object
+(training/sepsis/objectives.py). Writes checkpoints under `runs/` (best.pt, and last.pt to resume)
+and metrics + plots under `results/sepsis/<run>/`."""
 from __future__ import annotations
 
 import json
 import math
-import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from training.loop import count_parameters, pick_device  # noqa: F401  (pick_device is the CLI's too)
-from training.sepsis import metrics as M
-from training.sepsis.batching import CohortTensors, length_batches, per_stay, stay_rows
+from training.loop import count_parameters, fit, pick_device  # noqa: F401  (pick_device is the CLI's too)
+from training.sepsis.batching import CohortTensors, length_batches, stay_rows
 from training.sepsis.config import CFC_IMPLS, TrainConfig
 from training.sepsis.data import load_cohort
 from training.sepsis.features import quantile_edges
 from training.sepsis.model import SepsisModel
-from training.sepsis.predict import predict_rows, predict_stays, stay_labels
+from training.sepsis.objectives import StaySet, objective_for
+from training.sepsis.predict import predict_rows
 from training.sepsis.silence import blank_runs
 from training.sepsis.splits import cross_hospital_split, patient_split
 
@@ -53,65 +51,43 @@ def training_edges(values: np.ndarray, offsets: np.ndarray, stays: np.ndarray, b
     return torch.from_numpy(quantile_edges(values[stay_rows(offsets, stays)], bins))
 
 
-def utility_targets(labels: np.ndarray, offsets: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row target and weight for the utility objective, padding entry appended.
+class StayBatches:
+    """The training stays as padded batches, one pass per epoch: stays of similar length together
+    ("length") or any stays together ("random"), with a run of withheld vitals and labs blanked into
+    a share of them (silence_rate). The two random streams (batch order, silence runs) are its state."""
 
-    The challenge's utility is a sum over hours of u_pos (alarm) or u_neg (silence), so the hour is
-    a classification whose right answer is 1 where u_pos > u_neg (12 h before to 3 h after onset)
-    and whose cost of a mistake is |u_pos - u_neg|: up to 1 for a missed early alarm, up to 2 for a
-    missed late one, 0.05 for a false alarm, 0 for hours the challenge does not score."""
-    table = M.utility_table(per_stay(labels, offsets))
-    target = (table.u_pos > table.u_neg).astype(np.float32)
-    weight = np.abs(table.u_pos - table.u_neg).astype(np.float32)
-    weight /= weight[weight > 0].mean()  # keep the loss on the usual scale
-    pad = np.zeros(1, np.float32)
-    return (torch.from_numpy(np.concatenate([target, pad])).to(device),
-            torch.from_numpy(np.concatenate([weight, pad])).to(device))
+    def __init__(self, tensors: CohortTensors, stays: np.ndarray, cfg: TrainConfig, rng: np.random.Generator):
+        if cfg.batching not in ("length", "random"):
+            raise ValueError(f"unknown batching {cfg.batching!r}: expected length or random")
+        self.tensors, self.stays, self.cfg, self.rng = tensors, stays, cfg, rng
+        self.silence = torch.Generator().manual_seed(cfg.seed + 7919)
 
+    def __len__(self) -> int:
+        return math.ceil(len(self.stays) / self.cfg.batch_size)
 
-def loss_fn(logits, labels, mask, lengths, cfg: TrainConfig, weights=None):
-    pos_weight = torch.tensor(cfg.pos_weight, device=logits.device)
-    if cfg.objective == "hourly":
-        return F.binary_cross_entropy_with_logits(logits[mask], labels[mask], pos_weight=pos_weight)
-    if cfg.objective == "utility":
-        return F.binary_cross_entropy_with_logits(logits[mask], labels[mask], weight=weights[mask])
-    # patient-level: the last real step's output against "this stay becomes septic"
-    last = torch.as_tensor(lengths - 1, device=logits.device)
-    rows = torch.arange(len(last), device=logits.device)
-    target = (labels * mask).amax(dim=1)
-    return F.binary_cross_entropy_with_logits(logits[rows, last], target, pos_weight=pos_weight)
+    def order(self) -> list[np.ndarray]:
+        lengths, size = self.tensors.lengths[self.stays], self.cfg.batch_size
+        if self.cfg.batching == "length":
+            return length_batches(lengths, size, self.rng)
+        order = self.rng.permutation(len(lengths))
+        return [order[i: i + size] for i in range(0, len(order), size)]
 
+    def epoch(self, epoch: int):
+        for batch in self.order():
+            stays = self.stays[batch]
+            obs, dt, y, mask = self.tensors.batch(stays)
+            lengths = self.tensors.lengths[stays]
+            if self.cfg.silence_rate:
+                obs = blank_runs(obs, torch.from_numpy(lengths), self.cfg.silence_rate, self.cfg.silence_hours,
+                                 self.silence)
+            yield {"obs": obs, "dt": dt, "y": y, "mask": mask, "stays": stays, "lengths": lengths}
 
-def validation_score(cfg, labels, probs, table) -> dict:
-    """The number early stopping follows: normalised utility at the best threshold (hourly task),
-    or stay-level AUPRC (patient task)."""
-    if cfg.objective in ("hourly", "utility"):
-        flat = np.concatenate(probs)
-        _, utilities = M.utility_curve(table, flat)
-        auroc = M.hourly_auroc(labels, probs)
-        return {"val_utility": float(np.max(utilities)), "val_auroc": auroc,
-                "score": auroc if cfg.select == "auroc" else float(np.max(utilities))}
-    stay_y = np.array([lab.max() for lab in labels])
-    stay_p = np.array([p[-1] for p in probs])
-    res = M.stay_level_metrics(stay_y, stay_p)
-    return {"val_auroc": res["auroc"], "val_auprc": res["auprc"], "score": res["auprc"]}
+    def state_dict(self) -> dict:
+        return {"order": self.rng.bit_generator.state, "silence": self.silence.get_state()}
 
-
-def training_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    if cfg.batching == "length":
-        return length_batches(lengths, cfg.batch_size, rng)
-    if cfg.batching == "random":
-        order = rng.permutation(len(lengths))
-        return [order[i: i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    raise ValueError(f"unknown batching {cfg.batching!r}: expected length or random")
-
-
-def lr_factor(progress: float, warmup: float) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak; progress in [0, 1]."""
-    if progress < warmup:
-        return max(progress / warmup, 1e-3)
-    t = min((progress - warmup) / max(1.0 - warmup, 1e-9), 1.0)
-    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["order"]
+        self.silence.set_state(state["silence"])
 
 
 def set_cfc_impl(model: SepsisModel, impl: str) -> None:
@@ -148,6 +124,14 @@ def run_record(cfg: TrainConfig, cohort, split_name: str, train_idx, val_idx, te
             "parameters": {"core": core_parameters(model), "total": count_parameters(model)}}
 
 
+def record_row(row: dict) -> dict:
+    """A loop history row in the sepsis run record's layout, which summaries and plots read: epochs
+    counted from 0, the validation scores, the selection score as 'score', the training seconds."""
+    scores = {k: v for k, v in row.items() if k.startswith("val_") and k != "val_score"}
+    return {"epoch": row["epoch"] - 1, "train_loss": row["train_loss"], **scores, "score": row["val_score"],
+            "seconds": row["seconds"]}
+
+
 def train(cfg: TrainConfig) -> dict:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -165,78 +149,30 @@ def train(cfg: TrainConfig) -> dict:
     model = SepsisModel(cfg.model, mean, std, edges).to(device)
     set_cfc_impl(model, cfg.cfc_impl)
     tensors = CohortTensors.from_cohort(cohort, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # the EMA copy is what gets validated and saved: it smooths the epoch-to-epoch swings of SGD
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
-           if cfg.ema else None)
-    evaluated = ema.module if ema is not None else model
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    total_steps, step = cfg.epochs * steps_per_epoch, 0
-
-    val_labels = stay_labels(tensors, val_idx)
-    val_table = M.utility_table(val_labels) if cfg.objective in ("hourly", "utility") else None
-    targets = weights = None
-    if cfg.objective == "utility":
-        targets, weights = utility_targets(cohort.labels, cohort.offsets, device)
+    objective = objective_for(cfg, tensors, cohort.labels, cohort.offsets)
     ckpt_dir = Path(cfg.checkpoints) / cfg.run_name
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    best, best_epoch, history, epoch_seconds = -math.inf, -1, [], []
-    started = time.time()
-    silence_gen = torch.Generator().manual_seed(cfg.seed + 7919)
-    for epoch in range(cfg.epochs):
-        model.train()
-        t0, losses = time.time(), []
-        batches = training_batches(tensors.lengths[train_idx], cfg, rng)
-        for batch in tqdm(batches, desc=f"{cfg.run_name} epoch {epoch}", disable=not cfg.progress, leave=False):
-            stays = train_idx[batch]
-            obs, dt, y, mask = tensors.batch(stays)
-            if cfg.silence_rate:
-                obs = blank_runs(obs, torch.from_numpy(tensors.lengths[stays]), cfg.silence_rate,
-                                 cfg.silence_hours, silence_gen)
-            w = None
-            if targets is not None:
-                y, w = tensors.gather(targets, stays), tensors.gather(weights, stays)
-            loss = loss_fn(model(obs, dt, mask), y, mask, tensors.lengths[stays], cfg, w)
-            # the schedule follows whichever budget binds first: epochs or wall-clock minutes
-            progress = step / total_steps
-            if cfg.max_minutes:
-                progress = max(progress, (time.time() - started) / 60 / cfg.max_minutes)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(progress, warmup=1 / cfg.epochs)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            losses.append(loss.item())
-        epoch_seconds.append(time.time() - t0)
-        val = validation_score(cfg, val_labels, predict_stays(evaluated, tensors, val_idx), val_table)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **val, "seconds": epoch_seconds[-1]})
-        print(json.dumps({"run": cfg.run_name, **history[-1]}), flush=True)
-        if val["score"] > best:
-            best, best_epoch = val["score"], epoch
-            torch.save(evaluated.to_checkpoint(), ckpt_dir / "best.pt")
-        elif epoch - best_epoch >= cfg.patience:
-            break
-        if cfg.max_minutes and (time.time() - started) / 60 > cfg.max_minutes:
-            break
 
+    def report(row: dict) -> None:
+        print(json.dumps({"run": cfg.run_name, **record_row(row)}), flush=True)
+
+    fitted = fit(model, StayBatches(tensors, train_idx, cfg, rng), StaySet(tensors, val_idx), cfg.loop, objective,
+                 ckpt_dir, export_best=lambda m: m.to_checkpoint(), on_epoch=report)
+    history = [record_row(row) for row in fitted.history]
+    # the kept (best validation) weights, as ensembles, calibration and export will read them
     model = SepsisModel.from_checkpoint(torch.load(ckpt_dir / "best.pt", map_location="cpu")).to(device)
     set_cfc_impl(model, cfg.cfc_impl)
     from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
 
     result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
-    if cfg.objective in ("hourly", "utility"):
+    if objective.hourly:
         from training.sepsis.silence import silence_drift
 
         sub = cohort.subset(test_idx)
-        result["silence_drift_test"] = silence_drift(lambda v, e, o: predict_rows(model, v, e, o, device), sub.values, sub.offsets,
-                                                     result["threshold"])
+        result["silence_drift_test"] = silence_drift(lambda v, e, o: predict_rows(model, v, e, o, device), sub.values,
+                                                     sub.offsets, result["threshold"])
     result.update(run_record(cfg, cohort, split.name, train_idx, val_idx, test_idx, model, device))
     result.update({
-        "best_epoch": best_epoch, "epochs_run": len(history), "seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "best_epoch": fitted.best_epoch - 1, "epochs_run": len(history), "seconds_per_epoch": fitted.seconds_per_epoch,
         "history": history, "checkpoint": str(ckpt_dir / "best.pt"),
     })
     out_dir = Path(cfg.out) / cfg.run_name
