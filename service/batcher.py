@@ -35,10 +35,11 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> Future:
-        """Rows for one or more patients; the future yields (risk [n], next_state [n, S])."""
+        """Rows for one or more patients (obs [n, 40], elapsed [n, 1], state [n, S], as the step takes
+        them); the future yields (risk [n], next_state [n, S])."""
         if self._closed:
             raise RuntimeError("micro-batcher is closed")
-        item = _Item(obs, elapsed.reshape(-1), state)
+        item = _Item(obs, elapsed, state)
         self._queue.put(item)
         return item.future
 

@@ -20,6 +20,11 @@ def _env(name: str, default, kind=str):
 @dataclass(frozen=True)
 class Settings:
     db_url: str = "sqlite:///.cache/service/sepsis.db"  # relative to the working directory (git-ignored)
+    # SQLite in WAL mode: FULL syncs every commit (an answered write survives power loss); NORMAL
+    # only a crash of the process. PostgreSQL keeps its own synchronous_commit (default on).
+    sqlite_synchronous: str = "FULL"
+    # Observation, admission and outcome times further ahead of the service's clock are a 422.
+    future_margin_hours: float = 1.0
     model: str | None = None             # registry name; None = the registry's default
     model_version: str | None = None
     models_dir: str | None = None        # None = the registry's default root

@@ -35,9 +35,10 @@ class Model:
                    settings.microbatch_max_size, settings.microbatch_max_wait_ms)
 
     def run(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One model run over these rows as they are (a batch request's step across its patients)."""
+        """One model run over these rows as they are (a batch request's step across its patients):
+        obs [n, 40], elapsed [n, 1] hours, state [n, S]."""
         start = time.perf_counter()
-        res = self.runtime.step(obs, elapsed.reshape(-1, 1), state)
+        res = self.runtime.step(obs, elapsed, state)
         self.metrics.step_latency.observe(time.perf_counter() - start)
         self.metrics.batch_size.observe(len(obs))
         return res.risk, res.next_state

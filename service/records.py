@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import schemas
+from service.clock import refuse_future
 from service.errors import Conflict, NotFound
 from service.inputs import UNIT_CODES, unit_name
 from service.locks import StripedLocks
@@ -63,14 +64,17 @@ def alarm_out(a: Alarm, patient: Patient | None) -> schemas.AlarmOut:
 
 
 class Records:
-    def __init__(self, factory: sessionmaker[Session], locks: StripedLocks):
+    def __init__(self, factory: sessionmaker[Session], locks: StripedLocks,
+                 future_margin: dt.timedelta = dt.timedelta(hours=1)):
         self.factory = factory
         self.locks = locks  # shared with the ingestor: an admission cannot race a first observation
+        self.future_margin = future_margin
 
     # -- patients ------------------------------------------------------------------------------
 
     def admit(self, a: schemas.Admission) -> tuple[schemas.PatientSummary, bool]:
         """(summary, created). Posting the same admission again is a no-op; a different one is a 409."""
+        refuse_future([("icu_admit_time", a.icu_admit_time)], self.future_margin)
         unit1, unit2 = UNIT_CODES[a.unit] if a.unit else (None, None)
         fields = dict(age=a.age, gender=None if a.gender is None else float(a.gender), unit1=unit1, unit2=unit2,
                       hosp_adm_time=a.hosp_adm_time, icu_admit_time=a.icu_admit_time.astimezone(UTC))
@@ -119,6 +123,7 @@ class Records:
 
     def record_outcome(self, pid: str, o: schemas.OutcomeIn) -> schemas.PatientSummary:
         """Record the outcome once: the same outcome again returns it unchanged, another is a 409."""
+        refuse_future([("onset_time", o.onset_time), ("discharged_at", o.discharged_at)], self.future_margin)
         onset = o.onset_time.astimezone(UTC) if o.onset_time else None
         values = dict(outcome=o.outcome, onset_time=onset, outcome_recorded_at=_now(), outcome_recorded_by=o.recorded_by)
         if o.discharged_at:

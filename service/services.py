@@ -1,6 +1,8 @@
 """The services container: everything a request needs, built once at start-up and closed at shutdown."""
 from __future__ import annotations
 
+import datetime as dt
+
 from service.auth import KeyVerifier, seed_keys
 from service.config import Settings
 from service.inference import Model
@@ -16,7 +18,7 @@ class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()
-        self.engine = make_engine(settings.db_url)
+        self.engine = make_engine(settings.db_url, settings.sqlite_synchronous)
         if settings.migrate:
             migrate(self.engine)
         self.factory = sessions(self.engine)
@@ -24,8 +26,9 @@ class Services:
             seed_keys(self.factory, settings.bootstrap_keys)
         self.keys = KeyVerifier(self.factory, settings.key_cache_seconds)
         self.model = Model.load(settings, self.metrics)
-        self.ingestor = Ingestor(self.engine, self.model, self.metrics)
-        self.records = Records(self.factory, self.ingestor.locks)
+        margin = dt.timedelta(hours=settings.future_margin_hours)
+        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin)
+        self.records = Records(self.factory, self.ingestor.locks, margin)
 
     def close(self) -> None:
         self.model.close()

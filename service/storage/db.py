@@ -12,28 +12,38 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+# SQLite's durability levels in WAL mode: FULL syncs the log at every commit, so an answered write
+# survives power loss and kernel crashes; NORMAL syncs only at checkpoints, so the last few hundred
+# answered writes survive a crash of the process but not of the machine (bench/durability.py).
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+
+
+def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
     if url.startswith("sqlite"):
+        if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {sqlite_synchronous!r}")
         path = url.removeprefix("sqlite:///")
         if path and path != url and not path.startswith(":memory:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=8, max_overflow=8)
-        _sqlite_immediate_transactions(engine)
+        _sqlite_immediate_transactions(engine, sqlite_synchronous.upper())
         return engine
+    # PostgreSQL keeps its server default, synchronous_commit=on: a commit returns once its WAL
+    # record is flushed, so an answered write is durable.
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_immediate_transactions(engine: Engine) -> None:
-    """WAL, and BEGIN IMMEDIATE so that concurrent transactions queue (busy_timeout) instead of
-    failing on a lock upgrade."""
+def _sqlite_immediate_transactions(engine: Engine, synchronous: str) -> None:
+    """WAL, the durability level, and BEGIN IMMEDIATE so that concurrent transactions queue
+    (busy_timeout) instead of failing on a lock upgrade."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let the events below issue BEGIN themselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()

@@ -17,14 +17,14 @@ def test_gathers_concurrent_submissions_and_splits_results():
 
     def step(o, e, s):
         runs.append(len(o))
-        return o[:, 0] * 2, s + e[:, None]
+        return o[:, 0] * 2, s + e
 
     b = MicroBatcher(step, max_size=64, max_wait_s=0.2)
     barrier = threading.Barrier(8)
 
     def call(i):
         barrier.wait()
-        return b.step(np.full((1, 40), i, np.float32), np.array([i], np.float32), np.zeros((1, 3), np.float32))
+        return b.step(np.full((1, 40), i, np.float32), np.array([[i]], np.float32), np.zeros((1, 3), np.float32))
 
     with ThreadPoolExecutor(8) as pool:
         out = list(pool.map(call, range(8)))
@@ -44,11 +44,11 @@ def test_size_bound_and_errors_reach_every_caller():
         return o[:, 0], s
 
     b = MicroBatcher(step, max_size=4, max_wait_s=0.2)
-    futures = [b.submit(np.zeros((1, 40), np.float32), np.zeros(1, np.float32), np.zeros((1, 2), np.float32))
+    futures = [b.submit(np.zeros((1, 40), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32))
                for _ in range(10)]
     [f.result() for f in futures]
     assert max(runs) <= 4 and sum(runs) == 10
-    bad = b.submit(np.full((1, 40), -1, np.float32), np.zeros(1, np.float32), np.zeros((1, 2), np.float32))
+    bad = b.submit(np.full((1, 40), -1, np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32))
     with pytest.raises(ValueError, match="bad row"):
         bad.result(timeout=5)
     b.close()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.ranges import FEATURES
-from training.sepsis.replay import plan_stay, replay
+from training.sepsis.replay import plan_stay, plan_stay_before, replay
 from tests.service.conftest import KEYS, client_for, hdr
 
 HEADER = "|".join(FEATURES) + "|SepsisLabel"
@@ -50,6 +50,22 @@ def test_plan_places_icu_admission_so_iculos_matches_the_file():
     assert plan.outcome["onset_time"] == (start + dt.timedelta(hours=2 + 6)).isoformat()
 
 
+def test_a_stay_is_placed_before_now():
+    """The service refuses times ahead of its clock: every time a plan posts lies at or before now."""
+    now = dt.datetime(2024, 5, 1, 10, 37, tzinfo=dt.timezone.utc)
+    for septic_from in (None, 3):  # the onset (first label + 6 h) lies after the last row
+        values = np.array(make_rows(5, first_iculos=2, septic_from=septic_from), dtype=np.float32)[:, :40]
+        labels = np.array([0] * 5 if septic_from is None else [0, 0, 0, 1, 1], np.int8)
+        plan = plan_stay_before("x", values, labels, now)
+        times = [dt.datetime.fromisoformat(o["body"]["timestamp"]) for o in plan.observations]
+        times.append(dt.datetime.fromisoformat(plan.outcome.get("onset_time") or plan.outcome["discharged_at"]))
+        assert max(times) == plan.latest <= now and now - plan.latest < dt.timedelta(hours=1)
+        assert times[0].minute == times[0].second == 0
+        # the same stay as plan_stay lays it out, only moved
+        same = plan_stay("x", values, labels, times[0])
+        assert same.observations == plan.observations and same.outcome == plan.outcome
+
+
 def test_replay_through_the_api(tmp_path, sqlite_url, models_root):
     from training.sepsis.data import iter_stays
 
@@ -57,7 +73,7 @@ def test_replay_through_the_api(tmp_path, sqlite_url, models_root):
     data.mkdir()
     write_psv(data / "p000001.psv", make_rows(5, first_iculos=1, septic_from=3, temp_bad_at=4))
     write_psv(data / "p000002.psv", make_rows(3, first_iculos=4))
-    with client_for(sqlite_url, models_root) as c:
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:  # nothing posted may lie ahead of now
         totals = replay(iter_stays(tmp_path), c, speed=0, api_key=KEYS["admin"], concurrency=2, prefix="r-",
                         progress=False)
         assert totals.errors == [] and (totals.stays, totals.posted, totals.dropped_values) == (2, 8, 1)

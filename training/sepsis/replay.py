@@ -7,8 +7,10 @@ Each stay is admitted (demographics, ICU admission time placed so that the servi
 ICULOS equals the file's), its rows are posted at their hour (one data hour = 3600/speed s of wall
 time; --speed 0 posts as fast as the service answers), and its outcome is posted at the end:
 sepsis with onset = first SepsisLabel=1 hour + 6 h (the challenge shifted labels 6 h early), else
-discharged without sepsis. Timestamps start at the replay's start hour. The key needs the admin
-role (or ingest for the feed and clinician for outcomes: pass --outcome-key).
+discharged without sepsis. The service refuses times ahead of its clock, so each stay is placed in
+the past: its latest time (last row, onset or discharge) at or before the moment the replay starts,
+its first row on a whole hour. The key needs the admin role (or ingest for the feed and clinician
+for outcomes: pass --outcome-key).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class StayPlan:
     admission: dict
     observations: list[dict]   # each with "hour" (offset from the first row) and the /predict body
     outcome: dict
+    latest: dt.datetime        # the latest time the plan posts: its last row, the onset or the discharge
 
 
 @dataclass
@@ -78,10 +81,19 @@ def plan_stay(patient_id: str, values: np.ndarray, labels: np.ndarray, start: dt
     if len(positive):
         onset = icu_admit + dt.timedelta(hours=float(hours[positive[0]]) - 1.0 + LABEL_SHIFT_HOURS)
         outcome = {"outcome": "sepsis", "onset_time": onset.isoformat(), "recorded_by": "replay"}
+        latest = max(last_ts, onset)
     else:
-        outcome = {"outcome": "no_sepsis", "discharged_at": (last_ts + dt.timedelta(hours=1)).isoformat(),
-                   "recorded_by": "replay"}
-    return StayPlan(patient_id, admission, observations, outcome)
+        latest = last_ts + dt.timedelta(hours=1)
+        outcome = {"outcome": "no_sepsis", "discharged_at": latest.isoformat(), "recorded_by": "replay"}
+    return StayPlan(patient_id, admission, observations, outcome, latest)
+
+
+def plan_stay_before(patient_id: str, values: np.ndarray, labels: np.ndarray, now: dt.datetime) -> StayPlan:
+    """The plan moved back so that its latest time is at or before `now` and its first row falls
+    on a whole hour (the service refuses times ahead of its clock)."""
+    span = plan_stay(patient_id, values, labels, now).latest - now
+    start = (now - span).replace(minute=0, second=0, microsecond=0)
+    return plan_stay(patient_id, values, labels, start)
 
 
 def _post_observation(client: httpx.Client, body: dict, headers: dict, totals: Totals) -> None:
@@ -122,8 +134,9 @@ def replay_stay(client: httpx.Client, plan: StayPlan, speed: float, ingest_heade
 
 def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key: str | None = None,
            concurrency: int = 4, prefix: str = "", start: dt.datetime | None = None, progress: bool = True) -> Totals:
-    """Replay `stays` (objects with patient_id, values, labels) through `client`; returns counts."""
-    start = start or dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    """Replay `stays` (objects with patient_id, values, labels) through `client`; returns counts.
+    Each stay ends at or before now (plan_stay_before), unless `start` places every first row."""
+    now = dt.datetime.now(dt.timezone.utc)
     ingest_headers = {"X-API-Key": api_key}
     outcome_headers = {"X-API-Key": outcome_key or api_key}
     totals = Totals()
@@ -132,7 +145,8 @@ def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key:
 
     def one(stay):
         try:
-            plan = plan_stay(prefix + stay.patient_id, stay.values, stay.labels, start)
+            plan = (plan_stay(prefix + stay.patient_id, stay.values, stay.labels, start) if start is not None
+                    else plan_stay_before(prefix + stay.patient_id, stay.values, stay.labels, now))
             replay_stay(client, plan, speed, ingest_headers, outcome_headers, totals)
         except Exception as err:  # one broken stay must not stop the others; it is reported
             with totals.lock:

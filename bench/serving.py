@@ -1,0 +1,159 @@
+"""What the service benchmarks share: a service process (optionally under strace) with a fixed model
+and key, a writer of hourly observations that remembers what was answered, and percentiles."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.service_load import RawHTTP, pick_model  # noqa: E402  (after the path: runnable as a script)
+from dashboard.processes import free_port, wait_for  # noqa: E402
+
+KEY = "sk_bench_admin"
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def service_env(db_url: str, model_dir: Path, **settings) -> dict[str, str]:
+    from models.card import load_card
+
+    card = load_card(model_dir / "model_card.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEPSIS_DB_URL": db_url,
+           "SEPSIS_MODELS_DIR": str(model_dir.parent.parent), "SEPSIS_MODEL": card.name,
+           "SEPSIS_MODEL_VERSION": str(card.version), "SEPSIS_BOOTSTRAP_KEYS": f"admin:{KEY}", "SEPSIS_DEVICE": "cpu"}
+    env.update({f"SEPSIS_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def model_label(model_dir: Path) -> str:
+    from models.card import load_card
+
+    card = load_card(model_dir / "model_card.json")
+    return f"{card.name} v{card.version} (S={card.state_size})"
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    url: str
+
+
+def start(env: dict, workers: int = 1, strace_to: Path | None = None, log: Path | None = None) -> Server:
+    """`python -m service` on a free loopback port; with `strace_to`, every fsync/fdatasync of the
+    process tree is logged there with its wall-clock time."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if strace_to is not None:
+        if shutil.which("strace") is None:
+            raise SystemExit("strace is not installed: run without --fsyncs")
+        cmd = ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=fsync,fdatasync", "-o", str(strace_to)] + cmd
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ready", proc, timeout_s=120)
+    except BaseException:
+        kill(proc)
+        raise
+    return Server(proc, port, f"http://127.0.0.1:{port}")
+
+
+def kill(proc: subprocess.Popen, signal_name: str = "SIGKILL") -> None:
+    """The whole process group (uvicorn's workers, strace's child) at once."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, getattr(signal, signal_name))
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    kill(proc, "SIGTERM")
+
+
+def count_syncs(strace_log: Path, start: float, end: float) -> int:
+    """fsync/fdatasync calls logged between two wall-clock times."""
+    n = 0
+    for line in strace_log.read_text().splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[2].startswith(("fsync(", "fdatasync(")) and start <= float(parts[1]) <= end:
+            n += 1
+    return n
+
+
+def vitals(rng: np.random.Generator, hour: int) -> dict:
+    v = {"HR": round(float(rng.uniform(60, 140)), 1), "MAP": round(float(rng.uniform(55, 100)), 1),
+         "O2Sat": round(float(rng.uniform(88, 100)), 1), "Resp": round(float(rng.uniform(10, 30)), 1)}
+    if hour % 4 == 0:
+        v.update(Temp=round(float(rng.uniform(36, 39.5)), 1), Lactate=round(float(rng.uniform(0.5, 4)), 2))
+    return v
+
+
+def observation(pid: str, hour: int, seed: int = 0) -> dict:
+    """The same (patient, hour) always gives the same observation, so a stream can be replayed."""
+    rng = np.random.default_rng([seed, hour, int(pid.rsplit("-", 1)[-1])])
+    return {"patient_id": pid, "timestamp": (T0 + dt.timedelta(hours=hour)).isoformat(), "vitals": vitals(rng, hour)}
+
+
+def pct(latencies_s: list[float]) -> dict:
+    if not latencies_s:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    a = np.array(latencies_s) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+
+
+@dataclass
+class Writer:
+    """Hourly observations for `patients` patients; each patient's next hour follows its last
+    answered one, and every answer (risk included) is kept for checking against the database."""
+    patients: int
+    prefix: str = "bench"
+    seed: int = 0
+    next_hour: dict = field(default_factory=dict)
+    answered: dict = field(default_factory=dict)   # pid -> {hour: risk}
+    errors: dict = field(default_factory=dict)
+    latencies: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.pids = [f"{self.prefix}-{i:05d}" for i in range(self.patients)]
+        for p in self.pids:
+            self.next_hour.setdefault(p, 0)
+            self.answered.setdefault(p, {})
+
+    async def post(self, client: RawHTTP, pid: str) -> bool:
+        hour = self.next_hour[pid]
+        start = time.perf_counter()
+        try:
+            code, body = await client.request("POST", "/predict", observation(pid, hour, self.seed))
+            status = str(code)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
+            status, body = type(err).__name__, b""
+        self.latencies.append(time.perf_counter() - start)
+        if status == "200":
+            self.answered[pid][hour] = json.loads(body)["risk"]
+            self.next_hour[pid] = hour + 1
+            return True
+        self.errors[status] = self.errors.get(status, 0) + 1
+        return False
+
+    def total(self) -> int:
+        return sum(len(v) for v in self.answered.values())
