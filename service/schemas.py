@@ -248,7 +248,10 @@ class Stats(BaseModel):
     septic_patients: int
     septic_patients_alarmed_in_time: int
     median_lead_time_hours: float | None = Field(description="onset minus the first true alarm, over septic patients with one")
-    window_hours: tuple[float, float] = (-12.0, 3.0)
+    # A list, not a tuple: a tuple is published as prefixItems, which schemathesis and OpenAPI 3.0
+    # tools cannot read. The same two numbers on the wire.
+    window_hours: list[float] = Field([-12.0, 3.0], min_length=2, max_length=2,
+                                      description="the true-alarm window: [from, to] hours relative to sepsis onset")
 
 
 class FieldProblem(BaseModel):

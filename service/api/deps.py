@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Security
+from fastapi.security import APIKeyHeader
 
 from service import schemas
 from service.auth import GRANTS
@@ -18,10 +19,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+# Published as the API's security scheme (not a plain header parameter), so that clients and the
+# docs' "Authorize" button know every keyed route takes it.
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key; its role decides what it may do")
+
+
 def require(permission: str):
     """A dependency that admits a key whose role holds `permission` and returns that role."""
-    def check(services: ServicesDep,
-              x_api_key: Annotated[str | None, Header(description="API key")] = None) -> str:
+    def check(services: ServicesDep, x_api_key: Annotated[str | None, Security(API_KEY)] = None) -> str:
         if not x_api_key:
             raise Unauthorized("missing X-API-Key header")
         role = services.keys.role_of(x_api_key)

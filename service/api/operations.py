@@ -16,7 +16,8 @@ def health():
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"description": "not ready (the same body): the database is unreachable",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}})
 def ready(request: Request):
     s = request.app.state.services
     body = {"ready": False, "model": None, "model_version": None, "provider": None, "database": "unreachable"}
@@ -32,7 +33,9 @@ def ready(request: Request):
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 def metrics(services: ServicesDep):
     for name, n in services.records.verdict_counts().items():
         services.metrics.alarms_by_outcome.labels(name).set(n)
