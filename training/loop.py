@@ -582,7 +582,6 @@ def run_classification(model: nn.Module, train_set: ArraySequences, val_set: Arr
     if not len(train_set) or not len(val_set) or not len(test_set):
         raise ValueError(f"{run.task}: empty split ({len(train_set)} train, {len(val_set)} validation, "
                          f"{len(test_set)} test); use more data or another split fraction")
-    seed_everything(run.loop.seed)  # after the model is built, as these runs always seeded
     train, val = loaders(train_set, val_set, stack_collate, run.loop)
     result = fit(model, train, val, run.loop, CLASSIFICATION, checkpoint_dir=out)
     metrics: dict[str, Any] = {}

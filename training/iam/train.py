@@ -80,11 +80,11 @@ def train(cfg: IAMConfig) -> dict:
     if not train_lines or not test_lines:
         raise IAMFormatError(f"{cfg.data}: {len(train_lines)} train and {len(test_lines)} test lines "
                              f"(test = {cfg.test_fraction:.0%} of forms by hash); need both")
+    seed_everything(cfg.loop.seed)  # before the model is built: --seed decides the initial weights too
     charset = Charset("".join(ln.text for ln in train_lines))
     full = LineSet(train_lines, charset)
     keep, held = split_indices(len(full), cfg.loop.val_fraction, cfg.loop.seed)
     model = LineRecognizer(len(charset), cfg.core, cfg.hidden)
-    seed_everything(cfg.loop.seed)  # after the model is built, as these runs always seeded
     train_batches, val = loaders(Subset(full, keep.tolist()), Subset(full, held.tolist()), collate_lines, cfg.loop)
     result = fit(model, train_batches, val, cfg.loop, objective(charset), checkpoint_dir=cfg.out)
     if not is_main_process():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from training.loop import (ArraySequences, ClassificationRun, LoopConfig, count_parameters,
-                           run_classification, split_indices)
+                           run_classification, seed_everything, split_indices)
 from training.nmnist.data import load_nmnist, to_arrays
 from training.nmnist.model import NMNISTNet
 
@@ -52,6 +52,7 @@ def describe(cfg: NMNISTConfig, n_train: int, n_val: int, n_test: int) -> str:
 
 
 def train(cfg: NMNISTConfig) -> dict:
+    seed_everything(cfg.loop.seed)  # before the model is built: --seed decides the initial weights too
     train_set, val_set, test_set = load_splits(cfg)
     model = build_model(cfg)
     config = {k: v for k, v in asdict(cfg).items() if k != "loop"}

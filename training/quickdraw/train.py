@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.loop import (ArraySequences, ClassificationRun, LoopConfig, count_parameters,
-                           run_classification, split_indices)
+                           run_classification, seed_everything, split_indices)
 from training.quickdraw.data import STUDY_CATEGORIES, load_quickdraw, test_split, to_arrays
 from training.quickdraw.model import QuickDrawNet
 
@@ -59,6 +59,7 @@ def describe(cfg: QuickDrawConfig, n_train: int, n_val: int, n_test: int) -> str
 
 
 def train(cfg: QuickDrawConfig) -> dict:
+    seed_everything(cfg.loop.seed)  # before the model is built: --seed decides the initial weights too
     train_set, val_set, test_set = load_splits(cfg)
     model = build_model(cfg)
     model.set_normalisation(train_set.x, train_set.mask)
