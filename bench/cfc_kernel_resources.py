@@ -11,7 +11,7 @@ warps in an earlier version), so a setting is worth device time only where this 
 The numbers are those of the installed Triton: the H100 machine had 3.6 (`pip install
 triton==3.6.0 --target DIR` and DIR first on PYTHONPATH reproduces its compiler here); 3.9 allocates
 registers differently. The plan is the one a GPU with
-`--sms` SMs would get (`cfc_persistent.gpu_plan`); the kernels are compiled as training runs them
+`--sms` SMs would get (`cfc_tuning.gpu_plan`); the kernels are compiled as training runs them
 (time spans, a mask, an initial state, the trace saved for the backward).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cfc_speed import BACKBONE_UNITS, Shape  # noqa: E402
 from bench.cfc_step_tiles import PERSISTENT  # noqa: E402
 from training.cores import cfc_persistent as cp  # noqa: E402
-from training.cores.cfc_triton import ACT_CODES, MODE_CODES  # noqa: E402
+from training.cores.cfc_tuning import ACT_CODES, MODE_CODES, Knobs, gpu_plan  # noqa: E402
 
 POINTER_TYPES = {"keep_ptr": "*u8", "counter_ptr": "*i32", "prof_ptr": "*i64"}  # the rest are float32
 
@@ -63,8 +63,8 @@ def resources(kernel) -> dict:
             "shared": kernel.metadata.shared}
 
 
-def kernels_for(shape: Shape, knobs: cp.Knobs, precision: str, sms: int):
-    p = cp.gpu_plan(shape.batch, shape.units, BACKBONE_UNITS, sms, knobs)
+def kernels_for(shape: Shape, knobs: Knobs, precision: str, sms: int):
+    p = gpu_plan(shape.batch, shape.units, BACKBONE_UNITS, sms, knobs)
     launch = cp._launch_kwargs(p, shape.units, BACKBONE_UNITS)
     num_warps, num_stages = launch.pop("num_warps"), launch.pop("num_stages")
     launch.pop("launch_cooperative_grid", None)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cfc_speed import BACKBONE_UNITS, DEFAULT_SHAPES, Shape, median_ms, write_report  # noqa: E402
 from training.cores import cfc_persistent  # noqa: E402
 from training.cores.cfc import CfCCore  # noqa: E402
-from training.cores.cfc_persistent import Knobs  # noqa: E402
+from training.cores.cfc_tuning import Knobs  # noqa: E402
 from training.cores.fast_cfc import FastOptions  # noqa: E402
 
 SETTINGS = {
@@ -85,27 +85,27 @@ def phase_times(stamps: torch.Tensor, columns: int) -> dict:
 
 
 def measure(shape: Shape, knobs: Knobs, device, warmup: int, repeats: int) -> dict:
-    cfc_persistent.KNOBS = knobs
     u, dt, keep, h0, w = scan_inputs(shape, device)
     how = ("default", "lecun_tanh", "ieee")
 
     def forward(save=True, profile=None):
-        return cfc_persistent.forward_scan(u, dt, keep, h0, w, *how, save, profile=profile)
+        return cfc_persistent.forward_scan(u, dt, keep, h0, w, *how, save, profile=profile, knobs=knobs)
 
     out, trace = forward()
     grad = torch.randn_like(out)
 
     def backward(profile=None):
-        return cfc_persistent.backward_scan(grad, trace, dt, keep, w, *how, profile=profile)
+        return cfc_persistent.backward_scan(grad, trace, dt, keep, w, *how, profile=profile, knobs=knobs)
 
-    row = {"plan": asdict(cfc_persistent.plan(shape.batch, shape.units, BACKBONE_UNITS, device)),
+    row = {"plan": asdict(cfc_persistent.plan(shape.batch, shape.units, BACKBONE_UNITS, device, knobs)),
            "forward_kernel_ms": median_ms(forward, device, warmup, repeats),
            "forward_kernel_no_save_ms": median_ms(lambda: forward(False), device, warmup, repeats),
            "backward_kernel_ms": median_ms(backward, device, warmup, repeats)}
     # the whole core (input projection, bulk gradients, autograd) with the same knobs
     torch.manual_seed(0)
     x = torch.randn(shape.batch, shape.steps, shape.inputs, device=device, requires_grad=True)
-    core = CfCCore(shape.inputs, shape.units, fast=True, fast_options=FastOptions(persistent=True)).to(device)
+    options = FastOptions(persistent=True, knobs=knobs)
+    core = CfCCore(shape.inputs, shape.units, fast=True, fast_options=options).to(device)
     params = list(core.parameters())
 
     def fwd_bwd():
@@ -113,6 +113,7 @@ def measure(shape: Shape, knobs: Knobs, device, warmup: int, repeats: int) -> di
         torch.autograd.grad(out.sum(), [x, *params])
 
     row["core_fwd_bwd_ms"] = median_ms(fwd_bwd, device, warmup, repeats)
+    row["core_route"] = core.last_route.name
     prof_f, prof_b = [], []
     forward(profile=prof_f)
     backward(prof_b)
@@ -168,7 +169,7 @@ def main(argv=None) -> dict:
                   + f" us (skew {f['skew_us']['exchange_1']:.2f}/{f['skew_us']['exchange_2']:.2f}) | bwd step "
                   + " ".join(f"{b[p]:.2f}" for p in PHASES)
                   + f" us (skew {b['skew_us']['exchange_1']:.2f}/{b['skew_us']['exchange_2']:.2f})"
-                  + f" | {f['sm_mhz']:.0f} MHz",
+                  + f" | {f['sm_mhz']:.0f} MHz | core: {r['core_route']}",
                   flush=True)
         report["shapes"].append({"shape": str(shape), "results": rows})
     write_report(args.out, report)

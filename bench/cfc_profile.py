@@ -66,9 +66,11 @@ def main(argv=None) -> dict:
     rows.sort(key=lambda r: -r["total_ms"])
     kernel_ms = sum(r["total_ms"] for r in rows)
     report = {"device": torch.cuda.get_device_name(device) if gpu else "cpu", "torch": torch.__version__,
-              "shape": str(shape), "wall_ms": wall_ms, "kernels_total_ms": kernel_ms,
+              "shape": str(shape), "route": core.last_route.name, "route_reason": core.last_route.reason,
+              "wall_ms": wall_ms, "kernels_total_ms": kernel_ms,
               "what": "device kernels" if gpu else "CPU ops (self time)", "rows": rows}
-    print(f"{shape}: forward+backward wall {wall_ms:.2f} ms, {report['what']} add up to {kernel_ms:.2f} ms")
+    print(f"{shape}, route {report['route']}: forward+backward wall {wall_ms:.2f} ms, {report['what']} add up to "
+          f"{kernel_ms:.2f} ms")
     print(f"{'total ms':>9} {'calls':>6} {'us/call':>8} {'us/step':>8}  name")
     for r in rows[:args.top]:
         print(f"{r['total_ms']:>9.3f} {r['calls']:>6} {r['per_call_us']:>8.1f} {r['per_step_us']:>8.1f}  {r['name'][:90]}")

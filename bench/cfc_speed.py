@@ -5,7 +5,8 @@
 
 Times are medians over --repeats runs after --warmup runs, with torch.cuda.synchronize around each.
 "forward" is inference (no_grad); "fwd+bwd" is forward with autograd plus backward of out.sum()
-into the weights and the input. Each fast variant is also checked against the ncps loop.
+into the weights and the input. Each fast variant is also checked against the ncps loop, and the
+route it ran (`CfCCore.last_route`, decided by `cfc_route.choose_route`) is printed and saved.
 """
 from __future__ import annotations
 
@@ -134,12 +135,15 @@ def bench_shape(shape: Shape, device, opts: dict[str, FastOptions], warmup, repe
 
     core.fast = False
     ref_out, ref_grads = check(x)
-    results["ncps CfCCell loop"] = time_model(cfc, params, x, device, warmup, repeats)
+    results["ncps CfCCell loop"] = {**time_model(cfc, params, x, device, warmup, repeats),
+                                    "route": core.last_route.name}
     for name, option in opts.items():
         core.fast, core.fast_options = True, option
         out, grads = check(x)
         errs = [max_rel_err(out, ref_out)] + [max_rel_err(g, r) for g, r in zip(grads, ref_grads)]
-        results[name] = {**time_model(cfc, params, x, device, warmup, repeats), "max_rel_err_vs_ncps": max(errs)}
+        timed = time_model(cfc, params, x, device, warmup, repeats)
+        results[name] = {**timed, "max_rel_err_vs_ncps": max(errs), "route": core.last_route.name,
+                         "route_reason": core.last_route.reason}
 
     lstm = nn.LSTM(shape.inputs, shape.units, batch_first=True).to(device)
 
@@ -157,14 +161,15 @@ def bench_shape(shape: Shape, device, opts: dict[str, FastOptions], warmup, repe
 
 def format_table(report: dict) -> str:
     lines = [f"{'shape':<28} {'implementation':<20} {'fwd ms':>9} {'fwd+bwd ms':>11} "
-             f"{'fwd/LSTM':>9} {'f+b/LSTM':>9} {'rel err':>9} {'f+b MiB':>8}"]
+             f"{'fwd/LSTM':>9} {'f+b/LSTM':>9} {'rel err':>9} {'f+b MiB':>8}  route"]
     for entry in report["shapes"]:
         label = f"B={entry['batch']} T={entry['steps']} F={entry['inputs']} H={entry['units']}"
         for name, r in entry["results"].items():
             err, mib = r.get("max_rel_err_vs_ncps"), r.get("fwd_bwd_peak_mib")
             lines.append(f"{label:<28} {name:<20} {r['forward_ms']:>9.2f} {r['fwd_bwd_ms']:>11.2f} "
                          f"{r['forward_vs_lstm']:>8.1f}x {r['fwd_bwd_vs_lstm']:>8.1f}x "
-                         f"{'' if err is None else f'{err:.1e}':>9} {'' if mib is None else f'{mib:.0f}':>8}")
+                         f"{'' if err is None else f'{err:.1e}':>9} {'' if mib is None else f'{mib:.0f}':>8}"
+                         f"  {r.get('route', '')}")
             label = ""
     return "\n".join(lines)
 

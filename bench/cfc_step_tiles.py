@@ -23,10 +23,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cfc_speed import Shape, max_rel_err, time_model, write_report  # noqa: E402
-from training.cores import cfc_persistent, cfc_triton, fast_cfc  # noqa: E402
 from training.cores.cfc import CfCCore  # noqa: E402
-from training.cores.cfc_persistent import Knobs  # noqa: E402
-from training.cores.cfc_triton import Tiles  # noqa: E402
+from training.cores.cfc_tuning import Knobs, Tiles  # noqa: E402
 from training.cores.fast_cfc import FastOptions  # noqa: E402
 
 CONFIGS = {  # name: (tiles, graph chunk)
@@ -60,16 +58,15 @@ def select(prefixes: list[str]) -> list[str]:
     return chosen
 
 
-def apply(name: str) -> tuple[FastOptions, dict]:
-    """Set the module-level launch settings for `name`; the options that route through them."""
-    fast_cfc._GRAPHS.clear()  # captured graphs hold the previous tiles' kernels
+def options_for(name: str) -> tuple[FastOptions, dict]:
+    """The options that run configuration `name` (its launch settings travel in them to the kernels;
+    captured graphs are keyed by them too), and the settings to report."""
     if name in PERSISTENT:
         knobs, precision = PERSISTENT[name]
-        cfc_persistent.KNOBS = knobs
-        return FastOptions(persistent=True, precision=precision), {"knobs": asdict(knobs), "precision": precision}
+        return (FastOptions(persistent=True, precision=precision, knobs=knobs),
+                {"knobs": asdict(knobs), "precision": precision})
     tiles, chunk = CONFIGS[name]
-    cfc_triton.TILES = tiles
-    return FastOptions(graph_chunk=chunk, persistent=False), {"tiles": asdict(tiles), "graph_chunk": chunk}
+    return FastOptions(graph_chunk=chunk, persistent=False, tiles=tiles), {"tiles": asdict(tiles), "graph_chunk": chunk}
 
 
 def main(argv=None) -> dict:
@@ -104,15 +101,14 @@ def main(argv=None) -> dict:
         ref_out, ref_grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
         rows = {"nn.LSTM": timings(lambda x: lstm(x)[0], list(lstm.parameters()))}
         for name in names:
-            core.fast_options, settings = apply(name)
+            core.fast_options, settings = options_for(name)
             try:
                 out, grads = fwd_bwd(lambda x: core(x)[0], cfc_params)
                 err = max([max_rel_err(out, ref_out)] + [max_rel_err(g, r) for g, r in zip(grads, ref_grads)])
-                rows[name] = {**timings(lambda x: core(x)[0], cfc_params), "max_rel_err": err, **settings}
+                timed = timings(lambda x: core(x)[0], cfc_params)
+                rows[name] = {**timed, "max_rel_err": err, "route": core.last_route.name, **settings}
             except Exception as exc:  # a tile that does not fit (registers, shared memory) is a result too
                 rows[name] = {"error": repr(exc)[:300]}
-        cfc_triton.TILES, cfc_persistent.KNOBS = Tiles(), Knobs()
-        fast_cfc._GRAPHS.clear()
         base = rows["nn.LSTM"]["fwd_bwd_ms"]
         print(f"\n{shape}  (nn.LSTM fwd+bwd {base:.2f} ms)")
         for name, r in rows.items():
@@ -122,7 +118,7 @@ def main(argv=None) -> dict:
             r["fwd_bwd_vs_lstm"] = r["fwd_bwd_ms"] / base
             err = r.get("max_rel_err")
             print(f"  {name:<24} fwd {r['forward_ms']:7.2f} ms  f+b {r['fwd_bwd_ms']:7.2f} ms  "
-                  f"{r['fwd_bwd_vs_lstm']:5.2f}x LSTM  {'' if err is None else f'err {err:.1e}'}")
+                  f"{r['fwd_bwd_vs_lstm']:5.2f}x LSTM  {'' if err is None else f'err {err:.1e}'}  {r.get('route', '')}")
         report["shapes"].append({"shape": str(shape), "results": rows})
     write_report(args.out, report)
     return report

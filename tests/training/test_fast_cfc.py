@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from ncps.torch import CfCCell
 
 from training.cores.base import RecurrentCore
 from training.cores.cfc import CfCCore
-from training.cores.fast_cfc import FastOptions, ScanSpec, cfc_sequence, step_kernels, triton_available
+from training.cores.cfc_route import (COMPILED, EAGER, PERSISTENT, REFERENCE, TRITON, RouteFacts, RouteLog,
+                                      choose_route)
+from training.cores.cfc_tuning import Knobs, Tiles
+from training.cores.fast_cfc import FastOptions, cfc_sequence
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -69,6 +73,8 @@ def test_matches_other_backbones(layers, activation):
 
 CUDA_ROUTES = {"persistent": FastOptions(), "triton+graphs": FastOptions(graphs=True),
                "compile+graphs": FastOptions(triton_gemms=False), "triton eager": FastOptions(graphs=False, persistent=False)}
+CUDA_ROUTE_NAMES = {"persistent": "persistent (ieee)", "triton+graphs": "triton steps + graphs (tf32x3)",
+                    "compile+graphs": "compiled steps + graphs", "triton eager": "triton steps (tf32x3)"}
 
 
 @pytest.mark.parametrize("device,route", [("cpu", "eager")] + [("cuda", r) for r in CUDA_ROUTES if "cuda" in DEVICES])
@@ -79,6 +85,7 @@ def test_float32_over_336_steps_within_1e4(device, route):
     ref, fast = run_both(core, batch=4, steps=336, dtype=torch.float32, device=device)
     for got, want in zip(fast, ref):
         assert rel_err(got, want) <= 1e-4
+    assert core.last_route.name == CUDA_ROUTE_NAMES.get(route, "eager steps")  # the route that ran
 
 
 @pytest.mark.parametrize("layers", [1, 0])
@@ -253,15 +260,15 @@ INTERPRETER_CHECK = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})
 from test_fast_cfc import make_core, run_both, rel_err
+from training.cores.cfc_tuning import Knobs
 from training.cores.fast_cfc import FastOptions
-errors = {{}}
-persistent = FastOptions(fuse=True, persistent=True)
+errors, ran = {{}}, {{}}
+persistent = FastOptions(fuse=True, persistent=True, knobs=Knobs(hold={hold!r}))
 ROUTES = {{"steps": FastOptions(fuse=True, persistent=False, graphs=False),
           "steps+graphs": FastOptions(fuse=True, persistent=False, graphs=True, graph_chunk=4),
           "persistent": persistent, "persistent sparse": persistent, "persistent forward refused": persistent,
           "persistent backward refused": persistent}}
 from training.cores import cfc_persistent
-cfc_persistent.KNOBS = cfc_persistent.Knobs(hold={hold!r})
 kernels = {{"forward": cfc_persistent._forward, "backward": cfc_persistent._backward}}
 
 class Refused:  # what the driver does when the programs cannot all be resident
@@ -278,6 +285,8 @@ for mode, act, hidden, units, batch, masked, route in {cases!r}:
     for name, kernel in kernels.items():
         setattr(cfc_persistent, "_" + name, Refused() if route == f"persistent {{name}} refused" else kernel)
     ref, fast = run_both(core, batch=batch, steps=10, dtype=torch.float32, masked=masked)
+    key = f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} {{route}}"
+    ran[key] = core.last_route.name
     with torch.no_grad():  # inference: the kernels keep no trace (persistent: z and y not stored)
         x = torch.randn(batch, 10, core.input_size)
         core.fast = True
@@ -289,10 +298,15 @@ for mode, act, hidden, units, batch, masked, route in {cases!r}:
         out = core(torch.randn(batch, 10, core.input_size))[0].sum()
         first = torch.autograd.grad(out, core.cell.ff1.weight, retain_graph=True)[0]
         assert torch.equal(first, torch.autograd.grad(out, core.cell.ff1.weight)[0]), "second backward"
-    errors[f"{{mode}} {{act}} H={{hidden}} U={{units}} B={{batch}} {{route}}"] = max(
-        rel_err(g, w) for g, w in zip(fast, ref))
-print(json.dumps(errors))
+    errors[key] = max(rel_err(g, w) for g, w in zip(fast, ref))
+print(json.dumps({{"errors": errors, "ran": ran}}))
 """
+
+# what each case's forward must have run (a refused backward shows only as its warning)
+INTERPRETER_RAN = {"steps": "triton steps (tf32x3)", "steps+graphs": "triton steps + graphs (tf32x3)",
+                   "persistent": "persistent (ieee)", "persistent sparse": "persistent (ieee)",
+                   "persistent forward refused": "triton steps (tf32x3)",
+                   "persistent backward refused": "persistent (ieee)"}
 
 
 @pytest.mark.parametrize("hold", [False, True], ids=["reread-weights", "hold-weights"])
@@ -324,9 +338,12 @@ def test_triton_kernels_match_ncps_cell_under_the_triton_interpreter(hold):
                           env={**os.environ, "TRITON_INTERPRET": "1",
                                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors, ran = report["errors"], report["ran"]
     assert len(errors) == len(cases)
     assert all(err <= 1e-4 for err in errors.values()), errors
+    assert {key: ran[key] for key in errors} == {
+        f"{m} {a} H={h} U={u} B={b} {r}": INTERPRETER_RAN[r] for m, a, h, u, b, _, r in cases}
 
 
 PERSISTENT_CASES = [  # (mode, activation, hidden, units, batch, masked): several programs per row block, partial
@@ -370,8 +387,10 @@ def test_persistent_plan_fits_one_program_per_sm_and_holds_weights_only_where_th
     p = cp.plan(1100, 256, 200, gpu)
     assert p.block_b == 64 and p.rows_per_launch == 1024  # 132 // 8 row blocks of 64: two launches
     assert len(list(cp._slices(1100, p))) == 2
-    assert cp.chosen_for(128, 128, gpu) and cp.chosen_for(256, 128, gpu)
-    assert not cp.chosen_for(1024, 1024, gpu)
+    h100 = dict(GPU, sm_count=132)
+    assert route(h100, hidden=128, units=128).kernels == PERSISTENT
+    assert route(h100, hidden=256, units=128).kernels == PERSISTENT
+    assert route(h100, hidden=1024, units=1024).kernels == TRITON
 
 
 def test_only_a_refused_cooperative_launch_falls_back(monkeypatch):
@@ -397,52 +416,173 @@ def test_only_a_refused_cooperative_launch_falls_back(monkeypatch):
         cp.forward_scan(*args)
 
 
-def test_persistent_kernels_take_no_graphs_and_are_the_cuda_default():
-    from training.cores.fast_cfc import _resolve
+# Facts as the GPU machine (an H200: sm_90, 132 SMs) and this CPU would report them, for a
+# one-layer float32 cell the Triton kernels cover; each route test changes what it is about.
+GPU = dict(device_type="cuda", capability=(9, 0), sm_count=132, interpreting=False, triton=True, hidden=128,
+           units=128, kernel_gap=None, cell_gap=None)
+CPU = dict(GPU, device_type="cpu", capability=None, sm_count=None)
 
-    gpu, cpu = torch.device("cuda"), torch.device("cpu")
-    assert _resolve(FastOptions(), gpu)[1] is True
-    assert _resolve(FastOptions(graphs=True), gpu)[1] is False  # asking for graphs keeps the per-step kernels
-    assert _resolve(FastOptions(), cpu)[1] is False
+
+def route(facts: dict, options: FastOptions = FastOptions(), fast=True, **changes):
+    flags = {k: changes.pop(k) for k in ("persistent_refused", "compile_failed") if k in changes}
+    return choose_route(RouteFacts(**{**facts, **changes}), options, fast, **flags)
+
+
+ROUTE_CASES = [  # (id, facts, options, fast, fact changes / flags, kernels, graphs, precision, reason contains)
+    ("fast off", GPU, FastOptions(), False, {}, REFERENCE, False, None, "fast=False"),
+    ("auto off cpu", CPU, FastOptions(), None, {}, REFERENCE, False, None, "default on CUDA only"),
+    ("auto on cuda", GPU, FastOptions(), None, {}, PERSISTENT, False, "ieee", "holds its weight slices"),
+    ("cell the fast path cannot run", GPU, FastOptions(), True, {"cell_gap": "backbone dropout in training mode"},
+     REFERENCE, False, None, "backbone dropout"),
+    ("fuse off", GPU, FastOptions(fuse=False), True, {}, EAGER, True, None, "fuse=False"),
+    ("fuse auto on cpu", CPU, FastOptions(), True, {}, EAGER, False, None, "fused kernels are the default on CUDA"),
+    ("fuse auto without triton", GPU, FastOptions(), True, {"triton": False}, EAGER, True, None,
+     "Triton is not installed"),
+    ("triton gemms off", GPU, FastOptions(triton_gemms=False), True, {}, COMPILED, True, None, "triton_gemms=False"),
+    ("fuse asked without triton", GPU, FastOptions(fuse=True), True, {"triton": False}, COMPILED, True, None,
+     "Triton is not installed"),
+    ("cell the kernels do not cover", GPU, FastOptions(), True, {"kernel_gap": "mode 'pure'"}, COMPILED, True, None,
+     "do not cover mode 'pure'"),
+    ("cpu without the interpreter", CPU, FastOptions(fuse=True), True, {}, COMPILED, False, None,
+     "TRITON_INTERPRET=1"),
+    ("pre-Ampere GPU", GPU, FastOptions(), True, {"capability": (7, 5)}, COMPILED, True, None, "older than Ampere"),
+    ("compiled kernels failed", GPU, FastOptions(), True, {"kernel_gap": "dtype torch.float64",
+                                                           "compile_failed": True},
+     EAGER, True, None, "failed their check"),
+    ("persistent asked", GPU, FastOptions(persistent=True), True, {"hidden": 1024, "units": 1024}, PERSISTENT,
+     False, "ieee", "persistent=True"),
+    ("persistent asked, precision given", GPU, FastOptions(persistent=True, precision="tf32x3"), True, {},
+     PERSISTENT, False, "tf32x3", "persistent=True"),
+    ("persistent off", GPU, FastOptions(persistent=False), True, {}, TRITON, True, "tf32x3", "persistent=False"),
+    ("graphs asked", GPU, FastOptions(graphs=True), True, {}, TRITON, True, "tf32x3", "graphs=True asks"),
+    ("steps without graphs", GPU, FastOptions(persistent=False, graphs=False, precision="tf32"), True, {}, TRITON,
+     False, "tf32", "graphs=False"),
+    ("weights do not fit", GPU, FastOptions(), True, {"hidden": 1024, "units": 1024}, TRITON, True, "tf32x3",
+     "do not fit in registers"),
+    ("refused launch", GPU, FastOptions(precision="ieee"), True, {"persistent_refused": True}, TRITON, True,
+     "tf32x3", "refused"),
+    ("refused launch, no graphs", GPU, FastOptions(persistent=True, graphs=False), True,
+     {"persistent_refused": True}, TRITON, False, "tf32x3", "refused"),
+    ("interpreter, persistent auto", CPU, FastOptions(fuse=True), True, {"interpreting": True}, TRITON, False,
+     "tf32x3", "persistent=None on cpu"),
+    ("interpreter, persistent asked", CPU, FastOptions(fuse=True, persistent=True), True, {"interpreting": True},
+     PERSISTENT, False, "ieee", "persistent=True"),
+    ("interpreter, chunks", CPU, FastOptions(fuse=True, persistent=False, graphs=True), True, {"interpreting": True},
+     TRITON, True, "tf32x3", "no capture"),
+]
+
+
+@pytest.mark.parametrize("facts,options,fast,changes,kernels,graphs,precision,why",
+                         [c[1:] for c in ROUTE_CASES], ids=[c[0] for c in ROUTE_CASES])
+def test_choose_route_for_every_reason(facts, options, fast, changes, kernels, graphs, precision, why):
+    """Every branch of the one decision, from fabricated facts (the GPU ones included) on any machine."""
+    got = route(facts, options, fast, **changes)
+    assert (got.kernels, got.graphs, got.precision) == (kernels, graphs, precision), got
+    assert why in got.reason, got.reason
+
+
+def test_options_that_contradict_or_misspell_are_refused():
     with pytest.raises(ValueError, match="no CUDA graphs"):
-        _resolve(FastOptions(persistent=True, graphs=True), gpu)
-
-
-def test_which_step_kernels_run():
-    spec = ScanSpec("default", "lecun_tanh", 1)
-    cpu = torch.device("cpu")
-    # without a GPU (and outside the interpreter) fusing means torch.compile'd elementwise work
-    assert step_kernels(spec, False, cpu, torch.float32).triton_precision is None
+        FastOptions(persistent=True, graphs=True)
     with pytest.raises(ValueError, match="precision"):
-        step_kernels(spec, True, cpu, torch.float32, precision="fp8")
-    if torch.cuda.is_available() and triton_available():
-        gpu = torch.device("cuda")
-        assert step_kernels(spec, True, gpu, torch.float32).triton_precision == "tf32x3"
-        persistent = step_kernels(spec, True, gpu, torch.float32, persistent=True)
-        assert persistent.persistent and persistent.triton_precision == "ieee"
-        assert step_kernels(spec, True, gpu, torch.float32, triton_gemms=False).triton_precision is None
-        # what the Triton kernels do not cover keeps the compiled elementwise steps by itself
-        for other, dtype in [(ScanSpec("pure", "lecun_tanh", 1), torch.float32),
-                             (ScanSpec("default", "lecun_tanh", 2), torch.float32), (spec, torch.float64)]:
-            assert step_kernels(other, True, gpu, dtype).triton_precision is None
+        FastOptions(precision="fp8")
 
 
-def test_triton_step_kernels_need_an_ampere_or_newer_gpu(monkeypatch):
-    """Older GPUs have no TF32 tensor cores: the scan keeps the compiled elementwise steps there."""
+def test_route_facts_read_the_cell_and_the_input():
+    from training.cores.fast_cfc import route_facts
+
+    x = torch.zeros(2, 3, 7, dtype=torch.float64)
+    facts = route_facts(make_core(hidden=9, units=11).cell, x)
+    assert (facts.device_type, facts.capability, facts.sm_count, facts.hidden, facts.units) == ("cpu", None, None,
+                                                                                                 9, 11)
+    assert "float32" in facts.kernel_gap and facts.cell_gap is None
+    assert "backbone layers" in route_facts(make_core(layers=2).cell, x).kernel_gap
+    assert "pure" in route_facts(make_core("pure").cell, x).kernel_gap
+    assert route_facts(make_core(dtype=torch.float32).cell, x.float()).kernel_gap is None
+    dropout = CfCCore(4, 6, backbone_layers=2, backbone_dropout=0.5)
+    assert "dropout" in route_facts(dropout.cell, torch.zeros(1, 1, 4)).cell_gap
+
+
+def test_the_route_that_ran_is_recorded_and_logged_once_per_shape(monkeypatch, caplog):
+    monkeypatch.setattr("training.cores.fast_cfc.ROUTES", RouteLog())  # nothing seen yet
+    core, other = make_core(), make_core(hidden=5)
+    assert core.last_route is None
+    x = torch.randn(2, 4, core.input_size, dtype=torch.float64)
+    with caplog.at_level(logging.INFO, logger="training.cores.cfc_route"):
+        core.fast = True
+        core(x)
+        core(x)
+        assert len(caplog.records) == 1 and "B=2 H=9 U=11" in caplog.messages[0]
+        assert "eager steps" in caplog.messages[0]
+        core(torch.randn(3, 4, core.input_size, dtype=torch.float64))  # a new shape
+        assert len(caplog.records) == 2 and "B=3 H=9" in caplog.messages[1]
+        core.fast_options = FastOptions(graphs=True, graph_chunk=2)  # same shape, another route
+        core(x)
+        assert len(caplog.records) == 3 and "eager steps + graphs" in caplog.messages[2]
+        core.fast = False
+        core(x)
+        assert core.last_route.kernels == REFERENCE and "reference" in caplog.messages[3]
+        other.fast = True
+        other(torch.randn(2, 4, other.input_size, dtype=torch.float64))
+    assert len(caplog.records) == 5
+    assert other.last_route.name == "eager steps" and core.last_route.kernels == REFERENCE  # each its own
+
+
+def test_compiled_kernels_that_fail_their_check_run_and_record_the_eager_route(monkeypatch):
+    import training.cores.fast_cfc as fast
+
+    def broken(*args):
+        raise RuntimeError("compiled step kernel disagrees with the eager one")
+
+    monkeypatch.setattr(fast, "_self_test", broken)
+    monkeypatch.setattr(fast, "_KERNELS", {})
+    core = make_core()
+    core.fast, core.fast_options = True, FastOptions(fuse=True)  # on this CPU, without the interpreter: compiled
+    assert core.route(torch.zeros(1, 1, core.input_size, dtype=torch.float64)).kernels == COMPILED
+    with pytest.warns(UserWarning, match="torch.compile"):
+        ref, got = run_both(core, steps=6)
+    assert core.last_route.kernels == EAGER and "failed their check" in core.last_route.reason
+    for g, w in zip(got, ref):
+        assert rel_err(g, w) <= 1e-6
+
+
+class _Launched(Exception):
+    pass
+
+
+def _recording_kernel(seen: list):
+    """A stand-in for a Triton kernel: records the launch's keyword arguments, then stops the run."""
+    def launch(*args, **kwargs):
+        seen.append(kwargs)
+        raise _Launched()
+    return type("Kernel", (), {"__getitem__": lambda self, grid: launch})()
+
+
+def test_launch_settings_reach_the_kernels_as_arguments(monkeypatch):
+    """FastOptions.tiles and .knobs travel to the launches (no module globals); run under the
+    interpreter's route on this CPU, with the kernels replaced by recorders."""
     pytest.importorskip("triton")
-    from training.cores import cfc_triton
+    from training.cores import cfc_persistent, cfc_triton
 
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    spec = ScanSpec("default", "lecun_tanh", 1)
-    gpu = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    assert "Ampere" in cfc_triton.supports(spec, torch.float32, gpu)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert cfc_triton.supports(spec, torch.float32, gpu) is None
-    assert "float32" in cfc_triton.supports(spec, torch.float64, gpu)
-    assert "backbone layers" in cfc_triton.supports(ScanSpec("default", "lecun_tanh", 2), torch.float32, gpu)
-    assert "pure" in cfc_triton.supports(ScanSpec("pure", "lecun_tanh", 1), torch.float32, gpu)
-    assert "not on CUDA" in cfc_triton.supports(spec, torch.float32, torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    seen: list = []
+    monkeypatch.setattr(cfc_triton, "_backbone_forward", _recording_kernel(seen))
+    monkeypatch.setattr(cfc_persistent, "_forward", _recording_kernel(seen))
+    core = make_core(dtype=torch.float32)
+    core.fast = True
+    x = torch.randn(3, 4, core.input_size)
+    tiles = Tiles(block_b=32, block_n=64, block_k=16, num_warps=2, num_stages=1)
+    cases = [(FastOptions(fuse=True, persistent=False), dict(BLOCK_B=16, BLOCK_N=32, BLOCK_K=32, num_warps=4,
+                                                             num_stages=3, PREC="tf32x3")),
+             (FastOptions(fuse=True, persistent=False, tiles=tiles, precision="ieee"),
+              dict(BLOCK_B=32, BLOCK_N=64, BLOCK_K=16, num_warps=2, num_stages=1, PREC="ieee")),
+             (FastOptions(fuse=True, persistent=True), dict(HOLD=True, PREC="ieee")),
+             (FastOptions(fuse=True, persistent=True, knobs=Knobs(hold=False)), dict(HOLD=False, PREC="ieee"))]
+    for options, want in cases:
+        core.fast_options = options
+        with pytest.raises(_Launched):
+            core(x)
+        assert {k: seen[-1][k] for k in want} == want, options
 
 
 def test_profile_runs_on_cpu_and_writes_its_rows(tmp_path):

@@ -4,7 +4,8 @@ import torch
 from ncps.torch import CfCCell
 
 from training.cores.base import RecurrentCore
-from training.cores.fast_cfc import FastOptions, cfc_sequence, unsupported_reason
+from training.cores.cfc_route import REFERENCE
+from training.cores.fast_cfc import FastOptions, Route, cfc_sequence, last_route, record_route, route_for
 
 
 class CfCCore(RecurrentCore):
@@ -15,7 +16,8 @@ class CfCCore(RecurrentCore):
 
     `forward` over sequences runs `fast_cfc.cfc_sequence` (same weights, same function, hand-written
     backward) when `fast` is True, or when it is None and the input is on CUDA; otherwise the
-    reference step loop. `step` (what is exported to ONNX) always drives the cell itself.
+    reference step loop (`cfc_route.choose_route` decides, `last_route` says what ran). `step` (what
+    is exported to ONNX) always drives the cell itself.
     """
 
     def __init__(
@@ -46,15 +48,26 @@ class CfCCore(RecurrentCore):
         self.fast = fast
         self.fast_options = fast_options or FastOptions()
 
+    def route(self, x: torch.Tensor) -> Route:
+        """The route `forward` takes for x."""
+        return route_for(self.cell, x, self.fast_options, self.fast)
+
+    @property
+    def last_route(self) -> Route | None:
+        """The route the last sequence ran (None before the first)."""
+        return last_route(self.cell)
+
     def uses_fast_path(self, x: torch.Tensor) -> bool:
-        wanted = self.fast if self.fast is not None else x.is_cuda
         # Backbone dropout while training draws masks per step; the reference loop keeps that exact.
-        return wanted and unsupported_reason(self.cell) is None
+        return self.route(x).kernels != REFERENCE
 
     def forward(self, x, dt=None, mask=None, state=None):
-        if self.uses_fast_path(x):
+        route = self.route(x)
+        if route.kernels != REFERENCE:
             return cfc_sequence(self.cell, x, dt, mask, state, self.fast_options)
-        return super().forward(x, dt, mask, state)
+        out = super().forward(x, dt, mask, state)
+        record_route(self.cell, x, route)
+        return out
 
     def step(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
         new_hidden, _ = self.cell(x, state, dt.reshape(-1, 1))

@@ -4,9 +4,9 @@ The step kernels (`cfc_triton`) pay a kernel boundary for every phase of every s
 launch runs all T steps. The batch is cut into blocks of rows (rows never interact in the
 recurrence); each row block is served by `columns` programs, each owning a slice of the state's
 columns and of the backbone units, and holding the matching weight slices in registers for the
-whole scan (where they fit: `Plan.hold`; otherwise re-read each step from L1/L2). The programs of a
-row block meet at a barrier (an atomic counter in global memory, one per row block) whenever the
-next phase needs what the others wrote:
+whole scan (where they fit: `cfc_tuning.Plan.hold`; otherwise re-read each step from L1/L2). The
+programs of a row block meet at a barrier (an atomic counter in global memory, one per row block)
+whenever the next phase needs what the others wrote:
 
     forward, per step (two barriers):
         own units:     z = u_t + h_{t-1} @ W_h^T, a = act(z)          (stores z, a)
@@ -44,6 +44,8 @@ host's per-operation cost, not the GPU, had been half of the time (bench/NOTES.m
 
 Products default to `ieee` (float32 FMAs) here: with a program's slice as small as [16, 128] x
 [128, 16] they measured as fast as `tf32x3` at H=128 and, unlike it, did not spill at H=256.
+Launch settings come in as arguments (`cfc_tuning.Knobs`; the per-step kernels' precision and
+tiles for a refused backward); whether these kernels run at all is `cfc_route.choose_route`'s call.
 """
 from __future__ import annotations
 
@@ -55,70 +57,17 @@ import triton
 import triton.language as tl
 
 from training.cores import cfc_triton
-from training.cores.cfc_triton import ACT_CODES, MODE_CODES, _act, _act_grad, _gate, _gate_grad, interpreting
+from training.cores.cfc_triton import _act, _act_grad, _gate, _gate_grad
+from training.cores.cfc_tuning import (ACT_CODES, MODE_CODES, STEP_PRECISION, Knobs, Plan, Tiles, gpu_plan,
+                                       interpreter_plan, interpreting, pow2)
 
 
-@dataclass(frozen=True)
-class Knobs:
-    """What a GPU launch may be tuned by; bench/cfc_step_tiles.py sweeps them."""
-
-    columns: int = 8              # programs per row block (fewer when the state is narrower than 16 each)
-    num_warps: int | None = None  # None: 4, or 8 where 4 would not hold the weight slices
-    num_stages: int = 2
-    hold: bool | None = None      # weights in registers for the whole scan; None: where they fit
-
-
-HOLD_FLOATS = 80  # weight floats per thread a program can hold without spilling (measured: 160 spills badly)
-KNOBS = Knobs()  # read at each launch
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How one launch splits the work: block_b rows x block_h state columns per program."""
-
-    block_b: int        # rows per program (tl.dot's M: at least 16)
-    block_h: int        # state columns per program; columns = ceil(H / block_h) programs per row block
-    block_u: int        # backbone units per program in the backward's dz phase
-    columns: int
-    rows_per_launch: int
-    num_warps: int = 4
-    num_stages: int = 2
-    hold: bool = False
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
-def plan(batch: int, hidden: int, units: int, device: torch.device, knobs: Knobs | None = None) -> Plan:
-    k = knobs or KNOBS
+def plan(batch: int, hidden: int, units: int, device: torch.device, knobs: Knobs = Knobs()) -> Plan:
+    """The launch plan for this device: `cfc_tuning.gpu_plan` with the GPU's SM count, or one program
+    per row block under the interpreter."""
     if interpreting() or device.type != "cuda":
-        # one program per row block: no barrier (the interpreter runs programs one at a time)
-        return Plan(16, max(16, _pow2(hidden)), max(16, _pow2(units)), 1, max(batch, 1), hold=k.hold is not False)
-    return gpu_plan(batch, hidden, units, torch.cuda.get_device_properties(device).multi_processor_count, k)
-
-
-def gpu_plan(batch: int, hidden: int, units: int, n_sm: int, k: Knobs) -> Plan:
-    """The plan on a GPU with n_sm SMs (also for compiling offline: bench/cfc_kernel_resources.py)."""
-    block_h = max(16, _pow2(triton.cdiv(hidden, k.columns)))
-    cols = triton.cdiv(hidden, block_h)
-    block_u = max(16, _pow2(triton.cdiv(units, cols)))
-    block_b = 16
-    while triton.cdiv(batch, block_b) * cols > n_sm and block_b < 64:
-        block_b *= 2  # more rows per program before more launches
-    row_blocks = max(n_sm // cols, 1)
-    hp, up = max(16, _pow2(hidden)), max(16, _pow2(units))
-    floats = max(hp * block_u + 4 * up * block_h, 4 * hp * block_u + up * block_h)  # forward, backward slices
-    warps = k.num_warps or (4 if floats <= HOLD_FLOATS * 32 * 4 else 8)
-    hold = k.hold if k.hold is not None else floats <= HOLD_FLOATS * 32 * warps
-    return Plan(block_b, block_h, block_u, cols, row_blocks * block_b, warps, k.num_stages, hold)
-
-
-def chosen_for(hidden: int, units: int, device: torch.device) -> bool:
-    """Whether the persistent kernels are the default for these widths: only where each program
-    holds its weight slices in registers. Re-reading them, or holding more than fits, measured
-    slower than the per-step kernels (bench/NOTES.md)."""
-    return plan(256, hidden, units, device, Knobs()).hold
+        return interpreter_plan(batch, hidden, units, knobs)
+    return gpu_plan(batch, hidden, units, torch.cuda.get_device_properties(device).multi_processor_count, knobs)
 
 
 COUNTER_STRIDE = tl.constexpr(32)  # int32s between row blocks' counters: one 128-byte line each
@@ -405,9 +354,6 @@ def _backward(g_ptr, sg_b, sg_t, sg_h, dh0_ptr, y_ptr, z_ptr, dt_ptr, sdt_b, sdt
     _profile_end(prof, PROFILE)
 
 
-_STEP_PRECISION = "tf32x3"  # the per-step kernels' default, for the fallback
-
-
 def _refused(err: RuntimeError) -> None:
     """A cooperative launch the driver refuses (programs that cannot all be resident, e.g. other
     work holding SMs) costs speed, not the result: the caller runs the per-step kernels instead.
@@ -419,7 +365,7 @@ def _refused(err: RuntimeError) -> None:
 
 def _launch_kwargs(p: Plan, hidden: int, units: int) -> dict:
     kw = dict(COLS=p.columns, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_U=p.block_u,
-              HP=max(16, _pow2(hidden)), UP=max(16, _pow2(units)), HOLD=p.hold, num_warps=p.num_warps,
+              HP=max(16, pow2(hidden)), UP=max(16, pow2(units)), HOLD=p.hold, num_warps=p.num_warps,
               num_stages=p.num_stages)
     if p.columns > 1:
         kw["launch_cooperative_grid"] = True  # refused, not hung, if the programs cannot all be resident
@@ -490,11 +436,11 @@ def _dt_keep_args(dt, keep, dummy):
 
 
 def forward_scan(u, dt, keep, h0, w: Weights, mode: str, activation: str, precision: str, save: bool,
-                 profile: list | None = None):
+                 profile: list | None = None, knobs: Knobs = Knobs()):
     """u [B, T, U] (input projection plus bias, unit stride last), dt [B, T] float32 or None (1),
     keep [B, T] bool or None (all kept), h0 [B, H] or None (zeros). Returns (out [B, T, H], Trace
     or None without `save`), or None when the driver refuses the launch. `profile`: a list that
-    receives each launch's clock stamps (bench/cfc_persistent_phases.py)."""
+    receives each launch's clock stamps (bench/cfc_persistent_phases.py); `knobs`: launch settings."""
     b, n, units = u.shape
     hid = w.heads[0].shape[0]
     dummy = u.new_empty(1)
@@ -507,7 +453,7 @@ def forward_scan(u, dt, keep, h0, w: Weights, mode: str, activation: str, precis
     a = trace.a if save else u.new_empty(2, b, units)
     hp, z, y = (trace.hp, trace.z, trace.y) if save else (dummy, dummy, dummy)
     dt_args, keep_args = _dt_keep_args(dt, keep, dummy)
-    p = plan(b, hid, units, u.device)
+    p = plan(b, hid, units, u.device, knobs)
     kw = _launch_kwargs(p, hid, units)
     try:
         for row0, row_end, blocks in _slices(b, p):
@@ -525,14 +471,16 @@ def forward_scan(u, dt, keep, h0, w: Weights, mode: str, activation: str, precis
 
 
 def backward_scan(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: str, precision: str,
-                  profile: list | None = None):
-    """g [B, T, H] (any strides) the outputs' gradient. Returns (dy [T, B, 4H], dz [B, T, U], dh0 [B, H])."""
+                  profile: list | None = None, knobs: Knobs = Knobs(), steps_precision: str = STEP_PRECISION,
+                  steps_tiles: Tiles = Tiles()):
+    """g [B, T, H] (any strides) the outputs' gradient. Returns (dy [T, B, 4H], dz [B, T, U], dh0 [B, H]).
+    A refused launch runs the per-step kernels instead, at `steps_precision` with `steps_tiles`."""
     b, n, hid = g.shape
     units = trace.z.shape[-1]
     dummy = g.new_empty(1)
     dy, dz, dh0 = g.new_empty(n, b, 4 * hid), g.new_empty(b, n, units), g.new_empty(b, hid)
     dt_args, keep_args = _dt_keep_args(dt, keep, dummy)
-    p = plan(b, hid, units, g.device)
+    p = plan(b, hid, units, g.device, knobs)
     kw = _launch_kwargs(p, hid, units)
     try:
         for row0, row_end, blocks in _slices(b, p):
@@ -545,20 +493,20 @@ def backward_scan(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: 
                 HAS_DT=dt is not None, HAS_KEEP=keep is not None, PROFILE=profile is not None, **kw)
     except RuntimeError as err:
         _refused(err)
-        return _backward_by_steps(g, trace, dt, keep, w, mode, activation)
+        return _backward_by_steps(g, trace, dt, keep, w, mode, activation, steps_precision, steps_tiles)
     return dy, dz, dh0
 
 
-def _backward_by_steps(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: str):
+def _backward_by_steps(g, trace: Trace, dt, keep, w: Weights, mode: str, activation: str, precision: str,
+                       tiles: Tiles):
     """The same reverse scan with the per-step kernels (time-major), for a refused launch."""
     b, n, hid = g.shape
     dt_tm = g.new_ones(n, b, 1) if dt is None else dt.t().unsqueeze(-1).contiguous()
     keep_tm = (torch.ones(n, b, 1, dtype=torch.bool, device=g.device) if keep is None
                else keep.t().unsqueeze(-1).contiguous())
     carry = g.new_zeros(b, hid)
-    dy, dz, carry = cfc_triton.scan_backward_loop(g.transpose(0, 1).contiguous(), carry, dt_tm, keep_tm, trace.z,
-                                                  trace.y, w.w_h, torch.cat(w.heads), mode, activation,
-                                                  _STEP_PRECISION)
+    dy, dz, carry = cfc_triton.steps_backward(g.transpose(0, 1).contiguous(), carry, dt_tm, keep_tm, trace.z,
+                                              trace.y, w.w_h, torch.cat(w.heads), mode, activation, precision, tiles)
     return dy, dz.transpose(0, 1).contiguous(), carry
 
 
@@ -568,28 +516,28 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg, x, dt, keep, h0, w_in, b_in, w1, w2, w3, w4, c1, c2, c3, c4):
-        mode, activation, precision, save = cfg
         b, n, inputs = x.shape
         w = Weights.of(inputs, w_in, b_in, (w1, w2, w3, w4), (c1, c2, c3, c4))
         u = torch.addmm(b_in, x.view(b * n, inputs), w.w_x.t()).view(b, n, -1)
-        result = forward_scan(u, dt, keep, h0, w, mode, activation, precision, save)
+        result = forward_scan(u, dt, keep, h0, w, cfg.mode, cfg.activation, cfg.precision, cfg.save, knobs=cfg.knobs)
         if result is None:
             raise _Refusal()
         out, trace = result
         ctx.cfg, ctx.trace = cfg, trace
-        if save:
+        if cfg.save:
             ctx.save_for_backward(x, dt, keep, w_in, b_in, w1, w2, w3, w4, c1, c2, c3, c4)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        mode, activation, precision, _ = ctx.cfg
+        cfg = ctx.cfg
         x, dt, keep, w_in, b_in, *heads = ctx.saved_tensors
         trace = ctx.trace
         b, n, inputs = x.shape
         w = Weights.of(inputs, w_in, b_in, heads[:4], heads[4:])
         hid, units = w.heads[0].shape
-        dy, dz, dh0 = backward_scan(g, trace, dt, keep, w, mode, activation, precision)
+        dy, dz, dh0 = backward_scan(g, trace, dt, keep, w, cfg.mode, cfg.activation, cfg.precision, knobs=cfg.knobs,
+                                    steps_precision=cfg.steps_precision, steps_tiles=cfg.steps_tiles)
         need = ctx.needs_input_grad
         du = dz.view(b * n, units)
         gx = (du @ w.w_x).view(b, n, inputs) if need[1] else None
@@ -608,19 +556,34 @@ class _Refusal(Exception):
     output exists, so that the caller can run the per-step kernels instead)."""
 
 
-def cfc_sequence(x, dt, mask, state, w_in, b_in, heads, biases, mode: str, activation: str, precision: str):
-    """A CfC layer (one backbone layer, gated modes) over x [B, T, F]: outputs [B, T, H], or None
-    when the driver refused the launch. dt [B, T] or [B, T, 1] or None; mask [B, T] or None; state
-    [B, H] or None; w_in [U, F + H], b_in [U]: the backbone layer; heads, biases: ff1, ff2, time_a,
-    time_b as the cell applies them ([H, U] and [H] each). Gradients flow to x, dt, state and every
-    weight that needs them."""
+@dataclass(frozen=True)
+class _Config:
+    """What `_Scan` runs with, besides tensors."""
+
+    mode: str
+    activation: str
+    precision: str
+    save: bool
+    knobs: Knobs
+    steps_precision: str
+    steps_tiles: Tiles
+
+
+def persistent_sequence(x, dt, mask, state, w_in, b_in, heads, biases, mode: str, activation: str, precision: str,
+                        knobs: Knobs = Knobs(), steps_precision: str = STEP_PRECISION, steps_tiles: Tiles = Tiles()):
+    """A CfC layer (one backbone layer, gated modes) over x [B, T, F] by the persistent kernels:
+    outputs [B, T, H], or None when the driver refused the forward launch. dt [B, T] or [B, T, 1] or
+    None; mask [B, T] or None; state [B, H] or None; w_in [U, F + H], b_in [U]: the backbone layer;
+    heads, biases: ff1, ff2, time_a, time_b as the cell applies them ([H, U] and [H] each). Gradients
+    flow to x, dt, state and every weight that needs them. `knobs`: the launches' settings; a refused
+    backward launch runs the per-step kernels at `steps_precision` with `steps_tiles`."""
     if dt is not None:
         dt = (dt.squeeze(-1) if dt.dim() == 3 else dt).to(torch.float32)
     keep = None if mask is None else mask.to(torch.bool)
     params = (w_in, b_in, *heads, *biases)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, state, *params))
+    cfg = _Config(mode, activation, precision, save, knobs, steps_precision, steps_tiles)
     try:
-        return _Scan.apply((mode, activation, precision, save), x.contiguous(), dt, keep,
-                           None if state is None else state.contiguous(), *params)
+        return _Scan.apply(cfg, x.contiguous(), dt, keep, None if state is None else state.contiguous(), *params)
     except _Refusal:
         return None

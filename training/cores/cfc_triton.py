@@ -14,59 +14,22 @@ that even batch 256 spreads over ~64 CTAs:
 where g = grad_out_t + carry. Weight, time-span and input gradients stay bulk matmuls after the
 loop (`fast_cfc.scan_backward_bulk`).
 
-Scope: one backbone layer, modes "default" and "no_gate", float32; other cells keep the other
-kernels. Matmuls use `tf32x3` (three TF32 tensor-core products: float32 accuracy; the suite holds
-the path to 1e-4 of the ncps cell over 336 steps); "tf32" is faster and looser, "ieee" exact and slow.
+Scope: one backbone layer, modes "default" and "no_gate", float32 (`cfc_tuning.kernel_gap`); other
+cells keep the other kernels. Matmuls use `tf32x3` (three TF32 tensor-core products: float32
+accuracy; the suite holds the path to 1e-4 of the ncps cell over 336 steps); "tf32" is faster and
+looser, "ieee" exact and slow.
 
 On a CPU the kernels run under Triton's interpreter (`TRITON_INTERPRET=1` before import), which is
-how the suite checks them without a GPU.
+how the suite checks them without a GPU. Tile sizes come in as a `Tiles` argument (defaults in
+`cfc_tuning`).
 """
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-ACT_CODES = {"lecun_tanh": 0, "tanh": 1, "relu": 2, "silu": 3, "gelu": 4}
-MODE_CODES = {"default": 0, "no_gate": 1}
-
-
-@dataclass(frozen=True)
-class Tiles:
-    """Tile sizes: a program computes block_b batch rows x block_n output columns, block_k at a time."""
-
-    block_b: int = 16      # tl.dot's smallest M; small tiles spread batch 256 over ~64 programs
-    block_n: int = 32
-    block_k: int = 32
-    num_warps: int = 4
-    num_stages: int = 3
-
-
-TILES = Tiles()  # read at each launch; bench/cfc_step_tiles.py sweeps it
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def supports(spec, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why these kernels cannot run this scan, or None when they can."""
-    if spec.layers != 1:
-        return f"{spec.layers} backbone layers (kernels handle exactly 1)"
-    if spec.mode not in MODE_CODES:
-        return f"mode {spec.mode!r}"
-    if spec.activation not in ACT_CODES:
-        return f"activation {spec.activation!r}"
-    if dtype != torch.float32:
-        return f"dtype {dtype} (kernels are float32)"
-    if device.type != "cuda":
-        return None if interpreting() else "not on CUDA (set TRITON_INTERPRET=1 to run the kernels on CPU)"
-    if torch.cuda.get_device_capability(device) < (8, 0):
-        return "GPU older than Ampere (no TF32 tensor cores for the tf32x3 products)"
-    return None
+from training.cores.cfc_tuning import ACT_CODES, MODE_CODES, Tiles
 
 
 @triton.jit
@@ -268,9 +231,11 @@ def _launch(tiles: Tiles) -> dict:
                 num_warps=tiles.num_warps, num_stages=tiles.num_stages)
 
 
-def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str):
-    """u [T, B, U], dt [T, B, 1], keep [T, B, 1] bool, h0 [B, H], w_h [U, H], w_heads [4H, U].
-    Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]); two launches per step."""
+def steps_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: str, precision: str,
+                  tiles: Tiles = Tiles()):
+    """The forward scan as per-step launches, time-major: u [T, B, U], dt [T, B, 1], keep [T, B, 1]
+    bool, h0 [B, H], w_h [U, H], w_heads [4H, U]. Returns (hs [T, B, H], z [T, B, U], y [T, B, 4H]);
+    two launches per step."""
     n, b, units = u.shape
     hid = h0.shape[1]
     hs = u.new_empty(n, b, hid)
@@ -282,7 +247,6 @@ def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: 
     w_ht, w_yt, b_y = w_h.t().contiguous(), w_heads.t().contiguous(), b_heads.contiguous()
     h = h0.contiguous()
     act, gate = ACT_CODES[activation], MODE_CODES[mode]
-    tiles = TILES
     grid_u, grid_h, launch = _grid(b, units, tiles), _grid(b, hid, tiles), _launch(tiles)
     for t in range(n):
         _backbone_forward[grid_u](u[t], h, w_ht, z[t], a, b, hid, units, ACT=act, PREC=precision, **launch)
@@ -292,9 +256,11 @@ def scan_forward(u, dt, keep, h0, w_h, w_heads, b_heads, mode: str, activation: 
     return hs, z, y
 
 
-def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, activation: str, precision: str):
-    """Reverse loop: returns (dy [T, B, 4H], dz [T, B, U], carry [B, H]); two launches per step.
-    `carry` (the gradient arriving from after the last step) is updated in place and returned."""
+def steps_backward(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, activation: str, precision: str,
+                   tiles: Tiles = Tiles()):
+    """The backward loop over time as per-step launches, time-major: returns (dy [T, B, 4H], dz [T, B, U],
+    carry [B, H]); two launches per step. `carry` (the gradient arriving from after the last step) is
+    updated in place and returned. Weight gradients are the caller's (bulk products after the loop)."""
     n, b, hid = grad_hs.shape
     units = z.shape[-1]
     dy = grad_hs.new_empty(n, b, 4 * hid)
@@ -302,7 +268,6 @@ def scan_backward_loop(grad_hs, carry, dt, keep, z, y, w_h, w_heads, mode: str, 
     g, dt, keep = grad_hs.contiguous(), dt.contiguous(), keep.contiguous().view(torch.uint8)
     z, y, w_y, w_hc = z.contiguous(), y.contiguous(), w_heads.contiguous(), w_h.contiguous()
     act, gate = ACT_CODES[activation], MODE_CODES[mode]
-    tiles = TILES
     grid_u, grid_h, launch = _grid(b, units, tiles), _grid(b, hid, tiles), _launch(tiles)
     for t in reversed(range(n)):
         _heads_backward[grid_u](g[t], carry, y[t], dt[t], keep[t], w_y, z[t], dy[t], dz[t], b, hid, units,

@@ -17,12 +17,16 @@ nodes backward. This module computes the same function from the same `CfCCell` w
 5. optionally, the forward and the backward loop over a chunk of steps each captured once as a CUDA
    graph, so one replay launches a chunk's kernels without Python in between.
 
+Which of these runs is decided in one place, `cfc_route.choose_route`, from facts that
+`route_facts` reads off the cell, the input and its device; `last_route(cell)` says what ran, and
+each distinct shape's route is logged once (logger `training.cores.cfc_route`, INFO). Launch
+settings (`FastOptions.tiles`, `.knobs`) are passed down to the kernels as arguments.
+
 Layout inside the scan is time-major ([T, B, ...]) so each step reads a contiguous slice.
 """
 from __future__ import annotations
 
 import contextlib
-
 import importlib.util
 import math
 import threading
@@ -35,28 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
+from training.cores import cfc_tuning
+from training.cores.cfc_route import COMPILED, PERSISTENT, ROUTES, TRITON, FastOptions, Route, RouteFacts, choose_route
+from training.cores.cfc_tuning import Tiles
 
-PRECISIONS = ("tf32x3", "tf32", "ieee")  # tl.dot input precisions the Triton kernels accept
+LECUN_SCALE, LECUN_SLOPE = 1.7159, 0.666  # ncps's LeCun tanh: 1.7159 * tanh(0.666 x)
 
 _ACTIVATIONS = {"LeCun": "lecun_tanh", "Tanh": "tanh", "ReLU": "relu", "SiLU": "silu", "GELU": "gelu"}
 
-
-@dataclass(frozen=True)
-class FastOptions:
-    """How the fast path runs. None means: on when the input is on CUDA (and Triton is present, for fuse)."""
-
-    fuse: bool | None = None      # fused step kernels: Triton GEMMs with the elementwise work inside
-                                  # (cfc_triton) where they cover the cell, else torch.compile'd elementwise
-    triton_gemms: bool = True     # False: fuse only the elementwise work (torch.compile), kept to compare
-    precision: str | None = None  # tl.dot precision in the Triton kernels: tf32x3, tf32 or ieee; None: each
-                                  # route's measured best at float32 accuracy (steps tf32x3, persistent ieee)
-    persistent: bool | None = None  # one launch per scan each way (cfc_persistent) where the Triton kernels
-                                    # cover the cell; None: on CUDA unless graphs is asked for
-    graphs: bool | None = None    # replay CUDA graphs of `graph_chunk` steps (on CPU: same chunking, no capture);
-                                  # None: on CUDA unless the persistent kernels run
-    graph_chunk: int = 16         # steps per captured graph; T is padded up to a multiple with held steps
-    graph_cache: int = 8          # (batch size, chunk) graph pairs kept, least recently used dropped
+__all__ = ["FastOptions", "Route", "cfc_sequence", "route_for", "last_route", "unsupported_reason"]
 
 
 @dataclass(frozen=True)
@@ -190,7 +181,7 @@ class StepKernels:
     gate: Callable
     gate_grad: Callable
     triton_precision: str | None = None  # set: each step is cfc_triton's fused GEMM kernels instead
-    persistent: bool = False             # with triton_precision: the whole scan is one cfc_persistent launch
+    tiles: Tiles | None = None           # with triton_precision: their launch settings
 
 
 _KERNELS: dict = {}
@@ -201,34 +192,21 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def triton_unsupported(spec: ScanSpec, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why cfc_triton's fused step kernels cannot run this scan here, or None when they can."""
-    if not triton_available():
-        return "Triton is not installed"
-    from training.cores import cfc_triton
-
-    return cfc_triton.supports(spec, dtype, device)
-
-
-def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.dtype,
-                 precision: str | None = None, triton_gemms: bool = True, persistent: bool = False) -> StepKernels:
-    """How each step runs: with fuse, the Triton GEMM kernels where they cover the cell (as one
-    persistent launch per scan when asked), else the elementwise functions compiled (when the
-    compiled ones check out); without, eager functions."""
-    if precision is None:
-        precision = "ieee" if persistent else "tf32x3"
-    if precision not in PRECISIONS:
-        raise ValueError(f"fast CfC: precision {precision!r}: expected one of {PRECISIONS}")
-    key = (spec, fuse, device.type, dtype, precision, triton_gemms, persistent)
+def step_kernels(spec: ScanSpec, route: Route, device: torch.device, dtype: torch.dtype,
+                 tiles: Tiles = Tiles()) -> StepKernels | None:
+    """The step functions a step route names: cfc_triton's GEMM kernels (TRITON), the elementwise
+    functions compiled (COMPILED; None when the compiled ones disagree with the eager ones here, or
+    fail to build), else eager functions. Built once per key."""
+    triton = route.kernels == TRITON
+    key = (spec, route.kernels, route.precision, tiles if triton else None, device.type, dtype)
     with _KERNELS_LOCK:
         if key in _KERNELS:
             return _KERNELS[key]
     eager = StepKernels(_act(spec.activation), _act_grad(spec.activation), _gate(spec.mode), _gate_grad(spec.mode))
     kernels = eager
-    if fuse and triton_gemms and triton_unsupported(spec, dtype, device) is None:
-        kernels = StepKernels(eager.act, eager.act_grad, eager.gate, eager.gate_grad, triton_precision=precision,
-                              persistent=persistent)
-    elif fuse:
+    if triton:
+        kernels = StepKernels(eager.act, eager.act_grad, eager.gate, eager.gate_grad, route.precision, tiles)
+    elif route.kernels == COMPILED:
         compiled = StepKernels(*(torch.compile(f, fullgraph=True, dynamic=True) for f in
                                  (eager.act, eager.act_grad, eager.gate, eager.gate_grad)))
         try:
@@ -236,6 +214,7 @@ def step_kernels(spec: ScanSpec, fuse: bool, device: torch.device, dtype: torch.
             kernels = compiled
         except Exception as err:  # a broken toolchain must cost speed, not correctness
             warnings.warn(f"fast CfC: torch.compile of the step kernels failed ({err!r}); using eager kernels")
+            kernels = None
     with _KERNELS_LOCK:
         _KERNELS[key] = kernels
     return kernels
@@ -295,8 +274,8 @@ def scan_forward(spec: ScanSpec, k: StepKernels, u, dt, keep, h0, w: ScanWeights
         from training.cores import cfc_triton
 
         keep = _ones_keep(u) if keep is None else keep
-        hs, z, y = cfc_triton.scan_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
-                                           spec.activation, k.triton_precision)
+        hs, z, y = cfc_triton.steps_forward(u, dt, keep, h0, w.w_h, w.w_heads, w.b_heads, spec.mode,
+                                            spec.activation, k.triton_precision, k.tiles)
         return ScanTrace(hs, [z], y) if save else ScanTrace(hs, [], None)
     n = u.shape[0]
     w_h_t = w.w_h.t()
@@ -344,8 +323,8 @@ def scan_backward_loop(spec: ScanSpec, k: StepKernels, zs, y, dt, keep, w: ScanW
         from training.cores import cfc_triton
 
         keep = _ones_keep(grad_hs) if keep is None else keep
-        dy, dz, carry = cfc_triton.scan_backward_loop(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads, spec.mode,
-                                                   spec.activation, k.triton_precision)
+        dy, dz, carry = cfc_triton.steps_backward(grad_hs, carry, dt, keep, zs[0], y, w.w_h, w.w_heads, spec.mode,
+                                                  spec.activation, k.triton_precision, k.tiles)
         return LoopGrads(dy, None, [dz], carry)
     n = grad_hs.shape[0]
     dys, dcs = [None] * n, [None] * n
@@ -617,28 +596,38 @@ def _head_weights(cell) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(weights), torch.cat(biases)
 
 
-def _resolve(options: FastOptions, device: torch.device) -> tuple[bool, bool]:
-    """(fuse, persistent asked for); whether graphs run follows from the kernels chosen."""
-    cuda = device.type == "cuda"
-    if options.persistent and options.graphs:
-        raise ValueError("fast CfC: persistent kernels run the whole scan in one launch; they take no CUDA graphs")
-    fuse = options.fuse if options.fuse is not None else (cuda and triton_available())
-    persistent = options.persistent if options.persistent is not None else (cuda and options.graphs is not True)
-    return fuse, persistent
+def route_facts(cell: nn.Module, x: torch.Tensor) -> RouteFacts:
+    """What the route for running `cell` over `x` depends on, read from the cell, the input and its device."""
+    cuda = x.device.type == "cuda"
+    props = torch.cuda.get_device_properties(x.device) if cuda else None
+    cell_gap = unsupported_reason(cell)
+    return RouteFacts(
+        device_type=x.device.type, capability=(props.major, props.minor) if cuda else None,
+        sm_count=props.multi_processor_count if cuda else None, interpreting=cfc_tuning.interpreting(),
+        triton=triton_available(), hidden=cell.hidden_size,
+        units=cell.backbone[0].out_features if cell.backbone_layers > 0 else 0,
+        kernel_gap=None if cell_gap is not None else cfc_tuning.kernel_gap(cell_spec(cell), x.dtype),
+        cell_gap=cell_gap)
 
 
-def _persistent_suits(hidden: int, units: int, device: torch.device) -> bool:
-    if not triton_available():
-        return False
-    from training.cores import cfc_persistent
-
-    return cfc_persistent.chosen_for(hidden, units, device)
+def route_for(cell: nn.Module, x: torch.Tensor, options: FastOptions = FastOptions(),
+              fast: bool | None = True) -> Route:
+    """The route a sequence x takes through `cell` (fast: CfCCore's flag; see cfc_route.choose_route)."""
+    return choose_route(route_facts(cell, x), options, fast)
 
 
-def _graphs(options: FastOptions, kernels: StepKernels, device: torch.device) -> bool:
-    if options.graphs is not None:
-        return options.graphs
-    return device.type == "cuda" and not kernels.persistent
+def last_route(cell: nn.Module) -> Route | None:
+    """The route the last sequence through `cell` ran (None before the first)."""
+    return ROUTES.last(cell)
+
+
+def record_route(cell: nn.Module, x: torch.Tensor, route: Route) -> None:
+    """Note what ran: the cell's last route, and a log line the first time for this shape and route."""
+    act = type(cell.backbone[1]).__name__ if cell.backbone_layers > 0 else "no backbone"
+    units = cell.backbone[0].out_features if cell.backbone_layers > 0 else 0
+    shape = (f"B={x.shape[0]} H={cell.hidden_size} U={units} {cell.mode} {act} x{cell.backbone_layers} "
+             f"{str(x.dtype).removeprefix('torch.')} on {x.device}")
+    ROUTES.record(cell, shape, route)
 
 
 def cfc_sequence(
@@ -651,7 +640,7 @@ def cfc_sequence(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `cell` (an ncps CfCCell) over x [B, T, F] with time spans dt [B, T] or [B, T, 1] (1 when None)
     and mask [B, T] (true on real steps; padded steps hold the state). Returns (outputs [B, T, H],
-    final state [B, H]), the same as driving the cell step by step."""
+    final state [B, H]), the same as driving the cell step by step. The route it took: `last_route(cell)`."""
     reason = unsupported_reason(cell)
     if reason is not None:
         raise ValueError(f"fast CfC cannot run this cell: {reason}")
@@ -679,26 +668,37 @@ def _check_shapes(cell, x, dt, mask, state) -> None:
         raise ValueError(f"fast CfC: state must be [{b}, {hid}] (batch, hidden), got {tuple(state.shape)}")
 
 
+def _device(x: torch.Tensor):
+    # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
+    # computes on cuda:1 while the current device may still be cuda:0)
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _cfc_sequence(cell, x, dt, mask, state, options):
     b, n, _ = x.shape
     hid = cell.hidden_size
     if n == 0:
         return x.new_zeros(b, 0, hid), x.new_zeros(b, hid) if state is None else state
     spec = cell_spec(cell)
-    fuse, persistent = _resolve(options, x.device)
-    if persistent and options.persistent is None and spec.layers == 1:
-        persistent = _persistent_suits(hid, cell.backbone[0].out_features, x.device)  # only where measured faster
-    kernels = step_kernels(spec, fuse, x.device, x.dtype, options.precision, options.triton_gemms, persistent)
-    if kernels.persistent:  # the whole layer, projection and gradients included, in cfc_persistent
+    facts = route_facts(cell, x)
+    route = choose_route(facts, options)
+    if route.kernels == PERSISTENT:  # the whole layer, projection and gradients included, in cfc_persistent
         from training.cores import cfc_persistent
 
-        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        steps = choose_route(facts, options, persistent_refused=True)  # what takes over a refused launch
+        with _device(x):
             first = cell.backbone[0]
-            out = cfc_persistent.cfc_sequence(x, dt, mask, state, first.weight, first.bias, *_heads(cell),
-                                              spec.mode, spec.activation, kernels.triton_precision)
+            out = cfc_persistent.persistent_sequence(
+                x, dt, mask, state, first.weight, first.bias, *_heads(cell), spec.mode, spec.activation,
+                route.precision, knobs=options.knobs, steps_precision=steps.precision, steps_tiles=options.tiles)
         if out is not None:
+            record_route(cell, x, route)
             return out, out[:, -1]
-        kernels = step_kernels(spec, fuse, x.device, x.dtype, None, options.triton_gemms, False)  # refused
+        route = steps
+    kernels = step_kernels(spec, route, x.device, x.dtype, options.tiles)
+    if kernels is None:
+        route = choose_route(facts, options, compile_failed=True)
+        kernels = step_kernels(spec, route, x.device, x.dtype, options.tiles)
     if state is None:
         state = x.new_zeros(b, hid)
     dt = x.new_ones(b, n, 1) if dt is None else (dt.unsqueeze(-1) if dt.dim() == 2 else dt)
@@ -722,14 +722,12 @@ def _cfc_sequence(cell, x, dt, mask, state, options):
     w = ScanWeights(first_w[:, n_in:], heads_w, heads_b, pure_a, pure_tau, hidden)
 
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, dt_tm, state, *w.flat()))
-    graphs = _graphs(options, kernels, x.device)
-    # kernels and graphs belong to the current device: make it the input's (under DDP, rank 1
-    # computes on cuda:1 while the current device may still be cuda:0)
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        if graphs:
+    with _device(x):
+        if route.graphs:
             hs = _graphed_scan(spec, kernels, options, save, u, dt_tm, keep, state, w)
         else:
             hs = _CfCScan.apply(EagerRunner(spec, kernels), save, u, dt_tm, keep, state, *w.flat())
+    record_route(cell, x, route)
     return hs.transpose(0, 1), hs[-1]
 
 
