@@ -1,4 +1,9 @@
-"""API keys: random tokens, stored as SHA-256 hashes, each with one role."""
+"""API keys: random tokens, stored as SHA-256 hashes, each with one role.
+
+A key is looked up in the database on every request by default (key_cache_seconds=0), so a key
+revoked from any process (`python -m service keys revoke`, another worker) fails on its next
+request: a per-process cache cannot hear of a revocation elsewhere. The lookup is one indexed
+read (bench/key_lookup.py measures it)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,6 +11,7 @@ import hashlib
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,15 +19,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.storage.tables import ApiKey
 
-ROLES = ("ingest", "clinician", "viewer", "admin")
-# What each role may do. Admin implies all; a clinician also reads.
+ROLES = ("ingest", "clinician", "viewer", "monitor", "admin")
+# What each role may do. Admin implies all; a clinician also reads; monitor reads /metrics only
+# (what Prometheus is given).
 GRANTS: dict[str, frozenset[str]] = {
     "ingest": frozenset({"ingest"}),
     "clinician": frozenset({"clinician", "viewer"}),
     "viewer": frozenset({"viewer"}),
-    "admin": frozenset({"ingest", "clinician", "viewer", "admin"}),
+    "monitor": frozenset({"metrics"}),
+    "admin": frozenset({"ingest", "clinician", "viewer", "metrics", "admin"}),
 }
 KEY_PREFIX = "sk_"
+# Listings show the first characters of a key to tell keys apart: "sk_" and 3 of the secret.
+PREFIX_LENGTH = 6
 
 
 def hash_key(key: str) -> str:
@@ -39,7 +49,7 @@ def create_key(factory: sessionmaker[Session], role: str, name: str | None = Non
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     key = key or new_key()
     with factory.begin() as s:
-        s.add(ApiKey(key_hash=hash_key(key), prefix=key[:10], role=role, name=name,
+        s.add(ApiKey(key_hash=hash_key(key), prefix=key[:PREFIX_LENGTH], role=role, name=name,
                      created_at=dt.datetime.now(dt.timezone.utc), revoked=False))
     return key
 
@@ -76,11 +86,27 @@ def revoke_key(factory: sessionmaker[Session], key_id: int) -> bool:
         return True
 
 
-class KeyVerifier:
-    """Looks keys up by hash, remembering good ones for `ttl` seconds so the hot path skips the DB
-    (a revoked key therefore stops working within `ttl`)."""
+@dataclass(frozen=True)
+class KeyIdentity:
+    id: int
+    role: str
+    name: str | None
+    prefix: str
 
-    def __init__(self, factory: sessionmaker[Session], ttl: float = 10.0):
+
+def identify(factory: sessionmaker[Session], key: str) -> KeyIdentity | None:
+    """Which stored, unrevoked key this is (for audit records)."""
+    with factory.begin() as s:
+        row = s.execute(select(ApiKey.id, ApiKey.role, ApiKey.name, ApiKey.prefix, ApiKey.revoked)
+                        .where(ApiKey.key_hash == hash_key(key))).first()
+    return None if row is None or row.revoked else KeyIdentity(row.id, row.role, row.name, row.prefix)
+
+
+class KeyVerifier:
+    """Looks keys up by hash. With `ttl` > 0 a good key is remembered that long without a lookup, so a
+    key revoked elsewhere keeps working up to `ttl` seconds; 0 (the default) looks up every time."""
+
+    def __init__(self, factory: sessionmaker[Session], ttl: float = 0.0):
         self._factory = factory
         self._ttl = ttl
         self._cache: dict[str, tuple[str, float]] = {}
@@ -89,16 +115,18 @@ class KeyVerifier:
     def role_of(self, key: str) -> str | None:
         digest = hash_key(key)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit and now - hit[1] < self._ttl:
-            return hit[0]
+        if self._ttl > 0:
+            with self._lock:
+                hit = self._cache.get(digest)
+            if hit and now - hit[1] < self._ttl:
+                return hit[0]
         with self._factory.begin() as s:
             row = s.execute(select(ApiKey.role, ApiKey.revoked).where(ApiKey.key_hash == digest)).first()
         if row is None or row.revoked:
             with self._lock:
                 self._cache.pop(digest, None)
             return None
-        with self._lock:
-            self._cache[digest] = (row.role, now)
+        if self._ttl > 0:
+            with self._lock:
+                self._cache[digest] = (row.role, now)
         return row.role

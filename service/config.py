@@ -37,7 +37,7 @@ class Settings:
     microbatch_max_size: int = 64
     microbatch_max_wait_ms: float = 3.0
     bootstrap_keys: str = ""             # "role:key,role:key" seeded (hashed) at start-up; dev/demo only
-    key_cache_seconds: float = 10.0      # how long a verified key is trusted without a DB lookup
+    key_cache_seconds: float = 0.0       # how long a verified key is trusted without a DB lookup (0: never)
     host: str = "127.0.0.1"
     port: int = 8000
     migrate: bool = True                 # run Alembic migrations at start-up

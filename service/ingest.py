@@ -104,6 +104,16 @@ def demographics_of(row) -> dict[str, float | None]:
     return {f: getattr(row, f) for f in DEMOGRAPHIC_FIELDS.values()}
 
 
+def replay_state(model: Model, history, demographics: dict[str, float | None]) -> np.ndarray:
+    """A patient's state after its stored observations (in time order), stepped one at a time from
+    a new patient's state exactly as they were scored: their stored ICULOS and elapsed hours."""
+    state = np.zeros((1, model.state_size), np.float32)
+    for o in history:
+        x = model_input(o.vitals, demographics, o.iculos)[None]
+        _, state = model.run(x, np.array([[o.elapsed_hours]], np.float32), state)
+    return state[0]
+
+
 class Ingestor:
     def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1)):
         self.engine = engine
@@ -210,13 +220,8 @@ class Ingestor:
         return Plan(pid, row, state, row.last_ts, icu_admit, demographics_of(row))
 
     def _rebuild_state(self, s: Connection, row) -> np.ndarray:
-        state = np.zeros((1, self.model.state_size), np.float32)
         history = s.execute(select(O).where(O.c.patient_id == row.id).order_by(O.c.ts))
-        demographics = demographics_of(row)
-        for o in history:
-            x = model_input(o.vitals, demographics, o.iculos)[None]
-            _, state = self.model.run(x, np.array([[o.elapsed_hours]], np.float32), state)
-        return state[0]
+        return replay_state(self.model, history, demographics_of(row))
 
     def _prepare_inputs(self, plan: Plan, where) -> None:
         first = plan.new[0]

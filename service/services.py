@@ -5,6 +5,7 @@ import datetime as dt
 
 from service.auth import KeyVerifier, seed_keys
 from service.config import Settings
+from service.corrections import Corrections
 from service.inference import Model
 from service.ingest import Ingestor
 from service.metrics import Metrics
@@ -29,6 +30,7 @@ class Services:
         margin = dt.timedelta(hours=settings.future_margin_hours)
         self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin)
         self.records = Records(self.factory, self.ingestor.locks, margin)
+        self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
 
     def close(self) -> None:
         self.model.close()

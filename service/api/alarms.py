@@ -23,6 +23,8 @@ def alarms(services: ServicesDep,
 @router.post("/alarms/{alarm_id}/ack", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
 def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep):
+    """open or snoozed -> acknowledged; acknowledged or resolved -> 409 naming the state. Of two
+    racing transitions the database admits one at a time (docs/service.md has the state machine)."""
     out = services.records.acknowledge(alarm_id, body)
     services.metrics.alarm_events.labels(f"acknowledged_{body.reason}").inc()
     return out
@@ -31,6 +33,7 @@ def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep):
 @router.post("/alarms/{alarm_id}/snooze", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
 def snooze(alarm_id: AlarmId, body: schemas.SnoozeIn, services: ServicesDep):
+    """open, acknowledged or snoozed -> snoozed until now + minutes; resolved -> 409."""
     out = services.records.snooze(alarm_id, body)
     services.metrics.alarm_events.labels("snoozed").inc()
     return out
@@ -39,6 +42,8 @@ def snooze(alarm_id: AlarmId, body: schemas.SnoozeIn, services: ServicesDep):
 @router.post("/alarms/{alarm_id}/resolve", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
 def resolve(alarm_id: AlarmId, body: schemas.ResolveIn, services: ServicesDep):
+    """open, acknowledged or snoozed -> resolved (a resolved alarm never suppresses a new one);
+    resolved -> 409."""
     out = services.records.resolve(alarm_id, body)
     services.metrics.alarm_events.labels("resolved").inc()
     return out

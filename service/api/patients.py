@@ -1,11 +1,16 @@
-"""The ward's patients: admission, listing, a stay's timeline, its outcome."""
+"""The ward's patients: admission, listing, a stay's timeline, its outcome, an admin's correction."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, Security
+from pydantic import BaseModel
 
 from service import schemas
-from service.api.deps import (ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Clinician, Ingest, Limit, Offset,
-                              PatientPath, ServicesDep, Viewer)
+from service.api.deps import (API_KEY, ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Clinician, Ingest, Limit,
+                              Offset, PatientPath, ServicesDep, Viewer, errors, require)
+from service.auth import identify
 
 router = APIRouter(tags=["patients"])
 
@@ -34,4 +39,35 @@ def patient(patient_id: PatientPath, services: ServicesDep):
 @router.post("/patients/{patient_id}/outcome", response_model=schemas.PatientSummary, responses=ERRORS_404,
              dependencies=[Clinician])
 def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep):
+    """Recorded once: the same outcome again returns it unchanged; another (even racing) is a 409."""
     return services.records.record_outcome(patient_id, body)
+
+
+class CorrectionOut(BaseModel):
+    correction_id: int
+    patient_id: str
+    after: dt.datetime
+    removed_observations: int
+    removed_alarms: int
+    remaining_observations: int
+    last_observation: dt.datetime | None
+    corrected_at: dt.datetime
+    corrected_by: str
+
+
+@router.delete("/patients/{patient_id}/observations", response_model=CorrectionOut,
+               responses=errors(401, 403, 404, 409, 422), dependencies=[Depends(require("admin"))])
+def remove_observations_after(
+        patient_id: PatientPath, services: ServicesDep,
+        after: Annotated[schemas.Timestamp, Query(description="observations strictly after this time are removed")],
+        by: Annotated[schemas.Text(128, 1), Query(description="who asks for the correction")],
+        reason: Annotated[schemas.Text(1000, 3), Query(description="why: kept in the audit record")],
+        x_api_key: Annotated[str | None, Security(API_KEY)] = None):
+    """Admin only, audited: remove the patient's observations after `after` (e.g. one stamped years
+    ahead, which made every real observation "earlier than the last stored") and the alarms they
+    raised, and rebuild the patient's model state from the observations that remain, so the next
+    observation is scored as if the removed ones had never been posted. Everything at or before
+    `after` stays as stored; the removed rows, who, which key, when and why go to the audit table
+    `corrections`. 409 when nothing lies after `after`."""
+    out = services.corrections.remove_after(patient_id, after, by, reason, identify(services.factory, x_api_key))
+    return CorrectionOut(**vars(out))

@@ -116,3 +116,22 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Correction(Base):
+    """The audit of an admin's removal of a patient's observations after a time: who, when, why,
+    and every removed row as it was stored (so nothing is lost, only moved here)."""
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_patient", "patient_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(64))  # no foreign key: the audit outlives any row
+    after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    corrected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    corrected_by: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[int | None] = mapped_column(Integer)  # the admin key the request carried
+    key_name: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(1000))
+    removed_observations: Mapped[int] = mapped_column(Integer)
+    removed_alarms: Mapped[int] = mapped_column(Integer)
+    removed: Mapped[dict] = mapped_column(JSON)  # {"observations": [...], "alarms": [...]}

@@ -20,7 +20,8 @@ from service.config import Settings
 PG_URL = os.environ.get("SEPSIS_TEST_PG_URL")
 STATE_SIZE = 8
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
-KEYS = {"admin": "sk_test_admin", "ingest": "sk_test_ingest", "clinician": "sk_test_clinician", "viewer": "sk_test_viewer"}
+KEYS = {"admin": "sk_test_admin", "ingest": "sk_test_ingest", "clinician": "sk_test_clinician", "viewer": "sk_test_viewer",
+        "monitor": "sk_test_monitor"}
 BOOTSTRAP = ",".join(f"{role}:{key}" for role, key in KEYS.items())
 
 

@@ -102,6 +102,6 @@ def test_stats_after_outcomes(aclient):
     assert verdicts == {"t1": "true", "t2": "false", "n1": "false", "u1": "unknown"}
     later = c.get("/stats", params={"since": iso(T0 + dt.timedelta(hours=1))}, headers=hdr("viewer")).json()
     assert later["alarms"] == 0
-    metrics = c.get("/metrics").text
+    metrics = c.get("/metrics", headers=hdr("admin")).text
     assert 'sepsis_alarms_by_verdict{verdict="true"} 1.0' in metrics
     assert 'sepsis_alarm_events_total{event="raised"} 4.0' in metrics

@@ -87,3 +87,20 @@ def test_prometheus_scrapes_the_service_metrics(compose):
     host, port = target.split(":")
     assert host in compose["services"]
     assert int(port) == int(compose["services"][host]["ports"][0].split(":")[1])
+
+
+def test_prometheus_scrapes_with_a_monitor_key(compose):
+    """/metrics needs the metrics permission: the key compose seeds as a monitor key is the bearer
+    token Prometheus reads from the mounted config."""
+    from service.auth import GRANTS
+
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "sepsis-service")
+    auth = job["authorization"]
+    assert auth["type"] == "Bearer"
+    mount = next(c for c in compose["services"]["prometheus"]["configs"] if c["target"] == auth["credentials_file"])
+    content = compose["configs"][mount["source"]]["content"]
+    seeded = compose["services"]["service"]["environment"]["SEPSIS_BOOTSTRAP_KEYS"]
+    variable = re.fullmatch(r"\$\{(\w+):\?[^}]*\}", content).group(1)
+    role = re.search(r"(\w+):\$\{" + variable + r"\b", seeded).group(1)
+    assert "metrics" in GRANTS[role] and GRANTS[role] == frozenset({"metrics"})

@@ -65,7 +65,7 @@ def test_service_with_microbatching_on_cpu_matches_reference(sqlite_url, models_
 
         with ThreadPoolExecutor(6) as pool:
             got = dict(zip(streams, pool.map(run, streams)))
-        metrics = c.get("/metrics").text
+        metrics = c.get("/metrics", headers=hdr("monitor")).text
     for pid, rows in streams.items():
         assert got[pid] == pytest.approx(reference_risks(rows), rel=1e-5, abs=1e-6)
     count = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith("sepsis_model_batch_rows_count")))

@@ -92,3 +92,62 @@ def test_settings_read_from_environment(monkeypatch):
     monkeypatch.setenv("SEPSIS_PORT", "eighty")
     with pytest.raises(ValueError, match="SEPSIS_PORT"):
         Settings.from_env()
+
+
+def test_sqlite_syncs_every_commit_by_default(sqlite_url):
+    from sqlalchemy import text
+
+    for mode, expected in ((None, 2), ("NORMAL", 1), ("FULL", 2)):  # PRAGMA synchronous: 1 NORMAL, 2 FULL
+        engine = make_engine(sqlite_url) if mode is None else make_engine(sqlite_url, mode)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == expected
+        engine.dispose()
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        make_engine(sqlite_url, "OFF")
+
+
+def test_stored_prefixes_shrink_and_old_keys_keep_working(db_url):
+    from alembic import command
+
+    from service.storage.db import alembic_config
+
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")  # the schema before the shorter prefix
+        factory = sessions(engine)
+        old = "sk_" + "A1b2C3d4E5f6" * 3
+        with factory.begin() as s:  # stored as the earlier code did: 10 characters
+            s.add(ApiKey(key_hash=hash_key(old), prefix=old[:10], role="viewer", name="old",
+                         created_at=dt.datetime.now(dt.timezone.utc), revoked=False))
+        migrate(engine)
+        new = create_key(factory, "ingest")
+        with factory.begin() as s:
+            prefixes = {k.name: k.prefix for k in s.scalars(select(ApiKey))}
+        assert prefixes["old"] == old[:6] and prefixes[None] == new[:6] and len(prefixes) == 2
+        verifier = KeyVerifier(factory)
+        assert verifier.role_of(old) == "viewer" and verifier.role_of(new) == "ingest"
+    finally:
+        engine.dispose()
+
+
+def test_a_key_revoked_elsewhere_fails_on_the_next_request(sqlite_url, models_root):
+    """Another process (the keys CLI, another worker) revokes: the default settings look the key up
+    on every request, so no cache of this process can keep it alive."""
+    from service.config import Settings
+    from tests.service.conftest import client_for, hdr, obs
+
+    with client_for(sqlite_url, models_root, key_cache_seconds=Settings().key_cache_seconds) as c:
+        key = create_key(c.app.state.services.factory, "ingest", name="feed")
+        assert c.post("/predict", json=obs("rv", 0, HR=80), headers={"X-API-Key": key}).status_code == 200
+        elsewhere = make_engine(sqlite_url)
+        factory = sessions(elsewhere)
+        with factory.begin() as s:
+            key_id = s.scalar(select(ApiKey.id).where(ApiKey.name == "feed"))
+        revoke_key(factory, key_id)
+        elsewhere.dispose()
+        r = c.post("/predict", json=obs("rv", 1, HR=80), headers={"X-API-Key": key})
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+        assert c.get("/patients", headers=hdr("viewer")).status_code == 200

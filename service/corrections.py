@@ -1,0 +1,91 @@
+"""An admin's correction of a patient's record: remove its observations after a time (a clock set
+years ahead, a feed replayed into the wrong patient), and the alarms they raised, then rebuild the
+patient's model state from the observations that remain, so monitoring resumes where they end.
+
+Everything at or before the time is left as stored. The removed rows are not destroyed: the audit
+row (table `corrections`) holds them as they were, with who asked, with which key, when and why.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+
+from service.auth import KeyIdentity
+from service.errors import Conflict, NotFound
+from service.inference import Model
+from service.ingest import demographics_of, replay_state
+from service.inputs import state_to_bytes
+from service.locks import StripedLocks
+from service.storage.tables import Alarm, Correction, Observation, Patient
+
+UTC = dt.timezone.utc
+P, O, A, C = Patient.__table__, Observation.__table__, Alarm.__table__, Correction.__table__
+
+
+@dataclass(frozen=True)
+class Corrected:
+    correction_id: int
+    patient_id: str
+    after: dt.datetime
+    removed_observations: int
+    removed_alarms: int
+    remaining_observations: int
+    last_observation: dt.datetime | None
+    corrected_at: dt.datetime
+    corrected_by: str
+
+
+def _as_json(row) -> dict:
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row._mapping.items()}
+
+
+class Corrections:
+    def __init__(self, engine: Engine, model: Model, locks: StripedLocks):
+        self.engine = engine
+        self.model = model
+        self.locks = locks  # the ingestor's: no observation of this patient is scored meanwhile here
+
+    def remove_after(self, pid: str, after: dt.datetime, by: str, reason: str, key: KeyIdentity | None) -> Corrected:
+        after = after.astimezone(UTC)
+        now = dt.datetime.now(UTC)
+        with self.locks.hold([pid]), self.engine.begin() as s:
+            # FOR UPDATE holds other processes' writers of this patient until we commit (SQLite's
+            # BEGIN IMMEDIATE already does); their version check then sends them to re-read.
+            row = s.execute(select(P).where(P.c.id == pid).with_for_update()).first()
+            if row is None:
+                raise NotFound(f"no patient {pid!r}")
+            removed = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts > after).order_by(O.c.ts)).all()
+            if not removed:
+                raise Conflict(f"patient {pid} has no observation after {after.isoformat()}; nothing was changed")
+            alarms = s.execute(select(A).where(A.c.patient_id == pid, A.c.raised_at > after).order_by(A.c.id)).all()
+            kept = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts <= after).order_by(O.c.ts)).all()
+            values = self._patient_after(row, kept)
+            s.execute(delete(O).where(O.c.patient_id == pid, O.c.ts > after))
+            s.execute(delete(A).where(A.c.patient_id == pid, A.c.raised_at > after))
+            done = s.execute(update(P).where(P.c.id == pid, P.c.version == row.version)
+                             .values(version=row.version + 1, **values))
+            if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
+                raise Conflict(f"patient {pid} changed during the correction; nothing was changed, retry")
+            cid = s.execute(insert(C).values(
+                patient_id=pid, after=after, corrected_at=now, corrected_by=by, reason=reason,
+                key_id=key.id if key else None, key_name=key.name if key else None,
+                removed_observations=len(removed), removed_alarms=len(alarms),
+                removed={"observations": [_as_json(o) for o in removed], "alarms": [_as_json(a) for a in alarms]},
+            )).inserted_primary_key[0]
+        return Corrected(cid, pid, after, len(removed), len(alarms), len(kept),
+                         kept[-1].ts if kept else None, now, by)
+
+    def _patient_after(self, row, kept) -> dict:
+        """The patient's streaming columns as if only `kept` had ever been posted."""
+        if not kept:
+            values = dict(state=None, model_name=None, model_version=None, last_ts=None, first_ts=None,
+                          n_observations=0, last_risk=None)
+            if row.admitted_by == "first_observation":  # its ICU admission was the removed first observation
+                values["icu_admit_time"] = None
+            return values
+        state = replay_state(self.model, kept, demographics_of(row))
+        return dict(state=state_to_bytes(state), model_name=self.model.name, model_version=self.model.version,
+                    last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk)
