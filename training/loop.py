@@ -184,10 +184,6 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 class LoaderBatches:
     """A Dataset as shuffled batches through a DataLoader (sharded under torchrun), seeded."""
 

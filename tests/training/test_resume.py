@@ -129,3 +129,26 @@ def test_a_killed_classification_run_resumes_to_the_uninterrupted_result(tmp_pat
     last_b = torch.load(tmp_path / "broken/last.pt", weights_only=False)
     assert_same_weights(last_a["model"], last_b["model"])
     assert_same_weights(torch.load(tmp_path / "straight/model.pt")["model"], torch.load(tmp_path / "broken/model.pt")["model"])
+
+
+def test_a_killed_ctc_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    import training.iam.train as iam_train
+    from training.iam.generate import generate
+    from training.loop import LoopConfig
+
+    data = generate(tmp_path / "data", 24, seed=0, progress=False)
+
+    def run(out, resume=False):
+        loop = LoopConfig(epochs=2, batch_size=8, patience=10, progress=False, resume=resume)
+        return iam_train.train(iam_train.IAMConfig(data=str(data), core="cfc", hidden=8, max_width=128,
+                                                   test_fraction=0.6, out=str(out), loop=loop))
+
+    a = run(tmp_path / "straight")
+    kill_after(monkeypatch, iam_train, epoch=1)
+    with pytest.raises(Killed):
+        run(tmp_path / "broken")
+    monkeypatch.undo()
+    b = run(tmp_path / "broken", resume=True)
+    assert without_seconds(a["history"]) == without_seconds(b["history"]) and len(a["history"]) == 2
+    assert (a["test_cer"], a["test_loss"]) == (b["test_cer"], b["test_loss"])
+    assert_same_weights(torch.load(tmp_path / "straight/model.pt")["model"], torch.load(tmp_path / "broken/model.pt")["model"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from training.loop import (ArraySequences, ClassificationRun, LoopConfig, count_parameters,
                            run_classification, seed_everything, split_indices)
 from training.nmnist.data import load_nmnist, to_arrays
