@@ -74,6 +74,8 @@ def add_flags(parser, cls, defaults: Any = None, *, only: Iterable[str] | None =
         kw: dict[str, Any] = {"dest": _prefix + f.name, "help": m.get("help") or None}
         if m.get("choices") is not None:
             kw["choices"] = list(m["choices"])
+        elif _prefix and tp is not bool:
+            kw["metavar"] = f.name.upper()  # not the dotted destination
         args = typing.get_args(tp)
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
@@ -87,7 +89,10 @@ def add_flags(parser, cls, defaults: Any = None, *, only: Iterable[str] | None =
             kw["required"] = True
         else:
             kw["default"] = list(default) if isinstance(default, tuple) else default
-        parser.add_argument("--" + (m.get("name") or f.name.replace("_", "-")), **kw)
+        action = parser.add_argument("--" + (m.get("name") or f.name.replace("_", "-")), **kw)
+        # some Pythons' BooleanOptionalAction names its default itself
+        if action.help and not action.required and "%(default)" not in action.help:
+            action.help += " (default: %(default)s)"
 
 
 def flag_values(cls, args: argparse.Namespace, *, _prefix: str = "") -> dict[str, Any]:
