@@ -50,10 +50,11 @@ class Server:
     url: str
 
 
-def start(env: dict, workers: int = 1, strace_to: Path | None = None, log: Path | None = None) -> Server:
-    """`python -m service` on a free loopback port; with `strace_to`, every fsync/fdatasync of the
-    process tree is logged there with its wall-clock time."""
-    port = free_port()
+def start(env: dict, workers: int = 1, strace_to: Path | None = None, log: Path | None = None,
+          port: int | None = None) -> Server:
+    """`python -m service` on loopback (a free port unless given), in its own process group; with
+    `strace_to`, every fsync/fdatasync of the process tree is logged there with its wall-clock time."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if strace_to is not None:
         if shutil.which("strace") is None:
@@ -140,20 +141,66 @@ class Writer:
             self.answered.setdefault(p, {})
 
     async def post(self, client: RawHTTP, pid: str) -> bool:
-        hour = self.next_hour[pid]
+        return await self.post_many(client, [pid])
+
+    async def post_many(self, client: RawHTTP, pids: list[str]) -> bool:
+        """Each patient's next hour: one /predict for one patient, one /predict/batch for several."""
+        hours = [self.next_hour[p] for p in pids]
+        items = [observation(p, h, self.seed) for p, h in zip(pids, hours)]
+        path, payload = ("/predict", items[0]) if len(items) == 1 else ("/predict/batch", {"observations": items})
         start = time.perf_counter()
         try:
-            code, body = await client.request("POST", "/predict", observation(pid, hour, self.seed))
+            code, body = await client.request("POST", path, payload)
             status = str(code)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
             status, body = type(err).__name__, b""
         self.latencies.append(time.perf_counter() - start)
         if status == "200":
-            self.answered[pid][hour] = json.loads(body)["risk"]
-            self.next_hour[pid] = hour + 1
+            answer = json.loads(body)
+            for p, h, r in zip(pids, hours, answer["results"] if len(items) > 1 else [answer]):
+                self.answered[p][h] = r["risk"]
+                self.next_hour[p] = h + 1
             return True
         self.errors[status] = self.errors.get(status, 0) + 1
         return False
 
     def total(self) -> int:
         return sum(len(v) for v in self.answered.values())
+
+
+def stored(url: str, pid: str) -> dict[int, float]:
+    """The patient's stored observations as {hour: risk} (GET /patients/ID)."""
+    import httpx
+
+    r = httpx.get(f"{url}/patients/{pid}", headers={"X-API-Key": KEY}, timeout=60)
+    if r.status_code == 404:
+        return {}
+    r.raise_for_status()
+    return {int(round((dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) - T0).total_seconds() / 3600)):
+            e["risk"] for e in r.json()["timeline"]}
+
+
+def uninterrupted_risks(model_dir: Path, pid: str, hours: list[int], seed: int = 0) -> list[float]:
+    """What one uninterrupted stream of these hours gives: the runtime stepped one observation at a
+    time from a new patient's state, with the service's own input rules (service/inputs.py)."""
+    from models.runtime import StepRuntime
+    from service.inputs import demographics_from_vitals, elapsed_hours, iculos, model_input
+
+    runtime = _runtimes.get(model_dir) or _runtimes.setdefault(model_dir, StepRuntime.open(model_dir, device="cpu",
+                                                                                            intra_op_threads=1))
+    state = runtime.new_state(1)
+    risks, previous, first = [], None, None
+    demographics = None
+    for h in hours:
+        o = observation(pid, h, seed)
+        ts = dt.datetime.fromisoformat(o["timestamp"])
+        first = first or ts
+        demographics = demographics if demographics is not None else demographics_from_vitals(o["vitals"])
+        x = model_input(o["vitals"], demographics, iculos(ts, first))[None]
+        res = runtime.step(x, np.array([[elapsed_hours(ts, previous)]], np.float32), state)
+        state, previous = res.next_state, ts
+        risks.append(float(res.risk[0]))
+    return risks
+
+
+_runtimes: dict = {}

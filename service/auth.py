@@ -13,10 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.storage.db import read_only
 from service.storage.tables import ApiKey
 
 ROLES = ("ingest", "clinician", "viewer", "monitor", "admin")
@@ -102,12 +103,16 @@ def identify(factory: sessionmaker[Session], key: str) -> KeyIdentity | None:
     return None if row is None or row.revoked else KeyIdentity(row.id, row.role, row.name, row.prefix)
 
 
+_LOOKUP = select(ApiKey.role, ApiKey.revoked).where(ApiKey.key_hash == bindparam("digest"))
+
+
 class KeyVerifier:
     """Looks keys up by hash. With `ttl` > 0 a good key is remembered that long without a lookup, so a
     key revoked elsewhere keeps working up to `ttl` seconds; 0 (the default) looks up every time."""
 
     def __init__(self, factory: sessionmaker[Session], ttl: float = 0.0):
         self._factory = factory
+        self._reads = read_only(factory.kw["bind"])
         self._ttl = ttl
         self._cache: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -120,8 +125,8 @@ class KeyVerifier:
                 hit = self._cache.get(digest)
             if hit and now - hit[1] < self._ttl:
                 return hit[0]
-        with self._factory.begin() as s:
-            row = s.execute(select(ApiKey.role, ApiKey.revoked).where(ApiKey.key_hash == digest)).first()
+        with self._reads.connect() as conn:
+            row = conn.execute(_LOOKUP, {"digest": digest}).first()
         if row is None or row.revoked:
             with self._lock:
                 self._cache.pop(digest, None)

@@ -55,6 +55,11 @@ def _sqlite_immediate_transactions(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # single reads (key lookups, read_only below) need neither the write lock nor a transaction
+        dbapi = conn.connection.dbapi_connection
+        if dbapi.isolation_level is not None:  # the pool resets a connection that served an autocommit read to ""
+            dbapi.isolation_level = None       # (pysqlite's implicit BEGINs); we issue BEGIN ourselves
         lock.acquire()
         conn.info["holds_lock"] = True
         try:
@@ -71,6 +76,12 @@ def _sqlite_immediate_transactions(engine: Engine, synchronous: str) -> None:
 
     event.listen(engine, "commit", _release)
     event.listen(engine, "rollback", _release)
+
+
+def read_only(engine: Engine) -> Engine:
+    """The engine for single-statement reads: each runs on its own (autocommit), so on SQLite it
+    waits for no writer, and on PostgreSQL it costs no BEGIN/COMMIT round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
