@@ -5,6 +5,7 @@ typing errors, sensor garbage); they are deliberately wide so that extreme but r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from models.contract import DEMOGRAPHICS, FEATURES, INDEX  # noqa: F401  (re-exported for the service)
@@ -67,13 +68,11 @@ assert tuple(LIMITS) == FEATURES
 
 
 def check_value(name: str, value: float) -> str | None:
-    """None if `value` is acceptable for `name`, else the reason (naming the allowed range)."""
-    import math
-
+    """None if `value` is acceptable for `name`, else the reason (naming the allowed range). The
+    schema's field type (service.schemas.Number) has already made `value` a number: this is the
+    one place the ranges are checked, and nothing after the schema checks a value again."""
     if name not in LIMITS:
         return f"unknown variable {name!r} (allowed are the 40 PhysioNet 2019 names {' '.join(FEATURES)})"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "must be a number"
     if not math.isfinite(value):
         return "must be a finite number (omit a variable that was not measured)"
     lim = LIMITS[name]
