@@ -86,10 +86,11 @@ def main() -> int:
             dashboard_url = None
         # --- end of dashboard section ---
         print("\nSepsis monitoring demo is up:")
-        print(f"  API and docs   {url}/docs   (metrics {url}/metrics)")
+        print(f"  API and docs   {url}/docs   (metrics {url}/metrics with the admin key)")
         if dashboard_url:
             print(f"  dashboard      {dashboard_url}")
-        print(f"  replay         {a.stays} real stays of the test split at {a.speed:g}x, log {work / 'replay.log'}")
+        print(f"  replay         {a.stays} real stays of the test split at {a.speed:g}x, each ending by now "
+              f"(the service refuses times ahead of its clock), log {work / 'replay.log'}")
         for role, key in keys.items():
             print(f"  {role:9} key    {key}")
         print("Ctrl-C stops everything.\n")
