@@ -74,8 +74,11 @@ def test_roles(client):
     out = {"outcome": "no_sepsis"}
     assert client.post("/patients/r1/outcome", json=out, headers=hdr("viewer")).status_code == 403
     assert client.post("/patients/r1/outcome", json=out, headers=hdr("admin")).status_code == 200
-    # operations endpoints stay open for probes and Prometheus
-    assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+    # probes stay open; /metrics needs a key with the metrics permission (issue 16)
+    assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=hdr("viewer")).status_code == 403
+    assert client.get("/metrics", headers=hdr("admin")).status_code == 200
 
 
 def test_ready_reports_model_provider_and_database(client):
