@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serving import (KEY, ROOT, RawHTTP, Writer, free_port, kill, model_label, pick_model,  # noqa: E402
+from bench.serving import (KEY, ROOT, Client, Writer, free_port, kill, model_label, pick_model,  # noqa: E402
                            service_env, start, stop, stored, uninterrupted_risks)
 
 
@@ -66,7 +66,7 @@ def database(kind: str, pg_url: str | None, tmp: Path):
 async def load_then_kill(server, writer: Writer, concurrency: int, batch: int, seconds: float, bar) -> int:
     """Closed-loop clients for `seconds`, then SIGKILL to the server's process group while their
     requests are in flight; returns the requests sent."""
-    client = RawHTTP("127.0.0.1", server.port, {"X-API-Key": KEY})
+    client = Client("127.0.0.1", server.port, {"X-API-Key": KEY})
     clients = max(1, min(concurrency, len(writer.pids) // batch))
     stop = asyncio.Event()
     sent = {"n": 0}
@@ -153,7 +153,7 @@ def main() -> int:
 
 
 async def _drain(port: int, writer: Writer) -> None:
-    client = RawHTTP("127.0.0.1", port, {"X-API-Key": KEY})
+    client = Client("127.0.0.1", port, {"X-API-Key": KEY})
     for pid in writer.pids:
         for _ in range(5):
             if await writer.post(client, pid):

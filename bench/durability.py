@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serving import (KEY, ROOT, RawHTTP, Writer, count_syncs, model_label, pct, pick_model,  # noqa: E402
+from bench.serving import (KEY, ROOT, Client, Writer, count_syncs, model_label, pct, pick_model,  # noqa: E402
                            service_env, start, stop)
 
 
 async def write(url_port: int, writes: int, concurrency: int, patients: int, bar) -> dict:
     writer = Writer(patients, prefix="dur")
-    client = RawHTTP("127.0.0.1", url_port, {"X-API-Key": KEY})
+    client = Client("127.0.0.1", url_port, {"X-API-Key": KEY})
     clients = min(concurrency, patients)
     done = {"n": 0}
 

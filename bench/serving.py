@@ -43,6 +43,28 @@ def model_label(model_dir: Path) -> str:
     return f"{card.name} v{card.version} (S={card.state_size})"
 
 
+class Client(RawHTTP):
+    """RawHTTP that also survives uvicorn resetting an idle keep-alive connection (it closes them
+    after 5 s; under load the close can arrive as a reset while a request is being written) by
+    sending the request again on a new connection, once, and counting it. A repeat is harmless: an
+    observation posted again with the same vitals is stored once."""
+
+    resets_retried = 0
+
+    async def request(self, method: str, path: str, payload=None):
+        if not self.idle:  # a new connection: nothing to retry (no await between this and the pop)
+            return await super().request(method, path, payload)
+        try:
+            return await super().request(method, path, payload)
+        except (ConnectionResetError, BrokenPipeError):
+            self.resets_retried += 1
+            spare, self.idle = self.idle, []
+            try:
+                return await super().request(method, path, payload)
+            finally:
+                self.idle = spare + self.idle
+
+
 @dataclass
 class Server:
     proc: subprocess.Popen

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.crash import database  # noqa: E402
-from bench.serving import (KEY, ROOT, RawHTTP, Writer, model_label, pct, pick_model, service_env, start,  # noqa: E402
+from bench.serving import (KEY, ROOT, Client, Writer, model_label, pct, pick_model, service_env, start,  # noqa: E402
                            stop, stored)
 
 
@@ -51,8 +51,8 @@ def rss_mib(pid: int) -> float | None:
 
 
 async def soak(server, writer: Writer, minutes: float, rate: float, admin_rate: float) -> dict:
-    client = RawHTTP("127.0.0.1", server.port, {"X-API-Key": KEY})
-    reader = RawHTTP("127.0.0.1", server.port, {"X-API-Key": KEY})
+    client = Client("127.0.0.1", server.port, {"X-API-Key": KEY})
+    reader = Client("127.0.0.1", server.port, {"X-API-Key": KEY})
     seconds = minutes * 60.0
     n = int(seconds * rate)
     busy: set[str] = set()
@@ -113,12 +113,14 @@ async def soak(server, writer: Writer, minutes: float, rate: float, admin_rate: 
     await asyncio.gather(*tasks, *side)
     took = time.perf_counter() - start
     bar.close()
+    resent = client.resets_retried + reader.resets_retried
     await client.close()
     await reader.close()
     return {"requests": len(tasks), "seconds": took, "achieved_per_s": len(tasks) / took,
             "skipped_all_patients_busy": skipped["n"], "errors": writer.errors, **pct(writer.latencies),
             "per_minute": [{"minute": m + 1, "requests": len(lat), **pct(lat)} for m, lat in enumerate(per_minute)],
             "reads": {"requests": reads["n"], "errors": reads["errors"], **pct(reads["latencies"])},
+            "idle_connection_resets_resent": resent,
             "server_rss_mib": memory}
 
 
