@@ -53,12 +53,12 @@ case $STAGE in
     smi=$!; pids=(); names=()
     for s in 0 1 2; do for core in cfc lstm bilstm; do
       n=iam_${core}_s$s; names+=($n)
-      python3 -m training iam train --data /tmp/iam --core $core --seed $s --epochs 40 --out /tmp/par/iam/${core}_s$s --no-progress > /tmp/par/$n.log 2>&1 &
+      python3 -m training iam train --data /tmp/iam --core $core --seed $s --epochs 40 --max-minutes ${MINUTES:-4} --out /tmp/par/iam/${core}_s$s --no-progress > /tmp/par/$n.log 2>&1 &
       pids+=($!); echo "$! $n" >> /tmp/par/pids.txt
     done; done
     for s in 0 1 2 3 4 5 6 7 8; do
       core=cfc; [[ $s -ge 6 ]] && core=lstm; n=sepsis_${core}_s$s; names+=($n)
-      python3 -m training sepsis train --data "$DATA" --cache-dir /tmp/cache --core $core --seed $s --epochs 3 \
+      python3 -m training sepsis train --data "$DATA" --cache-dir /tmp/cache --core $core --seed $s --epochs 3 --max-minutes ${MINUTES:-4} \
         --max-eval-stays 1000 --out /tmp/par/sepsis --checkpoints /tmp/par/ckpt --run $n --no-progress > /tmp/par/$n.log 2>&1 &
       pids+=($!); echo "$! $n" >> /tmp/par/pids.txt
     done

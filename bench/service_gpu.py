@@ -239,7 +239,8 @@ class Databases:
 
 def service_env(a, db_url: str, provider: str, microbatch: str) -> dict:
     return {"SEPSIS_DB_URL": db_url, "SEPSIS_DEVICE": provider, "SEPSIS_MICROBATCH": microbatch,
-            "SEPSIS_BOOTSTRAP_KEYS": f"admin:{KEY}", "PYTHONPATH": str(ROOT),
+            "SEPSIS_BOOTSTRAP_KEYS": f"admin:{KEY}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
             **({"SEPSIS_MODELS_DIR": str(Path(a.model_dir).parent.parent), "SEPSIS_MODEL": Path(a.model_dir).parent.name,
                 "SEPSIS_MODEL_VERSION": Path(a.model_dir).name} if a.model_dir else {})}
 
