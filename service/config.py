@@ -28,7 +28,10 @@ class Settings:
     model: str | None = None             # registry name; None = the registry's default
     model_version: str | None = None
     models_dir: str | None = None        # None = the registry's default root
-    device: str = "auto"                 # onnxruntime provider choice: auto / cpu / cuda
+    # onnxruntime provider: auto / cpu / cuda. For serving, auto means the CPU provider: on an H200 the
+    # CUDA provider cost more model time per request than the CPU one at every ward size measured
+    # (results/gpu/h200-2026-12-01: a few rows per step; the database and HTTP bound throughput).
+    device: str = "auto"
     # Micro-batching gathers concurrent requests into one model run. "auto" enables it only on
     # CUDA, where one run of 64 rows costs about as much as one row; on CPU a step runs at once.
     # One intra-op thread: a step is a few small matmuls, and spare cores serve other requests.
@@ -55,6 +58,9 @@ class Settings:
         # SEPSIS_MODEL / SEPSIS_MODELS_DIR are the registry's own variables; we read the same names.
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def serving_device(self) -> str:
+        return "cpu" if self.device == "auto" else self.device
 
     def use_microbatch(self, provider: str) -> bool:
         if self.microbatch == "on":

@@ -30,7 +30,7 @@ class Model:
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "Model":
         info = resolve(settings.model, settings.model_version, settings.models_dir)
-        runtime = StepRuntime.open(info, device=settings.device, intra_op_threads=settings.model_threads)
+        runtime = StepRuntime.open(info, device=settings.serving_device(), intra_op_threads=settings.model_threads)
         return cls(runtime, metrics, settings.use_microbatch(runtime.provider),
                    settings.microbatch_max_size, settings.microbatch_max_wait_ms)
 

@@ -151,3 +151,24 @@ def test_a_key_revoked_elsewhere_fails_on_the_next_request(sqlite_url, models_ro
         r = c.post("/predict", json=obs("rv", 1, HR=80), headers={"X-API-Key": key})
         assert r.status_code == 401 and "revoked" in r.json()["detail"]
         assert c.get("/patients", headers=hdr("viewer")).status_code == 200
+
+
+@pytest.mark.parametrize("asked, opened", [("auto", "cpu"), ("cpu", "cpu"), ("cuda", "cuda")])
+def test_serving_device_auto_means_the_cpu_provider(monkeypatch, models_root, asked, opened):
+    # measured on an H200 (results/gpu/h200-2026-12-01): per request the CPU provider beat CUDA
+    from models.runtime import StepRuntime
+    from service.config import Settings
+    from service.inference import Model
+    from service.metrics import Metrics
+
+    seen = []
+    real_open = StepRuntime.open.__func__
+
+    def recording_open(cls, info, device="auto", intra_op_threads=None):
+        seen.append(device)
+        return real_open(cls, info, device="cpu", intra_op_threads=intra_op_threads)
+
+    monkeypatch.setattr(StepRuntime, "open", classmethod(recording_open))
+    settings = Settings(models_dir=str(models_root), model="sepsis-cfc", model_version="1", device=asked)
+    Model.load(settings, Metrics()).close()
+    assert seen == [opened]
