@@ -30,16 +30,12 @@ def _field_errors(exc: RequestValidationError):
     """{field, reason} for each problem, lazily: the handler keeps only the first ones."""
     for err in exc.errors():
         loc = [_short(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        reason = str(err.get("msg", "")).removeprefix("Value error, ")
-        # Our own validators report several named fields in one message: split them back out.
-        parts = reason.split("; ") if err.get("type") == "value_error" else [reason]
-        for part in parts:
-            name, sep, why = part.partition(": ")
-            if sep and (name.startswith(("vitals.", "onset_time")) or name in ("onset_time",)):
-                prefix = [p for p in loc if p != "vitals"]
-                yield {"field": ".".join(prefix + [name]), "reason": why}
-            else:
-                yield {"field": ".".join(loc) or "body", "reason": part}
+        if err.get("type") == "field_problems":  # several named fields in one error (schemas.field_problems)
+            for name, why in err["ctx"]["problems"]:
+                yield {"field": ".".join(loc + [name]), "reason": why}
+        else:
+            reason = str(err.get("msg", "")).removeprefix("Value error, ")
+            yield {"field": ".".join(loc) or "body", "reason": reason}
 
 
 def _problem_body(detail: str, problems: list[dict], total: int) -> dict:

@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StringConstraints,
                       field_validator, model_validator)
 
+from pydantic_core import PydanticCustomError
+
 from service.ranges import DERIVED, FEATURES, check_value
+
+
+def field_problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """One validation error that names several fields, relative to where it was raised (a vitals
+    name inside `vitals`, a field of the model): the error handler reads them from its context."""
+    return PydanticCustomError("field_problems", "{summary}",
+                               {"summary": "; ".join(f"{f}: {r}" for f, r in problems), "problems": problems})
 
 # -- bounded input types --------------------------------------------------------------------------
 # Every input is bounded here, at the schema, so that nothing out of range reaches the database
@@ -93,13 +102,13 @@ class Observation(_In):
         problems = []
         for name, value in vitals.items():
             if name in DERIVED:
-                problems.append(f"vitals.{name}: is derived by the service from the ICU admission time, do not send it")
+                problems.append((name, "is derived by the service from the ICU admission time, do not send it"))
                 continue
             reason = check_value(name, value)
             if reason:
-                problems.append(f"vitals.{name}: {reason}")
+                problems.append((name, reason))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise field_problems(problems)
         return {k: float(v) for k, v in vitals.items()}
 
 
@@ -211,9 +220,9 @@ class OutcomeIn(_In):
     @model_validator(mode="after")
     def _onset_iff_sepsis(self):
         if self.outcome == "sepsis" and self.onset_time is None:
-            raise ValueError("onset_time: required when outcome is 'sepsis'")
+            raise field_problems([("onset_time", "required when outcome is 'sepsis'")])
         if self.outcome == "no_sepsis" and self.onset_time is not None:
-            raise ValueError("onset_time: must be empty when outcome is 'no_sepsis'")
+            raise field_problems([("onset_time", "must be empty when outcome is 'no_sepsis'")])
         return self
 
 

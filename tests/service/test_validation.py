@@ -51,12 +51,15 @@ def test_batch_errors_name_the_item(client):
     items = [obs("v4", 0, HR=80), obs("v4", 1, O2Sat=140)]
     r = client.post("/predict/batch", json={"observations": items}, headers=hdr("ingest"))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "observations.1.vitals.O2Sat"
+    two = client.post("/predict/batch", json={"observations": [obs("v4", 0, HR=420, ICULOS=3)]}, headers=hdr("ingest"))
+    assert [e["field"] for e in two.json()["errors"]] == ["observations.0.vitals.HR", "observations.0.vitals.ICULOS"]
 
 
 def test_outcome_validation(client):
     client.post("/predict", json=obs("v5", 0, HR=80), headers=hdr("ingest"))
     r = client.post("/patients/v5/outcome", json={"outcome": "sepsis"}, headers=hdr("clinician"))
     assert r.status_code == 422 and "onset_time" in r.json()["detail"]
+    assert r.json()["errors"] == [{"field": "onset_time", "reason": "required when outcome is 'sepsis'"}]
     assert client.post("/patients/nobody/outcome", json={"outcome": "no_sepsis"},
                        headers=hdr("clinician")).status_code == 404
 
