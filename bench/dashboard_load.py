@@ -28,7 +28,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from dashboard.processes import APP, free_port, start_dashboard, start_service, stop  # noqa: E402
+from devtools.processes import APP, free_port, start_dashboard, start_service, stop  # noqa: E402
 
 KEYS = {"admin": "bench-admin", "viewer": "bench-viewer"}
 

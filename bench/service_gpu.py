@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dashboard.processes import free_port, start_service, stop  # noqa: E402  (after the path)
+from devtools.processes import free_port, start_service, stop  # noqa: E402  (after the path)
 from service_load import KEY, Load, RawHTTP, pct  # noqa: E402
 
 SEED_CHUNK = 500  # rows per /predict/batch while seeding

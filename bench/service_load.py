@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dashboard.processes import free_port, wait_for  # noqa: E402  (after the path: runnable as a script)
+from devtools.processes import free_port, wait_for  # noqa: E402  (after the path: runnable as a script)
 KEY = "sk_bench_admin"
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 

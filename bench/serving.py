@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.service_load import RawHTTP, pick_model  # noqa: E402  (after the path: runnable as a script)
-from dashboard.processes import free_port, wait_for  # noqa: E402
+from devtools.processes import free_port, wait_for  # noqa: E402
 
 KEY = "sk_bench_admin"
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)

@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dashboard.processes import ROOT, streamlit_command
+    from dashboard.launch import ROOT, streamlit_command
 
     p = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
     p.add_argument("--host", default=os.environ.get("SEPSIS_DASHBOARD_HOST", "127.0.0.1"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
-from dashboard.processes import free_port
+from devtools.processes import free_port
 
 # Flags for running as root in a container, with nothing reaching outside loopback.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -20,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages sit one folder up
 
-from dashboard.processes import wait_for  # noqa: E402
+from devtools.processes import wait_for  # noqa: E402
 
 ROLES = ("admin", "ingest", "clinician", "viewer")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from dashboard.processes import free_port, start_service, stop
+from devtools.processes import free_port, start_service, stop
 from models.testing import write_fixture_model
 
 KEYS = {"admin": "sk_dash_admin", "clinician": "sk_dash_clinician", "viewer": "sk_dash_viewer",

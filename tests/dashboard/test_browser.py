@@ -7,7 +7,7 @@ import pytest
 import httpx
 
 from dashboard.browser import Browser, find_chromium
-from dashboard.processes import free_port, start_dashboard, stop
+from devtools.processes import free_port, start_dashboard, stop
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="chromium is not installed (Debian: apt-get install -y chromium)")

@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from dashboard.client import ApiError, ServiceClient
-from dashboard.processes import free_port
+from devtools.processes import free_port
 
 
 def test_reads_are_typed(stack):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.processes import APP, free_port
+from devtools.processes import APP, free_port
 
 TIMEOUT = 30
 

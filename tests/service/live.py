@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dashboard.processes import free_port, stop, wait_for
+from devtools.processes import free_port, stop, wait_for
 from tests.service.conftest import BOOTSTRAP
 
 ROOT = Path(__file__).resolve().parents[2]

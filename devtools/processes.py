@@ -1,5 +1,5 @@
-"""Starting the dashboard (and, for tests, demos and benchmarks, a service) as child processes on
-loopback, and waiting until they answer."""
+"""Starting the service and the dashboard as child processes on loopback and waiting until they
+answer: for tests, the demo and the benchmarks (not part of any shipped image)."""
 from __future__ import annotations
 
 import os
@@ -11,21 +11,15 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = Path(__file__).resolve().parent / "app.py"
+from dashboard.launch import APP, ROOT, streamlit_command
+
+__all__ = ["APP", "ROOT", "free_port", "start_dashboard", "start_service", "stop", "wait_for"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    # showErrorDetails off: an unexpected error shows a short message, never a traceback.
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless=true",
-            f"--server.port={port}", f"--server.address={host}", "--browser.gatherUsageStats=false",
-            "--client.showErrorDetails=false", "--client.toolbarMode=minimal", "--server.fileWatcherType=none"]
 
 
 def wait_for(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 60.0, ok=(200,)) -> None:

@@ -1,0 +1,1 @@
+"""Helpers for tests, the demo and the benchmarks; nothing shipped imports them."""
