@@ -3,7 +3,8 @@ observations, risks, alarms and new states in one transaction.
 
 A request is all-or-nothing: if any observation conflicts (out of order, or a timestamp already
 stored with other vitals, or further ahead of the service's clock than the margin) nothing is
-stored. An observation posted again with identical vitals returns the stored result. A write that
+stored. A patient has at most one active alarm: a new one supersedes (resolves) a snoozed one whose
+snooze has ended, and none is raised once the patient's outcome is recorded. An observation posted again with identical vitals returns the stored result. A write that
 loses a race with another process is retried from a fresh read; a patient whose read found the same
 state as before keeps the step already computed, so the model runs once per observation.
 """
@@ -75,6 +76,7 @@ def stored_result(o) -> schemas.PredictResult:
 class _AlarmState:
     state: str
     snoozed_until: dt.datetime | None = None
+    id: int | None = None
 
 
 _OpenAlarm = _AlarmState("open")
@@ -85,8 +87,12 @@ _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindpara
             .values(state=bindparam("b_state"), model_name=bindparam("b_model"), model_version=bindparam("b_mversion"),
                     last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
                     version=bindparam("b_new_version"), n_observations=bindparam("b_n")))
-_LATEST_ALARM = (select(A.c.state, A.c.snoozed_until)
+_LATEST_ALARM = (select(A.c.state, A.c.snoozed_until, A.c.id)
                  .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
+_OUTCOME = select(P.c.outcome).where(P.c.id == bindparam("b_id"))
+_SUPERSEDE = (update(A).where(A.c.id == bindparam("b_old"), A.c.state == "snoozed")
+              .values(state="resolved", resolved_at=bindparam("b_now", type_=A.c.resolved_at.type), resolved_by="system",
+                      resolve_note=bindparam("b_note")))
 _INSERT_OBS = insert(O)
 
 
@@ -314,16 +320,27 @@ class Ingestor:
         m = self.model
         raised = 0
         current = None
+        closed = False  # an outcome is recorded: the alarm's question is answered, none is raised
         if any(r >= m.threshold for r in p.risks):
+            # Read after this transaction's update of the patient row, which holds its lock: an
+            # outcome recorded concurrently is seen here, or its resolution comes after our commit.
+            closed = p.row is not None and conn.execute(_OUTCOME, {"b_id": p.patient_id}).scalar() is not None
             current = conn.execute(_LATEST_ALARM, {"b_id": p.patient_id}).first()
         rows = []
         for k, it in enumerate(p.new):
             risk = p.risks[k]
             alarm_id = None
-            if risk >= m.threshold and not alarm_blocks(current, it.ts):
+            if risk >= m.threshold and not closed and not alarm_blocks(current, it.ts):
                 alarm_id = conn.execute(insert(A).values(
                     patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=m.threshold, model_name=m.name,
                     model_version=m.version, state="open")).inserted_primary_key[0]
+                if current is not None and current.state == "snoozed":
+                    # Its snooze ended: the new episode replaces it, explicitly. A clinician's
+                    # action that changed it meanwhile makes the whole write start over.
+                    done = conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": now,
+                                                     "b_note": f"superseded by alarm {alarm_id}"}).rowcount
+                    if done != 1:
+                        raise _Retry()
                 current = _OpenAlarm
                 raised += 1
             rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],

@@ -12,6 +12,8 @@ several, the database lets exactly one through and the other sees the row as the
 | resolved      | 409          | 409                    | 409      |
 
 Outcome: none -> recorded; recorded -> the same outcome again returns it unchanged, any other 409.
+Recording one resolves the patient's active alarms in the same transaction (`resolved_by` the
+outcome's `recorded_by` or "system", the reason in `resolve_note`).
 """
 from __future__ import annotations
 
@@ -48,12 +50,31 @@ def _active_alarm_ids(s: Session, ids: list[str]) -> dict[str, int]:
     return dict(rows.all())
 
 
+ACTIVE_STATES = ("open", "acknowledged", "snoozed")
+
+
+def patient_status(outcome: str | None, discharged_at: dt.datetime | None) -> str:
+    """The ward's word for a stay: discharged once it ended (a no_sepsis outcome means discharged
+    without sepsis), in treatment once sepsis is confirmed, else still monitored."""
+    if discharged_at is not None or outcome == "no_sepsis":
+        return "discharged"
+    return "in_treatment" if outcome == "sepsis" else "monitoring"
+
+
+def outcome_reason(outcome: str, discharged_at: dt.datetime | None) -> str:
+    reason = f"outcome recorded: {outcome}"
+    if discharged_at is not None:
+        reason += f"; stay ended (discharged_at {discharged_at.isoformat()})"
+    return reason
+
+
 def summary(row: Patient, active_alarm: int | None) -> schemas.PatientSummary:
     return schemas.PatientSummary(
         patient_id=row.id, admitted_by=row.admitted_by, unit=unit_name(row.unit1, row.unit2),
         icu_admit_time=row.icu_admit_time,
         first_observation=row.first_ts, last_observation=row.last_ts, n_observations=row.n_observations,
-        last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time)
+        last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time,
+        status=patient_status(row.outcome, row.discharged_at))
 
 
 def alarm_out(a: Alarm, patient: Patient | None) -> schemas.AlarmOut:
@@ -140,6 +161,15 @@ class Records:
                 raise Conflict(f"patient {pid} already has outcome {row.outcome!r}"
                                + (f" (onset {row.onset_time.isoformat()})" if row.onset_time else "")
                                + "; a recorded outcome cannot be changed")
+            if won:
+                # After the patient row's update, which holds its lock: an observation racing this
+                # one either committed its alarm before (resolved here) or sees the outcome and
+                # raises none (ingest reads it after its own update of the same row).
+                s.execute(update(Alarm).where(Alarm.patient_id == pid, Alarm.state.in_(ACTIVE_STATES))
+                          .values(state="resolved", resolved_at=values["outcome_recorded_at"],
+                                  resolved_by=o.recorded_by or "system",
+                                  resolve_note=outcome_reason(o.outcome, values.get("discharged_at")))
+                          .execution_options(synchronize_session=False))
             return summary(row, _active_alarm_ids(s, [pid]).get(pid))
 
     # -- alarms --------------------------------------------------------------------------------

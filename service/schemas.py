@@ -118,7 +118,8 @@ class PredictResult(BaseModel):
     risk: float
     alarm: bool = Field(description="risk >= the model card's threshold")
     alarm_id: int | None = Field(None, description="the alarm this observation raised; null if none was raised "
-                                                   "(below threshold, or one is already open/acknowledged/snoozed)")
+                                                   "(below threshold, one is already open/acknowledged/snoozed, "
+                                                   "or the patient's outcome is recorded)")
     threshold: float
     model: str
     model_version: str
@@ -170,6 +171,8 @@ class AlarmOut(BaseModel):
     snoozed_until: dt.datetime | None = None
     resolved_at: dt.datetime | None = None
     resolved_by: str | None = None
+    resolve_note: str | None = Field(None, description="the resolver's note, or why the service resolved it "
+                                                      "(an outcome recorded, the stay ended, superseded by a newer alarm)")
     verdict: Literal["true", "false", "unknown"] = Field(
         "unknown", description="once the outcome is known: true if raised 12 h before to 3 h after onset")
 
@@ -198,6 +201,9 @@ class PatientSummary(BaseModel):
     active_alarm_id: int | None = None
     outcome: str | None
     onset_time: dt.datetime | None = None
+    status: Literal["monitoring", "in_treatment", "discharged"] = Field(
+        "monitoring", description="monitoring until an outcome: in_treatment once sepsis is recorded (the patient "
+                                  "stays listed), discharged once the stay ended or no_sepsis is recorded")
 
 
 class PatientDetail(PatientSummary):
