@@ -103,3 +103,39 @@ def test_a_septic_patient_stays_listed_in_treatment(aclient):
     assert c.get("/patients/t1", headers=hdr("viewer")).json()["status"] == "in_treatment"
     ids = [p["patient_id"] for p in c.get("/patients", params={"with_outcome": "true"}, headers=hdr("viewer")).json()]
     assert ids == ["t1"]
+
+
+@pytest.mark.postgres
+def test_supersession_that_loses_to_an_acknowledgement_starts_over(models_root):
+    """A clinician acknowledges the expired snoozed alarm between the observation's read of it and
+    its supersession (possible on PostgreSQL only: SQLite's BEGIN IMMEDIATE admits no writer in
+    between). The observation's write starts over, sees the acknowledgement and raises nothing."""
+    from sqlalchemy import event, text
+
+    from tests.service.conftest import PG_URL, _pg_schema
+    if not PG_URL:
+        pytest.skip("SEPSIS_TEST_PG_URL is not set")
+    with _pg_schema() as url, client_for(url, models_root, model="always") as c:
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        body = lambda t: {"patient_id": "r1", "timestamp": iso(t), "vitals": {"HR": 90}}  # noqa: E731
+        first = c.post("/predict", json=body(now - dt.timedelta(hours=1)), headers=hdr("ingest")).json()["alarm_id"]
+        assert c.post(f"/alarms/{first}/snooze", json={"by": "rn", "minutes": 1},
+                      headers=hdr("clinician")).status_code == 200
+        engine = c.app.state.services.engine
+        fired = []
+
+        def ack_in_between(conn, cursor, statement, *args):
+            if statement.startswith("INSERT INTO alarms") and not fired:
+                fired.append(True)
+                with engine.connect() as other:
+                    other.execute(text("UPDATE alarms SET state = 'acknowledged', acknowledged_by = 'rn' WHERE id = :i"),
+                                  {"i": first})
+                    other.commit()
+
+        event.listen(engine, "before_cursor_execute", ack_in_between)
+        try:
+            r = c.post("/predict", json=body(now + dt.timedelta(minutes=30)), headers=hdr("ingest")).json()
+        finally:
+            event.remove(engine, "before_cursor_execute", ack_in_between)
+        assert fired and r["alarm"] and r["alarm_id"] is None
+        assert [(a["id"], a["state"]) for a in alarms_of(c, "r1")] == [(first, "acknowledged")]
