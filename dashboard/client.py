@@ -54,6 +54,7 @@ class PatientSummary:
     onset_time: dt.datetime | None
     icu_admit_time: dt.datetime | None
     unit: str | None = None  # "MICU", "SICU", "other"; None when not recorded
+    status: str = "monitoring"  # monitoring / in_treatment (sepsis recorded) / discharged
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def _summary(d: dict) -> PatientSummary:
                           last_observation=_ts(d.get("last_observation")), n_observations=int(d["n_observations"]),
                           last_risk=d.get("last_risk"), active_alarm_id=d.get("active_alarm_id"),
                           outcome=d.get("outcome"), onset_time=_ts(d.get("onset_time")),
-                          icu_admit_time=_ts(d.get("icu_admit_time")), unit=d.get("unit"))
+                          icu_admit_time=_ts(d.get("icu_admit_time")), unit=d.get("unit"),
+                          status=d.get("status", "monitoring"))
 
 
 def _alarm(d: dict) -> Alarm:

@@ -87,6 +87,8 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
         badge = f'<div class="badge">snoozed until {row.snoozed_until:%H:%M}</div>'
     elif row.alarm_state:
         badge = f'<div class="badge">{escape(row.alarm_state)}</div>'
+    elif row.status == "in_treatment":
+        badge = '<div class="badge">in treatment</div>'
     else:
         badge = ""
     href = f"{patient_page}?patient_id={quote(row.patient_id, safe='')}"

@@ -29,6 +29,7 @@ class WardRow:
     alarm_risk: float | None
     alarm_raised_at: dt.datetime | None
     snoozed_until: dt.datetime | None
+    status: str = "monitoring"     # the service's patient status: monitoring / in_treatment
 
 
 def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
@@ -39,8 +40,8 @@ def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
 
 
 def monitored(patients: list[PatientSummary]) -> list[PatientSummary]:
-    """Patients still on the ward: an outcome is recorded at discharge or at sepsis onset."""
-    return [p for p in patients if p.outcome is None]
+    """Patients still on the ward: everyone not discharged; a confirmed-sepsis patient stays, in treatment."""
+    return [p for p in patients if p.status != "discharged"]
 
 
 def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock: dt.datetime) -> list[WardRow]:
@@ -57,7 +58,7 @@ def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock:
                             hours_since=since, n_observations=p.n_observations,
                             alarm_id=a.id if a else p.active_alarm_id, alarm_state=a.state if a else None,
                             alarm_risk=a.risk if a else None, alarm_raised_at=a.raised_at if a else None,
-                            snoozed_until=a.snoozed_until if a else None))
+                            snoozed_until=a.snoozed_until if a else None, status=p.status))
     rows.sort(key=lambda r: (r.risk is None, -(r.risk or 0.0), r.patient_id))
     return rows
 

@@ -34,7 +34,7 @@ def test_ward_page_in_a_real_browser(stack, dashboard_url, tmp_path):
         b.screenshot(tmp_path / "ward.png")
     shown = {pid: (state, colour) for pid, state, colour, _ in tiles}
     assert all(spark_width == 180 for *_, spark_width in tiles)  # every tile drew its 24 h sparkline
-    assert stack.septic not in shown and stack.discharged not in shown
+    assert stack.septic in shown and stack.discharged not in shown  # in treatment stays; discharged leaves
     assert shown[stack.open_ids[0]] == ("open", "rgb(213, 0, 0)")          # the unmissable red
     assert shown[stack.acked][0] == "acknowledged" and shown[stack.acked][1] != "rgb(213, 0, 0)"
     assert shown[stack.calm][0] == "none"

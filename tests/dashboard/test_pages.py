@@ -44,11 +44,11 @@ def test_ward_tiles_sorted_by_risk_with_alarm_states(monkeypatch, stack):
     at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/ward.py")
     assert not at.exception
     html = html_of(at)
-    # monitored = no outcome yet; the septic and discharged patients have left the ward
-    ward = [stack.acked, stack.snoozed, stack.calm, *stack.open_ids]
+    # on the ward = not discharged; the confirmed-sepsis patient stays, in treatment
+    ward = [stack.acked, stack.snoozed, stack.calm, stack.septic, *stack.open_ids]
     for pid in ward:
         assert f'data-patient="{pid}"' in html
-    assert stack.septic not in html and stack.discharged not in html
+    assert stack.discharged not in html and "in treatment" in html
     assert f'data-patient="{stack.calm}" data-alarm="none"' in html
     assert f'data-patient="{stack.acked}" data-alarm="acknowledged"' in html
     assert f'data-patient="{stack.open_ids[0]}" data-alarm="open"' in html
@@ -62,7 +62,7 @@ def test_ward_tiles_sorted_by_risk_with_alarm_states(monkeypatch, stack):
     assert 'aria-label="risk trend, 7 points"><line' in base64.b64decode(sparks["bed-02"]).decode()
     assert "<polyline" in base64.b64decode(sparks["bed-02"]).decode()  # seven hourly risks, threshold line
     on_ward = [p for p in httpx.get(f"{stack.url}/patients", headers={"X-API-Key": stack.keys["viewer"]}).json()
-               if p["outcome"] is None]  # the browser test may have admitted one more
+               if p["status"] != "discharged"]  # the browser test may have admitted one more
     assert metric(at, "Monitored patients") == str(len(on_ward)) and len(on_ward) >= len(ward) + len(stack.action_ids)
 
 
@@ -72,7 +72,7 @@ def test_ward_filters_by_unit(monkeypatch, stack):
     html = html_of(at)
     assert f'data-patient="{stack.acked}"' in html and "SICU" in html
     assert f'data-patient="{stack.open_ids[0]}"' not in html  # MICU
-    assert metric(at, "Monitored patients") == "3"
+    assert metric(at, "Monitored patients") == "4"  # with the SICU patient in treatment for sepsis
 
 
 def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):

@@ -13,9 +13,11 @@ T0 = dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc)
 H = dt.timedelta(hours=1)
 
 
-def patient(pid, risk=None, last=None, first=None, outcome=None, onset=None, n=1) -> PatientSummary:
+def patient(pid, risk=None, last=None, first=None, outcome=None, onset=None, n=1, status=None) -> PatientSummary:
+    status = status or {"sepsis": "in_treatment", "no_sepsis": "discharged"}.get(outcome, "monitoring")
     return PatientSummary(patient_id=pid, first_observation=first, last_observation=last, n_observations=n,
-                          last_risk=risk, active_alarm_id=None, outcome=outcome, onset_time=onset, icu_admit_time=None)
+                          last_risk=risk, active_alarm_id=None, outcome=outcome, onset_time=onset, icu_admit_time=None,
+                          status=status)
 
 
 def alarm(aid, pid, raised, state="open", verdict="unknown", snoozed_until=None) -> Alarm:
@@ -29,11 +31,13 @@ def entry(hour: float, risk: float, **vitals) -> TimelineEntry:
 
 
 def test_ward_rows_sorted_by_risk_only_monitored_with_alarm_state():
-    ps = [patient("a", 0.2, T0), patient("b", 0.9, T0 - 2 * H), patient("c", None), patient("d", 0.99, T0, outcome="sepsis"),
-          patient("e", 0.5, T0)]
+    ps = [patient("a", 0.2, T0), patient("b", 0.9, T0 - 2 * H), patient("c", None), patient("d", 0.99, T0, outcome="no_sepsis"),
+          patient("e", 0.5, T0), patient("f", 0.3, T0, outcome="sepsis")]
     rows = transforms.ward_rows(ps, [alarm(1, "b", T0 - 5 * H, "acknowledged"), alarm(2, "b", T0, "snoozed"),
                                      alarm(3, "d", T0)], clock=T0)
-    assert [r.patient_id for r in rows] == ["b", "e", "a", "c"]   # d has an outcome: left the ward
+    assert [r.patient_id for r in rows] == ["b", "e", "f", "a", "c"]   # d discharged: left the ward
+    assert rows[2].status == "in_treatment"  # confirmed sepsis stays on the ward, in treatment
+    assert 'in treatment' in tiles.tile_html(rows[2], [], 0.5, loud=False, unit=None)
     assert rows[0].alarm_state == "snoozed" and rows[0].alarm_id == 2  # the newest active alarm wins
     assert rows[0].hours_since == 2.0 and rows[-1].hours_since is None
 
