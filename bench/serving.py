@@ -18,11 +18,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.service_load import RawHTTP, pick_model  # noqa: E402  (after the path: runnable as a script)
+from bench.service_load import T0, RawHTTP, pick_model, vitals  # noqa: E402  (after the path: runnable as a script)
 from devtools.processes import free_port, wait_for  # noqa: E402
 
 KEY = "sk_bench_admin"
-T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def service_env(db_url: str, model_dir: Path, **settings) -> dict[str, str]:
@@ -120,14 +119,6 @@ def count_syncs(strace_log: Path, start: float, end: float) -> int:
         if len(parts) == 3 and parts[2].startswith(("fsync(", "fdatasync(")) and start <= float(parts[1]) <= end:
             n += 1
     return n
-
-
-def vitals(rng: np.random.Generator, hour: int) -> dict:
-    v = {"HR": round(float(rng.uniform(60, 140)), 1), "MAP": round(float(rng.uniform(55, 100)), 1),
-         "O2Sat": round(float(rng.uniform(88, 100)), 1), "Resp": round(float(rng.uniform(10, 30)), 1)}
-    if hour % 4 == 0:
-        v.update(Temp=round(float(rng.uniform(36, 39.5)), 1), Lactate=round(float(rng.uniform(0.5, 4)), 2))
-    return v
 
 
 def observation(pid: str, hour: int, seed: int = 0) -> dict:
