@@ -31,7 +31,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -39,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.databases import private_pg_schema  # noqa: E402
 from devtools.processes import free_port, wait_for  # noqa: E402  (after the path: runnable as a script)
 
 KEY = "sk_bench_admin"
@@ -59,18 +59,8 @@ def database(kind: str, pg_url: str | None, tmp: Path):
     if kind == "sqlite":
         yield f"sqlite:///{tmp / f'fair-{uuid.uuid4().hex[:8]}.db'}"
         return
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    raw = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(raw, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(raw, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with private_pg_schema(pg_url, prefix="bench") as url:
+        yield url
 
 
 @contextlib.contextmanager

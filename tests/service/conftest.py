@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import uuid
-from urllib.parse import quote
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from devtools.databases import private_pg_schema
 from models.card import FEATURES
 from models.testing import fixture_weights, reference_step, write_fixture_model
 from service.app import create_app
@@ -43,20 +42,8 @@ def models_root(tmp_path_factory):
     return root
 
 
-@contextlib.contextmanager
 def _pg_schema():
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    raw = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(raw, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(raw, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return private_pg_schema(PG_URL, prefix="t")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
