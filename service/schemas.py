@@ -279,3 +279,15 @@ class ApiError(BaseModel):
     errors: list[FieldProblem] | None = Field(None, description="the first problems (at most 20)")
     error_count: int | None = Field(None, description="how many problems there were in all")
 
+
+class CorrectionOut(BaseModel):
+    """What an admin's correction removed and what remains (the audit row's id included)."""
+    correction_id: int
+    patient_id: str
+    after: dt.datetime
+    removed_observations: int
+    removed_alarms: int
+    remaining_observations: int
+    last_observation: dt.datetime | None
+    corrected_at: dt.datetime
+    corrected_by: str

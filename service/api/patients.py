@@ -1,11 +1,9 @@
 """The ward's patients: admission, listing, a stay's timeline, its outcome, an admin's correction."""
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, Security
-from pydantic import BaseModel
 
 from service import schemas
 from service.api.deps import (API_KEY, ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Clinician, Ingest, Limit,
@@ -43,19 +41,7 @@ def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: Services
     return services.records.record_outcome(patient_id, body)
 
 
-class CorrectionOut(BaseModel):
-    correction_id: int
-    patient_id: str
-    after: dt.datetime
-    removed_observations: int
-    removed_alarms: int
-    remaining_observations: int
-    last_observation: dt.datetime | None
-    corrected_at: dt.datetime
-    corrected_by: str
-
-
-@router.delete("/patients/{patient_id}/observations", response_model=CorrectionOut,
+@router.delete("/patients/{patient_id}/observations", response_model=schemas.CorrectionOut,
                responses=errors(401, 403, 404, 409, 422), dependencies=[Depends(require("admin"))])
 def remove_observations_after(
         patient_id: PatientPath, services: ServicesDep,
@@ -70,4 +56,4 @@ def remove_observations_after(
     `after` stays as stored; the removed rows, who, which key, when and why go to the audit table
     `corrections`. 409 when nothing lies after `after`."""
     out = services.corrections.remove_after(patient_id, after, by, reason, identify(services.factory, x_api_key))
-    return CorrectionOut(**vars(out))
+    return schemas.CorrectionOut(**vars(out))
