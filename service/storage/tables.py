@@ -62,6 +62,9 @@ class Patient(Base):
     discharged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     outcome_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     outcome_recorded_by: Mapped[str | None] = mapped_column(String(128))
+    # The latest observation that carried a vital or lab value (not only demographics, not empty).
+    last_measured: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    bed: Mapped[str | None] = mapped_column(String(32))  # from the admission, as the ward names it
 
 
 class Observation(Base):
@@ -80,6 +83,8 @@ class Observation(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     alarm_id: Mapped[int | None] = mapped_column(Integer)  # the alarm this observation raised
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # [{"feature", "value", "delta"}] (models/explain.py); null when explanations were off
+    contributions: Mapped[list | None] = mapped_column(JSON)
 
 
 class Alarm(Base):
@@ -101,9 +106,11 @@ class Alarm(Base):
     ack_note: Mapped[str | None] = mapped_column(String(1000))
     snoozed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     snoozed_by: Mapped[str | None] = mapped_column(String(128))
+    snoozed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(128))
     resolve_note: Mapped[str | None] = mapped_column(String(1000))
+    contributions: Mapped[list | None] = mapped_column(JSON)  # the raising observation's
 
 
 class ApiKey(Base):
@@ -135,3 +142,40 @@ class Correction(Base):
     removed_observations: Mapped[int] = mapped_column(Integer)
     removed_alarms: Mapped[int] = mapped_column(Integer)
     removed: Mapped[dict] = mapped_column(JSON)  # {"observations": [...], "alarms": [...]}
+
+
+class AuditEvent(Base):
+    """One row per action on a patient or alarm (service/audit.py): who (the API key's identity and
+    the person's name), when on the service clock, what, the note and the action's details."""
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_patient", "patient_id"), Index("ix_audit_alarm", "alarm_id"),
+                      Index("ix_audit_at", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)           # the service clock's time of the action
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # the wall clock's, when the row was written
+    action: Mapped[str] = mapped_column(String(32))
+    patient_id: Mapped[str | None] = mapped_column(String(64))     # no foreign keys: the audit outlives any row
+    alarm_id: Mapped[int | None] = mapped_column(Integer)
+    unit: Mapped[str | None] = mapped_column(String(16))
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    key_name: Mapped[str | None] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))                  # the key's role, or "system"
+    person: Mapped[str | None] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(String(1000))
+    details: Mapped[dict | None] = mapped_column(JSON)
+
+
+class UnitOperatingPoint(Base):
+    """The operating point an admin chose for a unit (MICU, SICU, other): ingest raises that unit's
+    alarms at its threshold. A unit without a row alarms at the model card's threshold."""
+    __tablename__ = "unit_operating_points"
+
+    unit: Mapped[str] = mapped_column(String(16), primary_key=True)
+    point_id: Mapped[str] = mapped_column(String(64))
+    threshold: Mapped[float] = mapped_column(Float)       # the point's threshold when it was chosen
+    model_name: Mapped[str] = mapped_column(String(64))   # the model whose table it was chosen from
+    model_version: Mapped[str] = mapped_column(String(32))
+    chosen_by: Mapped[str] = mapped_column(String(128))
+    chosen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(String(1000))
