@@ -50,8 +50,8 @@ def _backfill_last_measured() -> None:
                             sa.column("vitals", sa.JSON()))
     patients = sa.table("patients", sa.column("id", sa.String), sa.column("last_measured", UTCDateTime()))
     latest: dict[str, object] = {}
-    rows = conn.execution_options(yield_per=5000).execute(
-        sa.select(observations.c.patient_id, observations.c.ts, observations.c.vitals))
+    rows = conn.execute(sa.select(observations.c.patient_id, observations.c.ts, observations.c.vitals)
+                        .execution_options(yield_per=5000))
     for pid, ts, vitals in rows:
         if any(name not in DEMOGRAPHICS for name in vitals or {}) and (pid not in latest or ts > latest[pid]):
             latest[pid] = ts
