@@ -156,14 +156,43 @@ def fixture_card(state_size: int = 8, threshold: float = 0.5, name: str = FIXTUR
     return card
 
 
+def fixture_operating_points(threshold: float = 0.5, name: str = FIXTURE_NAME,
+                             version: str = FIXTURE_VERSION) -> dict:
+    """A valid operating_points.json for the fixture: three points around the card's threshold
+    and four risk bands. Like the card it was never measured, so every figure is None."""
+    unmeasured = {"sensitivity": None, "ppv": None, "alarms_per_patient_day": None,
+                  "median_lead_time_hours": None, "utility": None}
+
+    def point(point_id: str, label: str, value: float) -> dict:
+        return {"id": point_id, "label": label, "threshold": value,
+                "validation": dict(unmeasured), "test": dict(unmeasured)}
+
+    edges = [0.0, 0.25, 0.5, 0.75, 1.0]
+    return {
+        "model": name,
+        "version": str(version),
+        "selected_on": "none: untrained fixture, thresholds fixed by the test that built it",
+        "definitions": {"all figures": "None: the fixture was never evaluated"},
+        "source": {"data": "none"},
+        "points": [point("utility_optimum", "fixture: the card's threshold", threshold),
+                   point("alarms_per_day_0.2", "fixture: a higher threshold", (threshold + 1.0) / 2),
+                   point("sensitivity_0.8", "fixture: a lower threshold", threshold / 2)],
+        "risk_bands": [{"low": lo, "high": hi, "words": "untrained fixture: this band was never measured",
+                        "validation_ppv": None} for lo, hi in zip(edges, edges[1:])],
+    }
+
+
 def write_fixture_model(directory: str | Path, state_size: int = 8, threshold: float = 0.5,
                         name: str = FIXTURE_NAME, version: str = FIXTURE_VERSION, seed: int = 0,
-                        card_overrides: dict | None = None) -> Path:
-    """Write model.onnx and model_card.json into `directory` (created if needed); return it.
+                        card_overrides: dict | None = None,
+                        operating_points: bool | dict = True) -> Path:
+    """Write model.onnx, model_card.json and operating_points.json into `directory` (created if
+    needed); return it.
 
     For a registry layout pass `root / name / version`. `card_overrides` replaces top-level card
     keys (e.g. {"state_size": 9}) to make a card that disagrees with its graph; a card that fails
-    the schema is still written, so tests can exercise load errors.
+    the schema is still written, so tests can exercise load errors. `operating_points`: True
+    writes `fixture_operating_points`, False none, a dict that content as-is (valid or not).
     """
     import onnx
 
@@ -175,4 +204,8 @@ def write_fixture_model(directory: str | Path, state_size: int = 8, threshold: f
         ModelCard.model_validate(card)  # the default fixture must always be a valid card
     onnx.save(build_fixture_graph(state_size, seed), str(directory / "model.onnx"))
     (directory / "model_card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    if operating_points is not False:
+        points = (fixture_operating_points(threshold, card.get("name", name), str(card.get("version", version)))
+                  if operating_points is True else operating_points)
+        (directory / "operating_points.json").write_text(json.dumps(points, indent=2), encoding="utf-8")
     return directory
