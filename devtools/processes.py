@@ -36,10 +36,11 @@ def wait_for(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 
     raise TimeoutError(f"{url} did not answer within {timeout_s:g} s")
 
 
-def start_service(port: int, env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
+def start_service(port: int, env: dict[str, str], log_path: Path | None = None, workers: int = 1) -> subprocess.Popen:
     """`python -m service` on 127.0.0.1:port with extra SEPSIS_* env; returns once /ready is 200."""
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", str(workers)],
                             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(f"http://127.0.0.1:{port}/ready", proc)

@@ -62,9 +62,18 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    if settings.http not in ("auto", "h11", "httptools"):
+        print(f"error: SEPSIS_HTTP={settings.http!r}: use auto, h11 or httptools", file=sys.stderr)
+        return 2
     # uvicorn's workers re-import the app by name, so hand them the settings through the environment.
     os.environ["SEPSIS_DB_URL"] = settings.db_url
     if args.workers > 1:
+        # Each worker counts in its own process: metrics go to files that /metrics sums (service/metrics.py).
+        # A fresh folder per start, so a previous run's counts are not summed in.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            import tempfile
+
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sepsis-metrics-")
         # Migrate and seed once here, so the workers do not race each other doing it.
         from service.auth import seed_keys
 
@@ -72,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         if settings.bootstrap_keys:
             seed_keys(factory, settings.bootstrap_keys)
         uvicorn.run("service.asgi:app", host=settings.host, port=settings.port, workers=args.workers,
-                    log_level="warning")
+                    http=settings.http, log_level="warning")
     else:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=settings.http,
+                    log_level="warning")
     return 0
 
 

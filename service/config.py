@@ -25,6 +25,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     # Observation, admission and outcome times further ahead of the service's clock are a 422.
     future_margin_hours: float = 1.0
+    # The clock that stamps actions (service/clock.py): "wall", or "simulated" = the feed's time
+    # (the latest observation stored), for a replay faster than real time.
+    clock: str = "wall"
     model: str | None = None             # registry name; None = the registry's default
     model_version: str | None = None
     models_dir: str | None = None        # None = the registry's default root
@@ -43,7 +46,13 @@ class Settings:
     key_cache_seconds: float = 0.0       # how long a verified key is trusted without a DB lookup (0: never)
     host: str = "127.0.0.1"
     port: int = 8000
+    # uvicorn's HTTP parser: auto = httptools when installed (the serve extra installs it), else h11.
+    # On the H200 bench h11's pure-Python parsing was a large part of the HTTP layer's share.
+    http: str = "auto"                   # auto / h11 / httptools
     migrate: bool = True                 # run Alembic migrations at start-up
+    # Contributions per scored observation (models/explain.py): one extra batched run of every row and
+    # its withheld-variable variants, timed by sepsis_explain_seconds. off stores null contributions.
+    explain: bool = True
     # Fairness: a batch holds its patients' writes and the model for its whole length, so one of
     # 20,000 rows kept other patients' observations waiting for seconds (bench/batch_fairness.py).
     max_batch_rows: int = 1000           # rows per /predict/batch request; more is a 413 (at most 20,000)

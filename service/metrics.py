@@ -1,7 +1,14 @@
-"""Prometheus metrics, on a registry per app so that several apps (tests) can live in one process."""
+"""Prometheus metrics, on a registry per app so that several apps (tests) can live in one process.
+
+Under several uvicorn workers (`python -m service --workers N`) each worker is its own process with
+its own counters, and a scrape reaches one of them at random; there `PROMETHEUS_MULTIPROC_DIR` is
+set (service/__main__.py does it) and /metrics renders the sum over all workers' files.
+"""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -23,12 +30,20 @@ class Metrics:
         self.alarm_events = Counter("sepsis_alarm_events_total", "Alarm lifecycle events",
                                     ["event"], registry=r)
         self.alarms_by_outcome = Gauge("sepsis_alarms_by_verdict", "Stored alarms by verdict once outcomes are known",
-                                       ["verdict"], registry=r)
+                                       ["verdict"], registry=r, multiprocess_mode="mostrecent")
         self.step_latency = Histogram("sepsis_model_step_seconds", "Model step (one ONNX run) latency",
                                       buckets=STEP_BUCKETS, registry=r)
         self.batch_size = Histogram("sepsis_model_batch_rows", "Rows per model run", buckets=BATCH_BUCKETS, registry=r)
+        # The contributions' extra run (every row plus one variant per withheld variable), per model run
+        # explained; not counted in sepsis_model_step_seconds, so the two costs read apart (SEPSIS_EXPLAIN).
+        self.explain_latency = Histogram("sepsis_explain_seconds", "Contributions (withheld-variable runs) per model run",
+                                         buckets=STEP_BUCKETS, registry=r)
         self.model_info = Gauge("sepsis_model_info", "The loaded model and its execution provider",
-                                ["model", "version", "provider", "microbatch"], registry=r)
+                                ["model", "version", "provider", "microbatch"], registry=r, multiprocess_mode="max")
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
