@@ -1,0 +1,276 @@
+"""Contributions by withholding (models/explain.py), on the fixture step and the shipped sepsis-cfc/3."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.contract import FEATURES, INDEX, N_FEATURES
+from models.explain import find_memory, latest_values, top_contributions, withheld_deltas
+from models.runtime import StepRuntime
+from models.testing import fixture_weights, reference_step, write_fixture_model
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc"
+# the issue's florid septic-shock observation
+FLORID = {"HR": 128, "MAP": 58, "Temp": 39.4, "Resp": 32, "Lactate": 4.8, "WBC": 19, "Creatinine": 2.4,
+          "Platelets": 90}
+
+
+def row(values: dict, iculos: float = 1.0) -> np.ndarray:
+    r = np.full(N_FEATURES, np.nan, np.float32)
+    for name, v in values.items():
+        r[INDEX[name]] = v
+    r[INDEX["ICULOS"]] = iculos
+    return r
+
+
+class Counting:
+    """A step that records each call's batch size."""
+
+    def __init__(self, step):
+        self.step, self.calls = step, []
+
+    def __call__(self, obs, elapsed, state):
+        self.calls.append(len(obs))
+        return self.step(obs, elapsed, state)
+
+
+@pytest.fixture(scope="module")
+def fixture_rt(tmp_path_factory):
+    return StepRuntime.open(write_fixture_model(tmp_path_factory.mktemp("m") / "f", state_size=8), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    rt = StepRuntime.open(SHIPPED / "3", device="cpu", intra_op_threads=1)
+    return rt, find_memory(rt._run, rt.state_size)
+
+
+def fixture_batch(seed=0, n=4):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(60, 25, size=(n, N_FEATURES)).astype(np.float32)
+    obs[rng.random((n, N_FEATURES)) < 0.6] = np.nan
+    obs[:, INDEX["ICULOS"]] = np.arange(1, n + 1)
+    elapsed = rng.uniform(0, 2, size=(n, 1)).astype(np.float32)
+    state = rng.uniform(-0.5, 0.5, size=(n, 8)).astype(np.float32)
+    return obs, elapsed, state
+
+
+# -- the fixture step (no per-variable memory): only posted values can be withheld ---------------
+
+def test_fixture_step_has_no_memory(fixture_rt):
+    assert find_memory(fixture_rt._run, fixture_rt.state_size) is None
+
+
+def test_delta_is_the_risk_difference_of_separate_runs_of_the_reference(fixture_rt):
+    obs, elapsed, state = fixture_batch()
+    deltas = withheld_deltas(fixture_rt._run, obs, elapsed, state)
+    w = fixture_weights(8, 0)
+    base, _ = reference_step(obs, elapsed, state, w)
+    checked = 0
+    for i in range(len(obs)):
+        for j in range(N_FEATURES):
+            if np.isnan(obs[i, j]) or FEATURES[j] == "ICULOS":
+                assert deltas[i, j] == 0.0  # unmeasured: nothing to withhold; ICULOS: never withheld
+                continue
+            variant = obs[i:i + 1].copy()
+            variant[0, j] = np.nan
+            risk, _ = reference_step(variant, elapsed[i:i + 1], state[i:i + 1], w)
+            assert deltas[i, j] == pytest.approx(base[i, 0] - risk[0, 0], abs=2e-6)
+            checked += 1
+    assert checked > 20 and np.count_nonzero(deltas) > 20
+
+
+def test_all_variants_of_all_rows_go_through_one_call(fixture_rt):
+    obs, elapsed, state = fixture_batch(seed=1, n=5)
+    step = Counting(fixture_rt._run)
+    withheld_deltas(step, obs, elapsed, state)
+    variants = int(np.count_nonzero(~np.isnan(obs))) - len(obs)  # every posted value but ICULOS
+    assert step.calls == [len(obs) + variants]
+
+
+def test_risk_as_a_vector_and_elapsed_as_a_vector_are_accepted(fixture_rt):
+    obs, elapsed, state = fixture_batch(seed=2)
+    expected = withheld_deltas(fixture_rt._run, obs, elapsed, state)
+
+    def flat(o, e, s):
+        risk, nxt = fixture_rt._run(o, e, s)
+        return risk[:, 0], nxt
+
+    np.testing.assert_array_equal(withheld_deltas(flat, obs, elapsed[:, 0], state), expected)
+
+
+def test_nothing_to_withhold_makes_no_call(fixture_rt):
+    step = Counting(fixture_rt._run)
+    assert withheld_deltas(step, np.zeros((0, N_FEATURES), np.float32), np.zeros((0, 1)), np.zeros((0, 8))).shape \
+        == (0, N_FEATURES)
+    only_iculos = row({})[None]
+    out = withheld_deltas(step, only_iculos, np.ones((1, 1)), np.zeros((1, 8), np.float32))
+    assert step.calls == [] and not out.any()
+
+
+@pytest.mark.parametrize("obs, elapsed, state, field", [
+    (np.zeros((2, 39)), np.zeros((2, 1)), np.zeros((2, 8)), "obs"),
+    (np.zeros((2, 40)), np.zeros((3, 1)), np.zeros((2, 8)), "elapsed"),
+    (np.zeros((2, 40)), np.zeros((2, 1)), np.zeros((1, 8)), "state"),
+])
+def test_bad_shapes_are_refused_naming_the_argument(fixture_rt, obs, elapsed, state, field):
+    with pytest.raises(ValueError, match=field):
+        withheld_deltas(fixture_rt._run, obs, elapsed, state)
+
+
+def test_a_step_returning_the_wrong_number_of_risks_is_an_error(fixture_rt):
+    obs, elapsed, state = fixture_batch()
+    with pytest.raises(ValueError, match="risks"):
+        withheld_deltas(lambda o, e, s: fixture_rt._run(o[:1], e[:1], s[:1]), obs, elapsed, state)
+
+
+# -- top_contributions ----------------------------------------------------------------------------
+
+def test_top_contributions_sorted_by_size_zeros_dropped_values_as_posted():
+    deltas = np.zeros(N_FEATURES)
+    deltas[INDEX["Lactate"]] = 0.031
+    deltas[INDEX["MAP"]] = -0.05
+    deltas[INDEX["HR"]] = 0.01
+    deltas[INDEX["WBC"]] = 4e-7  # rounds to 0 at 6 decimals: dropped
+    obs = row({"Lactate": 4.8, "MAP": 58, "HR": 128, "WBC": 19})
+    obs[INDEX["HR"]] = np.nan  # a carried value not passed in: no value to show
+    assert top_contributions(deltas, obs) == [
+        {"feature": "MAP", "value": 58.0, "delta": -0.05},
+        {"feature": "Lactate", "value": 4.8, "delta": 0.031},
+        {"feature": "HR", "value": None, "delta": 0.01},
+    ]
+    assert [c["feature"] for c in top_contributions(deltas, obs, k=2)] == ["MAP", "Lactate"]
+    assert top_contributions(np.zeros(N_FEATURES), obs) == []
+
+
+def test_top_contributions_refuses_bad_input():
+    with pytest.raises(ValueError, match="40"):
+        top_contributions(np.zeros(39), np.zeros(40))
+    with pytest.raises(ValueError, match="k"):
+        top_contributions(np.zeros(40), np.zeros(40), k=-1)
+    bad = np.zeros(40)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        top_contributions(bad, np.zeros(40))
+
+
+# -- the shipped model: its forward-fill memory is found and withheld ----------------------------
+
+def test_memory_layout_of_the_shipped_steps_is_the_documented_one(shipped):
+    rt, memory = shipped
+    assert rt.state_size == 1455 and memory is not None
+    offsets = np.arange(5) * 291  # 5 members of [last | since | seen | count] 160 + core 128 + hold 3
+    j = np.arange(N_FEATURES)
+    np.testing.assert_array_equal(memory.last, offsets[:, None] + j)
+    np.testing.assert_array_equal(memory.since, offsets[:, None] + 40 + j)
+    np.testing.assert_array_equal(memory.seen, offsets[:, None] + 80 + j)
+    np.testing.assert_array_equal(memory.count, offsets[:, None] + 120 + j)
+    v1 = StepRuntime.open(SHIPPED / "1", device="cpu")  # v1: one model, no counts
+    m1 = find_memory(v1._run, v1.state_size)
+    assert m1.members == 1 and m1.count is None
+    np.testing.assert_array_equal(m1.seen, [80 + j])
+
+
+def test_memory_in_another_layout_is_not_guessed():
+    def seen_first(obs, elapsed, state):  # [seen | last]: a memory, but not in the documented layout
+        seen, last = state[:, :40], state[:, 40:]
+        measured = ~np.isnan(obs)
+        nxt = np.concatenate([np.where(measured, 1.0, seen), np.where(measured, obs, last)], axis=1)
+        return np.full((len(obs), 1), 0.5, np.float32), nxt.astype(np.float32)
+
+    assert find_memory(seen_first, 80) is None
+
+
+def history(rt, rows):
+    state = rt.new_state(1)
+    for t, values in enumerate(rows):
+        state = rt.step(row(values, t + 1)[None], np.array([[0.0 if t == 0 else 1.0]], np.float32), state).next_state
+    return state
+
+
+def test_a_carried_value_is_withheld_by_resetting_its_memory(shipped):
+    rt, memory = shipped
+    # lactate measured two hours ago, only vitals now
+    state = history(rt, [{"HR": 90, "Lactate": 4.8}, {"HR": 95}])
+    obs = row({"HR": 100, "Resp": 24}, 3)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    lactate = INDEX["Lactate"]
+    as_posted = rt.step(obs, elapsed, state).risk[0]
+    expected = as_posted - rt.step(obs, elapsed, reset_by_hand(state, lactate)).risk[0]
+    assert deltas[0, lactate] != 0.0
+    assert deltas[0, lactate] == pytest.approx(expected, abs=1e-6)
+    # without the memory only the posted values are withheld
+    plain = withheld_deltas(rt._run, obs, elapsed, state)
+    assert plain[0, lactate] == 0.0 and plain[0, INDEX["Resp"]] == pytest.approx(deltas[0, INDEX["Resp"]], abs=1e-6)
+    # the value shown for it is the carried one
+    assert latest_values(obs, state, memory)[0, lactate] == pytest.approx(4.8)
+    # never measured, never carried: exactly 0
+    assert deltas[0, INDEX["Platelets"]] == 0.0 and deltas[0, INDEX["ICULOS"]] == 0.0
+
+
+def reset_by_hand(state, j):
+    """Variable j never measured in every member's memory, from the documented layout."""
+    out = state.copy()
+    for m in range(5):
+        out[:, m * 291 + np.array([0, 40, 80, 120]) + j] = 0.0
+    return out
+
+
+def test_a_value_posted_now_and_carried_is_withheld_in_both(shipped):
+    rt, memory = shipped
+    state = history(rt, [{"HR": 90, "Resp": 18}, {"HR": 95, "Resp": 20}])
+    obs = row({"HR": 130, "Resp": 30}, 3)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    hr = INDEX["HR"]
+    no_hr = obs.copy()
+    no_hr[0, hr] = np.nan
+    as_posted = rt.step(obs, elapsed, state).risk[0]
+    assert deltas[0, hr] == pytest.approx(as_posted - rt.step(no_hr, elapsed, reset_by_hand(state, hr)).risk[0],
+                                          abs=1e-6)
+    # not the same as withholding only the posted value (the step would then read HR 95 carried)
+    assert abs(deltas[0, hr] - (as_posted - rt.step(no_hr, elapsed, state).risk[0])) > 1e-4
+
+
+def test_on_a_first_hour_withholding_is_leaving_the_value_out(shipped):
+    rt, memory = shipped
+    first = row({"HR": 130, "Resp": 30, "Age": 70}, 1)[None]
+    zero = rt.new_state(1)
+    d = withheld_deltas(rt._run, first, np.zeros((1, 1), np.float32), zero, memory=memory)
+    for name in ("HR", "Resp", "Age"):
+        without = first.copy()
+        without[0, INDEX[name]] = np.nan
+        assert d[0, INDEX[name]] == pytest.approx(
+            rt.step(first, [0.0], zero).risk[0] - rt.step(without, [0.0], zero).risk[0], abs=1e-6)
+    assert np.count_nonzero(d) == 3
+
+
+def test_batched_rows_equal_rows_explained_one_at_a_time(shipped):
+    rt, memory = shipped
+    states = np.concatenate([history(rt, [{"HR": 80, "Lactate": 1.1}]), history(rt, [{"HR": 120, "WBC": 18}]),
+                             rt.new_state(1)])
+    obs = np.stack([row({"HR": 85}, 2), row({"Temp": 38.9, "Resp": 26}, 2), row(FLORID, 1)])
+    elapsed = np.array([[1.0], [1.0], [0.0]], np.float32)
+    step = Counting(rt._run)
+    together = withheld_deltas(step, obs, elapsed, states, memory=memory)
+    assert len(step.calls) == 1
+    for i in range(3):
+        alone = withheld_deltas(rt._run, obs[i:i + 1], elapsed[i:i + 1], states[i:i + 1], memory=memory)
+        np.testing.assert_allclose(together[i], alone[0], atol=1e-6)
+
+
+def test_florid_septic_shock_on_the_shipped_model(shipped):
+    rt, memory = shipped
+    obs = row(FLORID, 1)[None]
+    zero = rt.new_state(1)
+    risk = rt.step(obs, [0.0], zero).risk[0]
+    deltas = withheld_deltas(rt._run, obs, np.zeros((1, 1), np.float32), zero, memory=memory)
+    top = top_contributions(deltas[0], latest_values(obs, zero, memory)[0])
+    # measured on sepsis-cfc/3 (CPU): risk 0.1307; Temp +0.033, Resp +0.030, Lactate -0.009,
+    # HR +0.008, WBC +0.006 (the model reads this lactate, alone on a first hour, as lowering the risk)
+    assert risk > rt.threshold
+    assert [c["feature"] for c in top[:2]] == ["Temp", "Resp"] and all(c["delta"] > 0 for c in top[:2])
+    assert len(top) == 5 and {c["feature"] for c in top} <= set(FLORID)
+    assert [abs(c["delta"]) for c in top] == sorted((abs(c["delta"]) for c in top), reverse=True)
+    assert {c["feature"]: c["value"] for c in top}["Temp"] == 39.4
