@@ -112,11 +112,28 @@ class Observation(_In):
         return {k: float(v) for k, v in vitals.items()}
 
 
+class _Out(BaseModel):
+    """A response body whose producer may add fields (extend, never rename): extras pass through."""
+    model_config = ConfigDict(extra="allow")
+
+
+class Contribution(_Out):
+    """One input behind a risk (models/explain.py): the change in risk when the variable's latest
+    value is withheld from the step that produced it."""
+    feature: str = Field(examples=["Lactate"], description="PhysioNet variable name")
+    value: float | None = Field(description="the value the step read (posted now, or carried from earlier)")
+    delta: float = Field(description="risk as posted minus risk with this value withheld: > 0 pushed the risk up")
+
+
+CONTRIBUTIONS_DOC = ("the top inputs behind this risk, largest |delta| first (at most 5; zero deltas left out); "
+                     "null when the service runs with SEPSIS_EXPLAIN off or the risk predates explanations")
+
+
 class PredictResult(BaseModel):
     patient_id: str
     timestamp: dt.datetime
     risk: float
-    alarm: bool = Field(description="risk >= the model card's threshold")
+    alarm: bool = Field(description="risk >= threshold (the patient's unit's operating point; GET /operating-points)")
     alarm_id: int | None = Field(None, description="the alarm this observation raised; null if none was raised "
                                                    "(below threshold, one is already open/acknowledged/snoozed, "
                                                    "or the patient's outcome is recorded)")
@@ -127,6 +144,7 @@ class PredictResult(BaseModel):
     iculos: float = Field(description="ICU length of stay fed to the model: floor(hours since ICU admission) + 1")
     duplicate: bool = Field(False, description="true when this exact observation was already stored; "
                                                "the stored result is returned and nothing changes")
+    contributions: list[Contribution] | None = Field(None, description=CONTRIBUTIONS_DOC)
 
 
 # The most rows a batch may ever carry; a deployment's cap (Settings.max_batch_rows) is at most this.
@@ -148,9 +166,39 @@ class Admission(_In):
     gender: Annotated[Literal[0, 1], BeforeValidator(_not_bool)] | None = Field(
         None, description="0 female, 1 male (PhysioNet coding)")
     unit: Literal["MICU", "SICU", "other"] | None = Field(None, description="ICU type: MICU -> Unit1, SICU -> Unit2")
+    bed: Text(32, 1) | None = Field(None, description="the bed as the ward names it, e.g. 'B12' (display only)")
     hosp_adm_time: Number | None = Field(None, ge=-100000, le=24,
                                         description="hours between hospital and ICU admission (PhysioNet HospAdmTime, usually <= 0)")
     icu_admit_time: Timestamp = Field(description=f"ICU admission time; ICULOS counts from here; {TIME_RANGE}")
+
+
+class AuditActor(BaseModel):
+    key_id: int | None = Field(None, description="the API key the request carried (null for the service itself)")
+    key_name: str | None = None
+    role: str = Field(description="the key's role, or 'system' for a change the service made on its own")
+    person: str | None = Field(None, description="the person's name given with the action (a station key is shared)")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime = Field(description="when the action happened, on the service clock (GET /clock)")
+    recorded_at: dt.datetime = Field(description="when the row was written, on the wall clock")
+    action: str = Field(description="alarm_raised, acknowledge, snooze, resolve, alarm_superseded, "
+                                    "alarm_resolved_by_outcome, outcome, correction, operating_point, ...")
+    patient_id: str | None = None
+    alarm_id: int | None = None
+    unit: str | None = None
+    actor: AuditActor
+    note: str | None = None
+    details: dict | None = Field(None, description="the action's particulars, e.g. snoozed_until, reason, minutes")
+
+
+class ClockOut(BaseModel):
+    mode: Literal["wall", "simulated"] = Field(description="wall: the machine's clock; simulated: the feed's time "
+                                                          "(the latest observation stored) stamps actions")
+    now: dt.datetime = Field(description="the service clock's time now: what an action would be stamped with")
+    wall: dt.datetime = Field(description="the machine's clock")
+    latest_observation: dt.datetime | None = Field(None, description="the latest observation time stored")
 
 
 class AlarmOut(BaseModel):
@@ -169,12 +217,17 @@ class AlarmOut(BaseModel):
     ack_reason: str | None = None
     ack_note: str | None = None
     snoozed_until: dt.datetime | None = None
+    snoozed_by: str | None = None
+    snoozed_at: dt.datetime | None = None
     resolved_at: dt.datetime | None = None
     resolved_by: str | None = None
     resolve_note: str | None = Field(None, description="the resolver's note, or why the service resolved it "
                                                       "(an outcome recorded, the stay ended, superseded by a newer alarm)")
     verdict: Literal["true", "false", "unknown"] = Field(
         "unknown", description="once the outcome is known: true if raised 12 h before to 3 h after onset")
+    history: list[AuditEntry] = Field(default_factory=list, description="the alarm's audit, oldest first: raised, "
+                                                                        "acknowledged, snoozed, resolved, by whom and when")
+    contributions: list[Contribution] | None = Field(None, description="the raising observation's: " + CONTRIBUTIONS_DOC)
 
 
 class TimelineEntry(BaseModel):
@@ -187,15 +240,20 @@ class TimelineEntry(BaseModel):
     alarm_id: int | None
     model: str
     model_version: str
+    contributions: list[Contribution] | None = Field(None, description=CONTRIBUTIONS_DOC)
 
 
 class PatientSummary(BaseModel):
     patient_id: str
     admitted_by: str
     unit: str | None = None  # "MICU", "SICU", "other"; None when not recorded
+    bed: str | None = Field(None, description="the bed given at admission, if any")
     icu_admit_time: dt.datetime | None
     first_observation: dt.datetime | None
     last_observation: dt.datetime | None
+    last_measured: dt.datetime | None = Field(None, description="the latest observation that carried a vital or "
+                                                               "lab value (posts with only demographics or no values "
+                                                               "do not count)")
     n_observations: int
     last_risk: float | None = None
     active_alarm_id: int | None = None
@@ -215,6 +273,14 @@ class PatientDetail(PatientSummary):
     discharged_at: dt.datetime | None
     timeline: list[TimelineEntry]
     alarms: list[AlarmOut]
+    audit: list[AuditEntry] = Field(default_factory=list, description="every action on this patient and its alarms, "
+                                                                      "oldest first")
+    bedside: Bedside | None = Field(None, description="qSOFA, SIRS, SOFA components, lactate and every variable's "
+                                                      "latest value with its age, from the stored observations at the "
+                                                      "service clock's now (service/bedside.py)")
+    threshold: float | None = Field(None, description="the alarm threshold in force for the patient's unit")
+    operating_point: str | None = Field(None, description="the unit's chosen operating point; null = the card's threshold")
+    risk_in_words: str | None = Field(None, description="last_risk and what it meant on validation, at the threshold")
 
 
 class OutcomeIn(_In):
@@ -291,3 +357,139 @@ class CorrectionOut(BaseModel):
     last_observation: dt.datetime | None
     corrected_at: dt.datetime
     corrected_by: str
+
+
+class WardPatients(BaseModel):
+    monitoring: int
+    in_treatment: int
+    discharged: int
+    on_ward: int = Field(description="monitoring + in_treatment")
+
+
+class WardAlarms(BaseModel):
+    open: int
+    acknowledged: int
+    snoozed: int
+    active: int = Field(description="open + acknowledged + snoozed")
+    patients_with_open_alarm: int
+
+
+class Ward(BaseModel):
+    """Counts for the ward's header; alarms are those of patients still on the ward, counted as
+    GET /alarms?state=... lists them."""
+    patients: WardPatients
+    alarms: WardAlarms
+    clock: ClockOut
+
+
+# -- explanations, the alarm queue and operating points (issue 14 items 3, 4, 6) -----------------
+
+class MeasuredValue(_Out):
+    value: float | str | None = None
+    unit: str | None = None
+    measured_at: dt.datetime | None = None
+    age_hours: float | None = Field(None, description="hours from measured_at to the service clock's now")
+
+
+class LatestValue(MeasuredValue):
+    feature: str
+
+
+class BedsideCriterion(MeasuredValue):
+    name: str
+    met: bool | None = Field(None, description="null when the input was never measured")
+
+
+class BedsideScore(_Out):
+    score: int | None = Field(None, description="criteria met; null when no criterion could be assessed")
+    criteria: list[BedsideCriterion] = Field(default_factory=list)
+
+
+class SofaComponent(MeasuredValue):
+    name: str
+    score: int | None = None
+
+
+class Sofa(_Out):
+    components: list[SofaComponent] = Field(default_factory=list)
+    total_available: int | None = Field(None, description="the sum over the components whose inputs exist")
+
+
+class Bedside(_Out):
+    """Familiar bedside context from the same observations the model saw (service/bedside.py)."""
+    qsofa: BedsideScore | None = None
+    sirs: BedsideScore | None = None
+    sofa: Sofa | None = None
+    lactate: MeasuredValue | None = None
+    latest: list[LatestValue] = Field(default_factory=list, description="every measured variable's latest value")
+
+
+class RiskPoint(BaseModel):
+    timestamp: dt.datetime
+    risk: float
+
+
+class QueueCard(BaseModel):
+    """One active alarm as a nurse works it."""
+    alarm_id: int
+    state: Literal["open", "acknowledged", "snoozed"]
+    raised_at: dt.datetime
+    open_minutes: float = Field(description="minutes from raised_at to the service clock's now")
+    acknowledged_by: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    ack_reason: str | None = None
+    snoozed_until: dt.datetime | None = None
+    patient_id: str
+    unit: str | None = Field(None, description="MICU, SICU, other; null when never recorded (alarms as 'other')")
+    bed: str | None = None
+    status: Literal["monitoring", "in_treatment", "discharged"] = "monitoring"
+    threshold: float = Field(description="the alarm threshold in force for the patient's unit")
+    operating_point: str | None = Field(None, description="the unit's chosen point id; null = the card's threshold")
+    risk_at_raise: float
+    risk: float | None = Field(None, description="the latest risk")
+    risk_at: dt.datetime | None = Field(None, description="the latest observation's time")
+    trend: list[RiskPoint] = Field(description="the last risks (at most 12), oldest first, the latest included")
+    risk_in_words: str | None = None
+    contributions: list[Contribution] | None = Field(None, description="behind the alarm (the raising observation's)")
+    latest_contributions: list[Contribution] | None = Field(None, description="behind the latest risk")
+    latest: list[LatestValue] = Field(default_factory=list, description="latest vitals and labs with their age")
+    bedside: Bedside | None = None
+
+
+class AlarmQueueOut(BaseModel):
+    now: dt.datetime = Field(description="the service clock's now, which open_minutes and the ages count to")
+    clock: str = Field(description="wall or simulated")
+    count: int
+    cards: list[QueueCard] = Field(description="open before acknowledged before snoozed; then current risk, highest "
+                                               "first; then the longest open")
+
+
+class UnitChoice(BaseModel):
+    unit: Literal["MICU", "SICU", "other"]
+    point_id: str | None = Field(description="the chosen point; null = none chosen, the model card's threshold")
+    threshold: float = Field(description="the threshold in force for the unit's alarms")
+    label: str | None = None
+    chosen_by: str | None = None
+    chosen_at: dt.datetime | None = None
+    note: str | None = None
+    chosen_on: str | None = Field(None, description="'<model> <version>' the choice was made on")
+
+
+class OperatingPointsOut(BaseModel):
+    model: str
+    model_version: str
+    card_threshold: float = Field(description="the model card's threshold: a unit's default")
+    table: dict | None = Field(description="the model's operating_points.json (points with validation and test "
+                                           "figures, risk bands, definitions); null when it ships none")
+    units: list[UnitChoice]
+
+
+class OperatingPointIn(_In):
+    point_id: Text(64, 1) = Field(description="an id from GET /operating-points (table.points[].id)",
+                                  examples=["alarms_per_day_0.2"])
+    by: Text(128, 1) = Field(description="who chooses (the person; the key is recorded too)")
+    note: Text(1000) | None = Field(None, description="why: kept in the audit")
+
+
+
+PatientDetail.model_rebuild()  # its bedside field names Bedside, defined above after it
