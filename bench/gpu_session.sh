@@ -7,8 +7,12 @@
 #   bash bench/gpu_session.sh compute OUT_DIR      # fast-CfC CUDA suite, cfc_speed, ward rescoring
 #   bash bench/gpu_session.sh service OUT_DIR      # bench/service_gpu.py, CUDA and CPU provider
 #   bash bench/gpu_session.sh parallel OUT_DIR     # IAM 3 seeds x 3 cores + sepsis runs at once: per-process GPU memory
+#   bash bench/gpu_session.sh parsers OUT_DIR      # issue 18 item 2: h11 vs httptools (1 worker), CUDA vs CPU at 8 workers
+#   bash bench/gpu_session.sh workers OUT_DIR      # issue 18 item 2: 1 / 4 / 8 workers, SQLite and PostgreSQL
+#   bash bench/gpu_session.sh iam OUT_DIR          # IAM: CfC, LSTM, BiLSTM x seeds 0-2 on one generated set (DejaVu fonts carried)
 # Payload (built on the development machine): prov.xz (onnxruntime-gpu's CUDA provider library,
-# xz), ort-rest.zip (the rest of the onnxruntime-gpu 1.31.1 wheel), deps/*.whl, the PhysioNet archive.
+# xz), ort-rest.zip (the rest of the onnxruntime-gpu 1.31.1 wheel), deps/*.whl, and the PhysioNet archive
+# (compute, parallel) or the DejaVu fonts (fonts/*.ttf, for iam).
 set -uo pipefail
 STAGE=${1:?stage}; OUT=${2:-/tmp/out}
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
@@ -45,6 +49,39 @@ case $STAGE in
       --microbatch on off --patients 64 1024 10000 --concurrency 256 --seconds 8 --warmup 2 --profile \
       --budget-s 500 --out /tmp/service_gpu 2>&1 | grep -v '%|'
     tar czf "$OUT/service_gpu.tar.gz" -C /tmp service_gpu ;;
+  parsers)
+    mkdir -p "$OUT"; setup || exit 1
+    common="--dbs sqlite postgres --pgserver --concurrency 256 --seconds 8 --warmup 2 --profile --load-procs 4"
+    timeout 250 python3 bench/service_gpu.py --providers cpu $common --microbatch off --patients 1024 --http h11 httptools \
+      --workers 1 --budget-s 200 --out /tmp/sg_parsers 2>&1 | grep -v '%|' | tail -n 6
+    timeout 250 python3 bench/service_gpu.py --providers cuda cpu --dbs postgres --pgserver --concurrency 256 --seconds 8 \
+      --warmup 2 --profile --load-procs 4 --microbatch on off --patients 10000 --http httptools --workers 8 --budget-s 200 \
+      --out /tmp/sg_cuda 2>&1 | grep -v '%|' | tail -n 6
+    tar czf "$OUT/service_parsers_cuda.tar.gz" -C /tmp sg_parsers sg_cuda ;;
+  workers)
+    mkdir -p "$OUT"; setup || exit 1
+    timeout 570 python3 bench/service_gpu.py --providers cpu --dbs postgres sqlite --pgserver --concurrency 256 --seconds 8 \
+      --warmup 2 --profile --load-procs 4 --microbatch off --patients 1024 10000 --http httptools --workers 1 4 8 \
+      --budget-s 520 --out /tmp/sg_workers 2>&1 | grep -v '%|' | tail -n 16
+    tar czf "$OUT/service_workers.tar.gz" -C /tmp sg_workers ;;
+  iam)
+    mkdir -p "$OUT" /tmp/par/iam; setup || exit 1
+    mkdir -p /usr/share/fonts/truetype/dejavu && cp /tmp/pay/fonts/*.ttf /usr/share/fonts/truetype/dejavu/
+    [[ -f /tmp/iam/lines.txt ]] || python3 -m training iam generate --out /tmp/iam --lines 2000 --seed 0 --workers 16 > /tmp/par/iam_generate.log 2>&1 \
+      || { tail -n 5 /tmp/par/iam_generate.log; exit 1; }
+    grep -m1 '# fonts' /tmp/iam/lines.txt | cut -c1-200
+    nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits -lms 1000 > /tmp/par/gpu_memory.csv &
+    smi=$!; pids=(); names=()
+    for s in 0 1 2; do for core in cfc lstm bilstm; do
+      n=iam_${core}_s$s; names+=($n)
+      python3 -m training iam train --data /tmp/iam --core $core --seed $s --epochs 40 --max-minutes ${MINUTES:-8} \
+        --out /tmp/par/iam/${core}_s$s --no-progress > /tmp/par/$n.log 2>&1 &
+      pids+=($!)
+    done; done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" && echo "ok   ${names[$i]}" || echo "FAIL ${names[$i]}: $(tail -n 2 /tmp/par/${names[$i]}.log | tr '\n' ' ' | cut -c1-300)"; done
+    kill $smi
+    cp /tmp/iam/lines.txt /tmp/par/iam/generated_lines.txt 2>/dev/null
+    tar czf "$OUT/iam.tar.gz" -C /tmp/par iam iam_generate.log gpu_memory.csv $(cd /tmp/par && ls iam_*.log) ;;
   parallel)
     mkdir -p "$OUT" /tmp/par; setup || exit 1
     python3 -c "from training.sepsis.data import load_cohort; from pathlib import Path; load_cohort('$DATA', cache_dir=Path('/tmp/cache'))" 2>&1 | tail -n 1

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -82,13 +84,13 @@ def profile_shares(raw: str) -> dict:
 
 
 class Profiler:
-    def __init__(self, pid: int, seconds: float, path: Path):
+    def __init__(self, pid: int, seconds: float, path: Path, subprocesses: bool = False):
         self.path = path
         self.proc = None
         if shutil.which("py-spy"):
             self.proc = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(pid), "-d", str(max(1, int(seconds))), "-r", "200",
-                 "--format", "raw", "-o", str(path), "--nonblocking"],
+                 "--format", "raw", "-o", str(path), "--nonblocking"] + (["--subprocesses"] if subprocesses else []),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def result(self) -> dict | None:
@@ -178,32 +180,106 @@ async def lost_in_sample(load: Load, client: RawHTTP, n: int = 50) -> int:
     return lost
 
 
-async def measure(load: Load, port: int, pid: int, a, out_dir: Path, tag: str) -> dict:
+def _drive_slice(job: dict) -> dict:
+    """One load process: its share of the patients (continuing their hours), warm-up then the
+    measured phase, both starting at the wall-clock times the parent chose."""
+    load = Load("", 0, 0, seed=job["seed"])
+    load.pids = list(job["next_hour"])
+    load.next_hour = dict(job["next_hour"])
+    load.accepted = dict(job["accepted"])
+
+    async def go():
+        client = RawHTTP("127.0.0.1", job["port"], {"X-API-Key": KEY})
+        try:
+            await asyncio.sleep(max(0.0, job["start_at"] - time.time()))
+            await load.saturate(client, job["warmup"], job["clients"])
+            errors_before = dict(load.errors)
+            sat = await load.saturate(client, job["seconds"], job["clients"], keep_latencies=True)
+        finally:
+            await client.close()
+        errors = {k: v - errors_before.get(k, 0) for k, v in load.errors.items() if v - errors_before.get(k, 0)}
+        return {"requests": sat["requests"], "seconds": sat["seconds"], "latencies_s": sat["latencies_s"],
+                "errors": errors, "next_hour": load.next_hour, "accepted": load.accepted}
+
+    return asyncio.run(go())
+
+
+def drive(load: Load, port: int, a) -> dict:
+    """Closed-loop clients spread over --load-procs processes (one asyncio process tops out near
+    the rate of a few server workers), each owning a disjoint share of the patients."""
+    procs = max(1, min(a.load_procs, len(load.pids)))
+    clients = min(a.concurrency, len(load.pids))
+    start_at = time.time() + 1.0
+    jobs = []
+    for k in range(procs):
+        mine = load.pids[k::procs]
+        jobs.append({"port": port, "seed": 1000 * k + 1, "start_at": start_at, "warmup": a.warmup, "seconds": a.seconds,
+                     "clients": max(1, clients // procs), "next_hour": {p: load.next_hour[p] for p in mine},
+                     "accepted": {p: load.accepted[p] for p in mine}})
+    pool = multiprocessing.get_context("fork").Pool(procs)
+    try:
+        pending = pool.map_async(_drive_slice, jobs)
+        time.sleep(max(0.0, start_at + a.warmup - time.time()))
+        before = asyncio.run(_scrape(port))
+        results = pending.get(timeout=a.warmup + a.seconds + 120)
+        after = asyncio.run(_scrape(port))
+    finally:
+        pool.close()
+        pool.join()
+    lat, errors = [], Counter()
+    for r in results:
+        lat += r["latencies_s"]
+        errors.update(r["errors"])
+        load.next_hour.update(r["next_hour"])
+        load.accepted.update(r["accepted"])
+    took = max(r["seconds"] for r in results)
+    return {"clients": sum(j["clients"] for j in jobs), "load_procs": procs, "requests": len(lat),
+            "predict_per_s": len(lat) / took, **{k: v for k, v in pct(lat).items() if k != "p95_ms"},
+            "errors": dict(errors), "before": before, "after": after}
+
+
+async def _scrape(port: int) -> dict:
     client = RawHTTP("127.0.0.1", port, {"X-API-Key": KEY})
     try:
-        status, ready = await client.request("GET", "/ready")
-        ready = json.loads(ready)
-        clients = min(a.concurrency, len(load.pids))
-        await load.saturate(client, a.warmup, clients)
-        errors_before = dict(load.errors)
-        before = await metrics(client)
-        gpu = GpuSampler()
-        gpu.start()
-        prof = Profiler(pid, a.seconds, out_dir / f"{tag}.spy.txt") if a.profile else None
-        sat = await load.saturate(client, a.seconds, clients)
-        after = await metrics(client)
-        gpu_result = gpu.result()
-        prof_result = prof.result() if prof else None
-        lost = await lost_in_sample(load, client)
+        return await metrics(client)
     finally:
         await client.close()
+
+
+async def _ready_and_lost(load: Load, port: int) -> tuple[dict, int]:
+    client = RawHTTP("127.0.0.1", port, {"X-API-Key": KEY})
+    try:
+        _, ready = await client.request("GET", "/ready")
+        return json.loads(ready), await lost_in_sample(load, client)
+    finally:
+        await client.close()
+
+
+def measure(load: Load, port: int, pid: int, a, out_dir: Path, tag: str, workers: int) -> dict:
+    gpu = GpuSampler()
+    gpu.start()
+    # py-spy starts with the measured phase (after the load processes' warm-up) and, for several
+    # workers, follows the supervisor's children
+    prof_box: dict = {}
+
+    def start_profiler():
+        time.sleep(1.0 + a.warmup)
+        prof_box["p"] = Profiler(pid, a.seconds, out_dir / f"{tag}.spy.txt", subprocesses=workers > 1)
+
+    starter = threading.Thread(target=start_profiler, daemon=True)
+    if a.profile:
+        starter.start()
+    sat = drive(load, port, a)
+    if a.profile:
+        starter.join()
+    gpu_result = gpu.result()
+    prof_result = prof_box["p"].result() if "p" in prof_box else None
+    ready, lost = asyncio.run(_ready_and_lost(load, port))
+    before, after = sat.pop("before"), sat.pop("after")
     d = {k: after[k] - before[k] for k in after}
     runs = d["sepsis_model_step_seconds_count"]
     return {
-        "ready": ready, "clients": clients,
-        "predict_per_s": sat["requests_per_s"], "p50_ms": sat["p50_ms"], "p99_ms": sat["p99_ms"],
-        "requests": sat["requests"],
-        "errors": {k: v - errors_before.get(k, 0) for k, v in load.errors.items() if v - errors_before.get(k, 0)},
+        "ready": ready, "workers": workers, **sat,
         "model_runs": runs, "rows_per_run": d["sepsis_model_batch_rows_sum"] / runs if runs else None,
         "model_ms_per_run": 1000 * d["sepsis_model_step_seconds_sum"] / runs if runs else None,
         "model_ms_per_request": 1000 * d["sepsis_model_step_seconds_sum"] / d["predict_count"] if d["predict_count"] else None,
@@ -237,8 +313,8 @@ class Databases:
         return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
-def service_env(a, db_url: str, provider: str, microbatch: str) -> dict:
-    return {"SEPSIS_DB_URL": db_url, "SEPSIS_DEVICE": provider, "SEPSIS_MICROBATCH": microbatch,
+def service_env(a, db_url: str, provider: str, microbatch: str, http: str = "auto") -> dict:
+    return {"SEPSIS_DB_URL": db_url, "SEPSIS_DEVICE": provider, "SEPSIS_MICROBATCH": microbatch, "SEPSIS_HTTP": http,
             "SEPSIS_BOOTSTRAP_KEYS": f"admin:{KEY}",
             "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
             **({"SEPSIS_MODELS_DIR": str(Path(a.model_dir).parent.parent), "SEPSIS_MODEL": Path(a.model_dir).parent.name,
@@ -246,15 +322,16 @@ def service_env(a, db_url: str, provider: str, microbatch: str) -> dict:
 
 
 def summary_table(rows: list[dict]) -> str:
-    head = ("| db | patients | provider | microbatch | /predict per s | p50 ms | p99 ms | rows/run | model ms/req "
-            "| db % | model % | http % | service % | GPU util % | errors | lost |\n|" + "---|" * 16)
+    head = ("| db | patients | provider | microbatch | http | workers | /predict per s | p50 ms | p99 ms | rows/run "
+            "| model ms/req | db % | model % | http % | service % | GPU util % | errors | lost |\n|" + "---|" * 18)
     lines = [head]
     for r in rows:
         sh = (r.get("profile") or {}).get("busy_shares") or {}
         g = r.get("gpu") or {}
         f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         lines.append(
-            f"| {r['db']} | {r['patients']} | {r['ready'].get('provider')} | {r['microbatch']} | {r['predict_per_s']:.0f} "
+            f"| {r['db']} | {r['patients']} | {r['ready'].get('provider')} | {r['microbatch']} | {r.get('http', 'auto')} "
+            f"| {r.get('workers', 1)} | {r['predict_per_s']:.0f} "
             f"| {f(r['p50_ms'], '.1f')} | {f(r['p99_ms'], '.1f')} | {f(r['rows_per_run'], '.1f')} "
             f"| {f(r['model_ms_per_request'], '.2f')} | {f(sh.get('database') and 100 * sh['database'], '.0f')} "
             f"| {f(sh.get('model') and 100 * sh['model'], '.0f')} | {f(sh.get('http') and 100 * sh['http'], '.0f')} "
@@ -277,6 +354,10 @@ def main() -> int:
     p.add_argument("--pg-url", default=None)
     p.add_argument("--pgserver", action="store_true", help="start a private PostgreSQL (pgserver wheel)")
     p.add_argument("--profile", action="store_true", help="sample the server with py-spy")
+    p.add_argument("--http", nargs="+", default=["auto"], choices=("auto", "h11", "httptools"),
+                   help="uvicorn's HTTP parser (SEPSIS_HTTP)")
+    p.add_argument("--workers", nargs="+", type=int, default=[1], help="uvicorn worker processes")
+    p.add_argument("--load-procs", type=int, default=4, help="load-generating processes")
     p.add_argument("--budget-s", type=float, default=None, help="stop starting configurations after this long")
     p.add_argument("--out", default=str(ROOT / "results" / "gpu" / "service"))
     a = p.parse_args()
@@ -296,25 +377,25 @@ def main() -> int:
             url = dbs.fresh(db)
             load = Load("", patients, a.history)
             seeded = False
-            for provider in a.providers:
-                for mb in a.microbatch:
-                    if a.budget_s and time.monotonic() - started > a.budget_s:
-                        print(f"budget reached: skipping {db}/{patients}/{provider}/{mb}", flush=True)
-                        continue
-                    tag = f"{db}-{patients}-{provider}-mb{mb}"
-                    port = free_port()
-                    proc = start_service(port, service_env(a, url, provider, mb), log_path=out / f"{tag}.log")
-                    try:
-                        if not seeded:
-                            asyncio.run(seed_over(load, port))
-                            seeded = True
-                        row = {"db": db, "patients": patients, "provider_asked": provider, "microbatch": mb,
-                               **asyncio.run(measure(load, port, proc.pid, a, out, tag))}
-                    finally:
-                        stop(proc)
-                    rows.append(row)
-                    (out / f"{tag}.json").write_text(json.dumps(row, indent=2))
-                    print(summary_table([row]).splitlines()[-1], flush=True)
+            for provider, mb, http, workers in itertools.product(a.providers, a.microbatch, a.http, a.workers):
+                if a.budget_s and time.monotonic() - started > a.budget_s:
+                    print(f"budget reached: skipping {db}/{patients}/{provider}/{mb}/{http}/{workers}", flush=True)
+                    continue
+                tag = f"{db}-{patients}-{provider}-mb{mb}-{http}-w{workers}"
+                port = free_port()
+                proc = start_service(port, service_env(a, url, provider, mb, http), log_path=out / f"{tag}.log",
+                                     workers=workers)
+                try:
+                    if not seeded:
+                        asyncio.run(seed_over(load, port))
+                        seeded = True
+                    row = {"db": db, "patients": patients, "provider_asked": provider, "microbatch": mb, "http": http,
+                           **measure(load, port, proc.pid, a, out, tag, workers)}
+                finally:
+                    stop(proc)
+                rows.append(row)
+                (out / f"{tag}.json").write_text(json.dumps(row, indent=2))
+                print(summary_table([row]).splitlines()[-1], flush=True)
     (out / "summary.json").write_text(json.dumps({**meta, "runs": rows}, indent=2))
     (out / "summary.md").write_text(f"`{meta['command']}`\n\n" + summary_table(rows))
     print(summary_table(rows))

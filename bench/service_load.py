@@ -187,7 +187,7 @@ class Load:
         else:
             self.errors[status] = self.errors.get(status, 0) + 1
 
-    async def saturate(self, client, seconds: float, concurrency: int) -> dict:
+    async def saturate(self, client, seconds: float, concurrency: int, keep_latencies: bool = False) -> dict:
         lat: list[float] = []
         stop = time.perf_counter() + seconds
 
@@ -205,7 +205,8 @@ class Load:
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(clients)))
         took = time.perf_counter() - start
-        return {"requests": len(lat), "seconds": took, "requests_per_s": len(lat) / took, "clients": clients, **pct(lat)}
+        out = {"requests": len(lat), "seconds": took, "requests_per_s": len(lat) / took, "clients": clients, **pct(lat)}
+        return {**out, "latencies_s": lat} if keep_latencies else out
 
     async def fixed_rate(self, client, seconds: float, rate: float) -> dict:
         lat: list[float] = []
