@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
+from service import audit
 from service.auth import KeyIdentity
+from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
 from service.inference import Model
 from service.ingest import demographics_of, replay_state
-from service.inputs import state_to_bytes
+from service.inputs import last_measured, state_to_bytes
 from service.locks import StripedLocks
 from service.storage.tables import Alarm, Correction, Observation, Patient
 
@@ -43,6 +45,8 @@ def _as_json(row) -> dict:
 
 
 class Corrections:
+    clock = ServiceClock()  # Services sets the configured one: it stamps the correction
+
     def __init__(self, engine: Engine, model: Model, locks: StripedLocks):
         self.engine = engine
         self.model = model
@@ -50,8 +54,8 @@ class Corrections:
 
     def remove_after(self, pid: str, after: dt.datetime, by: str, reason: str, key: KeyIdentity | None) -> Corrected:
         after = after.astimezone(UTC)
-        now = dt.datetime.now(UTC)
         with self.locks.hold([pid]), self.engine.begin() as s:
+            now = self.clock.now(s)
             # FOR UPDATE holds other processes' writers of this patient until we commit (SQLite's
             # BEGIN IMMEDIATE already does); their version check then sends them to re-read.
             row = s.execute(select(P).where(P.c.id == pid).with_for_update()).first()
@@ -75,6 +79,9 @@ class Corrections:
                 removed_observations=len(removed), removed_alarms=len(alarms),
                 removed={"observations": [_as_json(o) for o in removed], "alarms": [_as_json(a) for a in alarms]},
             )).inserted_primary_key[0]
+            audit.record(s, action="correction", actor=audit.actor(key, by), at=now, patient_id=pid, note=reason,
+                         details={"correction_id": cid, "after": after, "removed_observations": len(removed),
+                                  "removed_alarm_ids": [a.id for a in alarms]})
         return Corrected(cid, pid, after, len(removed), len(alarms), len(kept),
                          kept[-1].ts if kept else None, now, by)
 
@@ -82,10 +89,11 @@ class Corrections:
         """The patient's streaming columns as if only `kept` had ever been posted."""
         if not kept:
             values = dict(state=None, model_name=None, model_version=None, last_ts=None, first_ts=None,
-                          n_observations=0, last_risk=None)
+                          n_observations=0, last_risk=None, last_measured=None)
             if row.admitted_by == "first_observation":  # its ICU admission was the removed first observation
                 values["icu_admit_time"] = None
             return values
         state = replay_state(self.model, kept, demographics_of(row))
         return dict(state=state_to_bytes(state), model_name=self.model.name, model_version=self.model.version,
-                    last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk)
+                    last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk,
+                    last_measured=last_measured([(o.ts, o.vitals) for o in kept]))

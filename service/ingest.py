@@ -18,11 +18,11 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
 
-from service import schemas
-from service.clock import refuse_future
+from service import audit, schemas
+from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict
 from service.inference import Model
-from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, elapsed_hours, iculos, model_input,
+from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
                             state_from_bytes, state_to_bytes)
 from service.locks import StripedLocks
 from service.metrics import Metrics
@@ -86,7 +86,8 @@ _SELECT_ONE = select(P).where(P.c.id == bindparam("b_id"))
 _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
             .values(state=bindparam("b_state"), model_name=bindparam("b_model"), model_version=bindparam("b_mversion"),
                     last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
-                    version=bindparam("b_new_version"), n_observations=bindparam("b_n")))
+                    version=bindparam("b_new_version"), n_observations=bindparam("b_n"),
+                    last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
 _LATEST_ALARM = (select(A.c.state, A.c.snoozed_until, A.c.id)
                  .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
 _OUTCOME = select(P.c.outcome).where(P.c.id == bindparam("b_id"))
@@ -121,11 +122,13 @@ def replay_state(model: Model, history, demographics: dict[str, float | None]) -
 
 
 class Ingestor:
-    def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1)):
+    def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1),
+                 clock: ServiceClock | None = None):
         self.engine = engine
         self.model = model
         self.metrics = metrics
         self.future_margin = future_margin
+        self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)
         self.locks = StripedLocks()
 
     def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
@@ -298,7 +301,9 @@ class Ingestor:
     def _write_patient(self, s: Connection, p: Plan, now: dt.datetime) -> None:
         m = self.model
         values = dict(state=state_to_bytes(p.state), model_name=m.name, model_version=m.version,
-                      last_ts=p.new[-1].ts, last_risk=p.risks[-1])
+                      last_ts=p.new[-1].ts, last_risk=p.risks[-1],
+                      last_measured=last_measured([(it.ts, it.vitals) for it in p.new],
+                                                  p.row.last_measured if p.row is not None else None))
         if p.row is None:
             s.execute(insert(P).values(
                 id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
@@ -312,7 +317,8 @@ class Ingestor:
             res = s.execute(_ADVANCE, {
                 "b_id": p.patient_id, "b_version": p.row.version, "b_new_version": p.row.version + 1,
                 "b_n": p.row.n_observations + len(p.new), "b_state": values["state"], "b_model": m.name,
-                "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"]})
+                "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"],
+                "b_last_measured": values["last_measured"]})
         if res.rowcount != 1:
             raise _Retry()
 
@@ -334,13 +340,20 @@ class Ingestor:
                 alarm_id = conn.execute(insert(A).values(
                     patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=m.threshold, model_name=m.name,
                     model_version=m.version, state="open")).inserted_primary_key[0]
+                audit.record(conn, action="alarm_raised", actor=audit.SYSTEM, at=it.ts, patient_id=p.patient_id,
+                             alarm_id=alarm_id, details={"risk": risk, "threshold": m.threshold, "model": m.name,
+                                                         "model_version": m.version})
                 if current is not None and current.state == "snoozed":
                     # Its snooze ended: the new episode replaces it, explicitly. A clinician's
-                    # action that changed it meanwhile makes the whole write start over.
-                    done = conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": now,
-                                                     "b_note": f"superseded by alarm {alarm_id}"}).rowcount
+                    # action that changed it meanwhile makes the whole write start over. Stamped
+                    # on the service clock, never before the new alarm was raised.
+                    at = max(it.ts, self.clock.now(conn) if self.clock.simulated else now)
+                    note = f"superseded by alarm {alarm_id}"
+                    done = conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": at, "b_note": note}).rowcount
                     if done != 1:
                         raise _Retry()
+                    audit.record(conn, action="alarm_superseded", actor=audit.SYSTEM, at=at, patient_id=p.patient_id,
+                                 alarm_id=current.id, note=note, details={"superseded_by": alarm_id})
                 current = _OpenAlarm
                 raised += 1
             rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],

@@ -41,6 +41,19 @@ def demographics_from_vitals(vitals: dict[str, float]) -> dict[str, float | None
     return {field: vitals.get(name) for name, field in DEMOGRAPHIC_FIELDS.items()}
 
 
+def measured(vitals: dict[str, float]) -> bool:
+    """Whether an observation carried a vital or lab value (demographics alone do not count)."""
+    return any(name not in DEMOGRAPHIC_FIELDS for name in vitals)
+
+
+def last_measured(observations, previous: dt.datetime | None = None) -> dt.datetime | None:
+    """The latest time among (time, vitals) pairs that carried a measured value, or `previous`."""
+    times = [ts for ts, vitals in observations if measured(vitals)]
+    if previous is not None:
+        times.append(previous)
+    return max(times, default=None)
+
+
 def model_input(vitals: dict[str, float], demographics: dict[str, float | None], icu_los: float) -> np.ndarray:
     """[40] float32: posted values in their columns, demographics from the record unless posted
     with this observation, ICULOS derived; everything else NaN."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from service.auth import KeyVerifier, seed_keys
+from service.clock import ServiceClock
 from service.config import Settings
 from service.corrections import Corrections
 from service.inference import Model
@@ -28,9 +29,11 @@ class Services:
         self.keys = KeyVerifier(self.factory, settings.key_cache_seconds)
         self.model = Model.load(settings, self.metrics)
         margin = dt.timedelta(hours=settings.future_margin_hours)
-        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin)
-        self.records = Records(self.factory, self.ingestor.locks, margin)
+        self.clock = ServiceClock(settings.clock)  # stamps every action (service/clock.py)
+        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock)
+        self.records = Records(self.factory, self.ingestor.locks, margin, clock=self.clock)
         self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
+        self.corrections.clock = self.clock
 
     def close(self) -> None:
         self.model.close()

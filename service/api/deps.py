@@ -7,7 +7,7 @@ from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from service import schemas
-from service.auth import GRANTS
+from service.auth import GRANTS, KeyIdentity, identify
 from service.errors import Forbidden, TooLarge, Unauthorized
 from service.services import Services
 
@@ -41,6 +41,19 @@ def require(permission: str):
 Ingest = Depends(require("ingest"))
 Clinician = Depends(require("clinician"))
 Viewer = Depends(require("viewer"))
+
+
+def caller_identity(services: ServicesDep, x_api_key: Annotated[str | None, Security(API_KEY)] = None) -> KeyIdentity:
+    """Which stored key made the request, for the audit. Use it beside a role check (`Clinician`,
+    ...), which answers 401/403 first; a key revoked between the two is a 401 here."""
+    key = identify(services.factory, x_api_key) if x_api_key else None
+    if key is None:
+        raise Unauthorized("unknown or revoked API key")
+    return key
+
+
+# The caller's key (id, role, name, prefix): an action's audit row names it as the actor.
+Caller = Annotated[KeyIdentity, Depends(caller_identity)]
 
 _WHY = {400: "the body could not be read", 401: "missing, unknown or revoked API key",
         403: "the key's role may not do this", 404: "no such patient or alarm",

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api.deps import API_KEY, ServicesDep, errors, require
+from service import schemas
+from service.api.deps import API_KEY, ServicesDep, Viewer, errors, require
 from service.storage.db import ping
 
 router = APIRouter(tags=["operations"])
@@ -38,7 +39,7 @@ def ready(request: Request):
     body = {"ready": False, "model": None, "model_version": None, "provider": None, "database": "unreachable"}
     if s is not None:
         body.update(model=s.model.name, model_version=s.model.version, provider=s.model.provider,
-                    threshold=s.model.threshold, microbatch=s.model.batcher is not None)
+                    threshold=s.model.threshold, microbatch=s.model.batcher is not None, clock=s.clock.mode)
         try:
             ping(s.engine)
             body["database"] = "ok"
@@ -46,6 +47,13 @@ def ready(request: Request):
             body["database"] = f"unreachable: {type(err).__name__}"
         body["ready"] = body["database"] == "ok"
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+@router.get("/clock", response_model=schemas.ClockOut, responses=errors(401, 403, 422), dependencies=[Viewer])
+def clock(services: ServicesDep):
+    """The service clock that stamps actions: its mode (SEPSIS_CLOCK), its time now, the wall clock
+    and the latest observation stored (the simulated clock's time)."""
+    return services.records.clock_now()
 
 
 @router.get("/metrics", response_class=Response,

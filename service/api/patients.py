@@ -1,13 +1,13 @@
 """The ward's patients: admission, listing, a stay's timeline, its outcome, an admin's correction."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, Security
 
 from service import schemas
-from service.api.deps import (API_KEY, ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Clinician, Ingest, Limit,
-                              Offset, PatientPath, ServicesDep, Viewer, errors, require)
+from service.api.deps import (API_KEY, ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Caller, Clinician, Ingest,
+                              Limit, Offset, PatientPath, ServicesDep, Viewer, errors, require)
 from service.auth import identify
 
 router = APIRouter(tags=["patients"])
@@ -23,8 +23,19 @@ def admit(body: schemas.Admission, response: Response, services: ServicesDep):
 
 
 @router.get("/patients", response_model=list[schemas.PatientSummary], responses=ERRORS, dependencies=[Viewer])
-def patients(services: ServicesDep, limit: Limit = 500, offset: Offset = 0, with_outcome: bool | None = None):
-    return services.records.list_patients(limit, offset, with_outcome)
+def patients(services: ServicesDep, limit: Limit = 500, offset: Offset = 0, with_outcome: bool | None = None,
+             order: Annotated[Literal["id", "alarms_first"], Query(
+                 description="id (the default): by patient id. alarms_first: patients with an open (unacknowledged) "
+                             "alarm, then with an acknowledged or snoozed one, then the rest; each group by current "
+                             "risk, highest first")] = "id"):
+    return services.records.list_patients(limit, offset, with_outcome, order)
+
+
+@router.get("/ward", response_model=schemas.Ward, responses=ERRORS, dependencies=[Viewer])
+def ward(services: ServicesDep):
+    """The ward's counts: patients by status; active alarms of patients still on the ward by state
+    (the same alarms GET /alarms?state=open|acknowledged|snoozed lists); the service clock."""
+    return services.records.ward()
 
 
 @router.get("/patients/{patient_id}", response_model=schemas.PatientDetail, responses=ERRORS_404_GET,
@@ -36,9 +47,10 @@ def patient(patient_id: PatientPath, services: ServicesDep):
 
 @router.post("/patients/{patient_id}/outcome", response_model=schemas.PatientSummary, responses=ERRORS_404,
              dependencies=[Clinician])
-def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep):
-    """Recorded once: the same outcome again returns it unchanged; another (even racing) is a 409."""
-    return services.records.record_outcome(patient_id, body)
+def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep, caller: Caller):
+    """Recorded once: the same outcome again returns it unchanged; another (even racing) is a 409.
+    Resolves the patient's active alarm; audited (the key and `recorded_by`)."""
+    return services.records.record_outcome(patient_id, body, caller)
 
 
 @router.delete("/patients/{patient_id}/observations", response_model=schemas.CorrectionOut,
