@@ -21,11 +21,13 @@ from sqlalchemy.engine import Connection, Engine
 from service import audit, schemas
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict
+from service.explanations import Explainer
 from service.inference import Model
 from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
                             state_from_bytes, state_to_bytes)
 from service.locks import StripedLocks
 from service.metrics import Metrics
+from service.operating import UnitPoints, unit_of
 from service.storage.tables import Alarm, Observation, Patient
 
 MAX_ATTEMPTS = 20
@@ -54,6 +56,8 @@ class Plan:
     elapsed: list[float] = field(default_factory=list)
     iculos: list[float] = field(default_factory=list)
     risks: list[float] = field(default_factory=list)
+    contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
+    threshold: float | None = None  # the patient's unit's alarm threshold in force (service/operating.py)
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
@@ -68,7 +72,7 @@ class _Retry(Exception):
 def stored_result(o) -> schemas.PredictResult:
     return schemas.PredictResult(
         patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=o.risk >= o.threshold, alarm_id=o.alarm_id,
-        threshold=o.threshold, model=o.model_name, model_version=o.model_version,
+        threshold=o.threshold, model=o.model_name, model_version=o.model_version, contributions=o.contributions,
         elapsed_hours=o.elapsed_hours, iculos=o.iculos, duplicate=True)
 
 
@@ -123,13 +127,17 @@ def replay_state(model: Model, history, demographics: dict[str, float | None]) -
 
 class Ingestor:
     def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1),
-                 clock: ServiceClock | None = None):
+                 clock: ServiceClock | None = None, explain: bool = True):
         self.engine = engine
         self.model = model
         self.metrics = metrics
         self.future_margin = future_margin
         self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)
         self.locks = StripedLocks()
+        # Contributions per scored row (SEPSIS_EXPLAIN) and each unit's alarm threshold, both of the
+        # model this request pinned.
+        self.explainer = Explainer(metrics, explain)
+        self.units = UnitPoints(lambda: self.model)
 
     def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
         results, _ = self._process([observation], single=True)
@@ -147,7 +155,7 @@ class Ingestor:
         for items in groups.values():
             items.sort(key=lambda it: it.ts)  # stable: equal timestamps keep request order
         where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
-        computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state) of the last attempt's steps
+        computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
         runs = 0
         with self.locks.hold(groups):
             for _ in range(MAX_ATTEMPTS):
@@ -177,6 +185,7 @@ class Ingestor:
             found = s.execute(_SELECT_ONE, {"b_id": ids[0]}) if len(ids) == 1 else s.execute(select(P).where(P.c.id.in_(ids)))
             rows = {r.id: r for r in found}
             stored = self._stored_candidates(s, groups, rows)
+            thresholds = self.units.thresholds(s, self.model)
             plans = []
             for pid, items in groups.items():
                 row = rows.get(pid)
@@ -202,6 +211,7 @@ class Ingestor:
                     plan.new.append(it)
                 if plan.new:
                     self._prepare_inputs(plan, where)
+                    plan.threshold = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))].threshold
                 plans.append(plan)
             return plans
 
@@ -259,7 +269,7 @@ class Ingestor:
             key = p.inputs()
             done = computed.get(p.patient_id)
             if done is not None and done[0] == key:
-                p.risks, p.state = list(done[1]), done[2]
+                p.risks, p.state, p.contributions = list(done[1]), done[2], list(done[3])
             else:
                 active.append((p, key))
         steps = max((len(p.new) for p, _ in active), default=0)
@@ -270,11 +280,13 @@ class Ingestor:
             elapsed = np.array([[p.elapsed[k]] for p in ps], np.float32)  # [rows, 1], as the step takes it
             state = np.stack([p.state for p in ps])
             risk, next_state = run(obs, elapsed, state)
+            why = self.explainer.contributions(self.model, obs, elapsed, state)  # from the same pre-step rows
             for j, p in enumerate(ps):
                 p.risks.append(float(risk[j]))
+                p.contributions.append(why[j])
                 p.state = next_state[j].copy()
         for p, key in active:
-            computed[p.patient_id] = (key, tuple(p.risks), p.state)
+            computed[p.patient_id] = (key, tuple(p.risks), p.state, tuple(p.contributions))
         return steps
 
     # -- write ---------------------------------------------------------------------------------
@@ -327,7 +339,7 @@ class Ingestor:
         raised = 0
         current = None
         closed = False  # an outcome is recorded: the alarm's question is answered, none is raised
-        if any(r >= m.threshold for r in p.risks):
+        if any(r >= p.threshold for r in p.risks):
             # Read after this transaction's update of the patient row, which holds its lock: an
             # outcome recorded concurrently is seen here, or its resolution comes after our commit.
             closed = p.row is not None and conn.execute(_OUTCOME, {"b_id": p.patient_id}).scalar() is not None
@@ -336,12 +348,12 @@ class Ingestor:
         for k, it in enumerate(p.new):
             risk = p.risks[k]
             alarm_id = None
-            if risk >= m.threshold and not closed and not alarm_blocks(current, it.ts):
+            if risk >= p.threshold and not closed and not alarm_blocks(current, it.ts):
                 alarm_id = conn.execute(insert(A).values(
-                    patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=m.threshold, model_name=m.name,
-                    model_version=m.version, state="open")).inserted_primary_key[0]
+                    patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=p.threshold, model_name=m.name,
+                    model_version=m.version, state="open", contributions=p.contributions[k])).inserted_primary_key[0]
                 audit.record(conn, action="alarm_raised", actor=audit.SYSTEM, at=it.ts, patient_id=p.patient_id,
-                             alarm_id=alarm_id, details={"risk": risk, "threshold": m.threshold, "model": m.name,
+                             alarm_id=alarm_id, details={"risk": risk, "threshold": p.threshold, "model": m.name,
                                                          "model_version": m.version})
                 if current is not None and current.state == "snoozed":
                     # Its snooze ended: the new episode replaces it, explicitly. A clinician's
@@ -357,11 +369,13 @@ class Ingestor:
                 current = _OpenAlarm
                 raised += 1
             rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],
-                             iculos=p.iculos[k], risk=risk, threshold=m.threshold, model_name=m.name,
+                             iculos=p.iculos[k], risk=risk, threshold=p.threshold, contributions=p.contributions[k],
+                             model_name=m.name,
                              model_version=m.version, alarm_id=alarm_id, received_at=now))
             results[it.index] = schemas.PredictResult(
-                patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= m.threshold, alarm_id=alarm_id,
-                threshold=m.threshold, model=m.name, model_version=m.version, elapsed_hours=p.elapsed[k],
+                patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= p.threshold, alarm_id=alarm_id,
+                threshold=p.threshold, contributions=p.contributions[k], model=m.name, model_version=m.version,
+                elapsed_hours=p.elapsed[k],
                 iculos=p.iculos[k])
         conn.execute(_INSERT_OBS, rows)
         return raised

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from service import audit, schemas
 from service.auth import KeyIdentity
 from service.clock import ServiceClock, feed_time, refuse_future
+from service.context import patient_context
 from service.errors import Conflict, NotFound
 from service.inputs import UNIT_CODES, unit_name
 from service.locks import StripedLocks
@@ -75,7 +76,7 @@ def outcome_reason(outcome: str, discharged_at: dt.datetime | None) -> str:
 def summary(row: Patient, active_alarm: int | None) -> schemas.PatientSummary:
     return schemas.PatientSummary(
         patient_id=row.id, admitted_by=row.admitted_by, unit=unit_name(row.unit1, row.unit2),
-        icu_admit_time=row.icu_admit_time,
+        icu_admit_time=row.icu_admit_time, bed=row.bed,
         first_observation=row.first_ts, last_observation=row.last_ts, last_measured=row.last_measured,
         n_observations=row.n_observations,
         last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time,
@@ -113,6 +114,7 @@ class Records:
         self.locks = locks  # shared with the ingestor: an admission cannot race a first observation
         self.future_margin = future_margin
         self.clock = clock or ServiceClock()
+        self.units = None  # service/operating.py's UnitPoints (set by Services): thresholds and risk in words
 
     # -- patients ------------------------------------------------------------------------------
 
@@ -121,7 +123,7 @@ class Records:
         refuse_future([("icu_admit_time", a.icu_admit_time)], self.future_margin)
         unit1, unit2 = UNIT_CODES[a.unit] if a.unit else (None, None)
         fields = dict(age=a.age, gender=None if a.gender is None else float(a.gender), unit1=unit1, unit2=unit2,
-                      hosp_adm_time=a.hosp_adm_time, icu_admit_time=a.icu_admit_time.astimezone(UTC))
+                      hosp_adm_time=a.hosp_adm_time, icu_admit_time=a.icu_admit_time.astimezone(UTC), bed=a.bed)
         with self.locks.hold([a.patient_id]):
             try:
                 with self.factory.begin() as s:
@@ -211,6 +213,8 @@ class Records:
             alarms = list(s.scalars(select(Alarm).where(Alarm.patient_id == pid).order_by(Alarm.id)))
             events = [schemas.AuditEntry(**audit.entry(r))
                       for r in s.execute(audit.query(patient_id=pid, newest_first=False))]
+            now = self.clock.now(s)
+            thresholds = self.units.thresholds(s) if self.units is not None else None
         histories: dict[int, list[schemas.AuditEntry]] = {}
         for e in events:
             if e.alarm_id is not None:
@@ -222,7 +226,9 @@ class Records:
             discharged_at=row.discharged_at,
             timeline=[schemas.TimelineEntry(timestamp=o.ts, vitals=o.vitals, iculos=o.iculos, elapsed_hours=o.elapsed_hours,
                                             risk=o.risk, alarm=o.risk >= o.threshold, alarm_id=o.alarm_id,
-                                            model=o.model_name, model_version=o.model_version) for o in obs],
+                                            model=o.model_name, model_version=o.model_version,
+                                            contributions=o.contributions) for o in obs],
+            **patient_context(self.units, thresholds, row, [(o.ts, o.vitals) for o in obs], now),
             alarms=[alarm_out(a, row, histories.get(a.id)) for a in alarms], audit=events)
 
     def record_outcome(self, pid: str, o: schemas.OutcomeIn, who: KeyIdentity | None = None) -> schemas.PatientSummary:

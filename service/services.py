@@ -10,6 +10,7 @@ from service.corrections import Corrections
 from service.inference import Model
 from service.ingest import Ingestor
 from service.metrics import Metrics
+from service.queue import AlarmQueue
 from service.records import Records
 from service.storage.db import make_engine, migrate, sessions
 
@@ -30,8 +31,12 @@ class Services:
         self.model = Model.load(settings, self.metrics)
         margin = dt.timedelta(hours=settings.future_margin_hours)
         self.clock = ServiceClock(settings.clock)  # stamps every action (service/clock.py)
-        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock)
+        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock,
+                                 explain=settings.explain)
         self.records = Records(self.factory, self.ingestor.locks, margin, clock=self.clock)
+        # Each unit's operating point, of the model in force (service/operating.py), and the queue.
+        self.units = self.records.units = self.ingestor.units
+        self.queue = AlarmQueue(self.engine, self.units, self.clock)
         self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
         self.corrections.clock = self.clock
 

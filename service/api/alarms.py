@@ -20,6 +20,15 @@ def alarms(services: ServicesDep,
     return services.records.alarms(state, patient_id, since, until, limit)
 
 
+@router.get("/alarms/queue", response_model=schemas.AlarmQueueOut, responses=ERRORS, dependencies=[Viewer])
+def alarm_queue(services: ServicesDep):
+    """The active alarms of patients still on the ward as cards a nurse works from (service/queue.py):
+    open before acknowledged before snoozed, then current risk highest first, then the longest open;
+    each with unit/bed, risk at raise and now with its last 12 risks, time open, latest values with
+    their age, contributions, bedside context and the risk in words at the unit's threshold."""
+    return services.queue.cards()
+
+
 @router.post("/alarms/{alarm_id}/ack", response_model=schemas.AlarmOut, responses=ERRORS_404,
              dependencies=[Clinician])
 def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep, caller: Caller):

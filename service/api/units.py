@@ -1,0 +1,48 @@
+"""Operating points: the model's measured thresholds and each unit's choice (admin)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path
+
+from service import audit, schemas
+from service.api.deps import ERRORS, Caller, ServicesDep, Viewer, errors, require
+from service.operating import UNITS, UnitThreshold
+
+router = APIRouter(tags=["operating points"])
+
+UnitPath = Annotated[Literal["MICU", "SICU", "other"], Path(description="the unit: " + ", ".join(UNITS))]
+
+
+def _choice(t: UnitThreshold) -> schemas.UnitChoice:
+    return schemas.UnitChoice(unit=t.unit, point_id=t.point_id, threshold=t.threshold, label=t.label,
+                              chosen_by=t.chosen_by, chosen_at=t.chosen_at, note=t.note, chosen_on=t.chosen_on)
+
+
+def _out(services, thresholds: dict[str, UnitThreshold]) -> schemas.OperatingPointsOut:
+    model = services.units.model_of()
+    table = services.units.table(model)
+    return schemas.OperatingPointsOut(
+        model=model.name, model_version=model.version, card_threshold=model.threshold,
+        table=table.model_dump(mode="json") if table is not None else None,
+        units=[_choice(thresholds[u]) for u in UNITS])
+
+
+@router.get("/operating-points", response_model=schemas.OperatingPointsOut, responses=ERRORS, dependencies=[Viewer])
+def operating_points(services: ServicesDep):
+    """The loaded model's operating points (thresholds measured on validation, with their test
+    figures, and the risk bands) and the threshold each unit alarms at now."""
+    with services.engine.begin() as conn:
+        return _out(services, services.units.thresholds(conn))
+
+
+@router.put("/units/{unit}/operating-point", response_model=schemas.OperatingPointsOut,
+            responses=errors(400, 401, 403, 409, 413, 422), dependencies=[Depends(require("admin"))])
+def choose_operating_point(unit: UnitPath, body: schemas.OperatingPointIn, services: ServicesDep, caller: Caller):
+    """Admin only, audited (action threshold_change): the unit's alarms are raised at the chosen
+    point's threshold from the next observation on; stored risks and alarms are not changed. An
+    unknown unit or point id is a 422 naming the field."""
+    with services.engine.begin() as conn:
+        at = services.clock.now(conn)
+        services.units.choose(conn, unit, body.point_id, body.by, body.note, audit.actor(caller, body.by), at)
+        return _out(services, services.units.thresholds(conn))

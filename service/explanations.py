@@ -1,0 +1,57 @@
+"""Why a risk: the top contributions of each scored row, from the step that scored it.
+
+For a model run over rows (obs, elapsed, pre-step state), `models.explain.withheld_deltas` runs
+every row as posted plus one variant per variable with a latest value withheld, all in one batched
+call of the same runtime, and `top_contributions` keeps the largest changes as
+`[{"feature", "value", "delta"}]` (contract 1 of the ward workflow). That extra run is the cost:
+it is timed on its own histogram (`sepsis_explain_seconds`) and can be switched off with
+SEPSIS_EXPLAIN=off, which stores null contributions.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+
+import numpy as np
+
+from models.explain import find_memory, latest_values, top_contributions, withheld_deltas
+from service.metrics import Metrics
+
+TOP_K = 5
+
+
+class Explainer:
+    """Contributions for the rows of a model run; one per model, as the memory layout is the model's."""
+
+    def __init__(self, metrics: Metrics, enabled: bool = True, k: int = TOP_K):
+        self.metrics = metrics
+        self.enabled = enabled
+        self.k = k
+        self._memories = weakref.WeakKeyDictionary()  # runtime -> its Memory (or None), probed once
+
+    @staticmethod
+    def _step(runtime):
+        def step(obs, elapsed, state):
+            res = runtime.step(obs, elapsed, state)
+            return res.risk, res.next_state
+        return step
+
+    def _memory(self, runtime, step):
+        if runtime not in self._memories:
+            self._memories[runtime] = find_memory(step, runtime.state_size)
+        return self._memories[runtime]
+
+    def contributions(self, model, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> list[list[dict] | None]:
+        """One list per row (obs [n, 40], elapsed [n, 1], state [n, S] before the step), or None per
+        row when explanations are off. `model` is the service's Model whose step scored the rows."""
+        if not self.enabled:
+            return [None] * len(obs)
+        runtime = model.runtime
+        step = self._step(runtime)
+        memory = self._memory(runtime, step)
+        start = time.perf_counter()
+        deltas = withheld_deltas(step, obs, elapsed, state, memory=memory)
+        values = latest_values(obs, state, memory)
+        out = [top_contributions(deltas[i], values[i], self.k) for i in range(len(obs))]
+        self.metrics.explain_latency.observe(time.perf_counter() - start)
+        return out

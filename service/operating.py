@@ -1,0 +1,132 @@
+"""Each unit's operating point: which of the model's measured thresholds its alarms are raised at.
+
+The model ships its table (`models/<name>/<version>/operating_points.json`, read by
+`models.operating_points.load_operating_points`). An admin chooses a point per unit (MICU, SICU,
+other) with `PUT /units/{unit}/operating-point`; the choice is a row of `unit_operating_points`,
+written with its audit event (action `threshold_change`) in one transaction. A unit without a row
+alarms at the model card's threshold. A patient whose unit was never recorded counts as `other`.
+
+The threshold in force is resolved against the loaded model: a choice made on this model keeps its
+stored threshold; one made on another model (before an upgrade) takes the loaded model's point of
+the same id, or the card's threshold when the loaded model has no such point.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from models.operating_points import OperatingPoints, load_operating_points, risk_in_words
+from service import audit
+from service.errors import Conflict, Invalid
+from service.inputs import unit_name
+from service.storage.tables import UnitOperatingPoint
+
+UNITS = ("MICU", "SICU", "other")
+U = UnitOperatingPoint.__table__
+_READ = select(U)
+
+
+def unit_of(unit1: float | None, unit2: float | None) -> str:
+    """The unit whose threshold applies: the recorded one, `other` when none was recorded."""
+    return unit_name(unit1, unit2) or "other"
+
+
+@dataclass(frozen=True)
+class UnitThreshold:
+    unit: str
+    threshold: float
+    point_id: str | None          # None: the model card's threshold (no choice made)
+    label: str | None
+    chosen_by: str | None = None
+    chosen_at: dt.datetime | None = None
+    note: str | None = None
+    chosen_on: str | None = None  # "<model> <version>" the choice was made on
+
+
+class UnitPoints:
+    """The loaded model's operating points and the units' choices. `model_of()` returns the model in
+    force (read at each call, so a model switch takes effect on the next request)."""
+
+    def __init__(self, model_of):
+        self.model_of = model_of
+        self._tables: dict[str, OperatingPoints | None] = {}
+        self._lock = threading.Lock()
+
+    def table(self, model=None) -> OperatingPoints | None:
+        """The model's operating points (read once per model folder), None when it ships none."""
+        model = model or self.model_of()
+        key = str(model.runtime.model_dir)
+        with self._lock:
+            if key not in self._tables:
+                self._tables[key] = load_operating_points(model.runtime.model_dir)
+            return self._tables[key]
+
+    def _resolve(self, row, model, points: OperatingPoints | None) -> UnitThreshold | None:
+        if row is None:
+            return None
+        threshold, label = None, None
+        point = next((p for p in points.points if p.id == row.point_id), None) if points else None
+        if (row.model_name, row.model_version) == (model.name, model.version):
+            threshold = row.threshold
+        elif point is not None:
+            threshold = point.threshold
+        label = point.label if point is not None else None
+        if threshold is None:
+            return None  # chosen on another model, with no such point now: the card's threshold
+        return UnitThreshold(row.unit, float(threshold), row.point_id, label, row.chosen_by, row.chosen_at, row.note,
+                             f"{row.model_name} {row.model_version}")
+
+    def thresholds(self, conn: Connection, model=None) -> dict[str, UnitThreshold]:
+        """Every unit's threshold in force (one read of the small table)."""
+        model = model or self.model_of()
+        points = self.table(model)
+        rows = {r.unit: r for r in conn.execute(_READ)}
+        out = {}
+        for unit in UNITS:
+            chosen = self._resolve(rows.get(unit), model, points)
+            out[unit] = chosen or UnitThreshold(unit, model.threshold, None, "the model card's threshold")
+        return out
+
+    def words(self, risk: float | None, threshold: float, model=None) -> str | None:
+        """The risk in words at the threshold in force (models.operating_points.risk_in_words)."""
+        if risk is None:
+            return None
+        return risk_in_words(self.table(model), min(max(float(risk), 0.0), 1.0), threshold)
+
+    def choose(self, conn: Connection, unit: str, point_id: str, by: str, note: str | None, actor: dict,
+               at: dt.datetime) -> UnitThreshold:
+        """Set `unit`'s point inside the caller's transaction, with its audit event. 422 naming the
+        field for an unknown unit or point."""
+        if unit not in UNITS:
+            raise Invalid(f"invalid request: unit: must be one of {', '.join(UNITS)}",
+                          errors=[{"field": "unit", "reason": f"must be one of {', '.join(UNITS)}"}])
+        model = self.model_of()
+        points = self.table(model)
+        if points is None:
+            reason = (f"model {model.name} {model.version} ships no operating points (operating_points.json), "
+                      "so none can be chosen")
+            raise Invalid(f"invalid request: point_id: {reason}", errors=[{"field": "point_id", "reason": reason}])
+        point = next((p for p in points.points if p.id == point_id), None)
+        if point is None:
+            reason = f"{point_id!r} is not an operating point of {model.name} {model.version}; one of " + \
+                     ", ".join(p.id for p in points.points)
+            raise Invalid(f"invalid request: point_id: {reason}", errors=[{"field": "point_id", "reason": reason}])
+        before = self.thresholds(conn, model)[unit]
+        values = dict(point_id=point.id, threshold=point.threshold, model_name=model.name, model_version=model.version,
+                      chosen_by=by, chosen_at=at, note=note)
+        if conn.execute(update(U).where(U.c.unit == unit).values(**values)).rowcount != 1:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(U).values(unit=unit, **values))
+            except IntegrityError:
+                raise Conflict(f"unit {unit}'s operating point was chosen concurrently; retry") from None
+        audit.record(conn, action="threshold_change", actor={**actor, "person": by}, at=at, unit=unit, note=note,
+                     details={"model": model.name, "model_version": model.version,
+                              "from": {"point_id": before.point_id, "threshold": before.threshold},
+                              "to": {"point_id": point.id, "threshold": point.threshold}})
+        return UnitThreshold(unit, point.threshold, point.id, point.label, by, at, note, f"{model.name} {model.version}")
