@@ -146,6 +146,20 @@ class Ingestor:
     def predict_batch(self, observations: list[schemas.Observation]) -> tuple[list[schemas.PredictResult], int]:
         return self._process(observations, single=False)
 
+    def check(self, observations: list[schemas.Observation], where) -> None:
+        """Raises now the refusal (a time from the future, a 409 conflict) that predict_batch would
+        raise, storing nothing: the FHIR path (service/fhir/store.py) checks a bundle's
+        observations before it stores the bundle's admissions. `where(i)` prefixes a message
+        about observations[i]."""
+        refuse_future(((f"observations.{i}.timestamp", o.timestamp) for i, o in enumerate(observations)),
+                      self.future_margin)
+        groups: dict[str, list[Item]] = {}
+        for i, o in enumerate(observations):
+            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
+        for items in groups.values():
+            items.sort(key=lambda it: it.ts)
+        self._plan(groups, {}, where)
+
     def _process(self, observations, single: bool):
         refuse_future(((("timestamp" if single else f"observations.{i}.timestamp"), o.timestamp)
                        for i, o in enumerate(observations)), self.future_margin)

@@ -1,0 +1,369 @@
+"""Validated FHIR resources to the service's inputs: admissions (`schemas.Admission`) from Patient
+and Encounter, observations (`schemas.Observation`, PhysioNet names and units) from LOINC-coded
+Observations, grouped so that one patient's Observations at one effective time are one scored
+observation. Pure: every problem is collected and reported together; nothing here touches storage.
+
+- Patient: `id` is the service's patient id; `gender` male -> 1, female -> 0 (PhysioNet coding),
+  other/unknown -> not recorded; `birthDate` (or the patient-birthTime extension) -> Age in years
+  at the ICU admission (Julian years, rounded to 1e-6 years).
+- Encounter (subject = the patient): the ICU stay. `period.start` is the ICU admission time (ICULOS
+  counts from it). When its `partOf` names another Encounter of the bundle (the hospital stay),
+  HospAdmTime = hours from the ICU admission to that one's `period.start` (usually <= 0). The unit
+  comes from `serviceType`, `location` (the reference's display, or the Location's name/type) and
+  `class`: MICU (or "medical intensive care") -> MICU, SICU (or "surgical intensive care") -> SICU,
+  anything else given -> other, nothing given -> not recorded.
+- Observation: status final/amended/corrected/preliminary; subject the patient; effectiveDateTime
+  (or effectiveInstant) with a time and zone; a LOINC coding of `models/fhir_codes.csv` (or the
+  85354-9 blood pressure panel, read from its components); valueQuantity converted to the model's
+  unit. No value and a dataAbsentReason: nothing measured, nothing fed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from models.fhir_codes import BP_PANEL, LOINC, UCUM, YEAR_SECONDS, Code, CodeTable
+from service import schemas
+from service.fhir.outcome import Problem, Refusal
+from service.fhir.reading import Entry
+
+UTC = dt.timezone.utc
+SCORED_STATUSES = ("final", "amended", "corrected", "preliminary")
+BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
+_ENCOUNTER_REF = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})$")
+_PATIENT_ID = re.compile(schemas.PATIENT_ID_PATTERN)
+_UNITS = (("MICU", ("micu", "medical intensive care", "medical icu")),
+          ("SICU", ("sicu", "surgical intensive care", "surgical icu")))
+
+
+@dataclass
+class Group:
+    """One patient's Observations at one time: one scored observation."""
+    patient_id: str
+    ts: dt.datetime
+    vitals: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # feature -> (value expression, entry label)
+    times: list[tuple[str, str]] = field(default_factory=list)         # (effective expression, entry label)
+
+
+@dataclass
+class Admitted:
+    admission: schemas.Admission
+    expression: str  # the Encounter's period.start
+    label: str
+
+
+@dataclass
+class Mapped:
+    admissions: list[Admitted]
+    groups: list[Group]
+    observations: list[schemas.Observation]  # one per group, same order
+    answers: list[tuple[str, object]]          # per entry: ("Patient", pid), ("Encounter", pid), ("Observation", group index), ("Location", None), ("skipped", None)
+
+
+def utc(value) -> dt.datetime | None:
+    """A FHIR dateTime with a time (and so a zone) as UTC; None for a date or a partial date."""
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        return value.astimezone(UTC)
+    return None
+
+
+def _texts(concept) -> list[str]:
+    if concept is None:
+        return []
+    out = [concept.text] if getattr(concept, "text", None) else []
+    for c in getattr(concept, "coding", None) or []:
+        out += [t for t in (c.code, c.display) if t]
+    return out
+
+
+class _Context:
+    def __init__(self, entries: list[Entry]):
+        self.by_url = {e.full_url: e for e in entries if e.full_url}
+        self.by_id = {(type(e.resource).__name__, e.resource.id): e for e in entries if getattr(e.resource, "id", None)}
+        self.problems: list[Problem] = []
+
+    def problem(self, entry: Entry, element: str, reason: str, code: str = "invalid") -> None:
+        self.problems.append(Problem(f"{entry.path}.{element}", reason, entry.label, code))
+
+    def target(self, reference: str | None, rtype: str, pattern: re.Pattern) -> tuple[Entry | None, str | None]:
+        """(the bundle entry it points at, if any; the logical id) of a reference."""
+        if not reference:
+            return None, None
+        entry = self.by_url.get(reference)
+        if entry is not None:
+            return (entry, getattr(entry.resource, "id", None)) if type(entry.resource).__name__ == rtype else (None, None)
+        m = pattern.search(reference)
+        if m is None:
+            return None, None
+        return self.by_id.get((rtype, m.group(1))), m.group(1)
+
+    def patient_of(self, entry: Entry, element: str) -> str | None:
+        ref = getattr(getattr(entry.resource, element), "reference", None) if getattr(entry.resource, element, None) else None
+        _, pid = self.target(ref, "Patient", _PATIENT_REF)
+        if pid is None:
+            self.problem(entry, f"{element}.reference", "must reference the Patient (Patient/ID, or the fullUrl of a Patient "
+                                                       "entry with an id)", "required")
+            return None
+        if not _PATIENT_ID.match(pid):
+            self.problem(entry, f"{element}.reference", f"patient id {pid!r} must start with a letter or digit")
+            return None
+        return pid
+
+
+def _age(patient, start: dt.datetime) -> float | None:
+    born = None
+    ext = getattr(patient, "birthDate__ext", None)
+    for e in (ext.extension or []) if ext is not None else []:
+        if e.url == BIRTH_TIME and utc(e.valueDateTime) is not None:
+            born = utc(e.valueDateTime)
+    if born is None and isinstance(patient.birthDate, dt.date):
+        born = dt.datetime.combine(patient.birthDate, dt.time(), UTC)
+    if born is None:
+        return None
+    return round((start - born).total_seconds() / YEAR_SECONDS, 6)
+
+
+def _unit(ctx: _Context, encounter) -> str | None:
+    # class is required in R4 (IMP, ACUTE, ...): it can name the unit, but says nothing when it does not
+    cls = encounter.class_fhir
+    hints = [t for t in (cls.code, cls.display) if t] if cls is not None else []
+    texts = _texts(encounter.serviceType)
+    for loc in encounter.location or []:
+        ref = loc.location
+        texts += [ref.display] if ref is not None and ref.display else []
+        target = ctx.by_url.get(ref.reference) if ref is not None and ref.reference else None
+        if target is None and ref is not None and ref.reference and "/" in ref.reference:
+            target = ctx.by_id.get(("Location", ref.reference.rsplit("/", 1)[1]))
+        if target is not None and type(target.resource).__name__ == "Location":
+            texts += [t for t in [target.resource.name] if t]
+            for t in target.resource.type or []:
+                texts += _texts(t)
+    lowered = " ".join(texts + hints).lower()
+    for name, words in _UNITS:
+        if any(re.search(rf"\b{w}\b", lowered) for w in words):
+            return name
+    return "other" if texts else None
+
+
+def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry], answers) -> list[Admitted]:
+    encounters: dict[str, list[tuple[int, Entry]]] = {}
+    for i, e in enumerate(entries):
+        if type(e.resource).__name__ == "Encounter":
+            pid = ctx.patient_of(e, "subject")
+            answers[i] = ("Encounter", pid)
+            if pid is not None:
+                encounters.setdefault(pid, []).append((i, e))
+    out = []
+    for pid, found in encounters.items():
+        parents = set()
+        for _, e in found:
+            parent, _ = ctx.target(e.resource.partOf.reference if e.resource.partOf else None, "Encounter", _ENCOUNTER_REF)
+            if parent is not None:
+                parents.add(id(parent))
+        icu = [(i, e) for i, e in found if id(e) not in parents]
+        if len(icu) != 1:
+            for _, e in icu:
+                ctx.problem(e, "partOf", f"patient {pid} has {len(icu)} Encounters in this bundle that are not the "
+                                         "hospital stay of another: send one ICU Encounter (partOf the hospital "
+                                         "Encounter, if any)", "business-rule")
+            continue
+        _, e = icu[0]
+        enc = e.resource
+        start = utc(enc.period.start if enc.period else None)
+        if start is None:
+            ctx.problem(e, "period.start", "the ICU admission time is required as a dateTime with a time and zone "
+                                           "(e.g. 2024-05-01T08:00:00Z)", "required")
+            continue
+        hosp = None
+        parent, _ = ctx.target(enc.partOf.reference if enc.partOf else None, "Encounter", _ENCOUNTER_REF)
+        if parent is not None:
+            pstart = utc(parent.resource.period.start if parent.resource.period else None)
+            if pstart is None:
+                ctx.problem(parent, "period.start", "the hospital admission time needs a time and zone", "required")
+                continue
+            hosp = round((pstart - start).total_seconds() / 3600.0, 6)
+        patient = patients.get(pid)
+        age = gender = None
+        if patient is not None:
+            age = _age(patient.resource, start)
+            gender = {"male": 1, "female": 0}.get(patient.resource.gender)
+        try:
+            adm = schemas.Admission(patient_id=pid, age=age, gender=gender, unit=_unit(ctx, enc), hosp_adm_time=hosp,
+                                    icu_admit_time=start)
+        except ValidationError as err:
+            where = {"age": (patient, "birthDate"), "hosp_adm_time": (parent, "period.start"),
+                     "icu_admit_time": (e, "period.start"), "patient_id": (e, "subject.reference")}
+            for x in err.errors():
+                name = x["loc"][0] if x.get("loc") else "patient_id"
+                target, element = where.get(name, (e, "subject"))
+                ctx.problem(target or e, element, f"{name}: {str(x.get('msg', '')).removeprefix('Value error, ')}")
+            continue
+        out.append(Admitted(adm, f"{e.path}.period.start", e.label))
+    return out
+
+
+def _unit_of(quantity) -> tuple[str | None, str]:
+    """The quantity's UCUM code (else its human-readable unit) and the element it came from."""
+    if quantity.code and quantity.system in (None, UCUM):
+        return quantity.code, "code"
+    return quantity.unit, "unit"
+
+
+def _value(ctx: _Context, entry: Entry, element: str, code: Code, quantity, absent) -> float | None:
+    """The value in the model's unit, or None (not measured, or a problem recorded)."""
+    if quantity is None or quantity.value is None:
+        if absent is None:
+            ctx.problem(entry, f"{element}Quantity.value" if quantity is not None else f"{element}[x]",
+                        f"{code.loinc} {code.display} needs a valueQuantity with a value (or a dataAbsentReason when "
+                        "it was not measured)", "required")
+        return None
+    if quantity.system not in (None, UCUM) and not quantity.unit:
+        ctx.problem(entry, f"{element}Quantity.system", f"units must be UCUM ({UCUM}), got {quantity.system!r}", "code-invalid")
+        return None
+    unit, where = _unit_of(quantity)
+    accepted = ", ".join(code.accepted)
+    if unit is None:
+        ctx.problem(entry, f"{element}Quantity.code", f"{code.loinc} {code.display} has no unit; accepted (UCUM): {accepted}",
+                    "required")
+        return None
+    conversion = code.accepted.get(unit)
+    if conversion is None:
+        ctx.problem(entry, f"{element}Quantity.{where}", f"unit {unit[:40]!r} of {code.loinc} {code.display} cannot be "
+                    f"converted to {code.unit} (the model's unit for {code.feature}); accepted (UCUM): {accepted}",
+                    "not-supported")
+        return None
+    return conversion.to_model(float(quantity.value))
+
+
+def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[Code, float, str]] | None:
+    """(code, value in the model's unit, value expression) of an Observation; None after a problem."""
+    obs = entry.resource
+    loincs = [c.code for c in (obs.code.coding or []) if c.system == LOINC and c.code] if obs.code else []
+    if BP_PANEL in loincs and table.match(loincs) is None:
+        out, bad = [], False
+        if not obs.component:
+            ctx.problem(entry, "component", f"the {BP_PANEL} blood pressure panel carries its values as components "
+                                            "(8480-6 systolic, 8462-4 diastolic, 8478-0 mean)", "required")
+            return None
+        for k, comp in enumerate(obs.component):
+            codes = [c.code for c in (comp.code.coding or []) if c.system == LOINC and c.code]
+            code = table.match(codes)
+            if code is None:
+                ctx.problem(entry, f"component[{k}].code", "no LOINC code this model reads (for the panel: 8480-6, "
+                                                           "8462-4, 8478-0)", "code-invalid")
+                bad = True
+                continue
+            n = len(ctx.problems)
+            value = _value(ctx, entry, f"component[{k}].value", code, comp.valueQuantity, comp.dataAbsentReason)
+            bad |= len(ctx.problems) > n
+            if value is not None:
+                out.append((code, value, f"{entry.path}.component[{k}].valueQuantity.value"))
+        return None if bad else out
+    code = table.match(loincs)
+    if code is None:
+        shown = ", ".join(loincs[:5]) or "none"
+        ctx.problem(entry, "code.coding", f"no LOINC code the model reads (LOINC codes given: {shown}); the codes it "
+                                          "reads are listed in docs/fhir.md (models/fhir_codes.csv)", "code-invalid")
+        return None
+    n = len(ctx.problems)
+    value = _value(ctx, entry, "value", code, obs.valueQuantity, obs.dataAbsentReason)
+    if len(ctx.problems) > n:
+        return None
+    return [] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]
+
+
+def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: dict) -> int | None:
+    obs = entry.resource
+    pid = ctx.patient_of(entry, "subject")
+    if obs.status not in SCORED_STATUSES:
+        ctx.problem(entry, "status", f"status {str(obs.status)[:40]!r} is not scored; accepted: {', '.join(SCORED_STATUSES)}",
+                    "business-rule")
+    ts = utc(obs.effectiveDateTime) or utc(obs.effectiveInstant)
+    element = "effectiveInstant" if obs.effectiveInstant is not None else "effectiveDateTime"
+    if ts is None:
+        ctx.problem(entry, element, "the time measured is required as effectiveDateTime with a time and zone "
+                                    "(e.g. 2024-05-01T08:00:00Z)", "required")
+    found = _measurements(ctx, entry, table)
+    if pid is None or ts is None or found is None or obs.status not in SCORED_STATUSES:
+        return None
+    if not found:
+        return -1  # not measured (dataAbsentReason): nothing to feed
+    key = (pid, ts)
+    if key not in groups:
+        groups[key] = len(groups), Group(pid, ts)
+    index, group = groups[key]
+    group.times.append((f"{entry.path}.{element}", entry.label))
+    for code, value, where in found:
+        if code.feature in group.vitals and not (group.vitals[code.feature] == value or
+                                                 (math.isnan(value) and math.isnan(group.vitals[code.feature]))):
+            first = group.sources[code.feature][1]
+            ctx.problems.append(Problem(where, f"{code.feature} of patient {pid} at {ts.isoformat()} is given twice with "
+                                               f"different values ({group.vitals[code.feature]:g} in {first}, {value:g} here)",
+                                        entry.label, "duplicate"))
+            continue
+        group.vitals[code.feature] = value
+        group.sources[code.feature] = (where, entry.label)
+    return index
+
+
+def _scored(ctx: _Context, groups: list[Group]) -> list[schemas.Observation]:
+    """Each group through the JSON API's own validation (ranges, times), problems placed back on
+    the FHIR element that gave the value."""
+    out = []
+    for g in groups:
+        try:
+            out.append(schemas.Observation(patient_id=g.patient_id, timestamp=g.ts, vitals=g.vitals))
+        except ValidationError as err:
+            for x in err.errors():
+                loc = x.get("loc") or ()
+                if x.get("type") == "field_problems":
+                    for name, why in x["ctx"]["problems"]:
+                        where, label = g.sources.get(name, g.times[0])
+                        ctx.problems.append(Problem(where, f"{name}: {why}", label, "value"))
+                else:
+                    where, label = g.times[0]
+                    ctx.problems.append(Problem(where, f"{'.'.join(map(str, loc))}: "
+                                                       f"{str(x.get('msg', '')).removeprefix('Value error, ')}", label, "value"))
+    return out
+
+
+def map_entries(entries: list[Entry], table: CodeTable) -> Mapped:
+    """Admissions and grouped observations of a bundle's entries; a Refusal(422) listing every
+    problem when any entry cannot be mapped (then nothing is to be stored)."""
+    ctx = _Context(entries)
+    answers: list[tuple[str, object]] = [("Location", None)] * len(entries)
+    patients = {}
+    for i, e in enumerate(entries):
+        if type(e.resource).__name__ == "Patient":
+            pid = e.resource.id
+            if not pid or not _PATIENT_ID.match(pid):
+                ctx.problem(e, "id", "a Patient needs an id (the service's patient id) starting with a letter or digit",
+                            "required")
+                continue
+            patients[pid] = e
+            answers[i] = ("Patient", pid)
+    admissions = _admissions(ctx, entries, patients, answers)
+    groups: dict = {}
+    for i, e in enumerate(entries):
+        if type(e.resource).__name__ == "Observation":
+            index = _observation_group(ctx, e, table, groups)
+            answers[i] = ("skipped", None) if index is None or index < 0 else ("Observation", index)
+    ordered = [g for _, g in sorted(groups.values(), key=lambda x: x[0])]
+    admitted = {a.admission.patient_id: a for a in admissions}
+    for g in ordered:
+        a = admitted.get(g.patient_id)
+        if a is not None and g.ts < a.admission.icu_admit_time:
+            where, label = g.times[0]
+            ctx.problems.append(Problem(where, f"{g.ts.isoformat()} precedes patient {g.patient_id}'s ICU admission "
+                                               f"({a.admission.icu_admit_time.isoformat()}, {a.expression})",
+                                        label, "business-rule"))
+    observations = _scored(ctx, ordered)
+    if ctx.problems:
+        raise Refusal(422, ctx.problems)
+    return Mapped(admissions, ordered, observations, answers)

@@ -1,0 +1,119 @@
+"""Request bodies to validated FHIR resources (`fhir.resources.R4B`), every problem located by a
+FHIRPath-like expression. Pure: bytes in, resources or problems out."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
+from service.fhir.outcome import Problem, Refusal
+
+# What a feed may send: who (Patient), the ICU stay (Encounter, its Location) and what was measured.
+ACCEPTED = ("Patient", "Encounter", "Location", "Observation")
+BUNDLE_TYPES = ("transaction", "batch")
+MEDIA_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str            # "Bundle.entry[3].resource", or "Observation" for a resource posted alone
+    label: str           # "Bundle.entry[3] (Observation/hr-1)"
+    full_url: str | None
+    resource: object     # a fhir.resources model
+
+
+def _loc(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _problems(err: ValidationError, path: str, label: str) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        reason = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        code = "required" if e.get("type") == "missing" else "structure" if e.get("type") == "extra_forbidden" else "value"
+        out.append(Problem(path + _loc(e.get("loc", ())), reason, label, code))
+    return out
+
+
+def media_type_ok(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() in MEDIA_TYPES
+
+
+def parse_json(body: bytes) -> object:
+    """The body as JSON, or a 400 naming why it could not be read."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
+        raise Refusal(400, [Problem("Bundle", f"the body is not JSON ({type(err).__name__}: {str(err)[:120]})",
+                                    code="structure")]) from None
+
+
+def _label(path: str, raw: dict) -> str:
+    rid = raw.get("id")
+    rtype = raw.get("resourceType")
+    name = f"{rtype}/{rid}" if isinstance(rid, str) and isinstance(rtype, str) else str(rtype)[:40]
+    return f"{path.removesuffix('.resource')} ({name})"
+
+
+def read_resource(raw: object, path: str, allowed: tuple[str, ...] = ACCEPTED) -> tuple[Entry | None, list[Problem]]:
+    if not isinstance(raw, dict):
+        return None, [Problem(path, "must be a JSON object (a FHIR resource)", code="structure")]
+    rtype = raw.get("resourceType")
+    label = _label(path, raw)
+    if rtype not in allowed:
+        shown = rtype if isinstance(rtype, str) and len(rtype) <= 40 else "missing" if rtype is None else "not a name"
+        return None, [Problem(f"{path}.resourceType", f"resourceType {shown!r} is not accepted here; "
+                              f"accepted: {', '.join(allowed)}", label, "not-supported")]
+    try:
+        resource = get_fhir_model_class(rtype).model_validate(raw)
+    except ValidationError as err:
+        return None, _problems(err, path, label)
+    except Exception as err:  # fhir.resources raises KeyError/TypeError on some junk (an unknown contained type)
+        return None, [Problem(path, f"cannot be read as a FHIR R4 {rtype} ({type(err).__name__})", label, "structure")]
+    return Entry(path, label, None, resource), []
+
+
+def read_bundle(raw: object) -> tuple[str, list[Entry]]:
+    """A transaction or batch Bundle's entries, each resource validated by its own model (so an
+    unknown or refused type is named at its entry); a Refusal(422) listing every problem."""
+    if not isinstance(raw, dict) or raw.get("resourceType") != "Bundle":
+        raise Refusal(422, [Problem("Bundle", "the body must be a FHIR Bundle (a JSON object with resourceType "
+                                              "\"Bundle\") of type transaction or batch", code="structure")])
+    entries = raw.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise Refusal(422, [Problem("Bundle.entry", "must be a list of entry objects", code="structure")])
+    problems: list[Problem] = []
+    shell = {**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]}
+    if not entries:
+        shell.pop("entry")
+    try:
+        bundle = Bundle.model_validate(shell)
+    except ValidationError as err:
+        raise Refusal(422, _problems(err, "Bundle", "Bundle")) from None
+    except Exception as err:
+        raise Refusal(422, [Problem("Bundle", f"cannot be read as a FHIR R4 Bundle ({type(err).__name__})",
+                                    code="structure")]) from None
+    if bundle.type not in BUNDLE_TYPES:
+        problems.append(Problem("Bundle.type", f"must be one of {', '.join(BUNDLE_TYPES)}, got {str(bundle.type)[:40]!r}",
+                                "Bundle", "not-supported"))
+    if not entries:
+        problems.append(Problem("Bundle.entry", "the bundle has no entries", "Bundle", "required"))
+    out = []
+    for i, (e, shell_entry) in enumerate(zip(entries, bundle.entry or [])):
+        path = f"Bundle.entry[{i}].resource"
+        if "resource" not in e:
+            problems.append(Problem(path, "every entry needs a resource", f"Bundle.entry[{i}]", "required"))
+            continue
+        entry, found = read_resource(e["resource"], path)
+        problems += found
+        if entry is not None:
+            out.append(Entry(entry.path, entry.label, shell_entry.fullUrl, entry.resource))
+    if problems:
+        raise Refusal(422, problems)
+    return bundle.type, out
