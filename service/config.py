@@ -30,6 +30,9 @@ class Settings:
     clock: str = "wall"
     model: str | None = None             # registry name; None = the registry's default
     model_version: str | None = None
+    # Candidate models scored silently beside the active one on every observation (service/shadow.py):
+    # "name:version,name:version"; empty for none.
+    shadow_models: str = ""
     models_dir: str | None = None        # None = the registry's default root
     # onnxruntime provider: auto / cpu / cuda. For serving, auto means the CPU provider: on an H200 the
     # CUDA provider cost more model time per request than the CPU one at every ward size measured

@@ -66,7 +66,7 @@ class Corrections:
                 raise Conflict(f"patient {pid} has no observation after {after.isoformat()}; nothing was changed")
             alarms = s.execute(select(A).where(A.c.patient_id == pid, A.c.raised_at > after).order_by(A.c.id)).all()
             kept = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts <= after).order_by(O.c.ts)).all()
-            values = self._patient_after(row, kept)
+            values = self._patient_after(row, kept, self.model)  # read once: a switch falls between requests
             s.execute(delete(O).where(O.c.patient_id == pid, O.c.ts > after))
             s.execute(delete(A).where(A.c.patient_id == pid, A.c.raised_at > after))
             done = s.execute(update(P).where(P.c.id == pid, P.c.version == row.version)
@@ -85,7 +85,7 @@ class Corrections:
         return Corrected(cid, pid, after, len(removed), len(alarms), len(kept),
                          kept[-1].ts if kept else None, now, by)
 
-    def _patient_after(self, row, kept) -> dict:
+    def _patient_after(self, row, kept, model: Model) -> dict:
         """The patient's streaming columns as if only `kept` had ever been posted."""
         if not kept:
             values = dict(state=None, model_name=None, model_version=None, last_ts=None, first_ts=None,
@@ -93,7 +93,7 @@ class Corrections:
             if row.admitted_by == "first_observation":  # its ICU admission was the removed first observation
                 values["icu_admit_time"] = None
             return values
-        state = replay_state(self.model, kept, demographics_of(row))
-        return dict(state=state_to_bytes(state), model_name=self.model.name, model_version=self.model.version,
+        state = replay_state(model, kept, demographics_of(row))
+        return dict(state=state_to_bytes(state), model_name=model.name, model_version=model.version,
                     last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk,
                     last_measured=last_measured([(o.ts, o.vitals) for o in kept]))

@@ -14,11 +14,17 @@ from service.metrics import Metrics
 
 class Model:
     def __init__(self, runtime: StepRuntime, metrics: Metrics, microbatch: bool,
-                 max_size: int = 64, max_wait_ms: float = 3.0):
+                 max_size: int = 64, max_wait_ms: float = 3.0, active: bool = True):
         self.runtime = runtime
         self.metrics = metrics
         self.batcher = MicroBatcher(self.run, max_size, max_wait_ms / 1000.0) if microbatch else None
-        metrics.model_info.labels(self.name, self.version, self.provider, str(bool(microbatch)).lower()).set(1)
+        if active:
+            self.set_active(True)
+
+    def set_active(self, active: bool) -> None:
+        """Whether /metrics lists this model as the one serving (a shadow or a replaced model is not)."""
+        labels = (self.name, self.version, self.provider, str(self.batcher is not None).lower())
+        self.metrics.model_info.labels(*labels).set(1 if active else 0)
 
     # what the service reports and stores comes from the runtime (and so from the card), never a copy
     name = property(lambda self: self.runtime.name)
@@ -28,11 +34,18 @@ class Model:
     provider = property(lambda self: self.runtime.provider)
 
     @classmethod
-    def load(cls, settings: Settings, metrics: Metrics) -> "Model":
-        info = resolve(settings.model, settings.model_version, settings.models_dir)
+    def load(cls, settings: Settings, metrics: Metrics, name: str | None = None, version: str | None = None,
+             active: bool = True, shadow: bool = False) -> "Model":
+        """The configured model, or `name`/`version` from the same registry (an upgrade's target, a
+        shadow); `active=False` loads it without announcing it as the serving model. A shadow gets
+        no micro-batcher: it runs inside the live request's transaction, on that request's rows."""
+        if name is None:
+            name, version = settings.model, settings.model_version
+        info = resolve(name, version, settings.models_dir)
         runtime = StepRuntime.open(info, device=settings.serving_device(), intra_op_threads=settings.model_threads)
-        return cls(runtime, metrics, settings.use_microbatch(runtime.provider),
-                   settings.microbatch_max_size, settings.microbatch_max_wait_ms)
+        microbatch = not shadow and settings.use_microbatch(runtime.provider)
+        return cls(runtime, metrics, microbatch, settings.microbatch_max_size, settings.microbatch_max_wait_ms,
+                   active=active)
 
     def run(self, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One model run over these rows as they are (a batch request's step across its patients):

@@ -11,6 +11,8 @@ state as before keeps the step already computed, so the model runs once per obse
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,10 +128,18 @@ def replay_state(model: Model, history, demographics: dict[str, float | None]) -
 
 
 class Ingestor:
+    # The active model, read once per request (contract 6): a request pins it once it holds its
+    # patients' locks, and every `self.model` of that request (in this thread) is the pinned one; a
+    # model switch (service/upgrade.py) swaps it holding every lock, so it falls between requests.
+    model = property(lambda self: getattr(self._request, "model", None) or self._model,
+                     lambda self, model: setattr(self, "_model", model))
+
     def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1),
                  clock: ServiceClock | None = None, explain: bool = True):
         self.engine = engine
+        self._request = threading.local()
         self.model = model
+        self.shadows = None  # service/shadow.py's Shadows when shadow models are configured
         self.metrics = metrics
         self.future_margin = future_margin
         self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)
@@ -160,6 +170,15 @@ class Ingestor:
             items.sort(key=lambda it: it.ts)
         self._plan(groups, {}, where)
 
+    @contextmanager
+    def pinned(self):
+        """This request's model: the active one when the request took its locks."""
+        self._request.model = self._model
+        try:
+            yield self._request.model
+        finally:
+            self._request.model = None
+
     def _process(self, observations, single: bool):
         refuse_future(((("timestamp" if single else f"observations.{i}.timestamp"), o.timestamp)
                        for i, o in enumerate(observations)), self.future_margin)
@@ -171,7 +190,7 @@ class Ingestor:
         where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
         computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
         runs = 0
-        with self.locks.hold(groups):
+        with self.locks.hold(groups), self.pinned() as model:
             for _ in range(MAX_ATTEMPTS):
                 results: dict[int, schemas.PredictResult] = {}
                 plans = self._plan(groups, results, where)
@@ -184,7 +203,7 @@ class Ingestor:
             else:
                 raise Conflict("the patient's record kept changing under concurrent writers; retry the request")
         stored = sum(len(p.new) for p in plans)
-        self.metrics.predictions.labels(self.model.name, self.model.version).inc(stored)
+        self.metrics.predictions.labels(model.name, model.version).inc(stored)
         if len(observations) - stored:
             self.metrics.duplicates.inc(len(observations) - stored)
         if raised:
@@ -316,6 +335,8 @@ class Ingestor:
                         continue
                     self._write_patient(s, p, now)
                     raised += self._write_observations(s, p, now, pending)
+                if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
+                    self.shadows.record(s, plans)
         except IntegrityError:
             raise _Retry() from None
         results.update(pending)

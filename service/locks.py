@@ -19,9 +19,20 @@ class StripedLocks:
         return zlib.crc32(key.encode()) % len(self._locks)
 
     @contextmanager
+    def hold_all(self) -> Iterator[None]:
+        """Every stripe (in the same ascending order): no patient's write runs meanwhile in this
+        process. A model switch swaps the active model under it (service/upgrade.py)."""
+        with self._hold(range(len(self._locks))):
+            yield
+
+    @contextmanager
     def hold(self, keys: Iterable[str]) -> Iterator[None]:
         # Always in ascending stripe order, so two batches sharing patients cannot deadlock.
-        stripes = sorted({self._index(k) for k in keys})
+        with self._hold(sorted({self._index(k) for k in keys})):
+            yield
+
+    @contextmanager
+    def _hold(self, stripes) -> Iterator[None]:
         taken = []
         try:
             for i in stripes:

@@ -492,4 +492,86 @@ class OperatingPointIn(_In):
 
 
 
+# -- models: the active one, shadows, switches (service/api/models.py) ------------------------------
+
+class ModelSwitchIn(_In):
+    name: Text(64, 1) = Field(examples=["sepsis-cfc"], description="a model in the registry")
+    version: Text(32, 1) = Field(examples=["3"])
+    by: Text(128, 1) = Field(description="who switches (the person; the key is recorded too)")
+    note: Text(1000) | None = Field(None, description="why: kept in the audit")
+
+
+class UpgradeProgress(BaseModel):
+    """A model switch, while it runs and after (service/upgrade.py)."""
+    state: Literal["idle", "running", "done", "failed"]
+    from_model: str | None = Field(None, description="name:version active before the switch")
+    to_model: str | None = None
+    phase: Literal["rebuild", "catch_up", "swap"] | None = None
+    patients_total: int = Field(description="monitored patients (not discharged, with observations)")
+    patients_rebuilt: int
+    hours_rebuilt: int = Field(description="observations stepped through the new model (caught-up ones twice)")
+    caught_up: int = Field(description="patients rebuilt again under the locks: they advanced during the rebuild")
+    left_for_lazy_rebuild: int = Field(description="changed by another process at the write: rebuilt on their "
+                                                   "next observation")
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    rebuild_seconds: float | None = None
+    pause_seconds: float | None = Field(None, description="how long this process's writes waited for the swap")
+    seconds: float | None = None
+    patients_per_second: float | None = None
+    hours_per_second: float | None = None
+    error: str | None = None
+    by: str | None = None
+    note: str | None = None
+
+
+class ModelOut(BaseModel):
+    model: str
+    version: str
+    threshold: float
+    state_size: int
+    provider: str
+
+
+class ModelsOut(BaseModel):
+    active: ModelOut
+    shadows: list[ModelOut] = Field(description="scored silently on every observation (SEPSIS_SHADOW_MODELS)")
+
+
+class ModelFigures(BaseModel):
+    role: Literal["active", "shadow"]
+    model: str
+    version: str
+    threshold: float
+    scored_observations: int = Field(description="all observations this model scored (the comparison uses the "
+                                                 "ones every listed model scored)")
+    auroc: float | None = Field(description="patient-hour AUROC (see auroc_definition); null without both classes")
+    hours_with_outcome: int
+    hours_in_window: int
+    alarms: int = Field(description="alarms (a shadow's: would-be alarms) raised at the compared observations")
+    patients: int
+    patient_days: float
+    alarms_per_patient_day: float | None
+    alarms_with_outcome: int
+    true_alarms: int
+    false_alarms: int
+    positive_predictive_value: float | None
+    false_positive_rate: float | None
+    septic_patients: int
+    septic_patients_alarmed_in_time: int
+    median_lead_time_hours: float | None
+
+
+class ModelComparison(BaseModel):
+    """The active model and the shadows on the same observations and recorded outcomes, with the
+    definitions of GET /stats."""
+    since: dt.datetime | None
+    observations: int = Field(description="observations every listed model scored")
+    patients: int
+    patients_with_outcome: int
+    auroc_definition: str
+    window_hours: list[float] = Field(min_length=2, max_length=2)
+    models: list[ModelFigures]
+
+
 PatientDetail.model_rebuild()  # its bedside field names Bedside, defined above after it

@@ -12,6 +12,8 @@ from service.ingest import Ingestor
 from service.metrics import Metrics
 from service.queue import AlarmQueue
 from service.records import Records
+from service.shadow import Shadows, parse_shadow_models
+from service.upgrade import Upgrades
 from service.storage.db import make_engine, migrate, sessions
 
 
@@ -39,6 +41,19 @@ class Services:
         self.queue = AlarmQueue(self.engine, self.units, self.clock)
         self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
         self.corrections.clock = self.clock
+        self.shadows = Shadows([Model.load(settings, self.metrics, name, version, active=False, shadow=True)
+                                for name, version in parse_shadow_models(settings.shadow_models)], self.metrics)
+        self.ingestor.shadows = self.shadows if self.shadows.models else None
+        self.upgrades = Upgrades(self.engine, self.ingestor.locks, lambda: self.model, self.activate)
+
+    def activate(self, model: Model) -> None:
+        """Make `model` the one every request uses (service/upgrade.py calls it holding every patient
+        lock, with every monitored patient's state already rebuilt on it)."""
+        old = self.model
+        self.model = self.ingestor.model = self.corrections.model = model
+        old.set_active(False)
+        model.set_active(True)
+        old.close()
 
     def close(self) -> None:
         self.model.close()

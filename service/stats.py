@@ -10,6 +10,8 @@ import datetime as dt
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
+
 BEFORE = dt.timedelta(hours=12)
 AFTER = dt.timedelta(hours=3)
 
@@ -69,3 +71,17 @@ def alarm_stats(alarms: list[AlarmFact], patients: list[PatientFact]) -> dict:
         "septic_patients_alarmed_in_time": len(leads),
         "median_lead_time_hours": statistics.median(leads) if leads else None,
     }
+
+
+def auroc(scores, labels) -> float | None:
+    """Area under the ROC curve: the chance that a positive scores above a negative (ties count
+    half; Mann-Whitney from average ranks). None unless both classes are present."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if not pos or not neg:
+        return None
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))

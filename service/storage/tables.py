@@ -179,3 +179,36 @@ class UnitOperatingPoint(Base):
     chosen_by: Mapped[str] = mapped_column(String(128))
     chosen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(String(1000))
+
+
+class ShadowState(Base):
+    """A shadow model's state per patient (service/shadow.py): advanced by every observation the
+    live model scores, rebuilt from the stored observations when it does not cover exactly the
+    patient's stored history (`n_observations`, `last_ts`)."""
+    __tablename__ = "shadow_states"
+
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    n_observations: Mapped[int] = mapped_column(Integer)  # how many of the patient's observations it covers
+    last_ts: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_risk: Mapped[float | None] = mapped_column(Float)
+    alarm_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the shadow's current would-be alarm
+
+
+class ShadowScore(Base):
+    """A shadow model's risk for one stored observation, and whether it would have raised an alarm
+    there. Nobody is notified of these."""
+    __tablename__ = "shadow_scores"
+    __table_args__ = (UniqueConstraint("patient_id", "model_name", "model_version", "ts", name="uq_shadow_score"),
+                      Index("ix_shadow_scores_model", "model_name", "model_version"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # the observation's timestamp
+    risk: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    alarm: Mapped[bool] = mapped_column(Boolean)  # a would-be alarm raised at this observation

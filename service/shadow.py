@@ -1,0 +1,230 @@
+"""Shadow models (issue 17 item 3): candidates configured beside the active model
+(SEPSIS_SHADOW_MODELS="name:version,...") that score every observation the active model scores,
+silently, so a team can compare them on the ward's own outcomes before switching.
+
+Each shadow keeps its own state per patient (`shadow_states`) and stores its risk for every
+observation (`shadow_scores`), in the transaction that stores the live observation: both are
+committed or neither. Its would-be alarms follow the live suppression rule (`ingest.alarm_blocks`)
+on its own episodes, and none is raised once the patient's outcome is recorded; nobody acts on a
+shadow's alarm, so its episode stays open (it suppresses the shadow's further alarms) until then,
+just as an unacknowledged live alarm does. Nothing notifies: no /alarms row, no alarm metric.
+
+A failing shadow never fails the live answer: its work runs in a savepoint that is rolled back
+alone (the error is logged and counted in sepsis_shadow_failures_total). Its state then no longer
+covers the patient's stored history (`n_observations`, `last_ts`), and the next observation
+rebuilds it from the stored observations, back-filling the scores it missed. The extra time a
+shadow adds to a request is its model steps for the request's observations, plus, at most once
+after a failure, a correction or a shadow newly configured, one replay of the patient's stored
+history: bounded by the stay's length, as the live model's own rebuild is.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Sequence
+
+import numpy as np
+from prometheus_client import Counter
+from sqlalchemy import delete, insert, select, update
+
+from service.ingest import alarm_blocks
+from service.inference import Model
+from service.inputs import model_input, state_from_bytes, state_to_bytes
+from service.metrics import Metrics
+from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
+from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
+from service.upgrade import Stay, lockstep
+
+log = logging.getLogger("service.shadow")
+P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__
+_OPEN = SimpleNamespace(state="open", snoozed_until=None)  # a shadow's episode: open until the outcome
+
+
+def parse_shadow_models(text: str) -> list[tuple[str, str]]:
+    """"name:version,name:version" -> [(name, version)]; a clear error for anything else."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, version = part.partition(":")
+        if not sep or not name.strip() or not version.strip():
+            raise ValueError(f"SEPSIS_SHADOW_MODELS: {part!r} is not name:version (e.g. sepsis-cfc:3)")
+        out.append((name.strip(), version.strip()))
+    if len(set(out)) != len(out):
+        raise ValueError(f"SEPSIS_SHADOW_MODELS: a model is listed twice in {text!r}")
+    return out
+
+
+@dataclass
+class _Patient:
+    """One patient's part of a request, as the shadow needs it."""
+    patient_id: str
+    prior_n: int                    # observations stored before this request
+    prior_last: dt.datetime | None
+    demographics: dict
+    ts: list[dt.datetime]
+    obs: np.ndarray                 # [k, 40]
+    elapsed: np.ndarray             # [k]
+
+
+def _from_plan(p) -> _Patient:
+    row = p.row
+    return _Patient(p.patient_id, row.n_observations if row is not None else 0,
+                    row.last_ts if row is not None else None, p.demographics, [it.ts for it in p.new],
+                    np.stack([model_input(it.vitals, p.demographics, p.iculos[k]) for k, it in enumerate(p.new)]),
+                    np.array(p.elapsed, np.float32))
+
+
+def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: bool):
+    """The would-be alarms of a run of scores: (flags, the episode's raise time afterwards)."""
+    flags = []
+    for risk, t in zip(risks, ts):
+        raise_ = bool(risk >= threshold) and not closed and not alarm_blocks(_OPEN if alarm_at else None, t)
+        if raise_:
+            alarm_at = t
+        flags.append(raise_)
+    return flags, alarm_at
+
+
+class Shadows:
+    def __init__(self, models: Sequence[Model], metrics: Metrics):
+        self.models = list(models)
+        r = metrics.registry
+        self.failures = Counter("sepsis_shadow_failures_total", "Shadow model runs rolled back (the live answer stood)",
+                                ["model", "version"], registry=r)
+        self.scores = Counter("sepsis_shadow_scores_total", "Observations scored by a shadow model",
+                              ["model", "version"], registry=r)
+
+    def record(self, conn, plans) -> None:
+        """Score the plans' new observations with every shadow, inside `conn`'s transaction."""
+        patients = [_from_plan(p) for p in plans if p.new]
+        if not patients or not self.models:
+            return
+        ids = [p.patient_id for p in patients]
+        closed = {pid for pid, outcome in conn.execute(select(P.c.id, P.c.outcome).where(P.c.id.in_(ids)))
+                  if outcome is not None}
+        for m in self.models:
+            try:
+                with conn.begin_nested():
+                    n = self._record(conn, m, patients, closed)
+                self.scores.labels(m.name, m.version).inc(n)
+            except Exception:  # noqa: BLE001 - whatever a shadow does wrong, the live answer stands
+                log.exception("shadow model %s:%s failed on patients %s; rolled back alone", m.name, m.version, ids[:5])
+                self.failures.labels(m.name, m.version).inc()
+
+    def _record(self, conn, m: Model, patients: list[_Patient], closed: set[str]) -> int:
+        key = (SS.c.model_name == m.name, SS.c.model_version == m.version)
+        have = {r.patient_id: r for r in conn.execute(
+            select(SS).where(SS.c.patient_id.in_([p.patient_id for p in patients]), *key))}
+        starts, episodes = [], []
+        for p in patients:
+            r = have.get(p.patient_id)
+            state = None
+            if p.prior_n == 0:
+                state, alarm_at = m.new_state(), None
+                conn.execute(delete(SC).where(SC.c.patient_id == p.patient_id, SC.c.model_name == m.name,
+                                              SC.c.model_version == m.version))
+            elif r is not None and (r.n_observations, r.last_ts) == (p.prior_n, p.prior_last):
+                state, alarm_at = state_from_bytes(r.state, m.state_size), r.alarm_at
+            if state is None:
+                state, alarm_at = self._rebuild(conn, m, p)
+            starts.append(state)
+            episodes.append(alarm_at)
+        risks, states = lockstep(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
+        rows = []
+        for i, p in enumerate(patients):
+            flags, alarm_at = _alarms(risks[i], p.ts, m.threshold, episodes[i], p.patient_id in closed)
+            rows += [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t, risk=float(r),
+                          threshold=m.threshold, alarm=f) for t, r, f in zip(p.ts, risks[i], flags)]
+            values = dict(state=state_to_bytes(states[i]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
+                          last_risk=float(risks[i][-1]), alarm_at=alarm_at)
+            if p.patient_id in have:
+                conn.execute(update(SS).where(SS.c.patient_id == p.patient_id, *key).values(**values))
+            else:
+                conn.execute(insert(SS).values(patient_id=p.patient_id, model_name=m.name, model_version=m.version,
+                                               **values))
+        conn.execute(insert(SC), rows)
+        return len(rows)
+
+    def _rebuild(self, conn, m: Model, p: _Patient) -> tuple[np.ndarray, dt.datetime | None]:
+        """The shadow's state and episode after the patient's stored history (before this request),
+        its scores for that history written afresh (the ones it missed included)."""
+        history = conn.execute(select(O.c.ts, O.c.vitals, O.c.elapsed_hours, O.c.iculos)
+                               .where(O.c.patient_id == p.patient_id, O.c.ts <= p.prior_last).order_by(O.c.ts)).all()
+        conn.execute(delete(SC).where(SC.c.patient_id == p.patient_id, SC.c.model_name == m.name,
+                                      SC.c.model_version == m.version))
+        if not history:
+            return m.new_state(), None
+        stay = Stay(p.patient_id, 0, np.stack([model_input(o.vitals, p.demographics, o.iculos) for o in history]),
+                    np.array([o.elapsed_hours for o in history], np.float32))
+        risks, states = lockstep(m, [stay])
+        ts = [o.ts for o in history]
+        # The outcome's time against the history is not known: the history's would-be alarms are
+        # counted as if it had not been recorded yet.
+        flags, alarm_at = _alarms(risks[0], ts, m.threshold, None, False)
+        conn.execute(insert(SC), [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t,
+                                       risk=float(r), threshold=m.threshold, alarm=f)
+                                  for t, r, f in zip(ts, risks[0], flags)])
+        return states[0], alarm_at
+
+
+# -- comparison ------------------------------------------------------------------------------------
+
+AUROC_DEFINITION = ("patient-hour AUROC: each scored observation of a patient with a recorded outcome, positive "
+                    "when it lies in the true-alarm window (12 h before to 3 h after sepsis onset), else negative")
+
+
+def _scores(conn, table, name: str, version: str, since: dt.datetime | None) -> dict:
+    """{(patient_id, ts): (risk, raised an alarm)} of one model."""
+    alarm = table.c.alarm_id.is_not(None) if table is O else table.c.alarm
+    q = select(table.c.patient_id, table.c.ts, table.c.risk, alarm).where(
+        table.c.model_name == name, table.c.model_version == version)
+    if since is not None:
+        q = q.where(table.c.ts >= since)
+    return {(pid, ts): (risk, bool(a)) for pid, ts, risk, a in conn.execute(q)}
+
+
+def _figures(scores: dict, cohort: set, outcomes: dict) -> dict:
+    spans: dict[str, list] = {}
+    for pid, ts in cohort:
+        lo_hi = spans.setdefault(pid, [ts, ts])
+        lo_hi[0], lo_hi[1] = min(lo_hi[0], ts), max(lo_hi[1], ts)
+    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0)
+                for pid, (lo, hi) in sorted(spans.items())]
+    alarms = [AlarmFact(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
+    risks, labels = [], []
+    for pid, ts in cohort:
+        outcome, onset = outcomes.get(pid, (None, None))
+        if outcome is not None:
+            risks.append(scores[(pid, ts)][0])
+            labels.append(verdict(ts, outcome, onset) == "true")
+    return {"auroc": auroc(risks, labels), "hours_with_outcome": len(labels), "hours_in_window": int(sum(labels)),
+            **alarm_stats(alarms, patients)}
+
+
+def compare(conn, active: Model, shadows: Sequence[Model], since: dt.datetime | None = None) -> dict:
+    """The active model and each shadow on the same observations: those every one of them scored
+    (the active model's are the observations stamped with its name and version)."""
+    entries = [("active", active, _scores(conn, O, active.name, active.version, since))]
+    entries += [("shadow", m, _scores(conn, SC, m.name, m.version, since)) for m in shadows]
+    cohort = set(entries[0][2])
+    for _, _, scores in entries[1:]:
+        cohort &= set(scores)
+    ids = {pid for pid, _ in cohort}
+    outcomes = {}
+    if ids:
+        outcomes = {pid: (outcome, onset) for pid, outcome, onset in
+                    conn.execute(select(P.c.id, P.c.outcome, P.c.onset_time).where(P.c.id.in_(list(ids))))}
+    return {
+        "since": since,
+        "observations": len(cohort),
+        "patients": len(ids),
+        "patients_with_outcome": sum(outcomes.get(pid, (None,))[0] is not None for pid in ids),
+        "auroc_definition": AUROC_DEFINITION,
+        "window_hours": [-12.0, 3.0],
+        "models": [{"role": role, "model": m.name, "version": m.version, "threshold": m.threshold,
+                    "scored_observations": len(scores), **_figures(scores, cohort, outcomes)}
+                   for role, m, scores in entries],
+    }

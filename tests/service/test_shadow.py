@@ -1,0 +1,183 @@
+"""Shadow models (issue 17 item 3): scored on every observation beside the active model, stored,
+notifying nobody, and compared with it on recorded outcomes."""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from sqlalchemy import select
+
+from models.testing import write_fixture_model
+from service.storage.tables import ShadowScore, ShadowState
+from tests.service.conftest import STATE_SIZE, T0, client_for, hdr, iso, obs, vitals_stream
+
+
+@pytest.fixture(scope="module")
+def shadow_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shadow_models")
+    write_fixture_model(root / "sepsis-cfc" / "1", state_size=STATE_SIZE, threshold=0.5)
+    write_fixture_model(root / "sepsis-cfc" / "2", state_size=STATE_SIZE, threshold=0.5, version="2", seed=7)
+    # threshold 0: every risk is at or above it; threshold 1: a sigmoid of these small logits never is
+    write_fixture_model(root / "always" / "1", state_size=STATE_SIZE, threshold=0.0, name="always", seed=3)
+    write_fixture_model(root / "never" / "1", state_size=STATE_SIZE, threshold=1.0, name="never")
+    return root
+
+
+def _feed(c, streams: dict[str, list], batch_from: int = 3) -> dict:
+    """Post each patient's stream: the first hours one by one, the rest in one batch across patients.
+    Returns {(patient, timestamp): result}."""
+    out = {}
+    for pid, rows in streams.items():
+        for h, v in rows[:batch_from]:
+            r = c.post("/predict", json=obs(pid, h, **v), headers=hdr("ingest"))
+            assert r.status_code == 200, r.text
+            out[(pid, r.json()["timestamp"])] = r.json()
+    rest = [obs(pid, h, **v) for pid, rows in streams.items() for h, v in rows[batch_from:]]
+    if rest:
+        r = c.post("/predict/batch", json={"observations": rest}, headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+        out.update({(x["patient_id"], x["timestamp"]): x for x in r.json()["results"]})
+    return out
+
+
+def _shadow_rows(c, name: str, version: str) -> dict:
+    engine = c.app.state.services.engine
+    with engine.connect() as conn:
+        rows = conn.execute(select(ShadowScore).where(ShadowScore.model_name == name,
+                                                      ShadowScore.model_version == version)).all()
+    return {(r.patient_id, iso(r.ts)): r for r in rows}
+
+
+def _streams(n_patients: int = 3, hours: int = 9) -> dict:
+    return {f"p{i}": vitals_stream(hours - i, seed=i) for i in range(n_patients)}
+
+
+def test_shadow_scores_equal_the_shadow_model_serving_alone(db_url, shadow_root, tmp_path):
+    streams = _streams()
+    with client_for(db_url, shadow_root, shadow_models="sepsis-cfc:2,always:1") as c:
+        live = _feed(c, streams)
+        shadows = {m: _shadow_rows(c, *m) for m in (("sepsis-cfc", "2"), ("always", "1"))}
+        models = c.get("/models", headers=hdr("viewer")).json()
+    assert models["active"]["version"] == "1"
+    assert [(s["model"], s["version"]) for s in models["shadows"]] == list(shadows)
+    assert {r["model_version"] for r in live.values()} == {"1"}  # the live answer is the active model's
+    for (name, version), shadow in shadows.items():
+        with client_for(f"sqlite:///{tmp_path / f'{name}.db'}", shadow_root, model=name, model_version=version) as alone:
+            expected = _feed(alone, streams)
+        assert set(shadow) == set(expected)
+        for key, want in expected.items():
+            assert shadow[key].risk == pytest.approx(want["risk"], abs=1e-6), key
+            # the same suppression rule on the shadow's own episodes: where it alone would have alarmed
+            assert shadow[key].alarm == (want["alarm_id"] is not None), key
+        assert any(r.risk != pytest.approx(live[k]["risk"], abs=1e-4) for k, r in shadow.items())  # another model
+    assert sum(r.alarm for r in shadows[("always", "1")].values()) == len(streams)
+
+
+def test_shadow_alarms_notify_nobody(db_url, shadow_root):
+    streams = _streams(hours=5)
+    with client_for(db_url, shadow_root, model="never", model_version="1", shadow_models="always:1") as c:
+        live = _feed(c, streams)
+        shadow = _shadow_rows(c, "always", "1")
+        alarms = c.get("/alarms", headers=hdr("viewer")).json()
+        metrics = c.get("/metrics", headers=hdr("monitor")).text
+        queue = [p for p in c.get("/patients", headers=hdr("viewer")).json() if p["active_alarm_id"] is not None]
+    assert alarms == [] and queue == [] and not any(r["alarm_id"] for r in live.values())
+    assert 'sepsis_alarm_events_total{event="raised"}' not in metrics
+    # the shadow would have alarmed once per patient, at its first observation, then stayed suppressed
+    first = {(pid, iso(T0 + dt.timedelta(hours=rows[0][0]))) for pid, rows in streams.items()}
+    assert {k for k, r in shadow.items() if r.alarm} == first
+    assert len(shadow) == sum(len(r) for r in streams.values())
+
+
+def test_a_failing_shadow_leaves_the_live_answer_and_is_rebuilt_after(db_url, shadow_root, tmp_path):
+    rows = vitals_stream(8, seed=3)
+    with client_for(db_url, shadow_root, shadow_models="sepsis-cfc:2") as c:
+        services = c.app.state.services
+        shadow = services.shadows.models[0]
+        _feed(c, {"f": rows[:3]})
+        step = shadow.runtime.step
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("shadow runtime down")
+
+        shadow.runtime.step = broken
+        try:
+            during = _feed(c, {"f": rows[3:5]}, batch_from=1)
+        finally:
+            shadow.runtime.step = step
+        assert len(during) == 2 and {r["model_version"] for r in during.values()} == {"1"}
+        assert len(_shadow_rows(c, "sepsis-cfc", "2")) == 3  # the failed ones rolled back alone
+        assert 'sepsis_shadow_failures_total{model="sepsis-cfc",version="2"} 2.0' in \
+            c.get("/metrics", headers=hdr("monitor")).text
+        _feed(c, {"f": rows[5:]})
+        stored = _shadow_rows(c, "sepsis-cfc", "2")
+        with services.engine.connect() as conn:
+            state = conn.execute(select(ShadowState)).one()
+    with client_for(f"sqlite:///{tmp_path / 'alone.db'}", shadow_root, model_version="2") as alone:
+        expected = _feed(alone, {"f": rows})
+    assert set(stored) == set(expected)  # the missed observations were back-filled from the stored ones
+    for key, want in expected.items():
+        assert stored[key].risk == pytest.approx(want["risk"], abs=1e-6)
+    assert state.n_observations == len(rows)
+
+
+def _pairs_auroc(pos: list[float], neg: list[float]) -> float:
+    """The definition itself: the share of (positive, negative) pairs ranked right, ties half."""
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_comparison_on_a_recorded_cohort(db_url, shadow_root, tmp_path):
+    streams = {f"c{i}": vitals_stream(14, seed=10 + i) for i in range(4)}
+    outcomes = {"c0": {"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=10))},
+                "c1": {"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=20))},
+                "c2": {"outcome": "no_sepsis", "discharged_at": iso(T0 + dt.timedelta(hours=14))}}  # c3: none yet
+
+    def run(url, **kw):
+        with client_for(url, shadow_root, **kw) as c:
+            scored = _feed(c, streams)
+            for pid, body in outcomes.items():
+                assert c.post(f"/patients/{pid}/outcome", json={**body, "recorded_by": "dr r"},
+                              headers=hdr("clinician")).status_code == 200
+            return scored, c.get("/stats", headers=hdr("viewer")).json(), \
+                c.get("/stats/models", headers=hdr("viewer")).json()
+
+    live, live_stats, got = run(db_url, model="always", model_version="1", shadow_models="sepsis-cfc:2")
+    alone, alone_stats, _ = run(f"sqlite:///{tmp_path / 'alone.db'}", model="sepsis-cfc", model_version="2")
+    assert got["observations"] == sum(len(r) for r in streams.values()) and got["patients"] == 4
+    assert got["patients_with_outcome"] == 3
+    active, shadow = got["models"]
+    assert (active["role"], active["model"], shadow["role"], shadow["model"]) == ("active", "always", "shadow", "sepsis-cfc")
+    # alarm figures: what GET /stats says of the same stream served by that model
+    for entry, stats in ((active, live_stats), (shadow, alone_stats)):
+        for k in ("alarms", "patient_days", "alarms_per_patient_day", "true_alarms", "false_alarms",
+                  "positive_predictive_value", "false_positive_rate", "median_lead_time_hours",
+                  "septic_patients_alarmed_in_time"):
+            assert entry[k] == pytest.approx(stats[k]), (entry["model"], k)
+    assert active["alarms"] == 4 and active["true_alarms"] == 1  # c0 at hour 0, 10 h before onset; c1 20 h before
+    # AUROC by pairs, from the risks each model gave: window hours of septic stays against the rest
+    onsets = {"c0": 10.0, "c1": 20.0}
+    for entry, scored in ((active, live), (shadow, alone)):
+        pos, neg = [], []
+        for (pid, ts), r in scored.items():
+            if pid == "c3":
+                continue
+            hour = (dt.datetime.fromisoformat(ts.replace("Z", "+00:00")) - T0).total_seconds() / 3600
+            inside = pid in onsets and onsets[pid] - 12 <= hour <= onsets[pid] + 3
+            (pos if inside else neg).append(r["risk"])
+        assert entry["hours_in_window"] == len(pos) and entry["hours_with_outcome"] == len(pos) + len(neg)
+        assert entry["auroc"] == pytest.approx(_pairs_auroc(pos, neg), abs=1e-9)
+    assert shadow["auroc"] != pytest.approx(active["auroc"])
+
+
+def test_shadow_models_setting_is_checked(shadow_root, sqlite_url):
+    from service.shadow import parse_shadow_models
+
+    assert parse_shadow_models(" a:1, b:2 ,") == [("a", "1"), ("b", "2")]
+    for bad in ("a", "a:", ":1", "a:1,a:1"):
+        with pytest.raises(ValueError, match="SEPSIS_SHADOW_MODELS"):
+            parse_shadow_models(bad)
+    with pytest.raises(LookupError, match="no model 'sepsis-cfc' version '9'"):
+        with client_for(sqlite_url, shadow_root, shadow_models="sepsis-cfc:9"):
+            pass
