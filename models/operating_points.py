@@ -157,13 +157,14 @@ def percent(risk: float) -> str:
 
 
 def share_in_words(share: float | None) -> str:
-    """0.05 -> "about 1 in 20"; 0.3 -> "about 3 in 10"; None -> "too few to say"."""
+    """0.05 -> "about 1 in 20"; 1/228 -> "about 1 in 230"; 0.3 -> "about 3 in 10"; None -> "too few to say"."""
     if share is None or not math.isfinite(share):
         return "too few to say"
     if share <= 0:
         return "none"
     if share < 0.095:
-        return f"about 1 in {round(1 / share)}"
+        n = 1 / share
+        return f"about 1 in {round(n) if n < 20 else int(float(f'{n:.2g}'))}"  # no false precision
     return f"about {round(share * 10)} in 10"
 
 
@@ -183,13 +184,17 @@ def risk_in_words(points: OperatingPoints | None, risk: float, threshold: float)
     for name, value in (("risk", risk), ("threshold", threshold)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    named = percent(threshold)
+    shown, named = percent(risk), percent(threshold)
+    if shown == named and risk != threshold:  # 2.77% against 2.7733%: show where the difference is
+        shown, named = f"{100 * risk:.3g}%", f"{100 * threshold:.3g}%"
+        if shown == named:
+            shown, named = f"{100 * risk:.6g}%", f"{100 * threshold:.6g}%"
     if points is not None:
         match = next((p for p in points.points if math.isclose(p.threshold, threshold, rel_tol=1e-9, abs_tol=1e-12)), None)
         if match is not None:
             named += f", {match.label}"
     side = "at or above" if risk >= threshold else "below"
-    text = f"{percent(risk)} — {side} the alarm threshold ({named})"
+    text = f"{shown} — {side} the alarm threshold ({named})"
     if points is not None:
         text += f"; {points.band(risk).words}"
     return text

@@ -118,6 +118,7 @@ def test_percent_keeps_a_threshold_readable():
 
 
 @pytest.mark.parametrize("share, words", [(0.05, "about 1 in 20"), (0.004, "about 1 in 250"),
+                                          (1 / 228, "about 1 in 230"), (1 / 12.4, "about 1 in 12"),
                                           (0.25, "about 2 in 10"), (0.31, "about 3 in 10"),
                                           (0.0, "none"), (None, "too few to say")])
 def test_share_in_words(share, words):
@@ -136,6 +137,8 @@ def test_risk_in_words_uses_the_measured_band_and_the_threshold_in_force():
     assert "1 in 20" in risk_in_words(points, 0.01, 0.5) and "1 in 250" in risk_in_words(points, 0.0099, 0.5)
     assert "2 in 10" in risk_in_words(points, 1.0, 0.5)
     # a risk equal to the threshold raises an alarm in the service (risk >= threshold)
+    # a risk just under a threshold never reads as equal to it
+    assert risk_in_words(points, 0.0277, 0.028).startswith("2.77% — below the alarm threshold (2.8%, utility")
     assert risk_in_words(points, 0.12, 0.12).startswith("12% — at or above")
 
 

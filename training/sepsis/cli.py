@@ -1,4 +1,4 @@
-"""`python -m training sepsis {train,evaluate,export,evaluate-onnx,summarize,demo}`."""
+"""`python -m training sepsis {train,evaluate,export,evaluate-onnx,operating-points,summarize,demo}`."""
 from __future__ import annotations
 
 import argparse
@@ -177,6 +177,12 @@ def cmd_evaluate_onnx(a) -> int:
     return 0
 
 
+def cmd_operating_points(a) -> int:
+    from training.sepsis.operating_points import run_cli
+
+    return run_cli(a)
+
+
 def cmd_summarize(a) -> int:
     from training.sepsis.summary import summarize
 
@@ -258,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.set_defaults(func=cmd_evaluate_onnx)
+    p = sub.add_parser("operating-points", help="thresholds chosen on validation (utility, alarm budgets, "
+                       "sensitivity targets) with test figures and risk bands, through the ONNX step")
+    p.add_argument("--model", required=True, help="models/<name>/<version>; operating_points.json is written there")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split-seed", type=int, default=0, help="patient split seed (0: the shipped card's)")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.2, 0.5], help="alarms per patient-day")
+    p.add_argument("--sensitivities", type=float, nargs="+", default=[0.8, 0.9])
+    p.add_argument("--out", default="results/sepsis/operating_points", help="record: json, tradeoff.png, README.md")
+    p.add_argument("--overwrite", action="store_true", help="replace the model's existing operating_points.json")
+    p.add_argument("--no-model-file", action="store_true", help="write only the record in --out")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_operating_points)
     p = sub.add_parser("summarize", help="aggregate results/sepsis/*/metrics.json over seeds")
     p.add_argument("--results", default="results/sepsis")
     p.set_defaults(func=cmd_summarize)

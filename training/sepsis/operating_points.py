@@ -1,0 +1,465 @@
+"""Operating points of a shipped model: thresholds chosen on the validation split, each read once
+on the test split for the record, and risk bands that give a risk its measured meaning.
+
+Every figure comes from `training.sepsis.metrics` (the same code as the model card's metrics):
+
+- alarm: an alarm episode of `metrics.alarm_metrics`, a run of consecutive hours with
+  risk >= threshold. The service (service/ingest.py) raises the same count when the ward resolves
+  each alarm once the risk falls back below the threshold; an alarm left open or snoozed longer
+  suppresses new ones, one resolved while the risk is still high is raised again.
+- sensitivity: `septic_alarmed_before_onset`, the share of septic stays with an alarm at or before
+  the clinical onset (first SepsisLabel hour + 6 h).
+- ppv: `alarmed_stays_septic`, the share of stays with any alarm that are septic (per stay, not
+  per alarm).
+- median_lead_time_hours: onset minus the stay's first alarm, median over septic stays alarmed at
+  or before onset.
+- utility: the challenge's normalised utility of `risk >= threshold`.
+
+Points: the utility optimum (`metrics.choose_threshold`), the lowest threshold whose validation
+alarm rate is within each budget, and the highest threshold whose validation sensitivity reaches
+each target. A threshold sits halfway between two adjacent validation risks, like the card's, so
+float32 differences between runtimes do not flip an alarm.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from models.operating_points import OperatingPoints, band_words, percent
+from training.sepsis import metrics as M
+from training.sepsis.batching import per_stay
+
+# The event a risk band counts is the utility's reward window, read from utility_table's own
+# defaults so the two cannot drift apart.
+_UTILITY_DEFAULTS = inspect.signature(M.utility_table).parameters
+DT_EARLY = float(_UTILITY_DEFAULTS["dt_early"].default)   # -12: hours before onset
+DT_LATE = float(_UTILITY_DEFAULTS["dt_late"].default)     # +3: hours after onset
+EVENT = f"in the {-DT_EARLY:g} h before sepsis onset or the {DT_LATE:g} h after it"
+
+BUDGETS = (0.1, 0.2, 0.5)
+SENSITIVITIES = (0.8, 0.9)
+# Band edges at these quantiles of the validation hours' risk: most hours are low, so the bands
+# are finer where alarms are decided.
+BAND_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+
+DEFINITIONS = {
+    "alarm": "an alarm episode: a run of consecutive hours with risk >= threshold (metrics.alarm_metrics). "
+             "The service raises the same count when each alarm is resolved once the risk falls back below "
+             "the threshold; an alarm left open (or snoozed) longer suppresses new ones, one resolved while "
+             "the risk is still above the threshold is raised again at the next observation",
+    "alarms_per_patient_day": "alarm episodes / (patient-hours / 24)",
+    "sensitivity": "share of septic stays alarmed at or before clinical onset (first SepsisLabel hour + 6 h)",
+    "ppv": "share of stays with any alarm that are septic (per stay, not per alarm)",
+    "median_lead_time_hours": "onset minus the stay's first alarm, median over septic stays alarmed at or before onset",
+    "utility": "PhysioNet/CinC 2019 normalised utility of risk >= threshold",
+    "risk_bands": f"validation patient-hours by risk; validation_ppv = share of them {EVENT} "
+                  f"(hours of septic stays later than {DT_LATE:g} h after onset are left out, as the utility leaves them unscored)",
+}
+
+
+class Scored:
+    """One split's labels and risks per stay, with what every threshold's figures need."""
+
+    def __init__(self, labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]):
+        self.labels, self.probs = list(labels), list(probs)
+        self.risks = M.pooled(self.labels, self.probs)[1]  # checks stays and hours match
+        self._table = M.utility_table(self.labels)
+
+    def alarms(self, threshold: float) -> dict:
+        return M.alarm_metrics(self.labels, self.probs, threshold)
+
+    def figures(self, threshold: float) -> dict:
+        """The contract's figures (models.operating_points.PointFigures) at `threshold`."""
+        a = self.alarms(threshold)
+        utility = float(self._table.normalise(self._table.utility(self.risks >= threshold)))
+        return {"sensitivity": a["septic_alarmed_before_onset"], "ppv": a["alarmed_stays_septic"],
+                "alarms_per_patient_day": a["alarms_per_patient_day"],
+                "median_lead_time_hours": a["median_lead_time_hours"],
+                "utility": None if np.isnan(utility) else utility}
+
+
+# ---------------------------------------------------------------- choosing thresholds
+
+def _between(levels: np.ndarray, k: int) -> float:
+    """A threshold alarming exactly on risks >= levels[k]: halfway to the next lower risk."""
+    if k <= 0:
+        return float(levels[0]) / 2 if len(levels) else 0.0
+    if k >= len(levels):
+        return float(levels[-1]) + 1e-6 * max(1.0, abs(float(levels[-1])))
+    mid = (float(levels[k]) + float(levels[k - 1])) / 2
+    if np.float32(mid) <= np.float32(levels[k - 1]):  # adjacent float32 risks: the midpoint would not survive
+        mid = float(levels[k])
+    return mid
+
+
+def _first_true(ok: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The lowest k in [lo, hi] with ok(k), given not ok(lo - 1) and ok(hi); ok is evaluated only
+    at the k it returns and on the way, so the answer is always checked."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def threshold_for_budget(val: Scored, budget: float) -> float | None:
+    """The lowest threshold whose validation alarm rate is at most `budget` alarms per patient-day
+    (the rate is not strictly monotone, so this is a boundary found by bisection, checked at the
+    returned threshold). None when even alarming only on the top risk exceeds the budget."""
+    levels = np.unique(val.risks)
+
+    def rate(t: float) -> float:
+        return val.alarms(t)["alarms_per_patient_day"] or 0.0
+
+    if rate(_between(levels, 0)) <= budget:
+        return _between(levels, 0)
+    k = _first_true(lambda k: rate(float(levels[k])) <= budget, 1, len(levels) - 1)
+    if rate(float(levels[k])) > budget:
+        return None
+    t = _between(levels, k)
+    return t if rate(t) <= budget else float(levels[k])
+
+
+def threshold_for_sensitivity(val: Scored, target: float) -> float | None:
+    """The highest threshold whose validation sensitivity is at least `target` (sensitivity only
+    falls as the threshold rises). None when no threshold reaches it."""
+    levels = np.unique(val.risks)
+
+    def sens(t: float) -> float:
+        return val.alarms(t)["septic_alarmed_before_onset"] or 0.0
+
+    if not len(levels) or sens(float(levels[0])) < target:
+        return None
+    # the first level that misses the target (len(levels): none misses); the one below reaches it
+    k = _first_true(lambda k: k == len(levels) or sens(float(levels[k])) < target, 1, len(levels))
+    return _between(levels, k - 1)
+
+
+def choose_points(val: Scored, budgets: Sequence[float] = BUDGETS,
+                  sensitivities: Sequence[float] = SENSITIVITIES, progress: bool = True) -> list[dict]:
+    """[{"id", "label", "threshold"}] chosen on validation only; unreachable targets are left out."""
+    wanted = ([("utility_optimum", "utility optimum", None)]
+              + [(f"alarms_per_day_{b:g}", f"at most {b:g} alarms per patient-day", ("budget", b)) for b in budgets]
+              + [(f"sensitivity_{s:g}", f"sensitivity at least {s:g}", ("sensitivity", s)) for s in sensitivities])
+    points = []
+    for point_id, label, rule in tqdm(wanted, desc="choosing thresholds on validation", unit="point",
+                                      disable=not progress):
+        if rule is None:
+            threshold, _ = M.choose_threshold(val.labels, val.probs)
+        elif rule[0] == "budget":
+            threshold = threshold_for_budget(val, rule[1])
+        else:
+            threshold = threshold_for_sensitivity(val, rule[1])
+        if threshold is not None and 0.0 <= threshold <= 1.0:
+            points.append({"id": point_id, "label": label, "threshold": float(threshold)})
+    return points
+
+
+# ---------------------------------------------------------------- risk bands
+
+def event_hours(labels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(counted, event) per hour of all stays concatenated: an event hour lies in the utility's
+    window [onset + dt_early, onset + dt_late] of a septic stay; hours after the window are not
+    counted (the patient is septic already, the utility does not score them)."""
+    flat = M._flatten_labels(labels)
+    onset = M._onset_per_stay(flat)[flat.stay]
+    with np.errstate(invalid="ignore"):
+        rel = flat.hour - onset  # -inf on non-septic stays
+    counted = ~(np.isfinite(rel) & (rel > DT_LATE))
+    event = np.isfinite(rel) & (rel >= DT_EARLY) & (rel <= DT_LATE)
+    return counted, event
+
+
+def _two_figures(x: float) -> float:
+    return float(f"{x:.2g}")
+
+
+def band_edges(val_risks: np.ndarray, quantiles: Sequence[float] = BAND_QUANTILES) -> list[float]:
+    """0, the validation risk at each quantile rounded to two significant figures (readable in
+    words), 1; duplicates merged."""
+    inner = sorted({_two_figures(q) for q in np.quantile(val_risks, quantiles) if 0.0 < q < 1.0})
+    return [0.0] + [e for e in inner if 0.0 < e < 1.0] + [1.0]
+
+
+def _band_shares(split: Scored, edges: Sequence[float]) -> list[tuple[int, int]]:
+    counted, event = event_hours(split.labels)
+    p = split.risks[counted]
+    e = event[counted]
+    which = np.clip(np.searchsorted(np.asarray(edges), p, side="right") - 1, 0, len(edges) - 2)
+    hours = np.bincount(which, minlength=len(edges) - 1)
+    events = np.bincount(which, weights=e, minlength=len(edges) - 1)
+    return [(int(h), int(n)) for h, n in zip(hours, events)]
+
+
+def risk_bands(val: Scored, test: Scored, edges: Sequence[float] | None = None) -> list[dict]:
+    edges = list(edges) if edges is not None else band_edges(val.risks)
+    bands = []
+    for (lo, hi), (vh, ve), (th, te) in zip(zip(edges, edges[1:]), _band_shares(val, edges), _band_shares(test, edges)):
+        share = ve / vh if vh else None
+        bands.append({"low": lo, "high": hi, "words": band_words(share, lo, hi, EVENT),
+                      "validation_ppv": share, "validation_hours": vh,
+                      "test_ppv": te / th if th else None, "test_hours": th})
+    return bands
+
+
+# ---------------------------------------------------------------- the whole table
+
+def operating_points(val: Scored, test: Scored, model: str, version: str, source: dict,
+                     budgets: Sequence[float] = BUDGETS, sensitivities: Sequence[float] = SENSITIVITIES,
+                     progress: bool = True) -> OperatingPoints:
+    """Thresholds from `val`; `test` is read once per chosen threshold, after all are chosen."""
+    chosen = choose_points(val, budgets, sensitivities, progress)
+    points = [{**p, "validation": val.figures(p["threshold"]), "test": test.figures(p["threshold"])}
+              for p in tqdm(chosen, desc="figures on validation and test", unit="point", disable=not progress)]
+    return OperatingPoints.model_validate({
+        "model": model, "version": version, "selected_on": "validation", "definitions": DEFINITIONS,
+        "source": source, "points": points, "risk_bands": risk_bands(val, test)})
+
+
+def tradeoff_curve(split: Scored, n: int = 120) -> list[dict]:
+    """Sensitivity, PPV and alarms per patient-day at thresholds spread over the split's upper
+    risks (where the trade-off is), for the plot."""
+    qs = 1.0 - np.geomspace(0.5, 2e-4, n)
+    rows = []
+    for t in np.unique(np.quantile(split.risks, qs)):
+        f = split.figures(float(t))
+        rows.append({"threshold": float(t), **f})
+    return rows
+
+
+def markdown_table(points: OperatingPoints) -> str:
+    def cell(x, fmt):
+        return "–" if x is None else format(x, fmt)
+
+    lines = ["| operating point | threshold | split | sensitivity | PPV (stays) | alarms / patient-day | median lead (h) | utility |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in points.points:
+        for name, f in (("validation", p.validation), ("test", p.test)):
+            head = f"{p.label} | {percent(p.threshold)} ({p.threshold:.4g})" if name == "validation" else " | "
+            lines.append(f"| {head} | {name} | {cell(f.sensitivity, '.3f')} | {cell(f.ppv, '.3f')} | "
+                         f"{cell(f.alarms_per_patient_day, '.3f')} | {cell(f.median_lead_time_hours, '.0f')} | "
+                         f"{cell(f.utility, '.3f')} |")
+    return "\n".join(lines)
+
+
+def bands_table(points: OperatingPoints) -> str:
+    lines = ["| risk | validation hours | share in the window (validation) | test hours | share (test) |",
+             "|---|---|---|---|---|"]
+    for b in points.risk_bands:
+        vp = "–" if b.validation_ppv is None else f"{b.validation_ppv:.3f}"
+        tp = "–" if b.test_ppv is None else f"{b.test_ppv:.3f}"
+        lines.append(f"| {percent(b.low)}–{percent(b.high)} | {b.validation_hours} | {vp} | {b.test_hours} | {tp} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running the model
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stream_risks(runtime, cohort, chunk: int = 1024, progress: bool = True, what: str = "") -> np.ndarray:
+    """Risk of every row of `cohort` through the ONNX step (the runtime's lockstep
+    `run_sequences`), `chunk` stays at a time so the progress bar moves."""
+    from models.contract import elapsed_hours
+
+    elapsed = elapsed_hours(cohort.values, cohort.offsets)
+    stays = list(zip(per_stay(cohort.values, cohort.offsets), per_stay(elapsed, cohort.offsets)))
+    out = []
+    with tqdm(total=len(stays), desc=f"{runtime.name}-{runtime.version} over {len(stays)} {what} stays".replace("  ", " "), unit="stay",
+              disable=not progress) as bar:
+        for i in range(0, len(stays), chunk):
+            out.extend(runtime.run_sequences(stays[i:i + chunk]))
+            bar.update(len(stays[i:i + chunk]))
+    return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
+def cached_risks(runtime, cohort, cache_dir: Path, tag: str, progress: bool = True, what: str = "") -> np.ndarray:
+    """stream_risks, kept in `cache_dir` under the model file's and the rows' fingerprints."""
+    rows = hashlib.sha256(cohort.patient_ids.astype(str).tobytes() + cohort.offsets.tobytes()).hexdigest()[:16]
+    key = f"{runtime.name}-{runtime.version}-{file_sha256(runtime.model_dir / 'model.onnx')[:16]}-{cohort.source_sha256[:16]}-{rows}-{tag}"
+    path = Path(cache_dir) / f"risks-{key}.npy"
+    if path.exists():
+        risks = np.load(path)
+        if len(risks) == len(cohort.values):
+            return risks
+    risks = stream_risks(runtime, cohort, progress=progress, what=what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, risks)
+    return risks
+
+
+def scored(cohort, risks: np.ndarray) -> Scored:
+    return Scored(per_stay(cohort.labels, cohort.offsets), per_stay(risks, cohort.offsets))
+
+
+def write_outputs(points: OperatingPoints, curves: dict, model_dir: Path | None, out: Path, command: str,
+                  overwrite: bool = False) -> list[Path]:
+    """operating_points.json into the model folder (refusing to replace it or the folder's README
+    unless `overwrite`), and the record (json with curves, plot) into `out`."""
+    written = []
+    if model_dir is not None:
+        target = Path(model_dir) / "operating_points.json"
+        for existing in (target, Path(model_dir) / "README.md"):
+            if existing.exists() and not overwrite:
+                raise FileExistsError(f"{existing} exists; pass --overwrite to replace it")
+        target.write_text(points.to_json() + "\n", encoding="utf-8")
+        written.append(target)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**json.loads(points.to_json()), "curves": curves, "command": command}
+    (out / "operating_points.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    written.append(out / "operating_points.json")
+    written.append(tradeoff_png(points, curves, out / "tradeoff.png"))
+    return written
+
+
+def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
+    """Sensitivity and PPV against alarms per patient-day on validation, each operating point
+    marked with its validation (filled) and test (hollow) figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    curve = [r for r in curves["validation"] if r["alarms_per_patient_day"]]
+    x = [r["alarms_per_patient_day"] for r in curve]
+    ax.plot(x, [r["sensitivity"] for r in curve], color="tab:blue", label="sensitivity (validation)")
+    ax.plot(x, [r["ppv"] if r["ppv"] is not None else np.nan for r in curve], color="tab:orange",
+            label="PPV, per alarmed stay (validation)")
+    markers = "osD^vP*X"
+    for i, p in enumerate(points.points):
+        m = markers[i % len(markers)]
+        for split, fill in (("validation", True), ("test", False)):
+            f = getattr(p, split)
+            if f.alarms_per_patient_day is None:
+                continue
+            for value, colour in ((f.sensitivity, "tab:blue"), (f.ppv, "tab:orange")):
+                if value is not None:
+                    ax.scatter([f.alarms_per_patient_day], [value], marker=m, s=55, zorder=3,
+                               facecolors=colour if fill else "white", edgecolors=colour)
+        ax.scatter([], [], marker=m, color="grey", label=f"{p.label} (threshold {percent(p.threshold)})")
+    ax.scatter([], [], marker="o", facecolors="white", edgecolors="grey", label="hollow: the same threshold on test")
+    ax.set_xscale("log")
+    ax.set_xlabel("alarms per patient-day (alarm episodes / patient-days)")
+    ax.set_ylabel("share")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{points.model} {points.version}: alarms against sensitivity and PPV (thresholds chosen on validation)")
+    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(0.0, 0.47), framealpha=0.95)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the command
+
+def measure(model_dir: Path, data: Path, split_seed: int = 0, cache_dir: Path = Path(".cache/sepsis"),
+            device: str = "cpu", budgets: Sequence[float] = BUDGETS,
+            sensitivities: Sequence[float] = SENSITIVITIES, progress: bool = True) -> tuple[OperatingPoints, dict]:
+    """Stream the validation and test stays of `data` (patient split `split_seed`) through the
+    model's ONNX step and build its operating points; also the validation trade-off curve."""
+    from models.runtime import StepRuntime
+    from training.sepsis.data import load_cohort
+    from training.sepsis.splits import patient_split
+
+    runtime = StepRuntime.open(Path(model_dir), device=device)
+    cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=progress)
+    split = patient_split(cohort, seed=split_seed)
+    parts = {}
+    for name, idx in (("validation", split.val), ("test", split.test)):
+        sub = cohort.subset(idx)
+        risks = cached_risks(runtime, sub, Path(cache_dir) / "operating_points", f"{name}-s{split_seed}", progress, name)
+        parts[name] = (sub, scored(sub, risks))
+    (vsub, val), (tsub, test) = parts["validation"], parts["test"]
+    source = {"data": Path(data).name, "data_sha256": cohort.source_sha256,
+              "split": f"patient split seed {split_seed} (70/15/15 by patient, stratified by hospital and sepsis)",
+              "validation_stays": len(vsub), "validation_hours": int(vsub.offsets[-1]),
+              "test_stays": len(tsub), "test_hours": int(tsub.offsets[-1]),
+              "model_sha256": file_sha256(runtime.model_dir / "model.onnx"), "provider": runtime.provider,
+              "card_threshold": runtime.threshold}
+    points = operating_points(val, test, runtime.name, runtime.version, source, budgets, sensitivities, progress)
+    return points, {"validation": tradeoff_curve(val)}
+
+
+def readme(points: OperatingPoints, command: str, record: str) -> str:
+    """The table in words and numbers; `record` is where the plot and the full record lie, relative
+    to the README."""
+    s = points.source
+    definitions = "\n".join(f"- **{k}**: {v}" for k, v in points.definitions.items())
+    check = ""
+    if "utility_optimum" in {p.id for p in points.points} and s.get("card_threshold") is not None:
+        check = (f"\nCross-check: the utility optimum found here through the ONNX step is "
+                 f"{points.point('utility_optimum').threshold:.6g}; the card's threshold (chosen the same way "
+                 f"in training) is {float(s['card_threshold']):.6g}.\n")
+    return f"""# Operating points of {points.model} {points.version}
+
+Thresholds chosen on the validation split ({s.get('validation_stays')} stays, {s.get('validation_hours')} hours),
+each then read once on the test split ({s.get('test_stays')} stays, {s.get('test_hours')} hours) for the record:
+{s.get('split')} of `{s.get('data')}`, the shipped ONNX step run through `models.runtime` ({s.get('provider')}).
+The model card's own threshold ({s.get('card_threshold')}) is not changed by this table; a unit may
+choose one of these points instead. Written by:
+
+```
+{command}
+```
+
+{markdown_table(points)}
+{check}
+Definitions, as measured:
+
+{definitions}
+
+## What a risk meant on validation
+
+The risk bands behind `models.operating_points.risk_in_words`: of the validation patient-hours in
+each band, the share that came {EVENT}; the test split's share beside it for the record.
+
+{bands_table(points)}
+
+Plot: [`{record}tradeoff.png`]({record}tradeoff.png), sensitivity and PPV against alarms per patient-day
+over validation thresholds, the points marked (filled: validation, hollow: test). Full record with the
+curve: [`{record}operating_points.json`]({record}operating_points.json).
+"""
+
+
+def run_cli(a) -> int:
+    command = (f"python -m training sepsis operating-points --model {a.model} --data {a.data} "
+               f"--split-seed {a.split_seed} --out {a.out} --budgets {' '.join(f'{b:g}' for b in a.budgets)} "
+               f"--sensitivities {' '.join(f'{x:g}' for x in a.sensitivities)}")
+    for b in a.budgets:
+        if not b > 0:
+            raise ValueError(f"--budgets: {b:g} is not a positive number of alarms per patient-day")
+    for x in a.sensitivities:
+        if not 0 < x <= 1:
+            raise ValueError(f"--sensitivities: {x:g} is not a share in (0, 1]")
+    points, curves = measure(Path(a.model), Path(a.data), a.split_seed, Path(a.cache_dir), a.device,
+                             a.budgets, a.sensitivities, progress=not a.no_progress)
+    out = Path(a.out)
+    model_dir = None if a.no_model_file else Path(a.model)
+    written = write_outputs(points, curves, model_dir, out, command, a.overwrite)
+    (out / "README.md").write_text(readme(points, command, ""), encoding="utf-8")
+    written.append(out / "README.md")
+    if model_dir is not None:
+        rel = os.path.relpath(out.resolve(), model_dir.resolve())
+        (model_dir / "README.md").write_text(readme(points, command, rel.rstrip("/") + "/"), encoding="utf-8")
+        written.append(model_dir / "README.md")
+    print(markdown_table(points))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
