@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -182,7 +183,9 @@ def risk_in_words(points: OperatingPoints | None, risk: float, threshold: float)
     `threshold` is the one in force (the unit's choice); it is named after the operating point it
     equals, if any. Without operating points only the comparison with the threshold is given."""
     for name, value in (("risk", risk), ("threshold", threshold)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        # numbers.Real takes numpy scalars (a risk straight from the runtime is np.float32)
+        if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                or not 0.0 <= value <= 1.0):
             raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     shown, named = percent(risk), percent(threshold)
     if shown == named and risk != threshold:  # 2.77% against 2.7733%: show where the difference is

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from models.card import ModelCardError
@@ -148,7 +149,11 @@ def test_risk_in_words_without_operating_points_or_at_an_unlisted_threshold():
     assert risk_in_words(points, 0.2, 0.15).startswith("20% — at or above the alarm threshold (15%); ")
 
 
-@pytest.mark.parametrize("risk, threshold", [(float("nan"), 0.1), (1.2, 0.1), (0.1, -0.5), ("0.1", 0.1)])
+def test_risk_in_words_takes_the_runtimes_numpy_risk():
+    assert risk_in_words(None, np.float32(0.071), np.float64(0.12)).startswith("7.1% — below")
+
+
+@pytest.mark.parametrize("risk, threshold", [(float("nan"), 0.1), (1.2, 0.1), (0.1, -0.5), ("0.1", 0.1), (True, 0.5)])
 def test_risk_in_words_refuses_what_is_not_a_risk(risk, threshold):
     with pytest.raises(ValueError, match="must be a number in"):
         risk_in_words(None, risk, threshold)
