@@ -56,6 +56,7 @@ Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
 
 # ICULOS is never withheld; every other column may be.
 WITHHOLDABLE = np.array([j != ICULOS_INDEX for j in range(N_FEATURES)])
+MAX_ROWS = 4096  # rows per step call (see withheld_deltas)
 DELTA_DECIMALS = 6  # 1e-6 of risk is 0.0001 percentage points: below anything shown or stored
 
 
@@ -173,7 +174,7 @@ def latest_values(obs: np.ndarray, state: np.ndarray, memory: Memory | None) -> 
 
 
 def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *,
-                    memory: Memory | None = None) -> np.ndarray:
+                    memory: Memory | None = None, max_rows: int | None = MAX_ROWS) -> np.ndarray:
     """delta [n, 40] float64 = risk(as posted) - risk(variable j's latest value withheld).
 
     obs [n, 40] float32 (NaN = not measured), elapsed [n, 1] or [n] hours, state [n, S]: the
@@ -181,13 +182,40 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
     model) also withholds values carried in the state; without it only posted values are
     withheld. The as-posted rows and every variant go through `step` in one call; variables with
     nothing to withhold (and ICULOS) get exactly 0 without a variant.
+
+    max_rows bounds the rows of one call (MAX_ROWS = 4096: about 100 observations with all 40
+    variants, so one observation or a batch of 64 is always one call). A larger batch is split
+    between observations, each with all its variants, into calls of at most max(max_rows, 40)
+    rows; None makes one call whatever its size. Why: a call holds [rows, S] floats several
+    times over; 1,000 observations of sepsis-cfc/3 (26,000 rows) took about 1 GB in one call,
+    and no less time than in calls of 512 to 8192 rows (bench/explain.py's machine).
     """
     obs, elapsed, state = _check_inputs(obs, elapsed, state)
+    if max_rows is not None and (not isinstance(max_rows, (int, np.integer)) or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     n = obs.shape[0]
     deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
-    if n == 0:
-        return deltas
     present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE
+    sizes = 1 + present.sum(axis=1)  # rows each observation brings to a call
+    group = np.zeros(n, dtype=np.int64)
+    if max_rows is not None and n:
+        # greedy: start a new call when this observation would push the current one past max_rows
+        total = 0
+        for i, size in enumerate(sizes):
+            if total and total + size > max_rows:
+                group[i], total = group[i - 1] + 1, 0
+            else:
+                group[i] = group[i - 1] if i else 0
+            total += size
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        deltas[rows] = _one_call(step, obs[rows], elapsed[rows], state[rows], present[rows], memory)
+    return deltas
+
+
+def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None) -> np.ndarray:
+    n = obs.shape[0]
+    deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
     rows, cols = np.nonzero(present)  # one variant per (row, variable) with something to withhold
     if len(rows) == 0:
         return deltas

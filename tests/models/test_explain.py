@@ -88,6 +88,20 @@ def test_all_variants_of_all_rows_go_through_one_call(fixture_rt):
     assert step.calls == [len(obs) + variants]
 
 
+def test_max_rows_splits_between_observations_with_the_same_deltas(fixture_rt):
+    obs, elapsed, state = fixture_batch(seed=3, n=12)
+    one = Counting(fixture_rt._run)
+    expected = withheld_deltas(one, obs, elapsed, state, max_rows=None)
+    split = Counting(fixture_rt._run)
+    got = withheld_deltas(split, obs, elapsed, state, max_rows=30)
+    sizes = np.count_nonzero(~np.isnan(obs), axis=1)  # the row itself + a variant per posted value but ICULOS
+    assert len(one.calls) == 1 and len(split.calls) > 1
+    assert sum(split.calls) == one.calls[0] and all(c <= max(30, sizes.max()) for c in split.calls)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="max_rows"):
+        withheld_deltas(fixture_rt._run, obs, elapsed, state, max_rows=0)
+
+
 def test_risk_as_a_vector_and_elapsed_as_a_vector_are_accepted(fixture_rt):
     obs, elapsed, state = fixture_batch(seed=2)
     expected = withheld_deltas(fixture_rt._run, obs, elapsed, state)
