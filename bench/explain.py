@@ -13,6 +13,9 @@ together) it times, median over hours and repeats after a warm-up: the plain ste
 (`StepRuntime._run`, what the service runs) and `withheld_deltas` (building the variants plus
 its one step call over rows + variants, the call also timed on its own). ONNX Runtime runs with one intra-op thread, so the
 numbers compare work rather than how many of this shared machine's cores were free.
+
+Last, a 1,000-row batch request (the hours tiled) is explained with the default bound on the rows
+of one step call (models.explain.MAX_ROWS) and in one unbounded call: time and peak memory.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tarfile
@@ -32,7 +36,7 @@ import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 
 from models.contract import FEATURES, INDEX  # noqa: E402
-from models.explain import carried, find_memory, withheld_deltas  # noqa: E402
+from models.explain import MAX_ROWS, carried, find_memory, withheld_deltas  # noqa: E402
 from models.runtime import StepRuntime  # noqa: E402
 
 ARCHIVE = Path("/work/shared/data/physionet2019/physionet2019_dev.tar.xz")
@@ -123,6 +127,32 @@ def case(runtime, memory, obs, elapsed, state, batch: int, repeats: int) -> dict
                     "ratio": round(statistics.median(explain_cpu) / statistics.median(plain_cpu), 2)}}
 
 
+def large_batch(runtime, memory, obs, elapsed, state, n: int = 1000) -> list[dict]:
+    """A 1,000-row batch request (the 64 real hours tiled) explained in calls of at most 4096 rows
+    (the default) and then in one call: time and the process's peak memory after each (the peak
+    only grows, so the bounded run goes first)."""
+    reps = -(-n // len(obs))
+    o, e, s = (np.tile(a, (reps, 1))[:n] for a in (obs, elapsed, state))
+    out = []
+    for max_rows in (MAX_ROWS, None):
+        step = Counting(runtime._run)
+        start = time.perf_counter()
+        withheld_deltas(step, o, e, s, memory=memory, max_rows=max_rows)
+        out.append({"rows": n, "max_rows": max_rows, "calls": len(step.calls), "largest_call_rows": max(step.calls),
+                    "withheld_deltas_s": round(time.perf_counter() - start, 2),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    return out
+
+
+class Counting:
+    def __init__(self, step):
+        self.step, self.calls = step, []
+
+    def __call__(self, obs, elapsed, state):
+        self.calls.append(len(obs))
+        return self.step(obs, elapsed, state)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -157,6 +187,10 @@ def main() -> None:
                   f"(step call {result['of_which_the_step_call_ms']:8.3f} ms), ratio {result['ratio']:6.2f}, "
                   f"{result['withheld_deltas_ms_per_observation']:.3f} ms per observation; CPU time ratio "
                   f"{result['cpu']['ratio']:.2f}")
+    large = large_batch(runtime, memory, obs, elapsed, state)
+    for r in large:
+        print(f"{'1,000 real hours':>22}  max_rows {str(r['max_rows']):>5}: {r['calls']:>2} calls, withheld_deltas "
+              f"{r['withheld_deltas_s']:.2f} s, peak memory of the process {r['peak_rss_mb']:.0f} MB")
     report = {
         "model": f"{runtime.name}/{runtime.version}", "state_size": runtime.state_size,
         "memory_found": memory is not None, "members": None if memory is None else memory.members,
@@ -164,7 +198,7 @@ def main() -> None:
         "machine": {"processor": cpu_model(), "python": platform.python_version()},
         "inputs": "64 stays of setA (first files), one random hour each (seed 0), state stepped up to it",
         "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-        "cases": cases, "wall_seconds": round(time.perf_counter() - started, 1),
+        "cases": cases, "large_batch": large, "wall_seconds": round(time.perf_counter() - started, 1),
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
