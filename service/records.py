@@ -187,10 +187,8 @@ class Records:
     # -- clock and audit -----------------------------------------------------------------------
 
     def _clock(self, s: Session) -> schemas.ClockOut:
-        latest = feed_time(s)
-        wall = dt.datetime.now(UTC)
-        now = (latest or wall) if self.clock.simulated else wall
-        return schemas.ClockOut(mode=self.clock.mode, now=now, wall=wall, latest_observation=latest)
+        return schemas.ClockOut(mode=self.clock.mode, now=self.clock.now(s), wall=dt.datetime.now(UTC),
+                                latest_observation=feed_time(s))
 
     def clock_now(self) -> schemas.ClockOut:
         with self.factory.begin() as s:
