@@ -67,10 +67,20 @@ class Mapped:
 
 
 def utc(value) -> dt.datetime | None:
-    """A FHIR dateTime with a time (and so a zone) as UTC; None for a date or a partial date."""
+    """A FHIR dateTime with a time (and so a zone) as UTC; None for a date or a partial date, and
+    for a time outside the service's range (converting year 1 with an offset overflows)."""
     if isinstance(value, dt.datetime) and value.utcoffset() is not None:
-        return value.astimezone(UTC)
+        if not schemas.EARLIEST.year <= value.year < schemas.LATEST.year:
+            return None
+        value = value.astimezone(UTC)
+        return value if schemas.EARLIEST <= value < schemas.LATEST else None
     return None
+
+
+def _time_problem(value, what: str) -> str:
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        return f"{what} must be {schemas.TIME_RANGE}"
+    return f"{what} is required as a dateTime with a time and zone (e.g. 2024-05-01T08:00:00Z)"
 
 
 def _texts(concept) -> list[str]:
@@ -168,24 +178,25 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
                 parents.add(id(parent))
         icu = [(i, e) for i, e in found if id(e) not in parents]
         if len(icu) != 1:
-            for _, e in icu:
+            for _, e in icu or found:
                 ctx.problem(e, "partOf", f"patient {pid} has {len(icu)} Encounters in this bundle that are not the "
                                          "hospital stay of another: send one ICU Encounter (partOf the hospital "
-                                         "Encounter, if any)", "business-rule")
+                                         "Encounter, if any, and no cycle)", "business-rule")
             continue
         _, e = icu[0]
         enc = e.resource
         start = utc(enc.period.start if enc.period else None)
         if start is None:
-            ctx.problem(e, "period.start", "the ICU admission time is required as a dateTime with a time and zone "
-                                           "(e.g. 2024-05-01T08:00:00Z)", "required")
+            ctx.problem(e, "period.start", _time_problem(enc.period.start if enc.period else None,
+                                                         "the ICU admission time"), "required")
             continue
         hosp = None
         parent, _ = ctx.target(enc.partOf.reference if enc.partOf else None, "Encounter", _ENCOUNTER_REF)
         if parent is not None:
             pstart = utc(parent.resource.period.start if parent.resource.period else None)
             if pstart is None:
-                ctx.problem(parent, "period.start", "the hospital admission time needs a time and zone", "required")
+                ctx.problem(parent, "period.start", _time_problem(parent.resource.period.start if parent.resource.period
+                                                                  else None, "the hospital admission time"), "required")
                 continue
             hosp = round((pstart - start).total_seconds() / 3600.0, 6)
         patient = patients.get(pid)
@@ -287,8 +298,8 @@ def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: di
     ts = utc(obs.effectiveDateTime) or utc(obs.effectiveInstant)
     element = "effectiveInstant" if obs.effectiveInstant is not None else "effectiveDateTime"
     if ts is None:
-        ctx.problem(entry, element, "the time measured is required as effectiveDateTime with a time and zone "
-                                    "(e.g. 2024-05-01T08:00:00Z)", "required")
+        ctx.problem(entry, element, _time_problem(getattr(obs, element), "the time measured (effectiveDateTime)"),
+                    "required")
     found = _measurements(ctx, entry, table)
     if pid is None or ts is None or found is None or obs.status not in SCORED_STATUSES:
         return None

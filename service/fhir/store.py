@@ -12,6 +12,7 @@ bundle again stores (a no-op the second time).
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from sqlalchemy import select
 
@@ -24,6 +25,7 @@ from service.inputs import UNIT_CODES
 from service.storage.tables import Patient
 
 UTC = dt.timezone.utc
+_BATCH_ROW = re.compile(r"observations\[(\d+)\]: ")
 
 
 def admission_fields(a: schemas.Admission) -> dict:
@@ -76,9 +78,13 @@ def store(services, mapped: Mapped) -> tuple[list[schemas.PredictResult], dict[s
         return ""
 
     def refusal(err: Conflict | Invalid, status: int, note: str = "") -> Refusal:
-        g = mapped.groups[blamed[-1]] if blamed else None
+        detail = err.detail
+        if not blamed and (m := _BATCH_ROW.match(detail)):  # predict_batch's own prefix: observations[i]
+            blamed.append(int(m.group(1)))
+            detail = detail[m.end():]
+        g = mapped.groups[blamed[-1]] if blamed and blamed[-1] < len(mapped.groups) else None
         expression, label = g.times[0] if g is not None else ("Bundle", "")
-        return Refusal(status, [Problem(expression, err.detail + note, label, "conflict" if status == 409 else "invalid")])
+        return Refusal(status, [Problem(expression, detail + note, label, "conflict" if status == 409 else "invalid")])
 
     if mapped.observations:
         try:

@@ -289,3 +289,25 @@ def test_risk_assessments_and_flags_read_back_as_valid_fhir(sqlite_url, models_r
         assert nobody["total"] == 0 and nobody["entry"] == []
         assert c.get("/fhir/RiskAssessment", params={"subject": "k"}, headers=hdr("viewer")).status_code == 422
         assert c.get("/fhir/RiskAssessment", params={"subject": "Patient/k"}, headers=hdr("ingest")).status_code == 403
+
+
+_HR = observation("j", 0, "8867-4", 80, "/min")
+
+
+@pytest.mark.parametrize("body, expression", [
+    (json.dumps(bundle(_HR)).replace('"value": 80', '"value": NaN'), "Bundle.entry[0].resource.valueQuantity.value"),
+    (json.dumps(bundle({**_HR, "effectiveDateTime": "0001-01-01T00:00:00+14:00"})),
+     "Bundle.entry[0].resource.effectiveDateTime"),  # converting it to UTC overflows
+    (json.dumps(bundle({**_HR, "effectiveDateTime": "2200-01-01T00:00:00Z"})), "Bundle.entry[0].resource.effectiveDateTime"),
+    (json.dumps(bundle(patient("j"), encounter("j", 0, part_of="Encounter/j-icu"))), "Bundle.entry[1].resource.partOf"),
+    (json.dumps(bundle(patient("j", birth="2030-01-01"), encounter("j", 0))), "Bundle.entry[0].resource.birthDate"),
+    (json.dumps(bundle({**_HR, "valueQuantity": {"value": 80, "system": "http://other.org", "code": "x"}})),
+     "Bundle.entry[0].resource.valueQuantity.system"),
+    (json.dumps(bundle({**_HR, "contained": [{"resourceType": "Nope"}]})), "Bundle.entry[0].resource"),
+    ("[" * 100000, "Bundle"),
+])
+def test_junk_is_refused_at_its_element_never_a_500(c, body, expression):
+    r = c.post("/fhir", content=body, headers={**hdr("ingest"), "Content-Type": FHIR})
+    assert r.status_code in (400, 422), r.text
+    assert expression in [i["expression"][0] for i in issues(r)]
+    assert c.get("/patients/j", headers=hdr("viewer")).status_code == 404
