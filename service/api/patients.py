@@ -13,7 +13,9 @@ from service.auth import identify
 router = APIRouter(tags=["patients"])
 
 
-@router.post("/patients", response_model=schemas.PatientSummary, status_code=201, responses=ERRORS_409,
+@router.post("/patients", response_model=schemas.PatientSummary, status_code=201,
+             responses={**ERRORS_409, 200: {"model": schemas.PatientSummary,
+                                            "description": "the same admission posted again: nothing changed"}},
              dependencies=[Ingest])
 def admit(body: schemas.Admission, response: Response, services: ServicesDep):
     out, created = services.records.admit(body)

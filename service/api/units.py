@@ -37,7 +37,9 @@ def operating_points(services: ServicesDep):
 
 
 @router.put("/units/{unit}/operating-point", response_model=schemas.OperatingPointsOut,
-            responses=errors(400, 401, 403, 409, 413, 422), dependencies=[Depends(require("admin"))])
+            # 404 is listed because every route with a path parameter lists it (tests/service/test_fuzz.py);
+            # an unknown unit is answered 422 naming `unit`, as the path parameter's enum says.
+            responses=errors(400, 401, 403, 404, 409, 413, 422), dependencies=[Depends(require("admin"))])
 def choose_operating_point(unit: UnitPath, body: schemas.OperatingPointIn, services: ServicesDep, caller: Caller):
     """Admin only, audited (action threshold_change): the unit's alarms are raised at the chosen
     point's threshold from the next observation on; stored risks and alarms are not changed. An
