@@ -15,8 +15,18 @@ from dashboard import ui  # noqa: E402
 
 st.set_page_config(page_title="Sepsis alarms", page_icon=":material/notifications_active:", layout="wide")
 ui.sidebar()
+WARD = st.Page("views/ward.py", title="Ward", icon=":material/bed:", url_path="ward")
+
+
+def _home() -> None:
+    # Streamlit serves the default page at "/" only (its url_path is ignored), so the ward is a page
+    # of its own at /ward and "/" forwards there, keeping the query parameters.
+    st.switch_page(WARD, query_params=st.query_params.to_dict())
+
+
 page = st.navigation([
-    st.Page("views/ward.py", title="Ward", icon=":material/bed:", url_path="ward", default=True),
+    st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+    WARD,
     st.Page("views/patient.py", title="Patient", icon=":material/monitor_heart:", url_path="patient"),
     st.Page("views/alarms.py", title="Alarm queue", icon=":material/notifications_active:", url_path="alarms"),
     st.Page("views/performance.py", title="Performance", icon=":material/bar_chart:", url_path="performance"),

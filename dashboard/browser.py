@@ -127,6 +127,24 @@ class Browser:
             time.sleep(0.25)
         raise BrowserError(f"{what}: {until!r} was still false after {timeout_s:g} s")
 
+    def click(self, selector: str) -> None:
+        """A real mouse click at the middle of the first element matching the CSS `selector`."""
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null; "
+                            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        if box is None:
+            raise BrowserError(f"nothing matches {selector!r} to click")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def type_into(self, selector: str, text: str) -> None:
+        """Focus the input matching `selector`, type `text` as keystrokes would, then press Enter."""
+        self.click(selector)
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).select()")
+        self.call("Input.insertText", text=text)
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
     def html(self) -> str:
         return self.evaluate("document.documentElement.outerHTML")
 

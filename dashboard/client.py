@@ -55,6 +55,8 @@ class PatientSummary:
     icu_admit_time: dt.datetime | None
     unit: str | None = None  # "MICU", "SICU", "other"; None when not recorded
     status: str = "monitoring"  # monitoring / in_treatment (sepsis recorded) / discharged
+    last_measured: dt.datetime | None = None  # the newest observation that carried a measured value
+    bed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,34 @@ class Alarm:
     snoozed_until: dt.datetime | None = None
     resolved_at: dt.datetime | None = None
     resolved_by: str | None = None
+    resolve_note: str | None = None
+    snoozed_by: str | None = None
+    snoozed_at: dt.datetime | None = None
+    contributions: list[Contribution] = field(default_factory=list)
+    history: list[AuditEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One input's share in a risk: `delta` = risk as posted minus risk with its latest value withheld."""
+    feature: str
+    value: float | None
+    delta: float
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int | None
+    action: str
+    at: dt.datetime | None
+    key_name: str | None
+    role: str | None
+    person: str | None
+    patient_id: str | None = None
+    alarm_id: int | None = None
+    unit: str | None = None
+    note: str | None = None
+    details: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class TimelineEntry:
     alarm_id: int | None
     model: str
     model_version: str
+    contributions: list[Contribution] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,11 @@ class PatientDetail:
     discharged_at: dt.datetime | None
     timeline: list[TimelineEntry] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
+    bedside: dict | None = None   # service/bedside.py's context (qSOFA, SIRS, SOFA, lactate, latest); None if not served
+    audit: list[AuditEvent] | None = None  # None when the service does not return an audit trail
+    threshold: float | None = None        # the threshold in force for the patient's unit
+    operating_point: str | None = None
+    risk_in_words: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +152,93 @@ class Stats:
     window_hours: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class Clock:
+    mode: str                       # wall / simulated (the feed's time stamps actions)
+    now: dt.datetime
+    latest_observation: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class WardCounts:
+    """GET /ward: the counts the ward and the alarm queue both show, on the service's clock."""
+    on_ward: int
+    in_treatment: int
+    open: int
+    acknowledged: int
+    snoozed: int
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class LatestValue:
+    feature: str
+    value: float | str | None
+    unit: str | None
+    measured_at: dt.datetime | None
+    age_hours: float | None
+
+
+@dataclass(frozen=True)
+class QueueCard:
+    """GET /alarms/queue: one active alarm as a nurse works it."""
+    alarm_id: int
+    state: str
+    raised_at: dt.datetime
+    open_minutes: float
+    patient_id: str
+    unit: str | None
+    bed: str | None
+    status: str
+    threshold: float
+    operating_point: str | None
+    risk_at_raise: float
+    risk: float | None
+    risk_at: dt.datetime | None
+    trend: list[tuple[dt.datetime, float]]
+    risk_in_words: str | None
+    contributions: list[Contribution]
+    latest_contributions: list[Contribution]
+    latest: list[LatestValue]
+    bedside: dict | None
+    acknowledged_by: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    ack_reason: str | None = None
+    snoozed_until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlarmQueue:
+    now: dt.datetime
+    clock: str
+    cards: list[QueueCard]
+
+
+@dataclass(frozen=True)
+class UnitChoice:
+    unit: str
+    point_id: str | None      # None: no choice made, the model card's threshold
+    threshold: float
+    label: str | None
+    chosen_by: str | None
+    chosen_at: dt.datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    model: str
+    model_version: str
+    card_threshold: float
+    table: dict | None        # the model's operating_points.json as served; None when it ships none
+    units: list[UnitChoice]
+
+    def threshold_for(self, unit: str | None) -> float:
+        """The threshold a patient of `unit` alarms at (no unit recorded alarms as 'other')."""
+        wanted = unit or "other"
+        return next((u.threshold for u in self.units if u.unit == wanted), self.card_threshold)
+
+
 def unit_name(unit1: float | None, unit2: float | None) -> str | None:
     """The admission's ICU type from the PhysioNet one-hot (service/inputs.py UNIT_CODES)."""
     if unit1 == 1:
@@ -133,7 +256,20 @@ def _summary(d: dict) -> PatientSummary:
                           last_risk=d.get("last_risk"), active_alarm_id=d.get("active_alarm_id"),
                           outcome=d.get("outcome"), onset_time=_ts(d.get("onset_time")),
                           icu_admit_time=_ts(d.get("icu_admit_time")), unit=d.get("unit"),
-                          status=d.get("status", "monitoring"))
+                          status=d.get("status", "monitoring"), last_measured=_ts(d.get("last_measured")),
+                          bed=d.get("bed"))
+
+
+def _contributions(items: list | None) -> list[Contribution]:
+    return [Contribution(feature=str(c["feature"]), value=None if c.get("value") is None else float(c["value"]),
+                         delta=float(c["delta"])) for c in (items or [])]
+
+
+def _audit_event(d: dict) -> AuditEvent:
+    actor = d.get("actor") or {}
+    return AuditEvent(id=d.get("id"), action=str(d["action"]), at=_ts(d.get("at")), key_name=actor.get("key_name"),
+                      role=actor.get("role"), person=actor.get("person"), patient_id=d.get("patient_id"),
+                      alarm_id=d.get("alarm_id"), unit=d.get("unit"), note=d.get("note"), details=d.get("details"))
 
 
 def _alarm(d: dict) -> Alarm:
@@ -142,16 +278,65 @@ def _alarm(d: dict) -> Alarm:
                  state=d["state"], verdict=d.get("verdict", "unknown"), acknowledged_by=d.get("acknowledged_by"),
                  acknowledged_at=_ts(d.get("acknowledged_at")), ack_reason=d.get("ack_reason"),
                  ack_note=d.get("ack_note"), snoozed_until=_ts(d.get("snoozed_until")),
-                 resolved_at=_ts(d.get("resolved_at")), resolved_by=d.get("resolved_by"))
+                 resolved_at=_ts(d.get("resolved_at")), resolved_by=d.get("resolved_by"),
+                 resolve_note=d.get("resolve_note"), snoozed_by=d.get("snoozed_by"),
+                 snoozed_at=_ts(d.get("snoozed_at")), contributions=_contributions(d.get("contributions")),
+                 history=[_audit_event(e) for e in d.get("history") or []])
 
 
 def _detail(d: dict) -> PatientDetail:
     timeline = [TimelineEntry(timestamp=_ts(t["timestamp"]), vitals=dict(t["vitals"]), risk=float(t["risk"]),
                               alarm=bool(t["alarm"]), alarm_id=t.get("alarm_id"), model=t["model"],
-                              model_version=t["model_version"]) for t in d["timeline"]]
-    return PatientDetail(summary=_summary(d), unit=unit_name(d.get("unit1"), d.get("unit2")), age=d.get("age"),
-                         gender=d.get("gender"), discharged_at=_ts(d.get("discharged_at")), timeline=timeline,
-                         alarms=[_alarm(a) for a in d["alarms"]])
+                              model_version=t["model_version"], contributions=_contributions(t.get("contributions")))
+                for t in d["timeline"]]
+    audit = d.get("audit")
+    return PatientDetail(summary=_summary(d), unit=d.get("unit") or unit_name(d.get("unit1"), d.get("unit2")),
+                         age=d.get("age"), gender=d.get("gender"), discharged_at=_ts(d.get("discharged_at")),
+                         timeline=timeline, alarms=[_alarm(a) for a in d["alarms"]], bedside=d.get("bedside"),
+                         audit=None if audit is None else [_audit_event(e) for e in audit],
+                         threshold=d.get("threshold"), operating_point=d.get("operating_point"),
+                         risk_in_words=d.get("risk_in_words"))
+
+
+def _clock(d: dict) -> Clock:
+    return Clock(mode=str(d["mode"]), now=_ts(d["now"]), latest_observation=_ts(d.get("latest_observation")))
+
+
+def _ward(d: dict) -> WardCounts:
+    p, a = d["patients"], d["alarms"]
+    return WardCounts(on_ward=int(p["on_ward"]), in_treatment=int(p["in_treatment"]), open=int(a["open"]),
+                      acknowledged=int(a["acknowledged"]), snoozed=int(a["snoozed"]), clock=_clock(d["clock"]))
+
+
+def latest_values(items: list | None) -> list[LatestValue]:
+    return [LatestValue(feature=str(v["feature"]), value=v.get("value"), unit=v.get("unit"),
+                        measured_at=_ts(v.get("measured_at")), age_hours=v.get("age_hours")) for v in items or []]
+
+
+def _card(d: dict) -> QueueCard:
+    return QueueCard(alarm_id=int(d["alarm_id"]), state=d["state"], raised_at=_ts(d["raised_at"]),
+                     open_minutes=float(d["open_minutes"]), patient_id=d["patient_id"], unit=d.get("unit"),
+                     bed=d.get("bed"), status=d.get("status", "monitoring"), threshold=float(d["threshold"]),
+                     operating_point=d.get("operating_point"), risk_at_raise=float(d["risk_at_raise"]),
+                     risk=d.get("risk"), risk_at=_ts(d.get("risk_at")),
+                     trend=[(_ts(t["timestamp"]), float(t["risk"])) for t in d.get("trend") or []],
+                     risk_in_words=d.get("risk_in_words"), contributions=_contributions(d.get("contributions")),
+                     latest_contributions=_contributions(d.get("latest_contributions")), latest=latest_values(d.get("latest")),
+                     bedside=d.get("bedside"), acknowledged_by=d.get("acknowledged_by"),
+                     acknowledged_at=_ts(d.get("acknowledged_at")), ack_reason=d.get("ack_reason"),
+                     snoozed_until=_ts(d.get("snoozed_until")))
+
+
+def _queue(d: dict) -> AlarmQueue:
+    return AlarmQueue(now=_ts(d["now"]), clock=str(d["clock"]), cards=[_card(c) for c in d["cards"]])
+
+
+def _operating_points(d: dict) -> OperatingPoints:
+    units = [UnitChoice(unit=u["unit"], point_id=u.get("point_id"), threshold=float(u["threshold"]),
+                        label=u.get("label"), chosen_by=u.get("chosen_by"), chosen_at=_ts(u.get("chosen_at")),
+                        note=u.get("note")) for u in d["units"]]
+    return OperatingPoints(model=d["model"], model_version=d["model_version"],
+                           card_threshold=float(d["card_threshold"]), table=d.get("table"), units=units)
 
 
 def _stats(d: dict) -> Stats:
@@ -187,7 +372,8 @@ class ServiceClient:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
-                 ok: tuple[int, ...] = (200,)) -> Any:
+                 ok: tuple[int, ...] = (200,), optional: bool = False) -> Any:
+        """`optional`: the route may not exist on an older service; its absence gives None."""
         try:
             r = self._http.request(method, path, params=params, json=json)
         except httpx.TimeoutException:
@@ -203,13 +389,15 @@ class ServiceClient:
                 raise ApiError(f"The service at {self.base_url} answered {method} {path} with something that is not "
                                "JSON; is this address really the sepsis service?", "protocol", r.status_code) from None
         why = _detail_text(r)
+        if optional and r.status_code in (404, 405) and why in ("Not Found", "Method Not Allowed"):
+            return None
         if r.status_code == 401:
             msg = ("No API key given: enter one in the sidebar." if not self.key
                    else "The API key was not accepted (unknown or revoked). Enter a valid key in the sidebar.")
             raise ApiError(msg, "auth", 401)
         if r.status_code == 403:
-            raise ApiError(f"Your key may not do this ({why}). Acting on alarms or outcomes needs a clinician key.",
-                           "forbidden", 403)
+            raise ApiError(f"Your API key may not do this ({why}): acting on alarms needs a clinician key, "
+                           "choosing an operating point an admin key.", "forbidden", 403)
         if r.status_code == 404:
             raise ApiError(f"Not found: {why}.", "not_found", 404)
         if r.status_code == 409:
@@ -234,10 +422,15 @@ class ServiceClient:
                                                model_version=b.get("model_version"), provider=b.get("provider"),
                                                threshold=b.get("threshold"), database=str(b.get("database"))), body)
 
-    def patients(self, limit: int = 10000, with_outcome: bool | None = None) -> list[PatientSummary]:
-        params = {"limit": limit}
+    def patients(self, limit: int = 10000, with_outcome: bool | None = None,
+                 order: str | None = None) -> list[PatientSummary]:
+        """`order="alarms_first"`: unacknowledged alarms, then acknowledged/snoozed, then by risk (the
+        service orders, so a page of `limit` always holds every unacknowledged alarm it can)."""
+        params: dict[str, Any] = {"limit": limit}
         if with_outcome is not None:
             params["with_outcome"] = str(with_outcome).lower()
+        if order:
+            params["order"] = order
         return self._parse(lambda b: [_summary(p) for p in b], self._request("GET", "/patients", params=params))
 
     def patient(self, patient_id: str) -> PatientDetail:
@@ -250,6 +443,30 @@ class ServiceClient:
         if patient_id:
             params["patient_id"] = patient_id
         return self._parse(lambda b: [_alarm(a) for a in b], self._request("GET", "/alarms", params=params))
+
+    def ward(self) -> WardCounts | None:
+        """None when the service has no /ward route (an older version)."""
+        body = self._request("GET", "/ward", optional=True)
+        return None if body is None else self._parse(_ward, body)
+
+    def queue(self) -> AlarmQueue | None:
+        """The active alarms as cards, most urgent first; None on a service without /alarms/queue."""
+        body = self._request("GET", "/alarms/queue", optional=True)
+        return None if body is None else self._parse(_queue, body)
+
+    def operating_points(self) -> OperatingPoints | None:
+        body = self._request("GET", "/operating-points", optional=True)
+        return None if body is None else self._parse(_operating_points, body)
+
+    def audit(self, patient_id: str | None = None, alarm_id: int | None = None, action: str | None = None,
+              limit: int = 500) -> list[AuditEvent] | None:
+        """Newest first; None on a service without /audit."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("patient_id", patient_id), ("alarm_id", alarm_id), ("action", action)):
+            if value is not None:
+                params[name] = value
+        body = self._request("GET", "/audit", params=params, optional=True)
+        return None if body is None else self._parse(lambda b: [_audit_event(e) for e in b], body)
 
     def stats(self) -> Stats:
         return self._parse(_stats, self._request("GET", "/stats"))
@@ -267,3 +484,36 @@ class ServiceClient:
     def resolve(self, alarm_id: int, by: str, note: str | None = None) -> Alarm:
         body = {"by": by, **({"note": note} if note else {})}
         return self._parse(_alarm, self._request("POST", f"/alarms/{int(alarm_id)}/resolve", json=body))
+
+    def record_outcome(self, patient_id: str, by: str, outcome: str, onset_time: dt.datetime | None = None,
+                       discharged_at: dt.datetime | None = None) -> PatientSummary:
+        body: dict[str, Any] = {"outcome": outcome, "recorded_by": by}
+        if onset_time is not None:
+            body["onset_time"] = onset_time.isoformat()
+        if discharged_at is not None:
+            body["discharged_at"] = discharged_at.isoformat()
+        return self._parse(_summary, self._request("POST", f"/patients/{quote(patient_id, safe='')}/outcome",
+                                                   json=body))
+
+    # -- admin ---------------------------------------------------------------------------------
+
+    def set_operating_point(self, unit: str, point_id: str, by: str, note: str | None = None) -> OperatingPoints:
+        body = {"point_id": point_id, "by": by, **({"note": note} if note else {})}
+        return self._parse(_operating_points, self._request("PUT", f"/units/{quote(unit, safe='')}/operating-point",
+                                                            json=body))
+
+    def may(self, permission: str) -> bool:
+        """Whether this key's role holds `permission` ("clinician": act on alarms, "admin": choose
+        operating points). The service has no who-am-I route, so we ask it without doing anything:
+        a body-less action is refused with 403 by the role check, which runs before the body is
+        read, and with 422 (nothing changed) when the role is allowed."""
+        probe = {"clinician": ("POST", "/alarms/1/ack"), "admin": ("PUT", "/units/MICU/operating-point")}[permission]
+        try:
+            answered = self._request(*probe, json={}, optional=True)
+        except ApiError as err:
+            if err.status == 403:
+                return False
+            if err.status in (404, 409, 422):
+                return True
+            raise
+        return answered is not None  # None: the route does not exist on this service

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from html import escape
-from urllib.parse import quote
 
-from dashboard.transforms import WardRow, risk_axis_top
+from dashboard.transforms import TileLook, WardRow, risk_axis_top
 
 # Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
-# has it in hand (acknowledged / snoozed); calm grey-blue otherwise.
+# has it in hand (acknowledged / snoozed); otherwise a coloured left edge for the risk against the
+# threshold (transforms.COLOUR_RULE says which).
 CSS = """
 <style>
 .ward{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px;font-family:sans-serif}
@@ -26,6 +26,14 @@ CSS = """
 .tile.alarm-open .badge{background:#fff;color:#d50000}
 .tile.alarm-held{background:#fff4d6;border-color:#e0a000}
 .tile.alarm-held .badge{background:#e0a000;color:#1b2733}
+.tile.risk-high{border-left:8px solid #c62828}
+.tile.risk-mid{border-left:8px solid #f9a825}
+.tile.risk-none{background:#eceff1;color:#5f6b76}
+.tile .badge.treat{background:#1565c0;color:#fff}
+.legend{display:flex;flex-wrap:wrap;gap:6px 14px;font-family:sans-serif;font-size:0.8em;color:#44505c;margin:4px 0 8px}
+.legend span.sw{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:middle;margin-right:4px;border:2px solid #c8d1dc;background:#f7f9fb}
+.legend .alarm-open{background:#d50000;border-color:#7f0000}.legend .alarm-held{background:#fff4d6;border-color:#e0a000}
+.legend .risk-high{border-left:6px solid #c62828}.legend .risk-mid{border-left:6px solid #f9a825}.legend .risk-none{background:#eceff1}
 @keyframes pulse{0%{box-shadow:0 0 0 0 rgba(213,0,0,.7)}70%{box-shadow:0 0 0 10px rgba(213,0,0,0)}100%{box-shadow:0 0 0 0 rgba(213,0,0,0)}}
 </style>
 """
@@ -69,17 +77,22 @@ def sparkline_img(points: list[tuple[dt.datetime, float]], threshold: float | No
             f'alt="risk trend over 24 h, {len(points)} points"/>')
 
 
-def _hours(h: float | None) -> str:
+def since_text(h: float | None) -> str:
+    """Time since the last measured value, in words that fit a tile."""
     if h is None:
-        return "no observation yet"
+        return "nothing measured yet"
     if h < 1:
         return f"{h * 60:.0f} min since last observation"
-    return f"{h:.1f} h since last observation"
+    if h < 48:
+        return f"{h:.1f} h since last observation"
+    return f"{h / 24:.1f} days since last observation"
 
 
-def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: float | None, loud: bool,
-              unit: str | None, patient_page: str = "patient") -> str:
-    css = "tile alarm-open" if loud else "tile alarm-held" if row.alarm_state else "tile"
+def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: float | None, look: TileLook,
+              unit: str | None) -> str:
+    """A tile that shows; the link to the patient page is a Streamlit page link beside it (a plain
+    <a href> would reload the whole app and lose the session: the user's name, the filters)."""
+    loud = look.css == "alarm-open"
     risk = "&ndash;" if row.risk is None else f"{row.risk:.0%}"
     if loud:
         badge = f'<div class="badge">ALARM &middot; {escape(row.alarm_state or "open").upper()}</div>'
@@ -87,16 +100,21 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
         badge = f'<div class="badge">snoozed until {row.snoozed_until:%H:%M}</div>'
     elif row.alarm_state:
         badge = f'<div class="badge">{escape(row.alarm_state)}</div>'
-    elif row.status == "in_treatment":
-        badge = '<div class="badge">in treatment</div>'
     else:
         badge = ""
-    href = f"{patient_page}?patient_id={quote(row.patient_id, safe='')}"
+    if row.status == "in_treatment":
+        badge += '<div class="badge treat">in treatment</div>'
     unit_txt = f" &middot; {escape(unit)}" if unit else ""
-    return (f'<div class="{css}" data-patient="{escape(row.patient_id)}" data-alarm="{escape(row.alarm_state or "none")}">'
-            f'<a href="{href}" target="_self"><div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
+    return (f'<div class="tile {look.css}" data-patient="{escape(row.patient_id)}" '
+            f'data-alarm="{escape(row.alarm_state or "none")}" data-colour="{look.css}" title="{escape(look.words)}">'
+            f'<div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
             f'<div class="risk">{risk}</div>{sparkline_img(trend, threshold, "#ffffff" if loud else "#1b2733")}'
-            f'<div class="meta">{_hours(row.hours_since)} &middot; 24 h trend</div>{badge}</a></div>')
+            f'<div class="meta">{since_text(row.hours_since)} &middot; 24 h trend</div>{badge}</div>')
+
+
+def legend_html(rule: list[tuple[str, str]]) -> str:
+    return '<div class="legend">' + "".join(f'<span><span class="sw {css}"></span>{escape(words)}</span>'
+                                            for css, words in rule) + "</div>"
 
 
 def ward_html(tiles: list[str]) -> str:

@@ -30,6 +30,7 @@ class WardRow:
     alarm_raised_at: dt.datetime | None
     snoozed_until: dt.datetime | None
     status: str = "monitoring"     # the service's patient status: monitoring / in_treatment
+    unit: str | None = None
 
 
 def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
@@ -45,7 +46,9 @@ def monitored(patients: list[PatientSummary]) -> list[PatientSummary]:
 
 
 def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock: dt.datetime) -> list[WardRow]:
-    """One row per monitored patient, highest risk first (patients not yet scored last)."""
+    """One row per monitored patient in ward order (`ward_order`). "Since last observation" counts
+    from the last observation that measured something (`last_measured`), not from a post that
+    carried no values; from the last observation where the service does not say."""
     by_patient: dict[str, Alarm] = {}
     for a in active_alarms:
         if a.state in ACTIVE_STATES and (a.patient_id not in by_patient or a.id > by_patient[a.patient_id].id):
@@ -53,14 +56,62 @@ def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock:
     rows = []
     for p in monitored(patients):
         a = by_patient.get(p.patient_id)
-        since = None if p.last_observation is None else max(0.0, (clock - p.last_observation) / HOUR)
+        seen = p.last_measured or p.last_observation
+        since = None if seen is None else max(0.0, (clock - seen) / HOUR)
         rows.append(WardRow(patient_id=p.patient_id, risk=p.last_risk, last_observation=p.last_observation,
                             hours_since=since, n_observations=p.n_observations,
                             alarm_id=a.id if a else p.active_alarm_id, alarm_state=a.state if a else None,
                             alarm_risk=a.risk if a else None, alarm_raised_at=a.raised_at if a else None,
-                            snoozed_until=a.snoozed_until if a else None, status=p.status))
-    rows.sort(key=lambda r: (r.risk is None, -(r.risk or 0.0), r.patient_id))
-    return rows
+                            snoozed_until=a.snoozed_until if a else None, status=p.status, unit=p.unit))
+    return ward_order(rows, clock)
+
+
+def ward_order(rows: list[WardRow], clock: dt.datetime) -> list[WardRow]:
+    """Alarms first: every unacknowledged alarm (open, or a snooze that has run out), then alarms in
+    hand (acknowledged, snoozing), then everyone else; highest risk first within each, patients not
+    yet scored last. The service orders /patients?order=alarms_first the same way; the dashboard
+    re-applies it because a snooze may have run out since the service answered."""
+    def rank(r: WardRow) -> int:
+        return 0 if alarm_is_loud(r, clock) else 1 if r.alarm_state is not None else 2
+
+    return sorted(rows, key=lambda r: (rank(r), r.risk is None, -(r.risk or 0.0), r.patient_id))
+
+
+@dataclass(frozen=True)
+class TileLook:
+    css: str        # the tile's CSS class (tiles.CSS)
+    words: str      # what the colour means, for the tile's tooltip and the legend
+
+
+# One rule for the ward's colours, in this order (the legend on the ward page says the same).
+COLOUR_RULE = [
+    ("alarm-open", "Red, pulsing: an alarm nobody has acknowledged (open, or its snooze has run out)."),
+    ("alarm-held", "Amber: an alarm someone has in hand (acknowledged, or snoozed and the snooze is running)."),
+    ("risk-high", "No active alarm, risk at or above the alarm threshold: red edge."),
+    ("risk-mid", "No active alarm, risk at or above half the threshold: yellow edge."),
+    ("risk-low", "No active alarm, risk below half the threshold: plain."),
+    ("risk-none", "Not scored yet: grey."),
+]
+
+
+def tile_look(row: WardRow, threshold: float | None, clock: dt.datetime) -> TileLook:
+    """Alarm state first; without an active alarm, risk relative to the operating threshold."""
+    words = dict(COLOUR_RULE)
+    if alarm_is_loud(row, clock):
+        css = "alarm-open"
+    elif row.alarm_state is not None:
+        css = "alarm-held"
+    elif row.risk is None:
+        css = "risk-none"
+    elif threshold is None:
+        css = "risk-low"
+    elif row.risk >= threshold:
+        css = "risk-high"
+    elif row.risk >= threshold / 2:
+        css = "risk-mid"
+    else:
+        css = "risk-low"
+    return TileLook(css, words[css])
 
 
 def alarm_is_loud(row: WardRow, now: dt.datetime) -> bool:
@@ -203,3 +254,165 @@ def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[s
 
 def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+# -- words and numbers for the screen ------------------------------------------------------------
+
+def fmt_number(value) -> str:
+    """A measured value as a person writes it: no exponent, no trailing zeros (98.6, 0.8, 1200)."""
+    if value is None:
+        return "not recorded"
+    if isinstance(value, str):
+        return value
+    v = float(value)
+    if not math.isfinite(v):
+        return "not recorded"
+    if v == 0:
+        return "0"
+    digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 0.1 else 3
+    text = f"{v:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def fmt_age(hours: float | None) -> str:
+    """How old a value is: '20 min ago', '3.5 h ago', '2.1 days ago'."""
+    if hours is None:
+        return "time unknown"
+    if hours < 1:
+        return f"{max(0.0, hours) * 60:.0f} min ago"
+    if hours < 48:
+        return f"{hours:.1f} h ago"
+    return f"{hours / 24:.1f} days ago"
+
+
+def fmt_duration(minutes: float) -> str:
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.1f} h"
+    return f"{minutes / 1440:.1f} days"
+
+
+def contribution_text(c) -> str:
+    """'Lactate 4.8 raised the risk by 3.1 points' (a point is one percentage point of risk)."""
+    way = "raised" if c.delta > 0 else "lowered"
+    points = abs(c.delta) * 100
+    return f"{c.feature} {fmt_number(c.value)} {way} the risk by {points:.2g} points" if points < 0.1 else \
+        f"{c.feature} {fmt_number(c.value)} {way} the risk by {points:.1f} points"
+
+
+def latest_frame(latest) -> pd.DataFrame:
+    """The latest value of every measured variable (bedside `latest`), vitals first, with its age."""
+    def order(v):
+        return (0, VITALS.index(v.feature)) if v.feature in VITALS else (1, v.feature)
+
+    rows = [{"variable": v.feature, "kind": "vital" if v.feature in VITALS else "lab",
+             "value": fmt_number(v.value) + (f" {v.unit}" if v.unit and v.value is not None else ""),
+             "measured": fmt_age(v.age_hours)} for v in sorted(latest, key=order)]
+    return pd.DataFrame(rows, columns=["variable", "kind", "value", "measured"])
+
+
+def latest_from_timeline(timeline: list[TimelineEntry], clock: dt.datetime) -> list:
+    """Each variable's latest value from the timeline, for a service that does not send `bedside`."""
+    from dashboard.client import LatestValue
+
+    seen: dict[str, tuple[dt.datetime, float]] = {}
+    for t in timeline:
+        for name, value in t.vitals.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                seen[name] = (t.timestamp, value)
+    return [LatestValue(feature=n, value=v, unit=None, measured_at=at, age_hours=max(0.0, (clock - at) / HOUR))
+            for n, (at, v) in seen.items()]
+
+
+def _score_words(block: dict | None, total_key: str = "score") -> str:
+    if not block:
+        return "not served"
+    score = block.get(total_key)
+    if score is None:
+        return "not assessable"
+    if block.get("evaluated") is not None and block.get("of") is not None:
+        return f"{score} ({block['evaluated']} of {block['of']} criteria assessable)"
+    return str(score)
+
+
+def bedside_summary(bedside: dict | None) -> str:
+    """One line for a card: 'qSOFA 2 (2 of 3 ...) · SIRS 4 (...) · SOFA 3 · lactate 4.8 mmol/L, 2.0 h ago'."""
+    if not bedside:
+        return ""
+    parts = [f"qSOFA {_score_words(bedside.get('qsofa'))}", f"SIRS {_score_words(bedside.get('sirs'))}",
+             f"SOFA (components with inputs) {_score_words(bedside.get('sofa'), 'total_available')}"]
+    lac = bedside.get("lactate")
+    if lac and lac.get("value") is not None:
+        parts.append(f"lactate {fmt_number(lac['value'])} {lac.get('unit') or ''}".rstrip()
+                     + f", {fmt_age(lac.get('age_hours'))}")
+    else:
+        parts.append("lactate not measured")
+    return " · ".join(parts)
+
+
+def bedside_frame(bedside: dict | None) -> pd.DataFrame:
+    """Every qSOFA / SIRS criterion and SOFA component with its value, result and age; the reason
+    where it cannot be assessed (never a made-up normal)."""
+    cols = ["score", "item", "value", "result", "measured", "note"]
+    if not bedside:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, title, items, flag in (("qsofa", "qSOFA", "criteria", "met"), ("sirs", "SIRS", "criteria", "met"),
+                                    ("sofa", "SOFA", "components", "score")):
+        for c in (bedside.get(key) or {}).get(items) or []:
+            measured = c.get("value") is not None
+            if flag == "met":
+                result = {True: "met", False: "not met"}.get(c.get("met"), "not assessable")
+            else:
+                result = "not assessable" if c.get("score") is None else f"{c['score']} points"
+            rows.append({"score": title, "item": c.get("name"),
+                         "value": (fmt_number(c["value"]) + (f" {c['unit']}" if c.get("unit") else "")) if measured
+                         else "not measured",
+                         "result": result, "measured": fmt_age(c.get("age_hours")) if measured else "",
+                         "note": c.get("note") or c.get("rule") or ""})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def demographics(d) -> list[str]:
+    """Age, sex, unit, bed, ICU admission and status, each said in full ('not recorded' if absent)."""
+    sex = {0: "female", 1: "male"}.get(None if d.gender is None else int(d.gender), "not recorded")
+    p = d.summary
+    admitted = p.icu_admit_time.strftime("%Y-%m-%d %H:%M UTC") if p.icu_admit_time else "not recorded"
+    status = {"monitoring": "monitoring", "in_treatment": "in treatment (sepsis recorded)",
+              "discharged": "discharged"}.get(p.status, p.status)
+    return [f"**Age** {'not recorded' if d.age is None else f'{d.age:.0f} years'}", f"**Sex** {sex}",
+            f"**Unit** {d.unit or p.unit or 'not recorded'}", f"**Bed** {p.bed or 'not recorded'}",
+            f"**ICU admission** {admitted}", f"**Status** {status}", f"**Observations** {p.n_observations}"]
+
+
+def risk_words(risk: float | None, threshold: float | None) -> str:
+    """The risk against the threshold, for a service that does not say it in words itself."""
+    if risk is None:
+        return "not yet scored"
+    if threshold is None:
+        return f"{risk:.1%}"
+    side = "at or above" if risk >= threshold else "below half of" if risk < threshold / 2 else "below"
+    return f"{risk:.1%}, {side} the alarm threshold ({threshold:.1%})"
+
+
+def latest_of(d, clock: dt.datetime) -> list:
+    """The service's latest values (bedside `latest`), else each variable's latest from the timeline."""
+    from dashboard.client import latest_values
+
+    if d.bedside and d.bedside.get("latest"):
+        return latest_values(d.bedside["latest"])
+    return latest_from_timeline(d.timeline, clock)
+
+
+def alarms_frame(alarms: list[Alarm]) -> pd.DataFrame:
+    def ts(t):
+        return "" if t is None else t.strftime("%Y-%m-%d %H:%M UTC")
+
+    rows = [{"alarm": a.id, "raised": ts(a.raised_at), "risk": f"{a.risk:.1%}", "state": a.state,
+             "verdict": a.verdict, "acknowledged": f"{a.acknowledged_by}, {ts(a.acknowledged_at)}: {a.ack_reason}"
+             + (f" ({a.ack_note})" if a.ack_note else "") if a.acknowledged_at else "",
+             "resolution": f"{a.resolved_by or 'the service'}, {ts(a.resolved_at)}"
+             + (f": {a.resolve_note}" if a.resolve_note else "") if a.resolved_at else ""}
+            for a in sorted(alarms, key=lambda a: -a.id)]
+    return pd.DataFrame(rows, columns=["alarm", "raised", "risk", "state", "verdict", "acknowledged", "resolution"])

@@ -21,14 +21,50 @@ def settings() -> DashboardSettings:
     return st.session_state["_settings"]
 
 
+NAME_KEPT = "_user_name"   # survives pages where the widget is not drawn; the widget's own key may not
+NAME_PARAM = "user"        # the query parameter that carries the name across a reload
+
+
+def _keep_name() -> None:
+    st.session_state[NAME_KEPT] = (st.session_state.get("user_name") or "").strip()
+
+
 def sidebar() -> None:
-    """Connection and identity, on every page (the entry script draws it before the page)."""
+    """Connection and identity, on every page (the entry script draws it before the page). The
+    name lives in session state and, as a fallback for a reload or a shared link, in the URL."""
     s = settings()
+    if NAME_KEPT not in st.session_state:
+        st.session_state[NAME_KEPT] = (st.query_params.get(NAME_PARAM) or "").strip()
+    if "user_name" not in st.session_state:
+        st.session_state["user_name"] = st.session_state[NAME_KEPT]
     with st.sidebar:
         st.text_input("Service address", value=s.api_url, key="api_url")
         st.text_input("API key", value=s.api_key, key="api_key", type="password",
                       help="A viewer key shows everything; acting on alarms needs a clinician key.")
-        st.text_input("Your name (recorded with actions)", key="user_name")
+        st.text_input("Your name (recorded with actions)", key="user_name", on_change=_keep_name)
+    _keep_name()
+    name = user_name()
+    if name and st.query_params.get(NAME_PARAM) != name:
+        st.query_params[NAME_PARAM] = name
+
+
+def int_param(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high], else `default` (a bad URL is not an error)."""
+    try:
+        value = int(st.query_params.get(name, default))
+    except ValueError:
+        return default
+    return value if low <= value <= high else default
+
+
+def user_name() -> str:
+    return st.session_state.get(NAME_KEPT, "")
+
+
+def link_params(**params) -> dict:
+    """Query parameters for a page link: the target's own plus the user's name."""
+    name = user_name()
+    return {**params, **({NAME_PARAM: name} if name else {})}
 
 
 def client() -> ServiceClient:
@@ -93,5 +129,135 @@ def detail_cache() -> DetailCache:
     return DetailCache()
 
 
+def ward_counts(counts, rows, unit: str, clock: dt.datetime, over: int | None = None) -> None:
+    """The header counts, the same the alarm queue shows: the service's (GET /ward) for the whole
+    ward; counted from the tiles for one unit (the service counts the whole ward only)."""
+    from dashboard import transforms
+
+    m = st.columns(4)
+    if counts is not None and unit == "All units":
+        on_ward, open_, acked, snoozed = counts.on_ward, counts.open, counts.acknowledged, counts.snoozed
+    else:
+        on_ward = len(rows)
+        open_ = sum(r.alarm_state == "open" for r in rows)
+        acked = sum(r.alarm_state == "acknowledged" for r in rows)
+        snoozed = sum(r.alarm_state == "snoozed" for r in rows)
+    if over is None:
+        over = sum(r.alarm_state == "snoozed" and transforms.alarm_is_loud(r, clock) for r in rows)
+    m[0].metric("Monitored patients", on_ward, help="on the ward: monitoring or in treatment")
+    m[1].metric("Open alarms", open_, help="raised and nobody has acknowledged or snoozed them")
+    m[2].metric("Acknowledged", acked)
+    m[3].metric("Snoozed", snoozed, help=f"{over} of them with the snooze run out (shown red)" if over else None)
+
+
+def thresholds_text(points, card_threshold: float | None) -> str:
+    if points is None:
+        return "?" if card_threshold is None else f"{card_threshold:.1%}"
+    return ", ".join(f"{u.unit} {u.threshold:.1%}" + (f" ({u.label})" if u.label else "") for u in points.units)
+
+
 def fmt_time(t: dt.datetime | None) -> str:
     return "" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- permissions and the alarm actions (the queue and the patient page) --------------------------
+
+REASONS = {"confirmed": "Confirmed: sepsis suspected, acting on it", "false_alarm": "False alarm",
+           "already_treated": "Already being treated"}
+SNOOZE_MINUTES = [15, 30, 60, 120, 240, 480]
+
+
+def may(c: ServiceClient, permission: str) -> bool:
+    """Whether the key in use may act ("clinician") or choose operating points ("admin"); asked once
+    per key and session. A 403 on an action later marks it as not allowed (`refused`)."""
+    cache = st.session_state.setdefault("_may", {})
+    k = (c.base_url, c.key, permission)
+    if k not in cache:
+        try:
+            cache[k] = c.may(permission)
+        except ApiError:
+            cache[k] = False
+    return cache[k]
+
+
+def refused(c: ServiceClient, permission: str) -> None:
+    st.session_state.setdefault("_may", {})[(c.base_url, c.key, permission)] = False
+
+
+def read_only_note(permission: str = "clinician") -> None:
+    what = "act on alarms" if permission == "clinician" else "choose a unit's operating point"
+    st.info(f"This API key can read but not {what} (it is not a {permission} key), so the action buttons are "
+            "hidden. Enter a key with that role in the sidebar to act.", icon=":material/lock:")
+
+
+def flash(text: str | None = None, kind: str = "success") -> None:
+    """Keep a message for the next run (an action reruns the page), or show the kept one."""
+    if text is not None:
+        st.session_state["_flash"] = (kind, text)
+        return
+    kept = st.session_state.pop("_flash", None)
+    if kept:
+        getattr(st, kept[0])(kept[1])
+
+
+def alarm_actions(c: ServiceClient, alarm_id: int, state: str, key: str) -> None:
+    """Acknowledge (a reason must be chosen: there is no default), snooze, resolve. Call only when
+    `may(c, "clinician")`; a refusal shows one message and hides the buttons from then on."""
+    ack, snooze, resolve = st.columns(3)
+    with ack.form(f"ack_{key}", border=False):
+        reason = st.selectbox("Reason", list(REASONS), index=None, format_func=REASONS.get, key=f"reason_{key}",
+                              placeholder="Choose a reason", disabled=state == "acknowledged")
+        note = st.text_input("Note (optional)", key=f"note_{key}", disabled=state == "acknowledged")
+        do_ack = st.form_submit_button("Acknowledge", key=f"do_ack_{key}", disabled=state == "acknowledged")
+    with snooze.form(f"snooze_{key}", border=False):
+        minutes = st.selectbox("Snooze for", SNOOZE_MINUTES, index=2, key=f"minutes_{key}",
+                               format_func=lambda m: f"{m} min" if m < 60 else f"{m // 60} h")
+        do_snooze = st.form_submit_button("Snooze", key=f"do_snooze_{key}")
+    with resolve.form(f"resolve_{key}", border=False):
+        rnote = st.text_input("Resolution note (optional)", key=f"rnote_{key}")
+        do_resolve = st.form_submit_button("Resolve", key=f"do_resolve_{key}")
+    if not (do_ack or do_snooze or do_resolve):
+        return
+    user = user_name()
+    if not user:
+        st.error("Enter your name in the sidebar first: every action records who did it.")
+        return
+    if do_ack and reason is None:
+        st.error("Choose a reason before acknowledging: nothing was recorded.")
+        return
+    try:
+        if do_ack:
+            c.acknowledge(alarm_id, user, reason, note or None)
+            done = f"Alarm #{alarm_id} acknowledged ({REASONS[reason]}) by {user}."
+        elif do_snooze:
+            c.snooze(alarm_id, user, float(minutes))
+            done = f"Alarm #{alarm_id} snoozed for {minutes} min by {user}."
+        else:
+            c.resolve(alarm_id, user, rnote or None)
+            done = f"Alarm #{alarm_id} resolved by {user}."
+    except ApiError as err:
+        if err.kind == "forbidden":
+            refused(c, "clinician")
+        flash(err.message, "error")
+        st.rerun()
+    flash(done)
+    st.rerun()
+
+
+def audit_frame(events) -> "pd.DataFrame":
+    """Who did what, when (the service clock), with the note; newest first."""
+    import pandas as pd
+
+    rows = [{"when": fmt_time(e.at), "action": e.action.replace("_", " "), "alarm": e.alarm_id,
+             "patient": e.patient_id,
+             "who": e.person or e.key_name or ("the service" if e.role == "system" else None),
+             "key": (f"{e.key_name} ({e.role})" if e.key_name else e.role),
+             "note": e.note or _details_text(e.details)} for e in events]
+    df = pd.DataFrame(rows, columns=["when", "action", "alarm", "patient", "who", "key", "note"])
+    return df.sort_values("when", ascending=False, kind="stable")
+
+
+def _details_text(details: dict | None) -> str | None:
+    if not details:
+        return None
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in details.items() if v is not None) or None

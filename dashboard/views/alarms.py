@@ -1,95 +1,93 @@
-"""Alarm queue: open and snoozed alarms, oldest first; acknowledge with a reason, snooze, resolve;
-and the log of who did what and when."""
+"""Alarm queue: the active alarms as cards, most urgent first (the service's order): bed and unit,
+current risk and its trend, time open, latest vitals and labs with their age, what drove the risk;
+acknowledge (with a chosen reason), snooze, resolve for a clinician key; who did what and when."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import transforms, ui
+from dashboard import tiles, transforms, ui
 
-REASONS = {"confirmed": "Confirmed: sepsis suspected, acting on it", "false_alarm": "False alarm",
-           "already_treated": "Already being treated"}
+PER_PAGE = 15  # each card carries three small forms; a long queue is worked through in pages
 
 st.title("Alarm queue")
 c = ui.client()
-include_ack = st.toggle("Also show acknowledged alarms (awaiting resolution)", key="queue_ack")
-states = ("open", "snoozed", "acknowledged") if include_ack else ("open", "snoozed")
 with ui.guarded():
-    alarms = c.alarms(state="active")
-queue = transforms.alarm_queue(alarms, states)
-now = ui.now()
-PER_PAGE = 20  # each alarm carries three forms; a long queue is worked through in pages
-pages = max(1, -(-len(queue) // PER_PAGE))
+    queue = c.queue()
+    counts = c.ward()
+    can_act = ui.may(c, "clinician")
+ui.flash()
+if queue is None:
+    st.warning("This service has no alarm queue (GET /alarms/queue): update the service. The cards need it.")
+    st.stop()
+
+over = sum(k.state == "snoozed" and k.snoozed_until is not None and k.snoozed_until <= queue.now for k in queue.cards)
+ui.ward_counts(counts, [], "All units", queue.now, over=over)
+include_ack = st.toggle("Also show acknowledged alarms (awaiting resolution)", value=True, key="queue_ack")
+cards = [k for k in queue.cards if include_ack or k.state != "acknowledged"]
+if not can_act:
+    ui.read_only_note()
+pages = max(1, -(-len(cards) // PER_PAGE))
 page_no = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="queue_page")) \
     if pages > 1 else 1
-st.caption(f"{len(queue)} alarm(s), oldest first" + (f"; showing {(page_no - 1) * PER_PAGE + 1}-"
-           f"{min(len(queue), page_no * PER_PAGE)}." if pages > 1 else "."))
-if flash := st.session_state.pop("queue_flash", None):
-    st.success(flash)
+st.caption(f"{len(cards)} alarm(s), most urgent first: open, then acknowledged, then snoozed; within each the "
+           f"highest current risk, then the longest open. Times on the service clock ({queue.clock}), "
+           f"now {ui.fmt_time(queue.now)}.")
+if not cards:
+    st.success("No active alarms.")
 
-user = (st.session_state.get("user_name") or "").strip()
-for a in queue[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]:
-    expired = a.state == "snoozed" and a.snoozed_until is not None and a.snoozed_until <= now
+for k in cards[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]:
+    expired = k.state == "snoozed" and k.snoozed_until is not None and k.snoozed_until <= queue.now
     label = {"open": ":red-background[:red[**OPEN**]]",
              "snoozed": ":red[**snooze over**]" if expired else ":orange[**snoozed**]",
-             "acknowledged": ":orange[**acknowledged**]"}[a.state]
+             "acknowledged": ":orange[**acknowledged**]"}[k.state]
+    where = " · ".join(x for x in (f"bed {k.bed}" if k.bed else None, k.unit or "unit not recorded") if x)
     with st.container(border=True):
         head, link = st.columns([5, 1])
-        head.markdown(f"{label} · alarm #{a.id} · patient **{a.patient_id}** · risk {a.risk:.0%} "
-                      f"(threshold {a.threshold:.0%}) · raised {ui.fmt_time(a.raised_at)}")
-        link.page_link("views/patient.py", label="patient", query_params={"patient_id": a.patient_id})
-        if a.state == "snoozed" and a.snoozed_until:
-            st.caption(f"snoozed until {ui.fmt_time(a.snoozed_until)}")
-        if a.state == "acknowledged":
-            st.caption(f"acknowledged by {a.acknowledged_by} at {ui.fmt_time(a.acknowledged_at)}: {a.ack_reason}"
-                       + (f" ({a.ack_note})" if a.ack_note else ""))
-        ack, snooze, resolve = st.columns(3)
-        with ack.form(f"ack_{a.id}", border=False):
-            reason = st.selectbox("Reason", list(REASONS), format_func=REASONS.get, key=f"reason_{a.id}",
-                                  disabled=a.state == "acknowledged")
-            note = st.text_input("Note (optional)", key=f"note_{a.id}", disabled=a.state == "acknowledged")
-            do_ack = st.form_submit_button("Acknowledge", key=f"do_ack_{a.id}", disabled=a.state == "acknowledged")
-        with snooze.form(f"snooze_{a.id}", border=False):
-            minutes = st.number_input("Snooze minutes", min_value=5, max_value=7 * 24 * 60, value=60, step=15,
-                                      key=f"minutes_{a.id}")
-            do_snooze = st.form_submit_button("Snooze", key=f"do_snooze_{a.id}")
-        with resolve.form(f"resolve_{a.id}", border=False):
-            rnote = st.text_input("Resolution note (optional)", key=f"rnote_{a.id}")
-            do_resolve = st.form_submit_button("Resolve", key=f"do_resolve_{a.id}")
-        if do_ack or do_snooze or do_resolve:
-            if not user:
-                st.error("Enter your name in the sidebar first: every action records who did it.")
+        head.markdown(f"{label} · **{k.patient_id}** · {where} · alarm #{k.alarm_id} · open "
+                      f"{transforms.fmt_duration(k.open_minutes)} (raised {ui.fmt_time(k.raised_at)})"
+                      + (" · in treatment" if k.status == "in_treatment" else ""))
+        link.page_link("views/patient.py", label="Patient page", icon=":material/open_in_new:",
+                       query_params=ui.link_params(patient_id=k.patient_id))
+        if k.state == "snoozed" and k.snoozed_until:
+            st.caption(f"snoozed until {ui.fmt_time(k.snoozed_until)}")
+        if k.state == "acknowledged":
+            st.caption(f"acknowledged by {k.acknowledged_by} at {ui.fmt_time(k.acknowledged_at)}: "
+                       f"{ui.REASONS.get(k.ack_reason, k.ack_reason)}")
+        risk_col, trend_col, values_col, why_col = st.columns([1.3, 1.2, 2, 2])
+        with risk_col:
+            st.metric("Risk now", "not scored" if k.risk is None else f"{k.risk:.1%}",
+                      delta=None if k.risk is None else f"{(k.risk - k.risk_at_raise) * 100:+.1f} points since raised",
+                      delta_color="inverse",
+                      help=f"{k.risk_at_raise:.1%} when raised; alarm threshold {k.threshold:.1%}")
+            if k.risk_in_words:
+                st.caption(k.risk_in_words)
+        with trend_col:
+            st.html(tiles.sparkline_img(k.trend, k.threshold, "#1b2733")
+                    + f'<div style="font-size:0.8em;color:#44505c">last {len(k.trend)} risks, dashed: threshold</div>')
+        with values_col:
+            if k.latest:
+                st.dataframe(transforms.latest_frame(k.latest), hide_index=True, height=160, width="stretch")
             else:
-                with ui.guarded():
-                    if do_ack:
-                        c.acknowledge(a.id, user, reason, note or None)
-                        done = f"Alarm #{a.id} acknowledged ({reason}) by {user}."
-                    elif do_snooze:
-                        c.snooze(a.id, user, float(minutes))
-                        done = f"Alarm #{a.id} snoozed for {minutes:g} min by {user}."
-                    else:
-                        c.resolve(a.id, user, rnote or None)
-                        done = f"Alarm #{a.id} resolved by {user}."
-                st.session_state["queue_flash"] = done
-                st.rerun()
+                st.caption("No measured values yet.")
+        with why_col:
+            why = k.latest_contributions or k.contributions
+            if why:
+                st.markdown("**Behind the " + ("latest risk" if k.latest_contributions else "alarm") + "**\n"
+                            + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+            else:
+                st.caption("No contributions stored for this risk.")
+            if k.bedside:
+                st.caption(transforms.bedside_summary(k.bedside))
+        if can_act:
+            ui.alarm_actions(c, k.alarm_id, k.state, key=str(k.alarm_id))
 
 st.subheader("Who did what")
 with ui.guarded():
-    history = [a for a in c.alarms(limit=500) if a.acknowledged_at or a.resolved_at or a.state == "snoozed"]
-events = []
-for a in history:
-    if a.acknowledged_at:
-        events.append({"when": a.acknowledged_at, "alarm": a.id, "patient": a.patient_id, "action": f"acknowledged: {a.ack_reason}",
-                       "by": a.acknowledged_by, "note": a.ack_note})
-    if a.state == "snoozed" and a.snoozed_until:
-        events.append({"when": None, "alarm": a.id, "patient": a.patient_id,
-                       "action": f"snoozed until {ui.fmt_time(a.snoozed_until)}", "by": None, "note": None})
-    if a.resolved_at:
-        events.append({"when": a.resolved_at, "alarm": a.id, "patient": a.patient_id, "action": "resolved",
-                       "by": a.resolved_by, "note": None})
-if events:
-    df = pd.DataFrame(events).sort_values("when", ascending=False, na_position="first")
-    df["when"] = df["when"].map(lambda t: ui.fmt_time(t) if pd.notna(t) else "")
-    st.dataframe(df, hide_index=True, width="stretch")
+    events = c.audit(limit=300)
+if events is None:
+    st.caption("This service keeps no audit trail (GET /audit): update the service.")
+elif events:
+    st.dataframe(ui.audit_frame(events), hide_index=True, width="stretch",
+                 column_config={"note": st.column_config.TextColumn(width="large")})
 else:
     st.caption("No alarm has been acted on yet.")

@@ -1,98 +1,122 @@
-"""Patient: risk over the stay against the threshold with alarm markers, the measured vitals and
-labs (gaps where nothing was measured), and the outcome once known."""
+"""Patient: who (age, sex, unit, bed), the risk now in words, the alarm and what to do with it, the
+latest values and bedside scores with their age, what drove the risk, vitals and risk on one time
+axis, and the audit trail."""
 from __future__ import annotations
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from dashboard import transforms, ui
+from dashboard import charts, transforms, ui
 
-st.title("Patient")
 c = ui.client()
 with ui.guarded():
-    summaries = c.patients()
+    summaries = c.patients(order="alarms_first")
 if not summaries:
+    st.title("Patient")
     st.info("No patients yet.")
     st.stop()
 
-ids = [p.patient_id for p in sorted(summaries, key=lambda p: (p.last_risk is None, -(p.last_risk or 0), p.patient_id))]
+ids = [p.patient_id for p in summaries]
 wanted = st.query_params.get("patient_id")
 if wanted and wanted not in ids:
-    st.warning(f"No patient {wanted!r} on the service; showing the highest-risk patient instead.")
+    st.warning(f"No patient {wanted!r} on the service; showing the first patient of the ward instead.")
     wanted = None
-pid = st.selectbox("Patient (highest risk first)", ids, index=ids.index(wanted) if wanted else 0, key="patient_pick")
+if wanted and wanted != st.session_state.get("_patient_shown"):
+    st.session_state["patient_pick"] = wanted  # arrived by a link: show its patient, not the last one picked
+if st.session_state.get("patient_pick") not in ids:
+    st.session_state["patient_pick"] = ids[0]
+st.title(f"Patient {st.session_state['patient_pick']}")
+st.selectbox("Another patient (alarms first, then by risk)", ids, key="patient_pick")
+pid = st.session_state["patient_pick"]
+st.session_state["_patient_shown"] = pid
 st.query_params["patient_id"] = pid
 with ui.guarded():
     d = c.patient(pid)
     ready = c.ready()
+    can_act = ui.may(c, "clinician")
+ui.flash()
 p = d.summary
-threshold = d.alarms[-1].threshold if d.alarms else ready.threshold
+threshold = d.threshold if d.threshold is not None else d.alarms[-1].threshold if d.alarms else ready.threshold
+clock = max([ui.now(), *([p.last_observation] if p.last_observation else [])])
 
-cols = st.columns(5)
-cols[0].metric("Current risk", "–" if p.last_risk is None else f"{p.last_risk:.0%}",
-               help=f"alarm threshold {threshold:.0%}" if threshold is not None else None)
-cols[1].metric("Observations", p.n_observations)
-cols[2].metric("Alarms", len(d.alarms))
-cols[3].metric("Unit", d.unit or "not recorded")
+st.markdown(" · ".join(transforms.demographics(d)))
+risk_words = d.risk_in_words or transforms.risk_words(p.last_risk, threshold)
+st.markdown(f"**Risk now:** {risk_words}")
 if p.outcome == "sepsis":
-    cols[4].metric("Outcome", "Sepsis", help=f"onset {ui.fmt_time(p.onset_time)}")
-    st.error(f"Outcome: sepsis, onset {ui.fmt_time(p.onset_time)}.")
+    st.error(f"Outcome: sepsis, onset {ui.fmt_time(p.onset_time)}; in treatment."
+             + (f" Discharged {ui.fmt_time(d.discharged_at)}." if d.discharged_at else ""))
 elif p.outcome == "no_sepsis":
-    cols[4].metric("Outcome", "No sepsis")
     st.success(f"Outcome: discharged without sepsis{', ' + ui.fmt_time(d.discharged_at) if d.discharged_at else ''}.")
 else:
-    cols[4].metric("Outcome", "not yet known")
+    st.caption("Outcome: not yet known.")
+
+active = next((a for a in sorted(d.alarms, key=lambda a: -a.id) if a.state in transforms.ACTIVE_STATES), None)
+if active is not None:
+    st.subheader(f"Alarm #{active.id}: {active.state}")
+    st.markdown(f"Raised {ui.fmt_time(active.raised_at)} at risk {active.risk:.1%} (threshold {active.threshold:.1%})"
+                + (f"; snoozed until {ui.fmt_time(active.snoozed_until)} by {active.snoozed_by}"
+                   if active.state == "snoozed" and active.snoozed_until else "")
+                + (f"; acknowledged by {active.acknowledged_by} at {ui.fmt_time(active.acknowledged_at)}: "
+                   f"{ui.REASONS.get(active.ack_reason, active.ack_reason)}" if active.state == "acknowledged" else "")
+                + ".")
+    if can_act:
+        ui.alarm_actions(c, active.id, active.state, key=f"p{active.id}")
+    else:
+        ui.read_only_note()
+
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Latest values")
+    latest = transforms.latest_of(d, clock)
+    if latest:
+        st.dataframe(transforms.latest_frame(latest), hide_index=True, width="stretch")
+    else:
+        st.caption("Nothing measured yet.")
+with right:
+    st.subheader("What drove the risk")
+    latest_entry = d.timeline[-1] if d.timeline else None
+    why = latest_entry.contributions if latest_entry else []
+    if why:
+        st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
+                    "when each one's latest value is withheld):\n"
+                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+    else:
+        st.caption("No contributions stored for the latest risk.")
+    if active is not None and active.contributions:
+        st.markdown(f"When alarm #{active.id} was raised:\n"
+                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
+    st.subheader("Bedside scores")
+    if d.bedside:
+        st.markdown(transforms.bedside_summary(d.bedside))
+        st.dataframe(transforms.bedside_frame(d.bedside), hide_index=True, width="stretch",
+                     column_config={"note": st.column_config.TextColumn(width="large")})
+    else:
+        st.caption("This service does not send bedside scores for the patient.")
 
 if not d.timeline:
     st.info("No observations for this patient yet.")
     st.stop()
 
-st.subheader("Risk over the stay")
-risk = transforms.risk_frame(d.timeline)
-layers = [alt.Chart(risk).mark_line(point=True).encode(
-    x=alt.X("time:T", title="time (UTC)"),
-    y=alt.Y("risk:Q", scale=alt.Scale(domain=[0, transforms.risk_axis_top(risk["risk"], threshold)]), title="risk"),
-    tooltip=["time:T", alt.Tooltip("risk:Q", format=".3f")])]
-if threshold is not None:
-    layers.append(alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#d50000", strokeDash=[6, 4])
-                  .encode(y="threshold:Q"))
-if d.alarms:
-    marks = pd.DataFrame([{"time": a.raised_at, "risk": a.risk, "alarm": f"#{a.id} {a.state} ({a.verdict})"}
-                          for a in d.alarms])
-    layers.append(alt.Chart(marks).mark_point(shape="triangle-up", size=220, filled=True, color="#d50000")
-                  .encode(x="time:T", y="risk:Q", tooltip=["alarm:N", "time:T", alt.Tooltip("risk:Q", format=".3f")]))
-if p.onset_time is not None:
-    layers.append(alt.Chart(pd.DataFrame({"onset": [p.onset_time]})).mark_rule(color="black", strokeWidth=2)
-                  .encode(x="onset:T"))
-st.altair_chart(alt.layer(*layers).properties(height=260), width="stretch")
-st.caption("Dashed red line: alarm threshold. Red triangles: alarms raised. Black line: sepsis onset (once known).")
-
-st.subheader("Measured vitals and labs")
-vit = transforms.vitals_frame(d.timeline)
+st.subheader("Risk and vitals over the stay (one time axis)")
 measured = transforms.measured_variables(d.timeline)
 default = [v for v in measured if v in transforms.VITALS][:4] or measured[:4]
-chosen = st.multiselect("Variables", measured, default=default, key="patient_vars")
-if chosen:
-    sub = vit[vit["variable"].isin(chosen)]
-    chart = alt.Chart(sub).mark_line(point=True).encode(
-        x=alt.X("time:T", title="time (UTC)"),
-        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
-        detail="segment:N", tooltip=["variable:N", "time:T", "value:Q"],
-    ).properties(height=110, width=780).facet(row=alt.Row("variable:N", title=None)).resolve_scale(y="independent")
-    st.altair_chart(chart)
-cov = transforms.coverage_frame(d.timeline)
-st.caption("When each variable was measured (grey = not measured at that observation). Lines above break where a "
-           "value is missing; nothing is filled in.")
-st.altair_chart(alt.Chart(cov).mark_rect().encode(
-    x=alt.X("hour:O", title="hours since the first observation", axis=alt.Axis(labelOverlap=True)),
-    y=alt.Y("variable:N", sort=measured, title=None), tooltip=["variable:N", "time:T", "measured:N"],
-    color=alt.Color("measured:N", scale=alt.Scale(domain=[True, False], range=["#1f77b4", "#e3e6ea"]),
-                    legend=alt.Legend(title="measured"))).properties(height=14 * max(1, len(measured))), width="stretch")
+chosen = st.multiselect("Variables", measured, default=default, key=f"patient_vars_{pid}")
+st.altair_chart(charts.stay_chart(d, threshold, chosen), width="content")
+st.caption("Top: risk, the dashed red line the alarm threshold, red triangles alarms, the black line sepsis onset "
+           "(once known). Below: each chosen variable, its line broken where it was not measured (nothing is filled "
+           "in); the bottom strip marks every observation that measured each variable.")
 
+st.subheader("Alarms")
 if d.alarms:
-    st.subheader("Alarms")
-    st.dataframe(pd.DataFrame([{"id": a.id, "raised": ui.fmt_time(a.raised_at), "risk": round(a.risk, 3),
-                                "state": a.state, "verdict": a.verdict, "acknowledged by": a.acknowledged_by,
-                                "reason": a.ack_reason, "resolved by": a.resolved_by} for a in d.alarms]),
-                 hide_index=True, width="stretch")
+    st.dataframe(transforms.alarms_frame(d.alarms), hide_index=True, width="stretch",
+                 column_config={"resolution": st.column_config.TextColumn(width="large")})
+else:
+    st.caption("No alarm for this patient.")
+
+st.subheader("Audit trail")
+if d.audit is None:
+    st.caption("This service keeps no audit trail for patients: update the service.")
+elif d.audit:
+    st.dataframe(ui.audit_frame(d.audit), hide_index=True, width="stretch",
+                 column_config={"note": st.column_config.TextColumn(width="large")})
+else:
+    st.caption("Nothing recorded yet.")

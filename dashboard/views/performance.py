@@ -5,7 +5,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import transforms, ui
+from dashboard import operating, transforms, ui
 
 st.title("Model performance and alarm burden")
 c = ui.client()
@@ -14,15 +14,18 @@ with ui.guarded():
     stats = c.stats()
     alarms = c.alarms(limit=10000)
     patients = c.patients()
+    points = c.operating_points()
 
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-threshold = "n/a" if ready.threshold is None else f"{ready.threshold:.3f}"
-st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **threshold** {threshold} · "
+threshold = "n/a" if ready.threshold is None else f"{ready.threshold:.1%}"
+st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **model card threshold** {threshold} · "
             f"**execution provider** `{ready.provider}` · database {ready.database}")
+ui.flash()
+operating.section(c, points)
 m = st.columns(6)
 m[0].metric("Alarms/patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
             help=f"{stats.alarms} alarms over {stats.patient_days:.1f} patient-days")

@@ -33,6 +33,7 @@ class Stack:
     septic: str
     discharged: str
     action_ids: list[str]     # open alarms reserved for the tests that act on them
+    quiet: list[str]          # unit "other", alarm resolved: on the ward, no active alarm, any risk
 
 
 def _observe(c: httpx.Client, pid: str, hours: list[int], missing_temp_at: set[int] = frozenset()) -> None:
@@ -73,6 +74,11 @@ def stack(tmp_path_factory) -> Stack:
         for pid in ("bed-ack", "bed-snz", "bed-calm", "bed-sep", "bed-dis"):
             _admit(c, pid, "SICU")
             _observe(c, pid, list(range(4)))
+        quiet = [f"quiet-{i:02}" for i in range(8)]
+        for i, pid in enumerate(quiet):
+            _admit(c, pid, "other")
+            _observe(c, pid, list(range(1 + i % 4)), missing_temp_at={i % 3})
+            assert c.post(f"/alarms/{_alarm_of(c, pid)}/resolve", json={"by": "dr lee"}).status_code == 200
         action_ids = ["act-ack", "act-snooze", "act-resolve"]
         for pid in action_ids:
             _admit(c, pid, "MICU")
@@ -87,6 +93,7 @@ def stack(tmp_path_factory) -> Stack:
                                                          "discharged_at": iso(T0 + dt.timedelta(hours=5))}).status_code == 200
     try:
         yield Stack(url=url, keys=KEYS, open_ids=open_ids, acked="bed-ack", snoozed="bed-snz", calm="bed-calm",
-                    septic="bed-sep", discharged="bed-dis", action_ids=action_ids)
+                    septic="bed-sep", discharged="bed-dis", action_ids=action_ids,
+                    quiet=quiet)
     finally:
         stop(proc)

@@ -1,54 +1,143 @@
-"""A real browser (headless Chromium) opens the ward page of a running stack: the service of
-conftest.py and the dashboard served by Streamlit, and we check what it drew."""
+"""A real browser (headless Chromium) opens the pages of a running stack: the service of
+conftest.py and the dashboard served by Streamlit, and we check what it drew: what the ward must
+never get wrong."""
 from __future__ import annotations
 
-import pytest
+import json
 
 import httpx
+import pytest
 
 from dashboard.browser import Browser, find_chromium
 from devtools.processes import free_port, start_dashboard, stop
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="chromium is not installed (Debian: apt-get install -y chromium)")
+WIDTH, HEIGHT = 1300, 1000
+TILES = "[...document.querySelectorAll('[data-patient]')]"
+NAME_INPUT = "input[aria-label='Your name (recorded with actions)']"
+
+
+def _dashboard(stack, role, tmp_path_factory):
+    port = free_port()
+    proc = start_dashboard(port, stack.url, stack.keys[role], env={"SEPSIS_DASHBOARD_REFRESH_S": "1"},
+                           log_path=tmp_path_factory.mktemp(f"dash-ui-{role}") / "streamlit.log")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def dashboard_url(stack, tmp_path_factory):
-    port = free_port()
-    proc = start_dashboard(port, stack.url, stack.keys["viewer"], env={"SEPSIS_DASHBOARD_REFRESH_S": "1"},
-                           log_path=tmp_path_factory.mktemp("dash-ui") / "streamlit.log")
+    proc, url = _dashboard(stack, "viewer", tmp_path_factory)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         stop(proc)
 
 
+@pytest.fixture(scope="module")
+def clinician_url(stack, tmp_path_factory):
+    proc, url = _dashboard(stack, "clinician", tmp_path_factory)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def _loud(stack) -> set[str]:
+    """Patients whose alarm nobody has acknowledged, as the service has them right now."""
+    active = httpx.get(f"{stack.url}/alarms", params={"state": "open"}, headers={"X-API-Key": stack.keys["viewer"]})
+    return {a["patient_id"] for a in active.json()}
+
+
 def test_ward_page_in_a_real_browser(stack, dashboard_url, tmp_path):
-    with Browser(width=1300, height=1000) as b:
+    with Browser(width=WIDTH, height=HEIGHT) as b:
         b.open(f"{dashboard_url}/", until="document.querySelector('[data-patient]')", timeout_s=45, settle_s=0.5)
-        tiles = b.evaluate("[...document.querySelectorAll('[data-patient]')].map(t => "
-                           "[t.dataset.patient, t.dataset.alarm, getComputedStyle(t).backgroundColor, "
+        tiles = b.evaluate(f"{TILES}.map(t => [t.dataset.patient, t.dataset.alarm, getComputedStyle(t).backgroundColor, "
                            "t.querySelector('img.spark').naturalWidth])")
         text = b.text()
+        url = b.evaluate("location.pathname")
         b.screenshot(tmp_path / "ward.png")
     shown = {pid: (state, colour) for pid, state, colour, _ in tiles}
+    assert url == "/ward"  # "/" forwards to the ward's own address
     assert all(spark_width == 180 for *_, spark_width in tiles)  # every tile drew its 24 h sparkline
     assert stack.septic in shown and stack.discharged not in shown  # in treatment stays; discharged leaves
     assert shown[stack.open_ids[0]] == ("open", "rgb(213, 0, 0)")          # the unmissable red
     assert shown[stack.acked][0] == "acknowledged" and shown[stack.acked][1] != "rgb(213, 0, 0)"
     assert shown[stack.calm][0] == "none"
-    assert "Page not found" not in text
-    assert "ALARM · OPEN" in text and "h since last observation" in text
-    assert "Traceback" not in text
+    assert "Page not found" not in text and "Traceback" not in text
+    assert "ALARM · OPEN" in text and "since last observation" in text and "in treatment" in text
+    assert "Red, pulsing: an alarm nobody has acknowledged" in text  # the colour rule is on the page
     # the connection settings are on the page too, so a wrong key can be fixed where it is noticed
     assert "API key" in text and "Monitored patients" in text
 
 
+def test_ward_is_reachable_at_its_own_address(dashboard_url):
+    with Browser(width=WIDTH, height=HEIGHT) as b:
+        b.open(f"{dashboard_url}/ward", until="document.querySelector('[data-patient]')", timeout_s=45, settle_s=0)
+        assert "Page not found" not in b.text()
+
+
+@pytest.mark.parametrize("per_page", [1, 3, 24])
+def test_every_unacknowledged_alarm_is_on_the_first_screen(stack, dashboard_url, per_page):
+    """Whatever the page size: the first tiles are the unacknowledged alarms, all of them when the
+    page holds them, and they are drawn inside the window without scrolling."""
+    loud = _loud(stack)
+    risks = {p["patient_id"]: p["last_risk"] for p in httpx.get(f"{stack.url}/patients", headers={
+        "X-API-Key": stack.keys["viewer"]}).json() if p["status"] != "discharged"}
+    # the case that matters: patients without an alarm rank above some alarms by risk alone
+    assert len(loud) >= 3 and max(r for p, r in risks.items() if p not in loud) > min(risks[p] for p in loud)
+    with Browser(width=WIDTH, height=HEIGHT) as b:
+        b.open(f"{dashboard_url}/ward?per_page={per_page}", until="document.querySelector('[data-patient]')",
+               timeout_s=45, settle_s=0.5)
+        tiles = b.evaluate(f"{TILES}.map(t => [t.dataset.patient, t.getBoundingClientRect().bottom])")
+    first = [pid for pid, _ in tiles]
+    assert len(first) == min(per_page, len(risks))
+    assert set(first[:min(per_page, len(loud))]) <= loud
+    if per_page >= len(loud):
+        assert loud <= set(first)
+    assert all(bottom <= HEIGHT for pid, bottom in tiles if pid in loud)  # no scrolling needed
+
+
+def test_a_viewer_key_gets_no_action_buttons(stack, dashboard_url, clinician_url):
+    pid = stack.open_ids[1]
+    seen = {}
+    for role, url in (("viewer", dashboard_url), ("clinician", clinician_url)):
+        with Browser(width=WIDTH, height=HEIGHT) as b:
+            b.open(f"{url}/alarms", until="document.body.innerText.includes('alarm #')", timeout_s=45, settle_s=1)
+            queue = b.evaluate("[...document.querySelectorAll('button')].map(e => e.innerText.trim())")
+            queue_text = b.text()
+            b.open(f"{url}/patient?patient_id={pid}", until="document.body.innerText.includes('Alarm')",
+                   timeout_s=45, settle_s=1)
+            patient = b.evaluate("[...document.querySelectorAll('button')].map(e => e.innerText.trim())")
+        seen[role] = (queue, patient, queue_text)
+    for buttons in seen["clinician"][:2]:  # the same pages do have them for a clinician
+        assert {"Acknowledge", "Snooze", "Resolve"} <= set(buttons)
+    for buttons in seen["viewer"][:2]:
+        assert not {"Acknowledge", "Snooze", "Resolve"} & set(buttons)
+    assert "viewer" in seen["viewer"][2] and "403" not in seen["viewer"][2]
+
+
+def test_the_users_name_is_kept_across_a_tile_click(stack, dashboard_url):
+    pid = stack.open_ids[0]
+    with Browser(width=WIDTH, height=HEIGHT) as b:
+        b.open(f"{dashboard_url}/ward", until="document.querySelector('[data-patient]')", timeout_s=45, settle_s=0.5)
+        b.type_into(NAME_INPUT, "Nurse Ana Lima")
+        b.wait_for("location.search.includes('user=')", timeout_s=10)
+        b.evaluate("window.__same_document = true")  # gone if the click reloads the page
+        b.click(f"a[href*='patient_id={pid}']")
+        b.wait_for(f"location.pathname == '/patient' && document.body.innerText.includes({json.dumps(pid)})",
+                   timeout_s=30, settle_s=1)
+        assert b.evaluate("window.__same_document === true")  # no full page reload: the session lives on
+        assert b.evaluate(f"document.querySelector({json.dumps(NAME_INPUT)}).value") == "Nurse Ana Lima"
+        # a reload, or the address pasted elsewhere, keeps it through the URL
+        b.open(b.evaluate("location.href"), until=f"document.querySelector({json.dumps(NAME_INPUT)})",
+               timeout_s=30, settle_s=1)
+        assert b.evaluate(f"document.querySelector({json.dumps(NAME_INPUT)}).value") == "Nurse Ana Lima"
+
 
 def test_ward_refreshes_by_itself(stack, dashboard_url):
     late = "document.querySelector('[data-patient=\"bed-late\"]')"
-    with Browser(width=1300, height=1000) as b:
+    with Browser(width=WIDTH, height=HEIGHT) as b:
         b.open(f"{dashboard_url}/", until="document.querySelector('[data-patient]')", timeout_s=45, settle_s=0)
         assert not b.evaluate(f"Boolean({late})")
         # a patient arrives while the page is open; nobody touches the browser

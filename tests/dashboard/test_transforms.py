@@ -30,16 +30,54 @@ def entry(hour: float, risk: float, **vitals) -> TimelineEntry:
                          model_version="1")
 
 
-def test_ward_rows_sorted_by_risk_only_monitored_with_alarm_state():
+def test_ward_rows_alarms_first_then_by_risk_only_monitored():
     ps = [patient("a", 0.2, T0), patient("b", 0.9, T0 - 2 * H), patient("c", None), patient("d", 0.99, T0, outcome="no_sepsis"),
-          patient("e", 0.5, T0), patient("f", 0.3, T0, outcome="sepsis")]
-    rows = transforms.ward_rows(ps, [alarm(1, "b", T0 - 5 * H, "acknowledged"), alarm(2, "b", T0, "snoozed"),
-                                     alarm(3, "d", T0)], clock=T0)
-    assert [r.patient_id for r in rows] == ["b", "e", "f", "a", "c"]   # d discharged: left the ward
-    assert rows[2].status == "in_treatment"  # confirmed sepsis stays on the ward, in treatment
-    assert 'in treatment' in tiles.tile_html(rows[2], [], 0.5, loud=False, unit=None)
-    assert rows[0].alarm_state == "snoozed" and rows[0].alarm_id == 2  # the newest active alarm wins
-    assert rows[0].hours_since == 2.0 and rows[-1].hours_since is None
+          patient("e", 0.5, T0), patient("f", 0.3, T0, outcome="sepsis"), patient("g", 0.01, T0)]
+    rows = transforms.ward_rows(ps, [alarm(1, "b", T0 - 5 * H, "acknowledged"), alarm(2, "b", T0, "snoozed",
+                                                                                      snoozed_until=T0 + H),
+                                     alarm(3, "d", T0), alarm(4, "g", T0)], clock=T0)
+    # g's open alarm comes first although its risk is the lowest; b's alarm is in hand; d discharged: gone
+    assert [r.patient_id for r in rows] == ["g", "b", "e", "f", "a", "c"]
+    assert rows[3].status == "in_treatment"  # confirmed sepsis stays on the ward, in treatment
+    assert 'in treatment' in tiles.tile_html(rows[3], [], 0.5, transforms.tile_look(rows[3], 0.5, T0), unit=None)
+    assert rows[1].alarm_state == "snoozed" and rows[1].alarm_id == 2  # the newest active alarm wins
+    assert rows[1].hours_since == 2.0 and rows[-1].hours_since is None
+
+
+def test_unacknowledged_alarms_fill_the_first_page_whatever_its_size():
+    """50 quiet high-risk patients and 3 open alarms of low risk: page 1 of any size >= 3 holds all 3."""
+    ps = [patient(f"q{i:02}", 0.5 + i / 200, T0) for i in range(50)] + [patient(f"x{i}", 0.01 * i, T0) for i in range(3)]
+    al = [alarm(10 + i, f"x{i}", T0) for i in range(3)]
+    al.append(alarm(20, "q00", T0, "snoozed", snoozed_until=T0 - H))  # a snooze that has run out is loud again
+    rows = transforms.ward_rows(ps, al, clock=T0)
+    loud = {r.patient_id for r in rows if transforms.alarm_is_loud(r, T0)}
+    assert loud == {"x0", "x1", "x2", "q00"}
+    for size in (4, 6, 24):
+        assert loud <= {r.patient_id for r in rows[:size]}
+
+
+def test_since_last_observation_counts_from_the_last_measured_value():
+    p = PatientSummary(patient_id="m", first_observation=T0, last_observation=T0 + 3 * H, n_observations=4,
+                       last_risk=0.1, active_alarm_id=None, outcome=None, onset_time=None, icu_admit_time=None,
+                       last_measured=T0 + H)  # the last two posts carried no values
+    assert transforms.ward_rows([p], [], clock=T0 + 3 * H)[0].hours_since == 2.0
+    assert tiles.since_text(2.0) == "2.0 h since last observation" and tiles.since_text(0.25) == "15 min since last observation"
+
+
+def test_one_colour_rule_alarm_state_first_then_risk_against_the_threshold():
+    def look(risk, state=None, until=None):
+        row = transforms.ward_rows([patient("p", risk, T0)],
+                                   [alarm(1, "p", T0, state, snoozed_until=until)] if state else [], clock=T0)[0]
+        return transforms.tile_look(row, 0.04, T0).css
+
+    assert look(0.001, "open") == "alarm-open"          # an open alarm is red whatever the risk now
+    assert look(0.001, "snoozed", T0 - H) == "alarm-open"
+    assert look(0.9, "acknowledged") == "alarm-held" and look(0.9, "snoozed", T0 + H) == "alarm-held"
+    assert look(0.04) == "risk-high" and look(0.9) == "risk-high"
+    assert look(0.02) == "risk-mid" and look(0.0399) == "risk-mid"
+    assert look(0.0199) == "risk-low" and look(None) == "risk-none"
+    assert [css for css, _ in transforms.COLOUR_RULE] == ["alarm-open", "alarm-held", "risk-high", "risk-mid",
+                                                           "risk-low", "risk-none"]  # the legend lists every colour
 
 
 def test_ward_clock_follows_a_feed_that_runs_ahead_of_the_wall_clock():
@@ -102,13 +140,14 @@ def test_alarm_queue_is_oldest_first_and_filtered_by_state():
 
 def test_tile_marks_an_open_alarm_and_escapes_ids():
     row = transforms.ward_rows([patient("x<1>", 0.73, T0)], [alarm(1, "x<1>", T0)], clock=T0 + H)[0]
-    html = tiles.tile_html(row, [(T0, 0.2), (T0 + H, 0.73)], 0.5, loud=True, unit="MICU")
+    html = tiles.tile_html(row, [(T0, 0.2), (T0 + H, 0.73)], 0.5, transforms.tile_look(row, 0.5, T0 + H), unit="MICU")
     assert 'class="tile alarm-open"' in html and "ALARM" in html and "73%" in html and "x&lt;1&gt;" in html
-    assert "patient_id=x%3C1%3E" in html and "1.0 h since last observation" in html
+    assert "href" not in html and "1.0 h since last observation" in html  # the page link is a Streamlit one
     svg = base64.b64decode(html.split("base64,")[1].split('"')[0]).decode()
     assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
-    calm = tiles.tile_html(transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0], [], 0.5, loud=False, unit=None)
-    assert 'class="tile"' in calm and "ALARM" not in calm
+    calm_row = transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0]
+    calm = tiles.tile_html(calm_row, [], 0.5, transforms.tile_look(calm_row, 0.5, T0), unit=None)
+    assert 'class="tile risk-low"' in calm and "ALARM" not in calm
 
 
 def test_risk_axis_leaves_room_above_the_risks_and_the_threshold():

@@ -1,0 +1,60 @@
+"""Altair charts of a stay: risk, the chosen vitals and labs and the measurement strip stacked on
+ONE shared time axis, so a rise in risk lines up with the values behind it."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from dashboard import transforms
+
+WIDTH = 900
+VALUE_FORMAT = ",.4~f"   # 37.2, 120, 0.05: never "1e+2"
+TIME_AXIS = alt.Axis(format="%b %d %H:%M", labelAngle=0, labelOverlap=True, title="time (UTC)")
+
+
+def stay_chart(d, threshold: float | None, chosen: list[str]) -> alt.VConcatChart:
+    timeline = d.timeline
+    t0, t1 = timeline[0].timestamp, timeline[-1].timestamp
+    if d.summary.onset_time is not None:
+        t0, t1 = min(t0, d.summary.onset_time), max(t1, d.summary.onset_time)
+    x = alt.X("time:T", scale=alt.Scale(domain=[t0.isoformat(), t1.isoformat()]), axis=TIME_AXIS)
+    x_hidden = alt.X("time:T", scale=alt.Scale(domain=[t0.isoformat(), t1.isoformat()]),
+                     axis=alt.Axis(labels=False, ticks=False, title=None))
+
+    risk = transforms.risk_frame(timeline)
+    top = transforms.risk_axis_top(risk["risk"], threshold)
+    y = alt.Y("risk:Q", scale=alt.Scale(domain=[0, top]), axis=alt.Axis(format=".0%", title="risk"))
+    layers = [alt.Chart(risk).mark_line(point=True).encode(
+        x=x_hidden, y=y, tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"), alt.Tooltip("risk:Q", format=".1%")])]
+    if threshold is not None:
+        layers.append(alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#d50000", strokeDash=[6, 4])
+                      .encode(y="threshold:Q"))
+    if d.alarms:
+        marks = pd.DataFrame([{"time": a.raised_at, "risk": a.risk, "alarm": f"#{a.id} {a.state} ({a.verdict})"}
+                              for a in d.alarms])
+        layers.append(alt.Chart(marks).mark_point(shape="triangle-up", size=200, filled=True, color="#d50000")
+                      .encode(x=x_hidden, y="risk:Q", tooltip=["alarm:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"),
+                                                               alt.Tooltip("risk:Q", format=".1%")]))
+    if d.summary.onset_time is not None:
+        layers.append(alt.Chart(pd.DataFrame({"time": [d.summary.onset_time]})).mark_rule(color="black", strokeWidth=2)
+                      .encode(x=x_hidden))
+    rows = [alt.layer(*layers).properties(width=WIDTH, height=200, title="risk")]
+
+    vit = transforms.vitals_frame(timeline)
+    for name in chosen:
+        sub = vit[vit["variable"] == name]
+        rows.append(alt.Chart(sub).mark_line(point=True).encode(
+            x=x_hidden, y=alt.Y("value:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=VALUE_FORMAT, title=name,
+                                                                                      titleAngle=0, titleAlign="right",
+                                                                                      labelLimit=0)),
+            detail="segment:N",
+            tooltip=["variable:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"), alt.Tooltip("value:Q", format=VALUE_FORMAT)],
+        ).properties(width=WIDTH, height=90))
+
+    cov = transforms.coverage_frame(timeline)
+    measured = transforms.measured_variables(timeline)
+    rows.append(alt.Chart(cov[cov["measured"]]).mark_square(size=40, color="#1f77b4").encode(
+        x=x, y=alt.Y("variable:N", sort=measured, axis=alt.Axis(title=None, labelLimit=0, labelOverlap=False)),
+        tooltip=["variable:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M")],
+    ).properties(width=WIDTH, height=14 * max(1, len(measured)), title="when each variable was measured"))
+    return alt.vconcat(*rows, spacing=6).resolve_scale(x="shared")
