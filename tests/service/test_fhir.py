@@ -81,8 +81,8 @@ def issues(r) -> list[dict]:
 
 
 @pytest.fixture
-def c(sqlite_url, models_root):
-    with client_for(sqlite_url, models_root) as client:
+def c(db_url, models_root):
+    with client_for(db_url, models_root) as client:
         yield client
 
 
@@ -259,8 +259,8 @@ def test_bodies_that_are_not_fhir_json_and_keys_without_the_role(c):
     assert c.get("/patients/h", headers=hdr("viewer")).status_code == 404
 
 
-def test_risk_assessments_and_flags_read_back_as_valid_fhir(sqlite_url, models_root):
-    with client_for(sqlite_url, models_root, model="always") as c:  # threshold 0: every observation alarms
+def test_risk_assessments_and_flags_read_back_as_valid_fhir(db_url, models_root):
+    with client_for(db_url, models_root, model="always") as c:  # threshold 0: every observation alarms
         b = bundle(patient("k"), encounter("k", 0), observation("k", 0, "8867-4", 90, "/min"),
                    observation("k", 1, "8867-4", 95, "/min"), observation("other", 0, "8867-4", 70, "/min"))
         answer = post(c, b).json()
