@@ -3,10 +3,14 @@ at GET /operating-points; an admin chooses a unit's point with PUT /units/{unit}
 audited, and from then on that unit's observations raise alarms at its threshold."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from sqlalchemy import insert
 
 from models.operating_points import load_operating_points, risk_in_words
 from models.testing import write_fixture_model
+from service.storage.tables import UnitOperatingPoint
 from tests.service.conftest import T0, client_for, hdr, iso, obs
 
 CARD = 0.15  # the card's threshold; the fixture's points: 0.15, (1 + 0.15) / 2 = 0.575, 0.15 / 2 = 0.075
@@ -128,3 +132,18 @@ def test_a_model_without_operating_points(db_url, op_root):
         # risk in words still says where the risk stands against the threshold
         admit_and_post(c, "b1", "MICU")
         assert "the alarm threshold (15%)" in c.get("/patients/b1", headers=hdr("viewer")).json()["risk_in_words"]
+
+
+def test_a_choice_made_on_another_model_resolves_against_the_loaded_one(oc):
+    """After a model upgrade the stored choice names the old model: the loaded model's point of the
+    same id applies, or the card's threshold when the loaded model has no such point."""
+    rows = [dict(unit="MICU", point_id=HIGH, threshold=0.9), dict(unit="SICU", point_id="retired_point", threshold=0.3)]
+    with oc.app.state.services.engine.begin() as conn:
+        conn.execute(insert(UnitOperatingPoint.__table__), [
+            dict(r, model_name="sepsis-cfc", model_version="0", chosen_by="dr.old", note=None,
+                 chosen_at=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)) for r in rows])
+    units = units_of(oc.get("/operating-points", headers=hdr("viewer")).json())
+    assert (units["MICU"]["point_id"], units["MICU"]["threshold"], units["MICU"]["chosen_on"]) == \
+        (HIGH, 0.575, "sepsis-cfc 0")
+    assert (units["SICU"]["point_id"], units["SICU"]["threshold"]) == (None, CARD)
+    assert admit_and_post(oc, "m9", "MICU")["threshold"] == 0.575
