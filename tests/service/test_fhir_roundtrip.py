@@ -13,7 +13,7 @@ from service.ranges import FEATURES
 from tests.service.conftest import client_for, hdr
 from tests.service.test_replay import write_psv
 from training.sepsis.data import iter_stays
-from training.sepsis.fhir_bundle import stay_bundles
+from training.sepsis.fhir_bundle import drop_refused_values, stay_bundles
 from training.sepsis.replay import plan_stay
 
 START = dt.datetime(2024, 2, 1, 6, 0, tzinfo=dt.timezone.utc)
@@ -105,3 +105,23 @@ def test_the_encoder_writes_one_bundle_per_measured_row_admission_first():
     assert all(e["resource"]["resourceType"] == "Observation" for e in out[1][1]["entry"])
     for _, b in out:
         Bundle.model_validate(b)
+
+
+def test_values_the_service_refuses_are_dropped_and_the_rest_of_the_hour_is_kept(sqlite_url, models_root):
+    rows = np.array(stay_rows(2, first_iculos=1, unit="MICU", seed=5), np.float32)[:, :40]
+    rows[0, FEATURES.index("HR")] = 400.0   # a charting error: outside the hard limits
+    rows[0, FEATURES.index("MAP")] = 900.0  # inside the blood pressure panel
+    with client_for(sqlite_url, models_root) as c:
+        headers = {**hdr("ingest"), "Content-Type": "application/fhir+json"}
+        (_, first), (_, second) = stay_bundles("d1", rows, START)
+        r = c.post("/fhir", content=json.dumps(first), headers=headers)
+        assert r.status_code == 422
+        fixed, dropped = drop_refused_values(first, r.json())
+        assert dropped == 2 and len(fixed["entry"]) == len(first["entry"]) - 1  # HR gone, the panel keeps SBP
+        assert c.post("/fhir", content=json.dumps(fixed), headers=headers).status_code == 200
+        assert c.post("/fhir", content=json.dumps(second), headers=headers).status_code == 200
+        vitals = c.get("/patients/d1", headers=hdr("viewer")).json()["timeline"][0]["vitals"]
+        assert "HR" not in vitals and "MAP" not in vitals and vitals["SBP"] == float(rows[0, FEATURES.index("SBP")])
+    conflict = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "conflict",
+                                                               "expression": ["Bundle.entry[3].resource.effectiveDateTime"]}]}
+    assert drop_refused_values(first, conflict) is None

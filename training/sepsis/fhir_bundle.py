@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -155,3 +156,33 @@ def stay_bundles(patient_id: str, values: np.ndarray, start: dt.datetime,
         entries += [_entry(o, _urn(patient_id, o["effectiveDateTime"], o["code"]["coding"][0]["code"]))
                     for o in observations]
         yield ts, {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+_VALUE = re.compile(r"^Bundle\.entry\[(\d+)\]\.resource\.(?:component\[(\d+)\]\.)?valueQuantity\.value$")
+
+
+def drop_refused_values(bundle: dict, outcome: dict) -> tuple[dict, int] | None:
+    """The bundle without the values a 422 OperationOutcome refused as implausible (each issue's
+    expression a `...valueQuantity.value`), and how many were dropped; None when the outcome names
+    anything else (then dropping values cannot make the bundle acceptable). What the JSON replay
+    does with a refused vital, for FHIR."""
+    drop: dict[int, set[int | None]] = {}
+    for issue in outcome.get("issue", []):
+        m = _VALUE.match((issue.get("expression") or [""])[0])
+        if m is None or issue.get("code") != "value":
+            return None
+        drop.setdefault(int(m.group(1)), set()).add(None if m.group(2) is None else int(m.group(2)))
+    if not drop:
+        return None
+    entries = []
+    for i, entry in enumerate(bundle["entry"]):
+        gone = drop.get(i, set())
+        if None in gone:
+            continue
+        if gone:
+            components = [c for k, c in enumerate(entry["resource"]["component"]) if k not in gone]
+            if not components:
+                continue
+            entry = {**entry, "resource": {**entry["resource"], "component": components}}
+        entries.append(entry)
+    return {**bundle, "entry": entries}, sum(len(v) for v in drop.values())
