@@ -249,3 +249,47 @@ def test_a_request_keeps_the_model_it_started_with(sqlite_url, models_root):
     assert [r["model_version"] for r in rest] == ["2", "2"]
     want = _replay(new, history["x"], demographics_of(patients["x"]))[0]
     assert [r["risk"] for r in rest] == pytest.approx(want[1:], abs=1e-6)
+
+
+def test_a_switch_in_one_process_beside_another_still_on_the_old_model(db_url, models_root):
+    """Two apps on one database share no locks (two worker processes): one switches while both
+    take writes. The database's version check keeps every answer on one model: each stored risk is
+    what its stamped model gives replaying the stored history, and each patient's stored state is
+    its stamped model's replay (the old process rebuilds a patient it finds on the new model)."""
+    with client_for(db_url, models_root) as a, client_for(db_url, models_root) as b:
+        ids = [f"m{i:02d}" for i in range(12)]
+        seed = [obs(pid, h, **v) for pid in ids for h, v in vitals_stream(6, seed=40 + int(pid[1:]))]
+        assert a.post("/predict/batch", json={"observations": seed}, headers=hdr("ingest")).status_code == 200
+        stop = threading.Event()
+        answers, problems = [], []
+
+        def writer(c, mine):
+            hour = 6.0
+            while not stop.is_set():
+                for pid in mine:
+                    r = c.post("/predict", json=obs(pid, hour, HR=80.0 + hour, Resp=20.0), headers=hdr("ingest"))
+                    (answers if r.status_code == 200 else problems).append(r.json())
+                hour += 1.0
+
+        # each process feeds half the ward; the switch rewrites every patient's row, B's included
+        threads = [threading.Thread(target=writer, args=(c, ids[k::2])) for k, c in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        r = a.post("/models/active", json=SWITCH, headers=hdr("admin"))
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert r.status_code == 200 and problems == [], (r.text, problems[:3])
+        assert {x["model_version"] for x in answers if x["patient_id"] in ids[0::2]} >= {"1", "2"}
+        assert {x["model_version"] for x in answers if x["patient_id"] in ids[1::2]} == {"1"}  # B: still the old
+        models = {"1": b.app.state.services.model, "2": a.app.state.services.model}
+        patients, history = _stored(a.app.state.services.engine)
+        for pid in ids:
+            demo = demographics_of(patients[pid])
+            replayed = {v: _replay(m, history[pid], demo) for v, m in models.items()}
+            for k, o in enumerate(history[pid]):
+                assert o.risk == pytest.approx(replayed[o.model_version][0][k], abs=1e-6), (pid, k, o.model_version)
+            row = patients[pid]
+            np.testing.assert_allclose(state_from_bytes(row.state, STATE_SIZE), replayed[row.model_version][1], atol=1e-6)
