@@ -20,6 +20,8 @@ from service.fhir.store import store
 
 FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["fhir"])
+# Read when the service starts: a missing or broken table fails the start, not every FHIR request.
+CODES = load_codes()
 
 
 class FhirResponse(JSONResponse):
@@ -110,7 +112,7 @@ def post_bundle(services: ServicesDep, body: Body):
         if body is None:
             raise _UNSUPPORTED
         kind, entries = read_bundle(parse_json(body))
-        mapped = map_entries(entries, load_codes())
+        mapped = map_entries(entries, CODES)
         results, created = store(services, mapped)
     except Refusal as err:
         return _refused(err)
@@ -129,7 +131,7 @@ def post_observation(services: ServicesDep, body: Body):
         entry, problems = read_resource(parse_json(body), "Observation", ("Observation",))
         if problems:
             raise Refusal(422, problems)
-        mapped = map_entries([entry], load_codes())
+        mapped = map_entries([entry], CODES)
         if not mapped.observations:
             raise Refusal(422, [Problem("Observation.value[x]", "no value to score (dataAbsentReason)", entry.label,
                                         "required")])
