@@ -234,6 +234,10 @@ def _value(ctx: _Context, entry: Entry, element: str, code: Code, quantity, abse
                         f"{code.loinc} {code.display} needs a valueQuantity with a value (or a dataAbsentReason when "
                         "it was not measured)", "required")
         return None
+    if quantity.comparator:
+        ctx.problem(entry, f"{element}Quantity.comparator", f"a bound ({quantity.comparator[:4]!r} "
+                    f"{float(quantity.value):g}) is not a measured value; send the measurement, or omit it", "not-supported")
+        return None
     if quantity.system not in (None, UCUM) and not quantity.unit:
         ctx.problem(entry, f"{element}Quantity.system", f"units must be UCUM ({UCUM}), got {quantity.system!r}", "code-invalid")
         return None

@@ -304,6 +304,8 @@ _HR = observation("j", 0, "8867-4", 80, "/min")
     (json.dumps(bundle({**_HR, "valueQuantity": {"value": 80, "system": "http://other.org", "code": "x"}})),
      "Bundle.entry[0].resource.valueQuantity.system"),
     (json.dumps(bundle({**_HR, "contained": [{"resourceType": "Nope"}]})), "Bundle.entry[0].resource"),
+    (json.dumps(bundle({**_HR, "valueQuantity": {**quantity(80, "/min"), "comparator": "<"}})),
+     "Bundle.entry[0].resource.valueQuantity.comparator"),
     ("[" * 100000, "Bundle"),
 ])
 def test_junk_is_refused_at_its_element_never_a_500(c, body, expression):
