@@ -2,6 +2,13 @@
 it, and the dashboard, on loopback; prints where to look and the demo's API keys. Ctrl-C stops all.
 
     python scripts/demo.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz
+
+The replay runs in ward mode (training/sepsis/replay.py --ward): --beds beds stay occupied for as
+long as the demo runs, stays admitted staggered, discharged at their end (outcome with
+discharged_at) and followed by the next stay under a fresh id. The feed runs faster than real time
+(--speed) in the past, so the service runs with the simulated clock (SEPSIS_CLOCK=simulated):
+acknowledge, snooze and resolve are stamped with the feed's time, and a 60-minute snooze holds
+for 60 data minutes. The ward is at http://127.0.0.1:8501/ward.
 """
 from __future__ import annotations
 
@@ -30,8 +37,13 @@ def main() -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/physionet2019/physionet2019_dev.tar.xz"))
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--dashboard-port", type=int, default=8501)
-    p.add_argument("--stays", type=int, default=60, help="stays replayed at once")
-    p.add_argument("--speed", type=float, default=3600, help="data hours per wall hour (3600: 1 h per second)")
+    p.add_argument("--beds", type=int, default=40, help="beds the replay keeps occupied")
+    p.add_argument("--stays", type=int, default=400, help="test-split stays the replay loops over")
+    p.add_argument("--speed", type=float, default=600,
+                   help="data hours per wall hour (600: one data hour every 6 s)")
+    p.add_argument("--hours", type=float, default=8,
+                   help="wall hours the feed runs at --speed before it reaches real time")
+    p.add_argument("--format", choices=["json", "fhir"], default="json", help="the replay's feed: JSON or FHIR Bundles")
     a = p.parse_args()
     # `kill` and container stops send SIGTERM: shut the children down as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -46,7 +58,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{a.port}"
     env = {**os.environ, "SEPSIS_DB_URL": f"sqlite:///{work / 'sepsis.db'}",
            "SEPSIS_BOOTSTRAP_KEYS": ",".join(f"{r}:{k}" for r, k in keys.items()),
-           "SEPSIS_API_URL": url, "SEPSIS_API_KEY": keys["clinician"]}
+           "SEPSIS_API_URL": url, "SEPSIS_API_KEY": keys["clinician"], "SEPSIS_CLOCK": "simulated"}
     try:  # another service already answering here would pass our readiness check
         httpx.get(f"{url}/health", timeout=1)
         print(f"error: something already answers on port {a.port}; stop it or pass --port", file=sys.stderr)
@@ -63,12 +75,13 @@ def main() -> int:
             raise SystemExit(f"the service did not come up: {err}; see its log above") from None
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "training.sepsis.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
-             "--speed", str(a.speed), "--limit", str(a.stays), "--concurrency", str(a.stays),
+             "--speed", str(a.speed), "--limit", str(a.stays), "--ward", str(a.beds),
+             "--duration", str(a.hours * 3600), "--format", a.format,
              "--split", "test"],  # stays the shipped model never saw, so the performance page is honest
             cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))
         # --- dashboard section (the dashboard's launch goes here) ---
         # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
-        dashboard_url = f"http://127.0.0.1:{a.dashboard_port}/"
+        dashboard_url = f"http://127.0.0.1:{a.dashboard_port}/ward"
         try:  # something else on the port would answer the health check in our dashboard's place
             httpx.get(dashboard_url, timeout=1)
             raise SystemExit(f"port {a.dashboard_port} is already in use: pass --dashboard-port")
@@ -80,7 +93,7 @@ def main() -> int:
                            "SEPSIS_DASHBOARD_REFRESH_S": "5"},
             stdout=open(work / "dashboard.log", "w"), stderr=subprocess.STDOUT))
         try:
-            wait_for(f"{dashboard_url}_stcore/health", procs[-1])
+            wait_for(f"http://127.0.0.1:{a.dashboard_port}/_stcore/health", procs[-1])
         except (RuntimeError, TimeoutError):
             print(f"warning: the dashboard did not come up; see {work / 'dashboard.log'}", file=sys.stderr)
             dashboard_url = None
@@ -89,8 +102,8 @@ def main() -> int:
         print(f"  API and docs   {url}/docs   (metrics {url}/metrics with the admin key)")
         if dashboard_url:
             print(f"  dashboard      {dashboard_url}")
-        print(f"  replay         {a.stays} real stays of the test split at {a.speed:g}x, each ending by now "
-              f"(the service refuses times ahead of its clock), log {work / 'replay.log'}")
+        print(f"  replay         {a.beds} beds kept occupied from {a.stays} real stays of the test split at "
+              f"{a.speed:g}x ({a.format}), on the service's simulated clock, log {work / 'replay.log'}")
         for role, key in keys.items():
             print(f"  {role:9} key    {key}")
         print("Ctrl-C stops everything.\n")

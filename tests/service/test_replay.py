@@ -177,3 +177,104 @@ def test_the_replay_entry_point_runs_with_only_its_extra(tmp_path, sqlite_url, m
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# -- ward mode: the demo's feed ----------------------------------------------------------------
+
+def _stays(tmp_path, specs):
+    from training.sepsis.data import iter_stays
+
+    data = tmp_path / "ward"
+    data.mkdir(exist_ok=True)
+    for i, (n, septic_from) in enumerate(specs):
+        write_psv(data / f"p{i + 1:06}.psv", make_rows(n, first_iculos=1, septic_from=septic_from))
+    return list(iter_stays(data))
+
+
+def test_discharge_comes_at_the_stay_end_with_the_outcome():
+    from training.sepsis.replay import discharge_outcome
+
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    quiet = plan_stay("q", np.array(make_rows(4, 1), np.float32)[:, :40], np.zeros(4, np.int8), start)
+    assert discharge_outcome(quiet) == quiet.outcome  # already carries discharged_at = last row + 1 h
+    septic = plan_stay("s", np.array(make_rows(10, 1, septic_from=8), np.float32)[:, :40],
+                       np.array([0] * 8 + [1, 1], np.int8), start)
+    out = discharge_outcome(septic)
+    # onset (label + 6 h = hour 14) after the last row (hour 9): discharged at the onset, outcome sepsis
+    assert out["outcome"] == "sepsis" and out["onset_time"] == (start + dt.timedelta(hours=14)).isoformat()
+    assert out["discharged_at"] == (start + dt.timedelta(hours=14)).isoformat()
+
+
+def test_feed_clock_never_runs_ahead_of_the_wall_clock():
+    import time
+
+    from training.sepsis.replay import FeedClock
+
+    wall = dt.datetime.now(dt.timezone.utc)
+    feed = FeedClock(wall - dt.timedelta(hours=1), speed=36000)  # 10 data hours a second
+    time.sleep(0.2)
+    assert feed.now() <= dt.datetime.now(dt.timezone.utc)
+    assert feed.now() - (wall - dt.timedelta(hours=1)) > dt.timedelta(minutes=50)
+
+
+def test_ward_replay_loops_with_fresh_ids_and_discharges_at_the_stay_end(tmp_path, sqlite_url, models_root):
+    from training.sepsis.replay import replay_ward
+
+    stays = _stays(tmp_path, [(6, None), (4, 2), (5, None)])
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:  # nothing posted may lie ahead of now
+        totals = replay_ward(stays, c, beds=2, speed=36000, duration_s=5, api_key=KEYS["admin"], prefix="w-",
+                             max_admissions=5, progress=False)
+        listed = {p["patient_id"]: p for p in c.get("/patients", headers=hdr("viewer")).json()}
+        details = {pid: c.get(f"/patients/{pid}", headers=hdr("viewer")).json() for pid in listed}
+    assert totals.errors == [] and (totals.admitted, totals.stays) == (5, 5)
+    # round 2 of the first two stays came back as new patients
+    assert set(listed) == {"w-p000001-r1", "w-p000002-r1", "w-p000003-r1", "w-p000001-r2", "w-p000002-r2"}
+    assert all(p["status"] == "discharged" for p in listed.values())  # every stay ended with its discharge
+    assert [len(details[f"w-p00000{i}-r1"]["timeline"]) for i in (1, 2, 3)] == [6, 4, 5]
+    assert details["w-p000002-r1"]["outcome"] == "sepsis" and details["w-p000001-r1"]["outcome"] == "no_sepsis"
+    for d in details.values():
+        last = max(dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in d["timeline"])
+        assert dt.datetime.fromisoformat(d["discharged_at"].replace("Z", "+00:00")) >= last + dt.timedelta(hours=1)
+    # a round-2 stay is admitted after its round-1 self ended: the feed moves on
+    first = dt.datetime.fromisoformat(details["w-p000001-r1"]["discharged_at"].replace("Z", "+00:00"))
+    again = dt.datetime.fromisoformat(details["w-p000001-r2"]["timeline"][0]["timestamp"].replace("Z", "+00:00"))
+    assert again >= first - dt.timedelta(hours=6)
+
+
+def test_ward_replay_keeps_every_bed_occupied_while_it_runs(tmp_path, sqlite_url, models_root):
+    import threading
+    import time
+
+    from training.sepsis.replay import replay_ward
+
+    stays = _stays(tmp_path, [(8, None), (6, None), (7, None)])
+    stop = threading.Event()
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:
+        runner = threading.Thread(target=replay_ward, args=(stays, c, 3, 7200, 600, KEYS["admin"]),
+                                  kwargs=dict(prefix="b-", stop=stop, progress=False))
+        runner.start()
+        on_ward, seen = [], set()
+        try:
+            for _ in range(12):  # 6 s at 2 data hours per second: every bed discharges and readmits
+                time.sleep(0.5)
+                listed = c.get("/patients", headers=hdr("viewer")).json()
+                on_ward.append(sum(p["status"] != "discharged" for p in listed))
+                seen |= {p["patient_id"] for p in listed}
+        finally:
+            stop.set()
+            runner.join(30)
+    assert min(on_ward[2:]) >= 2 and max(on_ward) == 3  # never emptied once the beds filled
+    assert len(seen) > 3  # discharges were followed by new admissions
+
+
+def test_ward_replay_as_fhir_bundles(tmp_path, sqlite_url, models_root):
+    from training.sepsis.replay import replay_ward
+
+    stays = _stays(tmp_path, [(3, None), (4, None)])
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:
+        totals = replay_ward(stays, c, beds=2, speed=36000, duration_s=5, api_key=KEYS["admin"], prefix="f-",
+                             fmt="fhir", max_admissions=2, progress=False)
+        one = c.get("/patients/f-p000001-r1", headers=hdr("viewer")).json()
+    assert totals.errors == [] and totals.stays == 2
+    assert len(one["timeline"]) == 3 and one["unit2"] == 1 and one["status"] == "discharged"
+    assert one["timeline"][0]["vitals"]["HR"] == 80

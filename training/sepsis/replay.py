@@ -11,6 +11,18 @@ discharged without sepsis. The service refuses times ahead of its clock, so each
 the past: its latest time (last row, onset or discharge) at or before the moment the replay starts,
 its first row on a whole hour. The key needs the admin role (or ingest for the feed and clinician
 for outcomes: pass --outcome-key).
+
+Ward mode (--ward N, what `make demo` runs) keeps N beds occupied for as long as it runs: every
+bed admits a stay, streams it on one feed clock shared by all beds, records its outcome with
+discharged_at when the stay ends (the patient leaves the ward, its alarm is resolved) and admits
+the next stay, looping over the stays with fresh patient ids (`<prefix><stay>-r<round>`). The
+first stays start staggered (bed i part-way through its stay), so admissions and discharges are
+spread out from the start. The feed clock starts --duration x --speed data seconds before now and
+runs at --speed, never ahead of the wall clock (past --duration it runs at real time).
+
+--format fhir posts each row as a FHIR R4 transaction Bundle to POST /fhir
+(training/sepsis/fhir_bundle.py: the first carries the Patient and the ICU Encounter) instead of
+POST /patients and /predict; outcomes are posted as JSON either way.
 """
 from __future__ import annotations
 
@@ -48,6 +60,7 @@ class Totals:
     posted: int = 0
     alarms: int = 0
     dropped_values: int = 0
+    admitted: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -132,6 +145,152 @@ def replay_stay(client: httpx.Client, plan: StayPlan, speed: float, ingest_heade
         totals.stays += 1
 
 
+def _post_bundle(client: httpx.Client, patient_id: str, ts: dt.datetime, bundle: dict, headers: dict,
+                 totals: Totals) -> None:
+    r = client.post("/fhir", json=bundle, headers={**headers, "Content-Type": "application/fhir+json"})
+    if r.status_code not in (200, 201):
+        raise RuntimeError(f"POST /fhir {patient_id} {ts.isoformat()}: HTTP {r.status_code} {r.text[:300]}")
+    with totals.lock:
+        totals.posted += 1
+
+
+class FeedClock:
+    """The data time every bed of a ward replay shares: `start` at the moment it is made, advancing
+    `speed` data seconds per wall second, never ahead of the wall clock (the service refuses times
+    ahead of its clock), so past `start`'s lead it runs at real time."""
+
+    def __init__(self, start: dt.datetime, speed: float, wall=lambda: dt.datetime.now(dt.timezone.utc)):
+        self.start, self.speed, self._wall = start, speed, wall
+        self._began = time.monotonic()
+
+    def now(self) -> dt.datetime:
+        data = self.start + dt.timedelta(seconds=(time.monotonic() - self._began) * self.speed)
+        return min(data, self._wall())
+
+    def wait_until(self, t: dt.datetime, stop: threading.Event) -> bool:
+        """Sleep until the feed reaches `t`; False if `stop` was set first."""
+        while not stop.is_set():
+            ahead = (t - self.now()).total_seconds()
+            if ahead <= 0:
+                return True
+            stop.wait(min(0.5, max(0.005, ahead / self.speed)))
+        return False
+
+
+def discharge_outcome(plan: StayPlan) -> dict:
+    """The stay's outcome with the discharge at its end: the latest time the plan posts (the last
+    row + 1 h, or the onset when that comes later)."""
+    end = plan.latest if plan.outcome["outcome"] == "sepsis" else dt.datetime.fromisoformat(plan.outcome["discharged_at"])
+    if plan.outcome["outcome"] == "sepsis":
+        last_row = dt.datetime.fromisoformat(plan.observations[-1]["body"]["timestamp"])
+        end = max(end, last_row + dt.timedelta(hours=1))
+    return {**plan.outcome, "discharged_at": end.isoformat()}
+
+
+def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetime, feed: FeedClock,
+              stop: threading.Event, ingest_headers: dict, outcome_headers: dict, totals: Totals,
+              fmt: str = "json") -> bool:
+    """One bed's stay in ward mode: admit, post each row when the feed reaches its time (rows
+    already in the past at once), then the outcome with discharged_at at the stay's end. False if
+    stopped before the end (the patient then stays on the ward, as a real one would)."""
+    plan = plan_stay(patient_id, stay.values, stay.labels, first_row)
+    if fmt == "fhir":
+        from training.sepsis.fhir_bundle import stay_bundles
+
+        sends = [(ts, "fhir", b) for ts, b in stay_bundles(patient_id, stay.values, first_row)]
+    else:
+        r = client.post("/patients", json=plan.admission, headers=ingest_headers)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"POST /patients {patient_id}: HTTP {r.status_code} {r.text[:300]}")
+        sends = [(dt.datetime.fromisoformat(o["body"]["timestamp"]), "json", o["body"]) for o in plan.observations]
+    with totals.lock:
+        totals.admitted += 1
+    for ts, kind, body in sends:
+        if not feed.wait_until(ts, stop):
+            return False
+        if kind == "fhir":
+            _post_bundle(client, patient_id, ts, body, ingest_headers, totals)
+        else:
+            _post_observation(client, body, ingest_headers, totals)
+    outcome = discharge_outcome(plan)
+    if not feed.wait_until(dt.datetime.fromisoformat(outcome["discharged_at"]), stop):
+        return False
+    r = client.post(f"/patients/{patient_id}/outcome", json=outcome, headers=outcome_headers)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST outcome {patient_id}: HTTP {r.status_code} {r.text[:300]}")
+    with totals.lock:
+        totals.stays += 1
+    return True
+
+
+def stay_hours(stay) -> float:
+    plan = plan_stay("x", stay.values, stay.labels, dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
+    return (plan.latest - dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)).total_seconds() / 3600
+
+
+def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s: float, api_key: str,
+                outcome_key: str | None = None, prefix: str = "replay-", fmt: str = "json",
+                stop: threading.Event | None = None, max_admissions: int | None = None,
+                progress: bool = True) -> Totals:
+    """Keep `beds` beds occupied until `stop` is set (or `max_admissions` stays were admitted):
+    see the module's docstring. Returns the counts."""
+    stays = list(stays)
+    if not stays:
+        raise ValueError("no stays to replay")
+    stop = stop or threading.Event()
+    now = dt.datetime.now(dt.timezone.utc)
+    lead = dt.timedelta(seconds=duration_s * speed)
+    feed = FeedClock((now - lead).replace(microsecond=0), speed)
+    ingest_headers = {"X-API-Key": api_key}
+    outcome_headers = {"X-API-Key": outcome_key or api_key}
+    totals = Totals()
+    lock = threading.Lock()
+    turn = {"next": 0}
+    bar = tqdm(desc="ward replay: stays ended", unit="stay", disable=not progress)
+
+    def take():
+        with lock:
+            if max_admissions is not None and turn["next"] >= max_admissions:
+                return None
+            i = turn["next"]
+            turn["next"] += 1
+        return i
+
+    def bed(b: int) -> None:
+        first = True
+        while not stop.is_set():
+            i = take()
+            if i is None:
+                return
+            stay = stays[i % len(stays)]
+            pid = f"{prefix}{stay.patient_id}-r{i // len(stays) + 1}"
+            start = feed.now().replace(second=0, microsecond=0)
+            if first:  # staggered: bed b starts b/beds of the way through its first stay
+                start -= dt.timedelta(hours=math.floor(stay_hours(stay) * b / beds))
+                first = False
+            try:
+                ward_stay(client, stay, pid, start, feed, stop, ingest_headers, outcome_headers, totals, fmt)
+            except Exception as err:  # one broken stay must not empty the bed; it is reported
+                with totals.lock:
+                    totals.errors.append(f"{pid}: {err}")
+                stop.wait(1.0)
+            bar.update(1)
+
+    threads = [threading.Thread(target=bed, args=(b,), daemon=True, name=f"bed-{b}") for b in range(beds)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    bar.close()
+    return totals
+
+
 def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key: str | None = None,
            concurrency: int = 4, prefix: str = "", start: dt.datetime | None = None, progress: bool = True) -> Totals:
     """Replay `stays` (objects with patient_id, values, labels) through `client`; returns counts.
@@ -188,15 +347,31 @@ def main(argv: list[str] | None = None) -> int:
                    help="test: only stays of the training code's test split (patient split, --split-seed), "
                         "which the shipped models never trained on or chose thresholds with")
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--ward", type=int, default=0, metavar="BEDS",
+                   help="ward mode: keep BEDS beds occupied until stopped (Ctrl-C), looping over the stays")
+    p.add_argument("--duration", type=float, default=3600.0,
+                   help="ward mode: wall seconds the feed runs at --speed before reaching real time")
+    p.add_argument("--format", choices=["json", "fhir"], default="json",
+                   help="fhir: rows as FHIR R4 transaction Bundles to POST /fhir (training/sepsis/fhir_bundle.py)")
     a = p.parse_args(argv)
     if a.speed < 0:
         p.error("--speed must be >= 0")
+    if a.ward < 0 or a.duration < 0:
+        p.error("--ward and --duration must be >= 0")
+    if a.format == "fhir" and not a.ward:
+        p.error("--format fhir is for ward mode (--ward BEDS)")
+    if a.ward and a.speed == 0:
+        p.error("ward mode needs --speed > 0 (the feed clock advances at it)")
     stays = select_stays(a.data, a.split, a.split_seed, a.limit)
     with httpx.Client(base_url=a.url, timeout=30.0) as client:
-        totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix)
+        if a.ward:
+            totals = replay_ward(stays, client, a.ward, a.speed, a.duration, a.api_key, a.outcome_key, a.prefix,
+                                 a.format)
+        else:
+            totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix)
         stats = client.get("/stats", headers={"X-API-Key": a.outcome_key or a.api_key})
-    print(f"stays replayed: {totals.stays}/{len(stays)}, observations posted: {totals.posted}, "
-          f"alarms raised: {totals.alarms}, implausible values dropped: {totals.dropped_values}")
+    print(f"stays replayed: {totals.stays}/{len(stays) if not a.ward else totals.admitted}, observations posted: "
+          f"{totals.posted}, alarms raised: {totals.alarms}, implausible values dropped: {totals.dropped_values}")
     for e in totals.errors[:20]:
         print(f"error: {e}", file=sys.stderr)
     if stats.status_code == 200:
