@@ -1,7 +1,8 @@
 """Why this risk: the change in risk when each variable's latest value is withheld from the step.
 
 Computed from the exported step itself (any `(obs, elapsed, state) -> (risk, next_state)` callable:
-`StepRuntime._run`, the service's `Model.run`), all variants of all rows in ONE batched call:
+`StepRuntime._run`, the service's `Model.run`), all variants of all rows in ONE batched call
+(up to MAX_ROWS rows per call; a larger batch is split between observations, see withheld_deltas):
 
     delta[i, j] = risk(row i as posted) - risk(row i with variable j's latest value withheld)
 
@@ -15,8 +16,8 @@ What "withheld" means
     the hours since it, whether it was ever seen and, from v2 on, how often). When that memory is
     found in the state (`find_memory`, verified by probing the real step, never assumed), the
     variable's memory is reset to "never measured" in every ensemble member (last value, hours
-    since, seen flag and count all 0, which is a new patient's state for that variable), on top
-    of (a). So withholding a variable makes the step see it as never measured *at this step*.
+    since, seen flag and count all 0; the featurizer masks value and hours by the seen flag, so
+    the step reads exactly what it reads for a variable never measured), on top of (a). So withholding a variable makes the step see it as never measured *at this step*.
 
     Not withheld: the recurrent core's state. Earlier hours' values have already been mixed into
     it and cannot be taken apart, so the delta is the variable's effect through what the step

@@ -288,3 +288,17 @@ def test_florid_septic_shock_on_the_shipped_model(shipped):
     assert len(top) == 5 and {c["feature"] for c in top} <= set(FLORID)
     assert [abs(c["delta"]) for c in top] == sorted((abs(c["delta"]) for c in top), reverse=True)
     assert {c["feature"]: c["value"] for c in top}["Temp"] == 39.4
+
+
+def test_withholding_the_only_measurement_of_a_row_holds_the_previous_risk(shipped):
+    rt, memory = shipped
+    before = rt.new_state(1)
+    first = row({"HR": 90, "Resp": 18, "Age": 60}, 1)[None]
+    previous = rt.step(first, [0.0], before)
+    obs = row({"HR": 135, "Age": 60}, 2)[None]  # HR is the only vital or lab posted
+    elapsed = np.ones((1, 1), np.float32)
+    risk = rt.step(obs, elapsed, previous.next_state).risk[0]
+    deltas = withheld_deltas(rt._run, obs, elapsed, previous.next_state, memory=memory)
+    # sepsis-cfc/3 holds its risk on a row without a vital or lab: the delta is the change since then
+    assert deltas[0, INDEX["HR"]] == pytest.approx(risk - previous.risk[0], abs=1e-6)
+    assert deltas[0, INDEX["HR"]] != 0.0
