@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import schemas
@@ -47,6 +49,12 @@ def _problem_body(detail: str, problems: list[dict], total: int) -> dict:
     return {"detail": detail, "errors": problems, "error_count": total}
 
 
+def _unavailable(detail: str) -> JSONResponse:
+    """503 for a database that cannot be reached or a pool that stays empty: the client may retry (a
+    stored observation posted again returns its stored result, so a retry never doubles one)."""
+    return JSONResponse({"detail": detail + "; retry shortly"}, status_code=503, headers={"Retry-After": "1"})
+
+
 def _install_error_handlers(app: FastAPI, metrics_of) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -63,6 +71,18 @@ def _install_error_handlers(app: FastAPI, metrics_of) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _pool_empty(request: Request, exc: SQLAlchemyTimeoutError):
+        log.error("no database connection free on %s %s: %s", request.method, request.url.path, exc)
+        return _unavailable("no database connection came free in time (every pooled connection was busy); "
+                            "the request did not complete")
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError):
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        reason = str(exc.orig).strip().splitlines()[0][:200] if exc.orig else type(exc).__name__
+        return _unavailable(f"the database is unavailable ({reason}); the request did not complete")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -23,6 +23,13 @@ class Settings:
     # SQLite in WAL mode: FULL syncs every commit (an answered write survives power loss); NORMAL
     # only a crash of the process. PostgreSQL keeps its own synchronous_commit (default on).
     sqlite_synchronous: str = "FULL"
+    # PostgreSQL connections per worker process: pool + overflow, waited for up to pool_timeout_s.
+    # Keep workers x (pool + overflow) below the server's max_connections (100 by default): 8 workers
+    # x (10 + 10) exceeded it on the H200 bench and a quarter of the requests failed
+    # (results/gpu/h200-2026-12-02). SQLite keeps a fixed pool: its writers queue on one lock anyway.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_pool_timeout_s: float = 30.0
     # Observation, admission and outcome times further ahead of the service's clock are a 422.
     future_margin_hours: float = 1.0
     # The clock that stamps actions (service/clock.py): "wall", or "simulated" = the feed's time
@@ -50,7 +57,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     # uvicorn's HTTP parser: auto = httptools when installed (the serve extra installs it), else h11.
-    # On the H200 bench h11's pure-Python parsing was a large part of the HTTP layer's share.
+    # On the H200 the two served at the same rate (results/gpu/h200-2026-12-02): the HTTP layer's
+    # time is FastAPI's routing, validation and serialisation, not parsing.
     http: str = "auto"                   # auto / h11 / httptools
     migrate: bool = True                 # run Alembic migrations at start-up
     # Contributions per scored observation (models/explain.py): one extra batched run of every row and

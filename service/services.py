@@ -23,7 +23,8 @@ class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.metrics = Metrics()
-        self.engine = make_engine(settings.db_url, settings.sqlite_synchronous)
+        self.engine = make_engine(settings.db_url, settings.sqlite_synchronous, settings.db_pool_size,
+                                  settings.db_max_overflow, settings.db_pool_timeout_s)
         if settings.migrate:
             migrate(self.engine)
         self.factory = sessions(self.engine)

@@ -18,7 +18,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
 
-def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
+def make_engine(url: str, sqlite_synchronous: str = "FULL", pool_size: int = 10, max_overflow: int = 10,
+                pool_timeout_s: float = 30.0) -> Engine:
     if url.startswith("sqlite"):
         if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, got {sqlite_synchronous!r}")
@@ -31,7 +32,11 @@ def make_engine(url: str, sqlite_synchronous: str = "FULL") -> Engine:
         return engine
     # PostgreSQL keeps its server default, synchronous_commit=on: a commit returns once its WAL
     # record is flushed, so an answered write is durable.
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    if pool_size < 1 or max_overflow < 0 or pool_timeout_s <= 0:
+        raise ValueError(f"database pool: size must be >= 1, overflow >= 0 and timeout > 0, got {pool_size}, "
+                         f"{max_overflow}, {pool_timeout_s}")
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s,
+                         pool_pre_ping=True)
 
 
 def _sqlite_immediate_transactions(engine: Engine, synchronous: str) -> None:
