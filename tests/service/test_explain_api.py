@@ -129,3 +129,22 @@ def test_contributions_in_the_openapi(client):
     for body in ("PredictResult", "TimelineEntry", "AlarmOut"):
         assert "contributions" in spec[body]["properties"], body
     assert set(spec["Contribution"]["required"]) == {"feature", "value", "delta"}
+
+
+def test_a_batch_explains_the_latest_row_and_alarm_rows_only(db_url, models_root):
+    """A backfill batch explains what the ward sees: each patient's latest row of the request and
+    every row at or above the alarm threshold; the other rows store null (and cost nothing)."""
+    with client_for(db_url, models_root) as c:  # threshold 0.5
+        rows = [obs(pid, h, **v) for pid in ("q1", "q2") for h, v in ROWS]
+        results = c.post("/predict/batch", json={"observations": rows}, headers=hdr("ingest")).json()["results"]
+        for pid in ("q1", "q2"):
+            mine = [r for r in results if r["patient_id"] == pid]
+            for i, r in enumerate(mine):
+                shown = i == len(mine) - 1 or r["risk"] >= r["threshold"]
+                assert (r["contributions"] is not None) == shown, (pid, i, r["risk"])
+            assert any(r["contributions"] is None for r in mine), "the fixture must leave some rows below threshold"
+        stored = c.get("/patients/q1", headers=hdr("viewer")).json()["timeline"]
+        assert [e["contributions"] for e in stored] == [r["contributions"] for r in results if r["patient_id"] == "q1"]
+        # a single /predict is always explained
+        one = c.post("/predict", json=obs("q1", 5.0, HR=70.0), headers=hdr("ingest")).json()
+        assert one["contributions"] is not None
