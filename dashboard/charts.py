@@ -7,7 +7,7 @@ import pandas as pd
 
 from dashboard import transforms
 
-WIDTH = 900
+WIDTH = 760  # leaves room for the axis titles inside the page's main column
 VALUE_FORMAT = ",.4~f"   # 37.2, 120, 0.05: never "1e+2"
 TIME_AXIS = alt.Axis(format="%b %d %H:%M", labelAngle=0, labelOverlap=True, title="time (UTC)")
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from dashboard.browser import Browser, BrowserError
 
-# The ward is the default page, served at the root. (page path, file, window height, what must be on screen before the shot)
+# The ward has its own address (/ward; the root forwards there). (page path, file, window height, what must be on screen before the shot)
 PAGES = [
-    ("", "dashboard-ward.png", 1100, "document.querySelector('[data-patient]')"),
-    ("patient", "dashboard-patient.png", 1900, "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3"),
-    ("alarms", "dashboard-alarms.png", 1300, "document.body.innerText.includes('Who did what')"),
+    ("ward", "dashboard-ward.png", 1100, "document.querySelector('[data-patient]')"),
+    ("patient", "dashboard-patient.png", 2600, "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 1 "
+     "&& document.body.innerText.includes('Audit trail')"),
+    ("alarms", "dashboard-alarms.png", 1800, "document.body.innerText.includes('Who did what')"),
     ("performance", "dashboard-performance.png", 1250,
      "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3"),
 ]

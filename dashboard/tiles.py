@@ -32,8 +32,8 @@ CSS = """
 .tile .badge.treat{background:#1565c0;color:#fff}
 .legend{display:flex;flex-wrap:wrap;gap:6px 14px;font-family:sans-serif;font-size:0.8em;color:#44505c;margin:4px 0 8px}
 .legend span.sw{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:middle;margin-right:4px;border:2px solid #c8d1dc;background:#f7f9fb}
-.legend .alarm-open{background:#d50000;border-color:#7f0000}.legend .alarm-held{background:#fff4d6;border-color:#e0a000}
-.legend .risk-high{border-left:6px solid #c62828}.legend .risk-mid{border-left:6px solid #f9a825}.legend .risk-none{background:#eceff1}
+.legend span.sw.alarm-open{background:#d50000;border-color:#7f0000}.legend span.sw.alarm-held{background:#fff4d6;border-color:#e0a000}
+.legend span.sw.risk-high{border-left:6px solid #c62828}.legend span.sw.risk-mid{border-left:6px solid #f9a825}.legend span.sw.risk-none{background:#eceff1}
 @keyframes pulse{0%{box-shadow:0 0 0 0 rgba(213,0,0,.7)}70%{box-shadow:0 0 0 10px rgba(213,0,0,0)}100%{box-shadow:0 0 0 0 rgba(213,0,0,0)}}
 </style>
 """
@@ -73,7 +73,7 @@ def sparkline_img(points: list[tuple[dt.datetime, float]], threshold: float | No
     """The sparkline as an <img> data URI: Streamlit's HTML sanitiser drops inline <svg>."""
     svg = sparkline_svg(points, threshold, stroke=stroke).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
     data = base64.b64encode(svg.encode()).decode()
-    return (f'<img class="spark" src="data:image/svg+xml;base64,{data}" width="180" height="36" '
+    return (f'<img class="spark" src="data:image/svg+xml;base64,{data}" width="180" height="36" style="max-width:100%" '
             f'alt="risk trend over 24 h, {len(points)} points"/>')
 
 

@@ -312,6 +312,19 @@ def latest_frame(latest) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variable", "kind", "value", "measured"])
 
 
+def latest_lines(latest) -> list[str]:
+    """The latest values in two short lines for a card: vitals, then labs, each with its age."""
+    def one(v):
+        unit = f" {v.unit}" if v.unit and v.value is not None else ""
+        return f"{v.feature} {fmt_number(v.value)}{unit} ({fmt_age(v.age_hours)})"
+
+    vitals = [v for v in latest if v.feature in VITALS]
+    vitals.sort(key=lambda v: VITALS.index(v.feature))
+    labs = sorted((v for v in latest if v.feature not in VITALS), key=lambda v: v.feature)
+    return [f"**Vitals** {' · '.join(map(one, vitals))}" if vitals else "**Vitals** none measured",
+            f"**Labs** {' · '.join(map(one, labs))}" if labs else "**Labs** none measured"]
+
+
 def latest_from_timeline(timeline: list[TimelineEntry], clock: dt.datetime) -> list:
     """Each variable's latest value from the timeline, for a service that does not send `bedside`."""
     from dashboard.client import LatestValue

@@ -53,22 +53,20 @@ for k in cards[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]:
         if k.state == "acknowledged":
             st.caption(f"acknowledged by {k.acknowledged_by} at {ui.fmt_time(k.acknowledged_at)}: "
                        f"{ui.REASONS.get(k.ack_reason, k.ack_reason)}")
-        risk_col, trend_col, values_col, why_col = st.columns([1.3, 1.2, 2, 2])
+        risk_col, values_col, why_col = st.columns([1.2, 2.4, 1.8])
         with risk_col:
             st.metric("Risk now", "not scored" if k.risk is None else f"{k.risk:.1%}",
                       delta=None if k.risk is None else f"{(k.risk - k.risk_at_raise) * 100:+.1f} points since raised",
                       delta_color="inverse",
                       help=f"{k.risk_at_raise:.1%} when raised; alarm threshold {k.threshold:.1%}")
-            if k.risk_in_words:
-                st.caption(k.risk_in_words)
-        with trend_col:
             st.html(tiles.sparkline_img(k.trend, k.threshold, "#1b2733")
-                    + f'<div style="font-size:0.8em;color:#44505c">last {len(k.trend)} risks, dashed: threshold</div>')
+                    + f'<div style="font-size:0.8em;color:#44505c">last {len(k.trend)} risks; dashed: threshold</div>')
         with values_col:
-            if k.latest:
-                st.dataframe(transforms.latest_frame(k.latest), hide_index=True, height=160, width="stretch")
-            else:
-                st.caption("No measured values yet.")
+            if k.risk_in_words:
+                st.markdown(f"**Risk in words** {k.risk_in_words}")
+            st.markdown("  \n".join(transforms.latest_lines(k.latest)) if k.latest else "No measured values yet.")
+            if k.bedside:
+                st.caption(transforms.bedside_summary(k.bedside))
         with why_col:
             why = k.latest_contributions or k.contributions
             if why:
@@ -76,8 +74,6 @@ for k in cards[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]:
                             + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
             else:
                 st.caption("No contributions stored for this risk.")
-            if k.bedside:
-                st.caption(transforms.bedside_summary(k.bedside))
         if can_act:
             ui.alarm_actions(c, k.alarm_id, k.state, key=str(k.alarm_id))
 

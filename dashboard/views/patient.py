@@ -68,7 +68,8 @@ with left:
     st.subheader("Latest values")
     latest = transforms.latest_of(d, clock)
     if latest:
-        st.dataframe(transforms.latest_frame(latest), hide_index=True, width="stretch")
+        st.dataframe(transforms.latest_frame(latest), hide_index=True, width="stretch",
+                     height=36 * (len(latest) + 1) + 4)  # every value in view, no inner scrolling
     else:
         st.caption("Nothing measured yet.")
 with right:
@@ -84,13 +85,15 @@ with right:
     if active is not None and active.contributions:
         st.markdown(f"When alarm #{active.id} was raised:\n"
                     + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
-    st.subheader("Bedside scores")
-    if d.bedside:
-        st.markdown(transforms.bedside_summary(d.bedside))
-        st.dataframe(transforms.bedside_frame(d.bedside), hide_index=True, width="stretch",
-                     column_config={"note": st.column_config.TextColumn(width="large")})
-    else:
-        st.caption("This service does not send bedside scores for the patient.")
+
+st.subheader("Bedside scores")
+if d.bedside:
+    st.markdown(transforms.bedside_summary(d.bedside))
+    frame = transforms.bedside_frame(d.bedside)
+    st.dataframe(frame, hide_index=True, width="stretch", height=36 * (len(frame) + 1) + 4,
+                 column_config={"note": st.column_config.TextColumn(width="large")})
+else:
+    st.caption("This service does not send bedside scores for the patient.")
 
 if not d.timeline:
     st.info("No observations for this patient yet.")

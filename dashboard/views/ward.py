@@ -57,7 +57,7 @@ def ward() -> None:
             with col:
                 t = threshold_of(r)
                 st.html(tiles.tile_html(r, trend, t, transforms.tile_look(r, t, clock), r.unit))
-                st.page_link("views/patient.py", label=f"Open {r.patient_id}", icon=":material/open_in_new:",
+                st.page_link("views/patient.py", label="Patient page", icon=":material/open_in_new:",
                              query_params=ui.link_params(patient_id=r.patient_id))
     clock_words = ("the service clock, simulated: the feed's time" if counts and counts.clock.mode == "simulated"
                    else "the service clock" if counts else

@@ -189,7 +189,7 @@ def discharge_outcome(plan: StayPlan) -> dict:
 
 def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetime, feed: FeedClock,
               stop: threading.Event, ingest_headers: dict, outcome_headers: dict, totals: Totals,
-              fmt: str = "json") -> bool:
+              fmt: str = "json", bed: str | None = None) -> bool:
     """One bed's stay in ward mode: admit, post each row when the feed reaches its time (rows
     already in the past at once), then the outcome with discharged_at at the stay's end. False if
     stopped before the end (the patient then stays on the ward, as a real one would)."""
@@ -199,7 +199,8 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
 
         sends = [(ts, "fhir", b) for ts, b in stay_bundles(patient_id, stay.values, first_row)]
     else:
-        r = client.post("/patients", json=plan.admission, headers=ingest_headers)
+        admission = {**plan.admission, **({"bed": bed} if bed else {})}
+        r = client.post("/patients", json=admission, headers=ingest_headers)
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /patients {patient_id}: HTTP {r.status_code} {r.text[:300]}")
         sends = [(dt.datetime.fromisoformat(o["body"]["timestamp"]), "json", o["body"]) for o in plan.observations]
@@ -269,7 +270,8 @@ def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s
                 start -= dt.timedelta(hours=math.floor(stay_hours(stay) * b / beds))
                 first = False
             try:
-                ward_stay(client, stay, pid, start, feed, stop, ingest_headers, outcome_headers, totals, fmt)
+                ward_stay(client, stay, pid, start, feed, stop, ingest_headers, outcome_headers, totals, fmt,
+                          bed=f"B{b + 1:02}")
             except Exception as err:  # one broken stay must not empty the bed; it is reported
                 with totals.lock:
                     totals.errors.append(f"{pid}: {err}")
