@@ -114,7 +114,7 @@ def test_a_viewer_key_gets_no_action_buttons(stack, dashboard_url, clinician_url
         assert {"Acknowledge", "Snooze", "Resolve"} <= set(buttons)
     for buttons in seen["viewer"][:2]:
         assert not {"Acknowledge", "Snooze", "Resolve"} & set(buttons)
-    assert "viewer" in seen["viewer"][2] and "403" not in seen["viewer"][2]
+    assert "can read but not act on alarms" in seen["viewer"][2] and "403" not in seen["viewer"][2]
 
 
 def test_the_users_name_is_kept_across_a_tile_click(stack, dashboard_url):
