@@ -65,3 +65,28 @@ def test_wrong_answers_become_messages(status, body, text):
     t = httpx.MockTransport(lambda r: httpx.Response(status, content=body))
     with pytest.raises(ApiError, match=text):
         ServiceClient("http://svc", "k", transport=t).patients()
+
+
+@pytest.mark.parametrize("status,body,allowed", [(403, {"detail": "role 'viewer' may not"}, False),
+                                                 (422, {"detail": "invalid", "errors": []}, True),
+                                                 (404, {"detail": "Not Found"}, False)])  # no such route: no such right
+def test_may_asks_without_acting(status, body, allowed):
+    sent = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.method, request.url.path, request.content))
+        return httpx.Response(status, json=body)
+
+    c = ServiceClient("http://svc", "k", transport=httpx.MockTransport(answer))
+    assert c.may("clinician") is allowed
+    assert sent == [("POST", "/alarms/1/ack", b"{}")]  # a body the service refuses before acting on anything
+
+
+def test_the_role_probe_changes_nothing_on_a_real_service(stack):
+    before = httpx.get(f"{stack.url}/alarms", params={"limit": 1000}, headers={"X-API-Key": stack.keys["viewer"]}).json()
+    assert ServiceClient(stack.url, stack.keys["viewer"]).may("clinician") is False
+    assert ServiceClient(stack.url, stack.keys["clinician"]).may("clinician") is True
+    assert ServiceClient(stack.url, stack.keys["clinician"]).may("admin") is False
+    assert ServiceClient(stack.url, stack.keys["admin"]).may("admin") is True
+    after = httpx.get(f"{stack.url}/alarms", params={"limit": 1000}, headers={"X-API-Key": stack.keys["viewer"]}).json()
+    assert after == before

@@ -226,3 +226,28 @@ def test_wrong_key_is_a_message(monkeypatch, stack, path):
     at = page(app(monkeypatch, stack.url, "sk_wrong"), path)
     assert not at.exception
     assert any("API key was not accepted" in e.value for e in at.error)
+
+
+def test_performance_page_shows_operating_points_and_an_admin_changes_one(monkeypatch, stack):
+    viewer = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/performance.py")
+    frames = [df.value for df in viewer.dataframe]
+    units = next(f for f in frames if "unit" in f.columns)
+    assert list(units["unit"]) == ["MICU", "SICU", "other"]
+    table = next(f for f in frames if "operating point" in f.columns and "id" in f.columns)
+    assert list(table["id"]) == ["utility_optimum", "alarms_per_day_0.2", "sensitivity_0.8"]
+    assert (table["validation: PPV"] == "not measured").all()  # the fixture was never measured: said so
+    assert "Only an admin key can change" in texts(viewer) and not [b for b in viewer.button if b.key == "op_submit"]
+
+    at = page(app(monkeypatch, stack.url, stack.keys["admin"]), "views/performance.py")
+    at.sidebar.text_input(key="user_name").set_value("dr admin")
+    at.selectbox(key="op_unit").set_value("SICU")
+    at.selectbox(key="op_point").set_value("sensitivity_0.8")  # threshold 0, as the card: other tests unaffected
+    at.button(key="op_submit").click().run()
+    assert any("give a reason" in e.value for e in at.error)  # a reason is required; nothing sent
+    at.text_input(key="op_note").set_value("trial of a more sensitive point")
+    at.button(key="op_submit").click().run()
+    assert not at.exception and "SICU now alarms at fixture: a lower threshold" in texts(at)
+    served = httpx.get(f"{stack.url}/operating-points", headers={"X-API-Key": stack.keys["viewer"]}).json()
+    sicu = next(u for u in served["units"] if u["unit"] == "SICU")
+    assert (sicu["point_id"], sicu["chosen_by"], sicu["note"]) == ("sensitivity_0.8", "dr admin",
+                                                                   "trial of a more sensitive point")

@@ -168,3 +168,42 @@ def test_sparkline_of_small_calibrated_risks_uses_its_height():
     assert ys[0] - ys[-1] > 20  # the rise fills most of the 32 px drawing height
     line_y = float(re.search(r'y1="([\d.]+)"', svg).group(1))
     assert min(ys) < line_y < max(ys)  # the threshold sits between the lowest and the highest risk
+
+
+def test_numbers_are_written_as_people_write_them():
+    assert [transforms.fmt_number(v) for v in (100.0, 120.0, 1200.0, 37.25, 4.8, 0.05, 0.0, None, float("nan"))] == \
+        ["100", "120", "1,200", "37.2", "4.8", "0.05", "0", "not recorded", "not recorded"]
+    assert all("e" not in transforms.fmt_number(v) for v in (1e2, 1e5, 1e-3))
+    assert [transforms.fmt_age(h) for h in (0.25, 3.52, 50.0, None)] == ["15 min ago", "3.5 h ago", "2.1 days ago",
+                                                                         "time unknown"]
+    assert transforms.fmt_duration(90) == "1.5 h" and transforms.fmt_duration(12) == "12 min"
+
+
+def test_contributions_and_bedside_in_words():
+    from dashboard.client import Contribution
+
+    assert transforms.contribution_text(Contribution("Lactate", 4.8, 0.031)) == "Lactate 4.8 raised the risk by 3.1 points"
+    assert transforms.contribution_text(Contribution("MAP", 70.0, -0.0004)) == "MAP 70 lowered the risk by 0.04 points"
+    bedside = {"qsofa": {"score": 1, "evaluated": 2, "of": 3, "criteria": [
+        {"name": "Respiratory rate", "met": True, "value": 32.0, "unit": "breaths/min", "age_hours": 2.0},
+        {"name": "Altered mentation", "met": None, "value": None, "note": "not recorded in PhysioNet 2019 data"}]},
+        "sofa": {"components": [{"name": "Coagulation", "score": 2, "value": 90.0, "unit": "10^3/uL", "age_hours": 30.0}],
+                 "total_available": 2},
+        "lactate": None}
+    frame = transforms.bedside_frame(bedside)
+    assert list(frame["result"]) == ["met", "not assessable", "2 points"]
+    assert list(frame["value"]) == ["32 breaths/min", "not measured", "90 10^3/uL"]
+    assert frame["note"][1] == "not recorded in PhysioNet 2019 data" and frame["measured"][2] == "30.0 h ago"
+    line = transforms.bedside_summary(bedside)
+    assert "qSOFA 1 (2 of 3 criteria assessable)" in line and "lactate not measured" in line and "SIRS not served" in line
+
+
+def test_demographics_are_said_in_full():
+    from dashboard.client import PatientDetail
+
+    d = PatientDetail(summary=patient("p", 0.1, T0), unit=None, age=None, gender=0.0, discharged_at=None)
+    words = transforms.demographics(d)
+    assert "**Age** not recorded" in words and "**Sex** female" in words and "**Unit** not recorded" in words
+    assert transforms.risk_words(0.05, 0.04) == "5.0%, at or above the alarm threshold (4.0%)"
+    assert transforms.risk_words(0.01, 0.04) == "1.0%, below half of the alarm threshold (4.0%)"
+    assert transforms.risk_words(None, 0.04) == "not yet scored"
