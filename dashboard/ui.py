@@ -261,3 +261,39 @@ def _details_text(details: dict | None) -> str | None:
     if not details:
         return None
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in details.items() if v is not None) or None
+
+
+OUTCOMES = {"sepsis": "Sepsis (give the onset; the patient stays on the ward, in treatment)",
+            "no_sepsis": "Discharged without sepsis"}
+
+
+def outcome_form(c: ServiceClient, patient_id: str, default_time: dt.datetime) -> None:
+    """The outcome as a clinician records it: no default, onset required for sepsis, the discharge
+    time for a discharge; audited by the service with the key and the name."""
+    t = default_time.astimezone(UTC)
+    with st.form(f"outcome_{patient_id}", border=False):
+        outcome = st.selectbox("Outcome", list(OUTCOMES), index=None, format_func=OUTCOMES.get,
+                               placeholder="Choose the outcome", key=f"outcome_{patient_id}")
+        day, hour = st.columns(2)
+        when_day = day.date_input("Onset (sepsis) or discharge: date (UTC)", value=t.date(), key=f"outcome_day_{patient_id}")
+        when_time = hour.time_input("time (UTC)", value=t.time().replace(second=0, microsecond=0),
+                                    key=f"outcome_time_{patient_id}")
+        discharged = st.checkbox("The stay has ended (discharged) at that time", key=f"outcome_dis_{patient_id}")
+        submitted = st.form_submit_button("Record outcome", key=f"do_outcome_{patient_id}")
+    if not submitted:
+        return
+    user = user_name()
+    if not user or outcome is None:
+        st.error("Nothing recorded: " + ("enter your name in the sidebar" if not user else "choose the outcome") + ".")
+        return
+    when = dt.datetime.combine(when_day, when_time, tzinfo=UTC)
+    try:
+        c.record_outcome(patient_id, user, outcome, onset_time=when if outcome == "sepsis" else None,
+                         discharged_at=when if discharged or outcome == "no_sepsis" else None)
+    except ApiError as err:
+        if err.kind == "forbidden":
+            refused(c, "clinician")
+        flash(err.message, "error")
+        st.rerun()
+    flash(f"Outcome recorded for {patient_id} by {user}: {OUTCOMES[outcome].split(' (')[0]}.")
+    st.rerun()

@@ -63,6 +63,10 @@ if active is not None:
     else:
         ui.read_only_note()
 
+if can_act and p.outcome is None:
+    with st.expander("Record the outcome (resolves the patient's alarm; a recorded outcome cannot be changed)"):
+        ui.outcome_form(c, pid, default_time=p.last_observation or clock)
+
 left, right = st.columns([1, 1])
 with left:
     st.subheader("Latest values")

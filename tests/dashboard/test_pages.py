@@ -251,3 +251,17 @@ def test_performance_page_shows_operating_points_and_an_admin_changes_one(monkey
     sicu = next(u for u in served["units"] if u["unit"] == "SICU")
     assert (sicu["point_id"], sicu["chosen_by"], sicu["note"]) == ("sensitivity_0.8", "dr admin",
                                                                    "trial of a more sensitive point")
+
+
+def test_a_clinician_records_an_outcome_from_the_patient_page(monkeypatch, stack):
+    pid = stack.quiet[0]
+    at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "views/patient.py", patient_id=pid)
+    at.sidebar.text_input(key="user_name").set_value("dr rui")
+    at.button(key=f"do_outcome_{pid}").click().run()
+    assert any("choose the outcome" in e.value for e in at.error)  # no default outcome
+    at.selectbox(key=f"outcome_{pid}").set_value("no_sepsis")
+    at.button(key=f"do_outcome_{pid}").click().run()
+    assert not at.exception and f"Outcome recorded for {pid} by dr rui" in texts(at)
+    got = httpx.get(f"{stack.url}/patients/{pid}", headers={"X-API-Key": stack.keys["viewer"]}).json()
+    assert got["outcome"] == "no_sepsis" and got["status"] == "discharged" and got["discharged_at"]
+    assert any(e["action"] == "outcome" and e["actor"]["person"] == "dr rui" for e in got["audit"])
