@@ -36,6 +36,8 @@ class Settings:
     # (the latest observation stored), for a replay faster than real time.
     clock: str = "wall"
     model: str | None = None             # registry name; None = the registry's default
+    # (SEPSIS_MODEL and _VERSION are the default until the first model switch; from then on the switch
+    # recorded in the database is served, also after a restart: service/active_model.py)
     model_version: str | None = None
     # Candidate models scored silently beside the active one on every observation (service/shadow.py):
     # "name:version,name:version"; empty for none.
@@ -60,6 +62,8 @@ class Settings:
     # On the H200 the two served at the same rate (results/gpu/h200-2026-12-02): the HTTP layer's
     # time is FastAPI's routing, validation and serialisation, not parsing.
     http: str = "auto"                   # auto / h11 / httptools
+    # How often a process checks for a model switch made by another worker (0: never).
+    model_follow_s: float = 2.0
     migrate: bool = True                 # run Alembic migrations at start-up
     # Contributions per scored observation (models/explain.py): one extra batched run of every row and
     # its withheld-variable variants, timed by sepsis_explain_seconds. off stores null contributions.

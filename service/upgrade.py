@@ -32,6 +32,7 @@ import numpy as np
 from sqlalchemy import bindparam, false, or_, select, update
 from sqlalchemy.engine import Engine
 
+from service import active_model
 from service.errors import Conflict
 from models.contract import N_FEATURES
 from service.inference import Model
@@ -230,6 +231,8 @@ class Upgrades:
                                                            P.c.model_version != target.version))).all()
                 p.left_for_lazy_rebuild = len(moved)
                 p.finished_at = dt.datetime.now(UTC)
+                # recorded with the states: a restart and every other worker serve the new model
+                active_model.record(s, target.name, target.version, p.finished_at, p.by)
                 p.seconds = time.perf_counter() - start
                 if audit is not None:
                     audit(s, p)

@@ -212,3 +212,14 @@ class ShadowScore(Base):
     risk: Mapped[float] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(Float)
     alarm: Mapped[bool] = mapped_column(Boolean)  # a would-be alarm raised at this observation
+
+
+class ActiveModel(Base):
+    """One row (id 1) once a model switch has run: the model every process serves (service/active_model.py)."""
+    __tablename__ = "active_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    switched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    switched_by: Mapped[str | None] = mapped_column(String(128))
