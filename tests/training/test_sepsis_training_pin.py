@@ -5,7 +5,8 @@ runs, early stopping and the three cores.
 
 pins/sepsis_training.json was written by `record` with the sepsis loop as it stood before it
 moved onto training/loop.fit (commit 510cbf5, its own loop in training/sepsis/train.py); the
-test holds the shared loop to those numbers exactly on the CPU. It is a regression pin, not a
+test holds the shared loop to those numbers on the CPU (epochs and counts exactly, floats to 1e-5
+relative: they first moved at about 1e-7 on another machine's CPU, 2026-12-02). It is a regression pin, not a
 statement that these numbers are right: regenerate it only for a change that is meant to alter
 training (and say so in that commit).
 """
@@ -93,6 +94,10 @@ def _same(a, b, path="") -> None:
             _same(x, y, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, float) and math.isnan(a):
         assert math.isnan(b), f"{path}: nan != {b}"
+    elif isinstance(a, float) and isinstance(b, float):
+        # float32 training: another CPU's kernels (a different vector unit, a oneDNN dispatch) round
+        # differently at about 1e-7 relative; a change to training moves these numbers by far more.
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9), f"{path}: {a!r} != {b!r}"
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
