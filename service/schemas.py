@@ -314,9 +314,9 @@ class ResolveIn(_In):
     note: Text(1000) | None = None
 
 
-class Stats(BaseModel):
-    since: dt.datetime | None
-    alarms: int
+class AlarmFigures(BaseModel):
+    """The alarm burden and quality figures of GET /stats (service/stats.py), for the live model and,
+    in GET /stats/models, for each shadow's would-be alarms."""
     patients: int
     patient_days: float
     alarms_per_patient_day: float | None
@@ -329,6 +329,11 @@ class Stats(BaseModel):
     septic_patients: int
     septic_patients_alarmed_in_time: int
     median_lead_time_hours: float | None = Field(description="onset minus the first true alarm, over septic patients with one")
+
+
+class Stats(AlarmFigures):
+    since: dt.datetime | None
+    alarms: int
     # A list, not a tuple: a tuple is published as prefixItems, which schemathesis and OpenAPI 3.0
     # tools cannot read. The same two numbers on the wire.
     window_hours: list[float] = Field([-12.0, 3.0], min_length=2, max_length=2,
@@ -538,7 +543,7 @@ class ModelsOut(BaseModel):
     shadows: list[ModelOut] = Field(description="scored silently on every observation (SEPSIS_SHADOW_MODELS)")
 
 
-class ModelFigures(BaseModel):
+class ModelFigures(AlarmFigures):
     role: Literal["active", "shadow"]
     model: str
     version: str
@@ -549,17 +554,6 @@ class ModelFigures(BaseModel):
     hours_with_outcome: int
     hours_in_window: int
     alarms: int = Field(description="alarms (a shadow's: would-be alarms) raised at the compared observations")
-    patients: int
-    patient_days: float
-    alarms_per_patient_day: float | None
-    alarms_with_outcome: int
-    true_alarms: int
-    false_alarms: int
-    positive_predictive_value: float | None
-    false_positive_rate: float | None
-    septic_patients: int
-    septic_patients_alarmed_in_time: int
-    median_lead_time_hours: float | None
 
 
 class ModelComparison(BaseModel):

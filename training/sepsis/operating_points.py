@@ -329,9 +329,8 @@ def write_outputs(points: OperatingPoints, curves: dict, model_dir: Path | None,
 def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
     """Sensitivity and PPV against alarms per patient-day on validation, each operating point
     marked with its validation (filled) and test (hollow) figures."""
-    import matplotlib
+    from training.sepsis.plots import save_figure  # first: it sets the Agg backend (files only)
 
-    matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
@@ -360,12 +359,7 @@ def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(f"{points.model} {points.version}: alarms against sensitivity and PPV (thresholds chosen on validation)")
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(0.0, 0.47), framealpha=0.95)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- the command

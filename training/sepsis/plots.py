@@ -23,7 +23,8 @@ def _thin(n: int, keep: Sequence[int] = ()) -> np.ndarray:
     return np.unique(np.r_[np.linspace(0, n - 1, MAX_POINTS).round().astype(int), np.asarray(keep, dtype=int)])
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Lay out, write (making the folder) and close a figure; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -57,7 +58,7 @@ def roc_curve_png(labels, probs, path, title: str = "Hourly ROC") -> Path:
     fig, ax = plt.subplots(figsize=(5, 5))
     _roc_line(ax, y, p, "model")
     _roc_axes(ax, title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pr_curve_png(labels, probs, path, title: str = "Hourly precision-recall") -> Path:
@@ -72,7 +73,7 @@ def pr_curve_png(labels, probs, path, title: str = "Hourly precision-recall") ->
     ax.axhline(y.mean(), color="grey", lw=0.8, ls="--", label=f"positive rate {y.mean():.3f}")
     ax.set(xlabel="recall (hours)", ylabel="precision (hours)", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def utility_curve_png(thresholds, utilities, chosen: float, path, title: str = "Normalised utility vs threshold") -> Path:
@@ -91,7 +92,7 @@ def utility_curve_png(thresholds, utilities, chosen: float, path, title: str = "
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="alarm threshold on hourly risk", ylabel="normalised utility", title=title)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves_png(history: list[dict], path) -> Path:
@@ -112,7 +113,7 @@ def learning_curves_png(history: list[dict], path) -> Path:
             ax.plot(epochs, [np.nan if h.get(k) is None else h[k] for h in history], marker="o", ms=3, label=k)
         ax.set(xlabel="epoch", title=title)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def dropout_png(rows: list[dict], path) -> Path:
@@ -133,7 +134,7 @@ def dropout_png(rows: list[dict], path) -> Path:
                     marker="o", color=colour[model], ls=styles[variant], label=f"{model} ({variant})")
         ax.set(xlabel="share of hours dropped", ylabel=metric, title=f"hourly {metric} under temporal dropout")
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def compare_roc_png(curves: Mapping[str, tuple], path, title: str = "Hourly ROC") -> Path:
@@ -146,7 +147,7 @@ def compare_roc_png(curves: Mapping[str, tuple], path, title: str = "Hourly ROC"
         _require_both_classes(y, f"the ROC curve of {name!r}")
         _roc_line(ax, y, p, name)
     _roc_axes(ax, title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_png(curves: Mapping[str, list[dict]], path) -> Path:
@@ -163,7 +164,7 @@ def reliability_png(curves: Mapping[str, list[dict]], path) -> Path:
     ax.set_ylabel("observed share of SepsisLabel = 1 hours")
     ax.set_title("Reliability of the hourly risk")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def silence_drift_png(results: Mapping[str, dict], path) -> Path:
@@ -179,4 +180,4 @@ def silence_drift_png(results: Mapping[str, dict], path) -> Path:
     right.set(xlabel="empty observations (hours)", ylabel="mean change in risk", title="Risk drift on silence")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
