@@ -42,10 +42,11 @@ def tradeoff_frame(table: dict, points: OperatingPoints) -> pd.DataFrame:
             f = p.get(split) or {}
             if f.get("alarms_per_patient_day") is None or f.get("sensitivity") is None:
                 continue
-            rows.append({"point": p["label"], "id": p["id"], "split": split, "threshold": p["threshold"],
+            rows.append({"point": p["label"], "label": f"{p['threshold']:.1%}", "id": p["id"], "split": split,
+                         "threshold": p["threshold"],
                          "alarms_per_patient_day": f["alarms_per_patient_day"], "sensitivity": f["sensitivity"],
                          "ppv": f.get("ppv"), "chosen by": ", ".join(chosen.get(p["id"], [])) or "none"})
-    return pd.DataFrame(rows, columns=["point", "id", "split", "threshold", "alarms_per_patient_day", "sensitivity",
+    return pd.DataFrame(rows, columns=["point", "label", "id", "split", "threshold", "alarms_per_patient_day", "sensitivity",
                                        "ppv", "chosen by"])
 
 
@@ -79,11 +80,12 @@ def section(c: ServiceClient, points: OperatingPoints | None) -> None:
                      alt.Tooltip("alarms_per_patient_day:Q", format=",.2~f"), alt.Tooltip("sensitivity:Q", format=".1%"),
                      alt.Tooltip("ppv:Q", format=".1%"), "chosen by:N"])
         chart = alt.layer(base.mark_line(point=True).encode(detail="split:N", order="threshold:Q"),
-                          base.mark_text(align="left", dx=6, dy=-6, fontSize=11).encode(text="point:N")
+                          base.mark_text(align="left", dx=6, dy=8, fontSize=10).encode(text="label:N")
                           .transform_filter(alt.datum.split == "validation"))
         st.altair_chart(chart.properties(height=300), width="stretch")
-        st.caption("The trade-off: each point is a threshold chosen on validation; more alarms per patient-day buy "
-                   "more septic stays alarmed in time. Grey: the same thresholds on the test split.")
+        st.caption("The trade-off: each point is a threshold chosen on validation (labelled with it; hover for its "
+                   "name); more alarms per patient-day buy more septic stays alarmed in time. Grey: the same "
+                   "thresholds on the test split.")
     if table.get("definitions"):
         with st.expander("How these figures were measured"):
             st.markdown("\n".join(f"- **{k}**: {v}" for k, v in table["definitions"].items()))

@@ -10,7 +10,7 @@ from dashboard.browser import Browser, BrowserError
 
 # The ward has its own address (/ward; the root forwards there). (page path, file, window height, what must be on screen before the shot)
 PAGES = [
-    ("ward", "dashboard-ward.png", 1100, "document.querySelector('[data-patient]')"),
+    ("ward", "dashboard-ward.png", 1700, "document.querySelector('[data-patient]')"),
     ("patient", "dashboard-patient.png", 2600, "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 1 "
      "&& document.body.innerText.includes('Audit trail')"),
     ("alarms", "dashboard-alarms.png", 1800, "document.body.innerText.includes('Who did what')"),

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from html import escape
 
-from dashboard.transforms import TileLook, WardRow, risk_axis_top
+from dashboard.transforms import TileLook, WardRow, fmt_age, risk_axis_top
 
 # Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
 # has it in hand (acknowledged / snoozed); otherwise a coloured left edge for the risk against the
@@ -93,23 +93,29 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
     """A tile that shows; the link to the patient page is a Streamlit page link beside it (a plain
     <a href> would reload the whole app and lose the session: the user's name, the filters)."""
     loud = look.css == "alarm-open"
-    risk = "&ndash;" if row.risk is None else f"{row.risk:.0%}"
+    # one decimal below 10%: the colour compares with thresholds of a few percent, the number must too
+    risk = "&ndash;" if row.risk is None else f"{row.risk:.1%}" if row.risk < 0.1 else f"{row.risk:.0%}"
     if loud:
-        badge = f'<div class="badge">ALARM &middot; {escape(row.alarm_state or "open").upper()}</div>'
+        badge = ('<div class="badge">ALARM &middot; SNOOZE OVER</div>' if row.alarm_state == "snoozed"
+                 else '<div class="badge">ALARM &middot; OPEN</div>')
     elif row.alarm_state == "snoozed" and row.snoozed_until is not None:
-        badge = f'<div class="badge">snoozed until {row.snoozed_until:%H:%M}</div>'
+        badge = f'<div class="badge">snoozed until {row.snoozed_until:%d %b %H:%M}</div>'
     elif row.alarm_state:
         badge = f'<div class="badge">{escape(row.alarm_state)}</div>'
     else:
         badge = ""
     if row.status == "in_treatment":
         badge += '<div class="badge treat">in treatment</div>'
-    unit_txt = f" &middot; {escape(unit)}" if unit else ""
+    raised = ""
+    if row.alarm_state and row.alarm_risk is not None:
+        # the alarm's own risk and age, so a red tile whose risk has since fallen still says why it is red
+        raised = f'<div class="meta">alarm raised at {row.alarm_risk:.0%}, {fmt_age(row.alarm_age_hours)}</div>'
+    unit_txt = "".join(f" &middot; {escape(x)}" for x in (row.bed, unit) if x)
     return (f'<div class="tile {look.css}" data-patient="{escape(row.patient_id)}" '
             f'data-alarm="{escape(row.alarm_state or "none")}" data-colour="{look.css}" title="{escape(look.words)}">'
             f'<div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
             f'<div class="risk">{risk}</div>{sparkline_img(trend, threshold, "#ffffff" if loud else "#1b2733")}'
-            f'<div class="meta">{since_text(row.hours_since)} &middot; 24 h trend</div>{badge}</div>')
+            f'<div class="meta">{since_text(row.hours_since)} &middot; 24 h trend</div>{raised}{badge}</div>')
 
 
 def legend_html(rule: list[tuple[str, str]]) -> str:

@@ -31,6 +31,8 @@ class WardRow:
     snoozed_until: dt.datetime | None
     status: str = "monitoring"     # the service's patient status: monitoring / in_treatment
     unit: str | None = None
+    alarm_age_hours: float | None = None  # from the alarm's raise to the ward clock
+    bed: str | None = None
 
 
 def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
@@ -62,7 +64,8 @@ def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock:
                             hours_since=since, n_observations=p.n_observations,
                             alarm_id=a.id if a else p.active_alarm_id, alarm_state=a.state if a else None,
                             alarm_risk=a.risk if a else None, alarm_raised_at=a.raised_at if a else None,
-                            snoozed_until=a.snoozed_until if a else None, status=p.status, unit=p.unit))
+                            snoozed_until=a.snoozed_until if a else None, status=p.status, unit=p.unit,
+                            alarm_age_hours=max(0.0, (clock - a.raised_at) / HOUR) if a else None, bed=p.bed))
     return ward_order(rows, clock)
 
 
@@ -313,16 +316,22 @@ def latest_frame(latest) -> pd.DataFrame:
 
 
 def latest_lines(latest) -> list[str]:
-    """The latest values in two short lines for a card: vitals, then labs, each with its age."""
+    """The latest values in two short lines for a card, vitals then labs, the values measured
+    together grouped under their age: 'HR 144 beats/min · Resp 31 breaths/min (10 min ago); ...'."""
     def one(v):
         unit = f" {v.unit}" if v.unit and v.value is not None else ""
-        return f"{v.feature} {fmt_number(v.value)}{unit} ({fmt_age(v.age_hours)})"
+        return f"{v.feature} {fmt_number(v.value)}{unit}"
 
-    vitals = [v for v in latest if v.feature in VITALS]
-    vitals.sort(key=lambda v: VITALS.index(v.feature))
+    def grouped(values) -> str:
+        groups: dict[str, list[str]] = {}
+        for v in sorted(values, key=lambda v: (v.age_hours is None, v.age_hours or 0.0)):
+            groups.setdefault(fmt_age(v.age_hours), []).append(one(v))
+        return "; ".join(f"{' · '.join(items)} ({age})" for age, items in groups.items())
+
+    vitals = sorted((v for v in latest if v.feature in VITALS), key=lambda v: VITALS.index(v.feature))
     labs = sorted((v for v in latest if v.feature not in VITALS), key=lambda v: v.feature)
-    return [f"**Vitals** {' · '.join(map(one, vitals))}" if vitals else "**Vitals** none measured",
-            f"**Labs** {' · '.join(map(one, labs))}" if labs else "**Labs** none measured"]
+    return [f"**Vitals** {grouped(vitals)}" if vitals else "**Vitals** none measured",
+            f"**Labs** {grouped(labs)}" if labs else "**Labs** none measured"]
 
 
 def latest_from_timeline(timeline: list[TimelineEntry], clock: dt.datetime) -> list:

@@ -67,6 +67,18 @@ if can_act and p.outcome is None:
     with st.expander("Record the outcome (resolves the patient's alarm; a recorded outcome cannot be changed)"):
         ui.outcome_form(c, pid, default_time=p.last_observation or clock)
 
+if not d.timeline:
+    st.info("No observations for this patient yet.")
+else:
+    st.subheader("Risk and vitals over the stay (one time axis)")
+    measured = transforms.measured_variables(d.timeline)
+    default = [v for v in measured if v in transforms.VITALS][:4] or measured[:4]
+    chosen = st.multiselect("Variables", measured, default=default, key=f"patient_vars_{pid}")
+    st.altair_chart(charts.stay_chart(d, threshold, chosen), width="content")
+    st.caption("Top: risk, the dashed red line the alarm threshold, red triangles alarms, the black line sepsis onset "
+               "(once known). Below: each chosen variable, its line broken where it was not measured (nothing is filled "
+               "in); the bottom strip marks every observation that measured each variable.")
+
 left, right = st.columns([1, 1])
 with left:
     st.subheader("Latest values")
@@ -98,19 +110,6 @@ if d.bedside:
                  column_config={"note": st.column_config.TextColumn(width="large")})
 else:
     st.caption("This service does not send bedside scores for the patient.")
-
-if not d.timeline:
-    st.info("No observations for this patient yet.")
-    st.stop()
-
-st.subheader("Risk and vitals over the stay (one time axis)")
-measured = transforms.measured_variables(d.timeline)
-default = [v for v in measured if v in transforms.VITALS][:4] or measured[:4]
-chosen = st.multiselect("Variables", measured, default=default, key=f"patient_vars_{pid}")
-st.altair_chart(charts.stay_chart(d, threshold, chosen), width="content")
-st.caption("Top: risk, the dashed red line the alarm threshold, red triangles alarms, the black line sepsis onset "
-           "(once known). Below: each chosen variable, its line broken where it was not measured (nothing is filled "
-           "in); the bottom strip marks every observation that measured each variable.")
 
 st.subheader("Alarms")
 if d.alarms:

@@ -55,11 +55,11 @@ def test_ward_tiles_alarms_first_with_alarm_states(monkeypatch, stack):
     assert f'data-patient="{stack.open_ids[0]}" data-alarm="open"' in html
     assert html.count("alarm-open") >= 1 + len(stack.open_ids)  # the CSS rule plus each open tile
     # unacknowledged alarms first, then alarms in hand, then the rest; by risk within each
-    order = re.findall(r'data-alarm="([a-z]+)" data-colour="[a-z-]+"[^>]*>.*?<div class="risk">(\d+)%</div>', html)
+    order = re.findall(r'data-alarm="([a-z]+)" data-colour="[a-z-]+"[^>]*>.*?<div class="risk">([\d.]+)%</div>', html)
     rank = [0 if state == "open" else 1 if state != "none" else 2 for state, _ in order]
     assert rank == sorted(rank) and len(order) >= len(ward)
     for group in (0, 1, 2):
-        risks = [int(r) for (_, r), g in zip(order, rank) if g == group]
+        risks = [float(r) for (_, r), g in zip(order, rank) if g == group]
         assert risks == sorted(risks, reverse=True)
     assert "since last observation" in html
     sparks = dict(re.findall(r'data-patient="([^"]+)".*?src="data:image/svg\+xml;base64,([^"]+)"', html))

@@ -143,6 +143,7 @@ def test_tile_marks_an_open_alarm_and_escapes_ids():
     html = tiles.tile_html(row, [(T0, 0.2), (T0 + H, 0.73)], 0.5, transforms.tile_look(row, 0.5, T0 + H), unit="MICU")
     assert 'class="tile alarm-open"' in html and "ALARM" in html and "73%" in html and "x&lt;1&gt;" in html
     assert "href" not in html and "1.0 h since last observation" in html  # the page link is a Streamlit one
+    assert "alarm raised at 90%, 1.0 h ago" in html  # why it is red when the risk has since changed
     svg = base64.b64decode(html.split("base64,")[1].split('"')[0]).decode()
     assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
     calm_row = transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0]
@@ -207,3 +208,13 @@ def test_demographics_are_said_in_full():
     assert transforms.risk_words(0.05, 0.04) == "5.0%, at or above the alarm threshold (4.0%)"
     assert transforms.risk_words(0.01, 0.04) == "1.0%, below half of the alarm threshold (4.0%)"
     assert transforms.risk_words(None, 0.04) == "not yet scored"
+
+
+def test_latest_values_on_a_card_are_grouped_by_age():
+    from dashboard.client import LatestValue
+
+    latest = [LatestValue("Lactate", 4.8, "mmol/L", T0, 5.2), LatestValue("HR", 128.0, "beats/min", T0, 0.1),
+              LatestValue("Resp", 32.0, "breaths/min", T0, 0.1), LatestValue("WBC", 19.0, "10^3/uL", T0, 0.1)]
+    vitals, labs = transforms.latest_lines(latest)
+    assert vitals == "**Vitals** HR 128 beats/min · Resp 32 breaths/min (6 min ago)"
+    assert labs == "**Labs** WBC 19 10^3/uL (6 min ago); Lactate 4.8 mmol/L (5.2 h ago)"
