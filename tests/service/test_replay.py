@@ -271,11 +271,18 @@ def test_ward_replay_keeps_every_bed_occupied_while_it_runs(tmp_path, sqlite_url
 def test_ward_replay_as_fhir_bundles(tmp_path, sqlite_url, models_root):
     from training.sepsis.replay import replay_ward
 
-    stays = _stays(tmp_path, [(3, None), (4, None)])
+    from training.sepsis.data import iter_stays
+
+    data = tmp_path / "fhir"
+    data.mkdir()
+    write_psv(data / "p000001.psv", make_rows(3, first_iculos=1, temp_bad_at=2))  # a charting error at hour 2
+    write_psv(data / "p000002.psv", make_rows(4, first_iculos=1))
+    stays = list(iter_stays(data))
     with client_for(sqlite_url, models_root, future_margin_hours=0) as c:
         totals = replay_ward(stays, c, beds=2, speed=36000, duration_s=5, api_key=KEYS["admin"], prefix="f-",
                              fmt="fhir", max_admissions=2, progress=False)
         one = c.get("/patients/f-p000001-r1", headers=hdr("viewer")).json()
-    assert totals.errors == [] and totals.stays == 2
+    assert totals.errors == [] and totals.stays == 2 and totals.dropped_values == 1
+    assert "Temp" not in one["timeline"][2]["vitals"] and one["timeline"][2]["vitals"]["HR"] == 82
     assert len(one["timeline"]) == 3 and one["unit2"] == 1 and one["status"] == "discharged"
     assert one["timeline"][0]["vitals"]["HR"] == 80

@@ -147,7 +147,18 @@ def replay_stay(client: httpx.Client, plan: StayPlan, speed: float, ingest_heade
 
 def _post_bundle(client: httpx.Client, patient_id: str, ts: dt.datetime, bundle: dict, headers: dict,
                  totals: Totals) -> None:
-    r = client.post("/fhir", json=bundle, headers={**headers, "Content-Type": "application/fhir+json"})
+    fhir = {**headers, "Content-Type": "application/fhir+json"}
+    r = client.post("/fhir", json=bundle, headers=fhir)
+    if r.status_code == 422:
+        # Values the service refuses as implausible are dropped and the rest of the bundle is kept,
+        # as the JSON feed does (fhir_bundle.drop_refused_values reads the OperationOutcome).
+        from training.sepsis.fhir_bundle import drop_refused_values
+
+        kept = drop_refused_values(bundle, r.json())
+        if kept is not None and kept[0]["entry"]:
+            with totals.lock:
+                totals.dropped_values += kept[1]
+            r = client.post("/fhir", json=kept[0], headers=fhir)
     if r.status_code not in (200, 201):
         raise RuntimeError(f"POST /fhir {patient_id} {ts.isoformat()}: HTTP {r.status_code} {r.text[:300]}")
     with totals.lock:
