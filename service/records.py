@@ -30,7 +30,7 @@ from service import audit, schemas
 from service.auth import KeyIdentity
 from service.clock import ServiceClock, feed_time, refuse_future
 from service.context import patient_context
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, Invalid, NotFound
 from service.inputs import UNIT_CODES, unit_name
 from service.locks import StripedLocks
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
@@ -250,6 +250,8 @@ class Records:
                 raise Conflict(f"patient {pid} already has outcome {row.outcome!r}"
                                + (f" (onset {row.onset_time.isoformat()})" if row.onset_time else "")
                                + "; a recorded outcome cannot be changed")
+            if not won and "discharged_at" in values:
+                self._discharge_later(s, row, values["discharged_at"], values["outcome_recorded_at"], by)
             if won:
                 # After the patient row's update, which holds its lock: an observation racing this
                 # one either committed its alarm before (resolved here) or sees the outcome and
@@ -270,6 +272,28 @@ class Records:
                              details={"outcome": o.outcome, "onset_time": onset, "discharged_at": values.get("discharged_at"),
                                       "resolved_alarms": resolved})
             return summary(row, _active_alarm_ids(s, [pid]).get(pid))
+
+    @staticmethod
+    def _discharge_later(s: Session, row: Patient, discharged_at: dt.datetime, at: dt.datetime, by: dict) -> None:
+        """The same outcome posted again with a discharge time: a patient in treatment for sepsis
+        leaves the ward when their stay ends. Recorded once (a different time later is a 409)."""
+        if row.discharged_at is not None:
+            if row.discharged_at != discharged_at:
+                raise Conflict(f"patient {row.id} was already discharged at {row.discharged_at.isoformat()}; "
+                               "a recorded discharge cannot be changed")
+            return
+        if row.onset_time is not None and discharged_at < row.onset_time:
+            raise Invalid(f"discharged_at {discharged_at.isoformat()} precedes the recorded sepsis onset "
+                          f"{row.onset_time.isoformat()}",
+                          errors=[{"field": "discharged_at", "reason": "precedes the recorded sepsis onset"}])
+        won = s.execute(update(Patient).where(Patient.id == row.id, Patient.discharged_at.is_(None))
+                        .values(discharged_at=discharged_at).execution_options(synchronize_session=False)).rowcount == 1
+        s.refresh(row)
+        if not won and row.discharged_at != discharged_at:
+            raise Conflict(f"patient {row.id} was discharged concurrently at {row.discharged_at.isoformat()}")
+        if won:
+            audit.record(s, action="discharge", actor=by, at=at, patient_id=row.id, unit=unit_name(row.unit1, row.unit2),
+                         details={"outcome": row.outcome, "discharged_at": discharged_at})
 
     # -- alarms --------------------------------------------------------------------------------
 

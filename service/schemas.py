@@ -184,7 +184,7 @@ class AuditEntry(BaseModel):
     at: dt.datetime = Field(description="when the action happened, on the service clock (GET /clock)")
     recorded_at: dt.datetime = Field(description="when the row was written, on the wall clock")
     action: str = Field(description="alarm_raised, acknowledge, snooze, resolve, alarm_superseded, "
-                                    "alarm_resolved_by_outcome, outcome, correction, threshold_change, model_switch")
+                                    "alarm_resolved_by_outcome, outcome, discharge, correction, threshold_change, model_switch")
     patient_id: str | None = None
     alarm_id: int | None = None
     unit: str | None = None

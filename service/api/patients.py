@@ -51,6 +51,8 @@ def patient(patient_id: PatientPath, services: ServicesDep):
              dependencies=[Clinician])
 def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep, caller: Caller):
     """Recorded once: the same outcome again returns it unchanged; another (even racing) is a 409.
+    The same outcome with a `discharged_at` the patient does not have yet records the discharge
+    (a patient in treatment for sepsis leaves the ward when the stay ends), once.
     Resolves the patient's active alarm; audited (the key and `recorded_by`)."""
     return services.records.record_outcome(patient_id, body, caller)
 

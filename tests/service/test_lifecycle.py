@@ -105,6 +105,39 @@ def test_a_septic_patient_stays_listed_in_treatment(aclient):
     assert ids == ["t1"]
 
 
+def test_a_patient_in_treatment_is_discharged_later_once(aclient):
+    """Sepsis confirmed at onset, the stay ending hours later: the same outcome posted again with the
+    discharge time takes the patient off the ward, audited; the discharge is recorded once."""
+    c = aclient
+    post(c, "d1", 0)
+    onset = iso(T0 + dt.timedelta(hours=1))
+    sepsis = {"outcome": "sepsis", "onset_time": onset, "recorded_by": "dr a"}
+    assert c.post("/patients/d1/outcome", json=sepsis, headers=hdr("clinician")).json()["status"] == "in_treatment"
+    discharge = {**sepsis, "discharged_at": iso(T0 + dt.timedelta(hours=2)), "recorded_by": "rn b"}
+    r = c.post("/patients/d1/outcome", json=discharge, headers=hdr("clinician"))
+    assert r.status_code == 200 and r.json()["status"] == "discharged", r.text
+    detail = c.get("/patients/d1", headers=hdr("viewer")).json()
+    assert detail["discharged_at"].startswith(iso(T0 + dt.timedelta(hours=2))[:19])
+    rows = [a for a in detail["audit"] if a["action"] == "discharge"]
+    assert len(rows) == 1 and rows[0]["actor"]["person"] == "rn b"
+    assert c.post("/patients/d1/outcome", json=discharge, headers=hdr("clinician")).status_code == 200  # the same again
+    assert len([a for a in c.get("/patients/d1", headers=hdr("viewer")).json()["audit"] if a["action"] == "discharge"]) == 1
+    other = c.post("/patients/d1/outcome", json={**discharge, "discharged_at": iso(T0 + dt.timedelta(hours=3))},
+                   headers=hdr("clinician"))
+    assert other.status_code == 409 and "already discharged" in other.json()["detail"]
+
+
+def test_a_discharge_before_the_onset_is_refused(aclient):
+    c = aclient
+    post(c, "d2", 0)
+    sepsis = {"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=3))}
+    assert c.post("/patients/d2/outcome", json=sepsis, headers=hdr("clinician")).status_code == 200
+    r = c.post("/patients/d2/outcome", json={**sepsis, "discharged_at": iso(T0 + dt.timedelta(hours=2))},
+               headers=hdr("clinician"))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "discharged_at", r.text
+    assert c.get("/patients/d2", headers=hdr("viewer")).json()["status"] == "in_treatment"
+
+
 @pytest.mark.postgres
 def test_supersession_that_loses_to_an_acknowledgement_starts_over(models_root):
     """A clinician acknowledges the expired snoozed alarm between the observation's read of it and
