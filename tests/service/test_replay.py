@@ -232,6 +232,10 @@ def test_ward_replay_loops_with_fresh_ids_and_discharges_at_the_stay_end(tmp_pat
     assert all(p["status"] == "discharged" for p in listed.values())  # every stay ended with its discharge
     assert [len(details[f"w-p00000{i}-r1"]["timeline"]) for i in (1, 2, 3)] == [6, 4, 5]
     assert details["w-p000002-r1"]["outcome"] == "sepsis" and details["w-p000001-r1"]["outcome"] == "no_sepsis"
+    # the septic stay was confirmed at its onset and discharged at its end: in treatment between
+    actions = [a["action"] for a in details["w-p000002-r1"]["audit"] if a["action"] in ("outcome", "discharge")]
+    assert actions == ["outcome", "discharge"]
+    assert [a["action"] for a in details["w-p000001-r1"]["audit"] if a["action"] in ("outcome", "discharge")] == ["outcome"]
     assert {d["bed"] for d in details.values()} == {"B01", "B02"}  # each bed's patients carry its name
     for d in details.values():
         last = max(dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in d["timeline"])

@@ -202,8 +202,9 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
               stop: threading.Event, ingest_headers: dict, outcome_headers: dict, totals: Totals,
               fmt: str = "json", bed: str | None = None) -> bool:
     """One bed's stay in ward mode: admit, post each row when the feed reaches its time (rows
-    already in the past at once), then the outcome with discharged_at at the stay's end. False if
-    stopped before the end (the patient then stays on the ward, as a real one would)."""
+    already in the past at once), a septic stay's outcome at its onset (the patient stays, in
+    treatment), then the outcome with discharged_at at the stay's end. False if stopped before the
+    end (the patient then stays on the ward, as a real one would)."""
     plan = plan_stay(patient_id, stay.values, stay.labels, first_row)
     if fmt == "fhir":
         from training.sepsis.fhir_bundle import stay_bundles
@@ -215,6 +216,11 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /patients {patient_id}: HTTP {r.status_code} {r.text[:300]}")
         sends = [(dt.datetime.fromisoformat(o["body"]["timestamp"]), "json", o["body"]) for o in plan.observations]
+    if plan.outcome["outcome"] == "sepsis":
+        # sepsis is confirmed at its onset and the patient stays on the ward, in treatment, until
+        # the stay ends (the discharge below records the same outcome with discharged_at)
+        onset = dt.datetime.fromisoformat(plan.outcome["onset_time"])
+        sends = sorted(sends + [(onset, "outcome", plan.outcome)], key=lambda s: (s[0], s[1] == "outcome"))
     with totals.lock:
         totals.admitted += 1
     for ts, kind, body in sends:
@@ -222,6 +228,10 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
             return False
         if kind == "fhir":
             _post_bundle(client, patient_id, ts, body, ingest_headers, totals)
+        elif kind == "outcome":
+            r = client.post(f"/patients/{patient_id}/outcome", json=body, headers=outcome_headers)
+            if r.status_code != 200:
+                raise RuntimeError(f"POST outcome {patient_id}: HTTP {r.status_code} {r.text[:300]}")
         else:
             _post_observation(client, body, ingest_headers, totals)
     outcome = discharge_outcome(plan)
