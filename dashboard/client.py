@@ -504,16 +504,14 @@ class ServiceClient:
 
     def may(self, permission: str) -> bool:
         """Whether this key's role holds `permission` ("clinician": act on alarms, "admin": choose
-        operating points). The service has no who-am-I route, so we ask it without doing anything:
-        a body-less action is refused with 403 by the role check, which runs before the body is
-        read, and with 422 (nothing changed) when the role is allowed."""
-        probe = {"clinician": ("POST", "/alarms/1/ack"), "admin": ("PUT", "/units/MICU/operating-point")}[permission]
+        operating points), from GET /whoami; a key the service does not accept may nothing."""
         try:
-            answered = self._request(*probe, json={}, optional=True)
+            me = self._request("GET", "/whoami")
         except ApiError as err:
-            if err.status == 403:
+            if err.status == 401:
                 return False
-            if err.status in (404, 409, 422):
-                return True
             raise
-        return answered is not None  # None: the route does not exist on this service
+        if not isinstance(me, dict) or not isinstance(me.get("permissions"), list):
+            raise ApiError(f"The service at {self.base_url} answered GET /whoami with something this dashboard "
+                           "does not understand.", "protocol", 200)
+        return permission in me["permissions"]

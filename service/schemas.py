@@ -193,6 +193,14 @@ class AuditEntry(BaseModel):
     details: dict | None = Field(None, description="the action's particulars, e.g. snoozed_until, reason, minutes")
 
 
+class WhoAmI(BaseModel):
+    key_id: int
+    key_name: str | None
+    prefix: str = Field(description="the key's first characters, as listings show them")
+    role: str
+    permissions: list[str] = Field(description="ingest, clinician (act on alarms and outcomes), viewer, metrics, admin")
+
+
 class ClockOut(BaseModel):
     mode: Literal["wall", "simulated"] = Field(description="wall: the machine's clock; simulated: the feed's time "
                                                           "(the latest observation stored) stamps actions")

@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import schemas
-from service.api.deps import API_KEY, ServicesDep, Viewer, errors, require
+from service.api.deps import API_KEY, Caller, ServicesDep, Viewer, errors, require
+from service.auth import GRANTS
 from service.storage.db import ping
 
 router = APIRouter(tags=["operations"])
@@ -63,3 +64,11 @@ def metrics(services: ServicesDep, _role: Annotated[str, Depends(metrics_reader)
     for name, n in services.records.verdict_counts().items():
         services.metrics.alarms_by_outcome.labels(name).set(n)
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/whoami", response_model=schemas.WhoAmI, responses=errors(401, 422))
+def whoami(caller: Caller):
+    """The calling key: its role and what the role may do, so a client shows only the actions the
+    key may take (any valid key may ask; the secret itself is never returned)."""
+    return schemas.WhoAmI(key_id=caller.id, key_name=caller.name, prefix=caller.prefix, role=caller.role,
+                          permissions=sorted(GRANTS[caller.role]))

@@ -67,22 +67,22 @@ def test_wrong_answers_become_messages(status, body, text):
         ServiceClient("http://svc", "k", transport=t).patients()
 
 
-@pytest.mark.parametrize("status,body,allowed", [(403, {"detail": "role 'viewer' may not"}, False),
-                                                 (422, {"detail": "invalid", "errors": []}, True),
-                                                 (404, {"detail": "Not Found"}, False)])  # no such route: no such right
-def test_may_asks_without_acting(status, body, allowed):
+@pytest.mark.parametrize("status,body,allowed", [(200, {"role": "viewer", "permissions": ["viewer"]}, False),
+                                                 (200, {"role": "clinician", "permissions": ["clinician", "viewer"]}, True),
+                                                 (401, {"detail": "unknown or revoked API key"}, False)])
+def test_may_asks_whoami(status, body, allowed):
     sent = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        sent.append((request.method, request.url.path, request.content))
+        sent.append((request.method, request.url.path))
         return httpx.Response(status, json=body)
 
     c = ServiceClient("http://svc", "k", transport=httpx.MockTransport(answer))
     assert c.may("clinician") is allowed
-    assert sent == [("POST", "/alarms/1/ack", b"{}")]  # a body the service refuses before acting on anything
+    assert sent == [("GET", "/whoami")]  # asks; never tries an action
 
 
-def test_the_role_probe_changes_nothing_on_a_real_service(stack):
+def test_may_on_a_real_service_changes_nothing(stack):
     before = httpx.get(f"{stack.url}/alarms", params={"limit": 1000}, headers={"X-API-Key": stack.keys["viewer"]}).json()
     assert ServiceClient(stack.url, stack.keys["viewer"]).may("clinician") is False
     assert ServiceClient(stack.url, stack.keys["clinician"]).may("clinician") is True
