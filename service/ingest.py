@@ -241,6 +241,10 @@ class Ingestor:
                                            "with different vitals in this request. Nothing was stored.")
                         plan.aliases.append((it.index, plan.new[-1].index))
                         continue
+                    if row is not None and row.discharged_at is not None and it.ts > row.discharged_at:
+                        raise Conflict(f"{where(it.index)}patient {pid} was discharged at {row.discharged_at.isoformat()}; "
+                                       f"an observation at {it.ts.isoformat()} belongs to another stay (admit it under a "
+                                       "new patient id). Nothing was stored.")
                     plan.new.append(it)
                 if plan.new:
                     self._prepare_inputs(plan, where)

@@ -172,3 +172,17 @@ def test_supersession_that_loses_to_an_acknowledgement_starts_over(models_root):
             event.remove(engine, "before_cursor_execute", ack_in_between)
         assert fired and r["alarm"] and r["alarm_id"] is None
         assert [(a["id"], a["state"]) for a in alarms_of(c, "r1")] == [(first, "acknowledged")]
+
+
+def test_no_observation_after_the_discharge(aclient):
+    """A stay that ended takes no more observations: a late one from before the discharge is scored,
+    one after it is a 409 naming the discharge, and nothing of the refused request is stored."""
+    c = aclient
+    post(c, "x1", 0)
+    out = {"outcome": "no_sepsis", "discharged_at": iso(T0 + dt.timedelta(hours=2))}
+    assert c.post("/patients/x1/outcome", json=out, headers=hdr("clinician")).status_code == 200
+    assert post(c, "x1", 1.5)["alarm_id"] is None  # measured before the discharge, arriving late
+    late = c.post("/predict/batch", json={"observations": [obs("x1", 1.75, HR=88), obs("x1", 3, HR=95)]},
+                  headers=hdr("ingest"))
+    assert late.status_code == 409 and "was discharged at" in late.json()["detail"], late.text
+    assert c.get("/patients/x1", headers=hdr("viewer")).json()["n_observations"] == 2

@@ -82,8 +82,9 @@ def _ward(c) -> dict:
 
 
 def _next(c, streams) -> dict:
+    """The next observation of every patient still on the ward (a discharged stay takes none)."""
     return {pid: c.post("/predict", json=obs(pid, rows[-1][0] + 1.5, HR=101.0, MAP=64.0), headers=hdr("ingest")).json()
-            for pid, rows in streams.items()}
+            for pid, rows in streams.items() if pid != "dis"}
 
 
 def test_switch_rebuilds_every_patient_and_changes_nothing_stored(db_url, models_root, tmp_path):
