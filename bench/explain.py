@@ -38,6 +38,7 @@ import onnxruntime  # noqa: E402
 from models.contract import FEATURES, INDEX  # noqa: E402
 from models.explain import MAX_ROWS, carried, find_memory, withheld_deltas  # noqa: E402
 from models.runtime import StepRuntime  # noqa: E402
+from models.testing import CountingStep  # noqa: E402
 
 ARCHIVE = Path("/work/shared/data/physionet2019/physionet2019_dev.tar.xz")
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,22 +136,13 @@ def large_batch(runtime, memory, obs, elapsed, state, n: int = 1000) -> list[dic
     o, e, s = (np.tile(a, (reps, 1))[:n] for a in (obs, elapsed, state))
     out = []
     for max_rows in (MAX_ROWS, None):
-        step = Counting(runtime._run)
+        step = CountingStep(runtime._run)
         start = time.perf_counter()
         withheld_deltas(step, o, e, s, memory=memory, max_rows=max_rows)
         out.append({"rows": n, "max_rows": max_rows, "calls": len(step.calls), "largest_call_rows": max(step.calls),
                     "withheld_deltas_s": round(time.perf_counter() - start, 2),
                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     return out
-
-
-class Counting:
-    def __init__(self, step):
-        self.step, self.calls = step, []
-
-    def __call__(self, obs, elapsed, state):
-        self.calls.append(len(obs))
-        return self.step(obs, elapsed, state)
 
 
 def cpu_model() -> str:

@@ -113,19 +113,28 @@ def parse_card(data: dict, source: str = "<model card>") -> ModelCard:
         raise ModelCardError(f"{source}: invalid model card: {_describe(err)}") from None
 
 
+def read_json(path: Path, what: str, error: type[ModelCardError] = ModelCardError):
+    """A JSON file's content; `error` names the file (and the line of a JSON error) for anything
+    unreadable. A missing file raises FileNotFoundError: each caller says what absence means."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read {what}: {err}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from None
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Read and validate a model_card.json; a ModelCardError names the file and the bad field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json(path, "model card")
     except FileNotFoundError:
         raise ModelCardError(f"{path}: model card not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModelCardError(f"{path}: cannot read model card: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ModelCardError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from None
     if not isinstance(data, dict):
         raise ModelCardError(f"{path}: a model card must be a JSON object, got {type(data).__name__}")
     return parse_card(data, str(path))

@@ -9,14 +9,13 @@ reader never has to guess what "PPV" or "alarm" meant when they were measured.
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from models.card import ModelCardError, _describe, load_card
+from models.card import ModelCardError, _describe, load_card, read_json
 
 FILENAME = "operating_points.json"
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -126,15 +125,9 @@ def load_operating_points(model_dir: str | Path) -> OperatingPoints | None:
     raises OperatingPointsError naming the file and the field."""
     path = Path(model_dir) / FILENAME
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json(path, "operating points", OperatingPointsError)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise OperatingPointsError(f"{path}: cannot read operating points: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise OperatingPointsError(f"{path}: line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}") from None
     points = parse_operating_points(data, str(path))
     card_path = Path(model_dir) / "model_card.json"
     if card_path.exists():

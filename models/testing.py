@@ -209,3 +209,15 @@ def write_fixture_model(directory: str | Path, state_size: int = 8, threshold: f
                   if operating_points is True else operating_points)
         (directory / "operating_points.json").write_text(json.dumps(points, indent=2), encoding="utf-8")
     return directory
+
+
+class CountingStep:
+    """A step `(obs, elapsed, state) -> (risk, next_state)` that records each call's row count
+    (how many rows a batched caller such as models/explain.py sent in each call)."""
+
+    def __init__(self, step):
+        self.step, self.calls = step, []
+
+    def __call__(self, obs, elapsed, state):
+        self.calls.append(len(obs))
+        return self.step(obs, elapsed, state)

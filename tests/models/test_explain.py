@@ -7,7 +7,7 @@ import pytest
 from models.contract import FEATURES, INDEX, N_FEATURES
 from models.explain import find_memory, latest_values, top_contributions, withheld_deltas
 from models.runtime import StepRuntime
-from models.testing import fixture_weights, reference_step, write_fixture_model
+from models.testing import CountingStep, fixture_weights, reference_step, write_fixture_model
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc"
 # the issue's florid septic-shock observation
@@ -21,17 +21,6 @@ def row(values: dict, iculos: float = 1.0) -> np.ndarray:
         r[INDEX[name]] = v
     r[INDEX["ICULOS"]] = iculos
     return r
-
-
-class Counting:
-    """A step that records each call's batch size."""
-
-    def __init__(self, step):
-        self.step, self.calls = step, []
-
-    def __call__(self, obs, elapsed, state):
-        self.calls.append(len(obs))
-        return self.step(obs, elapsed, state)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +71,7 @@ def test_delta_is_the_risk_difference_of_separate_runs_of_the_reference(fixture_
 
 def test_all_variants_of_all_rows_go_through_one_call(fixture_rt):
     obs, elapsed, state = fixture_batch(seed=1, n=5)
-    step = Counting(fixture_rt._run)
+    step = CountingStep(fixture_rt._run)
     withheld_deltas(step, obs, elapsed, state)
     variants = int(np.count_nonzero(~np.isnan(obs))) - len(obs)  # every posted value but ICULOS
     assert step.calls == [len(obs) + variants]
@@ -90,9 +79,9 @@ def test_all_variants_of_all_rows_go_through_one_call(fixture_rt):
 
 def test_max_rows_splits_between_observations_with_the_same_deltas(fixture_rt):
     obs, elapsed, state = fixture_batch(seed=3, n=12)
-    one = Counting(fixture_rt._run)
+    one = CountingStep(fixture_rt._run)
     expected = withheld_deltas(one, obs, elapsed, state, max_rows=None)
-    split = Counting(fixture_rt._run)
+    split = CountingStep(fixture_rt._run)
     got = withheld_deltas(split, obs, elapsed, state, max_rows=30)
     sizes = np.count_nonzero(~np.isnan(obs), axis=1)  # the row itself + a variant per posted value but ICULOS
     assert len(one.calls) == 1 and len(split.calls) > 1
@@ -114,7 +103,7 @@ def test_risk_as_a_vector_and_elapsed_as_a_vector_are_accepted(fixture_rt):
 
 
 def test_nothing_to_withhold_makes_no_call(fixture_rt):
-    step = Counting(fixture_rt._run)
+    step = CountingStep(fixture_rt._run)
     assert withheld_deltas(step, np.zeros((0, N_FEATURES), np.float32), np.zeros((0, 1)), np.zeros((0, 8))).shape \
         == (0, N_FEATURES)
     only_iculos = row({})[None]
@@ -266,7 +255,7 @@ def test_batched_rows_equal_rows_explained_one_at_a_time(shipped):
                              rt.new_state(1)])
     obs = np.stack([row({"HR": 85}, 2), row({"Temp": 38.9, "Resp": 26}, 2), row(FLORID, 1)])
     elapsed = np.array([[1.0], [1.0], [0.0]], np.float32)
-    step = Counting(rt._run)
+    step = CountingStep(rt._run)
     together = withheld_deltas(step, obs, elapsed, states, memory=memory)
     assert len(step.calls) == 1
     for i in range(3):
