@@ -341,6 +341,29 @@ def test_a_realistic_feed_is_sent_and_refusals_are_counted_by_reason(tmp_path, s
     assert realistic_feed("x", np.array(_lab_rows(8), np.float32)[:, :40], now, seed=1)  # labs are in it
 
 
+def test_a_realistic_feed_is_placed_before_now():
+    """A stay's last lab result (and its amendment) comes hours after its last row: the whole feed
+    is moved back so that nothing is sent from the future."""
+    from types import SimpleNamespace
+
+    from training.sepsis.replay import place_feed
+
+    from training.sepsis.feed import realistic_feed
+
+    now = dt.datetime(2024, 5, 1, 10, 37, tzinfo=dt.timezone.utc)
+    values = np.array(_lab_rows(11), np.float32)[:, :40]  # labs drawn in the last hour
+    stay = SimpleNamespace(values=values, labels=np.zeros(11, np.int8))
+    rows_only = plan_stay_before("x", values, stay.labels, now)
+    first_row = dt.datetime.fromisoformat(rows_only.observations[0]["body"]["timestamp"])
+    assert realistic_feed("x", values, first_row, seed=3)[-1].sent > now  # placed as rows, results would be late
+    plan, messages = place_feed("x", stay, now, seed=3)
+    assert messages[-1].sent <= now and plan.latest <= now
+    assert now - messages[-1].sent < dt.timedelta(hours=1) + dt.timedelta(minutes=1) or \
+        now - plan.latest < dt.timedelta(hours=1)  # moved back no further than needed
+    first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
+    assert first.minute == first.second == 0 and min(m.charted.time for m in messages) >= first
+
+
 def test_the_realistic_feed_is_refused_in_ward_mode(capsys):
     from training.sepsis.replay import main
 

@@ -205,13 +205,16 @@ def place_feed(patient_id: str, stay, now: dt.datetime, seed: int = 0):
     posted lies at or before `now` (a lab's result comes hours after the last row)."""
     from training.sepsis.feed import realistic_feed
 
-    for back in range(0, 48):
-        plan = plan_stay_before(patient_id, stay.values, stay.labels, now - dt.timedelta(hours=back))
+    def placed(before: dt.datetime):
+        plan = plan_stay_before(patient_id, stay.values, stay.labels, before)
         first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
-        messages = realistic_feed(patient_id, stay.values, first, seed)
-        if not messages or messages[-1].sent <= now:
-            return plan, messages
-    raise ValueError(f"{patient_id}: the feed's last message lies more than 48 h after the stay's end")
+        return plan, realistic_feed(patient_id, stay.values, first, seed)
+
+    plan, messages = placed(now)
+    late = messages[-1].sent - now if messages else dt.timedelta(0)
+    if late > dt.timedelta(0):  # whole hours back: the feed moves with its first row, unchanged
+        plan, messages = placed(now - math.ceil(late / dt.timedelta(hours=1)) * dt.timedelta(hours=1))
+    return plan, messages
 
 
 def replay_feed_stay(client: httpx.Client, plan: StayPlan, messages, speed: float, ingest_headers: dict,
