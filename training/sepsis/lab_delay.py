@@ -23,7 +23,7 @@ LAB_COLUMNS = np.array([INDEX[name] for name in RESULTED_LABS])
 
 @dataclass(frozen=True)
 class Delayed:
-    values: np.ndarray   # [N, 40] float32, the rows with labs moved
+    values: np.ndarray   # [N, 40] float32, the rows with labs moved (a copy; the input itself at H = 0)
     moved: int           # lab values seen later than drawn
     dropped: int         # lab values whose result would come after the stay's last row
 
@@ -31,9 +31,9 @@ class Delayed:
 def delay_labs(values: np.ndarray, offsets: np.ndarray, hours: int) -> Delayed:
     if hours < 0 or int(hours) != hours:
         raise ValueError(f"lab delay must be a whole number of hours >= 0, got {hours}")
-    out = values.copy()
     if hours == 0:
-        return Delayed(out, 0, 0)
+        return Delayed(values, 0, 0)  # the rows as they are, not copied
+    out = values.copy()
     moved = dropped = 0
     for start, end in zip(offsets[:-1], offsets[1:]):
         labs = values[start:end][:, LAB_COLUMNS]
