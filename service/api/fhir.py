@@ -148,7 +148,8 @@ def post_observation(services: ServicesDep, body: Body):
 
 _READ_WHY = {400: "an unknown, repeated, empty or malformed search parameter: an OperationOutcome naming each "
                   "(unknown parameters are refused, never ignored)",
-             401: _WHY[401], 403: _WHY[403],
+             401: "missing, unknown or revoked API key (ApiError)",
+             403: "the key's role may not do this (ApiError)",
              404: "no such resource (an OperationOutcome; ApiError for a path that names no resource type)",
              422: "listed as on every keyed route; a search parameter is never a 422 (see 400)"}
 
