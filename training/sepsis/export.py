@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -92,8 +94,14 @@ def build_card(model: SepsisModel | SepsisEnsemble, name: str, version: str, run
     }
 
 
-def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: str) -> Path:
-    """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version."""
+def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: str,
+           gate: Callable[[Path], object] | None = None) -> Path:
+    """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version.
+
+    `gate` (e.g. `training.sepsis.plausibility.Gate`) is called with a staging folder holding the
+    exported step and card before anything reaches `out`; if it raises, nothing is written to `out`
+    and the error propagates (a model that fails the physiology check is never shipped).
+    """
     out = Path(out)
     if (out / "model.onnx").exists():
         raise FileExistsError(f"{out}/model.onnx exists: shipped versions are immutable, export a new version")
@@ -108,7 +116,19 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     from models.card import ModelCard  # validates the card against the registry's schema
 
     ModelCard.model_validate(card)
-    out.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out / "model.onnx")
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    staging = out.parent / f".{out.name}.staging" if gate is not None else out
+    if gate is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, staging / "model.onnx")
+    (staging / "model_card.json").write_text(json.dumps(card, indent=2))
+    if gate is None:
+        return out
+    try:
+        gate(staging)
+        out.mkdir(parents=True, exist_ok=True)
+        for file in ("model.onnx", "model_card.json"):
+            (staging / file).replace(out / file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
