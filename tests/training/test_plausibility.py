@@ -169,10 +169,15 @@ def test_export_ships_nothing_when_the_gate_refuses(checkpoint, tmp_path):
     with pytest.raises(ImplausibleModelError, match="Lactate"):
         export(checkpoint / "best.pt", checkpoint / "metrics.json", out, "sepsis-cfc", "5", gate=refuse)
     assert seen == [["model.onnx", "model_card.json"]]  # the gate saw the exported step and card
-    assert not (out / "model.onnx").exists() and list((tmp_path / "sepsis-cfc").iterdir()) == []
-    export(checkpoint / "best.pt", checkpoint / "metrics.json", out, "sepsis-cfc", "5", gate=lambda d: None)
+    assert not (tmp_path / "sepsis-cfc").exists()  # nothing written where the registry looks
+    staged = []
+    export(checkpoint / "best.pt", checkpoint / "metrics.json", out, "sepsis-cfc", "5", gate=staged.append)
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_card.json"]
-    assert [p.name for p in (tmp_path / "sepsis-cfc").iterdir()] == ["5"]  # no staging folder left
+    assert [p.name for p in (tmp_path / "sepsis-cfc").iterdir()] == ["5"]
+    assert not staged[0].exists()  # the staging folder is gone
+    from models.runtime import StepRuntime
+
+    assert StepRuntime.open(out, device="cpu").version == "5"
 
 
 def test_export_cli_needs_data_for_the_gate_and_runs_it(checkpoint, tmp_path, capsys, monkeypatch):

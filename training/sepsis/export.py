@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -98,7 +99,7 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
            gate: Callable[[Path], object] | None = None) -> Path:
     """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version.
 
-    `gate` (e.g. `training.sepsis.plausibility.Gate`) is called with a staging folder holding the
+    `gate` (e.g. `training.sepsis.plausibility.Gate`) is called with a temporary folder holding the
     exported step and card before anything reaches `out`; if it raises, nothing is written to `out`
     and the error propagates (a model that fails the physiology check is never shipped).
     """
@@ -116,19 +117,20 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     from models.card import ModelCard  # validates the card against the registry's schema
 
     ModelCard.model_validate(card)
-    staging = out.parent / f".{out.name}.staging" if gate is not None else out
-    if gate is not None:
-        shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, staging / "model.onnx")
-    (staging / "model_card.json").write_text(json.dumps(card, indent=2))
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, folder / "model.onnx")
+        (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+
     if gate is None:
+        write(out)
         return out
-    try:
-        gate(staging)
+    # staged outside the registry, so a running service never lists a model still being checked
+    with tempfile.TemporaryDirectory(prefix="sepsis-export-") as tmp:
+        write(Path(tmp))
+        gate(Path(tmp))
         out.mkdir(parents=True, exist_ok=True)
-        for file in ("model.onnx", "model_card.json"):
-            (staging / file).replace(out / file)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for file in ("model_card.json", "model.onnx"):  # the registry lists a folder once both exist
+            shutil.move(Path(tmp) / file, out / file)
     return out
