@@ -33,6 +33,13 @@ are compared with "not recorded" (withheld, as below) and never lead the list wh
 value moves the risk by at least LEAD_FLOOR (see `top_contributions`). ICULOS is never replaced
 (the service derives it from the admission time): its delta is always 0.
 
+Not measured for long: a reason of its own (`unmeasured_deltas`)
+----------------------------------------------------------------
+For a vital sign or lab never measured, or last measured more than STALE_HOURS (24 h) ago, the
+risk as posted minus the risk had it been measured at its reference now. Separate from the
+contributions above (a variable can have both: an old abnormal value, and its age); the service
+decides whether to show them.
+
 The earlier method (baseline="missing"): withheld
 -------------------------------------------------
 Every value is compared with "never measured": set missing (NaN) in the posted row and, with a
@@ -78,6 +85,7 @@ DELTA_DECIMALS = 6  # 1e-6 of risk is 0.0001 percentage points: below anything s
 BASELINES = ("reference", "missing")
 # a clinical value "moves the risk" from 0.05 percentage points: administrative columns rank after such values
 LEAD_FLOOR = 0.0005
+STALE_HOURS = 24.0  # a value older than this counts as "not measured" for unmeasured_deltas
 ADMINISTRATIVE = np.array([REFERENCES[f].system == "administrative" for f in FEATURES])
 
 
@@ -231,11 +239,41 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    n = obs.shape[0]
-    deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
     present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE
     if baseline == "reference":
         present &= latest_values(obs, state, memory) != NORMAL  # equal to the reference: exactly 0
+    return _in_calls(step, obs, elapsed, state, present, memory, baseline, max_rows)
+
+
+def unmeasured_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *, memory: Memory,
+                      stale_hours: float = STALE_HOURS, max_rows: int | None = MAX_ROWS) -> np.ndarray:
+    """delta [n, 40] float64 = risk(as posted) - risk(variable j measured at its reference now),
+    for each vital sign and lab the step has no recent value of: never measured, or last measured
+    more than `stale_hours` before this row (0 for every other variable).
+
+    "Not measured for 30 h" as a reason of its own: a positive delta says that a normal value
+    now would lower the risk by that much (the gap, or the old value, is what raises it); a
+    negative one, that the model reads the absence as reassuring (a lab that was never ordered).
+    Pass a row to `top_contributions` with a `latest_values` and a `latest_ages` row: `value` is
+    then the old value (None if never measured) and `hours_since` its age. Needs the step's
+    memory (`find_memory`): without it, "never measured" cannot be told from "not posted now".
+    """
+    obs, elapsed, state = _check_inputs(obs, elapsed, state)
+    if memory is None:
+        raise ValueError("memory: unmeasured_deltas needs the step's per-variable memory (find_memory)")
+    if max_rows is not None and (not isinstance(max_rows, (int, np.integer)) or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+    ages = latest_ages(obs, elapsed, state, memory)
+    with np.errstate(invalid="ignore"):
+        present = np.isnan(obs) & np.isfinite(NORMAL) & (np.isnan(ages) | (ages > stale_hours))
+    return _in_calls(step, obs, elapsed, state, present, memory, "now", max_rows)
+
+
+def _in_calls(step: Step, obs, elapsed, state, present, memory: Memory | None, mode: str,
+              max_rows: int | None) -> np.ndarray:
+    """Every row plus one variant per True in present [n, 40], in calls of at most max_rows rows."""
+    n = obs.shape[0]
+    deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
     sizes = 1 + present.sum(axis=1)  # rows each observation brings to a call
     group = np.zeros(n, dtype=np.int64)
     if max_rows is not None and n:
@@ -249,11 +287,12 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
             total += size
     for g in np.unique(group):
         rows = np.flatnonzero(group == g)
-        deltas[rows] = _one_call(step, obs[rows], elapsed[rows], state[rows], present[rows], memory, baseline)
+        deltas[rows] = _one_call(step, obs[rows], elapsed[rows], state[rows], present[rows], memory, mode)
     return deltas
 
 
-def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, baseline: str) -> np.ndarray:
+def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, mode: str) -> np.ndarray:
+    """mode "reference" / "missing": a withheld_deltas baseline; "now": the reference posted in the row."""
     n = obs.shape[0]
     deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
     rows, cols = np.nonzero(present)  # one variant per (row, variable) with something to replace
@@ -263,13 +302,12 @@ def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, b
     v_obs = obs[rows].copy()
     v_state = state[rows].copy()
     reference = NORMAL[cols]
-    replace = np.isfinite(reference) if baseline == "reference" else np.zeros(len(rows), dtype=bool)
-    # replaced by the reference: in the row when posted now, else in the memory's last value
-    posted = ~np.isnan(obs[rows, cols])
-    now = replace & posted
+    replace = np.isfinite(reference) if mode in ("reference", "now") else np.zeros(len(rows), dtype=bool)
+    # replaced by the reference: in the row when posted now (or measured now), else in the memory's last value
+    now = replace & (~np.isnan(obs[rows, cols]) | (mode == "now"))
     v_obs[variant[now], cols[now]] = reference[now]
     if memory is not None:
-        earlier = replace & ~posted
+        earlier = replace & ~now
         v_state[variant[earlier][:, None], memory.last[:, cols[earlier]].T] = reference[earlier][:, None]
     # withheld (baseline "missing", and the administrative columns): missing now, never seen before
     held = ~replace

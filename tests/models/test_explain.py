@@ -7,7 +7,7 @@ import pytest
 
 from models.contract import FEATURES, INDEX, N_FEATURES
 from models.explain import (LEAD_FLOOR, find_memory, latest_ages, latest_values, top_contributions,
-                            withheld_deltas)
+                            unmeasured_deltas, withheld_deltas)
 from models.reference import NORMAL, REFERENCES
 from models.runtime import StepRuntime
 from models.testing import CountingStep, fixture_weights, reference_step, write_fixture_model
@@ -411,3 +411,33 @@ def test_withholding_the_only_measurement_of_a_row_holds_the_previous_risk(shipp
     # sepsis-cfc/3 holds its risk on a row without a vital or lab: the delta is the change since then
     assert deltas[0, INDEX["HR"]] == pytest.approx(risk - previous.risk[0], abs=1e-6)
     assert deltas[0, INDEX["HR"]] != 0.0
+
+
+def test_not_measured_for_long_is_a_reason_of_its_own(shipped):
+    rt, memory = shipped
+    # platelets 30 h ago, WBC 2 h ago, lactate never; HR every hour
+    hours = [{**ADMISSION, "HR": 90, "Platelets": 80}] + [{**ADMISSION, "HR": 95}] * 27 + \
+            [{**ADMISSION, "HR": 100, "WBC": 15}, {**ADMISSION, "HR": 105}]
+    state = history(rt, hours)
+    obs = row({**ADMISSION, "HR": 110, "Resp": 26}, len(hours) + 1)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    ages = latest_ages(obs, elapsed, state, memory)[0]
+    assert (ages[INDEX["Platelets"]], ages[INDEX["WBC"]]) == (30.0, 2.0) and np.isnan(ages[INDEX["Lactate"]])
+    step = CountingStep(rt._run)
+    deltas = unmeasured_deltas(step, obs, elapsed, state, memory=memory)
+    as_posted = rt.step(obs, elapsed, state).risk[0]
+    for name in ("Lactate", "Platelets"):  # never, and longer than 24 h ago: against the reference measured now
+        now = obs.copy()
+        now[0, INDEX[name]] = NORMAL[INDEX[name]]
+        assert deltas[0, INDEX[name]] == pytest.approx(as_posted - rt.step(now, elapsed, state).risk[0], abs=1e-6)
+        assert deltas[0, INDEX[name]] != 0.0
+    # recent (WBC), posted now (HR, Resp) and administrative columns: 0, no variant
+    for name in ("WBC", "HR", "Resp", "Age", "HospAdmTime", "ICULOS"):
+        assert deltas[0, INDEX[name]] == 0.0
+    never_or_stale = 34 - 2 - 1  # every vital and lab but the two posted and the recent WBC
+    assert step.calls == [1 + never_or_stale]
+    top = top_contributions(deltas[0], latest_values(obs, state, memory)[0], k=40, ages_row=ages)
+    shown = {c["feature"]: (c["value"], c["hours_since"]) for c in top}
+    assert shown["Platelets"] == (80.0, 30.0) and shown["Lactate"] == (None, None)
+    with pytest.raises(ValueError, match="memory"):
+        unmeasured_deltas(rt._run, obs, elapsed, state, memory=None)

@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from models.contract import INDEX, elapsed_hours
-from models.reference import PLAUSIBILITY, REFERENCES
+from models.contract import FEATURES, INDEX, elapsed_hours
+from models.reference import NORMAL, PLAUSIBILITY, REFERENCES
 
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -149,7 +149,7 @@ def check(result: dict, max_wrong_way: float = MAX_WRONG_WAY) -> None:
 def explanation_directions(step: Step, memory, probe: Probe) -> dict:
     """Of the clearly abnormal values the step reads at each probed row (posted or carried),
     the share that each explanation method shows as lowering the risk."""
-    from models.explain import latest_values, withheld_deltas
+    from models.explain import STALE_HOURS, latest_values, unmeasured_deltas, withheld_deltas
 
     values = latest_values(probe.rows, probe.states, memory)
     abnormal = np.zeros_like(values, dtype=bool)
@@ -161,6 +161,9 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
            "thresholds": {k: f"{op} {limit}" for k, (op, limit) in CLEARLY_ABNORMAL.items()}}
     for baseline in ("missing", "reference"):
         deltas = withheld_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory, baseline=baseline)
+        if baseline == "reference":
+            out["unmeasured"] = _unmeasured_summary(
+                unmeasured_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory), deltas, STALE_HOURS)
         lowering = abnormal & (np.round(deltas, 6) < 0)
         out[f"lowering_{baseline}"] = int(lowering.sum())
         out[f"share_lowering_{baseline}"] = float(lowering.sum() / max(abnormal.sum(), 1))
@@ -168,6 +171,22 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
             name: [int(lowering[:, INDEX[name]].sum()), int(abnormal[:, INDEX[name]].sum())]
             for name in CLEARLY_ABNORMAL}
     return out
+
+
+def _unmeasured_summary(unmeasured: np.ndarray, deltas: np.ndarray, stale_hours: float) -> dict:
+    """How much "not measured" matters at these rows, beside the values' own contributions."""
+    clinical = np.abs(np.where(np.isfinite(NORMAL), deltas, 0.0)).max(axis=1)
+    present = unmeasured != 0
+    biggest = np.abs(unmeasured).max(axis=1)
+    by_variable = {}
+    for j in np.flatnonzero(present.any(axis=0)):
+        d = unmeasured[present[:, j], j]
+        by_variable[FEATURES[j]] = {"rows": int(len(d)), "median_delta": float(np.median(d)),
+                                    "share_raising": float(np.mean(d > 0))}
+    return {"stale_hours": stale_hours,
+            "rows_where_it_exceeds_every_value_contribution": int(np.sum(biggest > clinical)),
+            "share_raising": float(np.mean(unmeasured[present] > 0)) if present.any() else None,
+            "by_variable": by_variable}
 
 
 def measure(runtime, cohort, split: str, max_stays: int | None = None, seed: int = 0,
