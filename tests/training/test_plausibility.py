@@ -203,3 +203,13 @@ def test_export_cli_needs_data_for_the_gate_and_runs_it(checkpoint, tmp_path, ca
     assert not (tmp_path / "m" / "1" / "model.onnx").exists()
     assert cli(base) == 0 and calls == [(archive, 50)]  # auto: outside models/, no gate
     assert plausibility.gate_applies("auto", tmp_path) is False
+
+
+def test_plausibility_cli_names_a_model_the_registry_lacks(tmp_path, capsys):
+    from training.__main__ import main as cli
+
+    archive = tmp_path / "data.tar.xz"
+    archive.write_bytes(b"")
+    assert cli(["sepsis", "plausibility", "--model", "sepsis-cfc/99", "--data", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert "sepsis-cfc/99" in err and "versions 1, 2, 3" in err
