@@ -86,7 +86,8 @@ class Alarm:
 
 @dataclass(frozen=True)
 class Contribution:
-    """One input's share in a risk: `delta` = risk as posted minus risk with its latest value withheld."""
+    """One input's share in a risk: `delta` = risk as posted minus risk with its latest value replaced by a
+    normal reference value (models/reference_values.csv)."""
     feature: str
     value: float | None
     delta: float

@@ -1,42 +1,64 @@
-"""Why this risk: the change in risk when each variable's latest value is withheld from the step.
+"""Why this risk: the change in risk when each variable's value is replaced by a normal one.
 
 Computed from the exported step itself (any `(obs, elapsed, state) -> (risk, next_state)` callable:
 `StepRuntime._run`, the service's `Model.run`), all variants of all rows in ONE batched call
 (up to MAX_ROWS rows per call; a larger batch is split between observations, see withheld_deltas):
 
-    delta[i, j] = risk(row i as posted) - risk(row i with variable j's latest value withheld)
+    delta[i, j] = risk(row i as posted) - risk(row i with variable j's latest value replaced)
 
 A positive delta means that value pushes the risk up; a negative one, down.
 
-What "withheld" means
----------------------
-(a) A variable measured in this observation: it is set missing (NaN) in the posted row.
-(b) A variable the step carries in its state from an earlier observation: the shipped sepsis
-    steps keep, per variable, a forward-fill memory (`training/sepsis/features.py`: the last value,
-    the hours since it, whether it was ever seen and, from v2 on, how often). When that memory is
-    found in the state (`find_memory`, verified by probing the real step, never assumed), the
-    variable's memory is reset to "never measured" in every ensemble member (last value, hours
-    since, seen flag and count all 0; the featurizer masks value and hours by the seen flag, so
-    the step reads exactly what it reads for a variable never measured), on top of (a). So withholding a variable makes the step see it as never measured *at this step*.
+Against what: a clinical reference (the default, baseline="reference")
+---------------------------------------------------------------------
+Each vital sign and lab is compared with its documented normal value (`models/reference.py`,
+e.g. MAP 85 mmHg, lactate 1.0 mmol/L, platelets 250, with sources): "the risk is <delta> higher
+than it would be were this value normal". So hypotension raises the risk wherever the model itself
+reads it as raising the risk, and a value equal to its reference contributes exactly 0 (it gets no
+variant: the row would be the same). The reference replaces the value *at the same age*:
 
-    Not withheld: the recurrent core's state. Earlier hours' values have already been mixed into
-    it and cannot be taken apart, so the delta is the variable's effect through what the step
-    reads now (its current and carried value, age and count), not through everything it did to
-    the patient's history. Said in words: "the risk would be <delta> lower if the model did not
-    know this value now".
+(a) posted in this observation: the posted value is replaced by the reference (the step then
+    remembers the reference, measured now, as it would have remembered the value);
+(b) carried in the state from an earlier observation (the shipped sepsis steps keep, per variable,
+    a forward-fill memory, `training/sepsis/features.py`: last value, hours since, seen flag and,
+    from v2 on, a count; found by `find_memory`, verified by probing the real step, never
+    assumed): the remembered last value is replaced by the reference in every ensemble member;
+    the hours since, the seen flag and the count are kept.
 
-    Without a memory (a step whose state carries no per-variable values, e.g. the test fixture
-    of `models/testing.py`), only (a) applies: a variable not posted in this row has delta 0.
+So the delta isolates the value: how old it is and how often it was measured are the same on both
+sides. The age is shown beside it (`latest_ages`, `top_contributions(..., ages_row=...)`): an
+abnormal value from two days ago can still lead, and the clinician sees that it is two days old.
 
-Demographics (Age, Gender, Unit1, Unit2, HospAdmTime) come with every post from the admission
-record; they are withheld like any other variable (missing in the row and, with a memory, never
-seen). ICULOS is never withheld (the service derives it from the admission time; "not knowing how
-long the patient has been in the ICU" is not a property of the patient): its delta is always 0.
+Administrative columns (Age, Gender, Unit1, Unit2, HospAdmTime) have no physiological normal: they
+are compared with "not recorded" (withheld, as below) and never lead the list while a clinical
+value moves the risk by at least LEAD_FLOOR (see `top_contributions`). ICULOS is never replaced
+(the service derives it from the admission time): its delta is always 0.
+
+Not measured for long: a reason of its own (`unmeasured_deltas`)
+----------------------------------------------------------------
+For a vital sign or lab never measured, or last measured more than STALE_HOURS (24 h) ago, the
+risk as posted minus the risk had it been measured at its reference now. Separate from the
+contributions above (a variable can have both: an old abnormal value, and its age); the service
+decides whether to show them.
+
+The earlier method (baseline="missing"): withheld
+-------------------------------------------------
+Every value is compared with "never measured": set missing (NaN) in the posted row and, with a
+memory, the variable's memory reset to never measured in every member (last value, hours since,
+seen flag and count all 0). Measured on sepsis-cfc/3 it shows many clearly abnormal values as
+*lowering* the risk, because "never measured" is itself a strong signal to the model (a lab that was
+never ordered says the team suspected nothing); kept for that comparison
+(`training/sepsis/plausibility.py`) and for the administrative columns.
+
+Not replaced under either: the recurrent core's state. Earlier hours' values have already been
+mixed into it and cannot be taken apart, so the delta is the variable's effect through what the
+step reads now (its current or carried value), not through everything it did to the patient's
+history. Without a memory (a step whose state carries no per-variable values, e.g. the test
+fixture of `models/testing.py`), only (a) applies: a variable not posted in this row has delta 0.
 A variable neither posted nor carried has delta exactly 0 and gets no variant in the batch.
 
 With a `hold_silent` step (sepsis-cfc/3), withholding the only vital or lab of a row makes the row
-carry no measurement: the step then holds its previous risk, so the delta is risk now minus the
-risk before this observation. That is what the model would really have said.
+carry no measurement: the step then holds its previous risk (baseline="missing" only; a reference
+is still a measurement).
 
 State layout relied on (checked by `find_memory` against the step, see `Memory`):
 each ensemble member's part of the state starts with the featurizer memory
@@ -52,6 +74,7 @@ from typing import Callable
 import numpy as np
 
 from models.contract import FEATURES, ICULOS_INDEX, N_FEATURES
+from models.reference import NORMAL, REFERENCES
 
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -59,6 +82,11 @@ Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
 WITHHOLDABLE = np.array([j != ICULOS_INDEX for j in range(N_FEATURES)])
 MAX_ROWS = 4096  # rows per step call (see withheld_deltas)
 DELTA_DECIMALS = 6  # 1e-6 of risk is 0.0001 percentage points: below anything shown or stored
+BASELINES = ("reference", "missing")
+# a clinical value "moves the risk" from 0.05 percentage points: administrative columns rank after such values
+LEAD_FLOOR = 0.0005
+STALE_HOURS = 24.0  # a value older than this counts as "not measured" for unmeasured_deltas
+ADMINISTRATIVE = np.array([REFERENCES[f].system == "administrative" for f in FEATURES])
 
 
 @dataclass(frozen=True)
@@ -174,15 +202,30 @@ def latest_values(obs: np.ndarray, state: np.ndarray, memory: Memory | None) -> 
     return values
 
 
+def latest_ages(obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, memory: Memory | None) -> np.ndarray:
+    """[n, 40] float64: hours since each variable's latest value as the step will read it: 0 when
+    posted in this row, the carried hours since plus this row's elapsed time when carried (what
+    the step's memory will say after this row), NaN when there is none."""
+    obs, elapsed, state = _check_inputs(obs, elapsed, state)
+    ages = np.where(np.isnan(obs), np.nan, 0.0)
+    if memory is not None:
+        from_state = np.isnan(obs) & carried(state, memory)
+        since = state[:, memory.since[0]].astype(np.float64) + elapsed.astype(np.float64)
+        ages[from_state] = since[from_state]
+    return ages
+
+
 def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *,
-                    memory: Memory | None = None, max_rows: int | None = MAX_ROWS) -> np.ndarray:
-    """delta [n, 40] float64 = risk(as posted) - risk(variable j's latest value withheld).
+                    memory: Memory | None = None, max_rows: int | None = MAX_ROWS,
+                    baseline: str = "reference") -> np.ndarray:
+    """delta [n, 40] float64 = risk(as posted) - risk(variable j's latest value replaced by its
+    normal reference value), or, with baseline="missing", withheld (see the module's doc).
 
     obs [n, 40] float32 (NaN = not measured), elapsed [n, 1] or [n] hours, state [n, S]: the
     inputs of the step that produced the risk to explain. `memory` (from `find_memory`, once per
-    model) also withholds values carried in the state; without it only posted values are
-    withheld. The as-posted rows and every variant go through `step` in one call; variables with
-    nothing to withhold (and ICULOS) get exactly 0 without a variant.
+    model) also replaces values carried in the state; without it only posted values are
+    replaced. The as-posted rows and every variant go through `step` in one call; variables with
+    nothing to replace, a value equal to its reference, and ICULOS get exactly 0 without a variant.
 
     max_rows bounds the rows of one call (MAX_ROWS = 4096: about 100 observations with all 40
     variants, so one observation or a batch of 64 is always one call). A larger batch is split
@@ -194,9 +237,43 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
     obs, elapsed, state = _check_inputs(obs, elapsed, state)
     if max_rows is not None and (not isinstance(max_rows, (int, np.integer)) or max_rows < 1):
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE
+    if baseline == "reference":
+        present &= latest_values(obs, state, memory) != NORMAL  # equal to the reference: exactly 0
+    return _in_calls(step, obs, elapsed, state, present, memory, baseline, max_rows)
+
+
+def unmeasured_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *, memory: Memory,
+                      stale_hours: float = STALE_HOURS, max_rows: int | None = MAX_ROWS) -> np.ndarray:
+    """delta [n, 40] float64 = risk(as posted) - risk(variable j measured at its reference now),
+    for each vital sign and lab the step has no recent value of: never measured, or last measured
+    more than `stale_hours` before this row (0 for every other variable).
+
+    "Not measured for 30 h" as a reason of its own: a positive delta says that a normal value
+    now would lower the risk by that much (the gap, or the old value, is what raises it); a
+    negative one, that the model reads the absence as reassuring (a lab that was never ordered).
+    Pass a row to `top_contributions` with a `latest_values` and a `latest_ages` row: `value` is
+    then the old value (None if never measured) and `hours_since` its age. Needs the step's
+    memory (`find_memory`): without it, "never measured" cannot be told from "not posted now".
+    """
+    obs, elapsed, state = _check_inputs(obs, elapsed, state)
+    if memory is None:
+        raise ValueError("memory: unmeasured_deltas needs the step's per-variable memory (find_memory)")
+    if max_rows is not None and (not isinstance(max_rows, (int, np.integer)) or max_rows < 1):
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+    ages = latest_ages(obs, elapsed, state, memory)
+    with np.errstate(invalid="ignore"):
+        present = np.isnan(obs) & np.isfinite(NORMAL) & (np.isnan(ages) | (ages > stale_hours))
+    return _in_calls(step, obs, elapsed, state, present, memory, "now", max_rows)
+
+
+def _in_calls(step: Step, obs, elapsed, state, present, memory: Memory | None, mode: str,
+              max_rows: int | None) -> np.ndarray:
+    """Every row plus one variant per True in present [n, 40], in calls of at most max_rows rows."""
     n = obs.shape[0]
     deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
-    present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE
     sizes = 1 + present.sum(axis=1)  # rows each observation brings to a call
     group = np.zeros(n, dtype=np.int64)
     if max_rows is not None and n:
@@ -210,22 +287,34 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
             total += size
     for g in np.unique(group):
         rows = np.flatnonzero(group == g)
-        deltas[rows] = _one_call(step, obs[rows], elapsed[rows], state[rows], present[rows], memory)
+        deltas[rows] = _one_call(step, obs[rows], elapsed[rows], state[rows], present[rows], memory, mode)
     return deltas
 
 
-def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None) -> np.ndarray:
+def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, mode: str) -> np.ndarray:
+    """mode "reference" / "missing": a withheld_deltas baseline; "now": the reference posted in the row."""
     n = obs.shape[0]
     deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
-    rows, cols = np.nonzero(present)  # one variant per (row, variable) with something to withhold
+    rows, cols = np.nonzero(present)  # one variant per (row, variable) with something to replace
     if len(rows) == 0:
         return deltas
+    variant = np.arange(len(rows))
     v_obs = obs[rows].copy()
-    v_obs[np.arange(len(rows)), cols] = np.nan
     v_state = state[rows].copy()
+    reference = NORMAL[cols]
+    replace = np.isfinite(reference) if mode in ("reference", "now") else np.zeros(len(rows), dtype=bool)
+    # replaced by the reference: in the row when posted now (or measured now), else in the memory's last value
+    now = replace & (~np.isnan(obs[rows, cols]) | (mode == "now"))
+    v_obs[variant[now], cols[now]] = reference[now]
     if memory is not None:
-        mem_cols = memory.columns()[:, cols].T  # [variants, blocks * members]
-        v_state[np.arange(len(rows))[:, None], mem_cols] = 0.0
+        earlier = replace & ~now
+        v_state[variant[earlier][:, None], memory.last[:, cols[earlier]].T] = reference[earlier][:, None]
+    # withheld (baseline "missing", and the administrative columns): missing now, never seen before
+    held = ~replace
+    v_obs[variant[held], cols[held]] = np.nan
+    if memory is not None:
+        mem_cols = memory.columns()[:, cols[held]].T  # [withheld variants, blocks * members]
+        v_state[variant[held][:, None], mem_cols] = 0.0
     risk, _ = step(np.concatenate([obs, v_obs]), np.concatenate([elapsed, elapsed[rows]]),
                    np.concatenate([state, v_state]))
     risk = _risk_vector(risk)
@@ -240,23 +329,39 @@ def _number(x: float) -> float:
     return float(f"{float(x):.7g}")
 
 
-def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5) -> list[dict]:
-    """The k largest |delta| as JSON-ready items, largest first, zero deltas dropped:
-    [{"feature": "Lactate", "value": 4.8, "delta": 0.031}, ...].
+def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
+                      ages_row: np.ndarray | None = None) -> list[dict]:
+    """The k leading contributions as JSON-ready items, zero deltas dropped:
+    [{"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion",
+      "reference": 1.0, "hours_since": 3.0}, ...].
+
+    Order: clinical values (vital signs and labs) whose |delta| is at least LEAD_FLOOR, largest
+    first; then everything else (administrative columns, smaller clinical deltas) by |delta|. So an
+    administrative column leads only when no clinical value moves the risk. Ties keep column order.
 
     `value` is obs_row's entry (pass a `latest_values` row to show carried values), None if NaN.
-    Deltas are rounded to 6 decimals; one that rounds to 0 is dropped. Ties keep column order.
+    `system` is the variable's organ system and `reference` the normal value it was compared
+    with (None for the administrative columns, compared with "not recorded"), from
+    `models/reference.py`. `hours_since` (only when `ages_row`, a `latest_ages` row, is given) is
+    the value's age in hours, None when there is no value. Deltas are rounded to 6 decimals; one
+    that rounds to 0 is dropped.
     """
     deltas_row = np.asarray(deltas_row, dtype=np.float64).reshape(-1)
     obs_row = np.asarray(obs_row, dtype=np.float64).reshape(-1)
     if deltas_row.shape != (N_FEATURES,) or obs_row.shape != (N_FEATURES,):
         raise ValueError(f"deltas_row and obs_row must have {N_FEATURES} values, got "
                          f"{deltas_row.shape[0]} and {obs_row.shape[0]}")
+    if ages_row is not None:
+        ages_row = np.asarray(ages_row, dtype=np.float64).reshape(-1)
+        if ages_row.shape != (N_FEATURES,):
+            raise ValueError(f"ages_row must have {N_FEATURES} values, got {ages_row.shape[0]}")
     if not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     if not np.all(np.isfinite(deltas_row)):
         raise ValueError("deltas_row: contains NaN or infinity (the step returned a non-finite risk)")
-    order = np.argsort(-np.abs(deltas_row), kind="stable")
+    size = np.abs(deltas_row)
+    leads = ~ADMINISTRATIVE & (size >= LEAD_FLOOR)
+    order = np.lexsort((np.arange(N_FEATURES), -size, ~leads))  # leads first, then by size, then column
     items = []
     for j in order:
         if len(items) >= k:
@@ -265,5 +370,9 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5) -
         if d == 0.0:
             continue
         v = obs_row[j]
-        items.append({"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d})
+        item = {"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
+                "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal}
+        if ages_row is not None:
+            item["hours_since"] = None if math.isnan(ages_row[j]) else round(float(ages_row[j]), 2)
+        items.append(item)
     return items

@@ -94,7 +94,7 @@ with right:
     why = latest_entry.contributions if latest_entry else []
     if why:
         st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
-                    "when each one's latest value is withheld):\n"
+                    "when each one's latest value is replaced by a normal value):\n"
                     + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
     else:
         st.caption("No contributions stored for the latest risk.")

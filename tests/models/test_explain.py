@@ -1,11 +1,14 @@
-"""Contributions by withholding (models/explain.py), on the fixture step and the shipped sepsis-cfc/3."""
+"""Contributions (models/explain.py) against a clinical reference (the default) and by withholding
+(baseline="missing"), on the fixture step and the shipped sepsis-cfc/3."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models.contract import FEATURES, INDEX, N_FEATURES
-from models.explain import find_memory, latest_values, top_contributions, withheld_deltas
+from models.explain import (LEAD_FLOOR, find_memory, latest_ages, latest_values, top_contributions,
+                            unmeasured_deltas, withheld_deltas)
+from models.reference import NORMAL, REFERENCES
 from models.runtime import StepRuntime
 from models.testing import CountingStep, fixture_weights, reference_step, write_fixture_model
 
@@ -50,19 +53,21 @@ def test_fixture_step_has_no_memory(fixture_rt):
     assert find_memory(fixture_rt._run, fixture_rt.state_size) is None
 
 
-def test_delta_is_the_risk_difference_of_separate_runs_of_the_reference(fixture_rt):
+@pytest.mark.parametrize("baseline", ["reference", "missing"])
+def test_delta_is_the_risk_difference_of_separate_runs_of_the_reference(fixture_rt, baseline):
     obs, elapsed, state = fixture_batch()
-    deltas = withheld_deltas(fixture_rt._run, obs, elapsed, state)
+    deltas = withheld_deltas(fixture_rt._run, obs, elapsed, state, baseline=baseline)
     w = fixture_weights(8, 0)
     base, _ = reference_step(obs, elapsed, state, w)
     checked = 0
     for i in range(len(obs)):
         for j in range(N_FEATURES):
             if np.isnan(obs[i, j]) or FEATURES[j] == "ICULOS":
-                assert deltas[i, j] == 0.0  # unmeasured: nothing to withhold; ICULOS: never withheld
+                assert deltas[i, j] == 0.0  # unmeasured: nothing to replace; ICULOS: never replaced
                 continue
             variant = obs[i:i + 1].copy()
-            variant[0, j] = np.nan
+            # the reference replaces a vital or lab; an administrative column has none and is withheld
+            variant[0, j] = NORMAL[j] if baseline == "reference" else np.nan
             risk, _ = reference_step(variant, elapsed[i:i + 1], state[i:i + 1], w)
             assert deltas[i, j] == pytest.approx(base[i, 0] - risk[0, 0], abs=2e-6)
             checked += 1
@@ -137,13 +142,34 @@ def test_top_contributions_sorted_by_size_zeros_dropped_values_as_posted():
     deltas[INDEX["WBC"]] = 4e-7  # rounds to 0 at 6 decimals: dropped
     obs = row({"Lactate": 4.8, "MAP": 58, "HR": 128, "WBC": 19})
     obs[INDEX["HR"]] = np.nan  # a carried value not passed in: no value to show
-    assert top_contributions(deltas, obs) == [
-        {"feature": "MAP", "value": 58.0, "delta": -0.05},
-        {"feature": "Lactate", "value": 4.8, "delta": 0.031},
-        {"feature": "HR", "value": None, "delta": 0.01},
+    ages = np.full(N_FEATURES, np.nan)
+    ages[[INDEX["MAP"], INDEX["Lactate"]]] = [0.0, 26.5]
+    assert top_contributions(deltas, obs, ages_row=ages) == [
+        {"feature": "MAP", "value": 58.0, "delta": -0.05, "system": "cardiovascular", "reference": 85.0,
+         "hours_since": 0.0},
+        {"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion", "reference": 1.0,
+         "hours_since": 26.5},
+        {"feature": "HR", "value": None, "delta": 0.01, "system": "cardiovascular", "reference": 80.0,
+         "hours_since": None},
     ]
     assert [c["feature"] for c in top_contributions(deltas, obs, k=2)] == ["MAP", "Lactate"]
+    assert "hours_since" not in top_contributions(deltas, obs)[0]  # without ages: not shown
     assert top_contributions(np.zeros(N_FEATURES), obs) == []
+
+
+def test_administrative_columns_lead_only_when_nothing_clinical_moves_the_risk():
+    deltas = np.zeros(N_FEATURES)
+    deltas[INDEX["Age"]] = 0.04
+    deltas[INDEX["HospAdmTime"]] = -0.02
+    deltas[INDEX["HR"]] = LEAD_FLOOR  # just enough to move the risk
+    deltas[INDEX["Temp"]] = -0.002
+    deltas[INDEX["WBC"]] = LEAD_FLOOR / 2  # too small to lead
+    obs = row({"Age": 80, "HospAdmTime": -3, "HR": 95, "Temp": 37.5, "WBC": 9})
+    top = top_contributions(deltas, obs)
+    assert [c["feature"] for c in top] == ["Temp", "HR", "Age", "HospAdmTime", "WBC"]
+    assert top[2]["system"] == "administrative" and top[2]["reference"] is None
+    deltas[INDEX["HR"]] = deltas[INDEX["Temp"]] = 0.0  # nothing clinical moves the risk: by size
+    assert [c["feature"] for c in top_contributions(deltas, obs)] == ["Age", "HospAdmTime", "WBC"]
 
 
 def test_top_contributions_refuses_bad_input():
@@ -155,6 +181,8 @@ def test_top_contributions_refuses_bad_input():
     bad[3] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         top_contributions(bad, np.zeros(40))
+    with pytest.raises(ValueError, match="ages_row"):
+        top_contributions(np.zeros(40), np.zeros(40), ages_row=np.zeros(39))
 
 
 # -- the shipped model: its forward-fill memory is found and withheld ----------------------------
@@ -197,14 +225,14 @@ def test_a_carried_value_is_withheld_by_resetting_its_memory(shipped):
     state = history(rt, [{"HR": 90, "Lactate": 4.8}, {"HR": 95}])
     obs = row({"HR": 100, "Resp": 24}, 3)[None]
     elapsed = np.ones((1, 1), np.float32)
-    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory, baseline="missing")
     lactate = INDEX["Lactate"]
     as_posted = rt.step(obs, elapsed, state).risk[0]
     expected = as_posted - rt.step(obs, elapsed, reset_by_hand(state, lactate)).risk[0]
     assert deltas[0, lactate] != 0.0
     assert deltas[0, lactate] == pytest.approx(expected, abs=1e-6)
     # without the memory only the posted values are withheld
-    plain = withheld_deltas(rt._run, obs, elapsed, state)
+    plain = withheld_deltas(rt._run, obs, elapsed, state, baseline="missing")
     assert plain[0, lactate] == 0.0 and plain[0, INDEX["Resp"]] == pytest.approx(deltas[0, INDEX["Resp"]], abs=1e-6)
     # the value shown for it is the carried one
     assert latest_values(obs, state, memory)[0, lactate] == pytest.approx(4.8)
@@ -225,7 +253,7 @@ def test_a_value_posted_now_and_carried_is_withheld_in_both(shipped):
     state = history(rt, [{"HR": 90, "Resp": 18}, {"HR": 95, "Resp": 20}])
     obs = row({"HR": 130, "Resp": 30}, 3)[None]
     elapsed = np.ones((1, 1), np.float32)
-    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory, baseline="missing")
     hr = INDEX["HR"]
     no_hr = obs.copy()
     no_hr[0, hr] = np.nan
@@ -240,7 +268,7 @@ def test_on_a_first_hour_withholding_is_leaving_the_value_out(shipped):
     rt, memory = shipped
     first = row({"HR": 130, "Resp": 30, "Age": 70}, 1)[None]
     zero = rt.new_state(1)
-    d = withheld_deltas(rt._run, first, np.zeros((1, 1), np.float32), zero, memory=memory)
+    d = withheld_deltas(rt._run, first, np.zeros((1, 1), np.float32), zero, memory=memory, baseline="missing")
     for name in ("HR", "Resp", "Age"):
         without = first.copy()
         without[0, INDEX[name]] = np.nan
@@ -270,13 +298,105 @@ def test_florid_septic_shock_on_the_shipped_model(shipped):
     risk = rt.step(obs, [0.0], zero).risk[0]
     deltas = withheld_deltas(rt._run, obs, np.zeros((1, 1), np.float32), zero, memory=memory)
     top = top_contributions(deltas[0], latest_values(obs, zero, memory)[0])
-    # measured on sepsis-cfc/3 (CPU): risk 0.1307; Temp +0.033, Resp +0.030, Lactate -0.009,
-    # HR +0.008, WBC +0.006 (the model reads this lactate, alone on a first hour, as lowering the risk)
     assert risk > rt.threshold
     assert [c["feature"] for c in top[:2]] == ["Temp", "Resp"] and all(c["delta"] > 0 for c in top[:2])
     assert len(top) == 5 and {c["feature"] for c in top} <= set(FLORID)
     assert [abs(c["delta"]) for c in top] == sorted((abs(c["delta"]) for c in top), reverse=True)
     assert {c["feature"]: c["value"] for c in top}["Temp"] == 39.4
+
+
+# -- clinically constructed patients on sepsis-cfc/3, against the reference --------------------
+
+ADMISSION = {"Age": 67, "Gender": 1, "Unit1": 1, "Unit2": 0, "HospAdmTime": -10}
+NORMAL_VITALS = {"HR": 78, "O2Sat": 97, "Temp": 36.9, "SBP": 122, "MAP": 86, "DBP": 72, "Resp": 15}
+NORMAL_LABS = {"Lactate": 1.1, "WBC": 8.0, "Creatinine": 0.9, "Platelets": 240, "pH": 7.41, "HCO3": 24,
+               "Bilirubin_total": 0.6, "Hgb": 12.5}
+
+
+def explain_last_hour(rt, memory, hours):
+    """Stream hourly rows (each with the admission record) and explain the last one:
+    (risk, deltas [40], top contributions with ages)."""
+    rows = [row({**ADMISSION, **values}, t + 1) for t, values in enumerate(hours)]
+    state = rt.new_state(1)
+    for t, r in enumerate(rows[:-1]):
+        state = rt.step(r[None], [0.0 if t == 0 else 1.0], state).next_state
+    obs = rows[-1][None]
+    elapsed = np.array([[0.0 if len(rows) == 1 else 1.0]], np.float32)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    top = top_contributions(deltas[0], latest_values(obs, state, memory)[0], k=5,
+                            ages_row=latest_ages(obs, elapsed, state, memory)[0])
+    return rt.step(obs, elapsed, state).risk[0], deltas[0], top
+
+
+def test_a_value_equal_to_its_reference_contributes_exactly_zero_posted_or_carried(shipped):
+    rt, memory = shipped
+    normal = {name: float(NORMAL[INDEX[name]]) for name in ("HR", "MAP", "Lactate", "Platelets")}
+    state = history(rt, [{**ADMISSION, "Lactate": normal["Lactate"], "Platelets": normal["Platelets"], "HR": 120}])
+    obs = row({**ADMISSION, "HR": normal["HR"], "MAP": normal["MAP"], "Resp": 28}, 2)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    step = CountingStep(rt._run)
+    deltas = withheld_deltas(step, obs, elapsed, state, memory=memory)
+    for name in normal:  # HR and MAP posted now, lactate and platelets carried from an hour ago
+        assert deltas[0, INDEX[name]] == 0.0
+    assert deltas[0, INDEX["Resp"]] > 0  # RR 28 against 16
+    # no variant is run for them: the row itself + Resp + the 5 administrative columns
+    assert step.calls == [1 + 1 + len(ADMISSION)]
+
+
+def test_a_carried_value_is_replaced_at_its_age_in_every_member(shipped):
+    rt, memory = shipped
+    state = history(rt, [{"HR": 90, "Lactate": 4.8}, {"HR": 95}])
+    obs = row({"HR": 100, "Resp": 24}, 3)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
+    lactate = INDEX["Lactate"]
+    by_hand = state.copy()
+    by_hand[:, np.arange(5) * 291 + lactate] = NORMAL[lactate]  # the last value only: age and count kept
+    expected = rt.step(obs, elapsed, state).risk[0] - rt.step(obs, elapsed, by_hand).risk[0]
+    assert deltas[0, lactate] != 0.0 and deltas[0, lactate] == pytest.approx(expected, abs=1e-6)
+    # its age is what the step will read after this hour: measured at hour 1, read at hour 3
+    assert latest_ages(obs, elapsed, state, memory)[0, lactate] == pytest.approx(2.0)
+    assert latest_ages(obs, elapsed, state, memory)[0, INDEX["HR"]] == 0.0
+
+
+def test_septic_shock_hypotension_and_tachycardia_raise_the_risk(shipped):
+    rt, memory = shipped
+    risk, deltas, top = explain_last_hour(rt, memory, [
+        {**NORMAL_VITALS, "HR": 95},
+        {"HR": 108, "MAP": 70, "Resp": 22, "Temp": 38.2},
+        {"Lactate": 6.8, "WBC": 23, "Creatinine": 2.6, "Platelets": 85, "pH": 7.22, "HCO3": 16,
+         "Bilirubin_total": 2.4},
+        {"HR": 126, "O2Sat": 92, "Temp": 38.9, "SBP": 77, "MAP": 56, "DBP": 45, "Resp": 31},
+    ])
+    assert risk > rt.threshold
+    for name in ("HR", "SBP", "MAP", "Temp", "Resp", "WBC", "Creatinine", "Platelets"):
+        assert deltas[INDEX[name]] > 0, name
+    assert top[0]["feature"] == "Temp" and top[0]["system"] != "administrative"
+    assert all(c["system"] != "administrative" for c in top)
+    # measured on sepsis-cfc/3 (CPU): Temp +3.7, Lactate -2.8, Resp +2.1, WBC +1.8, DBP +1.3 points.
+    # Lactate 6.8 (an hour old) lowers the risk against a normal 1.0: that is the model itself,
+    # which moves the wrong way on lactate in a third of patients (results/sepsis/plausibility/).
+    assert deltas[INDEX["Lactate"]] < 0
+    assert {c["feature"]: c["hours_since"] for c in top}["Lactate"] == 1.0
+
+
+def test_isolated_fever_is_the_reason(shipped):
+    rt, memory = shipped
+    risk, deltas, top = explain_last_hour(rt, memory, [
+        NORMAL_VITALS, NORMAL_LABS, {**NORMAL_VITALS, "Temp": 39.3}])
+    assert top[0]["feature"] == "Temp" and top[0]["value"] == 39.3 and top[0]["delta"] > 0.005
+    # every other clinical value is near its reference: each moves the risk by under a point
+    others = np.abs(np.delete(deltas[:34], INDEX["Temp"]))
+    assert others.max() < 0.01
+
+
+def test_a_healthy_post_operative_patient_has_only_small_reasons(shipped):
+    rt, memory = shipped
+    risk, deltas, top = explain_last_hour(rt, memory, [
+        NORMAL_VITALS, NORMAL_LABS, {**NORMAL_VITALS, "HR": 82, "MAP": 84}])
+    assert risk < rt.threshold
+    assert np.abs(deltas[:34]).max() < 0.002  # no clinical value moves the risk by 0.2 points
+    assert all(abs(c["delta"]) < 0.005 for c in top)
 
 
 def test_withholding_the_only_measurement_of_a_row_holds_the_previous_risk(shipped):
@@ -287,7 +407,37 @@ def test_withholding_the_only_measurement_of_a_row_holds_the_previous_risk(shipp
     obs = row({"HR": 135, "Age": 60}, 2)[None]  # HR is the only vital or lab posted
     elapsed = np.ones((1, 1), np.float32)
     risk = rt.step(obs, elapsed, previous.next_state).risk[0]
-    deltas = withheld_deltas(rt._run, obs, elapsed, previous.next_state, memory=memory)
+    deltas = withheld_deltas(rt._run, obs, elapsed, previous.next_state, memory=memory, baseline="missing")
     # sepsis-cfc/3 holds its risk on a row without a vital or lab: the delta is the change since then
     assert deltas[0, INDEX["HR"]] == pytest.approx(risk - previous.risk[0], abs=1e-6)
     assert deltas[0, INDEX["HR"]] != 0.0
+
+
+def test_not_measured_for_long_is_a_reason_of_its_own(shipped):
+    rt, memory = shipped
+    # platelets 30 h ago, WBC 2 h ago, lactate never; HR every hour
+    hours = [{**ADMISSION, "HR": 90, "Platelets": 80}] + [{**ADMISSION, "HR": 95}] * 27 + \
+            [{**ADMISSION, "HR": 100, "WBC": 15}, {**ADMISSION, "HR": 105}]
+    state = history(rt, hours)
+    obs = row({**ADMISSION, "HR": 110, "Resp": 26}, len(hours) + 1)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    ages = latest_ages(obs, elapsed, state, memory)[0]
+    assert (ages[INDEX["Platelets"]], ages[INDEX["WBC"]]) == (30.0, 2.0) and np.isnan(ages[INDEX["Lactate"]])
+    step = CountingStep(rt._run)
+    deltas = unmeasured_deltas(step, obs, elapsed, state, memory=memory)
+    as_posted = rt.step(obs, elapsed, state).risk[0]
+    for name in ("Lactate", "Platelets"):  # never, and longer than 24 h ago: against the reference measured now
+        now = obs.copy()
+        now[0, INDEX[name]] = NORMAL[INDEX[name]]
+        assert deltas[0, INDEX[name]] == pytest.approx(as_posted - rt.step(now, elapsed, state).risk[0], abs=1e-6)
+        assert deltas[0, INDEX[name]] != 0.0
+    # recent (WBC), posted now (HR, Resp) and administrative columns: 0, no variant
+    for name in ("WBC", "HR", "Resp", "Age", "HospAdmTime", "ICULOS"):
+        assert deltas[0, INDEX[name]] == 0.0
+    never_or_stale = 34 - 2 - 1  # every vital and lab but the two posted and the recent WBC
+    assert step.calls == [1 + never_or_stale]
+    top = top_contributions(deltas[0], latest_values(obs, state, memory)[0], k=40, ages_row=ages)
+    shown = {c["feature"]: (c["value"], c["hours_since"]) for c in top}
+    assert shown["Platelets"] == (80.0, 30.0) and shown["Lactate"] == (None, None)
+    with pytest.raises(ValueError, match="memory"):
+        unmeasured_deltas(rt._run, obs, elapsed, state, memory=None)

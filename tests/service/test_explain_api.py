@@ -1,6 +1,6 @@
 """Contributions (issue 14 item 3): every scored observation carries its top inputs, stored with it
 and with the alarm it raised, equal to a direct computation of "risk as posted minus risk with the
-variable withheld" on the fixture's numpy reference; SEPSIS_EXPLAIN=off stores null; the cost is
+value replaced by its clinical reference" on the fixture's numpy reference; SEPSIS_EXPLAIN=off stores null; the cost is
 on its own histogram. PatientDetail carries the bedside context at the service clock's now."""
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from models.card import FEATURES
+from models.explain import LEAD_FLOOR
+from models.reference import NORMAL, REFERENCES
 from models.operating_points import load_operating_points, risk_in_words
 from models.testing import fixture_weights, reference_step
 from tests.service.conftest import STATE_SIZE, T0, client_for, hdr, obs
@@ -26,7 +28,9 @@ ROWS = [(0.0, {"HR": 88.0, "MAP": 74.0, **DEMOGRAPHICS}),
 
 def expected_contributions(rows, k: int = 5) -> list[list[dict]]:
     """Independently of the service and of models/explain.py: step the fixture's numpy reference,
-    and for each posted variable rerun the same pre-step state with that value missing."""
+    and for each posted variable rerun the same pre-step state with that value replaced by its
+    normal reference (models/reference_values.csv; missing for the administrative columns, which
+    have none). Clinical values moving the risk by LEAD_FLOOR or more come first."""
     weights = fixture_weights(STATE_SIZE, 0)
     state = np.zeros((1, STATE_SIZE), np.float32)
     demographics = {n: v for n, v in rows[0][1].items() if n in ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")}
@@ -40,15 +44,16 @@ def expected_contributions(rows, k: int = 5) -> list[list[dict]]:
         risk, next_state = reference_step(x, elapsed, state, weights)
         items = []
         for j in np.flatnonzero(~np.isnan(x[0])):
-            if j == ICULOS:
+            if j == ICULOS or x[0, j] == NORMAL[j]:
                 continue
             variant = x.copy()
-            variant[0, j] = np.nan
+            variant[0, j] = NORMAL[j]  # NaN for an administrative column
             without, _ = reference_step(variant, elapsed, state, weights)
             delta = round(float(risk[0, 0]) - float(without[0, 0]), 6)
             if delta != 0.0:
                 items.append({"feature": FEATURES[j], "value": float(x[0, j]), "delta": delta})
-        items.sort(key=lambda c: -abs(c["delta"]))
+        items.sort(key=lambda c: (REFERENCES[c["feature"]].system == "administrative" or abs(c["delta"]) < LEAD_FLOOR,
+                                  -abs(c["delta"])))
         out.append(items[:k])
         state, previous = next_state, hour
     return out

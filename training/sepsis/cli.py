@@ -145,10 +145,25 @@ def cmd_silence_drift(a) -> int:
 
 def cmd_export(a) -> int:
     from training.sepsis.export import export
+    from training.sepsis.plausibility import Gate, gate_applies
 
-    out = export(Path(a.checkpoint), Path(a.metrics), Path(a.out), a.name, a.version)
+    gate = None
+    if gate_applies(a.plausibility_gate, Path(a.out)):
+        if a.plausibility_data is None:
+            print("error: the plausibility gate needs --plausibility-data ARCHIVE (validation split); "
+                  "--plausibility-gate off skips it, e.g. for a fixture model", file=sys.stderr)
+            return 2
+        gate = Gate(Path(a.plausibility_data), split_seed=a.split_seed, max_stays=a.plausibility_stays,
+                    cache_dir=Path(a.cache_dir), record=Path(a.plausibility_out) if a.plausibility_out else None)
+    out = export(Path(a.checkpoint), Path(a.metrics), Path(a.out), a.name, a.version, gate=gate)
     print(f"exported {out}/model.onnx and {out}/model_card.json")
     return 0
+
+
+def cmd_plausibility(a) -> int:
+    from training.sepsis.plausibility import run_cli
+
+    return run_cli(a)
 
 
 def cmd_baseline(a) -> int:
@@ -244,7 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="models/<name>/<version>")
     p.add_argument("--name", default="sepsis-cfc")
     p.add_argument("--version", default="1")
+    p.add_argument("--plausibility-gate", choices=["auto", "on", "off"], default="auto",
+                   help="refuse a model whose risk moves against physiology (training/sepsis/plausibility.py); "
+                        "auto: on when --out is inside this repository's models/ folder")
+    p.add_argument("--plausibility-data", default=None, help="the archive whose validation split the gate reads")
+    p.add_argument("--plausibility-stays", type=int, default=1000, help="validation stays the gate probes")
+    p.add_argument("--plausibility-out", default=None, help="also write the gate's record (JSON + PNG) here")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=".cache/sepsis")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("plausibility", help="response curves of a shipped step: does the risk move the "
+                       "physiological way as one variable goes from normal to abnormal?")
+    p.add_argument("--model", dest="model_ref", metavar="MODEL", required=True,
+                   help="a model folder, or <name>/<version> of the registry (e.g. sepsis-cfc/3)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["validation", "test"], default="validation")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--max-stays", type=int, default=1000, help="random subset of the split (0: all its stays)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that subset")
+    p.add_argument("--explanations", type=int, default=200,
+                   help="also count clearly abnormal values explained as lowering the risk, on this many stays")
+    p.add_argument("--out", default=None, help="default results/sepsis/plausibility/<name>-<version>")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.set_defaults(func=cmd_plausibility)
     p = sub.add_parser("baseline", help="the boosting peer: LightGBM on the step's per-hour features")
     p.add_argument("--data", required=True)
     p.add_argument("--split-seed", type=int, default=0)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -92,8 +95,14 @@ def build_card(model: SepsisModel | SepsisEnsemble, name: str, version: str, run
     }
 
 
-def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: str) -> Path:
-    """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version."""
+def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: str,
+           gate: Callable[[Path], object] | None = None) -> Path:
+    """Write model.onnx and model_card.json into `out`; refuses to overwrite a shipped version.
+
+    `gate` (e.g. `training.sepsis.plausibility.Gate`) is called with a temporary folder holding the
+    exported step and card before anything reaches `out`; if it raises, nothing is written to `out`
+    and the error propagates (a model that fails the physiology check is never shipped).
+    """
     out = Path(out)
     if (out / "model.onnx").exists():
         raise FileExistsError(f"{out}/model.onnx exists: shipped versions are immutable, export a new version")
@@ -108,7 +117,20 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     from models.card import ModelCard  # validates the card against the registry's schema
 
     ModelCard.model_validate(card)
-    out.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out / "model.onnx")
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, folder / "model.onnx")
+        (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+
+    if gate is None:
+        write(out)
+        return out
+    # staged outside the registry, so a running service never lists a model still being checked
+    with tempfile.TemporaryDirectory(prefix="sepsis-export-") as tmp:
+        write(Path(tmp))
+        gate(Path(tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        for file in ("model_card.json", "model.onnx"):  # the registry lists a folder once both exist
+            shutil.move(Path(tmp) / file, out / file)
     return out
