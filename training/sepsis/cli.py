@@ -166,15 +166,24 @@ def cmd_evaluate_onnx(a) -> int:
     from training.sepsis.evaluate_onnx import evaluate_onnx
     from training.sepsis.splits import patient_split
 
+    say(f"loading the model {a.model}")
     runtime = StepRuntime.open(Path(a.model), device=a.device)
+    say(f"loading the stays from {a.data} (parsed on the first run, then from {a.cache_dir})")
     cohort = load_cohort(a.data, cache_dir=Path(a.cache_dir))
     if a.split != "all":
         split = patient_split(cohort, seed=a.split_seed)
         cohort = cohort.subset(getattr(split, a.split))
+    say(f"{len(cohort):,} stays ({a.split} split), {len(cohort.values):,} hours, through ONNX Runtime "
+        f"({runtime.provider}); predictions and metrics.json to {a.out}")
     result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed)
     print(json.dumps({k: result[k] for k in ("model", "version", "provider", "stays", "rows", "auroc", "auprc", "utility")
                       if k in result}, default=float))
     return 0
+
+
+def say(line: str) -> None:
+    """What a long command is doing now, on stderr beside its progress bars (stdout keeps the results)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_operating_points(a) -> int:
