@@ -41,6 +41,7 @@ demo: install
 # the service alone (SQLite file under .cache/service/, the default shipped model); keys with
 # `.venv/bin/python -m service keys create --role admin`
 serve: install
+	@echo ">>> the service on http://127.0.0.1:$(PORT) (API docs at /docs); a key: $(BIN)/python -m service keys create --role admin; Ctrl-C stops it"
 	$(BIN)/python -m service --host 127.0.0.1 --port $(PORT)
 
 # a few minutes of real sepsis training on the CPU; test-split metrics printed, files under runs/demo/
