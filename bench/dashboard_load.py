@@ -118,7 +118,7 @@ def bench_pages(url: str, repeats: int) -> dict:
 
 
 def bench_browser(url: str, repeats: int, workdir: Path) -> dict | str:
-    from dashboard.browser import Browser, find_chromium
+    from devtools.browser import Browser, find_chromium
 
     if find_chromium() is None:
         return "skipped: chromium is not installed"

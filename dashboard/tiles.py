@@ -1,5 +1,5 @@
 """Pure HTML for the ward tiles: one card per patient with a risk sparkline (inline SVG), so the
-whole ward is one element for the browser to draw instead of hundreds of charts."""
+browser draws small HTML elements instead of hundreds of charts."""
 from __future__ import annotations
 
 import base64
@@ -13,7 +13,6 @@ from dashboard.transforms import TileLook, WardRow, fmt_age, risk_axis_top
 # threshold (transforms.COLOUR_RULE says which).
 CSS = """
 <style>
-.ward{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px;font-family:sans-serif}
 .tile{border:2px solid #c8d1dc;border-radius:8px;padding:8px 10px;background:#f7f9fb;color:#1b2733;text-decoration:none}
 .tile a{color:inherit;text-decoration:none}
 .tile .pid{font-weight:600;font-size:0.95em}
@@ -121,7 +120,3 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
 def legend_html(rule: list[tuple[str, str]]) -> str:
     return '<div class="legend">' + "".join(f'<span><span class="sw {css}"></span>{escape(words)}</span>'
                                             for css, words in rule) + "</div>"
-
-
-def ward_html(tiles: list[str]) -> str:
-    return CSS + '<div class="ward">' + "".join(tiles) + "</div>"

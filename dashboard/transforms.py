@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 
@@ -253,10 +252,6 @@ def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[s
     rate = [r / d if d > 0 else None for r, d in zip(raised, days)]
     return name, pd.DataFrame({"start": starts, "alarms": raised, "patient_days": days, "alarms_per_patient_day": rate},
                               columns=cols)
-
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 # -- words and numbers for the screen ------------------------------------------------------------

@@ -4,13 +4,13 @@ from models.card import FEATURES, ModelCard, ModelCardError, load_card
 
 __all__ = ["FEATURES", "ModelCard", "ModelCardError", "load_card", "StepRuntime", "StepResult",
            "ModelContractError", "ModelInputError", "ModelInfo", "ModelNotFoundError", "list_models",
-           "resolve", "MODELS_ROOT"]
+           "resolve"]
 
 _LAZY = {
     "StepRuntime": "models.runtime", "StepResult": "models.runtime",
     "ModelContractError": "models.runtime", "ModelInputError": "models.runtime",
     "ModelInfo": "models.registry", "ModelNotFoundError": "models.registry",
-    "list_models": "models.registry", "resolve": "models.registry", "MODELS_ROOT": "models.registry",
+    "list_models": "models.registry", "resolve": "models.registry",
 }
 
 

@@ -29,11 +29,6 @@ def models_root() -> Path:
     return Path(env).expanduser() if env else PACKAGE_DIR
 
 
-# The root as it was when this module was imported; prefer models_root() in code that may run
-# after the environment changes.
-MODELS_ROOT = models_root()
-
-
 class ModelNotFoundError(LookupError):
     """No model matches the requested name/version; the message lists what the registry holds."""
 

@@ -8,7 +8,12 @@ long as the demo runs, stays admitted staggered, discharged at their end (outcom
 discharged_at) and followed by the next stay under a fresh id. The feed runs faster than real time
 (--speed) in the past, so the service runs with the simulated clock (SEPSIS_CLOCK=simulated):
 acknowledge, snooze and resolve are stamped with the feed's time, and a 60-minute snooze holds
-for 60 data minutes. The ward is at http://127.0.0.1:8501/ward.
+for 60 data minutes. The ward is at http://127.0.0.1:8501/ward. Files (database, logs) go to
+runs/demo/ward/ (git-ignored; `make clean` removes it).
+
+The children run in their own process groups, so Ctrl-C reaches this script alone, which stops
+them once and together: a terminal's Ctrl-C would otherwise reach them too and this script's own
+stop would be a second signal, which uvicorn takes as "exit now" (cancelling its shutdown).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +57,13 @@ def main() -> int:
         print(f"error: --data {a.data}: no such file (the PhysioNet 2019 archive)", file=sys.stderr)
         return 2
 
-    work = ROOT / ".cache" / "demo"
+    # something else answering on a port would pass our readiness checks in our processes' place
+    for port, make_var, flag in ((a.port, "PORT", "--port"), (a.dashboard_port, "DASHBOARD_PORT", "--dashboard-port")):
+        if port_in_use(port):
+            print(f"error: port {port} is already in use; stop what runs there or choose another: "
+                  f"make demo {make_var}=... (scripts/demo.py {flag} ...)", file=sys.stderr)
+            return 2
+    work = ROOT / "runs" / "demo" / "ward"
     shutil.rmtree(work, ignore_errors=True)  # a fresh ward each time: replays restart the same stays
     work.mkdir(parents=True)
     keys = {role: f"demo-{role}-{secrets.token_urlsafe(12)}" for role in ROLES}
@@ -59,45 +71,34 @@ def main() -> int:
     env = {**os.environ, "SEPSIS_DB_URL": f"sqlite:///{work / 'sepsis.db'}",
            "SEPSIS_BOOTSTRAP_KEYS": ",".join(f"{r}:{k}" for r, k in keys.items()),
            "SEPSIS_API_URL": url, "SEPSIS_API_KEY": keys["clinician"], "SEPSIS_CLOCK": "simulated"}
-    try:  # another service already answering here would pass our readiness check
-        httpx.get(f"{url}/health", timeout=1)
-        print(f"error: something already answers on port {a.port}; stop it or pass --port", file=sys.stderr)
-        return 2
-    except httpx.HTTPError:
-        pass
     procs: list[subprocess.Popen] = []
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(a.port)],
-                                      cwd=ROOT, env=env))
+                                      cwd=ROOT, env=env, start_new_session=True))
         try:
             wait_for(f"{url}/ready", procs[0])
         except (RuntimeError, TimeoutError) as err:
             raise SystemExit(f"the service did not come up: {err}; see its log above") from None
+        print(f"replay: loading {a.stays} stays of the test split from {a.data} (parsed on the first run, "
+              f"cached after); first patients on the ward in ~30 s", flush=True)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "training.sepsis.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
              "--speed", str(a.speed), "--limit", str(a.stays), "--ward", str(a.beds),
              "--duration", str(a.hours * 3600), "--format", a.format,
              "--split", "test"],  # stays the shipped model never saw, so the performance page is honest
-            cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT))
-        # --- dashboard section (the dashboard's launch goes here) ---
+            cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
         dashboard_url = f"http://127.0.0.1:{a.dashboard_port}/ward"
-        try:  # something else on the port would answer the health check in our dashboard's place
-            httpx.get(dashboard_url, timeout=1)
-            raise SystemExit(f"port {a.dashboard_port} is already in use: pass --dashboard-port")
-        except httpx.HTTPError:
-            pass
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "dashboard", "--host", "127.0.0.1", "--port", str(a.dashboard_port)],
             cwd=ROOT, env={**env, "SEPSIS_DASHBOARD_API_URL": url, "SEPSIS_DASHBOARD_API_KEY": keys["clinician"],
                            "SEPSIS_DASHBOARD_REFRESH_S": "5"},
-            stdout=open(work / "dashboard.log", "w"), stderr=subprocess.STDOUT))
+            stdout=open(work / "dashboard.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         try:
             wait_for(f"http://127.0.0.1:{a.dashboard_port}/_stcore/health", procs[-1])
         except (RuntimeError, TimeoutError):
             print(f"warning: the dashboard did not come up; see {work / 'dashboard.log'}", file=sys.stderr)
             dashboard_url = None
-        # --- end of dashboard section ---
         print("\nSepsis monitoring demo is up:")
         print(f"  API and docs   {url}/docs   (metrics {url}/metrics with the admin key)")
         if dashboard_url:
@@ -106,21 +107,58 @@ def main() -> int:
               f"{a.speed:g}x ({a.format}), on the service's simulated clock, log {work / 'replay.log'}")
         for role, key in keys.items():
             print(f"  {role:9} key    {key}")
-        print("Ctrl-C stops everything.\n")
-        while all(p.poll() is None for p in procs[:1]):
+        print(f"  try            curl -H 'X-API-Key: {keys['viewer']}' {url}/ward")
+        print("Ctrl-C stops everything.\n", flush=True)
+        up, first = time.monotonic(), False
+        while procs[0].poll() is None:
+            if not first and on_ward(url, keys["viewer"]):
+                first = True
+                print(f"first patients on the ward, {time.monotonic() - up:.0f} s after 'up'", flush=True)
             time.sleep(1)
         return procs[0].returncode or 0
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in procs:
+        stop_all(procs)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def on_ward(url: str, key: str) -> bool:
+    try:
+        r = httpx.get(f"{url}/ward", headers={"X-API-Key": key}, timeout=2)
+        return r.status_code == 200 and r.json()["patients"]["on_ward"] > 0
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def stop_all(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """One SIGINT to each child at once (they stop in parallel), then wait for all under one
+    deadline; whatever is still running after it is killed."""
+    running = [p for p in procs if p.poll() is None]
+    if not running:
+        return
+    print("stopping the replay, the dashboard and the service ...", flush=True)
+    began = time.monotonic()
+    for proc in running:
+        proc.send_signal(signal.SIGINT)
+    deadline = began + grace_s
+    try:
+        for proc in running:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(f"warning: {' '.join(proc.args[1:3])} did not stop within {grace_s:g} s: killed", file=sys.stderr)
                 proc.kill()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting (the children are in their own process groups)
+        for proc in running:
+            proc.kill()
+    for proc in running:
+        proc.wait()
+    print(f"stopped in {time.monotonic() - began:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from dashboard.browser import Browser, find_chromium
+from devtools.browser import Browser, find_chromium
 from devtools.processes import free_port, start_dashboard, stop
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,

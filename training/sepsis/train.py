@@ -132,11 +132,14 @@ def record_row(row: dict) -> dict:
             "seconds": row["seconds"]}
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, say=lambda line: None) -> dict:
+    """`say` hears, before each phase, what the run is about to do (the demo prints it)."""
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    say(f"loading the stays from {cfg.data} (parsed on the first run, then from {cfg.cache_dir})")
     cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
+    say("preparing: patient split, normalisation and quantile bins from the training stays, tensors")
     split = make_split(cohort, cfg)
     train_idx, val_idx, test_idx = split.train, split.val, split.test
     if cfg.max_train_stays:
@@ -155,6 +158,7 @@ def train(cfg: TrainConfig) -> dict:
     def report(row: dict) -> None:
         print(json.dumps({"run": cfg.run_name, **record_row(row)}), flush=True)
 
+    say(f"training {len(train_idx):,} stays, validating on {len(val_idx):,} after each epoch")
     fitted = fit(model, StayBatches(tensors, train_idx, cfg, rng), StaySet(tensors, val_idx), cfg.loop, objective,
                  ckpt_dir, export_best=lambda m: m.to_checkpoint(), on_epoch=report)
     history = [record_row(row) for row in fitted.history]
@@ -163,6 +167,7 @@ def train(cfg: TrainConfig) -> dict:
     set_cfc_impl(model, cfg.cfc_impl)
     from training.sepsis.evaluate import evaluate_run  # after training: plots and test metrics
 
+    say(f"evaluating the best epoch: threshold on validation, metrics on the {len(test_idx):,} test stays, plots")
     result = evaluate_run(model, cohort, tensors, val_idx, test_idx, cfg)
     if objective.hourly:
         from training.sepsis.silence import silence_drift

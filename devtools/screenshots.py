@@ -1,4 +1,4 @@
-"""`python -m dashboard.screenshots --url http://127.0.0.1:8501 --out docs/`: a PNG of each page of
+"""`python -m devtools.screenshots --url http://127.0.0.1:8501 --out docs/`: a PNG of each page of
 a running dashboard (use a stack fed by the replay, e.g. `make demo`), for the README."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboard.browser import Browser, BrowserError
+from devtools.browser import Browser, BrowserError
 
 # The ward has its own address (/ward; the root forwards there). (page path, file, window height, what must be on screen before the shot)
 PAGES = [
@@ -20,7 +20,7 @@ PAGES = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m devtools.screenshots", description=__doc__)
     p.add_argument("--url", default="http://127.0.0.1:8501")
     p.add_argument("--out", default="docs")
     p.add_argument("--patient", default=None, help="patient id for the patient page (default: highest risk)")
