@@ -17,6 +17,7 @@ from service import schemas
 from service.api import ROUTERS
 from service.config import Settings
 from service.errors import ServiceError, first_problems
+from service.gate import Gate
 from service.services import Services
 
 log = logging.getLogger("service")
@@ -90,46 +91,6 @@ def _install_error_handlers(app: FastAPI, metrics_of) -> None:
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); nothing was stored"}, status_code=500)
 
 
-class _BodyLimitMiddleware:
-    """Answers 413 for a body over `limit` bytes before anything parses it (a declared
-    Content-Length at once, a chunked body as soon as it passes the limit); below the limit the
-    body is handed on unchanged."""
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left: let the app see it
-                chunks = None
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                return await self._refuse(send)
-            if not message.get("more_body", False):
-                break
-        pending = [message if chunks is None else {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def replay():
-            return pending.pop() if pending else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send):
-        reason = f"the body is larger than {self.limit} bytes (SEPSIS_MAX_BODY_BYTES)"
-        await JSONResponse({"detail": f"request too large: {reason}", "errors": [{"field": "body", "reason": reason}],
-                            "error_count": 1}, status_code=413)({"type": "http"}, None, send)
-
-
 class _LatencyMiddleware:
     """Pure ASGI (cheaper than BaseHTTPMiddleware): request latency by route template and status."""
 
@@ -184,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = app.state.services
         return services.metrics if services is not None else None
 
-    app.add_middleware(_BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(Gate, router=app.router, services_of=lambda: app.state.services, limit=settings.max_body_bytes)
     app.add_middleware(_LatencyMiddleware, metrics_of=metrics_of)
     _install_error_handlers(app, metrics_of)
     for router in ROUTERS:
