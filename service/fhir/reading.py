@@ -3,6 +3,7 @@ FHIRPath-like expression. Pure: bytes in, resources or problems out."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -45,13 +46,50 @@ def media_type_ok(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() in MEDIA_TYPES
 
 
+# Only a \\uD800-\\uDFFF escape can put a lone surrogate in a decoded string (raw bytes of one are
+# not UTF-8 and fail to decode); a body without one is not walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate: not a character, and no answer could echo it
+        return True
+    return False
+
+
+def lone_surrogate_at(value: object, where: str) -> str | None:
+    """Where the first string or key holding a lone UTF-16 surrogate is, None when there is none."""
+    pending = [(value, where)]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, str) and _not_text(value):
+            return where
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _not_text(key):
+                    return f"{where} (a key)"
+                pending.append((item, f"{where}.{key[:40]}"))
+        elif isinstance(value, list):
+            pending += [(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return None
+
+
 def parse_json(body: bytes) -> object:
     """The body as JSON, or a 400 naming why it could not be read."""
     try:
-        return json.loads(body)
+        raw = json.loads(body)
     except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
         raise Refusal(400, [Problem("Bundle", f"the body is not JSON ({type(err).__name__}: {str(err)[:120]})",
                                     code="structure")]) from None
+    if _SURROGATE_ESCAPE.search(body):
+        root = raw.get("resourceType") if isinstance(raw, dict) else None
+        root = root if isinstance(root, str) and len(root) <= 40 and not _not_text(root) else "body"
+        if where := lone_surrogate_at(raw, root):
+            raise Refusal(400, [Problem(where, "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without its "
+                                               "pair), which is not a character", code="structure")])
+    return raw
 
 
 def _label(path: str, raw: dict) -> str:
