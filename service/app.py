@@ -91,6 +91,11 @@ def _install_error_handlers(app: FastAPI, metrics_of) -> None:
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); nothing was stored"}, status_code=500)
 
 
+# Labels are a bounded set: a method a client makes up is "other", a path no route has "unmatched"
+# (957 keyless requests with made-up methods grew each scrape from 20 KB to 1.8 MB).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
 class _LatencyMiddleware:
     """Pure ASGI (cheaper than BaseHTTPMiddleware): request latency by route template and status."""
 
@@ -116,7 +121,8 @@ class _LatencyMiddleware:
             if metrics is not None:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
-                metrics.request_latency.labels(scope["method"], path, str(status["code"])).observe(time.perf_counter() - start)
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                metrics.request_latency.labels(method, path, str(status["code"])).observe(time.perf_counter() - start)
                 if status["code"] >= 400:
                     metrics.rejected.labels(str(status["code"])).inc()
 
