@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from service.auth import ROLES, create_key, list_keys, revoke_key
-from service.config import Settings
+from service.config import Settings, SettingsError
 
 
 def _factory(settings: Settings):
@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
     args = parser.parse_args(argv)
-    settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     if args.command == "keys":
         factory = _factory(settings)
@@ -79,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    if settings.http not in ("auto", "h11", "httptools"):
-        print(f"error: SEPSIS_HTTP={settings.http!r}: use auto, h11 or httptools", file=sys.stderr)
-        return 2
     # uvicorn's workers re-import the app by name, so hand them the settings through the environment.
     os.environ["SEPSIS_DB_URL"] = settings.db_url
     if args.workers > 1:

@@ -13,7 +13,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import schemas
 from service.api import ROUTERS
 from service.config import Settings
 from service.errors import ServiceError, first_problems
@@ -129,8 +128,6 @@ class _LatencyMiddleware:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    if not 1 <= settings.max_batch_rows <= schemas.MAX_BATCH_ROWS:
-        raise ValueError(f"max_batch_rows must be 1 to {schemas.MAX_BATCH_ROWS}, got {settings.max_batch_rows}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
