@@ -47,9 +47,9 @@ def media_type_ok(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() in MEDIA_TYPES
 
 
-# Only a \\uD800-\\uDFFF escape can put a lone surrogate in a decoded string (raw bytes of one are
-# not UTF-8 and fail to decode); a body without one is not walked.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# What can put a lone surrogate in a decoded string: a \uD800-\uDFFF escape, or its UTF-8-like bytes
+# (ED A0-BF ..), which json.loads decodes with "surrogatepass"; a body with neither is not walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def _not_text(value: str) -> bool:

@@ -114,3 +114,13 @@ def test_a_surrogate_pair_is_a_character(client):
     fhir = _lone(_bundle({"resourceType": "Patient", "id": "s4", "name": [{"text": "@@"}]})).replace(
         LONE.encode(), b"\\ud83d\\ude00")
     assert client.post("/fhir", content=fhir, headers={**hdr(), "content-type": "application/fhir+json"}).status_code == 200
+
+
+def test_surrogate_bytes_are_refused_like_the_escape(client):
+    """json.loads reads a surrogate's UTF-8-like bytes (ED A0 80) as the same lone surrogate."""
+    raw = _lone(_observation(rid="@@")).replace(LONE.encode(), b"\xed\xa0\x80")
+    r = client.post("/fhir/Observation", content=raw, headers={**hdr(), "content-type": "application/fhir+json"})
+    assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Observation.id"], r.text
+    raw = _lone(obs("@@", 0, HR=80)).replace(LONE.encode(), b"\xed\xa0\x80")
+    r = client.post("/predict", content=raw, headers={**hdr(), "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "patient_id", r.text
