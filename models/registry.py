@@ -30,7 +30,12 @@ def models_root() -> Path:
 
 
 class ModelNotFoundError(LookupError):
-    """No model matches the requested name/version; the message lists what the registry holds."""
+    """No model matches the requested name/version; the message lists what the registry holds and
+    where it is, `public` the same without the server's paths (what an HTTP answer may show)."""
+
+    def __init__(self, message: str, public: str):
+        super().__init__(message)
+        self.public = public
 
 
 @dataclass(frozen=True)
@@ -87,14 +92,13 @@ def list_models(root: str | Path | None = None) -> list[ModelInfo]:
     return infos
 
 
-def _inventory(infos: list[ModelInfo], root: Path) -> str:
+def _inventory(infos: list[ModelInfo]) -> str:
     if not infos:
-        return f"the registry at {root} holds no models"
+        return "holds no models"
     by_name: dict[str, list[str]] = {}
     for info in infos:
         by_name.setdefault(info.name, []).append(info.version)
-    listed = "; ".join(f"{n} (versions {', '.join(v)})" for n, v in by_name.items())
-    return f"the registry at {root} holds: {listed}"
+    return "holds: " + "; ".join(f"{n} (versions {', '.join(v)})" for n, v in by_name.items())
 
 
 def resolve(name: str | None = None, version: str | int | None = None,
@@ -113,14 +117,19 @@ def resolve(name: str | None = None, version: str | int | None = None,
         broken = [p for p in problems if p.startswith(str(wanted) + os.sep)]
         if broken:
             raise ModelCardError(broken[0])
-        raise ModelNotFoundError(f"no model {name!r} version {version!r} ({wanted}); {_inventory(infos, root_path)}")
+        what = f"no model {name!r} version {version!r}"
+        raise ModelNotFoundError(f"{what} ({wanted}); the registry at {root_path} {_inventory(infos)}",
+                                 f"{what}; the registry {_inventory(infos)}")
     numeric = [i for i in candidates if i.version.isdigit()]
     if numeric:
         return max(numeric, key=lambda i: int(i.version))
     broken = [p for p in problems if p.startswith(str(root_path / name) + os.sep)]
-    detail = f" ({len(broken)} broken: {broken[0]})" if broken else ""
-    what = "no numbered version of" if candidates else "no model named"
-    raise ModelNotFoundError(f"{what} {name!r}{detail}; {_inventory(infos, root_path)}")
+    what = f"{'no numbered version of' if candidates else 'no model named'} {name!r}"
+    held = _inventory(infos)
+    if broken:
+        raise ModelNotFoundError(f"{what} ({len(broken)} broken: {broken[0]}); the registry at {root_path} {held}",
+                                 f"{what} ({len(broken)} broken); the registry {held}")
+    raise ModelNotFoundError(f"{what}; the registry at {root_path} {held}", f"{what}; the registry {held}")
 
 
 def format_table(infos: list[ModelInfo]) -> str:

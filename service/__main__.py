@@ -3,10 +3,13 @@ prints a new API key. Settings come from SEPSIS_* environment variables (service
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 
 from service.auth import ROLES, create_key, list_keys, revoke_key
-from service.config import Settings
+from service.config import Settings, SettingsError
 
 
 def _factory(settings: Settings):
@@ -15,6 +18,22 @@ def _factory(settings: Settings):
     engine = make_engine(settings.db_url)
     migrate(engine)
     return sessions(engine)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics():
+    """Each worker counts in its own process: metrics go to files in a folder that /metrics sums
+    (service/metrics.py). A fresh folder per start, so a previous run's counts are not summed in,
+    removed when the server stops; a folder given in PROMETHEUS_MULTIPROC_DIR is the caller's, kept."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="sepsis-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
     args = parser.parse_args(argv)
-    settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     if args.command == "keys":
         factory = _factory(settings)
@@ -48,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"revoked key {args.id}")
         return 0
 
-    import os
-
     import uvicorn
 
     from models.card import ModelCardError
@@ -62,26 +83,18 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    if settings.http not in ("auto", "h11", "httptools"):
-        print(f"error: SEPSIS_HTTP={settings.http!r}: use auto, h11 or httptools", file=sys.stderr)
-        return 2
     # uvicorn's workers re-import the app by name, so hand them the settings through the environment.
     os.environ["SEPSIS_DB_URL"] = settings.db_url
     if args.workers > 1:
-        # Each worker counts in its own process: metrics go to files that /metrics sums (service/metrics.py).
-        # A fresh folder per start, so a previous run's counts are not summed in.
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            import tempfile
-
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sepsis-metrics-")
         # Migrate and seed once here, so the workers do not race each other doing it.
         from service.auth import seed_keys
 
         factory = _factory(settings)
         if settings.bootstrap_keys:
             seed_keys(factory, settings.bootstrap_keys)
-        uvicorn.run("service.asgi:app", host=settings.host, port=settings.port, workers=args.workers,
-                    http=settings.http, log_level="warning")
+        with _multiprocess_metrics():
+            uvicorn.run("service.asgi:app", host=settings.host, port=settings.port, workers=args.workers,
+                        http=settings.http, log_level="warning")
     else:
         from service.app import create_app
 

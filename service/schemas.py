@@ -10,7 +10,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from pydantic_core import PydanticCustomError
 
-from service.ranges import DERIVED, FEATURES, check_value
+from service.ranges import BINARY, DERIVED, FEATURES, LIMITS, check_value
 
 
 def field_problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
@@ -52,8 +52,17 @@ def _sane_time(value: dt.datetime) -> dt.datetime:
     return value
 
 
+# What the two validators above accept, for the published schema: a year from 1900 to 2199 and a
+# zone (the range is checked on the UTC instant too, which a pattern cannot say: 1900-01-01T00:30+01:00
+# matches it and is refused).
+TIME_PATTERN = (r"^(19|20|21)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):[0-5]\d"
+                r"(:[0-5]\d([.,]\d+)?)?([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)$")
 Timestamp = Annotated[dt.datetime, BeforeValidator(_iso_string), AfterValidator(_sane_time),
-                      Field(description=f"ISO 8601 with a zone, e.g. 2024-05-01T08:00:00Z; {TIME_RANGE}")]
+                      Field(description=f"ISO 8601 with a zone, e.g. 2024-05-01T08:00:00Z; {TIME_RANGE}",
+                            json_schema_extra={"pattern": TIME_PATTERN})]
+
+
+NO_NUL_PATTERN = "^[^\\u0000]*$"  # what _no_nul enforces, as the published schema says it
 
 
 def _no_nul(value: str) -> str:
@@ -65,7 +74,8 @@ def _no_nul(value: str) -> str:
 def Text(max_length: int, min_length: int = 0):  # noqa: N802  (a type factory)
     """Free text a person types: bounded and without NUL, which PostgreSQL cannot store (pydantic
     itself refuses lone surrogates)."""
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_no_nul)]
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_no_nul),
+                     Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
 
 
 def _not_bool(value):
@@ -94,7 +104,10 @@ class Observation(_In):
         max_length=len(FEATURES),
         description="Any subset of the PhysioNet 2019 variable names (PhysioNet units); omit what was not measured. "
                     "ICULOS is derived by the service.",
-        examples=[{"HR": 97, "MAP": 75.3, "Temp": 38.1}])
+        examples=[{"HR": 97, "MAP": 75.3, "Temp": 38.1}],
+        json_schema_extra={"additionalProperties": False, "properties": {
+            name: {"type": "number", **({"enum": [0, 1]} if name in BINARY else {"minimum": lim.low, "maximum": lim.high}),
+                   "description": lim.unit} for name, lim in LIMITS.items() if name not in DERIVED}})
 
     @field_validator("vitals")
     @classmethod
@@ -292,6 +305,11 @@ class PatientDetail(PatientSummary):
 
 
 class OutcomeIn(_In):
+    # the rule of _onset_iff_sepsis below, as the published schema says it
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"properties": {"outcome": {"const": "sepsis"}, "onset_time": {"type": "string"}}, "required": ["onset_time"]},
+        {"properties": {"outcome": {"const": "no_sepsis"}, "onset_time": {"type": "null"}}}]})
+
     outcome: Literal["sepsis", "no_sepsis"] = Field(description="sepsis (give onset_time) or discharged without sepsis")
     onset_time: Timestamp | None = None
     discharged_at: Timestamp | None = None

@@ -24,18 +24,43 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key; its role decides what it may do")
 
 
+# Where service/gate.py leaves the (key, role) it checked before the body was read.
+VERIFIED = "verified_key"
+
+
+def check_key(verifier, key: str | None, permission: str) -> str:
+    """The role of `key` if it holds `permission`; else Unauthorized (401) or Forbidden (403)."""
+    if not key:
+        raise Unauthorized("missing X-API-Key header")
+    role = verifier.role_of(key)
+    if role is None:
+        raise Unauthorized("unknown or revoked API key")
+    if permission not in GRANTS[role]:
+        raise Forbidden(f"role {role!r} may not do this; it needs a key with the {permission!r} permission")
+    return role
+
+
 def require(permission: str):
     """A dependency that admits a key whose role holds `permission` and returns that role."""
-    def check(services: ServicesDep, x_api_key: Annotated[str | None, Security(API_KEY)] = None) -> str:
-        if not x_api_key:
-            raise Unauthorized("missing X-API-Key header")
-        role = services.keys.role_of(x_api_key)
-        if role is None:
-            raise Unauthorized("unknown or revoked API key")
-        if permission not in GRANTS[role]:
-            raise Forbidden(f"role {role!r} may not do this; it needs a key with the {permission!r} permission")
-        return role
+    def check(request: Request, services: ServicesDep,
+              x_api_key: Annotated[str | None, Security(API_KEY)] = None) -> str:
+        verified = request.scope.get("state", {}).get(VERIFIED)
+        if verified and verified[0] == x_api_key:
+            return verified[1]
+        return check_key(services.keys, x_api_key, permission)
+    check.permission = permission
     return check
+
+
+def key_permission(route) -> str | None:
+    """The permission a route's key needs (a `require` among its dependencies), None for an open route."""
+    pending = list(getattr(getattr(route, "dependant", None), "dependencies", ()))
+    while pending:
+        dep = pending.pop()
+        if hasattr(dep.call, "permission"):
+            return dep.call.permission
+        pending += dep.dependencies
+    return None
 
 
 Ingest = Depends(require("ingest"))

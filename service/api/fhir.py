@@ -114,7 +114,7 @@ def post_bundle(services: ServicesDep, body: Body):
     try:
         if body is None:
             raise _UNSUPPORTED
-        kind, entries = read_bundle(parse_json(body))
+        kind, entries = read_bundle(parse_json(body), services.settings.max_batch_rows)
         mapped = map_entries(entries, CODES)
         results, created = store(services, mapped)
     except Refusal as err:

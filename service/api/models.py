@@ -2,6 +2,8 @@
 (admin, audited) with its progress, and their comparison on recorded outcomes."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends
 
 from service import audit, schemas
@@ -12,6 +14,7 @@ from service.shadow import compare
 from service.storage.db import read_only
 
 router = APIRouter(tags=["models"])
+log = logging.getLogger("service")
 
 
 def _out(m: Model) -> schemas.ModelOut:
@@ -38,7 +41,9 @@ def switch_model(body: schemas.ModelSwitchIn, services: ServicesDep, caller: Cal
     try:
         target = Model.load(services.settings, services.metrics, body.name, body.version, active=False)
     except (LookupError, ValueError) as err:  # not in the registry, or a broken card / graph
-        raise Invalid(f"cannot load model {body.name}:{body.version}: {err}",
+        log.warning("cannot load model %s:%s: %s", body.name, body.version, err)  # with its paths
+        why = getattr(err, "public", None) or f"its files are broken ({type(err).__name__}; the service log says where)"
+        raise Invalid(f"cannot load model {body.name}:{body.version}: {why}",
                       errors=[{"field": "version", "reason": f"no loadable model {body.name}:{body.version} in "
                                                              "the registry"}]) from None
     actor = audit.actor(caller, body.by)

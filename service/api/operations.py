@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import schemas
-from service.api.deps import API_KEY, Caller, ServicesDep, Viewer, errors, require
+from service.api.deps import API_KEY, Caller, ServicesDep, Viewer, check_key, errors
 from service.auth import GRANTS
 from service.storage.db import ping
 
@@ -25,7 +25,7 @@ BEARER = HTTPBearer(auto_error=False, description="an API key as a bearer token 
 def metrics_reader(services: ServicesDep, x_api_key: Annotated[str | None, Security(API_KEY)] = None,
                    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None) -> str:
     """The caller's role, if its key (X-API-Key, or a bearer token) holds the metrics permission."""
-    return require("metrics")(services, x_api_key or (bearer.credentials if bearer else None))
+    return check_key(services.keys, x_api_key or (bearer.credentials if bearer else None), "metrics")
 
 
 @router.get("/health")

@@ -72,7 +72,7 @@ def test_database_url_points_at_the_postgres_service(compose):
     url = urlparse(compose["services"]["service"]["environment"]["SEPSIS_DB_URL"])
     assert url.scheme == "postgresql+psycopg" and url.hostname == "postgres" and url.port == 5432
     assert (url.username, url.password, url.path.lstrip("/")) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
-    assert set(compose["services"]["service"]["environment"]) <= {f"SEPSIS_{f.upper()}" for f in Settings.__dataclass_fields__}
+    assert set(compose["services"]["service"]["environment"]) <= {f"SEPSIS_{f.upper()}" for f in Settings.model_fields}
 
 
 def test_prometheus_scrapes_the_service_metrics(compose):
