@@ -56,8 +56,9 @@ class AlarmPolicy:
     tiers: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
-            raise ValueError(f"threshold: {self.threshold!r} is not a risk in [0, 1]")
+        # above 1 is allowed: a threshold that never alarms (what "no threshold beats silence" chooses)
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and self.threshold >= 0.0):
+            raise ValueError(f"threshold: {self.threshold!r} is not a risk level >= 0")
         if self.rise_factor is not None and not (math.isfinite(self.rise_factor) and self.rise_factor > 1.0):
             raise ValueError(f"rise_factor: {self.rise_factor!r} must be above 1 (or None for no relative re-alert)")
         if self.lockout_hours is not None and not (math.isfinite(self.lockout_hours) and self.lockout_hours > 0):

@@ -102,7 +102,8 @@ def test_an_action_at_the_same_time_as_a_step_applies_after_it():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(threshold=1.5), "threshold"),
+    (dict(threshold=-0.1), "threshold"),
+    (dict(threshold=float("nan")), "threshold"),
     (dict(threshold=0.1, rise_factor=1.0), "rise_factor"),
     (dict(threshold=0.1, lockout_hours=0), "lockout_hours"),
     (dict(threshold=0.1, tiers=(0.3, 0.2)), "tiers"),
