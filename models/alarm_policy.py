@@ -76,11 +76,12 @@ class AlarmPolicy:
     def describe(self) -> str:
         parts = [f"alarm at risk >= {self.threshold:.4g}"]
         if self.rise_factor is not None:
-            parts.append(f"re-alert when the risk reaches {self.rise_factor:g}x the acknowledged risk")
+            parts.append(f"an acknowledged alarm re-alerts when the risk reaches {self.rise_factor:g}x the acknowledged risk")
         if self.lockout_hours is not None:
-            parts.append(f"or when it is still above the threshold {self.lockout_hours:g} h after the acknowledgement")
+            parts.append(f"an acknowledged alarm re-alerts when the risk is still above the threshold "
+                         f"{self.lockout_hours:g} h after the acknowledgement")
         if self.tiers:
-            parts.append("escalate at " + ", ".join(f"{t:.3g}" for t in self.tiers))
+            parts.append("escalates at " + ", ".join(f"{t:.3g}" for t in self.tiers))
         if len(parts) == 1:
             parts.append("an acknowledgement lasts the stay")
         return "; ".join(parts)

@@ -123,3 +123,10 @@ def test_bad_steps_and_actions_are_refused():
         alarm_events(AlarmPolicy(0.1), [0, 1], [0.1])
     with pytest.raises(ValueError, match="action kind"):
         Action(0, "snooze")
+
+
+def test_a_policy_says_what_it_does_in_words():
+    assert AlarmPolicy(0.034, rise_factor=None, lockout_hours=12).describe() == (
+        "alarm at risk >= 0.034; an acknowledged alarm re-alerts when the risk is still above the threshold "
+        "12 h after the acknowledgement")
+    assert AlarmPolicy(0.1, **SILENT_FOR_GOOD).describe() == "alarm at risk >= 0.1; an acknowledgement lasts the stay"

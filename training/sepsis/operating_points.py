@@ -526,7 +526,8 @@ episodes are {f.alarms_per_patient_day:.3f} per patient-day and keep {f.red_shar
 Test, read once: {default.test.policy_alarms_per_patient_day:.3f} alarms per patient-day, {default.test.policy_caught_in_window:.3f} caught.
 
 The sweep on validation (ward: every alarm acknowledged at once; each setting at its highest
-threshold catching {W.IN_WINDOW:g} of septic stays in the window):
+threshold catching {W.IN_WINDOW:g} of septic stays in the window; a setting missing here reaches that
+at no threshold of the sweep's grid):
 
 {sweep}
 
@@ -558,8 +559,10 @@ def readme(points: OperatingPoints, command: str, record: str, records: dict | N
 Thresholds chosen on the validation split ({s.get('validation_stays')} stays, {s.get('validation_hours')} hours),
 each then read once on the test split ({s.get('test_stays')} stays, {s.get('test_hours')} hours) for the record:
 {s.get('split')} of `{s.get('data')}`, the shipped ONNX step run through `models.runtime` ({s.get('provider')}).
-The model card's own threshold ({s.get('card_threshold')}) is not changed by this table; a unit may
-choose one of these points instead. Written by:
+The model card's own threshold ({s.get('card_threshold')}) is not changed by this table. A unit that
+chooses no point gets the default (in bold, `default_point` in the file); it may choose any other.
+The first figures are the challenge window's ([onset - 12 h, onset + 3 h]); "alarmed before onset"
+is the older, looser line. Written by:
 
 ```
 {command}
