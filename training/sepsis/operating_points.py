@@ -212,8 +212,14 @@ def policy_record(val: Scored, test: Scored, policy: AlarmPolicySettings, points
                            "silent_for_good": W.policy_row(split.labels, split.probs,
                                                            AlarmPolicy(p.threshold, **SILENT_FOR_GOOD))}
         at.append(entry)
+    # tiers were left out of the sweep: this measures what the stricter points as tiers would add
+    default = points.default()
+    tiers = tuple(sorted({p.threshold for p in points.points if p.threshold > default.threshold}))
+    with_tiers = policy.model_copy(update={"tiers": list(tiers)})
+    tier_check = [W.policy_row(val.labels, val.probs, s.at(default.threshold)) for s in (policy, with_tiers)]
     return {"policy": json.loads(policy.model_dump_json()), "in_window_target": W.IN_WINDOW, "bar": W.BAR,
-            "scenarios": W.__doc__.split("Ward scenarios:", 1)[1].strip(), "sweep_validation": rows, "points": at}
+            "scenarios": W.__doc__.split("Ward scenarios:", 1)[1].strip(), "sweep_validation": rows, "points": at,
+            "tiers_validation": tier_check}
 
 
 # ---------------------------------------------------------------- risk bands
@@ -337,6 +343,12 @@ def policy_tables(record: dict) -> str:
         lines.append(f"| {'off' if r['rise_factor'] is None else format(r['rise_factor'], 'g')} | "
                      f"{r['lockout_hours']:g} | {percent(r['threshold'])} | {a['alarms_per_patient_day']:.3f} | "
                      f"{_cell(a['caught_in_window'], '.3f')} | {bar(a)[0]} |")
+    for r in record.get("tiers_validation", []):
+        a = r["acknowledge_all"]
+        tiers = ", ".join(percent(t) for t in r["tiers"]) or "none"
+        lines.append(f"| {'off' if r['rise_factor'] is None else format(r['rise_factor'], 'g')} | "
+                     f"{r['lockout_hours']:g}, tiers: {tiers} | {percent(r['threshold'])} | "
+                     f"{a['alarms_per_patient_day']:.3f} | {_cell(a['caught_in_window'], '.3f')} | {bar(a)[0]} |")
     sweep = "\n".join(lines)
     lines = ["| point | split | policy | ward | alarms / patient-day | caught in window | "
              "dismissed early, risk doubled: new alarm in window | ...or one open when it began |",
@@ -527,7 +539,8 @@ Test, read once: {default.test.policy_alarms_per_patient_day:.3f} alarms per pat
 
 The sweep on validation (ward: every alarm acknowledged at once; each setting at its highest
 threshold catching {W.IN_WINDOW:g} of septic stays in the window; a setting missing here reaches that
-at no threshold of the sweep's grid):
+at no threshold of the sweep's grid; the last two rows: the chosen setting at the default threshold
+without and with the stricter points' thresholds as escalation tiers):
 
 {sweep}
 
