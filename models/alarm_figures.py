@@ -4,7 +4,8 @@ Pure functions on stays: each stay is its hours monitored, its alarm events (`mo
 raised, re-alert or escalation, each with when it stopped being open) and its outcome. Times are
 hours on any clock shared by a stay's alarms and its onset; `stay_from_timestamps` turns the
 service's datetimes into that. The offline table builds stays from hourly risks
-(`training.sepsis.operating_points`), the service from what it stored; both then call `figures`.
+(`training.sepsis.operating_points`); the service is to build them from what it stored
+(`stay_from_timestamps`) and call the same `figures`.
 
 Definitions:
 

@@ -2,8 +2,9 @@
 
 One pure function, `alarm_events(policy, steps, actions)`, replays a stay: its (time, risk) steps in
 time order and the ward's actions (acknowledge or dismiss at a time) -> every alarm event with its
-kind. The offline evaluation (`training.sepsis.alarm_policy_eval`) and the service run this same
-code; `simulate_ward` drives the same state machine with a scripted ward instead of recorded actions.
+kind. The offline evaluation (`training.sepsis.ward_simulation`) runs it, and the service is to run
+the same code; `simulate_ward` drives the same state machine with a scripted ward instead of
+recorded actions.
 
 States of a stay and what moves it (times in hours on one clock; risks in [0, 1]):
 

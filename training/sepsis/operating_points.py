@@ -3,7 +3,7 @@ on the test split for the record, the re-alert policy chosen with them, and risk
 risk its measured meaning.
 
 Every alarm figure is `models.alarm_figures`' (the one definition the service shows too), over
-the alarms of `models.alarm_policy` (the service's code): with nobody acting, one alarm per
+the alarms of `models.alarm_policy` (the code the service is to run): with nobody acting, one alarm per
 episode (a run of hours with risk >= threshold); with the re-alert policy, every alarm
 acknowledged at once (`training.sepsis.ward_simulation`). The utility is the challenge's.
 
@@ -528,7 +528,7 @@ def _policy_section(points: OperatingPoints, records: dict | None, record: str) 
     return f"""
 ## The re-alert policy and the default point
 
-An acknowledged or dismissed alarm comes back (`models.alarm_policy`, the service's code):
+An acknowledged or dismissed alarm comes back (`models.alarm_policy`, the code the service is to run):
 {pol.at(default.threshold).describe()}. Chosen {pol.chosen_by}.
 
 **Default: {default.label}, threshold {percent(default.threshold)}.** On validation, with every alarm

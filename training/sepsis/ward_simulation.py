@@ -1,5 +1,5 @@
 """A ward simulated offline: each stay's hourly risks through the alarm policy
-(`models.alarm_policy`, the service's code), a scripted ward acting on the alarms, and the figures
+(`models.alarm_policy`, the code the service is to run), a scripted ward acting on the alarms, and the figures
 of `models.alarm_figures` over the result.
 
 Hour t of a stay is time t; its onset is the first SepsisLabel hour + 6 (the challenge's clinical
