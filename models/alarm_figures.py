@@ -11,8 +11,8 @@ Definitions:
 
 - window: the challenge's [onset - 12 h, onset + 3 h], onset the clinical onset (the first
   SepsisLabel hour + 6 h offline; the recorded onset time in the service).
-- alarm: one event the ward is sent (a raised alarm, a re-alert, an escalation). Without ward
-  actions or tiers, one alarm is one episode: a run of steps with risk >= threshold.
+- alarm: one event the ward is sent (a raised alarm, a re-alert, an escalation). With no ward
+  action, no tiers and no lockout, one alarm is one episode: a run of steps with risk >= threshold.
 - true alarm: raised inside the window of a septic stay; false: any other alarm of a stay whose
   outcome is known; alarms of stays without an outcome are left out of the shares.
 - caught in time: a septic stay with an alarm raised inside its window, or raised before it and
@@ -39,7 +39,8 @@ AFTER_HOURS = 3.0
 DEFINITIONS = {
     "window": f"[onset - {BEFORE_HOURS:g} h, onset + {AFTER_HOURS:g} h], the challenge's; onset = first SepsisLabel hour + 6 h",
     "alarm": "one event the ward is sent: raised, re-alert or escalation (models.alarm_policy); with no ward "
-             "action and no tiers, one alarm per run of consecutive hours with risk >= threshold",
+             "action, no tiers and no lockout (the plain figures), one alarm per run of consecutive hours with "
+             "risk >= threshold",
     "caught_in_window": "share of septic stays with an alarm raised inside the window, or raised before it and "
                         "still open (not acknowledged, resolved or escalated) when it begins",
     "median_lead_time_in_window_hours": "onset minus the raise time of the earliest alarm that caught the stay in "

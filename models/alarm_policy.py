@@ -10,8 +10,9 @@ States of a stay and what moves it (times in hours on one clock; risks in [0, 1]
 
 - quiet -> open: a risk >= threshold raises an alarm ("raised").
 - open -> quiet: a risk below the threshold resolves it (the episode is over; nobody was told twice).
-- open -> open: a risk reaching a higher tier escalates it ("escalation: next tier"); the escalation
-  is a new event and closes the one it replaces.
+- open -> open: a risk reaching a higher tier escalates it ("escalation: next tier"); an alarm nobody
+  answered for `lockout_hours`, the risk still >= threshold, is sent again ("re-alert: lockout
+  ended"). Either is a new event and closes the one it replaces ("escalated").
 - open -> acknowledged: the ward acknowledges or dismisses it. The acknowledged risk is the latest
   risk at or before the action (what the ward saw); an action with no open alarm changes nothing.
 - acknowledged -> open, each a new event:
@@ -22,8 +23,10 @@ States of a stay and what moves it (times in hours on one clock; risks in [0, 1]
 - acknowledged -> quiet: the lockout ends with the risk below the threshold (the next rise is a new
   "raised").
 
-Acknowledgement is never forever unless the policy says so (`lockout_hours=None`, no rise factor
-and no tiers: the behaviour this replaced, kept as `SILENT_FOR_GOOD` for comparison).
+So no alarm is repeated within `lockout_hours` of the last one sent or acknowledged, and none stays
+quiet longer while the risk is above the threshold. Acknowledgement is never forever unless the
+policy says so (`lockout_hours=None`, no rise factor and no tiers: the behaviour this replaced, kept
+as `SILENT_FOR_GOOD` for comparison; with nobody acting it sends one alarm per episode).
 """
 from __future__ import annotations
 
@@ -155,6 +158,8 @@ class _Machine:
                 return None
             if p.tier(risk) > self.events[-1].tier:
                 return self._raise(t, risk, NEXT_TIER)
+            if p.lockout_hours is not None and t >= self.events[-1].time + p.lockout_hours:
+                return self._raise(t, risk, LOCKOUT_ENDED)  # nobody answered: send it again
             return None
         # acknowledged
         if p.tier(risk) > self.ref_tier:  # the stronger news first: a new tier, even if also doubled

@@ -79,7 +79,16 @@ def test_silent_for_good_is_the_behaviour_that_was_replaced():
     assert kinds(events) == [(0, RAISED)]
 
 
-def test_without_ward_action_each_episode_is_one_alarm():
+def test_an_alarm_nobody_answers_is_sent_again_when_its_lockout_ends():
+    risks = [0.12] * 30 + [0.05]
+    events = alarm_events(AlarmPolicy(0.1, rise_factor=None, lockout_hours=12), HOURS(risks), risks)
+    assert kinds(events) == [(0, RAISED), (12, LOCKOUT_ENDED), (24, LOCKOUT_ENDED)]
+    assert [(e.closed_at, e.closed_by) for e in events] == [(12, "escalated"), (24, "escalated"), (30, "resolved")]
+    # silent for good sends one alarm for the whole episode
+    assert kinds(alarm_events(AlarmPolicy(0.1, **SILENT_FOR_GOOD), HOURS(risks), risks)) == [(0, RAISED)]
+
+
+def test_without_ward_action_each_episode_shorter_than_the_lockout_is_one_alarm():
     risks = [0.2, 0.3, 0.05, 0.2, 0.05, 0.05, 0.5, 0.5]
     events = alarm_events(AlarmPolicy(0.1), HOURS(risks), risks)
     assert kinds(events) == [(0, RAISED), (3, RAISED), (6, RAISED)]

@@ -52,13 +52,20 @@ def test_silent_for_good_never_comes_back_and_the_re_alert_policy_does():
 
 def test_a_re_alert_before_the_window_left_open_counts_as_open_not_as_new():
     # 0.12 from hour 5 to 40: dismissed at 5, back at 17 when the lockout ends, left open (this
-    # ward acts only on the first alarm) until the risk falls at 40; it reached 2 x 0.12 in the window
+    # ward acts only on the first alarm) until the risk falls at 42; it reached 2 x 0.12 in the window
     r = risks(0.05, h5_40=0.12, h40_42=0.3)
-    policy = AlarmPolicy(0.1, rise_factor=None, lockout_hours=12)
+    policy = AlarmPolicy(0.1, rise_factor=None, lockout_hours=24)
     stay = W.hourly_stay(LAB, r, policy, "dismiss_early")
-    assert [(a.time, a.kind) for a in stay.alarms] == [(5, RAISED), (17, LOCKOUT_ENDED)]
+    assert [(a.time, a.kind) for a in stay.alarms] == [(5, RAISED), (29, LOCKOUT_ENDED)]
     d = W.dismissed_early([LAB], [r], policy)
     assert (d.rose, d.new_alarm_in_window, d.alarm_open_in_window) == (1, 0, 1)
+    # a 12-h lockout sends the unanswered alarm again at 29 and at 41, inside the window
+    policy = AlarmPolicy(0.1, rise_factor=None, lockout_hours=12)
+    stay = W.hourly_stay(LAB, r, policy, "dismiss_early")
+    assert [(a.time, a.kind) for a in stay.alarms] == [(5, RAISED), (17, LOCKOUT_ENDED), (29, LOCKOUT_ENDED),
+                                                        (41, LOCKOUT_ENDED)]
+    d = W.dismissed_early([LAB], [r], policy)
+    assert (d.rose, d.new_alarm_in_window, d.alarm_open_in_window) == (1, 1, 1)
     # when the ward acknowledges every alarm, the lockout brings one back inside the window
     acked = W.hourly_stay(LAB, r, policy, "acknowledge_all")
     assert [a.time for a in acked.alarms] == [5, 17, 29, 41]
@@ -79,7 +86,7 @@ def test_with_nobody_acting_the_simulated_ward_counts_the_episodes_of_the_metric
     labels = [septic_labels(50, 30), np.zeros(40, np.int8), septic_labels(70, 20)]
     probs = [rng.random(len(lab)) * 0.3 for lab in labels]
     for threshold in (0.1, 0.2, 0.28):
-        f = W.ward_figures(labels, probs, AlarmPolicy(threshold), "none")
+        f = W.ward_figures(labels, probs, AlarmPolicy(threshold, **SILENT_FOR_GOOD), "none")
         m = M.alarm_metrics(labels, probs, threshold)
         alarm = np.concatenate(probs) >= threshold
         assert f.alarms == m["n_alarm_episodes"]

@@ -246,8 +246,8 @@ def choose_threshold(labels: Stays, probs: Stays) -> tuple[float, float]:
 def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
     """What a ward sees when alarms fire at `risk >= threshold` and nobody acts on them: the
     figures of `models.alarm_figures` (their one definition) over the alarms of
-    `models.alarm_policy` with no ward action, so one alarm per episode (a run of consecutive
-    hours with risk >= threshold). Onset t_sepsis = first label-1 hour + 6 (the clinical onset).
+    `models.alarm_policy` with no ward action and no re-alerts (`SILENT_FOR_GOOD`), so one alarm
+    per episode (a run of consecutive hours with risk >= threshold). Onset t_sepsis = first label-1 hour + 6 (the clinical onset).
 
     - alarms_per_patient_day: episodes / (all hours / 24); n_alarm_episodes their count.
     - caught_in_window: share of septic stays with an alarm raised in [t_sepsis - 12, t_sepsis + 3]

@@ -5,8 +5,8 @@ of `models.alarm_figures` over the result.
 Hour t of a stay is time t; its onset is the first SepsisLabel hour + 6 (the challenge's clinical
 onset). Ward scenarios:
 
-- "none": nobody acts; an alarm stays open until the risk falls below the threshold (one alarm per
-  episode when the policy has no tiers).
+- "none": nobody acts; an alarm stays open until the risk falls below the threshold, sent again
+  each lockout while nobody answers (one alarm per episode with `SILENT_FOR_GOOD`).
 - "acknowledge_all": every alarm acknowledged the hour it is raised.
 - "dismiss_early": each stay's first alarm dismissed as a false alarm the hour it is raised when it
   came 12 h or more before onset (on a stay that never becomes septic, always); every later alarm
