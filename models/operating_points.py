@@ -37,6 +37,15 @@ class PointFigures(BaseModel):
     alarms_per_patient_day: float | None = Field(ge=0.0)
     median_lead_time_hours: float | None
     utility: float | None = Field(le=1.0)
+    # Added with models.alarm_figures (absent from older files, so optional): the window figures,
+    # PPV per alarm, the red share, and what the unit's re-alert policy costs and catches when
+    # every alarm is acknowledged at once.
+    caught_in_window: Fraction = Field(default=None, ge=0.0, le=1.0)
+    median_lead_time_in_window_hours: float | None = None
+    ppv_alarms: Fraction = Field(default=None, ge=0.0, le=1.0)
+    red_share: Fraction = Field(default=None, ge=0.0, le=1.0)
+    policy_alarms_per_patient_day: float | None = Field(default=None, ge=0.0)
+    policy_caught_in_window: Fraction = Field(default=None, ge=0.0, le=1.0)
 
 
 class OperatingPoint(BaseModel):
@@ -68,6 +77,25 @@ class RiskBand(BaseModel):
         return self
 
 
+class AlarmPolicySettings(BaseModel):
+    """The re-alert policy measured with the table (models.alarm_policy.AlarmPolicy less its
+    threshold, which is the unit's operating point)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    rise_factor: float | None = Field(gt=1.0)      # re-alert at this x the acknowledged risk; None: off
+    lockout_hours: float | None = Field(gt=0.0)    # re-alert when still above threshold this long after
+    tiers: list[float] = Field(default_factory=list)  # escalation levels above the threshold
+    chosen_by: str = Field(default="", description="how these values were chosen, in words")
+
+    def at(self, threshold: float):
+        """The `models.alarm_policy.AlarmPolicy` of a unit alarming at `threshold` (tiers at or
+        below it do not apply)."""
+        from models.alarm_policy import AlarmPolicy
+
+        return AlarmPolicy(threshold, rise_factor=self.rise_factor, lockout_hours=self.lockout_hours,
+                           tiers=tuple(t for t in self.tiers if t > threshold))
+
+
 class OperatingPoints(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -78,6 +106,8 @@ class OperatingPoints(BaseModel):
     source: dict[str, object] = Field(default_factory=dict)    # data, split, command, commit
     points: list[OperatingPoint] = Field(min_length=1)
     risk_bands: list[RiskBand] = Field(min_length=1)
+    default_point: str | None = None               # the point a unit gets unless it chooses another
+    alarm_policy: AlarmPolicySettings | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -85,6 +115,8 @@ class OperatingPoints(BaseModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"points: duplicate id {dup[0]!r}")
+        if self.default_point is not None and self.default_point not in ids:
+            raise ValueError(f"default_point: {self.default_point!r} is not one of the points ({', '.join(ids)})")
         bands = self.risk_bands
         if bands[0].low != 0.0 or bands[-1].high != 1.0:
             raise ValueError(f"risk_bands must cover [0, 1]: they span [{bands[0].low}, {bands[-1].high}]")
@@ -98,6 +130,10 @@ class OperatingPoints(BaseModel):
             if p.id == point_id:
                 return p
         raise KeyError(f"no operating point {point_id!r}; have {', '.join(p.id for p in self.points)}")
+
+    def default(self) -> OperatingPoint | None:
+        """The table's default point; None when it names none (an older file)."""
+        return None if self.default_point is None else self.point(self.default_point)
 
     def band(self, risk: float) -> RiskBand:
         for b in self.risk_bands:

@@ -164,3 +164,36 @@ def test_fixture_points_follow_the_threshold_they_were_built_with():
     points = parse_operating_points(data)
     assert points.model == "demo" and points.version == "7"
     assert sorted(p.threshold for p in points.points) == [0.15, 0.3, 0.65]
+
+
+# ---------------------------------------------------------------- the default point and the re-alert policy
+
+def test_a_table_names_its_default_point_and_policy_and_an_older_one_loads_without(tmp_path):
+    assert parse_operating_points(small_table()).default() is None   # an older file: no default, no policy
+    data = small_table()
+    data["default_point"] = "sensitivity_0.8"
+    data["alarm_policy"] = {"rise_factor": None, "lockout_hours": 12, "tiers": [0.05, 0.12], "chosen_by": "measured"}
+    data["points"][2]["validation"].update(caught_in_window=0.81, policy_alarms_per_patient_day=0.5,
+                                           policy_caught_in_window=0.8, red_share=0.2, ppv_alarms=0.07)
+    write_points(tmp_path, data)
+    points = load_operating_points(tmp_path)
+    assert points.default().threshold == 0.04
+    assert points.default().validation.policy_caught_in_window == 0.8
+    # the unit's policy: its threshold, and only the tiers above it
+    policy = points.alarm_policy.at(0.04)
+    assert (policy.threshold, policy.rise_factor, policy.lockout_hours, policy.tiers) == (0.04, None, 12, (0.05, 0.12))
+    assert points.alarm_policy.at(0.1).tiers == (0.12,)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d.__setitem__("default_point", "nowhere"), "default_point: 'nowhere' is not one of the points"),
+    (lambda d: d.__setitem__("alarm_policy", {"rise_factor": 0.5, "lockout_hours": 12}), "alarm_policy.rise_factor"),
+    (lambda d: d.__setitem__("alarm_policy", {"rise_factor": None, "lockout_hours": -1}), "alarm_policy.lockout_hours"),
+    (lambda d: d["points"][0]["test"].__setitem__("caught_in_window", 1.2), "points.0.test.caught_in_window"),
+])
+def test_a_bad_default_or_policy_is_refused_naming_the_field(tmp_path, mutate, field):
+    data = small_table()
+    mutate(data)
+    write_points(tmp_path, data)
+    with pytest.raises(OperatingPointsError, match=field.replace("(", r"\(").replace(")", r"\)")):
+        load_operating_points(tmp_path)

@@ -3,12 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from models.operating_points import load_operating_points
+from models.alarm_policy import SILENT_FOR_GOOD, AlarmPolicy
+from models.operating_points import PointFigures, load_operating_points
 from models.testing import write_fixture_model
 from training.__main__ import main as cli
 from training.sepsis.data import load_cohort
 from training.sepsis.splits import patient_split
 from training.sepsis import metrics as M
+from training.sepsis import ward_simulation as W
 from training.sepsis.operating_points import (Scored, band_edges, event_hours, operating_points, risk_bands,
                                               threshold_for_budget, threshold_for_sensitivity)
 
@@ -81,15 +83,15 @@ def test_each_sensitivity_threshold_reaches_the_target_and_is_the_highest_that_d
 def test_thresholds_come_from_validation_and_test_figures_are_read_at_them(val, test_split):
     a = operating_points(val, test_split, "m", "1", {}, progress=False)
     b = operating_points(val, synthetic_split(7), "m", "1", {}, progress=False)
-    assert [p.id for p in a.points] == ["utility_optimum", "alarms_per_day_0.1", "alarms_per_day_0.2",
-                                        "alarms_per_day_0.5", "sensitivity_0.8", "sensitivity_0.9"]
+    assert [p.id for p in a.points][:6] == ["utility_optimum", "alarms_per_day_0.1", "alarms_per_day_0.2",
+                                            "alarms_per_day_0.5", "sensitivity_0.8", "sensitivity_0.9"]
     # another test split changes no threshold, only the test figures
     assert [p.threshold for p in a.points] == [p.threshold for p in b.points]
     assert [p.test for p in a.points] != [p.test for p in b.points]
     assert a.point("utility_optimum").threshold == M.choose_threshold(val.labels, val.probs)[0]
     for p in a.points:
-        assert p.validation.model_dump() == pytest.approx(val.figures(p.threshold))
-        assert p.test.model_dump() == pytest.approx(test_split.figures(p.threshold))
+        assert p.validation == PointFigures.model_validate(val.figures(p.threshold, a.alarm_policy))
+        assert p.test == PointFigures.model_validate(test_split.figures(p.threshold, a.alarm_policy))
         am = M.alarm_metrics(test_split.labels, test_split.probs, p.threshold)
         assert p.test.sensitivity == am["septic_alarmed_before_onset"]
         assert p.test.ppv == am["alarmed_stays_septic"]
@@ -180,3 +182,45 @@ def test_the_cli_refuses_a_budget_that_is_not_one(sepsis_archive, tmp_path, caps
                 "--out", str(tmp_path / "o"), "--budgets", "0", "--no-progress"]) == 2
     assert "--budgets: 0 is not a positive number" in capsys.readouterr().err
     assert not (model / "operating_points.json").exists()
+
+
+def ward_split(seed: int) -> Scored:
+    """Septic stays that alarm early (hour 5), go quiet, and rise inside the window [34, 49] to a
+    level that differs by stay; quiet stays with occasional noise above the lowest thresholds."""
+    rng = np.random.default_rng(seed)
+    labels, probs = [], []
+    for i in range(30):
+        lab = np.zeros(60, np.int8)
+        lab[40:] = 1
+        p = np.full(60, 0.02) + rng.uniform(0, 0.005, 60)
+        p[5] = 0.3
+        p[36:46] = 0.1 + 0.02 * i + rng.uniform(0, 0.005, 10)
+        labels.append(lab)
+        probs.append(p.astype(np.float32))
+    for _ in range(60):
+        p = np.full(48, 0.02) + rng.uniform(0, 0.005, 48)
+        p[rng.integers(0, 48, 3)] = rng.uniform(0.05, 0.5, 3)
+        labels.append(np.zeros(48, np.int8))
+        probs.append(p.astype(np.float32))
+    return Scored(labels, probs)
+
+
+def test_the_default_point_is_the_cheapest_threshold_whose_policy_still_catches_the_target():
+    val = ward_split(0)
+    table = operating_points(val, ward_split(1), "m", "1", {}, progress=False)
+    assert table.default_point == "in_window_0.8_with_policy"
+    default = table.default()
+    assert default.validation.policy_caught_in_window >= 0.8
+    policy = table.alarm_policy
+    assert policy.chosen_by and policy.tiers == []
+    # the next validation risk up, alarmed alone, would miss the target: the threshold is the boundary
+    levels = np.unique(val.risks)
+    higher = levels[levels >= default.threshold]
+    missed = W.ward_figures(val.labels, val.probs, policy.at(float(higher[1])), "acknowledge_all")
+    assert missed.caught_in_window < 0.8
+    # and the policy meets the bar it was chosen by, where the old behaviour never re-alerted
+    bar = W.dismissed_early(val.labels, val.probs, policy.at(default.threshold), scenario="acknowledge_all")
+    assert bar.rose and bar.share_new_alarm >= 0.9
+    silent = W.dismissed_early(val.labels, val.probs, AlarmPolicy(default.threshold, **SILENT_FOR_GOOD),
+                               scenario="acknowledge_all")
+    assert silent.share_new_alarm == 0.0

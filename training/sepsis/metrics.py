@@ -244,43 +244,35 @@ def choose_threshold(labels: Stays, probs: Stays) -> tuple[float, float]:
 # ---------------------------------------------------------------- alarms at a threshold
 
 def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
-    """What a ward sees when alarms fire at `risk >= threshold`.
+    """What a ward sees when alarms fire at `risk >= threshold` and nobody acts on them: the
+    figures of `models.alarm_figures` (their one definition) over the alarms of
+    `models.alarm_policy` with no ward action and no re-alerts (`SILENT_FOR_GOOD`), so one alarm
+    per episode (a run of consecutive hours with risk >= threshold). Onset t_sepsis = first label-1 hour + 6 (the clinical onset).
 
-    - alarm episode: a run of consecutive alarmed hours; one starts at an alarmed hour that is the
-      stay's first hour or follows an unalarmed hour.
-    - alarms_per_patient_day: episodes / (all hours / 24).
-    - septic_alarmed_before_onset: share of septic stays with an alarm at some hour t <= t_sepsis
-      (t_sepsis = first label-1 hour + 6, the clinical onset).
-    - alarmed_stays_septic: share of stays with any alarm that are septic (stay-level PPV).
+    - alarms_per_patient_day: episodes / (all hours / 24); n_alarm_episodes their count.
+    - caught_in_window: share of septic stays with an alarm raised in [t_sepsis - 12, t_sepsis + 3]
+      or raised earlier and still on when that window begins; median_lead_time_in_window_hours:
+      t_sepsis minus the raise of the alarm that caught the stay.
+    - septic_alarmed_before_onset (the older, looser line): share of septic stays with an alarm at
+      some hour t <= t_sepsis; median_lead_time_hours: t_sepsis - the stay's first alarm hour, over
+      those stays; median_lead_time_last_episode_hours: the same with the latest alarm at or before
+      onset (an alarm that fired on admission and went quiet for days inflates the first).
+    - alarmed_stays_septic: share of stays with any alarm that are septic (PPV per stay);
+      ppv_alarms: share of alarms raised in a septic stay's window (PPV per alarm).
     - non_septic_alarmed: share of non-septic stays with any alarm (stay-level false-positive rate).
-    - median_lead_time_hours: median, over septic stays alarmed at or before onset, of
-      t_sepsis - (the stay's first alarm hour).
-    - median_lead_time_last_episode_hours: the same with the start of the latest alarm episode
-      that begins at or before onset. An alarm that fired on admission and went quiet for days
-      inflates the first measure; this one asks how long before onset the most recent warning came.
+    - red_share: share of hours with risk >= threshold (an alarm open).
     - hourly precision, recall (sensitivity) and specificity of the alarms against the labels.
     """
+    from models.alarm_policy import SILENT_FOR_GOOD, AlarmPolicy
+    from training.sepsis.ward_simulation import ward_figures
+
     flat = _flatten_labels(labels)
     p = _flatten_probs(probs, flat)
-    n_stays = len(flat.offsets) - 1
     alarm = p >= threshold
     y = flat.labels.astype(bool)
-
-    prev = np.r_[False, alarm[:-1]]
-    starts = alarm & ((flat.hour == 0) | ~prev)
-    n_episodes = int(starts.sum())
-
-    t_sepsis = _onset_per_stay(flat)
-    septic = np.isfinite(t_sepsis)
-    any_alarm = np.bincount(flat.stay[alarm], minlength=n_stays) > 0
-    first_alarm = np.full(n_stays, np.inf)
-    np.minimum.at(first_alarm, flat.stay[alarm], flat.hour[alarm].astype(np.float64))
-    early = septic & (first_alarm <= t_sepsis)
-    lead = t_sepsis[early] - first_alarm[early]
-    last_start = np.full(n_stays, -np.inf)
-    before = starts & (flat.hour <= t_sepsis[flat.stay])
-    np.maximum.at(last_start, flat.stay[before], flat.hour[before].astype(np.float64))
-    lead_last = t_sepsis[early] - last_start[early]
+    f = ward_figures([flat.labels[a:b] for a, b in zip(flat.offsets[:-1], flat.offsets[1:])],
+                     [p[a:b] for a, b in zip(flat.offsets[:-1], flat.offsets[1:])],
+                     AlarmPolicy(float(threshold), **SILENT_FOR_GOOD), "none")
 
     tp, fp = int((alarm & y).sum()), int((alarm & ~y).sum())
     fn, tn = int((~alarm & y).sum()), int((~alarm & ~y).sum())
@@ -290,16 +282,20 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
 
     return {
         "threshold": float(threshold),
-        "n_stays": int(n_stays),
-        "n_septic": int(septic.sum()),
+        "n_stays": f.stays,
+        "n_septic": f.septic,
         "n_hours": int(len(p)),
-        "n_alarm_episodes": n_episodes,
-        "alarms_per_patient_day": share(n_episodes * 24, len(p)),
-        "septic_alarmed_before_onset": share(int(early.sum()), int(septic.sum())),
-        "alarmed_stays_septic": share(int((any_alarm & septic).sum()), int(any_alarm.sum())),
-        "non_septic_alarmed": share(int((any_alarm & ~septic).sum()), int((~septic).sum())),
-        "median_lead_time_hours": float(np.median(lead)) if len(lead) else None,
-        "median_lead_time_last_episode_hours": float(np.median(lead_last)) if len(lead) else None,
+        "n_alarm_episodes": f.alarms,
+        "alarms_per_patient_day": f.alarms_per_patient_day,
+        "caught_in_window": f.caught_in_window,
+        "median_lead_time_in_window_hours": f.median_lead_time_in_window_hours,
+        "septic_alarmed_before_onset": f.sensitivity,
+        "alarmed_stays_septic": f.ppv,
+        "ppv_alarms": f.ppv_alarms,
+        "non_septic_alarmed": f.non_septic_alarmed,
+        "median_lead_time_hours": f.median_lead_time_hours,
+        "median_lead_time_last_episode_hours": f.median_lead_time_last_alarm_hours,
+        "red_share": f.red_share,
         "precision": share(tp, tp + fp),
         "recall": share(tp, tp + fn),
         "specificity": share(tn, tn + fp),

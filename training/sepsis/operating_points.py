@@ -1,24 +1,19 @@
 """Operating points of a shipped model: thresholds chosen on the validation split, each read once
-on the test split for the record, and risk bands that give a risk its measured meaning.
+on the test split for the record, the re-alert policy chosen with them, and risk bands that give a
+risk its measured meaning.
 
-Every figure comes from `training.sepsis.metrics` (the same code as the model card's metrics):
-
-- alarm: an alarm episode of `metrics.alarm_metrics`, a run of consecutive hours with
-  risk >= threshold. The service (service/ingest.py) raises the same count when the ward resolves
-  each alarm once the risk falls back below the threshold; an alarm left open or snoozed longer
-  suppresses new ones, one resolved while the risk is still high is raised again.
-- sensitivity: `septic_alarmed_before_onset`, the share of septic stays with an alarm at or before
-  the clinical onset (first SepsisLabel hour + 6 h).
-- ppv: `alarmed_stays_septic`, the share of stays with any alarm that are septic (per stay, not
-  per alarm).
-- median_lead_time_hours: onset minus the stay's first alarm, median over septic stays alarmed at
-  or before onset.
-- utility: the challenge's normalised utility of `risk >= threshold`.
+Every alarm figure is `models.alarm_figures`' (the one definition the service shows too), over
+the alarms of `models.alarm_policy` (the code the service is to run): with nobody acting, one alarm per
+episode (a run of hours with risk >= threshold); with the re-alert policy, every alarm
+acknowledged at once (`training.sepsis.ward_simulation`). The utility is the challenge's.
 
 Points: the utility optimum (`metrics.choose_threshold`), the lowest threshold whose validation
-alarm rate is within each budget, and the highest threshold whose validation sensitivity reaches
-each target. A threshold sits halfway between two adjacent validation risks, like the card's, so
-float32 differences between runtimes do not flip an alarm.
+alarm rate is within each budget, the highest threshold whose validation sensitivity reaches each
+target, and the default: the policy's fewest alarms per patient-day that still catch
+`ward_simulation.IN_WINDOW` of the septic stays in the window, among the policies that re-alert at
+least `ward_simulation.BAR` of the stays dismissed early whose risk then doubled in the window. A
+threshold sits halfway between two adjacent validation risks, like the card's, so float32
+differences between runtimes do not flip an alarm.
 """
 from __future__ import annotations
 
@@ -32,8 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.operating_points import OperatingPoints, band_words, percent
+from models.alarm_figures import DEFINITIONS as FIGURE_DEFINITIONS
+from models.alarm_policy import SILENT_FOR_GOOD, AlarmPolicy
+from models.operating_points import AlarmPolicySettings, OperatingPoints, band_words, percent
 from training.sepsis import metrics as M
+from training.sepsis import ward_simulation as W
 from training.sepsis.batching import per_stay
 
 # The event a risk band counts is the utility's reward window, read from utility_table's own
@@ -50,18 +48,16 @@ SENSITIVITIES = (0.8, 0.9)
 BAND_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 DEFINITIONS = {
-    "alarm": "an alarm episode: a run of consecutive hours with risk >= threshold (metrics.alarm_metrics). "
-             "The service raises the same count when each alarm is resolved once the risk falls back below "
-             "the threshold; an alarm left open (or snoozed) longer suppresses new ones, one resolved while "
-             "the risk is still above the threshold is raised again at the next observation",
-    "alarms_per_patient_day": "alarm episodes / (patient-hours / 24)",
-    "sensitivity": "share of septic stays alarmed at or before clinical onset (first SepsisLabel hour + 6 h)",
-    "ppv": "share of stays with any alarm that are septic (per stay, not per alarm)",
-    "median_lead_time_hours": "onset minus the stay's first alarm, median over septic stays alarmed at or before onset",
+    **FIGURE_DEFINITIONS,
     "utility": "PhysioNet/CinC 2019 normalised utility of risk >= threshold",
+    "policy_alarms_per_patient_day": "alarms per patient-day with the table's alarm_policy at the point's threshold "
+                                     "and every alarm acknowledged the hour it is raised (raised, re-alerts, escalations)",
+    "policy_caught_in_window": "caught_in_window with the same policy and ward (an acknowledged alarm no longer counts "
+                               "as open, so a stay is caught only by an alarm raised inside the window)",
     "risk_bands": f"validation patient-hours by risk; validation_ppv = share of them {EVENT} "
                   f"(hours of septic stays later than {DT_LATE:g} h after onset are left out, as the utility leaves them unscored)",
 }
+POLICY_POINT = f"in_window_{W.IN_WINDOW:g}_with_policy"
 
 
 class Scored:
@@ -75,14 +71,23 @@ class Scored:
     def alarms(self, threshold: float) -> dict:
         return M.alarm_metrics(self.labels, self.probs, threshold)
 
-    def figures(self, threshold: float) -> dict:
-        """The contract's figures (models.operating_points.PointFigures) at `threshold`."""
+    def figures(self, threshold: float, policy: AlarmPolicySettings | None = None) -> dict:
+        """The contract's figures (models.operating_points.PointFigures) at `threshold`; with a
+        policy, also its figures when every alarm is acknowledged at once."""
         a = self.alarms(threshold)
         utility = float(self._table.normalise(self._table.utility(self.risks >= threshold)))
-        return {"sensitivity": a["septic_alarmed_before_onset"], "ppv": a["alarmed_stays_septic"],
-                "alarms_per_patient_day": a["alarms_per_patient_day"],
-                "median_lead_time_hours": a["median_lead_time_hours"],
-                "utility": None if np.isnan(utility) else utility}
+        out = {"sensitivity": a["septic_alarmed_before_onset"], "ppv": a["alarmed_stays_septic"],
+               "alarms_per_patient_day": a["alarms_per_patient_day"],
+               "median_lead_time_hours": a["median_lead_time_hours"],
+               "utility": None if np.isnan(utility) else utility,
+               "caught_in_window": a["caught_in_window"],
+               "median_lead_time_in_window_hours": a["median_lead_time_in_window_hours"],
+               "ppv_alarms": a["ppv_alarms"], "red_share": a["red_share"]}
+        if policy is not None:
+            f = W.ward_figures(self.labels, self.probs, policy.at(threshold), "acknowledge_all")
+            out.update(policy_alarms_per_patient_day=f.alarms_per_patient_day,
+                       policy_caught_in_window=f.caught_in_window)
+        return out
 
 
 # ---------------------------------------------------------------- choosing thresholds
@@ -164,6 +169,59 @@ def choose_points(val: Scored, budgets: Sequence[float] = BUDGETS,
     return points
 
 
+# ---------------------------------------------------------------- the re-alert policy and the default
+
+SWEEP_QUANTILES = np.linspace(0.6, 0.995, 64)  # where the sweep looks for each policy's threshold
+
+
+def choose_policy(val: Scored, progress: bool = True) -> tuple[AlarmPolicySettings, float, list[dict]] | None:
+    """(policy, default threshold, sweep rows) chosen on validation (`ward_simulation.sweep` on a
+    coarse grid of thresholds, `choose` among them, then the threshold refined between the grid's
+    neighbours); None when no policy setting reaches the bar."""
+    levels = np.unique(val.risks)
+    coarse = levels[np.unique(np.searchsorted(levels, np.quantile(val.risks, SWEEP_QUANTILES)).clip(0, len(levels) - 1))]
+    with tqdm(total=1, desc="re-alert policy sweep on validation", disable=not progress) as bar:
+        rows = W.sweep(val.labels, val.probs, coarse)
+        bar.update(1)
+    best = W.choose(rows)
+    if best is None:
+        return None
+    settings = {"rise_factor": best["rise_factor"], "lockout_hours": best["lockout_hours"]}
+    k = int(np.searchsorted(coarse, best["threshold"]))
+    upper = coarse[k + 1] if k + 1 < len(coarse) else np.inf
+    fine = levels[(levels >= best["threshold"]) & (levels < upper)]
+    t = W.highest_threshold_catching(val.labels, val.probs, fine, settings)
+    threshold = _between(levels, int(np.searchsorted(levels, t)))
+    chosen_by = (f"on validation, of rise factors {', '.join('off' if r is None else f'{r:g}' for r in W.RISE_FACTORS)} "
+                 f"x lockouts {', '.join(f'{h:g} h' for h in W.LOCKOUTS)}, each at its highest threshold catching "
+                 f"{W.IN_WINDOW:g} of septic stays in the window with every alarm acknowledged: the fewest alarms per "
+                 f"patient-day among those re-alerting at least {W.BAR:g} of the septic stays acknowledged 12 h or more "
+                 f"before onset whose risk then reached 2x the acknowledged risk in the window")
+    return AlarmPolicySettings(**settings, tiers=[], chosen_by=chosen_by), threshold, rows
+
+
+def policy_record(val: Scored, test: Scored, policy: AlarmPolicySettings, points: OperatingPoints,
+                  rows: list[dict]) -> dict:
+    """What the policy does at every point on validation, the test split read once at each, and
+    the behaviour it replaced (an acknowledgement lasting the stay) beside it."""
+    at = []
+    for p in points.points:
+        entry = {"id": p.id, "threshold": p.threshold}
+        for name, split in (("validation", val), ("test", test)):
+            entry[name] = {"policy": W.policy_row(split.labels, split.probs, policy.at(p.threshold)),
+                           "silent_for_good": W.policy_row(split.labels, split.probs,
+                                                           AlarmPolicy(p.threshold, **SILENT_FOR_GOOD))}
+        at.append(entry)
+    # tiers were left out of the sweep: this measures what the stricter points as tiers would add
+    default = points.default()
+    tiers = tuple(sorted({p.threshold for p in points.points if p.threshold > default.threshold}))
+    with_tiers = policy.model_copy(update={"tiers": list(tiers)})
+    tier_check = [W.policy_row(val.labels, val.probs, s.at(default.threshold)) for s in (policy, with_tiers)]
+    return {"policy": json.loads(policy.model_dump_json()), "in_window_target": W.IN_WINDOW, "bar": W.BAR,
+            "scenarios": W.__doc__.split("Ward scenarios:", 1)[1].strip(), "sweep_validation": rows, "points": at,
+            "tiers_validation": tier_check}
+
+
 # ---------------------------------------------------------------- risk bands
 
 def event_hours(labels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -215,18 +273,30 @@ def risk_bands(val: Scored, test: Scored, edges: Sequence[float] | None = None) 
 
 def operating_points(val: Scored, test: Scored, model: str, version: str, source: dict,
                      budgets: Sequence[float] = BUDGETS, sensitivities: Sequence[float] = SENSITIVITIES,
-                     progress: bool = True) -> OperatingPoints:
-    """Thresholds from `val`; `test` is read once per chosen threshold, after all are chosen."""
+                     progress: bool = True, records: dict | None = None) -> OperatingPoints:
+    """Thresholds and the re-alert policy from `val`; `test` is read once per chosen threshold,
+    after all are chosen. `records`, if given, receives the policy record (`policy_record`)."""
     chosen = choose_points(val, budgets, sensitivities, progress)
-    points = [{**p, "validation": val.figures(p["threshold"]), "test": test.figures(p["threshold"])}
+    picked = choose_policy(val, progress)
+    policy, default = None, "utility_optimum"
+    if picked is not None:
+        policy, threshold, rows = picked
+        chosen.append({"id": POLICY_POINT, "threshold": float(threshold),
+                       "label": f"catches {W.IN_WINDOW:g} of septic stays in the window with re-alerts (fewest alarms)"})
+        default = POLICY_POINT
+    points = [{**p, "validation": val.figures(p["threshold"], policy), "test": test.figures(p["threshold"], policy)}
               for p in tqdm(chosen, desc="figures on validation and test", unit="point", disable=not progress)]
-    return OperatingPoints.model_validate({
+    table = OperatingPoints.model_validate({
         "model": model, "version": version, "selected_on": "validation", "definitions": DEFINITIONS,
-        "source": source, "points": points, "risk_bands": risk_bands(val, test)})
+        "source": source, "points": points, "risk_bands": risk_bands(val, test),
+        "default_point": default if default in {p["id"] for p in chosen} else None, "alarm_policy": policy})
+    if records is not None and picked is not None:
+        records["alarm_policy"] = policy_record(val, test, policy, table, rows)
+    return table
 
 
-def tradeoff_curve(split: Scored, n: int = 120) -> list[dict]:
-    """Sensitivity, PPV and alarms per patient-day at thresholds spread over the split's upper
+def tradeoff_curve(split: Scored, n: int = 60) -> list[dict]:
+    """Caught in the window, PPV and alarms per patient-day at thresholds spread over the split's upper
     risks (where the trade-off is), for the plot."""
     qs = 1.0 - np.geomspace(0.5, 2e-4, n)
     rows = []
@@ -236,19 +306,65 @@ def tradeoff_curve(split: Scored, n: int = 120) -> list[dict]:
     return rows
 
 
-def markdown_table(points: OperatingPoints) -> str:
-    def cell(x, fmt):
-        return "–" if x is None else format(x, fmt)
+def _cell(x, fmt):
+    return "–" if x is None else format(x, fmt)
 
-    lines = ["| operating point | threshold | split | sensitivity | PPV (stays) | alarms / patient-day | median lead (h) | utility |",
-             "|---|---|---|---|---|---|---|---|"]
+
+def markdown_table(points: OperatingPoints) -> str:
+    lines = ["| operating point | threshold | split | caught in window | lead in window (h) | PPV (stays) | "
+             "PPV (alarms) | alarms / patient-day | red share | with re-alerts: alarms / patient-day | "
+             "with re-alerts: caught in window | alarmed before onset (2nd line) | utility |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points.points:
         for name, f in (("validation", p.validation), ("test", p.test)):
-            head = f"{p.label} | {percent(p.threshold)} ({p.threshold:.4g})" if name == "validation" else " | "
-            lines.append(f"| {head} | {name} | {cell(f.sensitivity, '.3f')} | {cell(f.ppv, '.3f')} | "
-                         f"{cell(f.alarms_per_patient_day, '.3f')} | {cell(f.median_lead_time_hours, '.0f')} | "
-                         f"{cell(f.utility, '.3f')} |")
+            label = f"**{p.label}** (default)" if p.id == points.default_point else p.label
+            head = f"{label} | {percent(p.threshold)} ({p.threshold:.4g})" if name == "validation" else " | "
+            lines.append(f"| {head} | {name} | {_cell(f.caught_in_window, '.3f')} | "
+                         f"{_cell(f.median_lead_time_in_window_hours, '.0f')} | {_cell(f.ppv, '.3f')} | "
+                         f"{_cell(f.ppv_alarms, '.3f')} | {_cell(f.alarms_per_patient_day, '.3f')} | "
+                         f"{_cell(f.red_share, '.3f')} | {_cell(f.policy_alarms_per_patient_day, '.3f')} | "
+                         f"{_cell(f.policy_caught_in_window, '.3f')} | {_cell(f.sensitivity, '.3f')} | "
+                         f"{_cell(f.utility, '.3f')} |")
     return "\n".join(lines)
+
+
+def policy_tables(record: dict) -> str:
+    """The sweep (validation) and, at every point, the policy against an acknowledgement that lasts
+    the stay, under both ward scenarios (validation, then test read once)."""
+    def bar(d):
+        de = d["dismissed_early"]
+        return (f"{de['new_alarm_in_window']}/{de['rose']} ({_cell(de['share_new_alarm'], '.3f')})",
+                f"{de['alarm_open_in_window']}/{de['rose']}")
+
+    lines = ["| rise factor | lockout (h) | threshold | alarms / patient-day | caught in window | "
+             "re-alerted in the window (dismissed early, risk doubled) |", "|---|---|---|---|---|---|"]
+    for r in record["sweep_validation"]:
+        a = r["acknowledge_all"]
+        lines.append(f"| {'off' if r['rise_factor'] is None else format(r['rise_factor'], 'g')} | "
+                     f"{r['lockout_hours']:g} | {percent(r['threshold'])} | {a['alarms_per_patient_day']:.3f} | "
+                     f"{_cell(a['caught_in_window'], '.3f')} | {bar(a)[0]} |")
+    for r in record.get("tiers_validation", []):
+        a = r["acknowledge_all"]
+        tiers = ", ".join(percent(t) for t in r["tiers"]) or "none"
+        lines.append(f"| {'off' if r['rise_factor'] is None else format(r['rise_factor'], 'g')} | "
+                     f"{r['lockout_hours']:g}, tiers: {tiers} | {percent(r['threshold'])} | "
+                     f"{a['alarms_per_patient_day']:.3f} | {_cell(a['caught_in_window'], '.3f')} | {bar(a)[0]} |")
+    sweep = "\n".join(lines)
+    lines = ["| point | split | policy | ward | alarms / patient-day | caught in window | "
+             "dismissed early, risk doubled: new alarm in window | ...or one open when it began |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in record["points"]:
+        for split in ("validation", "test"):
+            for policy in ("policy", "silent_for_good"):
+                row = p[split][policy]
+                for ward in ("acknowledge_all", "dismiss_early"):
+                    f = row[ward]
+                    new, held = bar(f)
+                    lines.append(f"| {p['id']} ({percent(p['threshold'])}) | {split} | "
+                                 f"{'re-alerts' if policy == 'policy' else 'silent for good'} | {ward} | "
+                                 f"{f['alarms_per_patient_day']:.3f} | {_cell(f['caught_in_window'], '.3f')} | "
+                                 f"{new} | {held} |")
+    return sweep, "\n".join(lines)
 
 
 def bands_table(points: OperatingPoints) -> str:
@@ -307,9 +423,9 @@ def scored(cohort, risks: np.ndarray) -> Scored:
 
 
 def write_outputs(points: OperatingPoints, curves: dict, model_dir: Path | None, out: Path, command: str,
-                  overwrite: bool = False) -> list[Path]:
+                  overwrite: bool = False, records: dict | None = None) -> list[Path]:
     """operating_points.json into the model folder (refusing to replace it or the folder's README
-    unless `overwrite`), and the record (json with curves, plot) into `out`."""
+    unless `overwrite`), and the record (json with curves, plot, the policy record) into `out`."""
     written = []
     if model_dir is not None:
         target = Path(model_dir) / "operating_points.json"
@@ -322,12 +438,16 @@ def write_outputs(points: OperatingPoints, curves: dict, model_dir: Path | None,
     record = {**json.loads(points.to_json()), "curves": curves, "command": command}
     (out / "operating_points.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     written.append(out / "operating_points.json")
+    if records and "alarm_policy" in records:
+        target = out / "alarm_policy.json"
+        target.write_text(json.dumps({**records["alarm_policy"], "command": command}, indent=2) + "\n", encoding="utf-8")
+        written.append(target)
     written.append(tradeoff_png(points, curves, out / "tradeoff.png"))
     return written
 
 
 def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
-    """Sensitivity and PPV against alarms per patient-day on validation, each operating point
+    """Caught in the window and PPV against alarms per patient-day on validation, each operating point
     marked with its validation (filled) and test (hollow) figures."""
     from training.sepsis.plots import save_figure  # first: it sets the Agg backend (files only)
 
@@ -336,7 +456,10 @@ def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     curve = [r for r in curves["validation"] if r["alarms_per_patient_day"]]
     x = [r["alarms_per_patient_day"] for r in curve]
-    ax.plot(x, [r["sensitivity"] for r in curve], color="tab:blue", label="sensitivity (validation)")
+    ax.plot(x, [r["caught_in_window"] for r in curve], color="tab:blue",
+            label="septic stays caught in [onset - 12 h, onset + 3 h] (validation)")
+    ax.plot(x, [r["sensitivity"] for r in curve], color="tab:blue", linestyle=":",
+            label="second line: alarmed any time before onset (validation)")
     ax.plot(x, [r["ppv"] if r["ppv"] is not None else np.nan for r in curve], color="tab:orange",
             label="PPV, per alarmed stay (validation)")
     markers = "osD^vP*X"
@@ -346,7 +469,7 @@ def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
             f = getattr(p, split)
             if f.alarms_per_patient_day is None:
                 continue
-            for value, colour in ((f.sensitivity, "tab:blue"), (f.ppv, "tab:orange")):
+            for value, colour in ((f.caught_in_window, "tab:blue"), (f.ppv, "tab:orange")):
                 if value is not None:
                     ax.scatter([f.alarms_per_patient_day], [value], marker=m, s=55, zorder=3,
                                facecolors=colour if fill else "white", edgecolors=colour)
@@ -357,7 +480,7 @@ def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
     ax.set_ylabel("share")
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(f"{points.model} {points.version}: alarms against sensitivity and PPV (thresholds chosen on validation)")
+    ax.set_title(f"{points.model} {points.version}: alarms against septic stays caught in the window and PPV (thresholds chosen on validation)", fontsize=9)
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(0.0, 0.47), framealpha=0.95)
     return save_figure(fig, path)
 
@@ -366,9 +489,10 @@ def tradeoff_png(points: OperatingPoints, curves: dict, path: Path) -> Path:
 
 def measure(model_dir: Path, data: Path, split_seed: int = 0, cache_dir: Path = Path(".cache/sepsis"),
             device: str = "cpu", budgets: Sequence[float] = BUDGETS,
-            sensitivities: Sequence[float] = SENSITIVITIES, progress: bool = True) -> tuple[OperatingPoints, dict]:
+            sensitivities: Sequence[float] = SENSITIVITIES, progress: bool = True) -> tuple[OperatingPoints, dict, dict]:
     """Stream the validation and test stays of `data` (patient split `split_seed`) through the
-    model's ONNX step and build its operating points; also the validation trade-off curve."""
+    model's ONNX step and build its operating points; also the validation trade-off curve and the
+    re-alert policy's record."""
     from models.runtime import StepRuntime
     from training.sepsis.data import load_cohort
     from training.sepsis.splits import patient_split
@@ -388,11 +512,52 @@ def measure(model_dir: Path, data: Path, split_seed: int = 0, cache_dir: Path = 
               "test_stays": len(tsub), "test_hours": int(tsub.offsets[-1]),
               "model_sha256": file_sha256(runtime.model_dir / "model.onnx"), "provider": runtime.provider,
               "card_threshold": runtime.threshold}
-    points = operating_points(val, test, runtime.name, runtime.version, source, budgets, sensitivities, progress)
-    return points, {"validation": tradeoff_curve(val)}
+    records: dict = {}
+    points = operating_points(val, test, runtime.name, runtime.version, source, budgets, sensitivities, progress,
+                              records)
+    return points, {"validation": tradeoff_curve(val)}, records
 
 
-def readme(points: OperatingPoints, command: str, record: str) -> str:
+def _policy_section(points: OperatingPoints, records: dict | None, record: str) -> str:
+    if not records or "alarm_policy" not in records or points.alarm_policy is None:
+        return ""
+    sweep, at_points = policy_tables(records["alarm_policy"])
+    pol = points.alarm_policy
+    default = points.default()
+    f = default.validation
+    return f"""
+## The re-alert policy and the default point
+
+An acknowledged or dismissed alarm comes back (`models.alarm_policy`, the code the service is to run):
+{pol.at(default.threshold).describe()}. Chosen {pol.chosen_by}.
+
+**Default: {default.label}, threshold {percent(default.threshold)}.** On validation, with every alarm
+acknowledged the hour it is raised, it costs {f.policy_alarms_per_patient_day:.3f} alarms per patient-day and
+catches {f.policy_caught_in_window:.3f} of septic stays in [onset - 12 h, onset + 3 h]; left unacknowledged its
+episodes are {f.alarms_per_patient_day:.3f} per patient-day and keep {f.red_share:.3f} of patient-hours red.
+Test, read once: {default.test.policy_alarms_per_patient_day:.3f} alarms per patient-day, {default.test.policy_caught_in_window:.3f} caught.
+
+The sweep on validation (ward: every alarm acknowledged at once; each setting at its highest
+threshold catching {W.IN_WINDOW:g} of septic stays in the window; a setting missing here reaches that
+at no threshold of the sweep's grid; the last two rows: the chosen setting at the default threshold
+without and with the stricter points' thresholds as escalation tiers):
+
+{sweep}
+
+At every point, the policy against an acknowledgement that lasts the stay (the behaviour it
+replaced), under both scripted wards (`acknowledge_all`: every alarm acknowledged at once;
+`dismiss_early`: each stay's first alarm dismissed at once when it came 12 h or more before onset,
+later alarms left open). "Dismissed early, risk doubled": septic stays whose first alarm was
+acknowledged or dismissed 12 h or more before onset and whose risk then reached 2x that risk inside
+the window; how many got a new alarm raised inside the window, and how many had one raised after
+the dismissal at least open when the window began. Full record:
+[`{record}alarm_policy.json`]({record}alarm_policy.json).
+
+{at_points}
+"""
+
+
+def readme(points: OperatingPoints, command: str, record: str, records: dict | None = None) -> str:
     """The table in words and numbers; `record` is where the plot and the full record lie, relative
     to the README."""
     s = points.source
@@ -407,8 +572,10 @@ def readme(points: OperatingPoints, command: str, record: str) -> str:
 Thresholds chosen on the validation split ({s.get('validation_stays')} stays, {s.get('validation_hours')} hours),
 each then read once on the test split ({s.get('test_stays')} stays, {s.get('test_hours')} hours) for the record:
 {s.get('split')} of `{s.get('data')}`, the shipped ONNX step run through `models.runtime` ({s.get('provider')}).
-The model card's own threshold ({s.get('card_threshold')}) is not changed by this table; a unit may
-choose one of these points instead. Written by:
+The model card's own threshold ({s.get('card_threshold')}) is not changed by this table. A unit that
+chooses no point gets the default (in bold, `default_point` in the file); it may choose any other.
+The first figures are the challenge window's ([onset - 12 h, onset + 3 h]); "alarmed before onset"
+is the older, looser line. Written by:
 
 ```
 {command}
@@ -426,8 +593,8 @@ The risk bands behind `models.operating_points.risk_in_words`: of the validation
 each band, the share that came {EVENT}; the test split's share beside it for the record.
 
 {bands_table(points)}
-
-Plot: [`{record}tradeoff.png`]({record}tradeoff.png), sensitivity and PPV against alarms per patient-day
+{_policy_section(points, records, record)}
+Plot: [`{record}tradeoff.png`]({record}tradeoff.png), caught in the window and PPV against alarms per patient-day
 over validation thresholds, the points marked (filled: validation, hollow: test). Full record with the
 curve: [`{record}operating_points.json`]({record}operating_points.json).
 """
@@ -443,16 +610,16 @@ def run_cli(a) -> int:
     for x in a.sensitivities:
         if not 0 < x <= 1:
             raise ValueError(f"--sensitivities: {x:g} is not a share in (0, 1]")
-    points, curves = measure(Path(a.model), Path(a.data), a.split_seed, Path(a.cache_dir), a.device,
-                             a.budgets, a.sensitivities, progress=not a.no_progress)
+    points, curves, records = measure(Path(a.model), Path(a.data), a.split_seed, Path(a.cache_dir), a.device,
+                                      a.budgets, a.sensitivities, progress=not a.no_progress)
     out = Path(a.out)
     model_dir = None if a.no_model_file else Path(a.model)
-    written = write_outputs(points, curves, model_dir, out, command, a.overwrite)
-    (out / "README.md").write_text(readme(points, command, ""), encoding="utf-8")
+    written = write_outputs(points, curves, model_dir, out, command, a.overwrite, records)
+    (out / "README.md").write_text(readme(points, command, "", records), encoding="utf-8")
     written.append(out / "README.md")
     if model_dir is not None:
         rel = os.path.relpath(out.resolve(), model_dir.resolve())
-        (model_dir / "README.md").write_text(readme(points, command, rel.rstrip("/") + "/"), encoding="utf-8")
+        (model_dir / "README.md").write_text(readme(points, command, rel.rstrip("/") + "/", records), encoding="utf-8")
         written.append(model_dir / "README.md")
     print(markdown_table(points))
     print("wrote " + ", ".join(str(p) for p in written))
