@@ -1,6 +1,6 @@
 """Whole-ward model switch (issue 17 item 4): real stays loaded into a SQLite service on one model,
 then every monitored patient rebuilt on another by `POST /models/active`'s path
-(`service.upgrade.Upgrades.switch`: the ward stepped together in lockstep, then the swap under
+(`service.lifecycle.upgrades.Upgrades.switch`: the ward stepped together in lockstep, then the swap under
 every patient lock), against the one-patient-at-a-time rebuild the service does otherwise
 (`Ingestor._rebuild_state`: read the patient's history, `ingest.replay_state`), in the same run,
 on the same model object settings (one intra-op thread each).
@@ -35,8 +35,8 @@ from sqlalchemy import func, select  # noqa: E402  (after the path: runnable as 
 
 from service import schemas  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.inference import Model  # noqa: E402
-from service.ingest import demographics_of, replay_state  # noqa: E402
+from service.scoring.inference import Model  # noqa: E402
+from service.scoring.ingest import demographics_of, replay_state  # noqa: E402
 from service.inputs import state_from_bytes  # noqa: E402
 from service.ranges import check_value  # noqa: E402
 from service.services import Services  # noqa: E402

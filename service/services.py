@@ -4,18 +4,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from service import active_model
+from service.lifecycle import active as active_model
 from service.auth import KeyVerifier, seed_keys
 from service.clock import ServiceClock
 from service.config import Settings
-from service.corrections import Corrections
-from service.inference import Model
-from service.ingest import Ingestor
+from service.patients.corrections import Corrections
+from service.scoring.inference import Model
+from service.scoring.ingest import Ingestor
 from service.metrics import Metrics
-from service.queue import AlarmQueue
-from service.records import Records
-from service.shadow import Shadows, parse_shadow_models
-from service.upgrade import Upgrades
+from service.ward.queue import AlarmQueue
+from service.ward.records import Records
+from service.lifecycle.shadows import Shadows, parse_shadow_models
+from service.lifecycle.upgrades import Upgrades
 from service.storage.db import make_engine, migrate, read_only, sessions
 
 log = logging.getLogger("service")
@@ -41,7 +41,7 @@ class Services:
         self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock,
                                  explain=settings.explain)
         self.records = Records(self.factory, self.ingestor.locks, margin, clock=self.clock)
-        # Each unit's operating point, of the model in force (service/operating.py), and the queue.
+        # Each unit's operating point, of the model in force (service/alarms/thresholds.py), and the queue.
         self.units = self.records.units = self.ingestor.units
         self.queue = AlarmQueue(self.engine, self.units, self.clock)
         self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
@@ -82,7 +82,7 @@ class Services:
         log.info("following the recorded model switch: now serving %s:%s", name, version)
 
     def activate(self, model: Model) -> None:
-        """Make `model` the one every request uses (service/upgrade.py calls it holding every patient
+        """Make `model` the one every request uses (service/lifecycle/upgrades.py calls it holding every patient
         lock, with every monitored patient's state already rebuilt on it)."""
         old = self.model
         self.model = self.ingestor.model = self.corrections.model = model

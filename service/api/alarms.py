@@ -22,7 +22,7 @@ def alarms(services: ServicesDep,
 
 @router.get("/alarms/queue", response_model=schemas.AlarmQueueOut, responses=ERRORS, dependencies=[Viewer])
 def alarm_queue(services: ServicesDep):
-    """The active alarms of patients still on the ward as cards a nurse works from (service/queue.py):
+    """The active alarms of patients still on the ward as cards a nurse works from (service/ward/queue.py):
     open before acknowledged before snoozed, then current risk highest first, then the longest open;
     each with unit/bed, risk at raise and now with its last 12 risks, time open, latest values with
     their age, contributions, bedside context and the risk in words at the unit's threshold."""

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends
 from service import audit, schemas
 from service.api.deps import ERRORS, Caller, ServicesDep, SinceQuery, Viewer, errors, require
 from service.errors import Invalid
-from service.inference import Model
-from service.shadow import compare
+from service.scoring.inference import Model
+from service.lifecycle.shadows import compare
 from service.storage.db import read_only
 
 router = APIRouter(tags=["models"])

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path
 
 from service import audit, schemas
 from service.api.deps import ERRORS, Caller, ServicesDep, Viewer, errors, require
-from service.operating import UNITS, UnitThreshold
+from service.alarms.thresholds import UNITS, UnitThreshold
 
 router = APIRouter(tags=["operating points"])
 

@@ -182,7 +182,7 @@ class UnitOperatingPoint(Base):
 
 
 class ShadowState(Base):
-    """A shadow model's state per patient (service/shadow.py): advanced by every observation the
+    """A shadow model's state per patient (service/lifecycle/shadows.py): advanced by every observation the
     live model scores, rebuilt from the stored observations when it does not cover exactly the
     patient's stored history (`n_observations`, `last_ts`)."""
     __tablename__ = "shadow_states"
@@ -215,7 +215,7 @@ class ShadowScore(Base):
 
 
 class ActiveModel(Base):
-    """One row (id 1) once a model switch has run: the model every process serves (service/active_model.py)."""
+    """One row (id 1) once a model switch has run: the model every process serves (service/lifecycle/active.py)."""
     __tablename__ = "active_model"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import create_engine
 
-from service import active_model
+from service.lifecycle import active as active_model
 from tests.service.conftest import client_for, hdr, obs
 
 SWITCH = {"name": "sepsis-cfc", "version": "2", "by": "dr admin", "note": "upgrade"}

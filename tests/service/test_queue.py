@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from models.operating_points import load_operating_points, risk_in_words
-from service.bedside import bedside_context
+from service.patients.bedside import bedside_context
 from tests.service.conftest import T0, client_for, hdr, iso, obs
 
 ADMIT = {"age": 64.0, "gender": 1, "icu_admit_time": iso(T0)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from service.ingest import Ingestor
+from service.scoring.ingest import Ingestor
 from tests.service.conftest import client_for, hdr, obs, reference_risks
 
 

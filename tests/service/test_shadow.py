@@ -172,7 +172,7 @@ def test_comparison_on_a_recorded_cohort(db_url, shadow_root, tmp_path):
 
 
 def test_shadow_models_setting_is_checked(shadow_root, sqlite_url):
-    from service.shadow import parse_shadow_models
+    from service.lifecycle.shadows import parse_shadow_models
 
     assert parse_shadow_models(" a:1, b:2 ,") == [("a", "1"), ("b", "2")]
     for bad in ("a", "a:", ":1", "a:1,a:1"):

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from service import schemas
 from service.errors import Conflict
-from service.inference import Model
-from service.ingest import demographics_of, replay_state
+from service.scoring.inference import Model
+from service.scoring.ingest import demographics_of, replay_state
 from service.inputs import model_input, state_from_bytes
 from service.storage.tables import Base, Observation, Patient
 from tests.service.conftest import STATE_SIZE, T0, client_for, hdr, iso, obs, vitals_stream

@@ -23,13 +23,13 @@ from sqlalchemy.engine import Connection, Engine
 from service import audit, schemas
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict
-from service.explanations import Explainer
-from service.inference import Model
+from service.scoring.explanations import Explainer
+from service.scoring.inference import Model
 from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
                             state_from_bytes, state_to_bytes)
-from service.locks import StripedLocks
+from service.scoring.locks import StripedLocks
 from service.metrics import Metrics
-from service.operating import UnitPoints, unit_of
+from service.alarms.thresholds import UnitPoints, unit_of
 from service.storage.tables import Alarm, Observation, Patient
 
 MAX_ATTEMPTS = 20
@@ -59,7 +59,7 @@ class Plan:
     iculos: list[float] = field(default_factory=list)
     risks: list[float] = field(default_factory=list)
     contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
-    threshold: float | None = None  # the patient's unit's alarm threshold in force (service/operating.py)
+    threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
@@ -130,7 +130,7 @@ def replay_state(model: Model, history, demographics: dict[str, float | None]) -
 class Ingestor:
     # The active model, read once per request (contract 6): a request pins it once it holds its
     # patients' locks, and every `self.model` of that request (in this thread) is the pinned one; a
-    # model switch (service/upgrade.py) swaps it holding every lock, so it falls between requests.
+    # model switch (service/lifecycle/upgrades.py) swaps it holding every lock, so it falls between requests.
     model = property(lambda self: getattr(self._request, "model", None) or self._model,
                      lambda self, model: setattr(self, "_model", model))
 
@@ -139,7 +139,7 @@ class Ingestor:
         self.engine = engine
         self._request = threading.local()
         self.model = model
-        self.shadows = None  # service/shadow.py's Shadows when shadow models are configured
+        self.shadows = None  # service/lifecycle/shadows.py's Shadows when shadow models are configured
         self.metrics = metrics
         self.future_margin = future_margin
         self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)

@@ -1,6 +1,6 @@
 """The active model as recorded in the database, so that a switch outlives the process that made it.
 
-A model switch (service/upgrade.py) writes the target here in the transaction that writes the
+A model switch (service/lifecycle/upgrades.py) writes the target here in the transaction that writes the
 rebuilt states. At start-up the service serves the recorded model rather than the configured one
 (SEPSIS_MODEL is the default until the first switch), and every process follows a switch made by
 another: it polls the record every SEPSIS_MODEL_FOLLOW_S seconds and adopts the new model under all
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from service.storage.db import read_only
 from service.storage.tables import ActiveModel
 
-log = logging.getLogger("service.active_model")
+log = logging.getLogger("service.lifecycle.active")
 A = ActiveModel.__table__
 
 

@@ -32,16 +32,16 @@ import numpy as np
 from sqlalchemy import bindparam, false, or_, select, update
 from sqlalchemy.engine import Engine
 
-from service import active_model
+from service.lifecycle import active as active_model
 from service.errors import Conflict
 from models.contract import N_FEATURES
-from service.inference import Model
+from service.scoring.inference import Model
 from service.inputs import DEMOGRAPHIC_FIELDS, model_input, state_to_bytes
-from service.locks import StripedLocks
+from service.scoring.locks import StripedLocks
 from service.storage.db import read_only
 from service.storage.tables import Observation, Patient
 
-log = logging.getLogger("service.upgrade")
+log = logging.getLogger("service.lifecycle.upgrades")
 UTC = dt.timezone.utc
 P, O = Patient.__table__, Observation.__table__
 CHUNK_PATIENTS = 1000  # patients read and stepped together; progress is reported per chunk

@@ -29,15 +29,15 @@ import numpy as np
 from prometheus_client import Counter
 from sqlalchemy import delete, insert, select, update
 
-from service.ingest import alarm_blocks
-from service.inference import Model
+from service.scoring.ingest import alarm_blocks
+from service.scoring.inference import Model
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
 from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
 from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
-from service.upgrade import Stay, lockstep
+from service.lifecycle.upgrades import Stay, lockstep
 
-log = logging.getLogger("service.shadow")
+log = logging.getLogger("service.lifecycle.shadows")
 P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__
 _OPEN = SimpleNamespace(state="open", snoozed_until=None)  # a shadow's episode: open until the outcome
 

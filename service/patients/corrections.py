@@ -17,10 +17,10 @@ from service import audit
 from service.auth import KeyIdentity
 from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
-from service.inference import Model
-from service.ingest import demographics_of, replay_state
+from service.scoring.inference import Model
+from service.scoring.ingest import demographics_of, replay_state
 from service.inputs import last_measured, state_to_bytes
-from service.locks import StripedLocks
+from service.scoring.locks import StripedLocks
 from service.storage.tables import Alarm, Correction, Observation, Patient
 
 UTC = dt.timezone.utc

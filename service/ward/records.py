@@ -29,10 +29,10 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from service import audit, schemas
 from service.auth import KeyIdentity
 from service.clock import ServiceClock, feed_time, refuse_future
-from service.context import patient_context
+from service.ward.context import patient_context
 from service.errors import Conflict, Invalid, NotFound
 from service.inputs import UNIT_CODES, unit_name
-from service.locks import StripedLocks
+from service.scoring.locks import StripedLocks
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Observation, Patient
 
@@ -114,7 +114,7 @@ class Records:
         self.locks = locks  # shared with the ingestor: an admission cannot race a first observation
         self.future_margin = future_margin
         self.clock = clock or ServiceClock()
-        self.units = None  # service/operating.py's UnitPoints (set by Services): thresholds and risk in words
+        self.units = None  # service/alarms/thresholds.py's UnitPoints (set by Services): thresholds and risk in words
 
     # -- patients ------------------------------------------------------------------------------
 
