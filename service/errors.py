@@ -49,3 +49,8 @@ class Forbidden(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class Stale(Exception):
+    """Another writer changed a row between this request's read and its write: the write rolls
+    back and starts over from a fresh read (never reaches a client)."""

@@ -14,6 +14,9 @@ from service.scoring.ingest import Ingestor
 from service.metrics import Metrics
 from service.ward.queue import AlarmQueue
 from service.ward.records import Records
+from service.alarms.actions import Alarms
+from service.patients.admission import Admissions
+from service.patients.outcome import Outcomes
 from service.lifecycle.shadows import Shadows, parse_shadow_models
 from service.lifecycle.upgrades import Upgrades
 from service.storage.db import make_engine, migrate, read_only, sessions
@@ -40,9 +43,12 @@ class Services:
         self.clock = ServiceClock(settings.clock)  # stamps every action (service/clock.py)
         self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock,
                                  explain=settings.explain)
-        self.records = Records(self.factory, self.ingestor.locks, margin, clock=self.clock)
         # Each unit's operating point, of the model in force (service/alarms/thresholds.py), and the queue.
-        self.units = self.records.units = self.ingestor.units
+        self.units = self.ingestor.units
+        self.records = Records(self.engine, self.units, self.clock)
+        self.alarms = Alarms(self.engine, self.clock)
+        self.admissions = Admissions(self.engine, self.ingestor.locks, margin)
+        self.outcomes = Outcomes(self.engine, self.clock, margin)
         self.queue = AlarmQueue(self.engine, self.units, self.clock)
         self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
         self.corrections.clock = self.clock

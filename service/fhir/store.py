@@ -94,7 +94,7 @@ def store(services, mapped: Mapped) -> tuple[list[schemas.PredictResult], dict[s
     created = {}
     for a in mapped.admissions:
         try:
-            _, created[a.admission.patient_id] = services.records.admit(a.admission)
+            _, created[a.admission.patient_id] = services.admissions.admit(a.admission)
         except Conflict as err:
             raise Refusal(409, [Problem(a.expression, err.detail, a.label, "conflict")]) from None
     if not mapped.observations:

@@ -4,7 +4,7 @@ silently, so a team can compare them on the ward's own outcomes before switching
 
 Each shadow keeps its own state per patient (`shadow_states`) and stores its risk for every
 observation (`shadow_scores`), in the transaction that stores the live observation: both are
-committed or neither. Its would-be alarms follow the live suppression rule (`ingest.alarm_blocks`)
+committed or neither. Its would-be alarms follow the live suppression rule (`service.alarms.rules.blocks`)
 on its own episodes, and none is raised once the patient's outcome is recorded; nobody acts on a
 shadow's alarm, so its episode stays open (it suppresses the shadow's further alarms) until then,
 just as an unacknowledged live alarm does. Nothing notifies: no /alarms row, no alarm metric.
@@ -29,7 +29,7 @@ import numpy as np
 from prometheus_client import Counter
 from sqlalchemy import delete, insert, select, update
 
-from service.scoring.ingest import alarm_blocks
+from service.alarms.rules import alarming, blocks
 from service.scoring.inference import Model
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
@@ -81,7 +81,7 @@ def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: b
     """The would-be alarms of a run of scores: (flags, the episode's raise time afterwards)."""
     flags = []
     for risk, t in zip(risks, ts):
-        raise_ = bool(risk >= threshold) and not closed and not alarm_blocks(_OPEN if alarm_at else None, t)
+        raise_ = alarming(risk, threshold) and not closed and not blocks(_OPEN if alarm_at else None, t)
         if raise_:
             alarm_at = t
         flags.append(raise_)

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from service import audit
+from service.alarms import store as alarm_store
 from service.auth import KeyIdentity
 from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
@@ -21,10 +22,10 @@ from service.scoring.inference import Model
 from service.scoring.ingest import demographics_of, replay_state
 from service.inputs import last_measured, state_to_bytes
 from service.scoring.locks import StripedLocks
-from service.storage.tables import Alarm, Correction, Observation, Patient
+from service.storage.tables import Correction, Observation, Patient
 
 UTC = dt.timezone.utc
-P, O, A, C = Patient.__table__, Observation.__table__, Alarm.__table__, Correction.__table__
+P, O, C = Patient.__table__, Observation.__table__, Correction.__table__
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,10 @@ class Corrections:
             removed = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts > after).order_by(O.c.ts)).all()
             if not removed:
                 raise Conflict(f"patient {pid} has no observation after {after.isoformat()}; nothing was changed")
-            alarms = s.execute(select(A).where(A.c.patient_id == pid, A.c.raised_at > after).order_by(A.c.id)).all()
             kept = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts <= after).order_by(O.c.ts)).all()
             values = self._patient_after(row, kept, self.model)  # read once: a switch falls between requests
             s.execute(delete(O).where(O.c.patient_id == pid, O.c.ts > after))
-            s.execute(delete(A).where(A.c.patient_id == pid, A.c.raised_at > after))
+            alarms = alarm_store.remove_raised_after(s, pid, after)
             done = s.execute(update(P).where(P.c.id == pid, P.c.version == row.version)
                              .values(version=row.version + 1, **values))
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess

@@ -3,8 +3,8 @@ observations, risks, alarms and new states in one transaction.
 
 A request is all-or-nothing: if any observation conflicts (out of order, or a timestamp already
 stored with other vitals, or further ahead of the service's clock than the margin) nothing is
-stored. A patient has at most one active alarm: a new one supersedes (resolves) a snoozed one whose
-snooze has ended, and none is raised once the patient's outcome is recorded. An observation posted again with identical vitals returns the stored result. A write that
+stored. The alarms the risks raise are the alarm rules' (service/alarms/), in the same transaction.
+An observation posted again with identical vitals returns the stored result. A write that
 loses a race with another process is retried from a fresh read; a patient whose read found the same
 state as before keeps the step already computed, so the model runs once per observation.
 """
@@ -20,9 +20,11 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
 
-from service import audit, schemas
+from service import schemas
 from service.clock import ServiceClock, refuse_future
-from service.errors import Conflict
+from service.alarms import store as alarm_store
+from service.alarms.rules import alarming
+from service.errors import Conflict, Stale
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
 from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
@@ -30,7 +32,7 @@ from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_m
 from service.scoring.locks import StripedLocks
 from service.metrics import Metrics
 from service.alarms.thresholds import UnitPoints, unit_of
-from service.storage.tables import Alarm, Observation, Patient
+from service.storage.tables import Observation, Patient
 
 MAX_ATTEMPTS = 20
 UTC = dt.timezone.utc
@@ -60,6 +62,7 @@ class Plan:
     risks: list[float] = field(default_factory=list)
     contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
     threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
+    alarm_ids: list[int | None] = field(default_factory=list)  # one per new item, once stored
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
@@ -67,26 +70,14 @@ class Plan:
                 tuple((it.ts, tuple(sorted(it.vitals.items()))) for it in self.new))
 
 
-class _Retry(Exception):
-    """Another writer changed the patient between our read and our write."""
-
-
 def stored_result(o) -> schemas.PredictResult:
     return schemas.PredictResult(
-        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=o.risk >= o.threshold, alarm_id=o.alarm_id,
+        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=alarming(o.risk, o.threshold), alarm_id=o.alarm_id,
         threshold=o.threshold, model=o.model_name, model_version=o.model_version, contributions=o.contributions,
         elapsed_hours=o.elapsed_hours, iculos=o.iculos, duplicate=True)
 
 
-@dataclass(frozen=True)
-class _AlarmState:
-    state: str
-    snoozed_until: dt.datetime | None = None
-    id: int | None = None
-
-
-_OpenAlarm = _AlarmState("open")
-P, O, A = Patient.__table__, Observation.__table__, Alarm.__table__
+P, O = Patient.__table__, Observation.__table__
 # The hot path's statements, built once: constructing them per request cost more than running them.
 _SELECT_ONE = select(P).where(P.c.id == bindparam("b_id"))
 _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
@@ -94,23 +85,7 @@ _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindpara
                     last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
                     version=bindparam("b_new_version"), n_observations=bindparam("b_n"),
                     last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
-_LATEST_ALARM = (select(A.c.state, A.c.snoozed_until, A.c.id)
-                 .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
-_OUTCOME = select(P.c.outcome).where(P.c.id == bindparam("b_id"))
-_SUPERSEDE = (update(A).where(A.c.id == bindparam("b_old"), A.c.state == "snoozed")
-              .values(state="resolved", resolved_at=bindparam("b_now", type_=A.c.resolved_at.type), resolved_by="system",
-                      resolve_note=bindparam("b_note")))
 _INSERT_OBS = insert(O)
-
-
-def alarm_blocks(alarm, ts: dt.datetime) -> bool:
-    """Whether an existing alarm suppresses a new one at `ts`: open and acknowledged alarms do
-    until resolved, a snoozed one until its snooze ends."""
-    if alarm is None or alarm.state == "resolved":
-        return False
-    if alarm.state == "snoozed":
-        return alarm.snoozed_until is not None and alarm.snoozed_until > ts
-    return True
 
 
 def demographics_of(row) -> dict[str, float | None]:
@@ -197,7 +172,7 @@ class Ingestor:
                 runs += self._score(plans, single, computed)
                 try:
                     raised = self._store(plans, results)
-                except _Retry:
+                except Stale:
                     continue
                 break
             else:
@@ -334,7 +309,7 @@ class Ingestor:
         if single:
             return self.explainer.contributions(self.model, obs, elapsed, state)
         rows = [j for j, p in enumerate(ps)
-                if k == len(p.new) - 1 or (p.threshold is not None and float(risk[j]) >= p.threshold)]
+                if k == len(p.new) - 1 or (p.threshold is not None and alarming(float(risk[j]), p.threshold))]
         why: list = [None] * len(ps)
         if rows:
             for j, c in zip(rows, self.explainer.contributions(self.model, obs[rows], elapsed[rows], state[rows])):
@@ -345,20 +320,22 @@ class Ingestor:
 
     def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult]) -> int:
         now = dt.datetime.now(UTC)
-        raised = 0
-        pending: dict[int, schemas.PredictResult] = {}
         try:
             with self.engine.begin() as s:
                 for p in plans:
                     if not p.new:
                         continue
                     self._write_patient(s, p, now)
-                    raised += self._write_observations(s, p, now, pending)
+                    self._write_observations(s, p, now)
                 if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
                     self.shadows.record(s, plans)
         except IntegrityError:
-            raise _Retry() from None
-        results.update(pending)
+            raise Stale() from None
+        raised = 0
+        for p in plans:
+            if p.new:
+                results.update(self._results(p))
+                raised += sum(a is not None for a in p.alarm_ids)
         for p in plans:
             for index, same in p.aliases:
                 results[index] = results[same].model_copy(update={"duplicate": True})
@@ -386,50 +363,24 @@ class Ingestor:
                 "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"],
                 "b_last_measured": values["last_measured"]})
         if res.rowcount != 1:
-            raise _Retry()
+            raise Stale()
 
-    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime, results) -> int:
+    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime) -> None:
         m = self.model
-        raised = 0
-        current = None
-        closed = False  # an outcome is recorded: the alarm's question is answered, none is raised
-        if any(r >= p.threshold for r in p.risks):
-            # Read after this transaction's update of the patient row, which holds its lock: an
-            # outcome recorded concurrently is seen here, or its resolution comes after our commit.
-            closed = p.row is not None and conn.execute(_OUTCOME, {"b_id": p.patient_id}).scalar() is not None
-            current = conn.execute(_LATEST_ALARM, {"b_id": p.patient_id}).first()
-        rows = []
-        for k, it in enumerate(p.new):
-            risk = p.risks[k]
-            alarm_id = None
-            if risk >= p.threshold and not closed and not alarm_blocks(current, it.ts):
-                alarm_id = conn.execute(insert(A).values(
-                    patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=p.threshold, model_name=m.name,
-                    model_version=m.version, state="open", contributions=p.contributions[k])).inserted_primary_key[0]
-                audit.record(conn, action="alarm_raised", actor=audit.SYSTEM, at=it.ts, patient_id=p.patient_id,
-                             alarm_id=alarm_id, details={"risk": risk, "threshold": p.threshold, "model": m.name,
-                                                         "model_version": m.version})
-                if current is not None and current.state == "snoozed":
-                    # Its snooze ended: the new episode replaces it, explicitly. A clinician's
-                    # action that changed it meanwhile makes the whole write start over. Stamped
-                    # on the service clock, never before the new alarm was raised.
-                    at = max(it.ts, self.clock.now(conn) if self.clock.simulated else now)
-                    note = f"superseded by alarm {alarm_id}"
-                    done = conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": at, "b_note": note}).rowcount
-                    if done != 1:
-                        raise _Retry()
-                    audit.record(conn, action="alarm_superseded", actor=audit.SYSTEM, at=at, patient_id=p.patient_id,
-                                 alarm_id=current.id, note=note, details={"superseded_by": alarm_id})
-                current = _OpenAlarm
-                raised += 1
-            rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],
-                             iculos=p.iculos[k], risk=risk, threshold=p.threshold, contributions=p.contributions[k],
-                             model_name=m.name,
-                             model_version=m.version, alarm_id=alarm_id, received_at=now))
-            results[it.index] = schemas.PredictResult(
-                patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= p.threshold, alarm_id=alarm_id,
-                threshold=p.threshold, contributions=p.contributions[k], model=m.name, model_version=m.version,
-                elapsed_hours=p.elapsed[k],
-                iculos=p.iculos[k])
-        conn.execute(_INSERT_OBS, rows)
-        return raised
+        p.alarm_ids = alarm_store.raise_alarms(
+            conn, p.patient_id, p.row is not None,
+            [alarm_store.Scored(it.ts, p.risks[k], p.contributions[k]) for k, it in enumerate(p.new)],
+            p.threshold, m.name, m.version, lambda ts: self.clock.now(conn) if self.clock.simulated else now)
+        conn.execute(_INSERT_OBS, [
+            dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k], iculos=p.iculos[k],
+                 risk=p.risks[k], threshold=p.threshold, contributions=p.contributions[k], model_name=m.name,
+                 model_version=m.version, alarm_id=p.alarm_ids[k], received_at=now)
+            for k, it in enumerate(p.new)])
+
+    def _results(self, p: Plan) -> dict[int, schemas.PredictResult]:
+        """The answers for a stored plan's new observations, by request index."""
+        m = self.model
+        return {it.index: schemas.PredictResult(
+            patient_id=p.patient_id, timestamp=it.ts, risk=p.risks[k], alarm=alarming(p.risks[k], p.threshold),
+            alarm_id=p.alarm_ids[k], threshold=p.threshold, contributions=p.contributions[k], model=m.name,
+            model_version=m.version, elapsed_hours=p.elapsed[k], iculos=p.iculos[k]) for k, it in enumerate(p.new)}

@@ -21,7 +21,8 @@ from service import schemas
 from service.ward.context import bedside
 from service.inputs import unit_name
 from service.alarms.thresholds import UnitPoints, unit_of
-from service.ward.records import ACTIVE_STATES, patient_status
+from service.alarms.rules import ACTIVE_STATES
+from service.patients.status import patient_status
 from service.storage.tables import Alarm, Observation, Patient
 
 TREND_POINTS = 12
