@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # A body is answered with its first problems and how many there were: one post of 600,000 unknown
-# names once produced a 465 MB answer (issue 16).
+# names once produced a 465 MB answer.
 MAX_REPORTED = 20
 
 

@@ -1,4 +1,4 @@
-"""Shadow models (issue 17 item 3): candidates configured beside the active model
+"""Shadow models: candidates configured beside the active model
 (SEPSIS_SHADOW_MODELS="name:version,...") that score every observation the active model scores,
 silently, so a team can compare them on the ward's own outcomes before switching.
 
@@ -35,7 +35,7 @@ from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
 from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
 from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
-from service.lifecycle.upgrades import Stay, lockstep
+from service.scoring.rebuild import Stay, replay, stay
 
 log = logging.getLogger("service.lifecycle.shadows")
 P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__
@@ -132,7 +132,7 @@ class Shadows:
                 state, alarm_at = self._rebuild(conn, m, p)
             starts.append(state)
             episodes.append(alarm_at)
-        risks, states = lockstep(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
+        risks, states = replay(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
         rows = []
         for i, p in enumerate(patients):
             flags, alarm_at = _alarms(risks[i], p.ts, m.threshold, episodes[i], p.patient_id in closed)
@@ -157,9 +157,7 @@ class Shadows:
                                       SC.c.model_version == m.version))
         if not history:
             return m.new_state(), None
-        stay = Stay(p.patient_id, 0, np.stack([model_input(o.vitals, p.demographics, o.iculos) for o in history]),
-                    np.array([o.elapsed_hours for o in history], np.float32))
-        risks, states = lockstep(m, [stay])
+        risks, states = replay(m, [stay(p.patient_id, history, p.demographics)])
         ts = [o.ts for o in history]
         # The outcome's time against the history is not known: the history's would-be alarms are
         # counted as if it had not been recorded yet.

@@ -11,8 +11,6 @@ state as before keeps the step already computed, so the model runs once per obse
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,9 +25,9 @@ from service.alarms.rules import alarming
 from service.errors import Conflict, Stale
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
-from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
+from service.inputs import (demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
                             state_from_bytes, state_to_bytes)
-from service.scoring.locks import StripedLocks
+from service.scoring.rebuild import demographics_of, read_stays, replay
 from service.metrics import Metrics
 from service.alarms.thresholds import UnitPoints, unit_of
 from service.storage.tables import Observation, Patient
@@ -88,41 +86,28 @@ _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindpara
 _INSERT_OBS = insert(O)
 
 
-def demographics_of(row) -> dict[str, float | None]:
-    return {f: getattr(row, f) for f in DEMOGRAPHIC_FIELDS.values()}
-
-
-def replay_state(model: Model, history, demographics: dict[str, float | None]) -> np.ndarray:
-    """A patient's state after its stored observations (in time order), stepped one at a time from
-    a new patient's state exactly as they were scored: their stored ICULOS and elapsed hours."""
-    state = np.zeros((1, model.state_size), np.float32)
-    for o in history:
-        x = model_input(o.vitals, demographics, o.iculos)[None]
-        _, state = model.run(x, np.array([[o.elapsed_hours]], np.float32), state)
-    return state[0]
-
-
 class Ingestor:
-    # The active model, read once per request (contract 6): a request pins it once it holds its
-    # patients' locks, and every `self.model` of that request (in this thread) is the pinned one; a
-    # model switch (service/lifecycle/upgrades.py) swaps it holding every lock, so it falls between requests.
-    model = property(lambda self: getattr(self._request, "model", None) or self._model,
-                     lambda self, model: setattr(self, "_model", model))
-
-    def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1),
-                 clock: ServiceClock | None = None, explain: bool = True):
+    def __init__(self, engine: Engine, active, units: UnitPoints, metrics: Metrics, clock: ServiceClock,
+                 future_margin: dt.timedelta = dt.timedelta(hours=1), explain: bool = True, shadows=None):
+        """`active`: the active model's holder (service/lifecycle/active.py's ActiveModel), whose
+        locks serialise each patient's writers in this process; `units`: each unit's alarm
+        threshold of the model in force; `shadows`: service/lifecycle/shadows.py's Shadows, when
+        shadow models are configured."""
         self.engine = engine
-        self._request = threading.local()
-        self.model = model
-        self.shadows = None  # service/lifecycle/shadows.py's Shadows when shadow models are configured
+        self.active = active
+        self.locks = active.locks
+        self.units = units
         self.metrics = metrics
+        self.clock = clock  # stamps a supersession (service/clock.py)
         self.future_margin = future_margin
-        self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)
-        self.locks = StripedLocks()
-        # Contributions per scored row (SEPSIS_EXPLAIN) and each unit's alarm threshold, both of the
-        # model this request pinned.
-        self.explainer = Explainer(metrics, explain)
-        self.units = UnitPoints(lambda: self.model)
+        self.explainer = Explainer(metrics, explain)  # contributions per scored row (SEPSIS_EXPLAIN)
+        self.shadows = shadows
+
+    @property
+    def model(self) -> Model:
+        """The model of this request: pinned once it holds its patients' locks (`ActiveModel.pin`),
+        so a switch falls between requests."""
+        return self.active.current
 
     def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
         results, _ = self._process([observation], single=True)
@@ -145,15 +130,6 @@ class Ingestor:
             items.sort(key=lambda it: it.ts)
         self._plan(groups, {}, where)
 
-    @contextmanager
-    def pinned(self):
-        """This request's model: the active one when the request took its locks."""
-        self._request.model = self._model
-        try:
-            yield self._request.model
-        finally:
-            self._request.model = None
-
     def _process(self, observations, single: bool):
         refuse_future(((("timestamp" if single else f"observations.{i}.timestamp"), o.timestamp)
                        for i, o in enumerate(observations)), self.future_margin)
@@ -165,7 +141,7 @@ class Ingestor:
         where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
         computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
         runs = 0
-        with self.locks.hold(groups), self.pinned() as model:
+        with self.locks.hold(groups), self.active.pin() as model:
             for _ in range(MAX_ATTEMPTS):
                 results: dict[int, schemas.PredictResult] = {}
                 plans = self._plan(groups, results, where)
@@ -251,8 +227,8 @@ class Ingestor:
         return Plan(pid, row, state, row.last_ts, icu_admit, demographics_of(row))
 
     def _rebuild_state(self, s: Connection, row) -> np.ndarray:
-        history = s.execute(select(O).where(O.c.patient_id == row.id).order_by(O.c.ts))
-        return replay_state(self.model, history, demographics_of(row))
+        _, states = replay(self.model, read_stays(s, [row.id]))
+        return states[0]
 
     def _prepare_inputs(self, plan: Plan, where) -> None:
         first = plan.new[0]
