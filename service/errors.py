@@ -54,3 +54,22 @@ class TooLarge(ServiceError):
 class Stale(Exception):
     """Another writer changed a row between this request's read and its write: the write rolls
     back and starts over from a fresh read (never reaches a client)."""
+
+
+class RowConflict(Conflict):
+    """A conflict of one observation of a request, `index` its position: each path names the row
+    its own way (the JSON API `observations[i]: `, the FHIR path the entry's element)."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+class AdmissionConflict(Conflict):
+    """An admission of a request that differs from the stored patient, `index` its position."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason

@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from service import schemas
 from service.alarms.store import active_alarm_ids
 from service.clock import refuse_future
-from service.errors import Conflict
-from service.inputs import UNIT_CODES
+from service.errors import AdmissionConflict, Conflict
+from service.inputs import DEMOGRAPHIC_FIELDS, UNIT_CODES
 from service.patients.status import admission_summary, summary
 from service.scoring.locks import StripedLocks
 from service.storage.tables import Patient
@@ -44,11 +44,6 @@ def conflict(row, a: schemas.Admission, reveal: bool) -> str | None:
     return f"patient {a.patient_id} already exists{how}; an admission cannot be changed"
 
 
-def insert_admission(conn, a: schemas.Admission, now: dt.datetime) -> None:
-    conn.execute(insert(P).values(id=a.patient_id, created_at=now, admitted_by="admission", n_observations=0,
-                                  version=0, **fields(a)))
-
-
 class Admissions:
     def __init__(self, engine: Engine, locks: StripedLocks, future_margin: dt.timedelta = dt.timedelta(hours=1)):
         self.engine = engine
@@ -69,8 +64,42 @@ class Admissions:
                         if not reveal:
                             return admission_summary(a), False
                         return summary(row, active_alarm_ids(conn, [row.id]).get(row.id)), False
-                    insert_admission(conn, a, dt.datetime.now(UTC))
+                    Admitting([a]).insert(conn, a.patient_id, dt.datetime.now(UTC))
                     row = conn.execute(select(P).where(P.c.id == a.patient_id)).first()
             except IntegrityError:
                 raise Conflict(f"patient {a.patient_id} was created concurrently; retry") from None
         return summary(row, None), True
+
+
+class Admitting:
+    """Admissions to store in the transaction that scores observations (`Ingestor.write`; the FHIR
+    path): checked against the rows the write reads, under its locks; a new patient's row is
+    inserted with its first observations, so a refused request stores no admission."""
+
+    def __init__(self, admissions: list[schemas.Admission], reveal: bool = False):
+        self._by_id = {a.patient_id: (i, a) for i, a in enumerate(admissions)}
+        self.reveal = reveal
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def check(self, rows: dict) -> None:
+        """AdmissionConflict for the first admission that differs from its stored patient."""
+        for pid, (i, a) in self._by_id.items():
+            row = rows.get(pid)
+            if row is not None and (why := conflict(row, a, self.reveal)):
+                raise AdmissionConflict(i, why)
+
+    def start(self, pid: str) -> tuple[dt.datetime, dict[str, float | None]] | None:
+        """(ICU admission time, demographics) of a patient this request admits; None if it does not."""
+        if pid not in self._by_id:
+            return None
+        f = fields(self._by_id[pid][1])
+        return f.pop("icu_admit_time"), {k: f[k] for k in DEMOGRAPHIC_FIELDS.values()}
+
+    def insert(self, conn, pid: str, now: dt.datetime, **streaming) -> None:
+        """The new patient's row: its admission, and the streaming columns of its first observations."""
+        values = dict(n_observations=0, version=0) | streaming
+        conn.execute(insert(P).values(id=pid, created_at=now, admitted_by="admission",
+                                      **fields(self._by_id[pid][1]), **values))

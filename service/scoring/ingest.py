@@ -22,7 +22,7 @@ from service import schemas
 from service.clock import ServiceClock, refuse_future
 from service.alarms import store as alarm_store
 from service.alarms.rules import alarming
-from service.errors import Conflict, Stale
+from service.errors import Conflict, RowConflict, Stale
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
 from service.inputs import (demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
@@ -61,6 +61,7 @@ class Plan:
     contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
     threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
     alarm_ids: list[int | None] = field(default_factory=list)  # one per new item, once stored
+    admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
@@ -110,44 +111,47 @@ class Ingestor:
         return self.active.current
 
     def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
-        results, _ = self._process([observation], single=True)
+        results, _ = self._json([observation], single=True)
         return results[0]
 
     def predict_batch(self, observations: list[schemas.Observation]) -> tuple[list[schemas.PredictResult], int]:
-        return self._process(observations, single=False)
+        return self._json(observations, single=False)
 
-    def check(self, observations: list[schemas.Observation], where) -> None:
-        """Raises now the refusal (a time from the future, a 409 conflict) that predict_batch would
-        raise, storing nothing: the FHIR path (service/fhir/store.py) checks a bundle's
-        observations before it stores the bundle's admissions. `where(i)` prefixes a message
-        about observations[i]."""
-        refuse_future(((f"observations.{i}.timestamp", o.timestamp) for i, o in enumerate(observations)),
+    def _json(self, observations, single: bool):
+        """The JSON API's names: a refused row is `observations[i]: ` (none for a single one)."""
+        try:
+            results, runs, _ = self.write(observations, single=single, time_field=(
+                (lambda i: "timestamp") if single else (lambda i: f"observations.{i}.timestamp")))
+        except RowConflict as err:
+            raise Conflict(err.reason if single else f"observations[{err.index}]: {err.reason}") from None
+        return results, runs
+
+    def write(self, observations: list[schemas.Observation], admitting=None, *, single: bool = False,
+              time_field=lambda i: f"observations.{i}.timestamp",
+              admission_field=lambda i: f"admissions.{i}.icu_admit_time") -> tuple[list, int, dict[str, bool]]:
+        """Score and store `observations`, and the admissions of `admitting` (service/patients/
+        admission.py's Admitting), in one transaction: (results in request order, model runs,
+        patient id -> whether this request admitted them). Refusals store nothing: Invalid for a
+        time from the future (naming `time_field(i)` / `admission_field(i)`), RowConflict naming
+        the observation's index, AdmissionConflict naming the admission's."""
+        admitting_ids = admitting.ids if admitting is not None else []
+        refuse_future([(time_field(i), o.timestamp) for i, o in enumerate(observations)]
+                      + [(admission_field(i), admitting.start(pid)[0]) for i, pid in enumerate(admitting_ids)],
                       self.future_margin)
         groups: dict[str, list[Item]] = {}
         for i, o in enumerate(observations):
             groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
         for items in groups.values():
-            items.sort(key=lambda it: it.ts)
-        self._plan(groups, {}, where)
-
-    def _process(self, observations, single: bool):
-        refuse_future(((("timestamp" if single else f"observations.{i}.timestamp"), o.timestamp)
-                       for i, o in enumerate(observations)), self.future_margin)
-        groups: dict[str, list[Item]] = {}
-        for i, o in enumerate(observations):
-            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
-        for items in groups.values():
             items.sort(key=lambda it: it.ts)  # stable: equal timestamps keep request order
-        where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
         computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
         runs = 0
-        with self.locks.hold(groups), self.active.pin() as model:
+        with self.locks.hold(list(groups) + admitting_ids), self.active.pin() as model:
             for _ in range(MAX_ATTEMPTS):
                 results: dict[int, schemas.PredictResult] = {}
-                plans = self._plan(groups, results, where)
+                plans, admits = self._plan(groups, results, admitting)
                 runs += self._score(plans, single, computed)
                 try:
-                    raised = self._store(plans, results)
+                    raised = self._store(plans, results, admitting, admits)
                 except Stale:
                     continue
                 break
@@ -159,49 +163,55 @@ class Ingestor:
             self.metrics.duplicates.inc(len(observations) - stored)
         if raised:
             self.metrics.alarm_events.labels("raised").inc(raised)
-        return [results[i] for i in range(len(observations))], runs
+        return [results[i] for i in range(len(observations))], runs, {pid: pid in admits for pid in admitting_ids}
 
     # -- read ----------------------------------------------------------------------------------
 
-    def _plan(self, groups: dict[str, list[Item]], results, where) -> list[Plan]:
+    def _plan(self, groups: dict[str, list[Item]], results, admitting) -> tuple[list[Plan], set[str]]:
+        """The plans of the patients with observations, and the ids of the patients this request
+        admits (an admission of `admitting` without a stored row)."""
         with self.engine.begin() as s:
-            ids = list(groups)
+            ids = list(dict.fromkeys(list(groups) + (admitting.ids if admitting is not None else [])))
             found = s.execute(_SELECT_ONE, {"b_id": ids[0]}) if len(ids) == 1 else s.execute(select(P).where(P.c.id.in_(ids)))
             rows = {r.id: r for r in found}
+            admits: set[str] = set()
+            if admitting is not None:
+                admitting.check(rows)
+                admits = {pid for pid in admitting.ids if pid not in rows}
             stored = self._stored_candidates(s, groups, rows)
             thresholds = self.units.thresholds(s, self.model)
             plans = []
             for pid, items in groups.items():
                 row = rows.get(pid)
-                plan = self._patient_plan(s, pid, row)
+                plan = self._patient_plan(s, pid, row, admitting.start(pid) if pid in admits else None)
                 for it in items:
                     if plan.last_ts is not None and it.ts <= plan.last_ts:  # sorted: before every new item
                         o = stored.get((pid, it.ts))
                         if o is None:
-                            raise Conflict(f"{where(it.index)}timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
+                            raise RowConflict(it.index, f"timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
                                            f"its last stored observation ({plan.last_ts.isoformat()}); observations of a "
                                            "patient must arrive in time order. Nothing was stored.")
                         if o.vitals != it.vitals:
-                            raise Conflict(f"{where(it.index)}patient {pid} already has an observation at {it.ts.isoformat()} "
+                            raise RowConflict(it.index, f"patient {pid} already has an observation at {it.ts.isoformat()} "
                                            "with different vitals; a stored observation cannot be changed. Nothing was stored.")
                         results[it.index] = stored_result(o)
                         continue
                     if plan.new and plan.new[-1].ts == it.ts:
                         if plan.new[-1].vitals != it.vitals:
-                            raise Conflict(f"{where(it.index)}patient {pid} has two observations at {it.ts.isoformat()} "
+                            raise RowConflict(it.index, f"patient {pid} has two observations at {it.ts.isoformat()} "
                                            "with different vitals in this request. Nothing was stored.")
                         plan.aliases.append((it.index, plan.new[-1].index))
                         continue
                     if row is not None and row.discharged_at is not None and it.ts > row.discharged_at:
-                        raise Conflict(f"{where(it.index)}patient {pid} was discharged at {row.discharged_at.isoformat()}; "
+                        raise RowConflict(it.index, f"patient {pid} was discharged at {row.discharged_at.isoformat()}; "
                                        f"an observation at {it.ts.isoformat()} belongs to another stay (admit it under a "
                                        "new patient id). Nothing was stored.")
                     plan.new.append(it)
                 if plan.new:
-                    self._prepare_inputs(plan, where)
+                    self._prepare_inputs(plan)
                     plan.threshold = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))].threshold
                 plans.append(plan)
-            return plans
+            return plans, admits
 
     @staticmethod
     def _stored_candidates(s: Connection, groups, rows) -> dict:
@@ -213,9 +223,12 @@ class Ingestor:
         q = select(O).where(O.c.patient_id.in_({p for p, _ in wanted}), O.c.ts.in_({t for _, t in wanted}))
         return {(o.patient_id, o.ts): o for o in s.execute(q) if (o.patient_id, o.ts) in wanted}
 
-    def _patient_plan(self, s: Connection, pid: str, row) -> Plan:
+    def _patient_plan(self, s: Connection, pid: str, row, admission) -> Plan:
+        """`admission`: (ICU admission time, demographics) of a patient this request admits."""
         if row is None:
-            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, None, {})
+            icu_admit, demographics = admission or (None, None)
+            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, icu_admit, demographics or {},
+                        admitted=admission is not None)
         state = None
         if row.state is not None and (row.model_name, row.model_version) == (self.model.name, self.model.version):
             state = state_from_bytes(row.state, self.model.state_size)
@@ -230,14 +243,14 @@ class Ingestor:
         _, states = replay(self.model, read_stays(s, [row.id]))
         return states[0]
 
-    def _prepare_inputs(self, plan: Plan, where) -> None:
+    def _prepare_inputs(self, plan: Plan) -> None:
         first = plan.new[0]
-        if plan.row is None:
+        if plan.row is None and not plan.admitted:
             plan.demographics = demographics_from_vitals(first.vitals)
         if plan.icu_admit is None:
             plan.icu_admit = first.ts
         if first.ts < plan.icu_admit:
-            raise Conflict(f"{where(first.index)}timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
+            raise RowConflict(first.index, f"timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
                            f"ICU admission time {plan.icu_admit.isoformat()}. Nothing was stored.")
         previous = plan.last_ts
         for it in plan.new:
@@ -294,14 +307,18 @@ class Ingestor:
 
     # -- write ---------------------------------------------------------------------------------
 
-    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult]) -> int:
+    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting, admits: set[str]) -> int:
+        """One transaction: the admitted patients' rows, each patient's new state, observations and
+        alarms, the shadows' scores. Stale (start over) when another writer got there first."""
         now = dt.datetime.now(UTC)
         try:
             with self.engine.begin() as s:
+                for pid in admits - {p.patient_id for p in plans if p.new}:  # admitted, nothing to score yet
+                    admitting.insert(s, pid, now)
                 for p in plans:
                     if not p.new:
                         continue
-                    self._write_patient(s, p, now)
+                    self._write_patient(s, p, now, admitting)
                     self._write_observations(s, p, now)
                 if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
                     self.shadows.record(s, plans)
@@ -317,12 +334,15 @@ class Ingestor:
                 results[index] = results[same].model_copy(update={"duplicate": True})
         return raised
 
-    def _write_patient(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+    def _write_patient(self, s: Connection, p: Plan, now: dt.datetime, admitting) -> None:
         m = self.model
         values = dict(state=state_to_bytes(p.state), model_name=m.name, model_version=m.version,
                       last_ts=p.new[-1].ts, last_risk=p.risks[-1],
                       last_measured=last_measured([(it.ts, it.vitals) for it in p.new],
                                                   p.row.last_measured if p.row is not None else None))
+        if p.admitted:
+            admitting.insert(s, p.patient_id, now, first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **values)
+            return
         if p.row is None:
             s.execute(insert(P).values(
                 id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
