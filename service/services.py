@@ -47,9 +47,10 @@ class Services:
         # The one holder of the active model, and the patients' locks every writer of this process takes.
         self.active = ActiveModel(self._recorded_model(settings) or Model.load(settings, self.metrics), StripedLocks())
         # Each unit's operating point, of the model in force (service/alarms/thresholds.py).
-        self.units = UnitPoints(lambda: self.active.current)
+        self.units = UnitPoints(lambda: self.active.current, self.engine, self.clock)
         self.shadows = Shadows([Model.load(settings, self.metrics, name, version, active=False, shadow=True)
-                                for name, version in parse_shadow_models(settings.shadow_models)], self.metrics)
+                                for name, version in parse_shadow_models(settings.shadow_models)], self.metrics,
+                               self.engine)
         self.ingestor = Ingestor(self.engine, self.active, self.units, self.metrics, self.clock, margin,
                                  explain=settings.explain, shadows=self.shadows if self.shadows.models else None)
         self.admissions = Admissions(self.engine, self.active.locks, margin)

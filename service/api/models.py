@@ -8,8 +8,6 @@ from service import audit, schemas
 from service.api.deps import ERRORS, Caller, ServicesDep, SinceQuery, Viewer, errors, require
 from service.errors import Invalid
 from service.scoring.inference import Model
-from service.lifecycle.shadows import compare
-from service.storage.db import read_only
 
 router = APIRouter(tags=["models"])
 
@@ -66,5 +64,4 @@ def upgrade_progress(services: ServicesDep):
 def compare_models(services: ServicesDep, since: SinceQuery = None):
     """The active model and every shadow on the observations all of them scored: patient-hour AUROC
     against the recorded outcomes, and the alarm figures of GET /stats (a shadow's would-be alarms)."""
-    with read_only(services.engine).connect() as conn:
-        return compare(conn, services.model, services.shadows.models, since)
+    return services.shadows.comparison(services.model, since)

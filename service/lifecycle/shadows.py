@@ -28,11 +28,13 @@ from typing import Sequence
 import numpy as np
 from prometheus_client import Counter
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
 
 from service.alarms.rules import alarming, blocks
 from service.scoring.inference import Model
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
+from service.storage.db import read_only
 from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
 from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
 from service.scoring.rebuild import Stay, replay, stay
@@ -89,8 +91,9 @@ def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: b
 
 
 class Shadows:
-    def __init__(self, models: Sequence[Model], metrics: Metrics):
+    def __init__(self, models: Sequence[Model], metrics: Metrics, engine: Engine):
         self.models = list(models)
+        self.engine = engine
         r = metrics.registry
         self.failures = Counter("sepsis_shadow_failures_total", "Shadow model runs rolled back (the live answer stood)",
                                 ["model", "version"], registry=r)
@@ -113,6 +116,11 @@ class Shadows:
             except Exception:  # noqa: BLE001 - whatever a shadow does wrong, the live answer stands
                 log.exception("shadow model %s:%s failed on patients %s; rolled back alone", m.name, m.version, ids[:5])
                 self.failures.labels(m.name, m.version).inc()
+
+    def comparison(self, active: Model, since: dt.datetime | None = None) -> dict:
+        """`compare` of the active model and every shadow, on a read-only connection."""
+        with read_only(self.engine).connect() as conn:
+            return compare(conn, active, self.models, since)
 
     def _record(self, conn, m: Model, patients: list[_Patient], closed: set[str]) -> int:
         key = (SS.c.model_name == m.name, SS.c.model_version == m.version)

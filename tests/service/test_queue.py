@@ -1,4 +1,4 @@
-"""The alarm queue a nurse works from (issue 14 item 4): GET /alarms/queue orders the active alarms of
+"""The alarm queue a nurse works from: GET /alarms/queue orders the active alarms of
 patients still on the ward by urgency and gives each card what is needed to act on it; the
 reason of an acknowledgement must be chosen; a refusal is one clear message."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shadow models (issue 17 item 3): scored on every observation beside the active model, stored,
+"""Shadow models: scored on every observation beside the active model, stored,
 notifying nobody, and compared with it on recorded outcomes."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Switching the active model (issue 17 item 4): every monitored patient rebuilt on the new model
+"""Switching the active model: every monitored patient rebuilt on the new model
 from their stored observations, observations arriving meanwhile caught up, nothing stored changed,
 and no request answered with a mix of the old model's state and the new model."""
 from __future__ import annotations
