@@ -31,13 +31,13 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from service.alarms.rules import alarming, blocks
-from service.scoring.inference import Model
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
-from service.storage.db import read_only
-from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
-from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
+from service.scoring.inference import Model
 from service.scoring.rebuild import Stay, replay, stay
+from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
+from service.storage.db import read_only
+from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
 
 log = logging.getLogger("service.lifecycle.shadows")
 P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__

@@ -37,11 +37,11 @@ import numpy as np
 from sqlalchemy import bindparam, false, or_, select, update
 from sqlalchemy.engine import Engine
 
+from service.errors import Conflict
+from service.inputs import state_to_bytes
 from service.lifecycle import active as active_model
 from service.lifecycle.active import ActiveModel
-from service.errors import Conflict
 from service.scoring.inference import Model
-from service.inputs import state_to_bytes
 from service.scoring.rebuild import read_stays, replay
 from service.storage.db import read_only
 from service.storage.tables import Patient

@@ -18,9 +18,9 @@ from service.alarms import store as alarm_store
 from service.auth import KeyIdentity
 from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
+from service.inputs import last_measured, state_to_bytes
 from service.scoring.inference import Model
 from service.scoring.rebuild import demographics_of, replay, stay
-from service.inputs import last_measured, state_to_bytes
 from service.storage.tables import Correction, Observation, Patient
 
 UTC = dt.timezone.utc

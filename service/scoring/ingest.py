@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from service import schemas
-from service.clock import ServiceClock, refuse_future
 from service.alarms import store as alarm_store
 from service.alarms.rules import alarming
+from service.alarms.thresholds import UnitPoints, unit_of
+from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
+from service.inputs import (demographics_from_vitals, elapsed_hours, iculos, last_measured, model_input,
+                            state_from_bytes, state_to_bytes)
+from service.metrics import Metrics
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
-from service.inputs import (demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
-                            state_from_bytes, state_to_bytes)
 from service.scoring.rebuild import demographics_of, read_stays, replay
-from service.metrics import Metrics
-from service.alarms.thresholds import UnitPoints, unit_of
 from service.storage.tables import Observation, Patient
 
 MAX_ATTEMPTS = 20

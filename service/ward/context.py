@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from service.patients.bedside import bedside_context
 from service.alarms.thresholds import UnitPoints, UnitThreshold, unit_of
+from service.patients.bedside import bedside_context
 
 
 def bedside(timeline: list[tuple[dt.datetime, dict]], now: dt.datetime) -> dict:

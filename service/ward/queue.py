@@ -18,12 +18,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.engine import Engine
 
 from service import schemas
-from service.ward.context import bedside
-from service.inputs import unit_name
-from service.alarms.thresholds import UnitPoints, unit_of
 from service.alarms.rules import ACTIVE_STATES
+from service.alarms.thresholds import UnitPoints, unit_of
+from service.inputs import unit_name
 from service.patients.status import patient_status
 from service.storage.tables import Alarm, Observation, Patient
+from service.ward.context import bedside
 
 TREND_POINTS = 12
 STATE_ORDER = {state: i for i, state in enumerate(ACTIVE_STATES)}  # open, acknowledged, snoozed

@@ -265,7 +265,9 @@ def test_a_switch_in_one_process_beside_another_still_on_the_old_model(db_url, m
     take writes. The database's version check keeps every answer on one model: each stored risk is
     what its stamped model gives replaying the stored history, and each patient's stored state is
     its stamped model's replay (the old process rebuilds a patient it finds on the new model)."""
-    with client_for(db_url, models_root) as a, client_for(db_url, models_root) as b:
+    # B does not follow the switch here (its poll could land inside the test's window): B is the
+    # process that has not followed yet (test_active_model.py tests the following)
+    with client_for(db_url, models_root) as a, client_for(db_url, models_root, model_follow_s=0) as b:
         ids = [f"m{i:02d}" for i in range(12)]
         seed = [obs(pid, h, **v) for pid in ids for h, v in vitals_stream(6, seed=40 + int(pid[1:]))]
         assert a.post("/predict/batch", json={"observations": seed}, headers=hdr("ingest")).status_code == 200
