@@ -55,20 +55,24 @@ class Admissions:
         is answered with the admission as posted, nothing the monitoring added since."""
         refuse_future([("icu_admit_time", a.icu_admit_time)], self.future_margin)
         with self.locks.hold([a.patient_id]):
-            try:
-                with self.engine.begin() as conn:
-                    row = conn.execute(select(P).where(P.c.id == a.patient_id)).first()
-                    if row is not None:
-                        if why := conflict(row, a, reveal):
-                            raise Conflict(why)
-                        if not reveal:
-                            return admission_summary(a), False
-                        return summary(row, active_alarm_ids(conn, [row.id]).get(row.id)), False
-                    Admitting([a]).insert(conn, a.patient_id, dt.datetime.now(UTC))
-                    row = conn.execute(select(P).where(P.c.id == a.patient_id)).first()
-            except IntegrityError:
-                raise Conflict(f"patient {a.patient_id} was created concurrently; retry") from None
-        return summary(row, None), True
+            # Twice at most: an insert that loses to another process's creation of the patient reads
+            # the row it created, then answers as for any stored patient.
+            for _ in range(2):
+                try:
+                    with self.engine.begin() as conn:
+                        row = conn.execute(select(P).where(P.c.id == a.patient_id)).first()
+                        if row is not None:
+                            if why := conflict(row, a, reveal):
+                                raise Conflict(why)
+                            if not reveal:
+                                return admission_summary(a), False
+                            return summary(row, active_alarm_ids(conn, [row.id]).get(row.id)), False
+                        Admitting([a]).insert(conn, a.patient_id, dt.datetime.now(UTC))
+                        row = conn.execute(select(P).where(P.c.id == a.patient_id)).first()
+                    return summary(row, None), True
+                except IntegrityError:
+                    continue
+        raise Conflict(f"patient {a.patient_id} kept changing under concurrent writers; retry")
 
 
 class Admitting:
