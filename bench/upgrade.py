@@ -1,8 +1,9 @@
-"""Whole-ward model switch (issue 17 item 4): real stays loaded into a SQLite service on one model,
+"""Whole-ward model switch: real stays loaded into a SQLite service on one model,
 then every monitored patient rebuilt on another by `POST /models/active`'s path
-(`service.upgrade.Upgrades.switch`: the ward stepped together in lockstep, then the swap under
+(`service.lifecycle.upgrades.Upgrades.switch`: the ward stepped together in lockstep, then the swap under
 every patient lock), against the one-patient-at-a-time rebuild the service does otherwise
-(`Ingestor._rebuild_state`: read the patient's history, `ingest.replay_state`), in the same run,
+(read the patient's history, `service.scoring.rebuild.replay` of that one stay, as ingest does for a
+state of another model), in the same run,
 on the same model object settings (one intra-op thread each).
 
 The one-at-a-time rebuild is timed on a sample of the ward's patients (--baseline-patients; all
@@ -35,8 +36,8 @@ from sqlalchemy import func, select  # noqa: E402  (after the path: runnable as 
 
 from service import schemas  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.inference import Model  # noqa: E402
-from service.ingest import demographics_of, replay_state  # noqa: E402
+from service.scoring.inference import Model  # noqa: E402
+from service.scoring import rebuild  # noqa: E402
 from service.inputs import state_from_bytes  # noqa: E402
 from service.ranges import check_value  # noqa: E402
 from service.services import Services  # noqa: E402
@@ -54,7 +55,7 @@ def load_ward(services: Services, stays) -> dict:
     rows, dropped = [], 0
     for i, stay in enumerate(stays):
         plan = plan_stay(f"s{i:05d}", stay.values, stay.labels, START)
-        services.records.admit(schemas.Admission.model_validate(plan.admission))
+        services.admissions.admit(schemas.Admission.model_validate(plan.admission))
         for o in plan.observations:
             body = o["body"]
             vitals = {k: v for k, v in body["vitals"].items() if check_value(k, v) is None}
@@ -77,7 +78,7 @@ def stored_digest(engine) -> str:
 
 
 def one_at_a_time(services: Services, target: Model, ids: list[str]) -> tuple[dict, dict]:
-    """The service's per-patient rebuild (Ingestor._rebuild_state) for each of `ids`."""
+    """The service's per-patient rebuild (one stay through `rebuild.replay`) for each of `ids`."""
     states, hours = {}, 0
     start = time.perf_counter()
     with services.engine.connect() as conn:
@@ -85,7 +86,7 @@ def one_at_a_time(services: Services, target: Model, ids: list[str]) -> tuple[di
             row = conn.execute(select(Patient).where(Patient.id == pid)).one()
             history = conn.execute(select(Observation).where(Observation.patient_id == pid)
                                    .order_by(Observation.ts)).all()
-            states[pid] = replay_state(target, history, demographics_of(row))
+            states[pid] = rebuild.replay(target, [rebuild.stay(pid, history, rebuild.demographics_of(row))])[1][0]
             hours += len(history)
     seconds = time.perf_counter() - start
     return {"patients": len(ids), "hours": hours, "seconds": seconds, "patients_per_second": len(ids) / seconds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # A body is answered with its first problems and how many there were: one post of 600,000 unknown
-# names once produced a 465 MB answer (issue 16).
+# names once produced a 465 MB answer.
 MAX_REPORTED = 20
 
 
@@ -49,3 +49,27 @@ class Forbidden(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class Stale(Exception):
+    """Another writer changed a row between this request's read and its write: the write rolls
+    back and starts over from a fresh read (never reaches a client)."""
+
+
+class RowConflict(Conflict):
+    """A conflict of one observation of a request, `index` its position: each path names the row
+    its own way (the JSON API `observations[i]: `, the FHIR path the entry's element)."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+class AdmissionConflict(Conflict):
+    """An admission of a request that differs from the stored patient, `index` its position."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason

@@ -1,22 +1,29 @@
-"""The services container: everything a request needs, built once at start-up and closed at shutdown."""
+"""The services container: everything a request needs, built once at start-up (each part given
+what it uses when it is made) and closed at shutdown."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
 
-from service import active_model
+from service.alarms.actions import Alarms
+from service.alarms.thresholds import UnitPoints
 from service.auth import KeyVerifier, seed_keys
 from service.clock import ServiceClock
 from service.config import Settings
-from service.corrections import Corrections
-from service.inference import Model
-from service.ingest import Ingestor
+from service.lifecycle import active as active_model
+from service.lifecycle.active import ActiveModel
+from service.lifecycle.shadows import Shadows, parse_shadow_models
+from service.lifecycle.upgrades import Upgrades
 from service.metrics import Metrics
-from service.queue import AlarmQueue
-from service.records import Records
-from service.shadow import Shadows, parse_shadow_models
-from service.upgrade import Upgrades
+from service.patients.admission import Admissions
+from service.patients.corrections import Corrections
+from service.patients.outcome import Outcomes
+from service.scoring.inference import Model
+from service.scoring.ingest import Ingestor
+from service.scoring.locks import StripedLocks
 from service.storage.db import make_engine, migrate, read_only, sessions
+from service.ward.queue import AlarmQueue
+from service.ward.records import Records
 
 log = logging.getLogger("service")
 
@@ -35,24 +42,34 @@ class Services:
         if settings.bootstrap_keys:
             seed_keys(self.factory, settings.bootstrap_keys)
         self.keys = KeyVerifier(self.factory, settings.key_cache_seconds)
-        self.model = self._recorded_model(settings) or Model.load(settings, self.metrics)
         margin = dt.timedelta(hours=settings.future_margin_hours)
         self.clock = ServiceClock(settings.clock)  # stamps every action (service/clock.py)
-        self.ingestor = Ingestor(self.engine, self.model, self.metrics, margin, clock=self.clock,
-                                 explain=settings.explain)
-        self.records = Records(self.factory, self.ingestor.locks, margin, clock=self.clock)
-        # Each unit's operating point, of the model in force (service/operating.py), and the queue.
-        self.units = self.records.units = self.ingestor.units
-        self.queue = AlarmQueue(self.engine, self.units, self.clock)
-        self.corrections = Corrections(self.engine, self.model, self.ingestor.locks)
-        self.corrections.clock = self.clock
+        # The one holder of the active model, and the patients' locks every writer of this process takes.
+        self.active = ActiveModel(self._recorded_model(settings) or Model.load(settings, self.metrics), StripedLocks())
+        # Each unit's operating point, of the model in force (service/alarms/thresholds.py).
+        self.units = UnitPoints(lambda: self.active.current, self.engine, self.clock)
         self.shadows = Shadows([Model.load(settings, self.metrics, name, version, active=False, shadow=True)
-                                for name, version in parse_shadow_models(settings.shadow_models)], self.metrics)
-        self.ingestor.shadows = self.shadows if self.shadows.models else None
-        self.upgrades = Upgrades(self.engine, self.ingestor.locks, lambda: self.model, self.activate)
-        self.follower = (active_model.Follower(self.engine, settings.model_follow_s,
-                                               lambda: (self.model.name, self.model.version), self.adopt)
+                                for name, version in parse_shadow_models(settings.shadow_models)], self.metrics,
+                               self.engine)
+        self.ingestor = Ingestor(self.engine, self.active, self.units, self.metrics, self.clock, margin,
+                                 explain=settings.explain, shadows=self.shadows if self.shadows.models else None)
+        self.admissions = Admissions(self.engine, self.active.locks, margin)
+        self.outcomes = Outcomes(self.engine, self.clock, margin)
+        self.corrections = Corrections(self.engine, self.active, self.clock)
+        self.alarms = Alarms(self.engine, self.clock)
+        self.records = Records(self.engine, self.units, self.clock)
+        self.queue = AlarmQueue(self.engine, self.units, self.clock)
+        self.upgrades = Upgrades(self.engine, self.active)
+        self.follower = (active_model.Follower(self.engine, settings.model_follow_s, self._serving, self.adopt)
                          if settings.model_follow_s > 0 else None)
+
+    @property
+    def model(self) -> Model:
+        """The active model (this request's, once it pinned one)."""
+        return self.active.current
+
+    def _serving(self) -> tuple[str, str]:
+        return self.active.current.name, self.active.current.version
 
     def _recorded_model(self, settings: Settings) -> Model | None:
         """The model the last switch recorded, when there was one (it outranks SEPSIS_MODEL)."""
@@ -73,25 +90,11 @@ class Services:
 
     def adopt(self, name: str, version: str) -> None:
         """Follow a switch another process made: its states are rebuilt already, so swap only."""
-        model = Model.load(self.settings, self.metrics, name, version, active=False)
-        with self.ingestor.locks.hold_all():
-            if (self.model.name, self.model.version) == (name, version):
-                model.close()
-                return
-            self.activate(model)
-        log.info("following the recorded model switch: now serving %s:%s", name, version)
-
-    def activate(self, model: Model) -> None:
-        """Make `model` the one every request uses (service/upgrade.py calls it holding every patient
-        lock, with every monitored patient's state already rebuilt on it)."""
-        old = self.model
-        self.model = self.ingestor.model = self.corrections.model = model
-        old.set_active(False)
-        model.set_active(True)
-        old.close()
+        self.active.adopt(name, version,
+                          lambda n, v: Model.load(self.settings, self.metrics, n, v, active=False))
 
     def close(self) -> None:
         if self.follower is not None:
             self.follower.close()
-        self.model.close()
+        self.active.close()
         self.engine.dispose()

@@ -17,12 +17,12 @@ def alarms(services: ServicesDep,
            state: Literal["open", "acknowledged", "snoozed", "resolved", "active"] | None = None,
            patient_id: PatientQuery = None, since: SinceQuery = None, until: UntilQuery = None, limit: Limit = 500):
     """Newest first. state=active means anything not resolved."""
-    return services.records.alarms(state, patient_id, since, until, limit)
+    return services.alarms.listing(state, patient_id, since, until, limit)
 
 
 @router.get("/alarms/queue", response_model=schemas.AlarmQueueOut, responses=ERRORS, dependencies=[Viewer])
 def alarm_queue(services: ServicesDep):
-    """The active alarms of patients still on the ward as cards a nurse works from (service/queue.py):
+    """The active alarms of patients still on the ward as cards a nurse works from (service/ward/queue.py):
     open before acknowledged before snoozed, then current risk highest first, then the longest open;
     each with unit/bed, risk at raise and now with its last 12 risks, time open, latest values with
     their age, contributions, bedside context and the risk in words at the unit's threshold."""
@@ -35,7 +35,7 @@ def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep, caller: C
     """open or snoozed -> acknowledged; acknowledged or resolved -> 409 naming the state. Of two
     racing transitions the database admits one at a time (docs/service.md has the state machine).
     Stamped by the service clock (GET /clock), never before the alarm was raised; audited."""
-    out = services.records.acknowledge(alarm_id, body, caller)
+    out = services.alarms.acknowledge(alarm_id, body, caller)
     services.metrics.alarm_events.labels(f"acknowledged_{body.reason}").inc()
     return out
 
@@ -45,7 +45,7 @@ def ack(alarm_id: AlarmId, body: schemas.AckIn, services: ServicesDep, caller: C
 def snooze(alarm_id: AlarmId, body: schemas.SnoozeIn, services: ServicesDep, caller: Caller):
     """open, acknowledged or snoozed -> snoozed until now + minutes on the service clock (in simulated
     mode the feed's time); resolved -> 409. Audited."""
-    out = services.records.snooze(alarm_id, body, caller)
+    out = services.alarms.snooze(alarm_id, body, caller)
     services.metrics.alarm_events.labels("snoozed").inc()
     return out
 
@@ -55,7 +55,7 @@ def snooze(alarm_id: AlarmId, body: schemas.SnoozeIn, services: ServicesDep, cal
 def resolve(alarm_id: AlarmId, body: schemas.ResolveIn, services: ServicesDep, caller: Caller):
     """open, acknowledged or snoozed -> resolved (a resolved alarm never suppresses a new one);
     resolved -> 409. Audited with the note."""
-    out = services.records.resolve(alarm_id, body, caller)
+    out = services.alarms.resolve(alarm_id, body, caller)
     services.metrics.alarm_events.labels("resolved").inc()
     return out
 

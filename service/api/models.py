@@ -9,9 +9,7 @@ from fastapi import APIRouter, Depends
 from service import audit, schemas
 from service.api.deps import ERRORS, Caller, ServicesDep, SinceQuery, Viewer, errors, require
 from service.errors import Invalid
-from service.inference import Model
-from service.shadow import compare
-from service.storage.db import read_only
+from service.scoring.inference import Model
 
 router = APIRouter(tags=["models"])
 log = logging.getLogger("service")
@@ -71,5 +69,4 @@ def upgrade_progress(services: ServicesDep):
 def compare_models(services: ServicesDep, since: SinceQuery = None):
     """The active model and every shadow on the observations all of them scored: patient-hour AUROC
     against the recorded outcomes, and the alarm figures of GET /stats (a shadow's would-be alarms)."""
-    with read_only(services.engine).connect() as conn:
-        return compare(conn, services.model, services.shadows.models, since)
+    return services.shadows.comparison(services.model, since)

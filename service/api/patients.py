@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response, Security
 from service import schemas
 from service.api.deps import (API_KEY, ERRORS, ERRORS_404, ERRORS_404_GET, ERRORS_409, Caller, Clinician, Ingest,
                               Limit, Offset, PatientPath, ServicesDep, Viewer, errors, require)
-from service.auth import identify
+from service.auth import GRANTS, identify
 
 router = APIRouter(tags=["patients"])
 
@@ -17,8 +17,11 @@ router = APIRouter(tags=["patients"])
              responses={**ERRORS_409, 200: {"model": schemas.PatientSummary,
                                             "description": "the same admission posted again: nothing changed"}},
              dependencies=[Ingest])
-def admit(body: schemas.Admission, response: Response, services: ServicesDep):
-    out, created = services.records.admit(body)
+def admit(body: schemas.Admission, response: Response, services: ServicesDep, role: Annotated[str, Ingest]):
+    """Posting the same admission again changes nothing (200); another one is a 409. To a key that
+    may not read patients (role ingest) a repeat answers the admission as posted, nothing the
+    monitoring added since, and a 409 does not say how the patient was created."""
+    out, created = services.admissions.admit(body, reveal="viewer" in GRANTS[role])
     if not created:
         response.status_code = 200
     return out
@@ -54,7 +57,7 @@ def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: Services
     The same outcome with a `discharged_at` the patient does not have yet records the discharge
     (a patient in treatment for sepsis leaves the ward when the stay ends), once.
     Resolves the patient's active alarm; audited (the key and `recorded_by`)."""
-    return services.records.record_outcome(patient_id, body, caller)
+    return services.outcomes.record(patient_id, body, caller)
 
 
 @router.delete("/patients/{patient_id}/observations", response_model=schemas.CorrectionOut,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path
 
 from service import audit, schemas
 from service.api.deps import ERRORS, Caller, ServicesDep, Viewer, errors, require
-from service.operating import UNITS, UnitThreshold
+from service.alarms.thresholds import UNITS, UnitThreshold
 
 router = APIRouter(tags=["operating points"])
 
@@ -32,8 +32,7 @@ def _out(services, thresholds: dict[str, UnitThreshold]) -> schemas.OperatingPoi
 def operating_points(services: ServicesDep):
     """The loaded model's operating points (thresholds measured on validation, with their test
     figures, and the risk bands) and the threshold each unit alarms at now."""
-    with services.engine.begin() as conn:
-        return _out(services, services.units.thresholds(conn))
+    return _out(services, services.units.in_force())
 
 
 @router.put("/units/{unit}/operating-point", response_model=schemas.OperatingPointsOut,
@@ -44,7 +43,5 @@ def choose_operating_point(unit: UnitPath, body: schemas.OperatingPointIn, servi
     """Admin only, audited (action threshold_change): the unit's alarms are raised at the chosen
     point's threshold from the next observation on; stored risks and alarms are not changed. An
     unknown unit or point id is a 422 naming the field."""
-    with services.engine.begin() as conn:
-        at = services.clock.now(conn)
-        services.units.choose(conn, unit, body.point_id, body.by, body.note, audit.actor(caller, body.by), at)
-        return _out(services, services.units.thresholds(conn))
+    return _out(services, services.units.choose_now(unit, body.point_id, body.by, body.note,
+                                                    audit.actor(caller, body.by)))

@@ -182,7 +182,7 @@ class UnitOperatingPoint(Base):
 
 
 class ShadowState(Base):
-    """A shadow model's state per patient (service/shadow.py): advanced by every observation the
+    """A shadow model's state per patient (service/lifecycle/shadows.py): advanced by every observation the
     live model scores, rebuilt from the stored observations when it does not cover exactly the
     patient's stored history (`n_observations`, `last_ts`)."""
     __tablename__ = "shadow_states"
@@ -215,7 +215,7 @@ class ShadowScore(Base):
 
 
 class ActiveModel(Base):
-    """One row (id 1) once a model switch has run: the model every process serves (service/active_model.py)."""
+    """One row (id 1) once a model switch has run: the model every process serves (service/lifecycle/active.py)."""
     __tablename__ = "active_model"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -223,3 +223,17 @@ class ActiveModel(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     switched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     switched_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class ModelSwitchClaim(Base):
+    """One row (id 1): the model switch running on this database, if any (service/lifecycle/active.py).
+    A switch claims it with a conditional UPDATE (token NULL, or a heartbeat gone stale) and frees
+    it in the transaction that records the switch."""
+    __tablename__ = "model_switch_claim"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str | None] = mapped_column(String(36))     # the claiming switch's; NULL when none runs
+    target: Mapped[str | None] = mapped_column(String(100))   # "name:version" it switches to
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # renewed after each rebuilt chunk

@@ -1,4 +1,4 @@
-"""The audit (issue 14.5): every action records its actor (the API key's identity and the person's
+"""The audit: every action records its actor (the API key's identity and the person's
 name), its time on the service clock and its note, in the same transaction as the action; the API
 returns it (GET /audit, an alarm's history, a patient's audit)."""
 from __future__ import annotations

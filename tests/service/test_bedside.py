@@ -1,11 +1,11 @@
-"""Bedside context (service/bedside.py) from hand-made timelines."""
+"""Bedside context (service/patients/bedside.py) from hand-made timelines."""
 import datetime as dt
 import json
 import math
 
 import pytest
 
-from service.bedside import bedside_context
+from service.patients.bedside import bedside_context
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
 

@@ -1,4 +1,4 @@
-"""One clock (issue 14.1): actions are stamped on the service clock, which is the wall clock by
+"""One clock: actions are stamped on the service clock, which is the wall clock by
 default or the feed's own time (SEPSIS_CLOCK=simulated), so a snooze holds for its minutes of the
 clock the observations carry and no action is stamped before the alarm it acts on."""
 from __future__ import annotations

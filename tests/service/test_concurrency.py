@@ -58,6 +58,23 @@ def test_two_workers_one_database(db_url, models_root):
         _check_consistent(a, "cc2", accepted)
 
 
+def test_one_admission_posted_by_two_workers_at_once_is_stored_once(db_url, models_root):
+    """The same admission from two workers at the same moment: one creates the patient (201), the
+    other, whose insert loses, reads the row and answers it stored already (200), never a 409."""
+    with client_for(db_url, models_root) as a, client_for(db_url, models_root) as b:
+        for k in range(8):
+            body = {"patient_id": f"adm{k}", "age": 60, "unit": "MICU", "icu_admit_time": "2024-03-01T08:00:00Z"}
+            barrier = threading.Barrier(2)
+
+            def post(c):
+                barrier.wait()
+                return c.post("/patients", json=body, headers=hdr("ingest")).status_code
+
+            with ThreadPoolExecutor(2) as pool:
+                codes = sorted(pool.map(post, (a, b)))
+            assert codes == [200, 201], (k, codes)
+
+
 def test_concurrent_identical_repeats_store_once(db_url, models_root):
     with client_for(db_url, models_root) as c:
         c.post("/predict", json=obs("cc3", 0, HR=60), headers=hdr("ingest"))

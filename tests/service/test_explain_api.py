@@ -1,4 +1,4 @@
-"""Contributions (issue 14 item 3): every scored observation carries its top inputs, stored with it
+"""Contributions: every scored observation carries its top inputs, stored with it
 and with the alarm it raised, equal to a direct computation of "risk as posted minus risk with the
 value replaced by its clinical reference" on the fixture's numpy reference; SEPSIS_EXPLAIN=off stores null; the cost is
 on its own histogram. PatientDetail carries the bedside context at the service clock's now."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -217,6 +218,40 @@ def test_a_conflict_refuses_the_whole_bundle_and_stores_no_admission(c):
     assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[2].resource.effectiveDateTime"]
     assert c.get("/patients/e", headers=hdr("viewer")).status_code == 404
     assert c.get("/patients/a", headers=hdr("viewer")).json()["n_observations"] == 1
+
+
+def test_two_bundles_admitting_one_new_patient_at_once_store_one_and_nothing_of_the_other(c):
+    """Two feeds admit the same new patient at the same moment, on different units: one bundle is
+    stored whole; the other is a 409 at its Encounter and stores nothing, its admission included
+    (admission and observations are one transaction). The refused feed's hour stays storable: its
+    observation posted alone is then scored (here: the winner's identical row, a duplicate)."""
+    units = {"MICU": "Medical intensive care unit (MICU)", "SICU": "Surgical intensive care unit (SICU)"}
+    for k in range(8):
+        pid = f"race{k}"
+        answers = {}
+        barrier = threading.Barrier(2)
+
+        def send(unit):
+            barrier.wait()
+            answers[unit] = post(c, bundle(patient(pid), encounter(pid, 0, unit=units[unit]),
+                                           observation(pid, 1, "8867-4", 80, "/min")))
+
+        threads = [threading.Thread(target=send, args=(u,)) for u in units]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in answers.values())
+        assert codes == [200, 409], [r.text for r in answers.values()]
+        winner = next(u for u, r in answers.items() if r.status_code == 200)
+        loser = answers[next(u for u in units if u != winner)]
+        [issue] = issues(loser)
+        assert issue["expression"] == ["Bundle.entry[1].resource.period.start"] and "already exists" in issue["diagnostics"]
+        assert "observations" not in issue["diagnostics"]  # a feed is not told what the stored patient holds
+        stored = c.get(f"/patients/{pid}", headers=hdr("viewer")).json()
+        assert (stored["unit"], stored["n_observations"], stored["admitted_by"]) == (winner, 1, "admission")
+        again = post(c, bundle(observation(pid, 1, "8867-4", 80, "/min")))
+        assert again.status_code == 200 and again.json()["entry"][0]["response"]["status"] == "200 OK"
 
 
 def test_the_same_variable_twice_at_one_time_with_other_values_is_refused(c):

@@ -1,4 +1,4 @@
-"""The alarm lifecycle against the ward's workflow (issue 14, item 1): an outcome or the end of the
+"""The alarm lifecycle against the ward's workflow: an outcome or the end of the
 stay resolves the patient's alarm with the reason, a new episode supersedes a snoozed alarm whose
 snooze ended (never two active alarms), and a confirmed-sepsis patient stays listed in treatment."""
 from __future__ import annotations

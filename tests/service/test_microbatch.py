@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import MicroBatcher
+from service.scoring.batcher import MicroBatcher
 from tests.service.conftest import client_for, hdr, obs, reference_risks
 
 

@@ -1,4 +1,4 @@
-"""Operating points (issue 14 item 6, API side): the model's measured table and each unit's choice
+"""Operating points: the model's measured table and each unit's choice
 at GET /operating-points; an admin chooses a unit's point with PUT /units/{unit}/operating-point,
 audited, and from then on that unit's observations raise alarms at its threshold."""
 from __future__ import annotations

@@ -42,6 +42,16 @@ def test_admission_sets_icu_time_and_demographics(client):
     assert client.post("/patients", json=same, headers=hdr("ingest")).status_code == 200
     r = client.post("/patients", json={**same, "age": 50}, headers=hdr("ingest"))
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    # an ingest key learns nothing clinical from a repeat or a conflict; a key that may read patients does
+    repeat = client.post("/patients", json=same, headers=hdr("ingest")).json()
+    assert (repeat["n_observations"], repeat["last_risk"], repeat["last_observation"], repeat["active_alarm_id"],
+            repeat["status"]) == (0, None, None, None, "monitoring")
+    assert repeat["icu_admit_time"] == iso(T0) and repeat["unit"] == "SICU"
+    assert "observations" not in r.json()["detail"]
+    full = client.post("/patients", json=same, headers=hdr("admin")).json()
+    assert full["n_observations"] == 2 and full["last_risk"] == pytest.approx(got[-1]["risk"])
+    r = client.post("/patients", json={**same, "age": 50}, headers=hdr("admin"))
+    assert r.status_code == 409 and "with 2 observations" in r.json()["detail"]
     # the ward list carries the unit, so a unit filter needs no per-patient request
     listed = {p["patient_id"]: p for p in client.get("/patients", headers=hdr("viewer")).json()}
     assert listed["a1"]["unit"] == "SICU"

@@ -1,4 +1,4 @@
-"""The alarm queue a nurse works from (issue 14 item 4): GET /alarms/queue orders the active alarms of
+"""The alarm queue a nurse works from: GET /alarms/queue orders the active alarms of
 patients still on the ward by urgency and gives each card what is needed to act on it; the
 reason of an acknowledgement must be chosen; a refusal is one clear message."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from models.operating_points import load_operating_points, risk_in_words
-from service.bedside import bedside_context
+from service.patients.bedside import bedside_context
 from tests.service.conftest import T0, client_for, hdr, iso, obs
 
 ADMIT = {"age": 64.0, "gender": 1, "icu_admit_time": iso(T0)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from service.ingest import Ingestor
+from service.scoring.ingest import Ingestor
 from tests.service.conftest import client_for, hdr, obs, reference_risks
 
 
@@ -25,12 +25,12 @@ def counted(db_url, models_root, monkeypatch):
 
         real_store = Ingestor._store
 
-        def store(self, plans, results):
+        def store(self, plans, results, *admissions):
             stores.append(len(plans))
             if len(stores) == 1:  # the competing writer commits in between
                 with self.engine.begin() as conn:
                     conn.execute(text("UPDATE patients SET version = version + 1"))
-            return real_store(self, plans, results)
+            return real_store(self, plans, results, *admissions)
 
         monkeypatch.setattr(services.model, "run", run)
         monkeypatch.setattr(Ingestor, "_store", store)

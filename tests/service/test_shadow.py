@@ -1,4 +1,4 @@
-"""Shadow models (issue 17 item 3): scored on every observation beside the active model, stored,
+"""Shadow models: scored on every observation beside the active model, stored,
 notifying nobody, and compared with it on recorded outcomes."""
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def test_comparison_on_a_recorded_cohort(db_url, shadow_root, tmp_path):
 
 
 def test_shadow_models_setting_is_checked(shadow_root, sqlite_url):
-    from service.shadow import parse_shadow_models
+    from service.lifecycle.shadows import parse_shadow_models
 
     assert parse_shadow_models(" a:1, b:2 ,") == [("a", "1"), ("b", "2")]
     for bad in ("a", "a:", ":1", "a:1,a:1"):

@@ -158,7 +158,7 @@ def test_serving_device_auto_means_the_cpu_provider(monkeypatch, models_root, as
     # measured on an H200 (results/gpu/h200-2026-12-01): per request the CPU provider beat CUDA
     from models.runtime import StepRuntime
     from service.config import Settings
-    from service.inference import Model
+    from service.scoring.inference import Model
     from service.metrics import Metrics
 
     seen = []

@@ -77,7 +77,7 @@ def test_roles(client):
     out = {"outcome": "no_sepsis"}
     assert client.post("/patients/r1/outcome", json=out, headers=hdr("viewer")).status_code == 403
     assert client.post("/patients/r1/outcome", json=out, headers=hdr("admin")).status_code == 200
-    # probes stay open; /metrics needs a key with the metrics permission (issue 16)
+    # probes stay open; /metrics needs a key with the metrics permission
     assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=hdr("viewer")).status_code == 403
@@ -100,7 +100,7 @@ def test_openapi_docs_served(client):
         assert p in paths
 
 
-# -- every input bounded at the schema (issue 16: each of these was a 500 or silently accepted) ----
+# -- every input bounded at the schema (each of these was a 500 or silently accepted) ----
 
 OUT_OF_RANGE = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T23:00:00-05:00", "1899-12-31T23:59:59Z",
                 "2200-01-01T00:00:00Z", "1900-01-01T00:30:00+01:00"]

@@ -1,6 +1,6 @@
-"""Alarms first (issue 14.2): every patient with an unacknowledged alarm leads the listing at any
+"""Alarms first: every patient with an unacknowledged alarm leads the listing at any
 page size, then acknowledged or snoozed ones, then the rest by risk; the ward's counts agree with the
-alarm queue; `last_measured` counts only observations that carried a value (issue 14.8)."""
+alarm queue; `last_measured` counts only observations that carried a value."""
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,5 @@
 """The ward's workflow: the audit of every action, when an alarm was snoozed, and each patient's
-latest measured time (issue 14 items 1, 2, 5).
+latest measured time.
 
 `patients.last_measured` is filled for stored stays from their observations: the latest one that
 carried a value other than the demographics.

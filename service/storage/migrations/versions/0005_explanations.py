@@ -1,5 +1,5 @@
 """Contributions stored with risks and alarms, each unit's chosen operating point, and a patient's
-bed (issue 14 items 3, 4, 6).
+bed.
 
 `observations.contributions` / `alarms.contributions`: the top inputs behind the risk (the change in
 risk when each variable's latest value is withheld, `models/explain.py`), null when the service ran

@@ -1,4 +1,4 @@
-"""Shadow models' scores and states; model upgrades (issue 17 items 3, 4).
+"""Shadow models' scores and states; model upgrades.
 
 Revision ID: 0006
 Revises: 0005

@@ -1,4 +1,4 @@
-"""The active model as last switched (issue 17 item 4): a restart and every worker serve it.
+"""The active model as last switched: a restart and every worker serve it.
 
 Revision ID: 0007
 Revises: 0006

@@ -48,7 +48,6 @@ from service.ranges import FEATURES, LIMITS
 
 VITALS = FEATURES[:8]
 LABS = FEATURES[8:34]
-DEMOGRAPHIC = FEATURES[34:39]
 VITALS_WINDOW_HOURS = 6.0
 LABS_WINDOW_HOURS = 24.0
 NOT_LISTED = frozenset({"ICULOS"})  # derived from the admission time, not a measurement

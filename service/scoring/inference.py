@@ -7,7 +7,7 @@ import numpy as np
 
 from models.registry import resolve
 from models.runtime import StepRuntime
-from service.batcher import MicroBatcher
+from service.scoring.batcher import MicroBatcher
 from service.config import Settings
 from service.metrics import Metrics
 

@@ -4,7 +4,7 @@ Order: open before acknowledged before snoozed; within a state, the higher curre
 then the alarm open longest. Each card carries what a nurse needs to act without opening the
 patient: unit and bed, risk at raise and now with its last risks, time open on the service clock,
 latest values with their age, the contributions behind the alarm and behind the latest risk, the
-bedside scores (`service/bedside.py`) and the risk in words at the unit's threshold.
+bedside scores (`service/patients/bedside.py`) and the risk in words at the unit's threshold.
 
 Reads are a fixed number of queries whatever the queue's length: the alarms with their patients,
 the patients' observations (time, values, risk), the latest observations' contributions, and the
@@ -18,11 +18,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.engine import Engine
 
 from service import schemas
-from service.context import bedside
+from service.alarms.rules import ACTIVE_STATES
+from service.alarms.thresholds import UnitPoints, unit_of
 from service.inputs import unit_name
-from service.operating import UnitPoints, unit_of
-from service.records import ACTIVE_STATES, patient_status
+from service.patients.status import patient_status
 from service.storage.tables import Alarm, Observation, Patient
+from service.ward.context import bedside
 
 TREND_POINTS = 12
 STATE_ORDER = {state: i for i, state in enumerate(ACTIVE_STATES)}  # open, acknowledged, snoozed

@@ -1,10 +1,15 @@
-"""Switching the active model without losing a patient (issue 17 item 4).
+"""Switching the active model without losing a patient.
 
 The new model's state for every monitored patient is rebuilt from their stored observations, the
-whole ward stepped together (`lockstep`: one runtime call per hour of stay across every patient
-still running, longest stays first), exactly as they were scored: their stored ICULOS and elapsed
-hours, their admission's demographics. Nothing stored is changed or reordered except each patient's
+whole ward stepped together (`service.scoring.rebuild.replay`: one runtime call per hour of stay
+across every patient still running, longest stays first), exactly as they were scored: their
+stored ICULOS and elapsed hours, their admission's demographics. Nothing stored is changed or reordered except each patient's
 state columns (state, model_name, model_version, version).
+
+One switch runs at a time on the database: it first claims the `model_switch_claim` row
+(service/lifecycle/active.py; a second switch, in this process or another, is a 409 naming it),
+renews the claim after each rebuilt chunk and frees it in the transaction that records the switch,
+whose audit row's `from` is the model the record named before.
 
 Observations keep arriving meanwhile, so the switch runs in two phases:
 1. rebuild, holding no lock: read each patient row (its `version`), then its observations, and step;
@@ -12,7 +17,7 @@ Observations keep arriving meanwhile, so the switch runs in two phases:
    rebuild again the few patients that advanced (or were corrected, or arrived) since phase 1,
    write every state with `UPDATE ... WHERE version = <read>` in one transaction, and swap the
    active model. Requests pin the active model once they hold their patients' locks
-   (`Ingestor.pinned`), so each is answered wholly by the old model or wholly by the new one.
+   (`ActiveModel.pin`), so each is answered wholly by the old model or wholly by the new one.
 
 A patient another process advanced between the re-read and the write keeps that process's state
 (its version moved); the first request that finds a state of another model rebuilds it
@@ -26,62 +31,25 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from sqlalchemy import bindparam, false, or_, select, update
 from sqlalchemy.engine import Engine
 
-from service import active_model
 from service.errors import Conflict
-from models.contract import N_FEATURES
-from service.inference import Model
-from service.inputs import DEMOGRAPHIC_FIELDS, model_input, state_to_bytes
-from service.locks import StripedLocks
+from service.inputs import state_to_bytes
+from service.lifecycle import active as active_model
+from service.lifecycle.active import ActiveModel
+from service.scoring.inference import Model
+from service.scoring.rebuild import read_stays, replay
 from service.storage.db import read_only
-from service.storage.tables import Observation, Patient
+from service.storage.tables import Patient
 
-log = logging.getLogger("service.upgrade")
+log = logging.getLogger("service.lifecycle.upgrades")
 UTC = dt.timezone.utc
-P, O = Patient.__table__, Observation.__table__
+P = Patient.__table__
 CHUNK_PATIENTS = 1000  # patients read and stepped together; progress is reported per chunk
-
-
-@dataclass
-class Stay:
-    """One patient's stored observations as model inputs, and the patient row's version when read."""
-    patient_id: str
-    version: int
-    obs: np.ndarray      # [T, 40] float32
-    elapsed: np.ndarray  # [T] float32 hours
-
-
-def lockstep(model: Model, stays: Sequence[Stay], initial: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """(risks [T_i] per stay, final states [n, S]) of every stay stepped from `initial` [n, S] (default:
-    a new patient's state): one runtime call per hour across the stays still running (longest
-    first, so they are a prefix of the batch)."""
-    n = len(stays)
-    states = np.zeros((n, model.state_size), np.float32)
-    if n == 0:
-        return [], states
-    lengths = np.array([len(s.obs) for s in stays], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    values = np.concatenate([s.obs for s in stays]).astype(np.float32, copy=False)
-    gaps = np.concatenate([s.elapsed for s in stays]).astype(np.float32, copy=False)
-    order = np.argsort(-lengths, kind="stable")
-    if initial is not None:
-        states[:] = np.asarray(initial, np.float32)[order]
-    running = lengths[order]
-    risks = np.empty(len(values), np.float32)
-    for t in range(int(lengths.max(initial=0))):
-        k = int(np.count_nonzero(running > t))
-        rows = offsets[order[:k]] + t
-        res = model.runtime.step(values[rows], gaps[rows, None], states[:k])
-        states[:k] = res.next_state
-        risks[rows] = res.risk
-    final = np.empty_like(states)
-    final[order] = states  # a stay's row stops changing once it has ended (it left the prefix)
-    return [risks[offsets[i]:offsets[i + 1]] for i in range(n)], final
 
 
 def _monitored():
@@ -92,28 +60,6 @@ def _monitored():
 
 def monitored_versions(conn) -> dict[str, int]:
     return dict(conn.execute(select(P.c.id, P.c.version).where(*_monitored())).all())
-
-
-def read_stays(conn, ids: Sequence[str]) -> list[Stay]:
-    """The patients' rows, then their observations in time order, as the model's inputs. A write
-    that lands between the two reads moves the row's version, so phase 2 rebuilds that patient."""
-    if not ids:
-        return []
-    cols = [P.c.id, P.c.version] + [P.c[f] for f in DEMOGRAPHIC_FIELDS.values()]
-    rows = {r.id: r for r in conn.execute(select(*cols).where(P.c.id.in_(list(ids))))}
-    history: dict[str, list] = {pid: [] for pid in rows}
-    q = (select(O.c.patient_id, O.c.vitals, O.c.elapsed_hours, O.c.iculos)
-         .where(O.c.patient_id.in_(list(rows))).order_by(O.c.patient_id, O.c.ts))
-    for o in conn.execute(q):
-        history[o.patient_id].append(o)
-    stays = []
-    for pid, r in rows.items():
-        demo = {f: getattr(r, f) for f in DEMOGRAPHIC_FIELDS.values()}
-        obs = history[pid]
-        x = (np.stack([model_input(o.vitals, demo, o.iculos) for o in obs]) if obs
-             else np.zeros((0, N_FEATURES), np.float32))
-        stays.append(Stay(pid, r.version, x, np.array([o.elapsed_hours for o in obs], np.float32)))
-    return stays
 
 
 @dataclass
@@ -150,11 +96,9 @@ _WRITE_STATE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bind
 
 @dataclass
 class Upgrades:
-    """Model switches of one service process; at most one at a time."""
+    """Model switches made by this process; at most one at a time on the database."""
     engine: Engine
-    locks: StripedLocks
-    current: Callable[[], Model]              # the active model now
-    activate: Callable[[Model], None]         # swap it (called holding every lock)
+    active: ActiveModel
     chunk: int = CHUNK_PATIENTS
     progress: Progress = field(default_factory=Progress)
     _running: threading.Lock = field(default_factory=threading.Lock)
@@ -169,19 +113,27 @@ class Upgrades:
             raise Conflict(f"a model switch is running ({self.progress.from_model} -> {self.progress.to_model}); "
                            "GET /models/upgrade shows its progress")
         try:
-            old = self.current()
-            if (old.name, old.version) == (target.name, target.version):
-                raise Conflict(f"{target.name}:{target.version} is already the active model; nothing was changed")
-            p = self.progress = Progress(state="running", from_model=f"{old.name}:{old.version}",
-                                         to_model=f"{target.name}:{target.version}", phase="rebuild",
-                                         started_at=dt.datetime.now(UTC), by=by, note=note)
+            to = f"{target.name}:{target.version}"
+            token = active_model.claim(self.engine, to, by)  # of two switches on the database, one runs
             try:
-                self._switch(target, p, audit, on_chunk)
-            except BaseException as err:
-                p.state, p.error, p.finished_at = "failed", f"{type(err).__name__}: {err}", dt.datetime.now(UTC)
-                log.exception("model switch %s -> %s failed; the active model is unchanged", p.from_model, p.to_model)
+                with read_only(self.engine).connect() as conn:
+                    was = active_model.recorded(conn)
+                if was is None:  # no switch yet: the configured model is in force
+                    was = (self.active.current.name, self.active.current.version)
+                if was == (target.name, target.version):
+                    raise Conflict(f"{to} is already the active model; nothing was changed")
+                p = self.progress = Progress(state="running", from_model=f"{was[0]}:{was[1]}", to_model=to,
+                                             phase="rebuild", started_at=dt.datetime.now(UTC), by=by, note=note)
+                try:
+                    self._switch(target, p, token, audit, on_chunk)
+                except BaseException as err:
+                    p.state, p.error, p.finished_at = "failed", f"{type(err).__name__}: {err}", dt.datetime.now(UTC)
+                    log.exception("model switch %s -> %s failed; the active model is unchanged", p.from_model, to)
+                    raise
+                return p
+            except BaseException:
+                active_model.abandon(self.engine, token)  # a no-op once the switch freed it itself
                 raise
-            return p
         finally:
             self._running.release()
 
@@ -189,11 +141,11 @@ class Upgrades:
         reader = read_only(self.engine)
         with reader.connect() as conn:
             stays = read_stays(conn, ids)
-        _, states = lockstep(target, stays)
+        _, states = replay(target, stays)
         p.hours_rebuilt += sum(len(s.obs) for s in stays)
         return {s.patient_id: (s.version, states[i]) for i, s in enumerate(stays)}
 
-    def _switch(self, target: Model, p: Progress, audit, on_chunk) -> None:
+    def _switch(self, target: Model, p: Progress, token: str, audit, on_chunk) -> None:
         start = time.perf_counter()
         with read_only(self.engine).connect() as conn:
             ids = sorted(monitored_versions(conn))
@@ -204,10 +156,11 @@ class Upgrades:
             p.patients_rebuilt = len(built)
             log.info("model switch %s -> %s: %d of %d patients rebuilt (%d hours)", p.from_model, p.to_model,
                      p.patients_rebuilt, p.patients_total, p.hours_rebuilt)
+            active_model.renew(self.engine, token)
             if on_chunk is not None:
                 on_chunk(p)
         p.rebuild_seconds = time.perf_counter() - start
-        with self.locks.hold_all():
+        with self.active.exclusive():
             paused = time.perf_counter()
             p.phase = "catch_up"
             with read_only(self.engine).connect() as conn:
@@ -224,6 +177,7 @@ class Upgrades:
             params = [{"b_id": pid, "b_version": v, "b_state": state_to_bytes(s), "b_model": target.name,
                        "b_mversion": target.version} for pid, (v, s) in built.items()]
             with self.engine.begin() as s:
+                active_model.release(s, token)  # first: a claim lost to a stale takeover rolls all back
                 if params:
                     s.execute(_WRITE_STATE, params)
                 moved = s.execute(select(P.c.id).where(P.c.id.in_(list(built)) if built else false(),
@@ -236,7 +190,7 @@ class Upgrades:
                 p.seconds = time.perf_counter() - start
                 if audit is not None:
                     audit(s, p)
-            self.activate(target)
+            self.active.swap(target)
             p.pause_seconds = time.perf_counter() - paused
         p.seconds = time.perf_counter() - start
         p.patients_per_second = p.patients_rebuilt / p.seconds if p.seconds else None

@@ -3,7 +3,7 @@
 For a model run over rows (obs, elapsed, pre-step state), `models.explain.withheld_deltas` runs
 every row as posted plus one variant per variable with a latest value withheld, all in one batched
 call of the same runtime, and `top_contributions` keeps the largest changes as
-`[{"feature", "value", "delta"}]` (contract 1 of the ward workflow). That extra run is the cost:
+`[{"feature", "value", "delta"}]` (schemas.Contribution). That extra run is the cost:
 it is timed on its own histogram (`sepsis_explain_seconds`) and can be switched off with
 SEPSIS_EXPLAIN=off, which stores null contributions.
 """

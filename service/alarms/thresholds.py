@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from models.operating_points import OperatingPoints, load_operating_points, risk_in_words
@@ -52,8 +52,10 @@ class UnitPoints:
     """The loaded model's operating points and the units' choices. `model_of()` returns the model in
     force (read at each call, so a model switch takes effect on the next request)."""
 
-    def __init__(self, model_of):
+    def __init__(self, model_of, engine: Engine, clock):
         self.model_of = model_of
+        self.engine = engine
+        self.clock = clock  # stamps a choice (service/clock.py)
         self._tables: dict[str, OperatingPoints | None] = {}
         self._lock = threading.Lock()
 
@@ -130,3 +132,14 @@ class UnitPoints:
                               "from": {"point_id": before.point_id, "threshold": before.threshold},
                               "to": {"point_id": point.id, "threshold": point.threshold}})
         return UnitThreshold(unit, point.threshold, point.id, point.label, by, at, note, f"{model.name} {model.version}")
+
+    def in_force(self) -> dict[str, UnitThreshold]:
+        """Every unit's threshold in force now (its own read)."""
+        with self.engine.begin() as conn:
+            return self.thresholds(conn)
+
+    def choose_now(self, unit: str, point_id: str, by: str, note: str | None, actor: dict) -> dict[str, UnitThreshold]:
+        """`choose` in its own transaction, stamped by the service clock; every unit's threshold after it."""
+        with self.engine.begin() as conn:
+            self.choose(conn, unit, point_id, by, note, actor, self.clock.now(conn))
+            return self.thresholds(conn)

@@ -1,10 +1,10 @@
-"""Shadow models (issue 17 item 3): candidates configured beside the active model
+"""Shadow models: candidates configured beside the active model
 (SEPSIS_SHADOW_MODELS="name:version,...") that score every observation the active model scores,
 silently, so a team can compare them on the ward's own outcomes before switching.
 
 Each shadow keeps its own state per patient (`shadow_states`) and stores its risk for every
 observation (`shadow_scores`), in the transaction that stores the live observation: both are
-committed or neither. Its would-be alarms follow the live suppression rule (`ingest.alarm_blocks`)
+committed or neither. Its would-be alarms follow the live suppression rule (`service.alarms.rules.blocks`)
 on its own episodes, and none is raised once the patient's outcome is recorded; nobody acts on a
 shadow's alarm, so its episode stays open (it suppresses the shadow's further alarms) until then,
 just as an unacknowledged live alarm does. Nothing notifies: no /alarms row, no alarm metric.
@@ -28,16 +28,18 @@ from typing import Sequence
 import numpy as np
 from prometheus_client import Counter
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
 
-from service.ingest import alarm_blocks
-from service.inference import Model
+from service.alarms.rules import alarming, blocks
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
+from service.scoring.inference import Model
+from service.scoring.rebuild import Stay, replay, stay
 from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
+from service.storage.db import read_only
 from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
-from service.upgrade import Stay, lockstep
 
-log = logging.getLogger("service.shadow")
+log = logging.getLogger("service.lifecycle.shadows")
 P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__
 _OPEN = SimpleNamespace(state="open", snoozed_until=None)  # a shadow's episode: open until the outcome
 
@@ -81,7 +83,7 @@ def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: b
     """The would-be alarms of a run of scores: (flags, the episode's raise time afterwards)."""
     flags = []
     for risk, t in zip(risks, ts):
-        raise_ = bool(risk >= threshold) and not closed and not alarm_blocks(_OPEN if alarm_at else None, t)
+        raise_ = alarming(risk, threshold) and not closed and not blocks(_OPEN if alarm_at else None, t)
         if raise_:
             alarm_at = t
         flags.append(raise_)
@@ -89,8 +91,9 @@ def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: b
 
 
 class Shadows:
-    def __init__(self, models: Sequence[Model], metrics: Metrics):
+    def __init__(self, models: Sequence[Model], metrics: Metrics, engine: Engine):
         self.models = list(models)
+        self.engine = engine
         r = metrics.registry
         self.failures = Counter("sepsis_shadow_failures_total", "Shadow model runs rolled back (the live answer stood)",
                                 ["model", "version"], registry=r)
@@ -114,6 +117,11 @@ class Shadows:
                 log.exception("shadow model %s:%s failed on patients %s; rolled back alone", m.name, m.version, ids[:5])
                 self.failures.labels(m.name, m.version).inc()
 
+    def comparison(self, active: Model, since: dt.datetime | None = None) -> dict:
+        """`compare` of the active model and every shadow, on a read-only connection."""
+        with read_only(self.engine).connect() as conn:
+            return compare(conn, active, self.models, since)
+
     def _record(self, conn, m: Model, patients: list[_Patient], closed: set[str]) -> int:
         key = (SS.c.model_name == m.name, SS.c.model_version == m.version)
         have = {r.patient_id: r for r in conn.execute(
@@ -132,7 +140,7 @@ class Shadows:
                 state, alarm_at = self._rebuild(conn, m, p)
             starts.append(state)
             episodes.append(alarm_at)
-        risks, states = lockstep(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
+        risks, states = replay(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
         rows = []
         for i, p in enumerate(patients):
             flags, alarm_at = _alarms(risks[i], p.ts, m.threshold, episodes[i], p.patient_id in closed)
@@ -157,9 +165,7 @@ class Shadows:
                                       SC.c.model_version == m.version))
         if not history:
             return m.new_state(), None
-        stay = Stay(p.patient_id, 0, np.stack([model_input(o.vitals, p.demographics, o.iculos) for o in history]),
-                    np.array([o.elapsed_hours for o in history], np.float32))
-        risks, states = lockstep(m, [stay])
+        risks, states = replay(m, [stay(p.patient_id, history, p.demographics)])
         ts = [o.ts for o in history]
         # The outcome's time against the history is not known: the history's would-be alarms are
         # counted as if it had not been recorded yet.

@@ -3,34 +3,34 @@ observations, risks, alarms and new states in one transaction.
 
 A request is all-or-nothing: if any observation conflicts (out of order, or a timestamp already
 stored with other vitals, or further ahead of the service's clock than the margin) nothing is
-stored. A patient has at most one active alarm: a new one supersedes (resolves) a snoozed one whose
-snooze has ended, and none is raised once the patient's outcome is recorded. An observation posted again with identical vitals returns the stored result. A write that
+stored. The alarms the risks raise are the alarm rules' (service/alarms/), in the same transaction.
+An observation posted again with identical vitals returns the stored result. A write that
 loses a race with another process is retried from a fresh read; a patient whose read found the same
 state as before keeps the step already computed, so the model runs once per observation.
 """
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
-from service import audit, schemas
+from service import schemas
+from service.alarms import store as alarm_store
+from service.alarms.rules import alarming
+from service.alarms.thresholds import UnitPoints, unit_of
 from service.clock import ServiceClock, refuse_future
-from service.errors import Conflict
-from service.explanations import Explainer
-from service.inference import Model
-from service.inputs import (DEMOGRAPHIC_FIELDS, demographics_from_vitals, last_measured, elapsed_hours, iculos, model_input,
+from service.errors import Conflict, RowConflict, Stale
+from service.inputs import (demographics_from_vitals, elapsed_hours, iculos, last_measured, model_input,
                             state_from_bytes, state_to_bytes)
-from service.locks import StripedLocks
 from service.metrics import Metrics
-from service.operating import UnitPoints, unit_of
-from service.storage.tables import Alarm, Observation, Patient
+from service.scoring.explanations import Explainer
+from service.scoring.inference import Model
+from service.scoring.rebuild import demographics_of, read_stays, replay
+from service.storage.tables import Observation, Patient
 
 MAX_ATTEMPTS = 20
 UTC = dt.timezone.utc
@@ -59,7 +59,9 @@ class Plan:
     iculos: list[float] = field(default_factory=list)
     risks: list[float] = field(default_factory=list)
     contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
-    threshold: float | None = None  # the patient's unit's alarm threshold in force (service/operating.py)
+    threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
+    alarm_ids: list[int | None] = field(default_factory=list)  # one per new item, once stored
+    admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
@@ -67,26 +69,14 @@ class Plan:
                 tuple((it.ts, tuple(sorted(it.vitals.items()))) for it in self.new))
 
 
-class _Retry(Exception):
-    """Another writer changed the patient between our read and our write."""
-
-
 def stored_result(o) -> schemas.PredictResult:
     return schemas.PredictResult(
-        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=o.risk >= o.threshold, alarm_id=o.alarm_id,
+        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=alarming(o.risk, o.threshold), alarm_id=o.alarm_id,
         threshold=o.threshold, model=o.model_name, model_version=o.model_version, contributions=o.contributions,
         elapsed_hours=o.elapsed_hours, iculos=o.iculos, duplicate=True)
 
 
-@dataclass(frozen=True)
-class _AlarmState:
-    state: str
-    snoozed_until: dt.datetime | None = None
-    id: int | None = None
-
-
-_OpenAlarm = _AlarmState("open")
-P, O, A = Patient.__table__, Observation.__table__, Alarm.__table__
+P, O = Patient.__table__, Observation.__table__
 # The hot path's statements, built once: constructing them per request cost more than running them.
 _SELECT_ONE = select(P).where(P.c.id == bindparam("b_id"))
 _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
@@ -94,110 +84,75 @@ _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindpara
                     last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
                     version=bindparam("b_new_version"), n_observations=bindparam("b_n"),
                     last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
-_LATEST_ALARM = (select(A.c.state, A.c.snoozed_until, A.c.id)
-                 .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
-_OUTCOME = select(P.c.outcome).where(P.c.id == bindparam("b_id"))
-_SUPERSEDE = (update(A).where(A.c.id == bindparam("b_old"), A.c.state == "snoozed")
-              .values(state="resolved", resolved_at=bindparam("b_now", type_=A.c.resolved_at.type), resolved_by="system",
-                      resolve_note=bindparam("b_note")))
 _INSERT_OBS = insert(O)
 
 
-def alarm_blocks(alarm, ts: dt.datetime) -> bool:
-    """Whether an existing alarm suppresses a new one at `ts`: open and acknowledged alarms do
-    until resolved, a snoozed one until its snooze ends."""
-    if alarm is None or alarm.state == "resolved":
-        return False
-    if alarm.state == "snoozed":
-        return alarm.snoozed_until is not None and alarm.snoozed_until > ts
-    return True
-
-
-def demographics_of(row) -> dict[str, float | None]:
-    return {f: getattr(row, f) for f in DEMOGRAPHIC_FIELDS.values()}
-
-
-def replay_state(model: Model, history, demographics: dict[str, float | None]) -> np.ndarray:
-    """A patient's state after its stored observations (in time order), stepped one at a time from
-    a new patient's state exactly as they were scored: their stored ICULOS and elapsed hours."""
-    state = np.zeros((1, model.state_size), np.float32)
-    for o in history:
-        x = model_input(o.vitals, demographics, o.iculos)[None]
-        _, state = model.run(x, np.array([[o.elapsed_hours]], np.float32), state)
-    return state[0]
-
-
 class Ingestor:
-    # The active model, read once per request (contract 6): a request pins it once it holds its
-    # patients' locks, and every `self.model` of that request (in this thread) is the pinned one; a
-    # model switch (service/upgrade.py) swaps it holding every lock, so it falls between requests.
-    model = property(lambda self: getattr(self._request, "model", None) or self._model,
-                     lambda self, model: setattr(self, "_model", model))
-
-    def __init__(self, engine: Engine, model: Model, metrics: Metrics, future_margin: dt.timedelta = dt.timedelta(hours=1),
-                 clock: ServiceClock | None = None, explain: bool = True):
+    def __init__(self, engine: Engine, active, units: UnitPoints, metrics: Metrics, clock: ServiceClock,
+                 future_margin: dt.timedelta = dt.timedelta(hours=1), explain: bool = True, shadows=None):
+        """`active`: the active model's holder (service/lifecycle/active.py's ActiveModel), whose
+        locks serialise each patient's writers in this process; `units`: each unit's alarm
+        threshold of the model in force; `shadows`: service/lifecycle/shadows.py's Shadows, when
+        shadow models are configured."""
         self.engine = engine
-        self._request = threading.local()
-        self.model = model
-        self.shadows = None  # service/shadow.py's Shadows when shadow models are configured
+        self.active = active
+        self.locks = active.locks
+        self.units = units
         self.metrics = metrics
+        self.clock = clock  # stamps a supersession (service/clock.py)
         self.future_margin = future_margin
-        self.clock = clock or ServiceClock()  # stamps a supersession (service/clock.py)
-        self.locks = StripedLocks()
-        # Contributions per scored row (SEPSIS_EXPLAIN) and each unit's alarm threshold, both of the
-        # model this request pinned.
-        self.explainer = Explainer(metrics, explain)
-        self.units = UnitPoints(lambda: self.model)
+        self.explainer = Explainer(metrics, explain)  # contributions per scored row (SEPSIS_EXPLAIN)
+        self.shadows = shadows
+
+    @property
+    def model(self) -> Model:
+        """The model of this request: pinned once it holds its patients' locks (`ActiveModel.pin`),
+        so a switch falls between requests."""
+        return self.active.current
 
     def predict(self, observation: schemas.Observation) -> schemas.PredictResult:
-        results, _ = self._process([observation], single=True)
+        results, _ = self._json([observation], single=True)
         return results[0]
 
     def predict_batch(self, observations: list[schemas.Observation]) -> tuple[list[schemas.PredictResult], int]:
-        return self._process(observations, single=False)
+        return self._json(observations, single=False)
 
-    def check(self, observations: list[schemas.Observation], where) -> None:
-        """Raises now the refusal (a time from the future, a 409 conflict) that predict_batch would
-        raise, storing nothing: the FHIR path (service/fhir/store.py) checks a bundle's
-        observations before it stores the bundle's admissions. `where(i)` prefixes a message
-        about observations[i]."""
-        refuse_future(((f"observations.{i}.timestamp", o.timestamp) for i, o in enumerate(observations)),
+    def _json(self, observations, single: bool):
+        """The JSON API's names: a refused row is `observations[i]: ` (none for a single one)."""
+        try:
+            results, runs, _ = self.write(observations, single=single, time_field=(
+                (lambda i: "timestamp") if single else (lambda i: f"observations.{i}.timestamp")))
+        except RowConflict as err:
+            raise Conflict(err.reason if single else f"observations[{err.index}]: {err.reason}") from None
+        return results, runs
+
+    def write(self, observations: list[schemas.Observation], admitting=None, *, single: bool = False,
+              time_field=lambda i: f"observations.{i}.timestamp",
+              admission_field=lambda i: f"admissions.{i}.icu_admit_time") -> tuple[list, int, dict[str, bool]]:
+        """Score and store `observations`, and the admissions of `admitting` (service/patients/
+        admission.py's Admitting), in one transaction: (results in request order, model runs,
+        patient id -> whether this request admitted them). Refusals store nothing: Invalid for a
+        time from the future (naming `time_field(i)` / `admission_field(i)`), RowConflict naming
+        the observation's index, AdmissionConflict naming the admission's."""
+        admitting_ids = admitting.ids if admitting is not None else []
+        refuse_future([(time_field(i), o.timestamp) for i, o in enumerate(observations)]
+                      + [(admission_field(i), admitting.start(pid)[0]) for i, pid in enumerate(admitting_ids)],
                       self.future_margin)
         groups: dict[str, list[Item]] = {}
         for i, o in enumerate(observations):
             groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
         for items in groups.values():
-            items.sort(key=lambda it: it.ts)
-        self._plan(groups, {}, where)
-
-    @contextmanager
-    def pinned(self):
-        """This request's model: the active one when the request took its locks."""
-        self._request.model = self._model
-        try:
-            yield self._request.model
-        finally:
-            self._request.model = None
-
-    def _process(self, observations, single: bool):
-        refuse_future(((("timestamp" if single else f"observations.{i}.timestamp"), o.timestamp)
-                       for i, o in enumerate(observations)), self.future_margin)
-        groups: dict[str, list[Item]] = {}
-        for i, o in enumerate(observations):
-            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
-        for items in groups.values():
             items.sort(key=lambda it: it.ts)  # stable: equal timestamps keep request order
-        where = (lambda i: "") if single else (lambda i: f"observations[{i}]: ")
         computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
         runs = 0
-        with self.locks.hold(groups), self.pinned() as model:
+        with self.locks.hold(list(groups) + admitting_ids), self.active.pin() as model:
             for _ in range(MAX_ATTEMPTS):
                 results: dict[int, schemas.PredictResult] = {}
-                plans = self._plan(groups, results, where)
+                plans, admits = self._plan(groups, results, admitting)
                 runs += self._score(plans, single, computed)
                 try:
-                    raised = self._store(plans, results)
-                except _Retry:
+                    raised = self._store(plans, results, admitting, admits)
+                except Stale:
                     continue
                 break
             else:
@@ -208,49 +163,55 @@ class Ingestor:
             self.metrics.duplicates.inc(len(observations) - stored)
         if raised:
             self.metrics.alarm_events.labels("raised").inc(raised)
-        return [results[i] for i in range(len(observations))], runs
+        return [results[i] for i in range(len(observations))], runs, {pid: pid in admits for pid in admitting_ids}
 
     # -- read ----------------------------------------------------------------------------------
 
-    def _plan(self, groups: dict[str, list[Item]], results, where) -> list[Plan]:
+    def _plan(self, groups: dict[str, list[Item]], results, admitting) -> tuple[list[Plan], set[str]]:
+        """The plans of the patients with observations, and the ids of the patients this request
+        admits (an admission of `admitting` without a stored row)."""
         with self.engine.begin() as s:
-            ids = list(groups)
+            ids = list(dict.fromkeys(list(groups) + (admitting.ids if admitting is not None else [])))
             found = s.execute(_SELECT_ONE, {"b_id": ids[0]}) if len(ids) == 1 else s.execute(select(P).where(P.c.id.in_(ids)))
             rows = {r.id: r for r in found}
+            admits: set[str] = set()
+            if admitting is not None:
+                admitting.check(rows)
+                admits = {pid for pid in admitting.ids if pid not in rows}
             stored = self._stored_candidates(s, groups, rows)
             thresholds = self.units.thresholds(s, self.model)
             plans = []
             for pid, items in groups.items():
                 row = rows.get(pid)
-                plan = self._patient_plan(s, pid, row)
+                plan = self._patient_plan(s, pid, row, admitting.start(pid) if pid in admits else None)
                 for it in items:
                     if plan.last_ts is not None and it.ts <= plan.last_ts:  # sorted: before every new item
                         o = stored.get((pid, it.ts))
                         if o is None:
-                            raise Conflict(f"{where(it.index)}timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
+                            raise RowConflict(it.index, f"timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
                                            f"its last stored observation ({plan.last_ts.isoformat()}); observations of a "
                                            "patient must arrive in time order. Nothing was stored.")
                         if o.vitals != it.vitals:
-                            raise Conflict(f"{where(it.index)}patient {pid} already has an observation at {it.ts.isoformat()} "
+                            raise RowConflict(it.index, f"patient {pid} already has an observation at {it.ts.isoformat()} "
                                            "with different vitals; a stored observation cannot be changed. Nothing was stored.")
                         results[it.index] = stored_result(o)
                         continue
                     if plan.new and plan.new[-1].ts == it.ts:
                         if plan.new[-1].vitals != it.vitals:
-                            raise Conflict(f"{where(it.index)}patient {pid} has two observations at {it.ts.isoformat()} "
+                            raise RowConflict(it.index, f"patient {pid} has two observations at {it.ts.isoformat()} "
                                            "with different vitals in this request. Nothing was stored.")
                         plan.aliases.append((it.index, plan.new[-1].index))
                         continue
                     if row is not None and row.discharged_at is not None and it.ts > row.discharged_at:
-                        raise Conflict(f"{where(it.index)}patient {pid} was discharged at {row.discharged_at.isoformat()}; "
+                        raise RowConflict(it.index, f"patient {pid} was discharged at {row.discharged_at.isoformat()}; "
                                        f"an observation at {it.ts.isoformat()} belongs to another stay (admit it under a "
                                        "new patient id). Nothing was stored.")
                     plan.new.append(it)
                 if plan.new:
-                    self._prepare_inputs(plan, where)
+                    self._prepare_inputs(plan)
                     plan.threshold = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))].threshold
                 plans.append(plan)
-            return plans
+            return plans, admits
 
     @staticmethod
     def _stored_candidates(s: Connection, groups, rows) -> dict:
@@ -262,9 +223,12 @@ class Ingestor:
         q = select(O).where(O.c.patient_id.in_({p for p, _ in wanted}), O.c.ts.in_({t for _, t in wanted}))
         return {(o.patient_id, o.ts): o for o in s.execute(q) if (o.patient_id, o.ts) in wanted}
 
-    def _patient_plan(self, s: Connection, pid: str, row) -> Plan:
+    def _patient_plan(self, s: Connection, pid: str, row, admission) -> Plan:
+        """`admission`: (ICU admission time, demographics) of a patient this request admits."""
         if row is None:
-            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, None, {})
+            icu_admit, demographics = admission or (None, None)
+            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, icu_admit, demographics or {},
+                        admitted=admission is not None)
         state = None
         if row.state is not None and (row.model_name, row.model_version) == (self.model.name, self.model.version):
             state = state_from_bytes(row.state, self.model.state_size)
@@ -276,17 +240,17 @@ class Ingestor:
         return Plan(pid, row, state, row.last_ts, icu_admit, demographics_of(row))
 
     def _rebuild_state(self, s: Connection, row) -> np.ndarray:
-        history = s.execute(select(O).where(O.c.patient_id == row.id).order_by(O.c.ts))
-        return replay_state(self.model, history, demographics_of(row))
+        _, states = replay(self.model, read_stays(s, [row.id]))
+        return states[0]
 
-    def _prepare_inputs(self, plan: Plan, where) -> None:
+    def _prepare_inputs(self, plan: Plan) -> None:
         first = plan.new[0]
-        if plan.row is None:
+        if plan.row is None and not plan.admitted:
             plan.demographics = demographics_from_vitals(first.vitals)
         if plan.icu_admit is None:
             plan.icu_admit = first.ts
         if first.ts < plan.icu_admit:
-            raise Conflict(f"{where(first.index)}timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
+            raise RowConflict(first.index, f"timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
                            f"ICU admission time {plan.icu_admit.isoformat()}. Nothing was stored.")
         previous = plan.last_ts
         for it in plan.new:
@@ -334,7 +298,7 @@ class Ingestor:
         if single:
             return self.explainer.contributions(self.model, obs, elapsed, state)
         rows = [j for j, p in enumerate(ps)
-                if k == len(p.new) - 1 or (p.threshold is not None and float(risk[j]) >= p.threshold)]
+                if k == len(p.new) - 1 or (p.threshold is not None and alarming(float(risk[j]), p.threshold))]
         why: list = [None] * len(ps)
         if rows:
             for j, c in zip(rows, self.explainer.contributions(self.model, obs[rows], elapsed[rows], state[rows])):
@@ -343,33 +307,42 @@ class Ingestor:
 
     # -- write ---------------------------------------------------------------------------------
 
-    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult]) -> int:
+    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting, admits: set[str]) -> int:
+        """One transaction: the admitted patients' rows, each patient's new state, observations and
+        alarms, the shadows' scores. Stale (start over) when another writer got there first."""
         now = dt.datetime.now(UTC)
-        raised = 0
-        pending: dict[int, schemas.PredictResult] = {}
         try:
             with self.engine.begin() as s:
+                for pid in admits - {p.patient_id for p in plans if p.new}:  # admitted, nothing to score yet
+                    admitting.insert(s, pid, now)
                 for p in plans:
                     if not p.new:
                         continue
-                    self._write_patient(s, p, now)
-                    raised += self._write_observations(s, p, now, pending)
+                    self._write_patient(s, p, now, admitting)
+                    self._write_observations(s, p, now)
                 if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
                     self.shadows.record(s, plans)
         except IntegrityError:
-            raise _Retry() from None
-        results.update(pending)
+            raise Stale() from None
+        raised = 0
+        for p in plans:
+            if p.new:
+                results.update(self._results(p))
+                raised += sum(a is not None for a in p.alarm_ids)
         for p in plans:
             for index, same in p.aliases:
                 results[index] = results[same].model_copy(update={"duplicate": True})
         return raised
 
-    def _write_patient(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+    def _write_patient(self, s: Connection, p: Plan, now: dt.datetime, admitting) -> None:
         m = self.model
         values = dict(state=state_to_bytes(p.state), model_name=m.name, model_version=m.version,
                       last_ts=p.new[-1].ts, last_risk=p.risks[-1],
                       last_measured=last_measured([(it.ts, it.vitals) for it in p.new],
                                                   p.row.last_measured if p.row is not None else None))
+        if p.admitted:
+            admitting.insert(s, p.patient_id, now, first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **values)
+            return
         if p.row is None:
             s.execute(insert(P).values(
                 id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
@@ -386,50 +359,24 @@ class Ingestor:
                 "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"],
                 "b_last_measured": values["last_measured"]})
         if res.rowcount != 1:
-            raise _Retry()
+            raise Stale()
 
-    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime, results) -> int:
+    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime) -> None:
         m = self.model
-        raised = 0
-        current = None
-        closed = False  # an outcome is recorded: the alarm's question is answered, none is raised
-        if any(r >= p.threshold for r in p.risks):
-            # Read after this transaction's update of the patient row, which holds its lock: an
-            # outcome recorded concurrently is seen here, or its resolution comes after our commit.
-            closed = p.row is not None and conn.execute(_OUTCOME, {"b_id": p.patient_id}).scalar() is not None
-            current = conn.execute(_LATEST_ALARM, {"b_id": p.patient_id}).first()
-        rows = []
-        for k, it in enumerate(p.new):
-            risk = p.risks[k]
-            alarm_id = None
-            if risk >= p.threshold and not closed and not alarm_blocks(current, it.ts):
-                alarm_id = conn.execute(insert(A).values(
-                    patient_id=p.patient_id, raised_at=it.ts, risk=risk, threshold=p.threshold, model_name=m.name,
-                    model_version=m.version, state="open", contributions=p.contributions[k])).inserted_primary_key[0]
-                audit.record(conn, action="alarm_raised", actor=audit.SYSTEM, at=it.ts, patient_id=p.patient_id,
-                             alarm_id=alarm_id, details={"risk": risk, "threshold": p.threshold, "model": m.name,
-                                                         "model_version": m.version})
-                if current is not None and current.state == "snoozed":
-                    # Its snooze ended: the new episode replaces it, explicitly. A clinician's
-                    # action that changed it meanwhile makes the whole write start over. Stamped
-                    # on the service clock, never before the new alarm was raised.
-                    at = max(it.ts, self.clock.now(conn) if self.clock.simulated else now)
-                    note = f"superseded by alarm {alarm_id}"
-                    done = conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": at, "b_note": note}).rowcount
-                    if done != 1:
-                        raise _Retry()
-                    audit.record(conn, action="alarm_superseded", actor=audit.SYSTEM, at=at, patient_id=p.patient_id,
-                                 alarm_id=current.id, note=note, details={"superseded_by": alarm_id})
-                current = _OpenAlarm
-                raised += 1
-            rows.append(dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k],
-                             iculos=p.iculos[k], risk=risk, threshold=p.threshold, contributions=p.contributions[k],
-                             model_name=m.name,
-                             model_version=m.version, alarm_id=alarm_id, received_at=now))
-            results[it.index] = schemas.PredictResult(
-                patient_id=p.patient_id, timestamp=it.ts, risk=risk, alarm=risk >= p.threshold, alarm_id=alarm_id,
-                threshold=p.threshold, contributions=p.contributions[k], model=m.name, model_version=m.version,
-                elapsed_hours=p.elapsed[k],
-                iculos=p.iculos[k])
-        conn.execute(_INSERT_OBS, rows)
-        return raised
+        p.alarm_ids = alarm_store.raise_alarms(
+            conn, p.patient_id, p.row is not None,
+            [alarm_store.Scored(it.ts, p.risks[k], p.contributions[k]) for k, it in enumerate(p.new)],
+            p.threshold, m.name, m.version, lambda ts: self.clock.now(conn) if self.clock.simulated else now)
+        conn.execute(_INSERT_OBS, [
+            dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k], iculos=p.iculos[k],
+                 risk=p.risks[k], threshold=p.threshold, contributions=p.contributions[k], model_name=m.name,
+                 model_version=m.version, alarm_id=p.alarm_ids[k], received_at=now)
+            for k, it in enumerate(p.new)])
+
+    def _results(self, p: Plan) -> dict[int, schemas.PredictResult]:
+        """The answers for a stored plan's new observations, by request index."""
+        m = self.model
+        return {it.index: schemas.PredictResult(
+            patient_id=p.patient_id, timestamp=it.ts, risk=p.risks[k], alarm=alarming(p.risks[k], p.threshold),
+            alarm_id=p.alarm_ids[k], threshold=p.threshold, contributions=p.contributions[k], model=m.name,
+            model_version=m.version, elapsed_hours=p.elapsed[k], iculos=p.iculos[k]) for k, it in enumerate(p.new)}

@@ -14,17 +14,17 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from service import audit
+from service.alarms import store as alarm_store
 from service.auth import KeyIdentity
 from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
-from service.inference import Model
-from service.ingest import demographics_of, replay_state
 from service.inputs import last_measured, state_to_bytes
-from service.locks import StripedLocks
-from service.storage.tables import Alarm, Correction, Observation, Patient
+from service.scoring.inference import Model
+from service.scoring.rebuild import demographics_of, replay, stay
+from service.storage.tables import Correction, Observation, Patient
 
 UTC = dt.timezone.utc
-P, O, A, C = Patient.__table__, Observation.__table__, Alarm.__table__, Correction.__table__
+P, O, C = Patient.__table__, Observation.__table__, Correction.__table__
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,17 @@ def _as_json(row) -> dict:
 
 
 class Corrections:
-    clock = ServiceClock()  # Services sets the configured one: it stamps the correction
-
-    def __init__(self, engine: Engine, model: Model, locks: StripedLocks):
+    def __init__(self, engine: Engine, active, clock: ServiceClock):
+        """`active`: the active model's holder (service/lifecycle/active.py), whose locks the
+        ingestor takes too: no observation of this patient is scored meanwhile in this process."""
         self.engine = engine
-        self.model = model
-        self.locks = locks  # the ingestor's: no observation of this patient is scored meanwhile here
+        self.active = active
+        self.locks = active.locks
+        self.clock = clock  # stamps the correction
 
     def remove_after(self, pid: str, after: dt.datetime, by: str, reason: str, key: KeyIdentity | None) -> Corrected:
         after = after.astimezone(UTC)
-        with self.locks.hold([pid]), self.engine.begin() as s:
+        with self.locks.hold([pid]), self.active.pin() as model, self.engine.begin() as s:
             now = self.clock.now(s)
             # FOR UPDATE holds other processes' writers of this patient until we commit (SQLite's
             # BEGIN IMMEDIATE already does); their version check then sends them to re-read.
@@ -64,11 +65,10 @@ class Corrections:
             removed = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts > after).order_by(O.c.ts)).all()
             if not removed:
                 raise Conflict(f"patient {pid} has no observation after {after.isoformat()}; nothing was changed")
-            alarms = s.execute(select(A).where(A.c.patient_id == pid, A.c.raised_at > after).order_by(A.c.id)).all()
             kept = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts <= after).order_by(O.c.ts)).all()
-            values = self._patient_after(row, kept, self.model)  # read once: a switch falls between requests
+            values = self._patient_after(row, kept, model)
             s.execute(delete(O).where(O.c.patient_id == pid, O.c.ts > after))
-            s.execute(delete(A).where(A.c.patient_id == pid, A.c.raised_at > after))
+            alarms = alarm_store.remove_raised_after(s, pid, after)
             done = s.execute(update(P).where(P.c.id == pid, P.c.version == row.version)
                              .values(version=row.version + 1, **values))
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
@@ -93,7 +93,7 @@ class Corrections:
             if row.admitted_by == "first_observation":  # its ICU admission was the removed first observation
                 values["icu_admit_time"] = None
             return values
-        state = replay_state(model, kept, demographics_of(row))
-        return dict(state=state_to_bytes(state), model_name=model.name, model_version=model.version,
+        _, states = replay(model, [stay(row.id, kept, demographics_of(row))])
+        return dict(state=state_to_bytes(states[0]), model_name=model.name, model_version=model.version,
                     last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk,
                     last_measured=last_measured([(o.ts, o.vitals) for o in kept]))

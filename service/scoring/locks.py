@@ -21,7 +21,7 @@ class StripedLocks:
     @contextmanager
     def hold_all(self) -> Iterator[None]:
         """Every stripe (in the same ascending order): no patient's write runs meanwhile in this
-        process. A model switch swaps the active model under it (service/upgrade.py)."""
+        process. A model switch swaps the active model under it (service/lifecycle/upgrades.py)."""
         with self._hold(range(len(self._locks))):
             yield
 

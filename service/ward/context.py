@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from service.bedside import bedside_context
-from service.operating import UnitPoints, UnitThreshold, unit_of
+from service.alarms.thresholds import UnitPoints, UnitThreshold, unit_of
+from service.patients.bedside import bedside_context
 
 
 def bedside(timeline: list[tuple[dt.datetime, dict]], now: dt.datetime) -> dict:
-    """service/bedside.py's context of (time, values) in time order, at the service clock's `now`."""
+    """service/patients/bedside.py's context of (time, values) in time order, at the service clock's `now`."""
     return bedside_context(timeline, now)
 
 
