@@ -46,7 +46,7 @@ LIMITS: dict[str, Limit] = {
     "Bilirubin_direct": Limit(0, 100, "mg/dL"),
     "Glucose": Limit(0, 3000, "mg/dL"),
     "Lactate": Limit(0, 50, "mmol/L"),
-    "Magnesium": Limit(0, 20, "mmol/dL"),
+    "Magnesium": Limit(0, 20, "mg/dL"),
     "Phosphate": Limit(0, 30, "mg/dL"),
     "Potassium": Limit(0, 20, "mmol/L"),
     "Bilirubin_total": Limit(0, 100, "mg/dL"),
