@@ -132,10 +132,18 @@ class _Out(BaseModel):
 
 class Contribution(_Out):
     """One input behind a risk (models/explain.py): the change in risk when the variable's latest
-    value is withheld from the step that produced it."""
+    value is replaced by its clinical reference (models/reference_values.csv) in the step that
+    produced it, at the same age; administrative fields are compared with "not recorded"."""
     feature: str = Field(examples=["Lactate"], description="PhysioNet variable name")
     value: float | None = Field(description="the value the step read (posted now, or carried from earlier)")
-    delta: float = Field(description="risk as posted minus risk with this value withheld: > 0 pushed the risk up")
+    delta: float = Field(description="risk as posted minus risk with this value at its normal reference: "
+                                     "> 0 pushed the risk up")
+    system: str | None = Field(None, examples=["cardiovascular"],
+                               description="the variable's organ system (administrative for Age, Gender, units, "
+                                           "HospAdmTime)")
+    reference: float | None = Field(None, description="the normal value it was compared with; null for "
+                                                      "administrative fields")
+    hours_since: float | None = Field(None, description="the value's age in hours at this step (0: posted now)")
 
 
 CONTRIBUTIONS_DOC = ("the top inputs behind this risk, largest |delta| first (at most 5; zero deltas left out); "
@@ -298,7 +306,7 @@ class PatientDetail(PatientSummary):
                                                                       "oldest first")
     bedside: Bedside | None = Field(None, description="qSOFA, SIRS, SOFA components, lactate and every variable's "
                                                       "latest value with its age, from the stored observations at the "
-                                                      "service clock's now (service/bedside.py)")
+                                                      "service clock's now (service/patients/bedside.py)")
     threshold: float | None = Field(None, description="the alarm threshold in force for the patient's unit")
     operating_point: str | None = Field(None, description="the unit's chosen operating point; null = the card's threshold")
     risk_in_words: str | None = Field(None, description="last_risk and what it meant on validation, at the threshold")
@@ -413,7 +421,7 @@ class Ward(BaseModel):
     clock: ClockOut
 
 
-# -- explanations, the alarm queue and operating points (issue 14 items 3, 4, 6) -----------------
+# -- explanations, the alarm queue and operating points ------------------------------------------------
 
 class MeasuredValue(_Out):
     value: float | str | None = None
@@ -447,7 +455,7 @@ class Sofa(_Out):
 
 
 class Bedside(_Out):
-    """Familiar bedside context from the same observations the model saw (service/bedside.py)."""
+    """Familiar bedside context from the same observations the model saw (service/patients/bedside.py)."""
     qsofa: BedsideScore | None = None
     sirs: BedsideScore | None = None
     sofa: Sofa | None = None
@@ -533,7 +541,7 @@ class ModelSwitchIn(_In):
 
 
 class UpgradeProgress(BaseModel):
-    """A model switch, while it runs and after (service/upgrade.py)."""
+    """A model switch, while it runs and after (service/lifecycle/upgrades.py)."""
     state: Literal["idle", "running", "done", "failed"]
     from_model: str | None = Field(None, description="name:version active before the switch")
     to_model: str | None = None

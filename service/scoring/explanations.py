@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from models.explain import find_memory, latest_values, top_contributions, withheld_deltas
+from models.explain import find_memory, latest_ages, latest_values, top_contributions, withheld_deltas
 from service.metrics import Metrics
 
 TOP_K = 5
@@ -52,6 +52,7 @@ class Explainer:
         start = time.perf_counter()
         deltas = withheld_deltas(step, obs, elapsed, state, memory=memory)
         values = latest_values(obs, state, memory)
-        out = [top_contributions(deltas[i], values[i], self.k) for i in range(len(obs))]
+        ages = latest_ages(obs, elapsed, state, memory)
+        out = [top_contributions(deltas[i], values[i], self.k, ages_row=ages[i]) for i in range(len(obs))]
         self.metrics.explain_latency.observe(time.perf_counter() - start)
         return out
