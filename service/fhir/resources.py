@@ -9,6 +9,7 @@ import re
 
 from models.card import FEATURES
 from models.fhir_codes import LOINC, UCUM, CodeTable
+from service.alarms.rules import alarming
 
 UTC = dt.timezone.utc
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -84,7 +85,7 @@ def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: fl
                                      f"challenge labels it) comes within {HORIZON_HOURS} h of occurrenceDateTime or "
                                      "has already come: the models learn a label that is 1 from "
                                      f"{HORIZON_HOURS} h before onset on"}],
-        "note": [{"text": f"alarm threshold {threshold:g}: {'at or above' if risk >= threshold else 'below'}{alarm}"}],
+        "note": [{"text": f"alarm threshold {threshold:g}: {'at or above' if alarming(risk, threshold) else 'below'}{alarm}"}],
     }
 
 
