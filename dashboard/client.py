@@ -129,7 +129,7 @@ class PatientDetail:
     discharged_at: dt.datetime | None
     timeline: list[TimelineEntry] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
-    bedside: dict | None = None   # service/bedside.py's context (qSOFA, SIRS, SOFA, lactate, latest); None if not served
+    bedside: dict | None = None   # service/patients/bedside.py's context (qSOFA, SIRS, SOFA, lactate, latest); None if not served
     audit: list[AuditEvent] | None = None  # None when the service does not return an audit trail
     threshold: float | None = None        # the threshold in force for the patient's unit
     operating_point: str | None = None

@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     clock: Literal["wall", "simulated"] = "wall"
     model: str | None = None             # registry name; None = the registry's default
     # (SEPSIS_MODEL and _VERSION are the default until the first model switch; from then on the switch
-    # recorded in the database is served, also after a restart: service/active_model.py)
+    # recorded in the database is served, also after a restart: service/lifecycle/active.py)
     model_version: str | None = None
-    # Candidate models scored silently beside the active one on every observation (service/shadow.py):
+    # Candidate models scored silently beside the active one on every observation (service/lifecycle/shadows.py):
     # "name:version,name:version"; empty for none.
     shadow_models: str = ""
     models_dir: str | None = None        # None = the registry's default root

@@ -112,7 +112,7 @@ Offset = Annotated[int, Query(ge=0, le=schemas.MAX_ID)]
 
 async def batch_within_limit(request: Request, services: ServicesDep) -> None:
     """Refuses a batch over the configured row cap before its rows are validated one by one: one
-    request of 20,000 rows held every other patient's observation for seconds (issue 16)."""
+    request of 20,000 rows held every other patient's observation for seconds."""
     limit = services.settings.max_batch_rows
     try:
         body = await request.json()  # parsed once already for the body parameter: this is the cached value

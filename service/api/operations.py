@@ -1,6 +1,6 @@
 """Liveness, readiness and Prometheus metrics for the orchestrator. /health and /ready are open
 (probes carry no key); /metrics needs a key with the `metrics` permission (roles monitor, admin):
-unauthenticated, a flood of scrapes cut a feeder from 50 to 20 requests/s (issue 16)."""
+unauthenticated, a flood of scrapes cut a feeder from 50 to 20 requests/s."""
 from __future__ import annotations
 
 from typing import Annotated
