@@ -127,7 +127,10 @@ class Upgrades:
                 try:
                     self._switch(target, p, token, audit, on_chunk)
                 except BaseException as err:
-                    p.state, p.error, p.finished_at = "failed", f"{type(err).__name__}: {err}", dt.datetime.now(UTC)
+                    # The answer names the kind of failure only: an exception's text can carry the
+                    # server's paths or connection details, which belong in the log below.
+                    p.state, p.error, p.finished_at = ("failed", f"{type(err).__name__} (details in the service log)",
+                                                       dt.datetime.now(UTC))
                     log.exception("model switch %s -> %s failed; the active model is unchanged", p.from_model, to)
                     raise
                 return p
