@@ -104,4 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # By now the server has shut down in order (the lifespan closed the database and the model, the
+    # metrics folder is gone). Tearing down every imported module after that took 2-4 s on a loaded
+    # machine and protects nothing, so a stopped service leaves at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
