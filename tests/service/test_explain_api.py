@@ -76,6 +76,10 @@ def test_contributions_stored_and_equal_to_a_direct_computation(db_url, models_r
         answered = [first["contributions"]] + [r["contributions"] for r in batch]
         for got, exp in zip(answered, want):
             assert_same(got, exp)
+        for item in (item for got in answered for item in got):  # what a clinician reads beside each delta
+            ref = REFERENCES[item["feature"]]
+            assert (item["system"], item["reference"]) == (ref.system, ref.normal)
+            assert item["hours_since"] == 0.0  # the fixture's step keeps no memory: every value is posted now
         detail = c.get("/patients/e1", headers=hdr("viewer")).json()
         assert [e["contributions"] for e in detail["timeline"]] == answered  # stored as answered
         # the alarm carries its raising observation's contributions (threshold 0: the first raises)
