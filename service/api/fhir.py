@@ -1,18 +1,21 @@
 """FHIR R4 in and out (docs/fhir.md): POST /fhir (a transaction or batch Bundle) and
-/fhir/Observation feed the model through the JSON API's own paths; GET /fhir/RiskAssessment and
-/fhir/Flag read risks and alarms back. Refusals of FHIR content are OperationOutcomes
-(application/fhir+json); a missing key, a role's refusal and a body over the size limit answer as
+/fhir/Observation feed the model through the JSON API's own paths; GET reads Patient, Observation,
+RiskAssessment and Flag by id, searches RiskAssessment and Flag (service/fhir/search.py), and
+/fhir/metadata states what is supported. Refusals of FHIR content and of search parameters are
+OperationOutcomes (application/fhir+json); a missing key, a role's refusal and a body over the size limit answer as
 everywhere else in the service (ApiError, application/json)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import datetime as dt
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from models.fhir_codes import load_codes
 from service.api.deps import Ingest, ServicesDep, Viewer
-from service.fhir import reads, resources
+from service.fhir import queries, resources, search
+from service.fhir.capability import capability_statement
 from service.fhir.mapping import Mapped, map_entries
 from service.fhir.outcome import Problem, Refusal, operation_outcome
 from service.fhir.reading import Entry, media_type_ok, parse_json, read_bundle, read_resource
@@ -143,35 +146,138 @@ def post_observation(services: ServicesDep, body: Body):
     return FhirResponse(ra, status_code=200 if r.duplicate else 201, headers={"Location": f"Observation/{ra['id']}"})
 
 
-SubjectQuery = Annotated[str, Query(pattern=r"^Patient/[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=72,
-                                    description="Patient/ID")]
+_READ_WHY = {400: "an unknown, repeated, empty or malformed search parameter: an OperationOutcome naming each "
+                  "(unknown parameters are refused, never ignored)",
+             401: "missing, unknown or revoked API key (ApiError)",
+             403: "the key's role may not do this (ApiError)",
+             404: "no such resource (an OperationOutcome; ApiError for a path that names no resource type)",
+             422: "listed as on every keyed route; a search parameter is never a 422 (see 400)"}
 
 
-def _patient(subject: str) -> str:
-    return subject.removeprefix("Patient/")
+def _read_errors(*codes: int) -> dict:
+    """A read's or search's error statuses, each with both bodies as on the POST routes: its own
+    refusals are OperationOutcomes, the key's (401, 403) the service's ApiError."""
+    return {code: {"description": _READ_WHY[code], "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}, FHIR_JSON: {"schema": _OUTCOME}}}
+        for code in codes}
+
+
+def _parameters(resource: str) -> dict:
+    """The search parameters in the OpenAPI, from the table the search parses."""
+    def schema(p: search.Param) -> dict:
+        if p.name == "_count":
+            return {"type": "integer", "minimum": 0, "maximum": search.MAX_COUNT}
+        if p.name == "_offset":
+            return {"type": "integer", "minimum": 0, "maximum": search.MAX_OFFSET}
+        return {"type": "string"}
+    return {"parameters": [{"name": p.name, "in": "query", "required": False, "description": p.doc,
+                            "schema": schema(p)} for p in search.SEARCHES[resource] + search.PAGING]}
 
 
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-@router.get("/RiskAssessment", response_class=FhirResponse, dependencies=[Viewer],
-            responses={**_ok("a searchset Bundle of RiskAssessment, one per scored observation, in time order"),
-                       **_errors(401, 403, 422)})
-def risk_assessments(request: Request, services: ServicesDep, subject: SubjectQuery):
-    """Every scored observation of the patient as a RiskAssessment, in time order (an unknown
-    patient: none)."""
-    found = reads.risk_assessments(services.factory, _patient(subject))
-    return FhirResponse(resources.searchset(found, _base(request)))
+def _not_found(what: str) -> FhirResponse:
+    return FhirResponse(operation_outcome([Problem(what.split("/")[0], f"no {what[:120]} here", code="not-found")],
+                                          stored_nothing=False), status_code=404)
 
 
-@router.get("/Flag", response_class=FhirResponse, dependencies=[Viewer],
-            responses={**_ok("a searchset Bundle of Flag: the alarms, active until resolved, newest first"),
-                       **_errors(401, 403, 422)})
-def flags(request: Request, services: ServicesDep, subject: Annotated[str | None, SubjectQuery] = None,
-          status: Literal["active", "inactive"] | None = None,
-          count: Annotated[int, Query(alias="_count", ge=1, le=10000)] = 500):
-    """Alarms as Flags: status active = open, acknowledged or snoozed; inactive = resolved."""
-    state = {"active": "active", "inactive": "resolved", None: None}[status]
-    alarms = services.records.alarms(state, _patient(subject) if subject else None, None, None, count)
-    return FhirResponse(resources.searchset([resources.flag(a) for a in alarms], _base(request)))
+def _parsed(request: Request, resource: str) -> search.Search | FhirResponse:
+    try:
+        return search.parse(resource, request.query_params.multi_items())
+    except Refusal as err:
+        return FhirResponse(operation_outcome(err.problems, stored_nothing=False), status_code=err.status)
+
+
+def _risk(row) -> dict:
+    return resources.risk_assessment(row.patient_id, row.ts, row.risk, row.threshold, row.model_name,
+                                     row.model_version, row.alarm_id, row.received_at)
+
+
+# Read when the router is built: the statement's date (a server's capabilities change with its code).
+_STARTED = dt.datetime.now(dt.timezone.utc)
+
+
+@router.get("/metadata", response_class=FhirResponse,
+            responses=_ok("the CapabilityStatement: interactions, search parameters and formats this server supports"))
+def metadata(request: Request):
+    """What this FHIR server does. Open without a key, as FHIR clients fetch it first to learn
+    the server; it holds no patient data."""
+    return FhirResponse(capability_statement(_base(request), request.app.title, request.app.version, _STARTED))
+
+
+@router.get("/RiskAssessment", response_class=FhirResponse, dependencies=[Viewer], openapi_extra=_parameters("RiskAssessment"),
+            responses={**_ok("a searchset Bundle of RiskAssessment, one per scored observation, in time order, "
+                             "one page of them (Bundle.total counts all; Bundle.link next and previous page)"),
+                       **_read_errors(400, 401, 403, 422)})
+def search_risk_assessments(request: Request, services: ServicesDep):
+    """Scored observations as RiskAssessments, by patient and date (docs/fhir.md)."""
+    found = _parsed(request, "RiskAssessment")
+    if isinstance(found, FhirResponse):
+        return found
+    with services.engine.connect() as conn:
+        total, rows = queries.risk_assessments(conn, found)
+    return FhirResponse(search.searchset([_risk(r) for r in rows], total, found, _base(request)))
+
+
+@router.get("/Flag", response_class=FhirResponse, dependencies=[Viewer], openapi_extra=_parameters("Flag"),
+            responses={**_ok("a searchset Bundle of Flag: the alarms, newest first, one page of them"),
+                       **_read_errors(400, 401, 403, 422)})
+def search_flags(request: Request, services: ServicesDep):
+    """Alarms as Flags, by patient, date and status: active = open, acknowledged or snoozed;
+    inactive = resolved."""
+    found = _parsed(request, "Flag")
+    if isinstance(found, FhirResponse):
+        return found
+    with services.engine.connect() as conn:
+        total, rows = queries.flags(conn, found)
+    out = [resources.flag(r, queries.last_changed(r)) for r in rows]
+    return FhirResponse(search.searchset(out, total, found, _base(request)))
+
+
+FhirId = Annotated[str, Path(description="the resource's logical id")]
+_READ = {"dependencies": [Viewer], "response_class": FhirResponse}
+
+
+@router.get("/Patient/{rid}", **_READ, responses={**_ok("the Patient"), **_read_errors(401, 403, 404, 422)})
+def read_patient(services: ServicesDep, rid: FhirId):
+    """A stored patient: the id (and the service's own in `identifier`) and gender."""
+    with services.engine.connect() as conn:
+        row = queries.patient(conn, rid)
+    if row is None or resources.patient_id(row.id) != rid:
+        return _not_found(f"Patient/{rid}" + (f" (patient {row.id}'s FHIR id is {resources.patient_id(row.id)})"
+                                              if row is not None else ""))
+    return FhirResponse(resources.patient(row.id, row.gender, row.created_at))
+
+
+@router.get("/Observation/{rid}", **_READ, responses={**_ok("the stored observation: the values of one patient at "
+                                                            "one time, as components"), **_read_errors(401, 403, 404, 422)})
+def read_observation(services: ServicesDep, rid: FhirId):
+    """A stored observation by the id the ingest answered (`{patient}-{UTC time}`)."""
+    with services.engine.connect() as conn:
+        row = queries.scored(conn, rid)
+    if row is None:
+        return _not_found(f"Observation/{rid}")
+    return FhirResponse(resources.observation(row.patient_id, row.ts, row.vitals, row.received_at, CODES))
+
+
+@router.get("/RiskAssessment/{rid}", **_READ, responses={**_ok("the RiskAssessment of one scored observation"),
+                                                         **_read_errors(401, 403, 404, 422)})
+def read_risk_assessment(services: ServicesDep, rid: FhirId):
+    """The risk of one stored observation (the same id as its Observation)."""
+    with services.engine.connect() as conn:
+        row = queries.scored(conn, rid)
+    if row is None:
+        return _not_found(f"RiskAssessment/{rid}")
+    return FhirResponse(_risk(row))
+
+
+@router.get("/Flag/{rid}", **_READ, responses={**_ok("the alarm as a Flag"), **_read_errors(401, 403, 404, 422)})
+def read_flag(services: ServicesDep, rid: FhirId):
+    """One alarm by its id."""
+    with services.engine.connect() as conn:
+        row = queries.flag(conn, rid)
+    if row is None:
+        return _not_found(f"Flag/{rid}")
+    return FhirResponse(resources.flag(row, queries.last_changed(row)))

@@ -287,7 +287,7 @@ def test_risk_assessments_and_flags_read_back_as_valid_fhir(db_url, models_root)
         assert inactive["entry"][0]["resource"]["period"]["end"]
         nobody = c.get("/fhir/RiskAssessment", params={"subject": "Patient/nobody"}, headers=hdr("viewer")).json()
         assert nobody["total"] == 0 and nobody["entry"] == []
-        assert c.get("/fhir/RiskAssessment", params={"subject": "k"}, headers=hdr("viewer")).status_code == 422
+        assert c.get("/fhir/RiskAssessment", params={"subject": "k"}, headers=hdr("viewer")).status_code == 400
         assert c.get("/fhir/RiskAssessment", params={"subject": "Patient/k"}, headers=hdr("ingest")).status_code == 403
 
 

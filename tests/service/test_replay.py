@@ -290,3 +290,83 @@ def test_ward_replay_as_fhir_bundles(tmp_path, sqlite_url, models_root):
     assert "Temp" not in one["timeline"][2]["vitals"] and one["timeline"][2]["vitals"]["HR"] == 82
     assert len(one["timeline"]) == 3 and one["unit2"] == 1 and one["status"] == "discharged"
     assert one["timeline"][0]["vitals"]["HR"] == 80
+
+
+# -- the realistic feed: per-value messages, late labs, duplicates, amendments -------------------
+
+def test_plan_rows_fall_in_their_files_hour_on_the_models_grid():
+    from models.grid import hour_of
+
+    start = dt.datetime(2024, 1, 1, 6, tzinfo=dt.timezone.utc)
+    values = np.array(make_rows(5, first_iculos=7), dtype=np.float32)[:, :40]
+    plan = plan_stay("x", values, np.zeros(5, np.int8), start)
+    admit = dt.datetime.fromisoformat(plan.admission["icu_admit_time"])
+    assert [hour_of(dt.datetime.fromisoformat(o["body"]["timestamp"]), admit) for o in plan.observations] == \
+        [7, 8, 9, 10, 11]
+
+
+def _lab_rows(n, first_iculos=1):
+    rows = make_rows(n, first_iculos=first_iculos)
+    for t, r in enumerate(rows):
+        if t % 3 == 1:
+            r[FEATURES.index("Lactate")] = 1.5 + t / 10
+            r[FEATURES.index("WBC")] = 9 + t
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["json", "fhir"])
+def test_a_realistic_feed_is_sent_and_refusals_are_counted_by_reason(tmp_path, sqlite_url, models_root, fmt):
+    """Today's service scores one observation per time in time order: a lab that comes after later
+    vitals is refused. The replay keeps going and says how many were refused and why."""
+    from training.sepsis.data import iter_stays
+    from training.sepsis.feed import realistic_feed
+    from training.sepsis.replay import place_feed
+
+    data = tmp_path / "feed"
+    data.mkdir()
+    write_psv(data / "p000001.psv", _lab_rows(8))
+    write_psv(data / "p000002.psv", _lab_rows(6, first_iculos=3))
+    stays = list(iter_stays(data))
+    now = dt.datetime.now(dt.timezone.utc)
+    sent = sum(len(place_feed("r-" + s.patient_id, s, now, seed=1)[1]) for s in stays)
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:
+        totals = replay(stays, c, speed=0, api_key=KEYS["admin"], concurrency=1, prefix="r-", progress=False,
+                        feed="realistic", fmt=fmt, seed=1)
+        one = c.get("/patients/r-p000001", headers=hdr("viewer")).json()
+    assert totals.errors == [] and totals.stays == 2
+    assert totals.posted + sum(totals.refused.values()) == sent
+    assert totals.posted > 0 and totals.refused["409 out of order"] > 0
+    assert all(reason.split()[0] in ("409", "422") for reason in totals.refused)
+    assert one["outcome"] == "no_sepsis" and one["timeline"]
+    assert realistic_feed("x", np.array(_lab_rows(8), np.float32)[:, :40], now, seed=1)  # labs are in it
+
+
+def test_a_realistic_feed_is_placed_before_now():
+    """A stay's last lab result (and its amendment) comes hours after its last row: the whole feed
+    is moved back so that nothing is sent from the future."""
+    from types import SimpleNamespace
+
+    from training.sepsis.replay import place_feed
+
+    from training.sepsis.feed import realistic_feed
+
+    now = dt.datetime(2024, 5, 1, 10, 37, tzinfo=dt.timezone.utc)
+    values = np.array(_lab_rows(11), np.float32)[:, :40]  # labs drawn in the last hour
+    stay = SimpleNamespace(values=values, labels=np.zeros(11, np.int8))
+    rows_only = plan_stay_before("x", values, stay.labels, now)
+    first_row = dt.datetime.fromisoformat(rows_only.observations[0]["body"]["timestamp"])
+    assert realistic_feed("x", values, first_row, seed=3)[-1].sent > now  # placed as rows, results would be late
+    plan, messages = place_feed("x", stay, now, seed=3)
+    assert messages[-1].sent <= now and plan.latest <= now
+    assert now - messages[-1].sent < dt.timedelta(hours=1) + dt.timedelta(minutes=1) or \
+        now - plan.latest < dt.timedelta(hours=1)  # moved back no further than needed
+    first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
+    assert first.minute == first.second == 0 and min(m.charted.time for m in messages) >= first
+
+
+def test_the_realistic_feed_is_refused_in_ward_mode(capsys):
+    from training.sepsis.replay import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", "x", "--api-key", "k", "--ward", "2", "--feed", "realistic"])
+    assert "--feed realistic is not for ward mode" in capsys.readouterr().err

@@ -166,13 +166,17 @@ def cmd_evaluate_onnx(a) -> int:
     from training.sepsis.evaluate_onnx import evaluate_onnx
     from training.sepsis.splits import patient_split
 
+    if a.lab_delay < 0:
+        print(f"error: --lab-delay {a.lab_delay}: must be 0 or more hours", file=sys.stderr)
+        return 2
     runtime = StepRuntime.open(Path(a.model), device=a.device)
     cohort = load_cohort(a.data, cache_dir=Path(a.cache_dir))
     if a.split != "all":
         split = patient_split(cohort, seed=a.split_seed)
         cohort = cohort.subset(getattr(split, a.split))
-    result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed)
-    print(json.dumps({k: result[k] for k in ("model", "version", "provider", "stays", "rows", "auroc", "auprc", "utility")
+    result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed, lab_delay=a.lab_delay)
+    print(json.dumps({k: result[k] for k in ("model", "version", "provider", "stays", "rows", "lab_delay_hours",
+                                             "auroc", "auprc", "utility")
                       if k in result}, default=float))
     return 0
 
@@ -260,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--drop-rate", type=float, default=0.0, help="remove this share of rows (elapsed time accumulated)")
+    p.add_argument("--lab-delay", type=int, default=0, metavar="H",
+                   help="labs known H hours after their draw hour, as deployed (the 25 resulted labs; not FiO2); "
+                        "a result due after the stay's last row is dropped")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir", default=".cache/sepsis")

@@ -13,6 +13,7 @@ from training.sepsis import metrics as M
 from models.contract import elapsed_hours
 from training.sepsis.batching import per_stay
 from training.sepsis.dropout import drop_mask, remove_rows
+from training.sepsis.lab_delay import delay_labs
 
 
 def stream(runtime, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -32,8 +33,11 @@ def write_predictions(out_dir: Path, patient_ids, offsets, risks, threshold: flo
 
 
 def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: int = 0,
-                  progress: bool = True) -> dict:
-    values, offsets = cohort.values, cohort.offsets
+                  progress: bool = True, lab_delay: int = 0) -> dict:
+    """`lab_delay` H: each resulted lab drawn in hour t is seen at hour t + H (training.sepsis.lab_delay)."""
+    offsets = cohort.offsets
+    delayed = delay_labs(cohort.values, offsets, lab_delay)
+    values = delayed.values
     elapsed = elapsed_hours(values, offsets)
     if drop_rate > 0:
         dropped = drop_mask(offsets, drop_rate, seed)
@@ -46,6 +50,7 @@ def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: 
     write_predictions(out_dir, cohort.patient_ids, offsets, risks, runtime.threshold, progress)
     result = {"model": runtime.name, "version": runtime.version, "provider": runtime.provider,
               "threshold": runtime.threshold, "drop_rate": drop_rate, "drop_seed": seed,
+              "lab_delay_hours": lab_delay, "labs_moved": delayed.moved, "labs_dropped_after_stay": delayed.dropped,
               "stays": len(cohort), "rows": int(len(values)), "data_sha256": cohort.source_sha256,
               **M.evaluate(labels, probs, runtime.threshold)}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))

@@ -17,6 +17,9 @@ send (for `replay --format fhir`): pure, rows in, Bundle dicts out, codes and un
   panel's components; O2Sat coded as US Core pulse oximetry (59408-5 and 2708-6). A row with no
   measured value sends nothing (FHIR has no empty Observation), except the first, whose bundle
   still admits the patient.
+- `feed_observation` writes one message of the realistic feed (`training.sepsis.feed`) as a single
+  Observation for POST /fhir/Observation: status final or amended, the message's key as its
+  identifier.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from models.contract import CLINICAL, INDEX
+from models.contract import CLINICAL, INDEX, VITALS
 from models.fhir_codes import BP_PANEL, LOINC, UCUM, YEAR_SECONDS, CodeTable, load_codes
+from models.grid import Charted
 
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -37,7 +41,8 @@ VITAL_SIGNS = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/obse
                            "code": "vital-signs", "display": "Vital Signs"}]}
 LABORATORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                           "code": "laboratory", "display": "Laboratory"}]}
-VITALS = frozenset({"HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2"})
+# the realistic feed's message keys, as each Observation's business identifier
+FEED_KEYS = "urn:sepsis-replay:feed-key"
 BLOOD_PRESSURE = ("SBP", "DBP", "MAP")
 _NS = uuid.UUID("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f")  # fullUrls: stable per patient, time and variable
 
@@ -80,6 +85,13 @@ def _observation(patient_id: str, ts: dt.datetime, feature: str, value: float, c
             "category": [VITAL_SIGNS if feature in VITALS else LABORATORY],
             "code": {"coding": _coding(codes, feature)}, "subject": {"reference": f"Patient/{patient_id}"},
             "effectiveDateTime": _instant(ts), "valueQuantity": _quantity(codes, feature, value)}
+
+
+def feed_observation(patient_id: str, charted: Charted, codes: CodeTable | None = None) -> dict:
+    """One message of a realistic feed (training.sepsis.feed) as a single Observation: its status
+    (final, or amended for a correction) and its key as the identifier a correction repeats."""
+    return {**_observation(patient_id, charted.time, charted.variable, charted.value, codes or load_codes()),
+            "status": charted.status, "identifier": [{"system": FEED_KEYS, "value": charted.key}]}
 
 
 def _blood_pressure(patient_id: str, ts: dt.datetime, measured: dict[str, float], codes: CodeTable) -> dict:

@@ -23,6 +23,15 @@ runs at --speed, never ahead of the wall clock (past --duration it runs at real 
 --format fhir posts each row as a FHIR R4 transaction Bundle to POST /fhir
 (training/sepsis/fhir_bundle.py: the first carries the Patient and the ICU Encounter) instead of
 POST /patients and /predict; outcomes are posted as JSON either way.
+
+--feed realistic (not in ward mode) sends each stay as a hospital's interfaces would
+(training/sepsis/feed.py): every value its own message at a random time inside its hour, labs
+30-150 min after their draw, 5% sent twice, 2% of labs amended. JSON posts each to /predict (the
+JSON API has no status, so an amendment is the same time with the corrected value); --format fhir
+posts each as one Observation to /fhir/Observation (status final or amended). The admission goes
+to POST /patients either way. Messages go out in arrival order at --speed. A service that refuses
+such a feed (e.g. 409: an observation earlier than the patient's last one) does not stop the
+replay: refusals are counted and printed by reason.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import math
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -61,6 +71,7 @@ class Totals:
     alarms: int = 0
     dropped_values: int = 0
     admitted: int = 0
+    refused: Counter = field(default_factory=Counter)   # realistic feed: refusals by reason
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -163,6 +174,82 @@ def _post_bundle(client: httpx.Client, patient_id: str, ts: dt.datetime, bundle:
         raise RuntimeError(f"POST /fhir {patient_id} {ts.isoformat()}: HTTP {r.status_code} {r.text[:300]}")
     with totals.lock:
         totals.posted += 1
+
+
+# What a service says when it refuses a message of a realistic feed, in a few words.
+_REASONS = (("earlier than", "out of order"), ("already has an observation", "same time, other values"),
+            ("two observations at", "same time, other values"), ("was discharged", "after discharge"),
+            ("precedes", "before ICU admission"), ("ahead of", "ahead of the service clock"))
+
+
+def refusal_reason(status: int, text: str) -> str:
+    """'409 out of order' and the like: the status and what the refusal's text says."""
+    for phrase, reason in _REASONS:
+        if phrase in text:
+            return f"{status} {reason}"
+    return f"{status} invalid value" if status == 422 else f"{status} {text[:80]}"
+
+
+def _message_text(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return " ".join(str(i.get("diagnostics", "")) for i in body.get("issue", []))
+    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
+
+
+def place_feed(patient_id: str, stay, now: dt.datetime, seed: int = 0):
+    """(plan, messages) of a realistic feed, moved back so that every message is sent and every time
+    posted lies at or before `now` (a lab's result comes hours after the last row)."""
+    from training.sepsis.feed import realistic_feed
+
+    def placed(before: dt.datetime):
+        plan = plan_stay_before(patient_id, stay.values, stay.labels, before)
+        first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
+        return plan, realistic_feed(patient_id, stay.values, first, seed)
+
+    plan, messages = placed(now)
+    late = messages[-1].sent - now if messages else dt.timedelta(0)
+    if late > dt.timedelta(0):  # whole hours back: the feed moves with its first row, unchanged
+        plan, messages = placed(now - math.ceil(late / dt.timedelta(hours=1)) * dt.timedelta(hours=1))
+    return plan, messages
+
+
+def replay_feed_stay(client: httpx.Client, plan: StayPlan, messages, speed: float, ingest_headers: dict,
+                     outcome_headers: dict, totals: Totals, fmt: str = "json") -> None:
+    """Admit, send each message at its arrival time (--speed), then the outcome. A refused message
+    is counted by reason, not raised: today's service refuses most of such a feed."""
+    from training.sepsis.feed import json_body
+    from training.sepsis.fhir_bundle import feed_observation
+
+    r = client.post("/patients", json=plan.admission, headers=ingest_headers)
+    if r.status_code not in (200, 201):
+        raise RuntimeError(f"POST /patients {plan.patient_id}: HTTP {r.status_code} {r.text[:300]}")
+    fhir_headers = {**ingest_headers, "Content-Type": "application/fhir+json"}
+    first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
+    began = time.monotonic()
+    for m in messages:
+        if speed > 0:
+            wait = began + (m.sent - first).total_seconds() / speed - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        if fmt == "fhir":
+            r = client.post("/fhir/Observation", json=feed_observation(plan.patient_id, m.charted), headers=fhir_headers)
+        else:
+            r = client.post("/predict", json=json_body(plan.patient_id, m), headers=ingest_headers)
+        with totals.lock:
+            if r.status_code in (200, 201):
+                totals.posted += 1
+                totals.alarms += (r.json().get("alarm_id") if fmt == "json" else None) is not None
+            else:
+                totals.refused[refusal_reason(r.status_code, _message_text(r))] += 1
+    r = client.post(f"/patients/{plan.patient_id}/outcome", json=plan.outcome, headers=outcome_headers)
+    if r.status_code != 200:
+        raise RuntimeError(f"POST outcome {plan.patient_id}: HTTP {r.status_code} {r.text[:300]}")
+    with totals.lock:
+        totals.stays += 1
 
 
 class FeedClock:
@@ -315,9 +402,11 @@ def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s
 
 
 def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key: str | None = None,
-           concurrency: int = 4, prefix: str = "", start: dt.datetime | None = None, progress: bool = True) -> Totals:
+           concurrency: int = 4, prefix: str = "", start: dt.datetime | None = None, progress: bool = True,
+           feed: str = "hourly", fmt: str = "json", seed: int = 0) -> Totals:
     """Replay `stays` (objects with patient_id, values, labels) through `client`; returns counts.
-    Each stay ends at or before now (plan_stay_before), unless `start` places every first row."""
+    Each stay ends at or before now (plan_stay_before), unless `start` places every first row.
+    `feed="realistic"` sends per-value messages (place_feed, replay_feed_stay) as `fmt`."""
     now = dt.datetime.now(dt.timezone.utc)
     ingest_headers = {"X-API-Key": api_key}
     outcome_headers = {"X-API-Key": outcome_key or api_key}
@@ -327,9 +416,13 @@ def replay(stays, client: httpx.Client, speed: float, api_key: str, outcome_key:
 
     def one(stay):
         try:
-            plan = (plan_stay(prefix + stay.patient_id, stay.values, stay.labels, start) if start is not None
-                    else plan_stay_before(prefix + stay.patient_id, stay.values, stay.labels, now))
-            replay_stay(client, plan, speed, ingest_headers, outcome_headers, totals)
+            if feed == "realistic":
+                plan, messages = place_feed(prefix + stay.patient_id, stay, now, seed)
+                replay_feed_stay(client, plan, messages, speed, ingest_headers, outcome_headers, totals, fmt)
+            else:
+                plan = (plan_stay(prefix + stay.patient_id, stay.values, stay.labels, start) if start is not None
+                        else plan_stay_before(prefix + stay.patient_id, stay.values, stay.labels, now))
+                replay_stay(client, plan, speed, ingest_headers, outcome_headers, totals)
         except Exception as err:  # one broken stay must not stop the others; it is reported
             with totals.lock:
                 totals.errors.append(f"{stay.patient_id}: {err}")
@@ -375,14 +468,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=3600.0,
                    help="ward mode: wall seconds the feed runs at --speed before reaching real time")
     p.add_argument("--format", choices=["json", "fhir"], default="json",
-                   help="fhir: rows as FHIR R4 transaction Bundles to POST /fhir (training/sepsis/fhir_bundle.py)")
+                   help="fhir: rows as FHIR R4 transaction Bundles to POST /fhir (training/sepsis/fhir_bundle.py); "
+                        "with --feed realistic, single Observations to POST /fhir/Observation")
+    p.add_argument("--feed", choices=["hourly", "realistic"], default="hourly",
+                   help="realistic: each value its own message, jittered, labs late, duplicates and amendments "
+                        "(training/sepsis/feed.py); refusals are counted by reason. Not in ward mode")
+    p.add_argument("--seed", type=int, default=0, help="--feed realistic: seed of the jitter, delays and duplicates")
     a = p.parse_args(argv)
     if a.speed < 0:
         p.error("--speed must be >= 0")
     if a.ward < 0 or a.duration < 0:
         p.error("--ward and --duration must be >= 0")
-    if a.format == "fhir" and not a.ward:
-        p.error("--format fhir is for ward mode (--ward BEDS)")
+    if a.feed == "realistic" and a.ward:
+        p.error("--feed realistic is not for ward mode")
+    if a.format == "fhir" and not a.ward and a.feed != "realistic":
+        p.error("--format fhir is for ward mode (--ward BEDS) or --feed realistic")
     if a.ward and a.speed == 0:
         p.error("ward mode needs --speed > 0 (the feed clock advances at it)")
     stays = select_stays(a.data, a.split, a.split_seed, a.limit)
@@ -391,10 +491,14 @@ def main(argv: list[str] | None = None) -> int:
             totals = replay_ward(stays, client, a.ward, a.speed, a.duration, a.api_key, a.outcome_key, a.prefix,
                                  a.format)
         else:
-            totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix)
+            totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix,
+                            feed=a.feed, fmt=a.format, seed=a.seed)
         stats = client.get("/stats", headers={"X-API-Key": a.outcome_key or a.api_key})
     print(f"stays replayed: {totals.stays}/{len(stays) if not a.ward else totals.admitted}, observations posted: "
           f"{totals.posted}, alarms raised: {totals.alarms}, implausible values dropped: {totals.dropped_values}")
+    if totals.refused:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in totals.refused.most_common())
+        print(f"messages refused by the service: {sum(totals.refused.values())} ({reasons})")
     for e in totals.errors[:20]:
         print(f"error: {e}", file=sys.stderr)
     if stats.status_code == 200:
