@@ -12,7 +12,8 @@ from dashboard.client import ApiError, OperatingPoints, ServiceClient
 
 def points_frame(table: dict) -> pd.DataFrame:
     """One row per operating point and split (validation, then test): its threshold and figures.
-    Long, not one wide row per point: eleven columns scroll sideways even at 1440 px."""
+    Long, not one wide row per point: eleven columns scroll sideways even at 1440 px. (The form
+    below names the points by label too.)"""
     def pct(x):
         return "not measured" if x is None else f"{x:.1%}"
 
@@ -23,11 +24,11 @@ def points_frame(table: dict) -> pd.DataFrame:
     for p in table.get("points", []):
         for split in ("validation", "test"):
             f = p.get(split) or {}
-            rows.append({"operating point": p["label"], "id": p["id"], "threshold": f"{p['threshold']:.2%}",
+            rows.append({"operating point": p["label"], "threshold": f"{p['threshold']:.2%}",
                          "split": split, "sensitivity": pct(f.get("sensitivity")), "PPV": pct(f.get("ppv")),
                          "alarms/patient-day": num(f.get("alarms_per_patient_day")),
                          "median lead time": num(f.get("median_lead_time_hours"), " h")})
-    return pd.DataFrame(rows, columns=["operating point", "id", "threshold", "split", "sensitivity", "PPV",
+    return pd.DataFrame(rows, columns=["operating point", "threshold", "split", "sensitivity", "PPV",
                                        "alarms/patient-day", "median lead time"])
 
 

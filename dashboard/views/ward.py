@@ -60,6 +60,7 @@ def ward() -> None:
     if text:
         more = any("more on" in n for n in notes)
         head.markdown(f":red[**{text}**]" if more else text)
+    st.html(tiles.CSS)  # before the tiles: style only, it takes no room
     if not rows:
         st.info("No monitored patients" + ("" if unit == "All units" else f" in {unit}") + ".")
         return
@@ -82,7 +83,7 @@ def ward() -> None:
                f"{ready.model} v{ready.model_version}, {ready.provider}; alarm threshold "
                + ui.thresholds_text(points, threshold) + ". No recent data: nothing measured for "
                + ui.no_data_text(s) + f"; an alarm is old after {s.alarm_old_hours:g} h.")
-    st.html(tiles.CSS + tiles.legend_html(transforms.COLOUR_RULE))
+    st.html(tiles.legend_html(transforms.COLOUR_RULE))
 
 
 ward()
