@@ -87,31 +87,29 @@ else:
                "(once known). Below: each chosen variable, its line broken where it was not measured (nothing is filled "
                "in); the bottom strip marks every observation that measured each variable.")
 
-left, right = st.columns([1, 1])
-with left:
-    st.subheader("Latest values")
-    latest = transforms.latest_of(d, clock)
-    if latest:
-        frame = transforms.latest_frame(latest)
-        st.dataframe(frame.style.apply(transforms.critical_styles, axis=None), hide_index=True, width="stretch",
-                     height=36 * (len(latest) + 1) + 4,  # every value in view, no inner scrolling
-                     column_config={"critical": st.column_config.TextColumn(
-                         "critical", help="the critical range the value falls in, and its source (dashboard/critical.py)")})
-    else:
-        st.caption("Nothing measured yet.")
-with right:
-    st.subheader("What drove the risk")
-    latest_entry = d.timeline[-1] if d.timeline else None
-    why = latest_entry.contributions if latest_entry else []
-    if why:
-        st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
-                    "when each one's latest value is withheld):\n"
-                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
-    else:
-        st.caption("No contributions stored for the latest risk.")
-    if active is not None and active.contributions:
-        st.markdown(f"When alarm #{active.id} was raised:\n"
-                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
+# the whole width: each value, its age and its critical range whole, also on a tablet
+st.subheader("Latest values")
+latest = transforms.latest_of(d, clock)
+if latest:
+    frame = transforms.latest_frame(latest)
+    st.dataframe(frame.style.apply(transforms.critical_styles, axis=None), hide_index=True, width="stretch",
+                 height=36 * (len(latest) + 1) + 4,  # every value in view, no inner scrolling
+                 column_config={"critical": st.column_config.TextColumn(
+                     "critical", help="the critical range the value falls in, and its source (dashboard/critical.py)")})
+else:
+    st.caption("Nothing measured yet.")
+st.subheader("What drove the risk")
+latest_entry = d.timeline[-1] if d.timeline else None
+why = latest_entry.contributions if latest_entry else []
+if why:
+    st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
+                "when each one's latest value is withheld):\n"
+                + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+else:
+    st.caption("No contributions stored for the latest risk.")
+if active is not None and active.contributions:
+    st.markdown(f"When alarm #{active.id} was raised:\n"
+                + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
 
 st.subheader("Bedside scores")
 if d.bedside:

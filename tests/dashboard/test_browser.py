@@ -211,6 +211,7 @@ def test_every_page_fits_the_width_and_shows_the_alarm_count(stack, dashboard_ur
     assert len(seen["patient"]["charts"]) == 5
     rights = {round(drawn) for _, drawn in seen["patient"]["charts"]}
     assert len(rights) == 1  # the stay's rows end together: one time axis
+    assert seen["patient"]["sideways"][0] <= 0  # the latest values, their age and critical range: whole
     if width >= 1440:
         assert max(seen["performance"]["sideways"]) <= 0  # the operating points table does not scroll sideways
 
