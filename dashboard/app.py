@@ -15,6 +15,7 @@ from dashboard import ui  # noqa: E402
 
 st.set_page_config(page_title="Sepsis alarms", page_icon=":material/notifications_active:", layout="wide")
 ui.sidebar()
+ui.layout()
 WARD = st.Page("views/ward.py", title="Ward", icon=":material/bed:", url_path="ward")
 
 
@@ -31,4 +32,5 @@ page = st.navigation([
     st.Page("views/alarms.py", title="Alarm queue", icon=":material/notifications_active:", url_path="alarms"),
     st.Page("views/performance.py", title="Performance", icon=":material/bar_chart:", url_path="performance"),
 ])
+ui.alarm_counts()  # at the top of every page; after st.navigation, which its link to the queue needs
 page.run()

@@ -1,5 +1,12 @@
 """Altair charts of a stay: risk, the chosen vitals and labs and the measurement strip stacked on
-ONE shared time axis, so a rise in risk lines up with the values behind it."""
+ONE shared time axis, so a rise in risk lines up with the values behind it.
+
+Each row is its own chart drawn at the page's width (a tablet shows the whole stay, the newest
+hours included): every row has the same time domain and the same room for its y axis
+(`AXIS_EXTENT`), so the plotting areas line up exactly; only the bottom row labels the time axis.
+(One Vega-Lite vconcat cannot follow the container's width: "fit" sizing only works for single
+and layered views.) Under "fit" a row's height is its whole height, axis and title included, and a
+y-axis title would be clipped on a short row, so each row names itself in its title instead."""
 from __future__ import annotations
 
 import altair as alt
@@ -7,23 +14,33 @@ import pandas as pd
 
 from dashboard import transforms
 
-WIDTH = 760  # leaves room for the axis titles inside the page's main column
+AXIS_EXTENT = 120  # px for every row's y ticks and labels: equal, so the time axes line up
 VALUE_FORMAT = ",.4~f"   # 37.2, 120, 0.05: never "1e+2"
 TIME_AXIS = alt.Axis(format="%b %d %H:%M", labelAngle=0, labelOverlap=True, title="time (UTC)")
+TITLE_PX, TIME_AXIS_PX = 22, 70  # room a row's title and the bottom row's time axis take under "fit"
 
 
-def stay_chart(d, threshold: float | None, chosen: list[str]) -> alt.VConcatChart:
+def _y_axis(**kw) -> alt.Axis:
+    return alt.Axis(title=None, minExtent=AXIS_EXTENT, maxExtent=AXIS_EXTENT, labelLimit=AXIS_EXTENT - 10, **kw)
+
+
+def _title(text: str) -> alt.TitleParams:
+    return alt.TitleParams(text, anchor="start", fontSize=12, offset=4)
+
+
+def stay_charts(d, threshold: float | None, chosen: list[str]) -> list[alt.LayerChart | alt.Chart]:
+    """Top to bottom: risk (threshold, alarms, onset), each chosen variable, the measurement strip."""
     timeline = d.timeline
     t0, t1 = timeline[0].timestamp, timeline[-1].timestamp
     if d.summary.onset_time is not None:
         t0, t1 = min(t0, d.summary.onset_time), max(t1, d.summary.onset_time)
-    x = alt.X("time:T", scale=alt.Scale(domain=[t0.isoformat(), t1.isoformat()]), axis=TIME_AXIS)
-    x_hidden = alt.X("time:T", scale=alt.Scale(domain=[t0.isoformat(), t1.isoformat()]),
-                     axis=alt.Axis(labels=False, ticks=False, title=None))
+    domain = alt.Scale(domain=[t0.isoformat(), t1.isoformat()])
+    x = alt.X("time:T", scale=domain, axis=TIME_AXIS)
+    x_hidden = alt.X("time:T", scale=domain, axis=alt.Axis(labels=False, ticks=False, title=None))
 
     risk = transforms.risk_frame(timeline)
     top = transforms.risk_axis_top(risk["risk"], threshold)
-    y = alt.Y("risk:Q", scale=alt.Scale(domain=[0, top]), axis=alt.Axis(format=".0%", title="risk"))
+    y = alt.Y("risk:Q", scale=alt.Scale(domain=[0, top]), axis=_y_axis(format=".0%"))
     layers = [alt.Chart(risk).mark_line(point=True).encode(
         x=x_hidden, y=y, tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"), alt.Tooltip("risk:Q", format=".1%")])]
     if threshold is not None:
@@ -38,23 +55,21 @@ def stay_chart(d, threshold: float | None, chosen: list[str]) -> alt.VConcatChar
     if d.summary.onset_time is not None:
         layers.append(alt.Chart(pd.DataFrame({"time": [d.summary.onset_time]})).mark_rule(color="black", strokeWidth=2)
                       .encode(x=x_hidden))
-    rows = [alt.layer(*layers).properties(width=WIDTH, height=200, title="risk")]
+    rows: list = [alt.layer(*layers).properties(height=200 + TITLE_PX, title=_title("risk"))]
 
     vit = transforms.vitals_frame(timeline)
     for name in chosen:
         sub = vit[vit["variable"] == name]
         rows.append(alt.Chart(sub).mark_line(point=True).encode(
-            x=x_hidden, y=alt.Y("value:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=VALUE_FORMAT, title=name,
-                                                                                      titleAngle=0, titleAlign="right",
-                                                                                      labelLimit=0)),
+            x=x_hidden, y=alt.Y("value:Q", scale=alt.Scale(zero=False), axis=_y_axis(format=VALUE_FORMAT)),
             detail="segment:N",
             tooltip=["variable:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M"), alt.Tooltip("value:Q", format=VALUE_FORMAT)],
-        ).properties(width=WIDTH, height=90))
+        ).properties(height=90 + TITLE_PX, title=_title(name)))
 
     cov = transforms.coverage_frame(timeline)
     measured = transforms.measured_variables(timeline)
     rows.append(alt.Chart(cov[cov["measured"]]).mark_square(size=40, color="#1f77b4").encode(
-        x=x, y=alt.Y("variable:N", sort=measured, axis=alt.Axis(title=None, labelLimit=0, labelOverlap=False)),
+        x=x, y=alt.Y("variable:N", sort=measured, axis=_y_axis(labelOverlap=False)),
         tooltip=["variable:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M")],
-    ).properties(width=WIDTH, height=14 * max(1, len(measured)), title="when each variable was measured"))
-    return alt.vconcat(*rows, spacing=6).resolve_scale(x="shared")
+    ).properties(height=20 * max(1, len(measured)) + TITLE_PX + TIME_AXIS_PX, title=_title("when each variable was measured")))
+    return rows

@@ -178,6 +178,7 @@ class LatestValue:
     unit: str | None
     measured_at: dt.datetime | None
     age_hours: float | None
+    window_hours: float | None = None  # how long the bedside scores count the value (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,8 @@ def _ward(d: dict) -> WardCounts:
 
 def latest_values(items: list | None) -> list[LatestValue]:
     return [LatestValue(feature=str(v["feature"]), value=v.get("value"), unit=v.get("unit"),
-                        measured_at=_ts(v.get("measured_at")), age_hours=v.get("age_hours")) for v in items or []]
+                        measured_at=_ts(v.get("measured_at")), age_hours=v.get("age_hours"),
+                        window_hours=v.get("window_hours")) for v in items or []]
 
 
 def _card(d: dict) -> QueueCard:

@@ -11,7 +11,9 @@ from dashboard.client import ApiError, OperatingPoints, ServiceClient
 
 
 def points_frame(table: dict) -> pd.DataFrame:
-    """One row per operating point: its threshold and the validation and test figures."""
+    """One row per operating point and split (validation, then test): its threshold and figures.
+    Long, not one wide row per point: eleven columns scroll sideways even at 1440 px. (The form
+    below names the points by label too.)"""
     def pct(x):
         return "not measured" if x is None else f"{x:.1%}"
 
@@ -20,15 +22,14 @@ def points_frame(table: dict) -> pd.DataFrame:
 
     rows = []
     for p in table.get("points", []):
-        row = {"id": p["id"], "operating point": p["label"], "threshold": f"{p['threshold']:.2%}"}
         for split in ("validation", "test"):
             f = p.get(split) or {}
-            row[f"{split}: sensitivity"] = pct(f.get("sensitivity"))
-            row[f"{split}: PPV"] = pct(f.get("ppv"))
-            row[f"{split}: alarms/patient-day"] = num(f.get("alarms_per_patient_day"))
-            row[f"{split}: median lead time"] = num(f.get("median_lead_time_hours"), " h")
-        rows.append(row)
-    return pd.DataFrame(rows)
+            rows.append({"operating point": p["label"], "threshold": f"{p['threshold']:.2%}",
+                         "split": split, "sensitivity": pct(f.get("sensitivity")), "PPV": pct(f.get("ppv")),
+                         "alarms/patient-day": num(f.get("alarms_per_patient_day")),
+                         "median lead time": num(f.get("median_lead_time_hours"), " h")})
+    return pd.DataFrame(rows, columns=["operating point", "threshold", "split", "sensitivity", "PPV",
+                                       "alarms/patient-day", "median lead time"])
 
 
 def tradeoff_frame(table: dict, points: OperatingPoints) -> pd.DataFrame:

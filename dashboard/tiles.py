@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from html import escape
 
-from dashboard.transforms import TileLook, WardRow, fmt_age, risk_axis_top
+from dashboard.transforms import TileLook, WardRow, against_threshold, fmt_age, risk_axis_top
 
 # Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
 # has it in hand (acknowledged / snoozed); otherwise a coloured left edge for the risk against the
@@ -23,7 +23,11 @@ CSS = """
 .tile.alarm-open{background:#d50000;border-color:#7f0000;color:#fff;animation:pulse 1.2s infinite}
 .tile.alarm-open .meta{color:#ffe5e5}
 .tile.alarm-open .badge{background:#fff;color:#d50000}
+.tile.alarm-old{background:repeating-linear-gradient(135deg,#ffebee 0 10px,#ffcdd2 10px 20px);border:3px solid #b71c1c}
+.tile.alarm-old .badge{background:#b71c1c;color:#fff}
 .tile.alarm-held{background:#fff4d6;border-color:#e0a000}
+.tile.no-data{border:3px dashed #37474f}
+.tile .badge.nodata{background:#37474f;color:#fff}
 .tile.alarm-held .badge{background:#e0a000;color:#1b2733}
 .tile.risk-high{border-left:8px solid #c62828}
 .tile.risk-mid{border-left:8px solid #f9a825}
@@ -31,7 +35,7 @@ CSS = """
 .tile .badge.treat{background:#1565c0;color:#fff}
 .legend{display:flex;flex-wrap:wrap;gap:6px 14px;font-family:sans-serif;font-size:0.8em;color:#44505c;margin:4px 0 8px}
 .legend span.sw{display:inline-block;width:14px;height:14px;border-radius:3px;vertical-align:middle;margin-right:4px;border:2px solid #c8d1dc;background:#f7f9fb}
-.legend span.sw.alarm-open{background:#d50000;border-color:#7f0000}.legend span.sw.alarm-held{background:#fff4d6;border-color:#e0a000}
+.legend span.sw.alarm-open{background:#d50000;border-color:#7f0000}.legend span.sw.alarm-old{background:repeating-linear-gradient(135deg,#ffebee 0 3px,#ffcdd2 3px 6px);border-color:#b71c1c}.legend span.sw.no-data{border:2px dashed #37474f}.legend span.sw.alarm-held{background:#fff4d6;border-color:#e0a000}
 .legend span.sw.risk-high{border-left:6px solid #c62828}.legend span.sw.risk-mid{border-left:6px solid #f9a825}.legend span.sw.risk-none{background:#eceff1}
 @keyframes pulse{0%{box-shadow:0 0 0 0 rgba(213,0,0,.7)}70%{box-shadow:0 0 0 10px rgba(213,0,0,0)}100%{box-shadow:0 0 0 0 rgba(213,0,0,0)}}
 </style>
@@ -94,24 +98,30 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
     loud = look.css == "alarm-open"
     # one decimal below 10%: the colour compares with thresholds of a few percent, the number must too
     risk = "&ndash;" if row.risk is None else f"{row.risk:.1%}" if row.risk < 0.1 else f"{row.risk:.0%}"
-    if loud:
-        badge = ('<div class="badge">ALARM &middot; SNOOZE OVER</div>' if row.alarm_state == "snoozed"
-                 else '<div class="badge">ALARM &middot; OPEN</div>')
+    if look.css in ("alarm-open", "alarm-old"):
+        what = "SNOOZE OVER" if row.alarm_state == "snoozed" else "OPEN"
+        badge = f'<div class="badge">ALARM &middot; {what}</div>'
     elif row.alarm_state == "snoozed" and row.snoozed_until is not None:
         badge = f'<div class="badge">snoozed until {row.snoozed_until:%d %b %H:%M}</div>'
     elif row.alarm_state:
         badge = f'<div class="badge">{escape(row.alarm_state)}</div>'
     else:
         badge = ""
+    if row.no_data:
+        badge += '<div class="badge nodata">NO RECENT DATA</div>'
     if row.status == "in_treatment":
         badge += '<div class="badge treat">in treatment</div>'
     raised = ""
     if row.alarm_state and row.alarm_risk is not None:
-        # the alarm's own risk and age, so a red tile whose risk has since fallen still says why it is red
-        raised = f'<div class="meta">alarm raised at {row.alarm_risk:.0%}, {fmt_age(row.alarm_age_hours)}</div>'
+        # the alarm's own risk and age and the risk now against the threshold, so a red tile whose
+        # risk has since fallen says why it is red and that the alarm is old
+        old = "OLD ALARM: " if row.alarm_old else ""
+        raised = (f'<div class="meta">{old}raised at {row.alarm_risk:.1%}, {fmt_age(row.alarm_age_hours)}; '
+                  f'risk now {escape(against_threshold(row.risk, threshold))}</div>')
     unit_txt = "".join(f" &middot; {escape(x)}" for x in (row.bed, unit) if x)
     return (f'<div class="tile {look.css}" data-patient="{escape(row.patient_id)}" '
-            f'data-alarm="{escape(row.alarm_state or "none")}" data-colour="{look.css}" title="{escape(look.words)}">'
+            f'data-alarm="{escape(row.alarm_state or "none")}" data-colour="{look.css}" '
+            f'data-nodata="{str(row.no_data).lower()}" title="{escape(look.words)}">'
             f'<div class="pid">{escape(row.patient_id)}{unit_txt}</div>'
             f'<div class="risk">{risk}</div>{sparkline_img(trend, threshold, "#ffffff" if loud else "#1b2733")}'
             f'<div class="meta">{since_text(row.hours_since)} &middot; 24 h trend</div>{raised}{badge}</div>')

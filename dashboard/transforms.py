@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
 from dashboard.client import Alarm, PatientSummary, TimelineEntry
+from dashboard.config import ALARM_OLD_HOURS, NO_DATA_HOURS
+from dashboard.critical import critical_rule
 
 HOUR = dt.timedelta(hours=1)
 ACTIVE_STATES = ("open", "acknowledged", "snoozed")
@@ -32,6 +36,8 @@ class WardRow:
     unit: str | None = None
     alarm_age_hours: float | None = None  # from the alarm's raise to the ward clock
     bed: str | None = None
+    no_data: bool = False          # nothing measured for longer than the unit's limit (config.NO_DATA_HOURS)
+    alarm_old: bool = False        # the active alarm was raised longer ago than config.ALARM_OLD_HOURS
 
 
 def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
@@ -46,10 +52,14 @@ def monitored(patients: list[PatientSummary]) -> list[PatientSummary]:
     return [p for p in patients if p.status != "discharged"]
 
 
-def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock: dt.datetime) -> list[WardRow]:
+def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock: dt.datetime,
+              no_data_after: Callable[[str | None], float] = lambda unit: NO_DATA_HOURS,
+              alarm_old_hours: float = ALARM_OLD_HOURS) -> list[WardRow]:
     """One row per monitored patient in ward order (`ward_order`). "Since last observation" counts
     from the last observation that measured something (`last_measured`), not from a post that
-    carried no values; from the last observation where the service does not say."""
+    carried no values; from the last observation where the service does not say. A patient with
+    nothing measured for longer than `no_data_after(unit)` hours (from the ICU admission when
+    nothing was ever measured) is flagged `no_data`."""
     by_patient: dict[str, Alarm] = {}
     for a in active_alarms:
         if a.state in ACTIVE_STATES and (a.patient_id not in by_patient or a.id > by_patient[a.patient_id].id):
@@ -59,24 +69,63 @@ def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock:
         a = by_patient.get(p.patient_id)
         seen = p.last_measured or p.last_observation
         since = None if seen is None else max(0.0, (clock - seen) / HOUR)
+        quiet = since if since is not None else (
+            None if p.icu_admit_time is None else max(0.0, (clock - p.icu_admit_time) / HOUR))
+        age = max(0.0, (clock - a.raised_at) / HOUR) if a else None
         rows.append(WardRow(patient_id=p.patient_id, risk=p.last_risk, last_observation=p.last_observation,
                             hours_since=since, n_observations=p.n_observations,
                             alarm_id=a.id if a else p.active_alarm_id, alarm_state=a.state if a else None,
                             alarm_risk=a.risk if a else None, alarm_raised_at=a.raised_at if a else None,
                             snoozed_until=a.snoozed_until if a else None, status=p.status, unit=p.unit,
-                            alarm_age_hours=max(0.0, (clock - a.raised_at) / HOUR) if a else None, bed=p.bed))
+                            alarm_age_hours=age, bed=p.bed,
+                            no_data=quiet is not None and quiet > no_data_after(p.unit),
+                            alarm_old=age is not None and age > alarm_old_hours))
     return ward_order(rows, clock)
 
 
-def ward_order(rows: list[WardRow], clock: dt.datetime) -> list[WardRow]:
-    """Alarms first: every unacknowledged alarm (open, or a snooze that has run out), then alarms in
-    hand (acknowledged, snoozing), then everyone else; highest risk first within each, patients not
-    yet scored last. The service orders /patients?order=alarms_first the same way; the dashboard
-    re-applies it because a snooze may have run out since the service answered."""
-    def rank(r: WardRow) -> int:
-        return 0 if alarm_is_loud(r, clock) else 1 if r.alarm_state is not None else 2
+def ward_rank(r: WardRow, clock: dt.datetime) -> int:
+    """0 an alarm nobody has dealt with; 1 a patient in treatment with no recent data (nobody is
+    watching a septic patient); 2 an alarm in hand; 3 any other patient with no recent data; 4 the rest."""
+    if alarm_is_loud(r, clock):
+        return 0
+    if r.no_data and r.status == "in_treatment":
+        return 1
+    if r.alarm_state is not None:
+        return 2
+    return 3 if r.no_data else 4
 
-    return sorted(rows, key=lambda r: (rank(r), r.risk is None, -(r.risk or 0.0), r.patient_id))
+
+def ward_order(rows: list[WardRow], clock: dt.datetime) -> list[WardRow]:
+    """Alarms first: every unacknowledged alarm (open, or a snooze that has run out), then patients
+    in treatment without recent data, alarms in hand (acknowledged, snoozing), other patients
+    without recent data, then everyone else (`ward_rank`); highest risk first within each, patients
+    not yet scored last. The service orders /patients?order=alarms_first by the alarms the same way;
+    the dashboard re-applies it because a snooze may have run out since the service answered and the
+    service does not flag missing data."""
+    return sorted(rows, key=lambda r: (ward_rank(r, clock), r.risk is None, -(r.risk or 0.0), r.patient_id))
+
+
+def pagination_note(loud: list[bool], page_no: int, per_page: int, what: str = "open alarms") -> str | None:
+    """What the page shows of the rows that matter (`loud`, in page order) and where the rest are:
+    '6 of 15 open alarms shown; 9 more on pages 2-3'. None when there are none."""
+    total = sum(loud)
+    if total == 0:
+        return None
+    pages: dict[int, int] = {}
+    for i, flag in enumerate(loud):
+        if flag:
+            pages[i // per_page + 1] = pages.get(i // per_page + 1, 0) + 1
+    here = pages.pop(page_no, 0)
+    if not pages:
+        return f"all {total} {what} shown"
+    numbers = sorted(pages)
+    spans, start = [], numbers[0]
+    for a, b in zip(numbers, numbers[1:] + [None]):
+        if b != a + 1:
+            spans.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    where = ("page " if len(numbers) == 1 else "pages ") + ", ".join(spans)
+    return f"{here} of {total} {what} shown; {total - here} more on {where}"
 
 
 @dataclass(frozen=True)
@@ -87,8 +136,12 @@ class TileLook:
 
 # One rule for the ward's colours, in this order (the legend on the ward page says the same).
 COLOUR_RULE = [
-    ("alarm-open", "Red, pulsing: an alarm nobody has acknowledged (open, or its snooze has run out)."),
+    ("alarm-open", "Red, pulsing: a fresh alarm nobody has acknowledged (open, or its snooze has run out)."),
+    ("alarm-old", "Red stripes, still: an alarm nobody has acknowledged, raised hours ago (the tile says how long "
+                  "and the risk now against the threshold)."),
     ("alarm-held", "Amber: an alarm someone has in hand (acknowledged, or snoozed and the snooze is running)."),
+    ("no-data", "Dashed dark border: no active alarm and nothing measured for hours; the model cannot alarm "
+                "on values nobody posts."),
     ("risk-high", "No active alarm, risk at or above the alarm threshold: red edge."),
     ("risk-mid", "No active alarm, risk at or above half the threshold: yellow edge."),
     ("risk-low", "No active alarm, risk below half the threshold: plain."),
@@ -97,12 +150,15 @@ COLOUR_RULE = [
 
 
 def tile_look(row: WardRow, threshold: float | None, clock: dt.datetime) -> TileLook:
-    """Alarm state first; without an active alarm, risk relative to the operating threshold."""
+    """Alarm state first (an old unacknowledged alarm apart from a fresh one); without an active
+    alarm, missing data, then risk relative to the operating threshold."""
     words = dict(COLOUR_RULE)
     if alarm_is_loud(row, clock):
-        css = "alarm-open"
+        css = "alarm-old" if row.alarm_old else "alarm-open"
     elif row.alarm_state is not None:
         css = "alarm-held"
+    elif row.no_data:
+        css = "no-data"
     elif row.risk is None:
         css = "risk-none"
     elif threshold is None:
@@ -114,6 +170,15 @@ def tile_look(row: WardRow, threshold: float | None, clock: dt.datetime) -> Tile
     else:
         css = "risk-low"
     return TileLook(css, words[css])
+
+
+def against_threshold(risk: float | None, threshold: float | None) -> str:
+    """'0.4%, below the 5.1% threshold': the risk now as the colour rule compares it."""
+    if risk is None:
+        return "not scored"
+    if threshold is None:
+        return f"{risk:.1%}"
+    return f"{risk:.1%}, {'at or above' if risk >= threshold else 'below'} the {threshold:.1%} threshold"
 
 
 def alarm_is_loud(row: WardRow, now: dt.datetime) -> bool:
@@ -299,34 +364,64 @@ def contribution_text(c) -> str:
         f"{c.feature} {fmt_number(c.value)} {way} the risk by {points:.1f} points"
 
 
+def value_age(v) -> str:
+    """How old a latest value is, and whether it is past the window the bedside scores count it for:
+    '37.0 h ago, older than the 24 h window'."""
+    age = fmt_age(v.age_hours)
+    if v.window_hours is not None and v.age_hours is not None and v.age_hours > v.window_hours:
+        return f"{age}, older than the {v.window_hours:g} h window"
+    return age
+
+
 def latest_frame(latest) -> pd.DataFrame:
-    """The latest value of every measured variable (bedside `latest`), vitals first, with its age."""
+    """The latest value of every measured variable (bedside `latest`), vitals first, with its age,
+    whether it is past its window, and the critical range it falls in (dashboard/critical.py)."""
     def order(v):
         return (0, VITALS.index(v.feature)) if v.feature in VITALS else (1, v.feature)
 
     rows = [{"variable": v.feature, "kind": "vital" if v.feature in VITALS else "lab",
              "value": fmt_number(v.value) + (f" {v.unit}" if v.unit and v.value is not None else ""),
-             "measured": fmt_age(v.age_hours)} for v in sorted(latest, key=order)]
-    return pd.DataFrame(rows, columns=["variable", "kind", "value", "measured"])
+             "measured": value_age(v), "critical": critical_rule(v.feature, v.value) or ""}
+            for v in sorted(latest, key=order)]
+    return pd.DataFrame(rows, columns=["variable", "kind", "value", "measured", "critical"])
+
+
+CRITICAL_STYLE = "background-color: #ffcdd2; color: #7f0000; font-weight: 700"
+
+
+def critical_styles(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSS per cell of a `latest_frame`: the value and its rule of a critical value in red."""
+    styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    hot = frame["critical"] != ""
+    styles.loc[hot, ["value", "critical"]] = CRITICAL_STYLE
+    return styles
 
 
 def latest_lines(latest) -> list[str]:
     """The latest values in two short lines for a card, vitals then labs, the values measured
-    together grouped under their age: 'HR 144 beats/min · Resp 31 breaths/min (10 min ago); ...'."""
+    together grouped under their age: 'HR 144 beats/min · Resp 31 breaths/min (10 min ago); ...'.
+    A critical value is in bold red (dashboard/critical.py)."""
     def one(v):
         unit = f" {v.unit}" if v.unit and v.value is not None else ""
-        return f"{v.feature} {fmt_number(v.value)}{unit}"
+        text = f"{v.feature} {fmt_number(v.value)}{unit}"
+        return f":red-background[:red[**{text}**]]" if critical_rule(v.feature, v.value) else text
 
     def grouped(values) -> str:
         groups: dict[str, list[str]] = {}
         for v in sorted(values, key=lambda v: (v.age_hours is None, v.age_hours or 0.0)):
-            groups.setdefault(fmt_age(v.age_hours), []).append(one(v))
+            groups.setdefault(value_age(v), []).append(one(v))
         return "; ".join(f"{' · '.join(items)} ({age})" for age, items in groups.items())
 
     vitals = sorted((v for v in latest if v.feature in VITALS), key=lambda v: VITALS.index(v.feature))
     labs = sorted((v for v in latest if v.feature not in VITALS), key=lambda v: v.feature)
     return [f"**Vitals** {grouped(vitals)}" if vitals else "**Vitals** none measured",
             f"**Labs** {grouped(labs)}" if labs else "**Labs** none measured"]
+
+
+def hours_since_measured(latest) -> float | None:
+    """Hours since the newest measured value among `latest` (None: nothing measured)."""
+    ages = [v.age_hours for v in latest if v.age_hours is not None]
+    return min(ages) if ages else None
 
 
 def latest_from_timeline(timeline: list[TimelineEntry], clock: dt.datetime) -> list:
@@ -354,17 +449,28 @@ def _score_words(block: dict | None, total_key: str = "score") -> str:
 
 
 def bedside_summary(bedside: dict | None) -> str:
-    """One line for a card: 'qSOFA 2 (2 of 3 ...) · SIRS 4 (...) · SOFA 3 · lactate 4.8 mmol/L, 2.0 h ago'."""
+    """One line for a card: 'qSOFA 2 (2 of 3 ...) · SIRS 4 (...) · SOFA 3 · lactate 4.8 mmol/L, 2.0 h ago'.
+    Lactate is the same value the latest-values table shows: when the service scores none (past
+    its window) the latest one is given with its age and 'older than the N h window'."""
     if not bedside:
         return ""
     parts = [f"qSOFA {_score_words(bedside.get('qsofa'))}", f"SIRS {_score_words(bedside.get('sirs'))}",
              f"SOFA (components with inputs) {_score_words(bedside.get('sofa'), 'total_available')}"]
     lac = bedside.get("lactate")
-    if lac and lac.get("value") is not None:
-        parts.append(f"lactate {fmt_number(lac['value'])} {lac.get('unit') or ''}".rstrip()
-                     + f", {fmt_age(lac.get('age_hours'))}")
+    if not (lac and lac.get("value") is not None):
+        lac = next((v for v in bedside.get("latest") or [] if v.get("feature") == "Lactate"
+                    and v.get("value") is not None), None)
+    if lac:
+        text = f"lactate {fmt_number(lac['value'])} {lac.get('unit') or ''}".rstrip()
+        if critical_rule("Lactate", lac["value"]):
+            text = f":red-background[:red[**{text}**]]"
+        age = fmt_age(lac.get("age_hours"))
+        window = lac.get("window_hours")
+        if window is not None and lac.get("age_hours") is not None and lac["age_hours"] > window:
+            age += f" (older than the {window:g} h window)"
+        parts.append(f"{text}, {age}")
     else:
-        parts.append("lactate not measured")
+        parts.append("lactate never measured")
     return " · ".join(parts)
 
 
@@ -433,3 +539,29 @@ def alarms_frame(alarms: list[Alarm]) -> pd.DataFrame:
              + (f": {a.resolve_note}" if a.resolve_note else "") if a.resolved_at else ""}
             for a in sorted(alarms, key=lambda a: -a.id)]
     return pd.DataFrame(rows, columns=["alarm", "raised", "risk", "state", "verdict", "acknowledged", "resolution"])
+
+
+# -- the audit trail ------------------------------------------------------------------------------
+
+_LONG_FLOAT = re.compile(r"-?\d+\.\d{4,}")
+
+
+def fmt_detail(key: str, value) -> str:
+    """One audit detail for a person: a risk or threshold (0-1) as a percentage with one decimal,
+    other numbers as `fmt_number` writes them ('risk 6.2%', not 'risk 0.061674147844314575')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return round_numbers(str(value))
+    if ("risk" in key or "threshold" in key) and 0 <= value <= 1:
+        return f"{value:.1%}"
+    return fmt_number(value)
+
+
+def round_numbers(text: str) -> str:
+    """Numbers with four or more decimals in a free text, to four significant digits."""
+    return _LONG_FLOAT.sub(lambda m: f"{float(m.group()):.4g}", text)
+
+
+def details_text(details: dict | None) -> str | None:
+    if not details:
+        return None
+    return ", ".join(f"{k.replace('_', ' ')} {fmt_detail(k, v)}" for k, v in details.items() if v is not None) or None

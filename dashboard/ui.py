@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import streamlit as st
 
+from dashboard import transforms
 from dashboard.client import ApiError, PatientDetail, ServiceClient
 from dashboard.config import DashboardSettings
 
@@ -129,25 +130,70 @@ def detail_cache() -> DetailCache:
     return DetailCache()
 
 
-def ward_counts(counts, rows, unit: str, clock: dt.datetime, over: int | None = None) -> None:
-    """The header counts, the same the alarm queue shows: the service's (GET /ward) for the whole
-    ward; counted from the tiles for one unit (the service counts the whole ward only)."""
-    from dashboard import transforms
+# Page-wide layout. Narrower than LAYOUT_NARROW_PX (a tablet, a small laptop) the sidebar is
+# collapsed once per browser tab: Streamlit collapses it itself only below 768 px, and beside the
+# page it leaves too little width for the tiles and charts. The user can open it again (its arrow).
+LAYOUT_NARROW_PX = 1100
+LAYOUT = f"""
+<style>
+[data-testid="stMainBlockContainer"]{{padding-top:2.5rem;padding-bottom:2rem}}
+[data-testid="stMetricValue"] div{{white-space:normal;overflow:visible;text-overflow:clip}}
+.counts{{font-family:sans-serif;font-size:0.95em;padding:4px 10px;border-radius:6px;background:#eef2f5;color:#1b2733}}
+.counts.loud{{background:#d50000;color:#fff}}
+</style>
+<script>
+(function () {{
+  if (window.innerWidth > {LAYOUT_NARROW_PX} || sessionStorage.getItem("sepsis-sidebar-collapsed")) return;
+  sessionStorage.setItem("sepsis-sidebar-collapsed", "1");
+  (function collapse(tries) {{
+    const button = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (button) button.click(); else if (tries > 0) setTimeout(() => collapse(tries - 1), 200);
+  }})(25);
+}})();
+</script>
+"""
 
-    m = st.columns(4)
-    if counts is not None and unit == "All units":
-        on_ward, open_, acked, snoozed = counts.on_ward, counts.open, counts.acknowledged, counts.snoozed
-    else:
-        on_ward = len(rows)
-        open_ = sum(r.alarm_state == "open" for r in rows)
-        acked = sum(r.alarm_state == "acknowledged" for r in rows)
-        snoozed = sum(r.alarm_state == "snoozed" for r in rows)
-    if over is None:
-        over = sum(r.alarm_state == "snoozed" and transforms.alarm_is_loud(r, clock) for r in rows)
-    m[0].metric("Monitored patients", on_ward, help="on the ward: monitoring or in treatment")
-    m[1].metric("Open alarms", open_, help="raised and nobody has acknowledged or snoozed them")
-    m[2].metric("Acknowledged", acked)
-    m[3].metric("Snoozed", snoozed, help=f"{over} of them with the snooze run out (shown red)" if over else None)
+
+def layout() -> None:
+    st.html(LAYOUT, unsafe_allow_javascript=True)
+
+
+def counts_html(counts) -> str:
+    """The alarm counts every page shows (GET /ward: the whole ward, on the service clock)."""
+    loud = " loud" if counts.open else ""
+    clock = "simulated: the feed's time" if counts.clock.mode == "simulated" else counts.clock.mode
+    return (f'<div class="counts{loud}" data-open="{counts.open}" data-acknowledged="{counts.acknowledged}" '
+            f'data-snoozed="{counts.snoozed}" data-on-ward="{counts.on_ward}">'
+            f"<b>{counts.open} open alarm{'s' if counts.open != 1 else ''}</b> &middot; {counts.acknowledged} "
+            f"acknowledged &middot; {counts.snoozed} snoozed &middot; {counts.on_ward} patients on the ward "
+            f"({counts.in_treatment} in treatment) &middot; service clock {fmt_time(counts.clock.now)} ({clock})</div>")
+
+
+def alarm_counts() -> None:
+    """The open-alarm count at the top of every page, from one call (GET /ward), refreshing at the
+    ward's interval; a failure says so in one line and leaves the page itself to report it."""
+    @st.fragment(run_every=settings().refresh_s)
+    def counts_line() -> None:
+        try:
+            counts = client().ward()
+        except ApiError as err:
+            st.caption(f"Alarm counts unavailable: {err.message}")
+            return
+        if counts is None:
+            st.caption("This service has no GET /ward: the alarm counts need it.")
+            return
+        line, link = st.columns([6, 1], vertical_alignment="center")
+        line.html(counts_html(counts))
+        link.page_link("views/alarms.py", label="Alarm queue", icon=":material/notifications_active:",
+                       query_params=link_params())
+
+    counts_line()
+
+
+def no_data_text(s: DashboardSettings) -> str:
+    """'6 h (MICU 4 h)': the no-recent-data limit, and the units that have their own."""
+    own = ", ".join(f"{unit} {hours:g} h" for unit, hours in sorted(s.no_data_hours_by_unit.items()))
+    return f"{s.no_data_hours:g} h" + (f" ({own})" if own else "")
 
 
 def thresholds_text(points, card_threshold: float | None) -> str:
@@ -252,39 +298,37 @@ def audit_frame(events) -> "pd.DataFrame":
              "patient": e.patient_id,
              "who": e.person or e.key_name or ("the service" if e.role == "system" else None),
              "key": (f"{e.key_name} ({e.role})" if e.key_name else e.role),
-             "note": e.note or _details_text(e.details)} for e in events]
+             "note": transforms.round_numbers(e.note) if e.note else transforms.details_text(e.details)}
+            for e in events]
     df = pd.DataFrame(rows, columns=["when", "action", "alarm", "patient", "who", "key", "note"])
     return df.sort_values("when", ascending=False, kind="stable")
-
-
-def _details_text(details: dict | None) -> str | None:
-    if not details:
-        return None
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in details.items() if v is not None) or None
 
 
 OUTCOMES = {"sepsis": "Sepsis (give the onset; the patient stays on the ward, in treatment)",
             "no_sepsis": "Discharged without sepsis"}
 
 
-def outcome_form(c: ServiceClient, patient_id: str, default_time: dt.datetime) -> None:
-    """The outcome as a clinician records it: no default, onset required for sepsis, the discharge
-    time for a discharge; audited by the service with the key and the name."""
-    t = default_time.astimezone(UTC)
+def outcome_form(c: ServiceClient, patient_id: str) -> None:
+    """The outcome as a clinician records it: no default outcome and no default time; the onset is
+    required for sepsis, the discharge time for a discharge (a guessed time would become the
+    record); audited by the service with the key and the name."""
     with st.form(f"outcome_{patient_id}", border=False):
         outcome = st.selectbox("Outcome", list(OUTCOMES), index=None, format_func=OUTCOMES.get,
                                placeholder="Choose the outcome", key=f"outcome_{patient_id}")
         day, hour = st.columns(2)
-        when_day = day.date_input("Onset (sepsis) or discharge: date (UTC)", value=t.date(), key=f"outcome_day_{patient_id}")
-        when_time = hour.time_input("time (UTC)", value=t.time().replace(second=0, microsecond=0),
-                                    key=f"outcome_time_{patient_id}")
+        when_day = day.date_input("Onset (sepsis) or discharge: date (UTC)", value=None,
+                                  key=f"outcome_day_{patient_id}")
+        when_time = hour.time_input("time (UTC)", value=None, key=f"outcome_time_{patient_id}")
         discharged = st.checkbox("The stay has ended (discharged) at that time", key=f"outcome_dis_{patient_id}")
         submitted = st.form_submit_button("Record outcome", key=f"do_outcome_{patient_id}")
     if not submitted:
         return
     user = user_name()
-    if not user or outcome is None:
-        st.error("Nothing recorded: " + ("enter your name in the sidebar" if not user else "choose the outcome") + ".")
+    missing = [what for what, absent in (("enter your name in the sidebar", not user), ("choose the outcome", outcome is None),
+                                         ("give the onset (sepsis) or discharge date and time",
+                                          when_day is None or when_time is None)) if absent]
+    if missing:
+        st.error("Nothing recorded: " + "; ".join(missing) + ".")
         return
     when = dt.datetime.combine(when_day, when_time, tzinfo=UTC)
     try:

@@ -39,6 +39,12 @@ threshold = d.threshold if d.threshold is not None else d.alarms[-1].threshold i
 clock = max([ui.now(), *([p.last_observation] if p.last_observation else [])])
 
 st.markdown(" · ".join(transforms.demographics(d)))
+since = transforms.hours_since_measured(transforms.latest_of(d, clock))
+limit = ui.settings().no_data_after(d.unit or p.unit)
+if p.status != "discharged" and (since is None or since > limit):
+    st.warning(("Nothing measured yet" if since is None else f"No recent data: nothing measured for {since:.1f} h")
+               + f" (the limit is {limit:g} h): the model cannot alarm on values nobody posts.",
+               icon=":material/signal_disconnected:")
 risk_words = d.risk_in_words or transforms.risk_words(p.last_risk, threshold)
 st.markdown(f"**Risk now:** {risk_words}")
 if p.outcome == "sepsis":
@@ -65,7 +71,7 @@ if active is not None:
 
 if can_act and p.outcome is None:
     with st.expander("Record the outcome (resolves the patient's alarm; a recorded outcome cannot be changed)"):
-        ui.outcome_form(c, pid, default_time=p.last_observation or clock)
+        ui.outcome_form(c, pid)
 
 if not d.timeline:
     st.info("No observations for this patient yet.")
@@ -74,33 +80,36 @@ else:
     measured = transforms.measured_variables(d.timeline)
     default = [v for v in measured if v in transforms.VITALS][:4] or measured[:4]
     chosen = st.multiselect("Variables", measured, default=default, key=f"patient_vars_{pid}")
-    st.altair_chart(charts.stay_chart(d, threshold, chosen), width="content")
+    with st.container(gap=None, key="stay_chart"):
+        for chart in charts.stay_charts(d, threshold, chosen):
+            st.altair_chart(chart, width="stretch")
     st.caption("Top: risk, the dashed red line the alarm threshold, red triangles alarms, the black line sepsis onset "
                "(once known). Below: each chosen variable, its line broken where it was not measured (nothing is filled "
                "in); the bottom strip marks every observation that measured each variable.")
 
-left, right = st.columns([1, 1])
-with left:
-    st.subheader("Latest values")
-    latest = transforms.latest_of(d, clock)
-    if latest:
-        st.dataframe(transforms.latest_frame(latest), hide_index=True, width="stretch",
-                     height=36 * (len(latest) + 1) + 4)  # every value in view, no inner scrolling
-    else:
-        st.caption("Nothing measured yet.")
-with right:
-    st.subheader("What drove the risk")
-    latest_entry = d.timeline[-1] if d.timeline else None
-    why = latest_entry.contributions if latest_entry else []
-    if why:
-        st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
-                    "when each one's latest value is replaced by a normal value):\n"
-                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
-    else:
-        st.caption("No contributions stored for the latest risk.")
-    if active is not None and active.contributions:
-        st.markdown(f"When alarm #{active.id} was raised:\n"
-                    + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
+# the whole width: each value, its age and its critical range whole, also on a tablet
+st.subheader("Latest values")
+latest = transforms.latest_of(d, clock)
+if latest:
+    frame = transforms.latest_frame(latest)
+    st.dataframe(frame.style.apply(transforms.critical_styles, axis=None), hide_index=True, width="stretch",
+                 height=36 * (len(latest) + 1) + 4,  # every value in view, no inner scrolling
+                 column_config={"critical": st.column_config.TextColumn(
+                     "critical", help="the critical range the value falls in, and its source (dashboard/critical.py)")})
+else:
+    st.caption("Nothing measured yet.")
+st.subheader("What drove the risk")
+latest_entry = d.timeline[-1] if d.timeline else None
+why = latest_entry.contributions if latest_entry else []
+if why:
+    st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
+                "when each one's latest value is replaced by a normal value):\n"
+                + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+else:
+    st.caption("No contributions stored for the latest risk.")
+if active is not None and active.contributions:
+    st.markdown(f"When alarm #{active.id} was raised:\n"
+                + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
 
 st.subheader("Bedside scores")
 if d.bedside:

@@ -26,7 +26,8 @@ st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **mod
             f"**execution provider** `{ready.provider}` · database {ready.database}")
 ui.flash()
 operating.section(c, points)
-m = st.columns(6)
+# two rows of three: six metrics side by side truncate their values ("42.…") on a tablet
+m = [*st.columns(3), *st.columns(3)]
 m[0].metric("Alarms/patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
             help=f"{stats.alarms} alarms over {stats.patient_days:.1f} patient-days")
 m[1].metric("PPV", pct(stats.positive_predictive_value),

@@ -1,6 +1,8 @@
 """A real service on loopback (subprocess, temporary SQLite, tiny fixture model) filled through its
 API, shared by the dashboard tests. The fixture model has threshold 0, so every patient's first
-observation raises an alarm and the alarm states below are fully determined."""
+observation raises an alarm and the alarm states below are fully determined. The service runs on
+the simulated clock (the feed's time: the latest observation, T0 + 6 h), so ages are fixed; the
+dashboards under test flag "no recent data" after NO_DATA_H hours."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,6 +17,7 @@ from models.testing import write_fixture_model
 KEYS = {"admin": "sk_dash_admin", "clinician": "sk_dash_clinician", "viewer": "sk_dash_viewer",
         "ingest": "sk_dash_ingest"}
 T0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
+NO_DATA_H = "4"  # SEPSIS_DASHBOARD_NO_DATA_H of the dashboards under test: bed-gone (T0) is 6 h quiet
 
 
 def iso(t: dt.datetime) -> str:
@@ -34,6 +37,7 @@ class Stack:
     discharged: str
     action_ids: list[str]     # open alarms reserved for the tests that act on them
     quiet: list[str]          # unit "other", alarm resolved: on the ward, no active alarm, any risk
+    gone: str                 # in treatment for sepsis, nothing measured since T0: nobody sees it
 
 
 def _observe(c: httpx.Client, pid: str, hours: list[int], missing_temp_at: set[int] = frozenset()) -> None:
@@ -62,7 +66,7 @@ def stack(tmp_path_factory) -> Stack:
     write_fixture_model(root / "models" / "sepsis-cfc" / "1", state_size=8, threshold=0.0)
     port = free_port()
     env = {"SEPSIS_DB_URL": f"sqlite:///{root / 'service.db'}", "SEPSIS_MODELS_DIR": str(root / "models"),
-           "SEPSIS_MODEL": "sepsis-cfc", "SEPSIS_DEVICE": "cpu", "SEPSIS_KEY_CACHE_SECONDS": "0",
+           "SEPSIS_MODEL": "sepsis-cfc", "SEPSIS_DEVICE": "cpu", "SEPSIS_KEY_CACHE_SECONDS": "0", "SEPSIS_CLOCK": "simulated",
            "SEPSIS_BOOTSTRAP_KEYS": ",".join(f"{r}:{k}" for r, k in KEYS.items())}
     proc = start_service(port, env, root / "service.log")
     url = f"http://127.0.0.1:{port}"
@@ -71,9 +75,9 @@ def stack(tmp_path_factory) -> Stack:
         for i, pid in enumerate(open_ids):
             _admit(c, pid, "MICU")
             _observe(c, pid, list(range(6 + i)), missing_temp_at={2, 3})
-        for pid in ("bed-ack", "bed-snz", "bed-calm", "bed-sep", "bed-dis"):
+        for pid in ("bed-ack", "bed-snz", "bed-calm", "bed-sep", "bed-dis", "bed-gone"):
             _admit(c, pid, "SICU")
-            _observe(c, pid, list(range(4)))
+            _observe(c, pid, [0] if pid == "bed-gone" else list(range(4)))
         quiet = [f"quiet-{i:02}" for i in range(8)]
         for i, pid in enumerate(quiet):
             _admit(c, pid, "other")
@@ -89,11 +93,12 @@ def stack(tmp_path_factory) -> Stack:
         assert c.post(f"/alarms/{_alarm_of(c, 'bed-calm')}/resolve", json={"by": "dr lee"}).status_code == 200
         # The alarm at hour 0 falls 12 h before onset -> true, lead time 10 h; the other is false.
         assert c.post("/patients/bed-sep/outcome", json={"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=10))}).status_code == 200
+        assert c.post("/patients/bed-gone/outcome", json={"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=3))}).status_code == 200
         assert c.post("/patients/bed-dis/outcome", json={"outcome": "no_sepsis",
                                                          "discharged_at": iso(T0 + dt.timedelta(hours=5))}).status_code == 200
     try:
         yield Stack(url=url, keys=KEYS, open_ids=open_ids, acked="bed-ack", snoozed="bed-snz", calm="bed-calm",
                     septic="bed-sep", discharged="bed-dis", action_ids=action_ids,
-                    quiet=quiet)
+                    quiet=quiet, gone="bed-gone")
     finally:
         stop(proc)

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from devtools.processes import APP, free_port
+from tests.dashboard.conftest import NO_DATA_H
 
 TIMEOUT = 30
 
@@ -17,6 +18,7 @@ TIMEOUT = 30
 def app(monkeypatch, url: str, key: str) -> AppTest:
     monkeypatch.setenv("SEPSIS_DASHBOARD_API_URL", url)
     monkeypatch.setenv("SEPSIS_DASHBOARD_API_KEY", key)
+    monkeypatch.setenv("SEPSIS_DASHBOARD_NO_DATA_H", NO_DATA_H)
     return AppTest.from_file(str(APP), default_timeout=TIMEOUT)
 
 
@@ -41,12 +43,18 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def counts_line(at: AppTest) -> dict[str, str]:
+    """The alarm counts every page shows at its top (data-* of ui.counts_html)."""
+    return dict(re.findall(r'data-([a-z-]+)="(\d+)"', next(h for h in (el.proto.body for el in at.get("html"))
+                                                          if 'class="counts' in h)))
+
+
 def test_ward_tiles_alarms_first_with_alarm_states(monkeypatch, stack):
     at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/ward.py")
     assert not at.exception
     html = html_of(at)
     # on the ward = not discharged; the confirmed-sepsis patient stays, in treatment
-    ward = [stack.acked, stack.snoozed, stack.calm, stack.septic, *stack.open_ids]
+    ward = [stack.acked, stack.snoozed, stack.calm, stack.septic, stack.gone, *stack.open_ids]
     for pid in ward:
         assert f'data-patient="{pid}"' in html
     assert stack.discharged not in html and "in treatment" in html
@@ -54,13 +62,18 @@ def test_ward_tiles_alarms_first_with_alarm_states(monkeypatch, stack):
     assert f'data-patient="{stack.acked}" data-alarm="acknowledged"' in html
     assert f'data-patient="{stack.open_ids[0]}" data-alarm="open"' in html
     assert html.count("alarm-open") >= 1 + len(stack.open_ids)  # the CSS rule plus each open tile
-    # unacknowledged alarms first, then alarms in hand, then the rest; by risk within each
-    order = re.findall(r'data-alarm="([a-z]+)" data-colour="[a-z-]+"[^>]*>.*?<div class="risk">([\d.]+)%</div>', html)
-    rank = [0 if state == "open" else 1 if state != "none" else 2 for state, _ in order]
-    assert rank == sorted(rank) and len(order) >= len(ward)
-    for group in (0, 1, 2):
-        risks = [float(r) for (_, r), g in zip(order, rank) if g == group]
+    # unacknowledged alarms first; then the patient in treatment nobody sees (no data for 6 h); alarms
+    # in hand; the other patients without recent data; the rest; by risk within each
+    order = re.findall(r'data-patient="([^"]+)" data-alarm="([a-z]+)" data-colour="[a-z-]+" data-nodata="([a-z]+)"'
+                       r'[^>]*>.*?<div class="risk">([\d.]+)%</div>', html)
+    rank = [0 if state == "open" else 1 if pid == stack.gone else 2 if state != "none" else 3 if nodata == "true" else 4
+            for pid, state, nodata, _ in order]
+    assert rank == sorted(rank) and len(order) >= len(ward) and 1 in rank and 3 in rank
+    for group in (0, 2, 3, 4):
+        risks = [float(r) for (*_, r), g in zip(order, rank) if g == group]
         assert risks == sorted(risks, reverse=True)
+    gone = next(t for t in re.findall(r'<div class="tile [^"]+"[^>]*>.*?</div></div>', html) if stack.gone in t)
+    assert 'data-nodata="true"' in gone and "NO RECENT DATA" in gone and "in treatment" in gone
     assert "since last observation" in html
     sparks = dict(re.findall(r'data-patient="([^"]+)".*?src="data:image/svg\+xml;base64,([^"]+)"', html))
     assert len(sparks) == len(order)
@@ -68,7 +81,7 @@ def test_ward_tiles_alarms_first_with_alarm_states(monkeypatch, stack):
     assert "<polyline" in base64.b64decode(sparks["bed-02"]).decode()  # seven hourly risks, threshold line
     on_ward = [p for p in httpx.get(f"{stack.url}/patients", headers={"X-API-Key": stack.keys["viewer"]}).json()
                if p["status"] != "discharged"]  # the browser test may have admitted one more
-    assert metric(at, "Monitored patients") == str(len(on_ward)) and len(on_ward) >= len(ward) + len(stack.action_ids)
+    assert counts_line(at)["on-ward"] == str(len(on_ward)) and len(on_ward) >= len(ward) + len(stack.action_ids)
 
 
 def test_ward_filters_by_unit(monkeypatch, stack):
@@ -77,7 +90,7 @@ def test_ward_filters_by_unit(monkeypatch, stack):
     html = html_of(at)
     assert f'data-patient="{stack.acked}"' in html and "SICU" in html
     assert f'data-patient="{stack.open_ids[0]}"' not in html  # MICU
-    assert metric(at, "Monitored patients") == "4"  # with the SICU patient in treatment for sepsis
+    assert "SICU: 5 patients" in texts(at)  # with the two SICU patients in treatment for sepsis
 
 
 def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
@@ -88,16 +101,24 @@ def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
     assert "Outcome: sepsis, onset 2024-03-01 18:00 UTC" in md
     assert "**Age** 61 years" in md and "**Sex** male" in md and "**Unit** SICU" in md and "**Bed** not recorded" in md
     assert "**Risk now:**" in md
-    charts = at.get("vega_lite_chart")
-    assert len(charts) == 1  # risk, vitals and the measurement strip: one chart, one time axis
-    spec = json.loads(charts[0].proto.spec)
-    assert len(spec["vconcat"]) == 1 + 3 + 1 and spec["resolve"]["scale"]["x"] == "shared"
-    text = charts[0].proto.spec
+    charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    # risk, vitals and the measurement strip: one row each, all on the same time domain, with the
+    # same room for the y axis (the plots line up), each as wide as the page (a tablet sees it all)
+    assert len(charts) == 1 + 3 + 1
+    def x_of(spec):
+        return [enc["x"] for layer in spec.get("layer", [spec]) for enc in [layer.get("encoding", {})] if "x" in enc]
+    domains = {json.dumps(x["scale"]["domain"]) for spec in charts for x in x_of(spec)}
+    assert len(domains) == 1
+    extents = {(layer.get("encoding", {}).get("y", {}).get("axis") or {}).get("minExtent")
+               for spec in charts for layer in spec.get("layer", [spec]) if "axis" in layer.get("encoding", {}).get("y", {})}
+    assert extents == {120}
+    text = "".join(json.dumps(c) for c in charts)
     assert "triangle-up" in text and "strokeDash" in text and ",.4~f" in text and "~g" not in text
     assert at.multiselect(key=f"patient_vars_{stack.septic}").value == ["HR", "Temp", "MAP"]
     frames = [df.value for df in at.dataframe]
     latest = next(f for f in frames if list(f.columns[:2]) == ["variable", "kind"])
     assert list(latest["variable"]) == ["HR", "Temp", "MAP"] and latest["measured"].str.endswith("ago").all()
+    assert list(latest["value"]) == ["89 beats/min", "37.3 deg C", "67 mm Hg"]  # each value with its unit
     audit = next(f for f in frames if "who" in f.columns)
     assert "outcome" in set(audit["action"])  # who recorded the outcome is on the page
 
@@ -129,13 +150,26 @@ def test_alarm_queue_in_the_services_order_of_urgency(monkeypatch, stack):
     assert stack.acked not in {pid for pid, _ in _cards(at)}
 
 
-def test_ward_and_queue_counts_agree(monkeypatch, stack):
-    ward = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/ward.py")
-    queue = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/alarms.py")
+@pytest.mark.parametrize("path", ["views/ward.py", "views/alarms.py", "views/patient.py", "views/performance.py"])
+def test_every_page_shows_the_alarm_counts(monkeypatch, stack, path):
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), path)
     counts = httpx.get(f"{stack.url}/ward", headers={"X-API-Key": stack.keys["viewer"]}).json()
-    for label, value in (("Open alarms", counts["alarms"]["open"]), ("Acknowledged", counts["alarms"]["acknowledged"]),
-                         ("Snoozed", counts["alarms"]["snoozed"]), ("Monitored patients", counts["patients"]["on_ward"])):
-        assert metric(ward, label) == metric(queue, label) == str(value)
+    shown = counts_line(at)
+    assert (shown["open"], shown["acknowledged"], shown["snoozed"], shown["on-ward"]) == tuple(
+        str(v) for v in (counts["alarms"]["open"], counts["alarms"]["acknowledged"], counts["alarms"]["snoozed"],
+                         counts["patients"]["on_ward"]))
+
+
+def test_queue_flags_patients_without_recent_data(monkeypatch, stack):
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/alarms.py")
+    heads = {m["pid"]: x.value for x in at.markdown for m in [HEAD.search(x.value)] if m}
+    assert "NO RECENT DATA**: nothing measured for 5.0 h" in heads["act-ack"]  # last measured T0 + 1 h
+    assert "NO RECENT DATA" not in heads[stack.open_ids[1]]                   # measured at T0 + 6 h
+    unseen = next(e for e in at.expander if "without recent data" in e.label)
+    assert "(1 in treatment)" in unseen.label
+    table = next(df.value for df in at.dataframe if "last measured" in df.value.columns)
+    assert table.iloc[0]["patient"] == stack.gone and table.iloc[0]["last measured"] == "6.0 h ago"
+    assert "all" in texts(at) and "unacknowledged alarms shown" in texts(at)
 
 
 def _alarm_id(at: AppTest, pid: str) -> int:
@@ -204,11 +238,12 @@ def test_patient_page_acts_on_its_alarm(monkeypatch, stack):
 def test_performance_page_numbers_and_charts(monkeypatch, stack):
     at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/performance.py")
     assert not at.exception
-    # two alarms with an outcome: the septic patient's (true, 10 h before onset) and the discharged one's (false)
-    assert metric(at, "PPV") == "50.0%"
+    # three alarms with an outcome: the septic patient's (true, 10 h before onset), the discharged one's (false)
+    # and the patient in treatment's alarm (true, 3 h before its onset)
+    assert metric(at, "PPV") == "66.7%"
     assert metric(at, "False alarms") == "1"
     assert metric(at, "False-positive rate") == "100.0%"
-    assert metric(at, "Median lead time") == "10.0 h"
+    assert metric(at, "Median lead time") == "6.5 h"
     md = texts(at)
     assert "`sepsis-cfc` version `1`" in md and "`CPUExecutionProvider`" in md and "threshold** 0.0%" in md
     assert len(at.get("vega_lite_chart")) >= 3  # verdicts, lead time, burden (and the trade-off when measured)
@@ -233,9 +268,11 @@ def test_performance_page_shows_operating_points_and_an_admin_changes_one(monkey
     frames = [df.value for df in viewer.dataframe]
     units = next(f for f in frames if "unit" in f.columns)
     assert list(units["unit"]) == ["MICU", "SICU", "other"]
-    table = next(f for f in frames if "operating point" in f.columns and "id" in f.columns)
-    assert list(table["id"]) == ["utility_optimum", "alarms_per_day_0.2", "sensitivity_0.8"]
-    assert (table["validation: PPV"] == "not measured").all()  # the fixture was never measured: said so
+    table = next(f for f in frames if "operating point" in f.columns and "split" in f.columns)
+    # one row per point and split: few enough columns to fit the page without scrolling sideways
+    assert len(table) == 6 and table["operating point"].iloc[0] == table["operating point"].iloc[1]
+    assert list(table["split"]) == ["validation", "test"] * 3 and len(table.columns) == 7
+    assert (table["PPV"] == "not measured").all()  # the fixture was never measured: said so
     assert "Only an admin key can change" in texts(viewer) and not [b for b in viewer.button if b.key == "op_submit"]
 
     at = page(app(monkeypatch, stack.url, stack.keys["admin"]), "views/performance.py")
@@ -254,14 +291,36 @@ def test_performance_page_shows_operating_points_and_an_admin_changes_one(monkey
 
 
 def test_a_clinician_records_an_outcome_from_the_patient_page(monkeypatch, stack):
+    import datetime as dt
+
     pid = stack.quiet[0]
     at = page(app(monkeypatch, stack.url, stack.keys["clinician"]), "views/patient.py", patient_id=pid)
     at.sidebar.text_input(key="user_name").set_value("dr rui")
+    # no default outcome and no default time: a guessed onset would become the record
+    assert at.date_input(key=f"outcome_day_{pid}").value is None and at.time_input(key=f"outcome_time_{pid}").value is None
     at.button(key=f"do_outcome_{pid}").click().run()
-    assert any("choose the outcome" in e.value for e in at.error)  # no default outcome
+    assert any("choose the outcome" in e.value for e in at.error)
+    at.selectbox(key=f"outcome_{pid}").set_value("sepsis")
+    at.button(key=f"do_outcome_{pid}").click().run()
+    assert any("give the onset" in e.value for e in at.error)  # sepsis without its onset: refused, nothing sent
+    assert httpx.get(f"{stack.url}/patients/{pid}", headers={"X-API-Key": stack.keys["viewer"]}).json()["outcome"] is None
     at.selectbox(key=f"outcome_{pid}").set_value("no_sepsis")
+    at.date_input(key=f"outcome_day_{pid}").set_value(dt.date(2024, 3, 1))
+    at.time_input(key=f"outcome_time_{pid}").set_value(dt.time(13, 0))
     at.button(key=f"do_outcome_{pid}").click().run()
     assert not at.exception and f"Outcome recorded for {pid} by dr rui" in texts(at)
     got = httpx.get(f"{stack.url}/patients/{pid}", headers={"X-API-Key": stack.keys["viewer"]}).json()
-    assert got["outcome"] == "no_sepsis" and got["status"] == "discharged" and got["discharged_at"]
+    assert got["outcome"] == "no_sepsis" and got["status"] == "discharged"
+    assert got["discharged_at"].startswith("2024-03-01T13:00")
     assert any(e["action"] == "outcome" and e["actor"]["person"] == "dr rui" for e in got["audit"])
+
+
+def test_patient_page_highlights_critical_values_and_rounds_audit_notes(monkeypatch, stack):
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/patient.py", patient_id=stack.open_ids[1])
+    latest = next(df.value for df in at.dataframe if "critical" in df.value.columns)
+    # bed-02's MAP reached 64 mm Hg at hour 6: below the 65 of the Surviving Sepsis Campaign
+    assert latest.set_index("variable").loc["MAP", "critical"] == "< 65 mm Hg (SSC 2021)"
+    assert latest.set_index("variable").loc["HR", "critical"] == ""
+    audit = next(df.value for df in at.dataframe if "who" in df.value.columns)
+    notes = " ".join(str(n) for n in audit["note"].dropna())
+    assert notes and not re.search(r"\d\.\d{5,}", notes)  # no raw floats such as 0.061674147844314575

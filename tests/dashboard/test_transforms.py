@@ -76,8 +76,8 @@ def test_one_colour_rule_alarm_state_first_then_risk_against_the_threshold():
     assert look(0.04) == "risk-high" and look(0.9) == "risk-high"
     assert look(0.02) == "risk-mid" and look(0.0399) == "risk-mid"
     assert look(0.0199) == "risk-low" and look(None) == "risk-none"
-    assert [css for css, _ in transforms.COLOUR_RULE] == ["alarm-open", "alarm-held", "risk-high", "risk-mid",
-                                                           "risk-low", "risk-none"]  # the legend lists every colour
+    assert [css for css, _ in transforms.COLOUR_RULE] == ["alarm-open", "alarm-old", "alarm-held", "no-data",
+                                                           "risk-high", "risk-mid", "risk-low", "risk-none"]
 
 
 def test_ward_clock_follows_a_feed_that_runs_ahead_of_the_wall_clock():
@@ -143,7 +143,7 @@ def test_tile_marks_an_open_alarm_and_escapes_ids():
     html = tiles.tile_html(row, [(T0, 0.2), (T0 + H, 0.73)], 0.5, transforms.tile_look(row, 0.5, T0 + H), unit="MICU")
     assert 'class="tile alarm-open"' in html and "ALARM" in html and "73%" in html and "x&lt;1&gt;" in html
     assert "href" not in html and "1.0 h since last observation" in html  # the page link is a Streamlit one
-    assert "alarm raised at 90%, 1.0 h ago" in html  # why it is red when the risk has since changed
+    assert "raised at 90.0%, 1.0 h ago" in html  # why it is red when the risk has since changed
     svg = base64.b64decode(html.split("base64,")[1].split('"')[0]).decode()
     assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
     calm_row = transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0]
@@ -196,7 +196,7 @@ def test_contributions_and_bedside_in_words():
     assert list(frame["value"]) == ["32 breaths/min", "not measured", "90 10^3/uL"]
     assert frame["note"][1] == "not recorded in PhysioNet 2019 data" and frame["measured"][2] == "30.0 h ago"
     line = transforms.bedside_summary(bedside)
-    assert "qSOFA 1 (2 of 3 criteria assessable)" in line and "lactate not measured" in line and "SIRS not served" in line
+    assert "qSOFA 1 (2 of 3 criteria assessable)" in line and "lactate never measured" in line and "SIRS not served" in line
 
 
 def test_demographics_are_said_in_full():
@@ -213,8 +213,120 @@ def test_demographics_are_said_in_full():
 def test_latest_values_on_a_card_are_grouped_by_age():
     from dashboard.client import LatestValue
 
-    latest = [LatestValue("Lactate", 4.8, "mmol/L", T0, 5.2), LatestValue("HR", 128.0, "beats/min", T0, 0.1),
-              LatestValue("Resp", 32.0, "breaths/min", T0, 0.1), LatestValue("WBC", 19.0, "10^3/uL", T0, 0.1)]
+    latest = [LatestValue("Lactate", 3.8, "mmol/L", T0, 5.2), LatestValue("HR", 128.0, "beats/min", T0, 0.1),
+              LatestValue("Resp", 22.0, "breaths/min", T0, 0.1), LatestValue("WBC", 19.0, "10^3/uL", T0, 0.1),
+              LatestValue("Temp", 38.1, "deg C", T0, 7.0, 6.0)]
     vitals, labs = transforms.latest_lines(latest)
-    assert vitals == "**Vitals** HR 128 beats/min · Resp 32 breaths/min (6 min ago)"
-    assert labs == "**Labs** WBC 19 10^3/uL (6 min ago); Lactate 4.8 mmol/L (5.2 h ago)"
+    assert vitals == ("**Vitals** HR 128 beats/min · Resp 22 breaths/min (6 min ago); "
+                      "Temp 38.1 deg C (7.0 h ago, older than the 6 h window)")
+    assert labs == "**Labs** WBC 19 10^3/uL (6 min ago); Lactate 3.8 mmol/L (5.2 h ago)"
+
+
+def test_an_old_open_alarm_looks_apart_and_says_the_risk_now():
+    """An alarm raised 23 h ago on a patient now at 0.4%: still unacknowledged (first on the ward)
+    but not the pulsing red of a fresh alarm; the tile says how old and the risk now against the threshold."""
+    old, fresh = transforms.ward_rows([patient("o", 0.004, T0), patient("f", 0.2, T0)],
+                                      [alarm(1, "o", T0 - 23 * H), alarm(2, "f", T0 - 2 * H)], clock=T0,
+                                      alarm_old_hours=6)
+    assert (old.patient_id, old.alarm_old, fresh.alarm_old) == ("o", True, False) or \
+        (fresh.patient_id, fresh.alarm_old, old.alarm_old) == ("o", True, False)
+    rows = {r.patient_id: r for r in (old, fresh)}
+    assert transforms.tile_look(rows["o"], 0.051, T0).css == "alarm-old"
+    assert transforms.tile_look(rows["f"], 0.051, T0).css == "alarm-open"
+    html = tiles.tile_html(rows["o"], [], 0.051, transforms.tile_look(rows["o"], 0.051, T0), unit=None)
+    assert "OLD ALARM" in html and "23.0 h ago" in html and "risk now 0.4%, below the 5.1% threshold" in html
+    assert ".tile.alarm-old{" in tiles.CSS and "animation" not in tiles.CSS.split(".tile.alarm-old{")[1].split("}")[0]
+
+
+def test_no_recent_data_is_flagged_per_unit_and_surfaces_patients_in_treatment():
+    def p(pid, last, status="monitoring", unit="SICU", risk=0.01, admit=None):
+        return PatientSummary(patient_id=pid, first_observation=T0 - 48 * H, last_observation=last, n_observations=3,
+                              last_risk=risk, active_alarm_id=None, outcome=None, onset_time=None,
+                              icu_admit_time=admit, unit=unit, status=status, last_measured=last)
+
+    limits = {"MICU": 2.0}
+    rows = transforms.ward_rows(
+        [p("fresh", T0 - H, risk=0.9), p("treated-gone", T0 - 84 * H, "in_treatment"), p("gone", T0 - 7 * H, risk=0.3),
+         p("micu-3h", T0 - 3 * H, unit="MICU"), p("just", T0 - 6 * H), p("alarm", T0, risk=0.001),
+         p("never", None, admit=T0 - 8 * H)],
+        [alarm(1, "alarm", T0)], clock=T0, no_data_after=lambda unit: limits.get(unit, 6.0))
+    flagged = {r.patient_id for r in rows if r.no_data}
+    assert flagged == {"treated-gone", "gone", "micu-3h", "never"}  # 6 h exactly is not over the limit
+    # the open alarm first, then the septic patient nobody sees, then the other quiet ones, then the rest
+    assert [r.patient_id for r in rows][:2] == ["alarm", "treated-gone"]
+    assert [r.patient_id for r in rows][-2:] == ["fresh", "just"]
+    gone = rows[1]
+    assert transforms.tile_look(gone, 0.05, T0).css == "no-data"
+    html = tiles.tile_html(gone, [], 0.05, transforms.tile_look(gone, 0.05, T0), unit="SICU")
+    assert "NO RECENT DATA" in html and 'data-nodata="true"' in html and "3.5 days since last observation" in html
+
+
+@pytest.mark.parametrize("loud, page, per_page, note", [
+    ([True] * 15 + [False] * 10, 1, 6, "6 of 15 open alarms shown; 9 more on pages 2-3"),
+    ([True] * 15 + [False] * 10, 2, 6, "6 of 15 open alarms shown; 9 more on pages 1, 3"),
+    ([True] * 3 + [False] * 30, 1, 6, "all 3 open alarms shown"),
+    ([False] * 7 + [True], 1, 6, "0 of 1 open alarms shown; 1 more on page 2"),
+    ([False] * 5, 1, 6, None),
+])
+def test_pagination_says_how_many_alarms_are_on_other_pages(loud, page, per_page, note):
+    assert transforms.pagination_note(loud, page, per_page) == note
+
+
+def test_critical_values_are_highlighted_from_one_table():
+    from dashboard.client import LatestValue
+    from dashboard.critical import CRITICAL, critical_rule
+
+    assert critical_rule("O2Sat", 73) == "< 88 % (BTS 2017)" and critical_rule("O2Sat", 88) is None
+    assert critical_rule("Lactate", 6.8) == ">= 4 mmol/L (SSC 2021)" and critical_rule("Lactate", 3.9) is None
+    assert critical_rule("MAP", 64) and not critical_rule("MAP", 65)
+    assert critical_rule("HR", 131) and critical_rule("HR", 40) and not critical_rule("HR", 130)
+    assert critical_rule("Temp", 39.1) and critical_rule("Temp", 35.0) and not critical_rule("Temp", 38.0)
+    assert critical_rule("Platelets", 49) and critical_rule("pH", 7.1) and not critical_rule("WBC", 40)
+    assert all(rule.source for rule in CRITICAL.values())
+    latest = [LatestValue("O2Sat", 73.0, "%", T0, 0.5, 6.0), LatestValue("HR", 88.0, "beats/min", T0, 0.5, 6.0),
+              LatestValue("Lactate", 6.8, "mmol/L", T0, 2.0, 24.0)]
+    frame = transforms.latest_frame(latest)
+    assert list(frame.loc[frame["critical"] != "", "variable"]) == ["O2Sat", "Lactate"]
+    styles = transforms.critical_styles(frame)
+    assert styles.loc[frame["variable"] == "O2Sat", "value"].item() == transforms.CRITICAL_STYLE
+    assert styles.loc[frame["variable"] == "HR", "value"].item() == ""
+    lines = transforms.latest_lines(latest)
+    assert ":red[**O2Sat 73 %**]" in lines[0] and "HR 88 beats/min" in lines[0] and ":red[**HR" not in lines[0]
+    assert ":red[**Lactate 6.8 mmol/L**]" in lines[1]
+
+
+def test_bedside_and_values_table_give_the_same_lactate_with_its_age():
+    """The service scores no lactate older than its 24 h window; the line still gives the latest one
+    with its age, as the latest-values table does, instead of 'not measured'."""
+    from dashboard.client import latest_values
+
+    bedside = {"qsofa": None, "sirs": None, "sofa": None, "lactate": None,
+               "latest": [{"feature": "Lactate", "value": 2.7, "unit": "mmol/L", "measured_at": "2024-05-01T00:00:00Z",
+                           "age_hours": 37.0, "stale": True, "window_hours": 24.0}]}
+    line = transforms.bedside_summary(bedside)
+    assert "lactate 2.7 mmol/L, 37.0 h ago (older than the 24 h window)" in line and "not measured" not in line
+    table = transforms.latest_frame(latest_values(bedside["latest"]))
+    assert table.loc[0, "value"] == "2.7 mmol/L" and table.loc[0, "measured"] == "37.0 h ago, older than the 24 h window"
+    fresh = {**bedside, "lactate": {"value": 6.8, "unit": "mmol/L", "age_hours": 1.0}}
+    assert ":red[**lactate 6.8 mmol/L**]], 1.0 h ago" in transforms.bedside_summary(fresh)
+    assert "lactate never measured" in transforms.bedside_summary({**bedside, "latest": []})
+
+
+def test_audit_details_are_rounded_for_people():
+    assert transforms.details_text({"risk": 0.061674147844314575, "threshold": 0.05, "hours": 2.345678,
+                                    "point_id": "utility_optimum", "missing": None}) == \
+        "risk 6.2%, threshold 5.0%, hours 2.35, point id utility_optimum"
+    assert transforms.round_numbers("raised at risk 0.061674147844314575 by x") == "raised at risk 0.06167 by x"
+    assert transforms.round_numbers("bed 12.5, 7") == "bed 12.5, 7"
+
+
+def test_no_data_limits_per_unit_from_the_environment(monkeypatch):
+    from dashboard.config import DashboardSettings
+
+    monkeypatch.setenv("SEPSIS_DASHBOARD_NO_DATA_H", "5")
+    monkeypatch.setenv("SEPSIS_DASHBOARD_NO_DATA_H_BY_UNIT", "MICU=3, SICU=8")
+    s = DashboardSettings.from_env()
+    assert (s.no_data_after("MICU"), s.no_data_after("SICU"), s.no_data_after(None)) == (3.0, 8.0, 5.0)
+    monkeypatch.setenv("SEPSIS_DASHBOARD_NO_DATA_H_BY_UNIT", "MICU")
+    with pytest.raises(ValueError, match="'MICU' is not UNIT=HOURS"):
+        DashboardSettings.from_env()

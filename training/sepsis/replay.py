@@ -72,6 +72,7 @@ class Totals:
     dropped_values: int = 0
     admitted: int = 0
     refused: Counter = field(default_factory=Counter)   # realistic feed: refusals by reason
+    refused_outcomes: Counter = field(default_factory=Counter)   # ward mode: refused onsets / discharges
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -291,7 +292,8 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
     """One bed's stay in ward mode: admit, post each row when the feed reaches its time (rows
     already in the past at once), a septic stay's outcome at its onset (the patient stays, in
     treatment), then the outcome with discharged_at at the stay's end. False if stopped before the
-    end (the patient then stays on the ward, as a real one would)."""
+    end (the patient then stays on the ward, as a real one would) or if the discharge was refused
+    (reported at once and counted, never silent)."""
     plan = plan_stay(patient_id, stay.values, stay.labels, first_row)
     if fmt == "fhir":
         from training.sepsis.fhir_bundle import stay_bundles
@@ -316,20 +318,39 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
         if kind == "fhir":
             _post_bundle(client, patient_id, ts, body, ingest_headers, totals)
         elif kind == "outcome":
-            r = client.post(f"/patients/{patient_id}/outcome", json=body, headers=outcome_headers)
-            if r.status_code != 200:
-                raise RuntimeError(f"POST outcome {patient_id}: HTTP {r.status_code} {r.text[:300]}")
+            # refused: said at once and counted; the stay goes on (the patient is still on the ward)
+            _post_ward_outcome(client, patient_id, body, outcome_headers, totals, "sepsis onset")
         else:
             _post_observation(client, body, ingest_headers, totals)
     outcome = discharge_outcome(plan)
     if not feed.wait_until(dt.datetime.fromisoformat(outcome["discharged_at"]), stop):
         return False
-    r = client.post(f"/patients/{patient_id}/outcome", json=outcome, headers=outcome_headers)
-    if r.status_code != 200:
-        raise RuntimeError(f"POST outcome {patient_id}: HTTP {r.status_code} {r.text[:300]}")
+    discharged = _post_ward_outcome(client, patient_id, outcome, outcome_headers, totals, "discharge")
     with totals.lock:
         totals.stays += 1
-    return True
+    return discharged
+
+
+def report_error(totals: Totals, message: str) -> None:
+    """Count an error and say it now, on stderr above the progress bar: a ward replay runs until it
+    is stopped, so an error kept for the summary would be read hours late, or never."""
+    with totals.lock:
+        totals.errors.append(message)
+    tqdm.write(f"error: {message}", file=sys.stderr)
+
+
+def _post_ward_outcome(client: httpx.Client, patient_id: str, body: dict, headers: dict, totals: Totals,
+                       what: str) -> bool:
+    """POST the outcome; a refusal is an error reported at once and counted (`refused_outcomes`):
+    a refused discharge leaves the patient on the ward with no more data, which nobody would see."""
+    r = client.post(f"/patients/{patient_id}/outcome", json=body, headers=headers)
+    if r.status_code == 200:
+        return True
+    with totals.lock:
+        totals.refused_outcomes[what] += 1
+    report_error(totals, f"{patient_id}: {what} refused (POST /patients/{patient_id}/outcome: HTTP {r.status_code} "
+                         f"{r.text[:300]}); the patient stays on the ward without data")
+    return False
 
 
 def stay_hours(stay) -> float:
@@ -381,8 +402,7 @@ def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s
                 ward_stay(client, stay, pid, start, feed, stop, ingest_headers, outcome_headers, totals, fmt,
                           bed=f"B{b + 1:02}")
             except Exception as err:  # one broken stay must not empty the bed; it is reported
-                with totals.lock:
-                    totals.errors.append(f"{pid}: {err}")
+                report_error(totals, f"{pid}: {err}")
                 stop.wait(1.0)
             bar.update(1)
 
@@ -499,6 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     if totals.refused:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in totals.refused.most_common())
         print(f"messages refused by the service: {sum(totals.refused.values())} ({reasons})")
+    if totals.refused_outcomes:
+        what = ", ".join(f"{w}: {n}" for w, n in totals.refused_outcomes.most_common())
+        print(f"outcomes refused by the service: {sum(totals.refused_outcomes.values())} ({what}); "
+              "those patients stayed on the ward", file=sys.stderr)
+    if totals.errors:
+        print(f"errors: {len(totals.errors)}" + (" (the first 20 below)" if len(totals.errors) > 20 else ""),
+              file=sys.stderr)
     for e in totals.errors[:20]:
         print(f"error: {e}", file=sys.stderr)
     if stats.status_code == 200:
