@@ -91,6 +91,8 @@ class Contribution:
     feature: str
     value: float | None
     delta: float
+    reference: float | None = None    # the normal value it was compared with (None: administrative field)
+    hours_since: float | None = None  # the value's age at that risk (0: posted with it)
 
 
 @dataclass(frozen=True)
@@ -263,8 +265,11 @@ def _summary(d: dict) -> PatientSummary:
 
 
 def _contributions(items: list | None) -> list[Contribution]:
-    return [Contribution(feature=str(c["feature"]), value=None if c.get("value") is None else float(c["value"]),
-                         delta=float(c["delta"])) for c in (items or [])]
+    def number(x):
+        return None if x is None else float(x)
+    return [Contribution(feature=str(c["feature"]), value=number(c.get("value")), delta=float(c["delta"]),
+                         reference=number(c.get("reference")), hours_since=number(c.get("hours_since")))
+            for c in (items or [])]
 
 
 def _audit_event(d: dict) -> AuditEvent:

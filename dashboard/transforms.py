@@ -357,11 +357,16 @@ def fmt_duration(minutes: float) -> str:
 
 
 def contribution_text(c) -> str:
-    """'Lactate 4.8 raised the risk by 3.1 points' (a point is one percentage point of risk)."""
+    """'Lactate 4.8 (measured 3.0 h before; normal 1) raised the risk by 3.1 points' (a point is one
+    percentage point of risk); the age and the normal value are said when the service gives them."""
     way = "raised" if c.delta > 0 else "lowered"
     points = abs(c.delta) * 100
-    return f"{c.feature} {fmt_number(c.value)} {way} the risk by {points:.2g} points" if points < 0.1 else \
-        f"{c.feature} {fmt_number(c.value)} {way} the risk by {points:.1f} points"
+    size = f"{points:.2g}" if points < 0.1 else f"{points:.1f}"
+    said = [f"measured {fmt_age(c.hours_since).removesuffix(' ago')} before" if c.hours_since else None,
+            f"normal {fmt_number(c.reference)}" if c.reference is not None else None]
+    context = "; ".join(x for x in said if x)
+    value = f"{fmt_number(c.value)} ({context})" if context else fmt_number(c.value)
+    return f"{c.feature} {value} {way} the risk by {size} points"
 
 
 def value_age(v) -> str:

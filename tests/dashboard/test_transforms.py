@@ -185,6 +185,11 @@ def test_contributions_and_bedside_in_words():
 
     assert transforms.contribution_text(Contribution("Lactate", 4.8, 0.031)) == "Lactate 4.8 raised the risk by 3.1 points"
     assert transforms.contribution_text(Contribution("MAP", 70.0, -0.0004)) == "MAP 70 lowered the risk by 0.04 points"
+    # with the service's reference and age: a carried value says how old it is and what normal is
+    assert transforms.contribution_text(Contribution("Lactate", 4.8, 0.031, reference=1.0, hours_since=3.0)) == \
+        "Lactate 4.8 (measured 3.0 h before; normal 1) raised the risk by 3.1 points"
+    assert transforms.contribution_text(Contribution("MAP", 57.0, 0.02, reference=85.0, hours_since=0.0)) == \
+        "MAP 57 (normal 85) raised the risk by 2.0 points"
     bedside = {"qsofa": {"score": 1, "evaluated": 2, "of": 3, "criteria": [
         {"name": "Respiratory rate", "met": True, "value": 32.0, "unit": "breaths/min", "age_hours": 2.0},
         {"name": "Altered mentation", "met": None, "value": None, "note": "not recorded in PhysioNet 2019 data"}]},
