@@ -225,10 +225,14 @@ def sofa_components(latest: dict[str, Reading]) -> dict:
 
 
 def lactate(latest: dict[str, Reading]) -> dict | None:
-    reading = _current(latest, "Lactate")
+    """The latest lactate, also past its window (a ward reading "not measured" beside a 37 h old
+    2.7 in the values table trusted neither): `stale` says it no longer counts, and then
+    `elevated` is null, since an old value says nothing of the perfusion now."""
+    reading = latest.get("Lactate")
     if reading is None:
         return None
-    return {**reading.fields(), "elevated": reading.value > LACTATE_ELEVATED}
+    elevated = None if reading.stale else reading.value > LACTATE_ELEVATED
+    return {**reading.fields(), "stale": reading.stale, "window_hours": window_hours("Lactate"), "elevated": elevated}
 
 
 def latest_table(latest: dict[str, Reading]) -> list[dict]:

@@ -42,7 +42,7 @@ def test_florid_septic_shock_hour():
         ("Central nervous system", None), ("Renal", 2)]
     assert (sofa["total_available"], sofa["available"], sofa["of"]) == (5, 3, 6)
     assert ctx["lactate"] == {"value": 4.8, "unit": "mmol/L", "measured_at": at(2).isoformat(), "age_hours": 1.0,
-                              "elevated": True}
+                              "stale": False, "window_hours": 24.0, "elevated": True}
     json.dumps(ctx)  # JSON-ready as it is
 
 
@@ -85,7 +85,10 @@ def test_stale_values_do_not_score_but_are_listed():
     assert stale["lactate"]["value"] == 3.1  # labs keep for 24 h
     assert bedside_context(timeline, now=at(24))["lactate"] is not None
     late = bedside_context(timeline, now=at(24.5))
-    assert late["lactate"] is None and component(late, "Renal")["score"] is None
+    # past its window the lactate is still shown, flagged stale, and no longer read as elevated or not
+    assert late["lactate"]["value"] == 3.1 and late["lactate"]["stale"] is True
+    assert late["lactate"]["window_hours"] == 24.0 and late["lactate"]["elevated"] is None
+    assert component(late, "Renal")["score"] is None
     listed = {r["feature"]: r for r in late["latest"]}
     assert listed["SBP"]["stale"] and listed["Lactate"]["stale"] and listed["SBP"]["age_hours"] == 24.5
     assert listed["Creatinine"] == {"feature": "Creatinine", "value": 2.5, "unit": "mg/dL",
