@@ -15,8 +15,10 @@ recipes() { grep -v '^\s*#' "$RECIPES" | grep -v '^\s*$'; }
 if [ "$PHASE" = train ]; then
   command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null || true
   python3 -c "from training.sepsis.data import load_cohort; load_cohort('$DATA', progress=False)"  # parse once
-  python3 -m training sepsis baseline --data "$DATA" --folds "$K" --threads 4 --out "$WORK" --run "lgbm-cf$K" \
-      --no-progress > "$WORK/logs/lgbm-cf$K.log" 2>&1 &
+  if [ "${BOOSTING:-1}" = 1 ]; then  # BOOSTING=0: the peer runs elsewhere (e.g. where lightgbm is installed)
+    python3 -m training sepsis baseline --data "$DATA" --folds "$K" --threads 4 --out "$WORK" --run "lgbm-cf$K" \
+        --no-progress > "$WORK/logs/lgbm-cf$K.log" 2>&1 &
+  fi
   pids=()
   while read -r name flags; do
     for ((f = 0; f < K; f++)); do
