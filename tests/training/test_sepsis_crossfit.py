@@ -10,7 +10,11 @@ import torch
 
 from tests.training.conftest import make_archive, synthetic_stays
 from training.__main__ import main as cli
-from training.sepsis.crossfit import fold_runs
+from training.sepsis import metrics as M
+from training.sepsis.batching import CohortTensors
+from training.sepsis.crossfit import fold_runs, platt
+from training.sepsis.model import SepsisModel
+from training.sepsis.predict import predict_stays, stay_labels
 from training.sepsis.data import load_cohort
 from training.sepsis.splits import crossfit_folds, crossfit_split, patient_split
 
@@ -96,6 +100,16 @@ def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_r
     assert ckpt["calibration"].tolist() == pytest.approx([m["calibration"]["a"], m["calibration"]["b"]])
     points = json.loads((out / "operating_points.json").read_text())
     assert points["points"][0]["threshold"] == pytest.approx(m["threshold"])
+
+    # the threshold is the utility optimum of the out-of-fold risks: member k scoring fold k
+    tensors = CohortTensors.from_cohort(cohort, "cpu")
+    labels, probs = [], []
+    for k, run in enumerate(fold_results):
+        member = SepsisModel.from_checkpoint(torch.load(json.loads(run.read_text())["checkpoint"], map_location="cpu"))
+        fold = crossfit_split(cohort, k, K).val
+        labels += stay_labels(tensors, fold)
+        probs += platt(predict_stays(member, tensors, fold), m["calibration"]["a"], m["calibration"]["b"])
+    assert M.choose_threshold(labels, probs)[0] == pytest.approx(m["threshold"], rel=1e-5)
 
     exported = tmp_path / "sepsis-cfc" / "9"
     assert cli(["sepsis", "export", "--checkpoint", str(out / "ensemble.pt"), "--metrics", str(out / "metrics.json"),
