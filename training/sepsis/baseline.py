@@ -75,19 +75,13 @@ class BaselineConfig:
         return self.run or f"lgbm-s{self.seed}"
 
 
-def train_baseline(cfg: BaselineConfig) -> dict:
+def fit_booster(cfg: BaselineConfig, x_train, y_train, x_val, y_val, names: list[str]):
+    """LightGBM with early stopping on the validation rows' AUROC -> (booster, history, seconds)."""
     import lightgbm as lgb
     from tqdm.auto import tqdm
 
-    from training.sepsis.splits import patient_split
-
-    cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
-    split = patient_split(cohort, seed=cfg.split_seed)
-    x, names = hourly_features(cohort.values, cohort.offsets)
-    y = cohort.labels.astype(np.int8)
-    parts = {k: stay_rows(cohort.offsets, getattr(split, k)) for k in ("train", "val", "test")}
-    train_set = lgb.Dataset(x[parts["train"]], y[parts["train"]], feature_name=names, free_raw_data=False)
-    val_set = lgb.Dataset(x[parts["val"]], y[parts["val"]], reference=train_set)
+    train_set = lgb.Dataset(x_train, y_train, feature_name=names, free_raw_data=False)
+    val_set = lgb.Dataset(x_val, y_val, reference=train_set)
     params = {"objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
               "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
               "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction,
@@ -105,7 +99,19 @@ def train_baseline(cfg: BaselineConfig) -> dict:
     booster = lgb.train(params, train_set, num_boost_round=cfg.max_rounds, valid_sets=[val_set],
                         callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False), record])
     bar.close()
-    seconds = time.time() - started
+    return booster, history, time.time() - started
+
+
+def train_baseline(cfg: BaselineConfig) -> dict:
+    from training.sepsis.splits import patient_split
+
+    cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
+    split = patient_split(cohort, seed=cfg.split_seed)
+    x, names = hourly_features(cohort.values, cohort.offsets)
+    y = cohort.labels.astype(np.int8)
+    parts = {k: stay_rows(cohort.offsets, getattr(split, k)) for k in ("train", "val", "test")}
+    booster, history, seconds = fit_booster(cfg, x[parts["train"]], y[parts["train"]], x[parts["val"]],
+                                            y[parts["val"]], names)
 
     def stay_probs(part: str) -> tuple[list, list]:
         stays = getattr(split, part)

@@ -171,7 +171,23 @@ def cmd_baseline(a) -> int:
 
     cfg = BaselineConfig(data=a.data, split_seed=a.split_seed, seed=a.seed, max_rounds=a.max_rounds,
                          threads=a.threads, out=a.out, run=a.run, cache_dir=a.cache_dir, progress=not a.no_progress)
+    if a.folds:
+        from training.sepsis.crossfit import crossfit_boosting
+
+        print(_headline(crossfit_boosting(cfg, a.folds, Path(cfg.out) / cfg.run_name)))
+        return 0
     print(_headline(train_baseline(cfg)))
+    return 0
+
+
+def cmd_crossfit(a) -> int:
+    from training.sepsis.crossfit import crossfit_cfc
+    from training.sepsis.train import pick_device
+
+    result = crossfit_cfc([Path(p) for p in a.runs], a.data, Path(a.out), a.name, a.cache_dir,
+                          str(pick_device(a.device)))
+    oof = result["oof"]
+    print(f"{_headline(result)} | out-of-fold auroc={oof['auroc']:.4g} utility={oof['utility']:.4g}")
     return 0
 
 
@@ -312,7 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="results folder name (default lgbm-s<seed>)")
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--folds", type=int, default=0, help="cross-fit over this many folds (training/sepsis/crossfit.py)")
     p.set_defaults(func=cmd_baseline)
+    p = sub.add_parser("crossfit", help="the fold runs of `train --folds K` as one model: out-of-fold choices, test once")
+    p.add_argument("--runs", nargs="+", required=True, help="each fold run's metrics.json")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="folder for metrics.json, operating_points.json, ensemble.pt")
+    p.add_argument("--name", required=True, help="the cross-fitted model's run name")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_crossfit)
     p = sub.add_parser("evaluate-onnx", help="stream stays through the ONNX runtime, hour by hour")
     p.add_argument("--model", required=True, help="models/<name>/<version>")
     p.add_argument("--data", required=True)

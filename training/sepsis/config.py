@@ -40,6 +40,9 @@ class TrainConfig:
                           "target and weight; patient: last state -> septic stay", choices=OBJECTIVES)
     split: str = flag("patient", "patient: 70/15/15 stratified; cross-A: train A, test B; cross-B", choices=SPLITS)
     split_seed: int = flag(0, "fixed across model seeds so every run sees the same test stays")
+    folds: int = flag(0, "cross-fitting: train on all but one of this many folds of the patient split's training + "
+                      "validation stays, validate on that one (0: the 70/15/15 split); test stays unchanged", min=0)
+    fold: int = flag(0, "the fold validated on (0 .. folds - 1)", min=0)
     seed: int = flag(0, "seed of the weights, the batch order and the silence runs")
     epochs: int = flag(40, "passes over the training stays at most", min=1)
     batch_size: int = flag(256, "stays per batch", min=1)
@@ -49,6 +52,9 @@ class TrainConfig:
     warmup_epochs: float = flag(1.0, "epochs of linear warm-up")
     weight_decay: float = flag(1e-4, "AdamW weight decay")
     grad_clip: float = flag(1.0, "clip the gradient norm to this (0: no clipping)")
+    physiology_weight: float = flag(0.0, "weight of the penalty on a logit falling as a vital or lab turns "
+                                    "abnormal (training/sepsis/physiology.py; 0: off)")
+    physiology_stays: int = flag(64, "stays of each batch the physiology penalty is sampled on", min=1)
     pos_weight: float = flag(8.0, "weight of positive hours in the loss (positives are ~1.8%% of hours)")
     ema: float | None = flag(0.995, "EMA decay of the validated and kept weights; 0 turns it off")
     patience: int = flag(10, "epochs without validation improvement before stopping", min=0)
@@ -82,7 +88,8 @@ class TrainConfig:
         m = self.model
         obj = "" if self.objective == "hourly" else f"-{self.objective}"
         split = "" if self.split == "patient" else f"-{self.split}"
-        return f"{m.core}{m.hidden_size}{obj}{split}-s{self.seed}"
+        fold = f"-f{self.fold}of{self.folds}" if self.folds else ""
+        return f"{m.core}{m.hidden_size}{obj}{split}{fold}-s{self.seed}"
 
     @property
     def loop(self) -> LoopConfig:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors, per_stay
 from training.sepsis.config import TrainConfig
+from training.sepsis.physiology import PhysiologyPenalty
 from training.sepsis.predict import predict_stays, stay_labels
 
 
@@ -54,10 +55,10 @@ class HourlyObjective:
 
     hourly = True  # scored hour by hour (threshold on validation utility, silence drift)
 
-    def __init__(self, pos_weight: float, select: str):
+    def __init__(self, pos_weight: float, select: str, physiology: PhysiologyPenalty | None = None):
         if select not in ("auroc", "utility"):
             raise ValueError(f"unknown select {select!r}: expected auroc or utility")
-        self.pos_weight, self.select = pos_weight, select
+        self.pos_weight, self.select, self.physiology = pos_weight, select, physiology
 
     def batch_weight(self, batch) -> float:
         return 1.0  # the epoch's training loss is the mean over batches
@@ -65,7 +66,10 @@ class HourlyObjective:
     def loss(self, model, batch) -> torch.Tensor:
         logits, mask = model(batch["obs"], batch["dt"], batch["mask"]), batch["mask"]
         pos_weight = torch.tensor(self.pos_weight, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits[mask], batch["y"][mask], pos_weight=pos_weight)
+        loss = F.binary_cross_entropy_with_logits(logits[mask], batch["y"][mask], pos_weight=pos_weight)
+        if self.physiology is not None:
+            loss = loss + self.physiology(model, batch["obs"], batch["dt"], batch["lengths"])
+        return loss
 
     def evaluate(self, model, val: StaySet, device) -> dict[str, float]:
         probs = predict_stays(model, val.tensors, val.stays)
@@ -117,8 +121,13 @@ class PatientObjective:
 
 def objective_for(cfg: TrainConfig, tensors: CohortTensors, labels: np.ndarray, offsets: np.ndarray):
     """The objective object cfg.objective names (labels and offsets: the cohort's, for utility targets)."""
+    physiology = None
+    if cfg.physiology_weight:
+        if cfg.objective != "hourly":
+            raise ValueError(f"the physiology penalty goes with the hourly objective, not {cfg.objective!r}")
+        physiology = PhysiologyPenalty(cfg.physiology_weight, cfg.physiology_stays, seed=cfg.seed)
     if cfg.objective == "hourly":
-        return HourlyObjective(cfg.pos_weight, cfg.select)
+        return HourlyObjective(cfg.pos_weight, cfg.select, physiology)
     if cfg.objective == "utility":
         targets, weights = utility_targets(labels, offsets, tensors.values.device)
         return UtilityObjective(cfg.select, tensors, targets, weights)

@@ -75,3 +75,24 @@ def cross_hospital_split(cohort, train_on: str = "A", seed: int = 0, val_fractio
     train, val = _stratified(cohort, home, strata, f, np.random.default_rng(seed))
     test = np.flatnonzero(hospitals != train_on).astype(np.int64)
     return Split(train, val, test, name=f"cross-{train_on}")
+
+
+def crossfit_split(cohort, fold: int, folds: int, seed: int = 0) -> Split:
+    """Fold `fold` of `folds` over the development stays (patient_split's train + validation, by
+    patient, stratified by hospital and sepsis): train on the other folds, validate on this one.
+    The test stays are patient_split's with the same seed, so every fold and every model is read
+    once on the same held-out stays."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}: need folds >= 2 and 0 <= fold < folds")
+    base = patient_split(cohort, seed=seed)
+    dev = np.concatenate([base.train, base.val])
+    strata = np.char.add(cohort.hospitals.astype(str), np.where(cohort.septic, ":septic", ":not"))
+    # a stream of its own: fold membership does not move when the 70/15/15 split's stream does
+    parts = _stratified(cohort, dev, strata, np.full(folds, 1.0 / folds), np.random.default_rng([seed, folds]))
+    train = np.sort(np.concatenate([p for k, p in enumerate(parts) if k != fold]))
+    return Split(train, parts[fold], base.test, name=f"crossfit-{fold}of{folds}")
+
+
+def crossfit_folds(cohort, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """The validation stays of each fold, in fold order (together: every development stay once)."""
+    return [crossfit_split(cohort, k, folds, seed).val for k in range(folds)]

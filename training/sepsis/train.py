@@ -22,10 +22,14 @@ from training.sepsis.model import SepsisModel
 from training.sepsis.objectives import StaySet, objective_for
 from training.sepsis.predict import predict_rows
 from training.sepsis.silence import blank_runs
-from training.sepsis.splits import cross_hospital_split, patient_split
+from training.sepsis.splits import cross_hospital_split, crossfit_split, patient_split
 
 
 def make_split(cohort, cfg: TrainConfig):
+    if cfg.folds:
+        if cfg.split != "patient":
+            raise ValueError(f"cross-fitting folds the patient split's development stays, not {cfg.split!r}")
+        return crossfit_split(cohort, cfg.fold, cfg.folds, seed=cfg.split_seed)
     if cfg.split == "patient":
         return patient_split(cohort, seed=cfg.split_seed)
     if cfg.split in ("cross-A", "cross-B"):

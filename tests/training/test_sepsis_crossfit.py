@@ -1,0 +1,130 @@
+"""Cross-fitting: folds over the development stays, fold runs through `train --folds`, the fold
+runs as one model chosen on out-of-fold predictions (`sepsis crossfit`), exported as one step."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.conftest import make_archive, synthetic_stays
+from training.__main__ import main as cli
+from training.sepsis import metrics as M
+from training.sepsis.batching import CohortTensors
+from training.sepsis.crossfit import fold_runs, platt
+from training.sepsis.model import SepsisModel
+from training.sepsis.predict import predict_stays, stay_labels
+from training.sepsis.data import load_cohort
+from training.sepsis.splits import crossfit_folds, crossfit_split, patient_split
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+K = 3
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crossfit")
+    return root, make_archive(root, synthetic_stays(n=90, seed=11, septic_fraction=0.3))
+
+
+@pytest.fixture(scope="module")
+def cohort(archive):
+    root, path = archive
+    return load_cohort(path, cache_dir=root / "cache", progress=False)
+
+
+def test_folds_cover_the_development_stays_once_and_keep_the_test_split(cohort):
+    base = patient_split(cohort, seed=0)
+    folds = crossfit_folds(cohort, K, seed=0)
+    every = np.concatenate(folds)
+    assert len(every) == len(np.unique(every))
+    np.testing.assert_array_equal(np.sort(every), np.sort(np.concatenate([base.train, base.val])))
+    for k in range(K):
+        split = crossfit_split(cohort, k, K, seed=0)
+        np.testing.assert_array_equal(split.test, base.test)
+        np.testing.assert_array_equal(split.val, folds[k])
+        assert not set(split.train) & set(split.val)
+        assert len(split.train) + len(split.val) == len(every)
+    # stratified: each fold holds its share of the septic stays, within one
+    septic = cohort.septic[every].sum()
+    for fold in folds:
+        assert abs(cohort.septic[fold].sum() - septic / K) <= 2
+
+
+@pytest.mark.parametrize("fold, folds", [(3, 3), (0, 1), (-1, 3)])
+def test_impossible_folds_are_refused(cohort, fold, folds):
+    with pytest.raises(ValueError, match="fold"):
+        crossfit_split(cohort, fold, folds)
+
+
+@pytest.fixture(scope="module")
+def fold_results(archive):
+    root, path = archive
+    for k in range(K):
+        assert cli(["sepsis", "train", "--data", str(path), "--hidden", "8", "--backbone-units", "8",
+                    "--encoder-units", "16", "--epochs", "1", "--batch-size", "32", "--folds", str(K), "--fold", str(k),
+                    "--physiology-weight", "1.0", "--physiology-stays", "8", "--out", str(root / "results"),
+                    "--checkpoints", str(root / "runs"), "--cache-dir", str(root / "cache"), "--run", f"f{k}",
+                    "--no-progress", "--device", "cpu"]) == 0
+    return [root / "results" / f"f{k}" / "metrics.json" for k in range(K)]
+
+
+def test_fold_runs_validate_on_their_fold(fold_results, cohort):
+    for k, path in enumerate(fold_results):
+        m = json.loads(path.read_text())
+        assert m["split"] == f"crossfit-{k}of{K}"
+        assert m["n_val_stays"] == len(crossfit_split(cohort, k, K).val)
+        assert m["config"]["physiology_weight"] == 1.0
+
+
+def test_fold_runs_must_be_each_fold_once(fold_results):
+    with pytest.raises(ValueError, match="each of the 3 folds once"):
+        fold_runs([fold_results[0], fold_results[0], fold_results[2]])
+
+
+def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_results, archive, cohort, tmp_path):
+    root, path = archive
+    out = root / "crossfit"
+    assert cli(["sepsis", "crossfit", "--runs", *map(str, fold_results), "--data", str(path), "--out", str(out),
+                "--name", "cf", "--cache-dir", str(root / "cache"), "--device", "cpu"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    base = patient_split(cohort, seed=0)
+    assert m["n_train_stays"] == len(base.train) + len(base.val) == sum(r["stays"] for r in m["oof_per_fold"])
+    assert m["n_test_stays"] == len(base.test)
+    assert 0.0 <= m["threshold"] <= 1.0 and "out-of-fold" in m["threshold_selection"]
+    assert set(m["plausibility_oof"]["variables"]) == set(m["plausibility_test"]["variables"])
+    assert m["silence_drift_test"]["rows"][-1]["empty_hours"] == 24
+    ckpt = torch.load(out / "ensemble.pt", map_location="cpu")
+    assert len(ckpt["members"]) == K
+    assert ckpt["calibration"].tolist() == pytest.approx([m["calibration"]["a"], m["calibration"]["b"]])
+    points = json.loads((out / "operating_points.json").read_text())
+    assert points["points"][0]["threshold"] == pytest.approx(m["threshold"])
+
+    # the threshold is the utility optimum of the out-of-fold risks: member k scoring fold k
+    tensors = CohortTensors.from_cohort(cohort, "cpu")
+    labels, probs = [], []
+    for k, run in enumerate(fold_results):
+        member = SepsisModel.from_checkpoint(torch.load(json.loads(run.read_text())["checkpoint"], map_location="cpu"))
+        fold = crossfit_split(cohort, k, K).val
+        labels += stay_labels(tensors, fold)
+        probs += platt(predict_stays(member, tensors, fold), m["calibration"]["a"], m["calibration"]["b"])
+    assert M.choose_threshold(labels, probs)[0] == pytest.approx(m["threshold"], rel=1e-5)
+
+    exported = tmp_path / "sepsis-cfc" / "9"
+    assert cli(["sepsis", "export", "--checkpoint", str(out / "ensemble.pt"), "--metrics", str(out / "metrics.json"),
+                "--out", str(exported), "--version", "9"]) == 0
+    card = json.loads((exported / "model_card.json").read_text())
+    assert card["core"] == f"cfc ensemble of {K}" and card["threshold"] == pytest.approx(m["threshold"])
+    assert card["training_data"]["stays"] == m["n_train_stays"]
+
+
+def test_boosting_peer_under_the_same_protocol(archive, cohort):
+    root, path = archive
+    assert cli(["sepsis", "baseline", "--data", str(path), "--folds", str(K), "--max-rounds", "20", "--threads", "1",
+                "--out", str(root / "results"), "--run", "lgbm-cf", "--cache-dir", str(root / "cache"),
+                "--no-progress"]) == 0
+    m = json.loads((root / "results" / "lgbm-cf" / "metrics.json").read_text())
+    base = patient_split(cohort, seed=0)
+    assert sum(r["stays"] for r in m["oof_per_fold"]) == len(base.train) + len(base.val)
+    assert {"auroc", "utility"} <= set(m["oof"]) and {"auroc", "utility"} <= set(m["test"])

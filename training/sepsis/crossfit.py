@@ -1,0 +1,186 @@
+"""Cross-fitting: every development stay trains a model and every one chooses, none twice.
+
+The patient split's training and validation stays (85% of the archive's development data) are cut
+into k folds by patient (training/sepsis/splits.py:crossfit_split). Member k trains on the other
+folds and is early-stopped on fold k; its predictions on fold k are out-of-fold (OOF). The OOF
+predictions of all k members cover every development stay once, and everything chosen after
+training is chosen on them: the Platt calibration, the operating threshold, the operating points.
+The shipped model is the k members as one step (training/sepsis/ensemble.py), each having seen
+(k-1)/k of the development stays. The test split is read once, for the record, after all of it.
+
+The boosting peer runs under the same protocol (the same folds, early stopping on its fold, the
+threshold on its OOF predictions, the k boosters' mean on test).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.sepsis import metrics as M
+from training.sepsis.baseline import BaselineConfig, fit_booster, hourly_features
+from training.sepsis.batching import CohortTensors, per_stay, stay_rows
+from training.sepsis.calibration import fit_platt, reliability
+from training.sepsis.data import load_cohort
+from training.sepsis.ensemble import SepsisEnsemble
+from training.sepsis.evaluate import dropout_predictions
+from training.sepsis.model import SepsisModel
+from training.sepsis.operating_points import Scored, operating_points
+from training.sepsis.physiology import direction_shares
+from training.sepsis.predict import predict_rows, predict_stays, stay_labels
+from training.sepsis.silence import silence_drift
+from training.sepsis.splits import crossfit_split
+
+PROTOCOL = ("k-fold cross-fitting over the patient split's training + validation stays (by patient, stratified by "
+            "hospital and sepsis); each member early-stopped on its own fold; calibration, threshold and operating "
+            "points chosen on the out-of-fold predictions; the test split read once")
+
+
+def fold_runs(metrics_paths: list[Path]) -> list[dict]:
+    """The fold runs' records (train.py's metrics.json) in fold order; each fold exactly once, one
+    fold count, one split seed and one archive among them."""
+    runs = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    folds = {r["config"]["folds"] for r in runs}
+    seeds = {r["config"]["split_seed"] for r in runs}
+    data = {r["data_sha256"] for r in runs}
+    if len(folds) != 1 or len(seeds) != 1 or len(data) != 1 or 0 in folds:
+        raise ValueError(f"fold runs disagree or are not cross-fitted: folds {folds}, split seeds {seeds}, "
+                         f"archives {len(data)}")
+    k = folds.pop()
+    got = sorted(r["config"]["fold"] for r in runs)
+    if got != list(range(k)):
+        raise ValueError(f"need each of the {k} folds once, got folds {got}")
+    return sorted(runs, key=lambda r: r["config"]["fold"])
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def platt(probs: list[np.ndarray], a: float, b: float) -> list[np.ndarray]:
+    return [(1.0 / (1.0 + np.exp(-(a * logit(p) + b)))).astype(np.float32) for p in probs]
+
+
+def pooled_shares(parts: list[dict]) -> dict:
+    """direction_shares of several folds as one: shares weighted by each fold's stays."""
+    total = sum(p["stays"] for p in parts)
+    out = {"hour": parts[0]["hour"], "stays": total, "variables": {}}
+    for name, first in parts[0]["variables"].items():
+        share = sum(p["variables"][name]["share_higher"] * p["stays"] for p in parts) / total
+        ratio = float(np.median([p["variables"][name]["median_risk_ratio"] for p in parts]))
+        out["variables"][name] = {"normal": first["normal"], "abnormal": first["abnormal"], "share_higher": share,
+                                  "median_risk_ratio_of_folds": ratio}
+    return out
+
+
+def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cache_dir: str = ".cache/sepsis",
+                 device: str = "cpu", dropout_rates=(0.0, 0.3, 0.5)) -> dict:
+    """The fold runs as one cross-fitted model: OOF metrics and choices, then test once. Writes
+    <out>/metrics.json (export.py reads it), <out>/operating_points.json and <out>/ensemble.pt."""
+    runs = fold_runs(metrics_paths)
+    k, seed = runs[0]["config"]["folds"], runs[0]["config"]["split_seed"]
+    cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=False)
+    if cohort.source_sha256 != runs[0]["data_sha256"]:
+        raise ValueError(f"{data}: not the archive the fold runs trained on")
+    splits = [crossfit_split(cohort, f, k, seed) for f in range(k)]
+    tensors = CohortTensors.from_cohort(cohort, device)
+    members = [SepsisModel.from_checkpoint(torch.load(r["checkpoint"], map_location="cpu")).to(device) for r in runs]
+
+    oof_labels, oof_probs, per_fold, shares = [], [], [], []
+    for member, split in zip(members, splits):
+        labels, probs = stay_labels(tensors, split.val), predict_stays(member, tensors, split.val)
+        oof_labels += labels
+        oof_probs += probs
+        per_fold.append({"fold": split.name, "stays": int(len(split.val)), "auroc": M.hourly_auroc(labels, probs)})
+        shares.append(direction_shares(member, tensors, split.val))
+    a, b = fit_platt(oof_labels, oof_probs)
+    oof_cal = platt(oof_probs, a, b)
+    threshold, _ = M.choose_threshold(oof_labels, oof_cal)
+    oof = M.evaluate(oof_labels, oof_cal, threshold)
+    start = 0
+    for row in per_fold:  # each fold at the common threshold: the spread behind the pooled figure
+        labels, probs = oof_labels[start: start + row["stays"]], oof_cal[start: start + row["stays"]]
+        row["utility"] = M.normalized_utility(labels, [p >= threshold for p in probs])
+        start += row["stays"]
+
+    ensemble = SepsisEnsemble(members).to(device).eval()
+    ensemble.calibration.copy_(torch.tensor([a, b]))
+    # everything above was chosen; the test split is read from here on, once
+    test_idx = splits[0].test
+    test_labels, test_probs = stay_labels(tensors, test_idx), predict_stays(ensemble, tensors, test_idx)
+    test = M.evaluate(test_labels, test_probs, threshold)
+    sub = cohort.subset(test_idx)
+    drift = silence_drift(lambda v, e, o: predict_rows(ensemble, v, e, o, device), sub.values, sub.offsets, threshold)
+    dropout = []
+    for variant in ("remove", "zero"):
+        for rate in dropout_rates:
+            probs = dropout_predictions(ensemble, sub, rate, variant, seed=1234, device=device)
+            dropout.append({"variant": variant, "rate": rate, "model": name, "auroc": M.hourly_auroc(test_labels, probs),
+                            "utility": M.normalized_utility(test_labels, [p >= threshold for p in probs])})
+    dev_idx = np.concatenate([s.val for s in splits])
+    points = operating_points(Scored(oof_labels, oof_cal), Scored(test_labels, test_probs), "sepsis-cfc", name,
+                              {"data": Path(data).name, "data_sha256": cohort.source_sha256,
+                               "split": f"{k}-fold cross-fitting over patient split seed {seed}'s training + "
+                                        "validation stays; 'validation' figures are out-of-fold",
+                               "validation_stays": int(len(dev_idx)), "test_stays": int(len(test_idx)),
+                               "card_threshold": float(threshold)}, progress=False)
+    result = {
+        "run": name, "protocol": PROTOCOL, "folds": k, "split": f"crossfit-{k} (patient split seed {seed})",
+        "data_sha256": cohort.source_sha256, "fold_runs": [r["run"] for r in runs],
+        "config": runs[0]["config"], "n_train_stays": int(len(dev_idx)),
+        "n_train_rows": int(cohort.lengths[dev_idx].sum()), "n_test_stays": int(len(test_idx)),
+        "threshold": float(threshold),
+        "threshold_selection": "maximises the normalised utility on the out-of-fold predictions of the "
+                               f"{k} cross-fitted members (every development stay scored by the member that did not train on it)",
+        "calibration": {"method": "Platt scaling of the logit, fitted on the out-of-fold hours", "a": a, "b": b,
+                        "reliability_oof": reliability(oof_labels, oof_cal),
+                        "reliability_test": reliability(test_labels, test_probs)},
+        "oof": oof, "oof_per_fold": per_fold, "plausibility_oof": pooled_shares(shares),
+        "plausibility_test": direction_shares(ensemble, tensors, test_idx),
+        "test": test, "silence_drift_test": drift, "temporal_dropout_test": dropout,
+        "best_epochs": [r["best_epoch"] for r in runs], "epochs_run": [r["epochs_run"] for r in runs],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({**ensemble.cpu().to_checkpoint(), "sources": [r["checkpoint"] for r in runs]}, out / "ensemble.pt")
+    (out / "operating_points.json").write_text(points.to_json() + "\n")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
+def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
+    """The boosting peer under the same protocol: one booster per fold, threshold on OOF, the
+    boosters' mean probability on test, read once."""
+    cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
+    splits = [crossfit_split(cohort, f, folds, cfg.split_seed) for f in range(folds)]
+    x, names = hourly_features(cohort.values, cohort.offsets)
+    y = cohort.labels.astype(np.int8)
+
+    def cut(stays, flat):
+        return per_stay(flat, np.concatenate([[0], np.cumsum(cohort.lengths[stays])]))
+
+    test_rows = stay_rows(cohort.offsets, splits[0].test)
+    oof_labels, oof_probs, per_fold, test_sum = [], [], [], np.zeros(len(test_rows))
+    for split in splits:
+        tr, va = stay_rows(cohort.offsets, split.train), stay_rows(cohort.offsets, split.val)
+        booster, _, seconds = fit_booster(cfg, x[tr], y[tr], x[va], y[va], names)
+        probs = cut(split.val, booster.predict(x[va], num_iteration=booster.best_iteration).astype(np.float32))
+        labels = cut(split.val, y[va])
+        oof_labels += labels
+        oof_probs += probs
+        per_fold.append({"fold": split.name, "stays": int(len(split.val)), "best_iteration": int(booster.best_iteration),
+                         "seconds": seconds, "auroc": M.hourly_auroc(labels, probs)})
+        test_sum += booster.predict(x[test_rows], num_iteration=booster.best_iteration)
+    threshold, _ = M.choose_threshold(oof_labels, oof_probs)
+    test_labels = cut(splits[0].test, y[test_rows])
+    test_probs = cut(splits[0].test, (test_sum / folds).astype(np.float32))
+    result = {"run": cfg.run_name, "model": "lightgbm", "protocol": PROTOCOL, "folds": folds,
+              "data_sha256": cohort.source_sha256, "threshold": float(threshold),
+              "threshold_selection": "maximises the normalised utility on the out-of-fold predictions",
+              "oof": M.evaluate(oof_labels, oof_probs, threshold), "oof_per_fold": per_fold,
+              "test": M.evaluate(test_labels, test_probs, threshold)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    return result

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Cross-fitted sepsis runs on one GPU (training/sepsis/crossfit.py), in two phases:
+#   bash training/sepsis/crossfit_gpu.sh train   DATA WORK FOLDS RECIPES MINUTES
+#   bash training/sepsis/crossfit_gpu.sh combine DATA WORK FOLDS RECIPES
+# RECIPES: one recipe a line, "name train-flags..." (# comments). `train` runs every fold of every
+# recipe as a parallel process (CUDA MPS: small recurrent models leave a GPU kernel-launch bound,
+# so many processes share it at full speed) and the boosting peer under the same folds on the CPU
+# beside them (left running when the networks are done: its log says when it ends); `combine` turns
+# each recipe's fold runs into one cross-fitted model.
+set -euo pipefail
+PHASE=$1; DATA=$2; WORK=$3; K=$4; RECIPES=$5; MINUTES=${6:-5}
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+mkdir -p "$WORK/logs"
+recipes() { grep -v '^\s*#' "$RECIPES" | grep -v '^\s*$'; }
+if [ "$PHASE" = train ]; then
+  command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null || true
+  python3 -c "from training.sepsis.data import load_cohort; load_cohort('$DATA', progress=False)"  # parse once
+  if [ "${BOOSTING:-1}" = 1 ]; then  # BOOSTING=0: the peer runs elsewhere (e.g. where lightgbm is installed)
+    python3 -m training sepsis baseline --data "$DATA" --folds "$K" --threads 4 --out "$WORK" --run "lgbm-cf$K" \
+        --no-progress > "$WORK/logs/lgbm-cf$K.log" 2>&1 &
+  fi
+  pids=()
+  while read -r name flags; do
+    for ((f = 0; f < K; f++)); do
+      # shellcheck disable=SC2086  # the recipe's flags are words
+      python3 -m training sepsis train --data "$DATA" --folds "$K" --fold $f --seed $f --max-minutes "$MINUTES" \
+          --dropout-rates 0.0 --no-progress --out "$WORK/folds" --checkpoints "$WORK/runs" --run "$name-f$f" \
+          $flags > "$WORK/logs/$name-f$f.log" 2>&1 &
+      pids+=($!)
+    done
+  done < <(recipes)
+  wait "${pids[@]}"
+  echo quit | nvidia-cuda-mps-control 2>/dev/null || true
+elif [ "$PHASE" = combine ]; then
+  while read -r name _; do
+    runs=()
+    for ((f = 0; f < K; f++)); do runs+=("$WORK/folds/$name-f$f/metrics.json"); done
+    python3 -m training sepsis crossfit --runs "${runs[@]}" --data "$DATA" --out "$WORK/$name" --name "$name" \
+        > "$WORK/logs/$name-crossfit.log" 2>&1 &
+  done < <(recipes)
+  wait
+else
+  echo "phase must be train or combine, got $PHASE" >&2; exit 2
+fi
