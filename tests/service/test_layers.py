@@ -1,7 +1,7 @@
 """The service's packages import only downwards: no module imports from a layer above its own.
 
 base (errors, clock, inputs, schemas, storage, ...) < alarms < scoring < patients < ward <
-lifecycle < fhir < services (the container) < api < app. A rule that needs something from above
+lifecycle < fhir < services (the container) < api < app (with its middleware, gate). A rule that needs something from above
 is in the wrong place (or is handed it by the container)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import service
 
 ROOT = Path(service.__file__).resolve().parent
 LAYERS = ["alarms", "scoring", "patients", "ward", "lifecycle", "fhir", "services", "api", "app"]
-TOP = {"app": "app", "asgi": "app", "__main__": "app", "services": "services"}
+TOP = {"app": "app", "asgi": "app", "__main__": "app", "gate": "app", "services": "services"}  # gate: the app's middleware
 
 
 def _layer(module: str) -> int:
