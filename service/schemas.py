@@ -371,8 +371,23 @@ class AlarmFigures(BaseModel):
     false_positive_rate: float | None = Field(
         description="patients discharged without sepsis who had any alarm / all patients discharged without sepsis")
     septic_patients: int
-    septic_patients_alarmed_in_time: int
-    median_lead_time_hours: float | None = Field(description="onset minus the first true alarm, over septic patients with one")
+    septic_patients_alarmed_in_time: int = Field(
+        description="septic patients caught in time: an alarm raised in the window [onset - 12 h, onset + 3 h], or "
+                    "raised before it and still open (not acknowledged, snoozed or resolved) when it began")
+    median_lead_time_hours: float | None = Field(
+        description="onset minus the raise time of the alarm that caught the patient in time, median over those caught")
+    caught_in_window: float | None = Field(None, description="septic_patients_alarmed_in_time / septic_patients: "
+                                                             "the first line of alarm quality")
+    alarmed_before_onset: float | None = Field(None, description="second line, the older figure: septic patients "
+                                                                 "with any alarm at or before onset / septic patients")
+    median_lead_time_before_onset_hours: float | None = Field(
+        None, description="second line: onset minus the patient's first alarm, median over septic patients alarmed at "
+                          "or before onset")
+    ppv_per_stay: float | None = Field(None, description="patients with an outcome and any alarm that are septic / "
+                                                         "patients with an outcome and any alarm")
+    alarms_by_kind: dict[str, int] = Field(default_factory=dict, description="alarms by kind: raised, re-alerts, "
+                                                                             "escalations (models.alarm_policy)")
+    red_share: float | None = Field(None, description="share of patient-hours with an open alarm")
 
 
 class Stats(AlarmFigures):

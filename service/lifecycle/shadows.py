@@ -207,9 +207,15 @@ def _figures(scores: dict, cohort: set, outcomes: dict) -> dict:
     for pid, ts in cohort:
         lo_hi = spans.setdefault(pid, [ts, ts])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], ts), max(lo_hi[1], ts)
-    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0)
+    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0, lo)
                 for pid, (lo, hi) in sorted(spans.items())]
-    alarms = [AlarmFact(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
+    raised = [(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
+    # Nobody acts on a would-be alarm: it is open until the patient's next one replaces it, as an
+    # unanswered live alarm is until superseded.
+    alarms = []
+    for k, (pid, ts) in enumerate(raised):
+        later = raised[k + 1] if k + 1 < len(raised) else None
+        alarms.append(AlarmFact(pid, ts, closed_at=later[1] if later is not None and later[0] == pid else None))
     risks, labels = [], []
     for pid, ts in cohort:
         outcome, onset = outcomes.get(pid, (None, None))

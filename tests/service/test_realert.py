@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from models.alarm_figures import Stay, figures
 from models.alarm_policy import ACKNOWLEDGE, LOCKOUT_ENDED, RAISED, RISK_DOUBLED, Action, AlarmPolicy, alarm_events
 from models.testing import fixture_operating_points, write_fixture_model
 from tests.service.conftest import T0, client_for, hdr, iso, obs, reference_risks
@@ -181,3 +182,18 @@ def test_the_service_sends_the_events_the_offline_replay_of_its_risks_and_action
     assert live == [(e.time, e.kind) for e in replayed]
     kinds = {k for _, k in live}
     assert {RAISED, RISK_DOUBLED, LOCKOUT_ENDED} <= kinds, json.dumps(live)  # the scenario exercises each rule
+    # and GET /stats is models.alarm_figures.figures of the same events
+    onset = 20.0
+    r = c.post("/patients/p6/outcome", json={"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=onset))},
+               headers=hdr("clinician"))
+    assert r.status_code == 200, r.text
+    stats = c.get("/stats", headers=hdr("viewer")).json()
+    offline = figures([Stay(hours=float(HOURS), alarms=tuple(replayed), septic=True, onset=onset)])
+    assert stats["alarms"] == offline.alarms and stats["alarms_by_kind"] == offline.alarms_by_kind
+    for live_key, offline_value in (("alarms_per_patient_day", offline.alarms_per_patient_day),
+                                    ("caught_in_window", offline.caught_in_window),
+                                    ("median_lead_time_hours", offline.median_lead_time_in_window_hours),
+                                    ("alarmed_before_onset", offline.sensitivity),
+                                    ("median_lead_time_before_onset_hours", offline.median_lead_time_hours),
+                                    ("positive_predictive_value", offline.ppv_alarms)):
+        assert stats[live_key] == pytest.approx(offline_value), live_key
