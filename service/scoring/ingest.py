@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from models.alarm_policy import AlarmPolicy
 from service import schemas
 from service.alarms import store as alarm_store
-from service.alarms.rules import alarming
+from service.alarms.rules import alarming, is_realert
 from service.alarms.thresholds import UnitPoints, unit_of
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
@@ -164,8 +164,9 @@ class Ingestor:
         self.metrics.predictions.labels(model.name, model.version).inc(stored)
         if len(observations) - stored:
             self.metrics.duplicates.inc(len(observations) - stored)
-        if raised:
-            self.metrics.alarm_events.labels("raised").inc(raised)
+        for event, n in raised.items():
+            if n:
+                self.metrics.alarm_events.labels(event).inc(n)
         return [results[i] for i in range(len(observations))], runs, {pid: pid in admits for pid in admitting_ids}
 
     # -- read ----------------------------------------------------------------------------------
@@ -311,9 +312,11 @@ class Ingestor:
 
     # -- write ---------------------------------------------------------------------------------
 
-    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting, admits: set[str]) -> int:
+    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting,
+               admits: set[str]) -> dict[str, int]:
         """One transaction: the admitted patients' rows, each patient's new state, observations and
-        alarms, the shadows' scores. Stale (start over) when another writer got there first."""
+        alarms, the shadows' scores; the alarms raised by metric event. Stale (start over) when another
+        writer got there first."""
         now = dt.datetime.now(UTC)
         try:
             with self.engine.begin() as s:
@@ -328,11 +331,13 @@ class Ingestor:
                     self.shadows.record(s, plans)
         except IntegrityError:
             raise Stale() from None
-        raised = 0
+        raised = {"raised": 0, "realerted": 0}  # the metric's event: a first alarm, or a re-alert/escalation
         for p in plans:
             if p.new:
                 results.update(self._results(p))
-                raised += sum(a is not None for a in p.alarm_ids)
+                for kind in p.alarm_kinds:
+                    if kind is not None:
+                        raised["realerted" if is_realert(kind) else "raised"] += 1
         for p in plans:
             for index, same in p.aliases:
                 results[index] = results[same].model_copy(update={"duplicate": True})

@@ -96,6 +96,9 @@ def test_acknowledged_alarm_is_sent_again_when_the_risk_is_still_high_after_the_
     card = next(k for k in c.get("/alarms/queue", headers=hdr("viewer")).json()["cards"] if k["patient_id"] == "p1")
     assert (card["alarm_id"], card["kind"], card["previous_alarm_id"]) == \
         (again["alarm_id"], LOCKOUT_ENDED, first["alarm_id"])
+    metrics = c.get("/metrics", headers=hdr("admin")).text
+    assert 'sepsis_alarm_events_total{event="raised"} 1.0' in metrics
+    assert 'sepsis_alarm_events_total{event="realerted"} 1.0' in metrics
 
 
 def test_a_rise_by_the_units_factor_breaks_through_the_lockout(serve):
