@@ -59,14 +59,13 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
     outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
     commit. Raises Stale when a clinician changed the superseded alarm meanwhile."""
     threshold = policy.threshold
+    if not any(alarming(s.risk, threshold) for s in scored):
+        return [None] * len(scored)  # every event of the policy needs a risk at or above the threshold
+    if known and conn.execute(_OUTCOME, {"b_id": patient_id}).scalar() is not None:
+        return [None] * len(scored)
     row = conn.execute(_LATEST, {"b_id": patient_id}).first() if known else None
     latest = None if row is None else LatestAlarm(row.id, row.state, row.raised_at, row.risk, row.acknowledged_at,
                                                   row.snoozed_until)
-    if latest is None or latest.state == "resolved":
-        if not any(alarming(s.risk, threshold) for s in scored):
-            return [None] * len(scored)  # quiet, and nothing to raise: no replay needed
-    if known and conn.execute(_OUTCOME, {"b_id": patient_id}).scalar() is not None:
-        return [None] * len(scored)
     since = []
     if latest is not None and latest.state in ("open", "acknowledged") and scored:
         since = [(r.ts, r.risk) for r in conn.execute(_SINCE, {"b_id": patient_id, "b_after": latest.raised_at,
