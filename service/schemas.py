@@ -150,6 +150,12 @@ CONTRIBUTIONS_DOC = ("the top inputs behind this risk, largest |delta| first (at
                      "null when the service runs with SEPSIS_EXPLAIN off or the risk predates explanations")
 
 
+KIND_DOC = ("what the alarm is (models.alarm_policy): 'raised' (a new episode), 're-alert: lockout ended' (the risk "
+            "is still at or above the threshold a lockout after the previous alarm was acknowledged, or after it "
+            "went unanswered), 're-alert: risk doubled' (the risk reached the unit's rise factor x the acknowledged "
+            "risk), 'escalation: next tier'")
+
+
 class PredictResult(BaseModel):
     patient_id: str
     timestamp: dt.datetime
@@ -158,6 +164,7 @@ class PredictResult(BaseModel):
     alarm_id: int | None = Field(None, description="the alarm this observation raised; null if none was raised "
                                                    "(below threshold, one is already open/acknowledged/snoozed, "
                                                    "or the patient's outcome is recorded)")
+    alarm_kind: str | None = Field(None, description=KIND_DOC + "; null when no alarm was raised")
     threshold: float
     model: str
     model_version: str
@@ -257,6 +264,9 @@ class AlarmOut(BaseModel):
     history: list[AuditEntry] = Field(default_factory=list, description="the alarm's audit, oldest first: raised, "
                                                                         "acknowledged, snoozed, resolved, by whom and when")
     contributions: list[Contribution] | None = Field(None, description="the raising observation's: " + CONTRIBUTIONS_DOC)
+    kind: str = Field("raised", description=KIND_DOC)
+    previous_alarm_id: int | None = Field(None, description="the active alarm this one superseded (a re-alert's "
+                                                            "acknowledged or unanswered alarm); null if none")
 
 
 class TimelineEntry(BaseModel):
@@ -361,8 +371,23 @@ class AlarmFigures(BaseModel):
     false_positive_rate: float | None = Field(
         description="patients discharged without sepsis who had any alarm / all patients discharged without sepsis")
     septic_patients: int
-    septic_patients_alarmed_in_time: int
-    median_lead_time_hours: float | None = Field(description="onset minus the first true alarm, over septic patients with one")
+    septic_patients_alarmed_in_time: int = Field(
+        description="septic patients caught in time: an alarm raised in the window [onset - 12 h, onset + 3 h], or "
+                    "raised before it and still open (not acknowledged, snoozed or resolved) when it began")
+    median_lead_time_hours: float | None = Field(
+        description="onset minus the raise time of the alarm that caught the patient in time, median over those caught")
+    caught_in_window: float | None = Field(None, description="septic_patients_alarmed_in_time / septic_patients: "
+                                                             "the first line of alarm quality")
+    alarmed_before_onset: float | None = Field(None, description="second line, the older figure: septic patients "
+                                                                 "with any alarm at or before onset / septic patients")
+    median_lead_time_before_onset_hours: float | None = Field(
+        None, description="second line: onset minus the patient's first alarm, median over septic patients alarmed at "
+                          "or before onset")
+    ppv_per_stay: float | None = Field(None, description="patients with an outcome and any alarm that are septic / "
+                                                         "patients with an outcome and any alarm")
+    alarms_by_kind: dict[str, int] = Field(default_factory=dict, description="alarms by kind: raised, re-alerts, "
+                                                                             "escalations (models.alarm_policy)")
+    red_share: float | None = Field(None, description="share of patient-hours with an open alarm")
 
 
 class Stats(AlarmFigures):
@@ -472,6 +497,8 @@ class QueueCard(BaseModel):
     """One active alarm as a nurse works it."""
     alarm_id: int
     state: Literal["open", "acknowledged", "snoozed"]
+    kind: str = Field("raised", description=KIND_DOC)
+    previous_alarm_id: int | None = None
     raised_at: dt.datetime
     open_minutes: float = Field(description="minutes from raised_at to the service clock's now")
     acknowledged_by: str | None = None
@@ -503,10 +530,23 @@ class AlarmQueueOut(BaseModel):
                                                "first; then the longest open")
 
 
+class AlarmPolicyOut(BaseModel):
+    """A unit's alarm policy (models.alarm_policy.AlarmPolicy) at its threshold."""
+    threshold: float
+    lockout_hours: float | None = Field(description="an acknowledged (or unanswered) alarm is sent again when the "
+                                                    "risk is still at or above the threshold this long after; null: never")
+    rise_factor: float | None = Field(description="an acknowledged alarm is sent again when the risk reaches this x "
+                                                  "the acknowledged risk; null: off")
+    tiers: list[float] = Field(description="risk levels above the threshold whose crossing escalates")
+    description: str
+
+
 class UnitChoice(BaseModel):
     unit: Literal["MICU", "SICU", "other"]
-    point_id: str | None = Field(description="the chosen point; null = none chosen, the model card's threshold")
+    point_id: str | None = Field(description="the point in force: the chosen one, else the table's default_point; "
+                                             "null = neither, the model card's threshold")
     threshold: float = Field(description="the threshold in force for the unit's alarms")
+    alarm_policy: AlarmPolicyOut | None = Field(None, description="the re-alert policy the unit's alarms follow")
     label: str | None = None
     chosen_by: str | None = None
     chosen_at: dt.datetime | None = None
@@ -517,7 +557,9 @@ class UnitChoice(BaseModel):
 class OperatingPointsOut(BaseModel):
     model: str
     model_version: str
-    card_threshold: float = Field(description="the model card's threshold: a unit's default")
+    card_threshold: float = Field(description="the model card's threshold: a unit's default when the table names no "
+                                              "default_point")
+    default_point: str | None = Field(None, description="the table's point a unit alarms at unless it chooses another")
     table: dict | None = Field(description="the model's operating_points.json (points with validation and test "
                                            "figures, risk bands, definitions); null when it ships none")
     units: list[UnitChoice]

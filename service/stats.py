@@ -1,25 +1,32 @@
-"""Alarm quality once outcomes are known, as pure functions of what is stored.
+"""Alarm quality once outcomes are known: a thin adapter from what the service stores to
+`models.alarm_figures`, the one definition of every alarm figure (the offline operating-points table
+is computed by the same `figures`).
 
 A true alarm is raised from 12 h before to 3 h after sepsis onset (the window in which the
 PhysioNet 2019 utility rewards a prediction). Any other alarm of a patient with a known outcome
-is false; alarms of patients without an outcome are "unknown" and left out of PPV.
+is false; alarms of patients without an outcome (or a sepsis outcome without its onset time) are
+"unknown" and left out of PPV. A septic patient is caught in time when an alarm was raised inside
+its window, or raised before it and still open (not acknowledged, snoozed or resolved) when the
+window began; the lead time is onset minus that alarm's raise time.
 """
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from dataclasses import dataclass
 
 import numpy as np
 
-BEFORE = dt.timedelta(hours=12)
-AFTER = dt.timedelta(hours=3)
+from models.alarm_figures import TimedAlarm, figures, stay_from_timestamps, verdict_at
+
+_NO_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
 class AlarmFact:
     patient_id: str
     raised_at: dt.datetime
+    kind: str = "raised"                  # models.alarm_policy.KINDS
+    closed_at: dt.datetime | None = None  # when it stopped being open; None: still open
 
 
 @dataclass(frozen=True)
@@ -28,48 +35,50 @@ class PatientFact:
     outcome: str | None          # "sepsis", "no_sepsis" or None
     onset_time: dt.datetime | None
     hours_monitored: float       # span of the patient's observations in the window, plus one hour
+    first_seen: dt.datetime | None = None  # the first observation in the window: the stay's hour 0
 
 
 def verdict(raised_at: dt.datetime, outcome: str | None, onset: dt.datetime | None) -> str:
-    if outcome is None:
-        return "unknown"
-    if outcome == "sepsis" and onset is not None and onset - BEFORE <= raised_at <= onset + AFTER:
-        return "true"
-    return "false"
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
+    """"true", "false" or "unknown" of one alarm (models.alarm_figures.verdict_at)."""
+    return verdict_at(raised_at, outcome, onset)
 
 
 def alarm_stats(alarms: list[AlarmFact], patients: list[PatientFact]) -> dict:
-    by_id = {p.patient_id: p for p in patients}
-    verdicts = [(a, verdict(a.raised_at, by_id[a.patient_id].outcome, by_id[a.patient_id].onset_time)
-                 if a.patient_id in by_id else "unknown") for a in alarms]
-    true_alarms = sum(v == "true" for _, v in verdicts)
-    false_alarms = sum(v == "false" for _, v in verdicts)
-    patient_days = sum(p.hours_monitored for p in patients) / 24.0
-    alarmed = {a.patient_id for a in alarms}
-    negatives = [p for p in patients if p.outcome == "no_sepsis"]
-    septic = [p for p in patients if p.outcome == "sepsis"]
-    leads = []
-    for p in septic:
-        hits = [a.raised_at for a, v in verdicts if v == "true" and a.patient_id == p.patient_id]
-        if hits:
-            leads.append((p.onset_time - min(hits)).total_seconds() / 3600.0)
+    """The figures of schemas.AlarmFigures: `models.alarm_figures.figures` over one stay per patient
+    (an alarm of a patient not in `patients` makes a stay of no monitored hours without outcome)."""
+    by_patient: dict[str, list[AlarmFact]] = {}
+    for a in alarms:
+        by_patient.setdefault(a.patient_id, []).append(a)
+    known = {p.patient_id for p in patients}
+    facts = list(patients) + [PatientFact(pid, None, None, 0.0) for pid in sorted(set(by_patient) - known)]
+    stays = []
+    for p in facts:
+        mine = by_patient.get(p.patient_id, [])
+        # hour 0 only places the open spans of `red_share` in the stay; any shared clock gives the rest
+        epoch = p.first_seen or min([a.raised_at for a in mine], default=p.onset_time or _NO_EPOCH)
+        stays.append(stay_from_timestamps(epoch, p.hours_monitored,
+                                          [TimedAlarm(a.raised_at, a.kind, a.closed_at) for a in mine],
+                                          p.outcome, p.onset_time))
+    f = figures(stays)
     return {
-        "alarms": len(alarms),
-        "patients": len(patients),
-        "patient_days": patient_days,
-        "alarms_per_patient_day": len(alarms) / patient_days if patient_days else None,
-        "alarms_with_outcome": true_alarms + false_alarms,
-        "true_alarms": true_alarms,
-        "false_alarms": false_alarms,
-        "positive_predictive_value": _ratio(true_alarms, true_alarms + false_alarms),
-        "false_positive_rate": _ratio(sum(p.patient_id in alarmed for p in negatives), len(negatives)),
-        "septic_patients": len(septic),
-        "septic_patients_alarmed_in_time": len(leads),
-        "median_lead_time_hours": statistics.median(leads) if leads else None,
+        "alarms": f.alarms,
+        "patients": f.stays,
+        "patient_days": f.patient_days,
+        "alarms_per_patient_day": f.alarms_per_patient_day,
+        "alarms_by_kind": f.alarms_by_kind,
+        "alarms_with_outcome": f.true_alarms + f.false_alarms,
+        "true_alarms": f.true_alarms,
+        "false_alarms": f.false_alarms,
+        "positive_predictive_value": f.ppv_alarms,
+        "ppv_per_stay": f.ppv,
+        "false_positive_rate": f.non_septic_alarmed,
+        "septic_patients": f.septic,
+        "septic_patients_alarmed_in_time": f.septic_caught_in_window,
+        "caught_in_window": f.caught_in_window,
+        "median_lead_time_hours": f.median_lead_time_in_window_hours,
+        "alarmed_before_onset": f.sensitivity,
+        "median_lead_time_before_onset_hours": f.median_lead_time_hours,
+        "red_share": f.red_share,
     }
 
 

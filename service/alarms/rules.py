@@ -1,5 +1,6 @@
-"""The alarm rules, pure: when a risk alarms, when an existing alarm suppresses a new one, and the
-state machine of what a clinician may do with an alarm.
+"""The alarm rules, pure: when a risk alarms, which alarm events a patient's new risks send (the
+unit's `models.alarm_policy.AlarmPolicy`, replayed by its own code; a snooze suppresses them until
+it ends), and the state machine of what a clinician may do with an alarm.
 
 | from-state    | ack          | snooze                 | resolve  |
 |---------------|--------------|------------------------|----------|
@@ -11,6 +12,10 @@ state machine of what a clinician may do with an alarm.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Sequence
+
+from models.alarm_policy import ACKNOWLEDGE, RAISED, Action, AlarmPolicy, alarm_events
 
 ACTIVE_STATES = ("open", "acknowledged", "snoozed")
 # action -> (the states it may start from, the state it leads to)
@@ -27,11 +32,48 @@ def alarming(risk: float, threshold: float) -> bool:
     return risk >= threshold
 
 
-def blocks(alarm, ts: dt.datetime) -> bool:
-    """Whether an existing alarm (anything with `state` and `snoozed_until`) suppresses a new one at
-    `ts`: open and acknowledged alarms do until resolved, a snoozed one until its snooze ends."""
-    if alarm is None or alarm.state == "resolved":
-        return False
-    if alarm.state == "snoozed":
-        return alarm.snoozed_until is not None and alarm.snoozed_until > ts
-    return True
+@dataclass(frozen=True)
+class LatestAlarm:
+    """The patient's newest alarm row, as the policy needs it."""
+    id: int
+    state: str
+    raised_at: dt.datetime
+    risk: float
+    acknowledged_at: dt.datetime | None = None
+    snoozed_until: dt.datetime | None = None
+
+
+def _hours(t: dt.datetime, epoch: dt.datetime) -> float:
+    return (t - epoch).total_seconds() / 3600.0
+
+
+def policy_events(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
+                  new: Sequence[tuple[dt.datetime, float]]) -> list[str | None]:
+    """The alarm event (its kind) each of `new`'s (time, risk) steps sends, None where none.
+
+    The policy's state after an alarm is raised depends only on that alarm, so the stay is replayed
+    by `models.alarm_policy.alarm_events` from the newest alarm's raise: its risk at its time, the
+    stored steps `since` it and its acknowledgement, then the new steps. An alarm resolved (by a
+    clinician, an outcome or a newer alarm) leaves the patient quiet. A snooze is the ward's, not
+    the policy's: nothing alarms before it ends, and the patient is quiet after it."""
+    if not new:
+        return []
+    steps, actions, epoch = list(new), [], new[0][0]
+    if latest is not None and latest.state == "snoozed":
+        blocked = [latest.snoozed_until is None or t < latest.snoozed_until for t, _ in new]
+        free = [step for step, b in zip(new, blocked) if not b]
+        return [None] * (len(new) - len(free)) + policy_events(policy, None, (), free)
+    if latest is not None and latest.state in ("open", "acknowledged") and alarming(latest.risk, policy.threshold):
+        epoch = latest.raised_at
+        steps = [(latest.raised_at, latest.risk), *since, *new]
+        if latest.state == "acknowledged" and latest.acknowledged_at is not None:
+            actions = [Action(_hours(latest.acknowledged_at, epoch), ACKNOWLEDGE)]
+    times = [_hours(t, epoch) for t, _ in steps]
+    events = alarm_events(policy, times, [r for _, r in steps], actions)
+    first_new = len(steps) - len(new)
+    sent = {e.time: e.kind for e in events}
+    return [sent.get(times[first_new + k]) for k in range(len(new))]
+
+
+def is_realert(kind: str) -> bool:
+    return kind != RAISED

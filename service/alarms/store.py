@@ -16,26 +16,23 @@ from typing import Callable, Sequence
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from service import audit, schemas
-from service.alarms.rules import ACTIVE_STATES, TRANSITIONS, alarming, blocks
+from models.alarm_policy import AlarmPolicy
+from service.alarms.rules import ACTIVE_STATES, TRANSITIONS, LatestAlarm, alarming, is_realert, policy_events
 from service.errors import Conflict, NotFound, Stale
 from service.inputs import unit_name
 from service.stats import verdict
-from service.storage.tables import Alarm, Patient
+from service.storage.tables import Alarm, Observation, Patient
 
-A, P = Alarm.__table__, Patient.__table__
+A, O, P = Alarm.__table__, Observation.__table__, Patient.__table__
 
-_LATEST = (select(A.c.state, A.c.snoozed_until, A.c.id)
-           .where(A.c.patient_id == bindparam("b_id"), A.c.state != "resolved").order_by(A.c.id.desc()).limit(1))
+_LATEST = (select(A.c.id, A.c.state, A.c.raised_at, A.c.risk, A.c.acknowledged_at, A.c.snoozed_until)
+           .where(A.c.patient_id == bindparam("b_id")).order_by(A.c.id.desc()).limit(1))
+_SINCE = (select(O.c.ts, O.c.risk).where(O.c.patient_id == bindparam("b_id"), O.c.ts > bindparam("b_after"),
+                                         O.c.ts < bindparam("b_before")).order_by(O.c.ts))
 _OUTCOME = select(P.c.outcome).where(P.c.id == bindparam("b_id"))
-_SUPERSEDE = (update(A).where(A.c.id == bindparam("b_old"), A.c.state == "snoozed")
+_SUPERSEDE = (update(A).where(A.c.id == bindparam("b_old"), A.c.state == bindparam("b_state"))
               .values(state="resolved", resolved_at=bindparam("b_now", type_=A.c.resolved_at.type), resolved_by="system",
                       resolve_note=bindparam("b_note")))
-
-
-@dataclass(frozen=True)
-class _Open:
-    state: str = "open"
-    snoozed_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,40 +43,61 @@ class Scored:
     contributions: list | None
 
 
-def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], threshold: float, model: str,
-                 model_version: str, superseded_at: Callable[[dt.datetime], dt.datetime]) -> list[int | None]:
-    """The alarm raised at each scored row (None where none was): at or above the threshold, unless
-    the patient's outcome is recorded (the alarm's question is answered) or an active alarm
-    suppresses it (`rules.blocks`). A new alarm supersedes (resolves) a snoozed one whose snooze
-    has ended; `superseded_at(ts)` stamps that. Call after the patient row's update of this
-    transaction, which holds its lock: an outcome recorded concurrently is seen here, or its
-    resolution of our alarm comes after our commit. Raises Stale when a clinician changed the
-    superseded alarm meanwhile."""
+@dataclass(frozen=True)
+class Raised:
+    id: int
+    kind: str
+
+
+def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], policy: AlarmPolicy, model: str,
+                 model_version: str, superseded_at: Callable[[dt.datetime], dt.datetime]) -> list[Raised | None]:
+    """The alarm raised at each scored row (None where none was): the events the unit's policy sends
+    (`rules.policy_events`: raised, or a re-alert or escalation of the newest alarm), none once the
+    patient's outcome is recorded (the alarm's question is answered). A new alarm supersedes
+    (resolves) the patient's active one, which it names as `previous_alarm_id`; `superseded_at(ts)`
+    stamps that. Call after the patient row's update of this transaction, which holds its lock: an
+    outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
+    commit. Raises Stale when a clinician changed the superseded alarm meanwhile."""
+    threshold = policy.threshold
     if not any(alarming(s.risk, threshold) for s in scored):
+        return [None] * len(scored)  # every event of the policy needs a risk at or above the threshold
+    if known and conn.execute(_OUTCOME, {"b_id": patient_id}).scalar() is not None:
         return [None] * len(scored)
-    closed = known and conn.execute(_OUTCOME, {"b_id": patient_id}).scalar() is not None
-    current = conn.execute(_LATEST, {"b_id": patient_id}).first()
-    out: list[int | None] = []
-    for s in scored:
-        if not alarming(s.risk, threshold) or closed or blocks(current, s.ts):
+    row = conn.execute(_LATEST, {"b_id": patient_id}).first() if known else None
+    latest = None if row is None else LatestAlarm(row.id, row.state, row.raised_at, row.risk, row.acknowledged_at,
+                                                  row.snoozed_until)
+    since = []
+    if latest is not None and latest.state in ("open", "acknowledged") and scored:
+        since = [(r.ts, r.risk) for r in conn.execute(_SINCE, {"b_id": patient_id, "b_after": latest.raised_at,
+                                                               "b_before": scored[0].ts})]
+    kinds = policy_events(policy, latest, since, [(s.ts, s.risk) for s in scored])
+    active = latest.id if latest is not None and latest.state != "resolved" else None
+    active_state = latest.state if active is not None else None
+    out: list[Raised | None] = []
+    for s, kind in zip(scored, kinds):
+        if kind is None:
             out.append(None)
             continue
         alarm_id = conn.execute(insert(A).values(
             patient_id=patient_id, raised_at=s.ts, risk=s.risk, threshold=threshold, model_name=model,
-            model_version=model_version, state="open", contributions=s.contributions)).inserted_primary_key[0]
-        audit.record(conn, action="alarm_raised", actor=audit.SYSTEM, at=s.ts, patient_id=patient_id,
-                     alarm_id=alarm_id, details={"risk": s.risk, "threshold": threshold, "model": model,
-                                                 "model_version": model_version})
-        if current is not None and current.state == "snoozed":
-            # Its snooze ended: the new episode replaces it, explicitly, never before the new alarm.
+            model_version=model_version, state="open", contributions=s.contributions, kind=kind,
+            previous_alarm_id=active)).inserted_primary_key[0]
+        audit.record(conn, action="alarm_realerted" if is_realert(kind) else "alarm_raised", actor=audit.SYSTEM,
+                     at=s.ts, patient_id=patient_id, alarm_id=alarm_id,
+                     details={"risk": s.risk, "threshold": threshold, "model": model, "model_version": model_version,
+                              "kind": kind, "previous_alarm_id": active})
+        if active is not None:
+            # The new event replaces it, explicitly, never before the new alarm.
             at = max(s.ts, superseded_at(s.ts))
             note = f"superseded by alarm {alarm_id}"
-            if conn.execute(_SUPERSEDE, {"b_old": current.id, "b_now": at, "b_note": note}).rowcount != 1:
+            # in the state this decision read: a clinician's action meanwhile makes us start over
+            if conn.execute(_SUPERSEDE, {"b_old": active, "b_state": active_state, "b_now": at,
+                                         "b_note": note}).rowcount != 1:
                 raise Stale()
             audit.record(conn, action="alarm_superseded", actor=audit.SYSTEM, at=at, patient_id=patient_id,
-                         alarm_id=current.id, note=note, details={"superseded_by": alarm_id})
-        current = _Open()
-        out.append(alarm_id)
+                         alarm_id=active, note=note, details={"superseded_by": alarm_id})
+        active, active_state = alarm_id, "open"
+        out.append(Raised(alarm_id, kind))
     return out
 
 

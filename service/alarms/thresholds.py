@@ -4,7 +4,13 @@ The model ships its table (`models/<name>/<version>/operating_points.json`, read
 `models.operating_points.load_operating_points`). An admin chooses a point per unit (MICU, SICU,
 other) with `PUT /units/{unit}/operating-point`; the choice is a row of `unit_operating_points`,
 written with its audit event (action `threshold_change`) in one transaction. A unit without a row
-alarms at the model card's threshold. A patient whose unit was never recorded counts as `other`.
+alarms at the table's `default_point`, or the model card's threshold when the table names none (or
+the model ships no table). A patient whose unit was never recorded counts as `other`.
+
+Each unit's alarm policy (models.alarm_policy: the lockout after an acknowledgement, the relative
+rise, the tiers) is the table's `alarm_policy` at the unit's threshold. A model whose table
+measured none gets a 12 h lockout and no relative rise, the shape chosen on validation for
+sepsis-cfc 3 (docs/alarms.md): an acknowledgement never silences a patient for good.
 
 The threshold in force is resolved against the loaded model: a choice made on this model keeps its
 stored threshold; one made on another model (before an upgrade) takes the loaded model's point of
@@ -20,6 +26,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from models.alarm_policy import AlarmPolicy
 from models.operating_points import OperatingPoints, load_operating_points, risk_in_words
 from service import audit
 from service.errors import Conflict, Invalid
@@ -27,6 +34,7 @@ from service.inputs import unit_name
 from service.storage.tables import UnitOperatingPoint
 
 UNITS = ("MICU", "SICU", "other")
+UNMEASURED_LOCKOUT_HOURS = 12.0
 U = UnitOperatingPoint.__table__
 _READ = select(U)
 
@@ -46,6 +54,14 @@ class UnitThreshold:
     chosen_at: dt.datetime | None = None
     note: str | None = None
     chosen_on: str | None = None  # "<model> <version>" the choice was made on
+    policy: AlarmPolicy | None = None  # the unit's alarm policy at `threshold` (UnitPoints.policy)
+
+
+def policy_at(points: OperatingPoints | None, threshold: float) -> AlarmPolicy:
+    """The alarm policy of a unit alarming at `threshold`: the table's, else the lockout alone."""
+    if points is not None and points.alarm_policy is not None:
+        return points.alarm_policy.at(threshold)
+    return AlarmPolicy(threshold, rise_factor=None, lockout_hours=UNMEASURED_LOCKOUT_HOURS)
 
 
 class UnitPoints:
@@ -81,7 +97,16 @@ class UnitPoints:
         if threshold is None:
             return None  # chosen on another model, with no such point now: the card's threshold
         return UnitThreshold(row.unit, float(threshold), row.point_id, label, row.chosen_by, row.chosen_at, row.note,
-                             f"{row.model_name} {row.model_version}")
+                             f"{row.model_name} {row.model_version}", policy_at(points, float(threshold)))
+
+    @staticmethod
+    def _default(unit: str, model, points: OperatingPoints | None) -> UnitThreshold:
+        """A unit that chose nothing: the table's default point, else the model card's threshold."""
+        point = points.default() if points is not None else None
+        if point is None:
+            return UnitThreshold(unit, model.threshold, None, "the model card's threshold",
+                                 policy=policy_at(points, model.threshold))
+        return UnitThreshold(unit, point.threshold, point.id, point.label, policy=policy_at(points, point.threshold))
 
     def thresholds(self, conn: Connection, model=None) -> dict[str, UnitThreshold]:
         """Every unit's threshold in force (one read of the small table)."""
@@ -91,7 +116,7 @@ class UnitPoints:
         out = {}
         for unit in UNITS:
             chosen = self._resolve(rows.get(unit), model, points)
-            out[unit] = chosen or UnitThreshold(unit, model.threshold, None, "the model card's threshold")
+            out[unit] = chosen or self._default(unit, model, points)
         return out
 
     def words(self, risk: float | None, threshold: float, model=None) -> str | None:
@@ -131,7 +156,8 @@ class UnitPoints:
                      details={"model": model.name, "model_version": model.version,
                               "from": {"point_id": before.point_id, "threshold": before.threshold},
                               "to": {"point_id": point.id, "threshold": point.threshold}})
-        return UnitThreshold(unit, point.threshold, point.id, point.label, by, at, note, f"{model.name} {model.version}")
+        return UnitThreshold(unit, point.threshold, point.id, point.label, by, at, note, f"{model.name} {model.version}",
+                             policy_at(points, point.threshold))
 
     def in_force(self) -> dict[str, UnitThreshold]:
         """Every unit's threshold in force now (its own read)."""

@@ -15,8 +15,12 @@ UnitPath = Annotated[Literal["MICU", "SICU", "other"], Path(description="the uni
 
 
 def _choice(t: UnitThreshold) -> schemas.UnitChoice:
+    p = t.policy
     return schemas.UnitChoice(unit=t.unit, point_id=t.point_id, threshold=t.threshold, label=t.label,
-                              chosen_by=t.chosen_by, chosen_at=t.chosen_at, note=t.note, chosen_on=t.chosen_on)
+                              chosen_by=t.chosen_by, chosen_at=t.chosen_at, note=t.note, chosen_on=t.chosen_on,
+                              alarm_policy=None if p is None else schemas.AlarmPolicyOut(
+                                  threshold=p.threshold, lockout_hours=p.lockout_hours, rise_factor=p.rise_factor,
+                                  tiers=list(p.tiers), description=p.describe()))
 
 
 def _out(services, thresholds: dict[str, UnitThreshold]) -> schemas.OperatingPointsOut:
@@ -24,6 +28,7 @@ def _out(services, thresholds: dict[str, UnitThreshold]) -> schemas.OperatingPoi
     table = services.units.table(model)
     return schemas.OperatingPointsOut(
         model=model.name, model_version=model.version, card_threshold=model.threshold,
+        default_point=table.default_point if table is not None else None,
         table=table.model_dump(mode="json") if table is not None else None,
         units=[_choice(thresholds[u]) for u in UNITS])
 

@@ -4,10 +4,11 @@ silently, so a team can compare them on the ward's own outcomes before switching
 
 Each shadow keeps its own state per patient (`shadow_states`) and stores its risk for every
 observation (`shadow_scores`), in the transaction that stores the live observation: both are
-committed or neither. Its would-be alarms follow the live suppression rule (`service.alarms.rules.blocks`)
-on its own episodes, and none is raised once the patient's outcome is recorded; nobody acts on a
-shadow's alarm, so its episode stays open (it suppresses the shadow's further alarms) until then,
-just as an unacknowledged live alarm does. Nothing notifies: no /alarms row, no alarm metric.
+committed or neither. Its would-be alarms follow the live alarm policy (`service.alarms.rules.policy_events`,
+at the shadow card's threshold with its table's policy) on its own episodes, and none is raised once
+the patient's outcome is recorded. Nobody acts on a shadow's alarm, so it is what an unanswered live
+alarm is: it ends when the risk falls below the threshold and is sent again after the policy's
+lockout while the risk stays above. Nothing notifies: no /alarms row, no alarm metric.
 
 A failing shadow never fails the live answer: its work runs in a savepoint that is rolled back
 alone (the error is logged and counted in sepsis_shadow_failures_total). Its state then no longer
@@ -22,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -30,7 +30,10 @@ from prometheus_client import Counter
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
-from service.alarms.rules import alarming, blocks
+from models.alarm_policy import AlarmPolicy
+from models.operating_points import load_operating_points
+from service.alarms.rules import LatestAlarm, alarming, policy_events
+from service.alarms.thresholds import policy_at
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
 from service.scoring.inference import Model
@@ -41,7 +44,6 @@ from service.storage.tables import Observation, Patient, ShadowScore, ShadowStat
 
 log = logging.getLogger("service.lifecycle.shadows")
 P, O, SS, SC = Patient.__table__, Observation.__table__, ShadowState.__table__, ShadowScore.__table__
-_OPEN = SimpleNamespace(state="open", snoozed_until=None)  # a shadow's episode: open until the outcome
 
 
 def parse_shadow_models(text: str) -> list[tuple[str, str]]:
@@ -79,21 +81,28 @@ def _from_plan(p) -> _Patient:
                     np.array(p.elapsed, np.float32))
 
 
-def _alarms(risks, ts, threshold: float, alarm_at: dt.datetime | None, closed: bool):
-    """The would-be alarms of a run of scores: (flags, the episode's raise time afterwards)."""
-    flags = []
-    for risk, t in zip(risks, ts):
-        raise_ = alarming(risk, threshold) and not closed and not blocks(_OPEN if alarm_at else None, t)
-        if raise_:
-            alarm_at = t
-        flags.append(raise_)
-    return flags, alarm_at
+def _alarms(risks, ts, policy: AlarmPolicy, alarm_at: dt.datetime | None, closed: bool):
+    """The would-be alarms of a run of scores under the shadow's alarm policy (`rules.policy_events`)
+    with nobody acting: (flags, the raise time of the alarm still open afterwards, None when quiet).
+    Unanswered, an alarm stays open while the risk stays at or above the threshold, so the episode
+    is open exactly when the last risk is; it is sent again after the policy's lockout."""
+    steps = [(t, float(r)) for t, r in zip(ts, risks)]
+    if closed or not steps:
+        return [False] * len(steps), alarm_at
+    latest = None if alarm_at is None else LatestAlarm(0, "open", alarm_at, policy.threshold)
+    flags = [kind is not None for kind in policy_events(policy, latest, (), steps)]
+    if not alarming(steps[-1][1], policy.threshold):
+        return flags, None
+    raised = [t for t, f in zip(ts, flags) if f]
+    return flags, raised[-1] if raised else alarm_at
 
 
 class Shadows:
     def __init__(self, models: Sequence[Model], metrics: Metrics, engine: Engine):
         self.models = list(models)
         self.engine = engine
+        self.policies = {(m.name, m.version): policy_at(load_operating_points(m.runtime.model_dir), m.threshold)
+                         for m in self.models}
         r = metrics.registry
         self.failures = Counter("sepsis_shadow_failures_total", "Shadow model runs rolled back (the live answer stood)",
                                 ["model", "version"], registry=r)
@@ -143,7 +152,8 @@ class Shadows:
         risks, states = replay(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
         rows = []
         for i, p in enumerate(patients):
-            flags, alarm_at = _alarms(risks[i], p.ts, m.threshold, episodes[i], p.patient_id in closed)
+            flags, alarm_at = _alarms(risks[i], p.ts, self.policies[(m.name, m.version)], episodes[i],
+                                     p.patient_id in closed)
             rows += [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t, risk=float(r),
                           threshold=m.threshold, alarm=f) for t, r, f in zip(p.ts, risks[i], flags)]
             values = dict(state=state_to_bytes(states[i]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
@@ -169,7 +179,7 @@ class Shadows:
         ts = [o.ts for o in history]
         # The outcome's time against the history is not known: the history's would-be alarms are
         # counted as if it had not been recorded yet.
-        flags, alarm_at = _alarms(risks[0], ts, m.threshold, None, False)
+        flags, alarm_at = _alarms(risks[0], ts, self.policies[(m.name, m.version)], None, False)
         conn.execute(insert(SC), [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t,
                                        risk=float(r), threshold=m.threshold, alarm=f)
                                   for t, r, f in zip(ts, risks[0], flags)])
@@ -197,9 +207,15 @@ def _figures(scores: dict, cohort: set, outcomes: dict) -> dict:
     for pid, ts in cohort:
         lo_hi = spans.setdefault(pid, [ts, ts])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], ts), max(lo_hi[1], ts)
-    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0)
+    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0, lo)
                 for pid, (lo, hi) in sorted(spans.items())]
-    alarms = [AlarmFact(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
+    raised = [(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
+    # Nobody acts on a would-be alarm: it is open until the patient's next one replaces it, as an
+    # unanswered live alarm is until superseded.
+    alarms = []
+    for k, (pid, ts) in enumerate(raised):
+        later = raised[k + 1] if k + 1 < len(raised) else None
+        alarms.append(AlarmFact(pid, ts, closed_at=later[1] if later is not None and later[0] == pid else None))
     risks, labels = [], []
     for pid, ts in cohort:
         outcome, onset = outcomes.get(pid, (None, None))

@@ -18,9 +18,10 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from models.alarm_policy import AlarmPolicy
 from service import schemas
 from service.alarms import store as alarm_store
-from service.alarms.rules import alarming
+from service.alarms.rules import alarming, is_realert
 from service.alarms.thresholds import UnitPoints, unit_of
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
@@ -60,7 +61,9 @@ class Plan:
     risks: list[float] = field(default_factory=list)
     contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
     threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
+    policy: AlarmPolicy | None = None  # the unit's alarm policy at that threshold
     alarm_ids: list[int | None] = field(default_factory=list)  # one per new item, once stored
+    alarm_kinds: list[str | None] = field(default_factory=list)  # the raised alarm's kind (models.alarm_policy)
     admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
 
     def inputs(self) -> tuple:
@@ -161,8 +164,9 @@ class Ingestor:
         self.metrics.predictions.labels(model.name, model.version).inc(stored)
         if len(observations) - stored:
             self.metrics.duplicates.inc(len(observations) - stored)
-        if raised:
-            self.metrics.alarm_events.labels("raised").inc(raised)
+        for event, n in raised.items():
+            if n:
+                self.metrics.alarm_events.labels(event).inc(n)
         return [results[i] for i in range(len(observations))], runs, {pid: pid in admits for pid in admitting_ids}
 
     # -- read ----------------------------------------------------------------------------------
@@ -209,7 +213,8 @@ class Ingestor:
                     plan.new.append(it)
                 if plan.new:
                     self._prepare_inputs(plan)
-                    plan.threshold = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))].threshold
+                    chosen = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))]
+                    plan.threshold, plan.policy = chosen.threshold, chosen.policy
                 plans.append(plan)
             return plans, admits
 
@@ -307,9 +312,11 @@ class Ingestor:
 
     # -- write ---------------------------------------------------------------------------------
 
-    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting, admits: set[str]) -> int:
+    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting,
+               admits: set[str]) -> dict[str, int]:
         """One transaction: the admitted patients' rows, each patient's new state, observations and
-        alarms, the shadows' scores. Stale (start over) when another writer got there first."""
+        alarms, the shadows' scores; the alarms raised by metric event. Stale (start over) when another
+        writer got there first."""
         now = dt.datetime.now(UTC)
         try:
             with self.engine.begin() as s:
@@ -324,11 +331,13 @@ class Ingestor:
                     self.shadows.record(s, plans)
         except IntegrityError:
             raise Stale() from None
-        raised = 0
+        raised = {"raised": 0, "realerted": 0}  # the metric's event: a first alarm, or a re-alert/escalation
         for p in plans:
             if p.new:
                 results.update(self._results(p))
-                raised += sum(a is not None for a in p.alarm_ids)
+                for kind in p.alarm_kinds:
+                    if kind is not None:
+                        raised["realerted" if is_realert(kind) else "raised"] += 1
         for p in plans:
             for index, same in p.aliases:
                 results[index] = results[same].model_copy(update={"duplicate": True})
@@ -363,10 +372,12 @@ class Ingestor:
 
     def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime) -> None:
         m = self.model
-        p.alarm_ids = alarm_store.raise_alarms(
+        raised = alarm_store.raise_alarms(
             conn, p.patient_id, p.row is not None,
             [alarm_store.Scored(it.ts, p.risks[k], p.contributions[k]) for k, it in enumerate(p.new)],
-            p.threshold, m.name, m.version, lambda ts: self.clock.now(conn) if self.clock.simulated else now)
+            p.policy, m.name, m.version, lambda ts: self.clock.now(conn) if self.clock.simulated else now)
+        p.alarm_ids = [r and r.id for r in raised]
+        p.alarm_kinds = [r and r.kind for r in raised]
         conn.execute(_INSERT_OBS, [
             dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k], iculos=p.iculos[k],
                  risk=p.risks[k], threshold=p.threshold, contributions=p.contributions[k], model_name=m.name,
@@ -378,5 +389,6 @@ class Ingestor:
         m = self.model
         return {it.index: schemas.PredictResult(
             patient_id=p.patient_id, timestamp=it.ts, risk=p.risks[k], alarm=alarming(p.risks[k], p.threshold),
-            alarm_id=p.alarm_ids[k], threshold=p.threshold, contributions=p.contributions[k], model=m.name,
+            alarm_id=p.alarm_ids[k], alarm_kind=p.alarm_kinds[k], threshold=p.threshold,
+            contributions=p.contributions[k], model=m.name,
             model_version=m.version, elapsed_hours=p.elapsed[k], iculos=p.iculos[k]) for k, it in enumerate(p.new)}

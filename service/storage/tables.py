@@ -111,6 +111,10 @@ class Alarm(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(128))
     resolve_note: Mapped[str | None] = mapped_column(String(1000))
     contributions: Mapped[list | None] = mapped_column(JSON)  # the raising observation's
+    # The policy's event kind (models.alarm_policy.KINDS): "raised", or a re-alert / escalation
+    # that replaced `previous_alarm_id` (resolved as superseded by this one).
+    kind: Mapped[str] = mapped_column(String(40), default="raised", server_default="raised")
+    previous_alarm_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):

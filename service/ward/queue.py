@@ -74,7 +74,8 @@ class AlarmQueue:
             context = bedside([(o.ts, o.vitals) for o in rows], now)
             risk = a.last_risk
             cards.append(schemas.QueueCard(
-                alarm_id=a.id, state=a.state, raised_at=a.raised_at, open_minutes=minutes_between(now, a.raised_at),
+                alarm_id=a.id, state=a.state, kind=a.kind, previous_alarm_id=a.previous_alarm_id, raised_at=a.raised_at,
+                open_minutes=minutes_between(now, a.raised_at),
                 acknowledged_by=a.acknowledged_by, acknowledged_at=a.acknowledged_at, ack_reason=a.ack_reason,
                 snoozed_until=a.snoozed_until, patient_id=a.patient_id, unit=unit_name(a.unit1, a.unit2), bed=a.bed,
                 status=patient_status(a.outcome, a.discharged_at),

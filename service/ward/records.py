@@ -128,13 +128,13 @@ class Records:
 
     def stats(self, since: dt.datetime | None) -> dict:
         with self.engine.begin() as s:
-            aq = select(Alarm.patient_id, Alarm.raised_at)
+            aq = select(A.c.patient_id, A.c.raised_at, A.c.kind, A.c.acknowledged_at, A.c.snoozed_at, A.c.resolved_at)
             oq = select(Observation.patient_id, func.min(Observation.ts), func.max(Observation.ts)).group_by(Observation.patient_id)
             if since:
-                aq = aq.where(Alarm.raised_at >= since)
+                aq = aq.where(A.c.raised_at >= since)
                 oq = oq.where(Observation.ts >= since)
-            alarms = [AlarmFact(pid, ts) for pid, ts in s.execute(aq).all()]
-            spans = {pid: (lo, hi) for pid, lo, hi in s.execute(oq).all()}
+            alarms = [AlarmFact(a.patient_id, _utc(a.raised_at), a.kind, _closed(a)) for a in s.execute(aq).all()]
+            spans = {pid: (_utc(lo), _utc(hi)) for pid, lo, hi in s.execute(oq).all()}
             ids = set(spans) | {a.patient_id for a in alarms}
             outcomes = {}
             if ids:
@@ -144,10 +144,10 @@ class Records:
         patients = []
         for pid in sorted(ids):
             lo, hi = spans.get(pid, (None, None))
-            hours = (_utc(hi) - _utc(lo)).total_seconds() / 3600.0 + 1.0 if lo is not None else 0.0
+            hours = (hi - lo).total_seconds() / 3600.0 + 1.0 if lo is not None else 0.0
             outcome, onset = outcomes.get(pid, (None, None))
-            patients.append(PatientFact(pid, outcome, onset, hours))
-        return {"since": since, **alarm_stats([AlarmFact(a.patient_id, _utc(a.raised_at)) for a in alarms], patients)}
+            patients.append(PatientFact(pid, outcome, onset, hours, lo))
+        return {"since": since, **alarm_stats(alarms, patients)}
 
     def verdict_counts(self) -> dict[str, int]:
         with self.engine.begin() as s:
@@ -157,6 +157,12 @@ class Records:
         for raised, outcome, onset in rows:
             counts[verdict(_utc(raised), outcome, _utc(onset))] += 1
         return counts
+
+
+def _closed(alarm) -> dt.datetime | None:
+    """When a stored alarm stopped being open: its first acknowledgement, snooze or resolution."""
+    times = [_utc(t) for t in (alarm.acknowledged_at, alarm.snoozed_at, alarm.resolved_at) if t is not None]
+    return min(times, default=None)
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:

@@ -77,7 +77,7 @@ def test_stats_after_outcomes(aclient):
     c = aclient
     # septic patient: alarm at hour 0, onset at hour 8 -> true alarm, lead time 8 h
     post(c, "t1", 0)
-    post(c, "t1", 23)
+    post(c, "t1", 11)  # still inside the 12 h lockout: the unanswered alarm is not sent again
     # septic patient alarmed 20 h before onset -> false (too early)
     post(c, "t2", 0)
     # discharged without sepsis -> its alarm is false; n1 had no alarm... it always alarms, so use two stays
@@ -92,12 +92,18 @@ def test_stats_after_outcomes(aclient):
     assert r.status_code == 409  # a recorded outcome cannot be silently rewritten
     s = c.get("/stats", headers=hdr("viewer")).json()
     assert s["alarms"] == 4 and s["patients"] == 4
-    assert s["patient_days"] == pytest.approx((24 + 1 + 12 + 1) / 24)
-    assert s["alarms_per_patient_day"] == pytest.approx(4 / ((24 + 1 + 12 + 1) / 24))
+    assert s["patient_days"] == pytest.approx((12 + 1 + 12 + 1) / 24)
+    assert s["alarms_per_patient_day"] == pytest.approx(4 / ((12 + 1 + 12 + 1) / 24))
     assert (s["true_alarms"], s["false_alarms"], s["alarms_with_outcome"]) == (1, 2, 3)
     assert s["positive_predictive_value"] == pytest.approx(1 / 3)
     assert s["false_positive_rate"] == 1.0  # the one non-septic patient was alarmed
-    assert s["median_lead_time_hours"] == pytest.approx(8.0)
+    # caught in time (models.alarm_figures): t1 by its alarm inside the window, 8 h before onset; t2
+    # by its alarm of hour 0, nobody having acted on it by the window's start (hour 8): 20 h
+    assert s["septic_patients_alarmed_in_time"] == 2 and s["caught_in_window"] == 1.0
+    assert s["median_lead_time_hours"] == pytest.approx(14.0)
+    assert s["alarmed_before_onset"] == 1.0 and s["median_lead_time_before_onset_hours"] == pytest.approx(14.0)
+    assert s["ppv_per_stay"] == pytest.approx(2 / 3)  # t1, t2 septic; n1 not; u1 has no outcome
+    assert s["alarms_by_kind"]["raised"] == 4 and sum(s["alarms_by_kind"].values()) == 4
     verdicts = {a["patient_id"]: a["verdict"] for a in c.get("/alarms", headers=hdr("viewer")).json()}
     assert verdicts == {"t1": "true", "t2": "false", "n1": "false", "u1": "unknown"}
     later = c.get("/stats", params={"since": iso(T0 + dt.timedelta(hours=1))}, headers=hdr("viewer")).json()

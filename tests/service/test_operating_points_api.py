@@ -57,9 +57,14 @@ def test_table_and_default_choices(oc):
     assert [(p["id"], p["threshold"]) for p in body["table"]["points"]] == \
         [("utility_optimum", CARD), (HIGH, 0.575), ("sensitivity_0.8", 0.075)]
     assert body["table"]["risk_bands"][0]["low"] == 0.0 and "validation" in body["table"]["points"][0]
+    # the fixture's table names no default_point and measured no alarm policy: the card's threshold,
+    # with the 12 h lockout alone
+    unmeasured = {"threshold": CARD, "lockout_hours": 12.0, "rise_factor": None, "tiers": []}
     assert units_of(body) == {u: {"unit": u, "point_id": None, "threshold": CARD, "label": "the model card's threshold",
-                                  "chosen_by": None, "chosen_at": None, "note": None, "chosen_on": None}
+                                  "chosen_by": None, "chosen_at": None, "note": None, "chosen_on": None,
+                                  "alarm_policy": {**unmeasured, "description": units_of(body)[u]["alarm_policy"]["description"]}}
                               for u in ("MICU", "SICU", "other")}
+    assert body["default_point"] is None
 
 
 def test_a_units_choice_is_audited_and_decides_which_observations_raise(oc, op_root):

@@ -91,10 +91,13 @@ def test_card_contents(qclient, models_root):
     assert now == T0 + dt.timedelta(hours=13) and q["clock"] == "simulated"  # the latest observation stored
     alarm = c.get("/alarms", params={"patient_id": "k1"}, headers=hdr("viewer")).json()[0]
     detail = c.get("/patients/k1", headers=hdr("viewer")).json()
-    assert card["alarm_id"] == alarm["id"] == results[0]["alarm_id"] and card["state"] == "open"
+    # nobody answered the alarm of hour 0: 12 h later (the lockout) it was sent again, superseding it
+    resent = results[12]
+    assert card["alarm_id"] == alarm["id"] == resent["alarm_id"] and card["state"] == "open"
+    assert (card["kind"], card["previous_alarm_id"]) == ("re-alert: lockout ended", results[0]["alarm_id"])
     assert (card["unit"], card["bed"], card["status"]) == ("MICU", "B12", "monitoring")
-    assert t(card["raised_at"]) == T0 and card["open_minutes"] == pytest.approx(13 * 60)
-    assert card["risk_at_raise"] == results[0]["risk"]
+    assert t(card["raised_at"]) == T0 + dt.timedelta(hours=12) and card["open_minutes"] == pytest.approx(60)
+    assert card["risk_at_raise"] == resent["risk"]
     assert card["risk"] == results[-1]["risk"] and t(card["risk_at"]) == T0 + dt.timedelta(hours=13)
     assert [(t(p["timestamp"]), p["risk"]) for p in card["trend"]] == \
         [(t(e["timestamp"]), e["risk"]) for e in detail["timeline"][-12:]]
@@ -102,7 +105,7 @@ def test_card_contents(qclient, models_root):
     points = load_operating_points(models_root / "always" / "1")
     assert card["risk_in_words"] == risk_in_words(points, card["risk"], 0.0)
     # the contributions behind the alarm (its raising observation's) and behind the latest risk
-    assert card["contributions"] and card["contributions"] == alarm["contributions"] == results[0]["contributions"]
+    assert card["contributions"] and card["contributions"] == alarm["contributions"] == resent["contributions"]
     assert card["latest_contributions"] == results[-1]["contributions"]
     # latest values with their age, and the bedside scores, from the same observations at now
     want = bedside_context([(T0 + dt.timedelta(hours=h), v) for h, v in rows], now)
