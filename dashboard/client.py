@@ -82,6 +82,8 @@ class Alarm:
     snoozed_at: dt.datetime | None = None
     contributions: list[Contribution] = field(default_factory=list)
     history: list[AuditEvent] = field(default_factory=list)
+    kind: str = "raised"  # "raised", or the policy's re-alert / escalation (models/alarm_policy.py)
+    previous_alarm_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ class QueueCard:
     acknowledged_at: dt.datetime | None = None
     ack_reason: str | None = None
     snoozed_until: dt.datetime | None = None
+    kind: str = "raised"
+    previous_alarm_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,8 @@ def _alarm(d: dict) -> Alarm:
                  resolved_at=_ts(d.get("resolved_at")), resolved_by=d.get("resolved_by"),
                  resolve_note=d.get("resolve_note"), snoozed_by=d.get("snoozed_by"),
                  snoozed_at=_ts(d.get("snoozed_at")), contributions=_contributions(d.get("contributions")),
-                 history=[_audit_event(e) for e in d.get("history") or []])
+                 history=[_audit_event(e) for e in d.get("history") or []], kind=d.get("kind") or "raised",
+                 previous_alarm_id=d.get("previous_alarm_id"))
 
 
 def _detail(d: dict) -> PatientDetail:
@@ -332,7 +337,8 @@ def _card(d: dict) -> QueueCard:
                      latest_contributions=_contributions(d.get("latest_contributions")), latest=latest_values(d.get("latest")),
                      bedside=d.get("bedside"), acknowledged_by=d.get("acknowledged_by"),
                      acknowledged_at=_ts(d.get("acknowledged_at")), ack_reason=d.get("ack_reason"),
-                     snoozed_until=_ts(d.get("snoozed_until")))
+                     snoozed_until=_ts(d.get("snoozed_until")), kind=d.get("kind") or "raised",
+                     previous_alarm_id=d.get("previous_alarm_id"))
 
 
 def _queue(d: dict) -> AlarmQueue:

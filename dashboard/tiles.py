@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from html import escape
 
-from dashboard.transforms import TileLook, WardRow, against_threshold, fmt_age, risk_axis_top
+from dashboard.transforms import TileLook, WardRow, against_threshold, alarm_kind_words, fmt_age, risk_axis_top
 
 # Unmissable: a saturated red tile with a pulsing border for an open alarm; amber when someone
 # has it in hand (acknowledged / snoozed); otherwise a coloured left edge for the risk against the
@@ -28,6 +28,7 @@ CSS = """
 .tile.alarm-held{background:#fff4d6;border-color:#e0a000}
 .tile.no-data{border:3px dashed #37474f}
 .tile .badge.nodata{background:#37474f;color:#fff}
+.tile .badge.realert{background:#4a148c;color:#fff;margin-left:4px}
 .tile.alarm-held .badge{background:#e0a000;color:#1b2733}
 .tile.risk-high{border-left:8px solid #c62828}
 .tile.risk-mid{border-left:8px solid #f9a825}
@@ -101,6 +102,9 @@ def tile_html(row: WardRow, trend: list[tuple[dt.datetime, float]], threshold: f
     if look.css in ("alarm-open", "alarm-old"):
         what = "SNOOZE OVER" if row.alarm_state == "snoozed" else "OPEN"
         badge = f'<div class="badge">ALARM &middot; {what}</div>'
+        again = alarm_kind_words(row.alarm_kind)
+        if again:  # a re-alert looks different from a first alarm: it says why it came back
+            badge += f'<div class="badge realert">{escape(again)}</div>'
     elif row.alarm_state == "snoozed" and row.snoozed_until is not None:
         badge = f'<div class="badge">snoozed until {row.snoozed_until:%d %b %H:%M}</div>'
     elif row.alarm_state:

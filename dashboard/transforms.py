@@ -38,6 +38,7 @@ class WardRow:
     bed: str | None = None
     no_data: bool = False          # nothing measured for longer than the unit's limit (config.NO_DATA_HOURS)
     alarm_old: bool = False        # the active alarm was raised longer ago than config.ALARM_OLD_HOURS
+    alarm_kind: str = "raised"     # "raised", or a re-alert / escalation of an earlier alarm
 
 
 def ward_clock(patients: list[PatientSummary], now: dt.datetime) -> dt.datetime:
@@ -79,7 +80,8 @@ def ward_rows(patients: list[PatientSummary], active_alarms: list[Alarm], clock:
                             snoozed_until=a.snoozed_until if a else None, status=p.status, unit=p.unit,
                             alarm_age_hours=age, bed=p.bed,
                             no_data=quiet is not None and quiet > no_data_after(p.unit),
-                            alarm_old=age is not None and age > alarm_old_hours))
+                            alarm_old=age is not None and age > alarm_old_hours,
+                            alarm_kind=a.kind if a else "raised"))
     return ward_order(rows, clock)
 
 
@@ -570,3 +572,12 @@ def details_text(details: dict | None) -> str | None:
     if not details:
         return None
     return ", ".join(f"{k.replace('_', ' ')} {fmt_detail(k, v)}" for k, v in details.items() if v is not None) or None
+
+
+def alarm_kind_words(kind: str | None) -> str | None:
+    """What sets a re-alert apart from a first alarm, in the ward's words ('RE-ALERT: lockout
+    ended'); None for a first alarm. The kinds are models/alarm_policy.py's."""
+    if not kind or kind == "raised":
+        return None
+    head, _, why = kind.partition(":")
+    return f"{head.strip().upper()}: {why.strip()}" if why else head.strip().upper()

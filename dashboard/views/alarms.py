@@ -90,6 +90,10 @@ def card(c, k, now, can_act: bool) -> None:
     label = {"open": ":red-background[:red[**OPEN**]]",
              "snoozed": ":red[**snooze over**]" if expired else ":orange[**snoozed**]",
              "acknowledged": ":orange[**acknowledged**]"}[k.state]
+    again = transforms.alarm_kind_words(k.kind)
+    if again:  # a re-alert says why it came back, and which alarm it follows
+        label += f" · :violet-background[**{again}**]" + (f" (after alarm #{k.previous_alarm_id})"
+                                                           if k.previous_alarm_id else "")
     where = " · ".join(x for x in (f"bed {k.bed}" if k.bed else None, k.unit or "unit not recorded") if x)
     since = transforms.hours_since_measured(k.latest)
     quiet = since is None or since > s.no_data_after(k.unit)

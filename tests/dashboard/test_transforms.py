@@ -1,6 +1,8 @@
 """The pure transforms behind the pages: ward order and clock, gaps in vitals, lead times, burden."""
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import datetime as dt
 
@@ -148,7 +150,12 @@ def test_tile_marks_an_open_alarm_and_escapes_ids():
     assert "<polyline" in svg and "stroke-dasharray" in svg  # the trend and the threshold line
     calm_row = transforms.ward_rows([patient("y", 0.1, T0)], [], T0)[0]
     calm = tiles.tile_html(calm_row, [], 0.5, transforms.tile_look(calm_row, 0.5, T0), unit=None)
-    assert 'class="tile risk-low"' in calm and "ALARM" not in calm
+    assert 'class="tile risk-low"' in calm and "ALARM" not in calm and "RE-ALERT" not in html
+    # a re-alert looks different from a first alarm: its own badge says why it came back
+    again = dataclasses.replace(alarm(2, "x<1>", T0), kind="re-alert: lockout ended", previous_alarm_id=1)
+    row = transforms.ward_rows([patient("x<1>", 0.73, T0)], [again], clock=T0 + H)[0]
+    html = tiles.tile_html(row, [], 0.5, transforms.tile_look(row, 0.5, T0 + H), unit=None)
+    assert 'class="badge realert">RE-ALERT: lockout ended<' in html
 
 
 def test_risk_axis_leaves_room_above_the_risks_and_the_threshold():
@@ -335,3 +342,9 @@ def test_no_data_limits_per_unit_from_the_environment(monkeypatch):
     monkeypatch.setenv("SEPSIS_DASHBOARD_NO_DATA_H_BY_UNIT", "MICU")
     with pytest.raises(ValueError, match="'MICU' is not UNIT=HOURS"):
         DashboardSettings.from_env()
+
+
+def test_a_re_alert_says_why_it_came_back_and_a_first_alarm_says_nothing_more():
+    assert transforms.alarm_kind_words("raised") is None and transforms.alarm_kind_words(None) is None
+    assert transforms.alarm_kind_words("re-alert: lockout ended") == "RE-ALERT: lockout ended"
+    assert transforms.alarm_kind_words("escalation: next tier") == "ESCALATION: next tier"
