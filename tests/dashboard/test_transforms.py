@@ -1,9 +1,8 @@
 """The pure transforms behind the pages: ward order and clock, gaps in vitals, lead times, burden."""
 from __future__ import annotations
 
-import dataclasses
-
 import base64
+import dataclasses
 import datetime as dt
 
 import pytest
