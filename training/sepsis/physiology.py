@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from models.contract import INDEX
+from models.reference import REFERENCES
 
 
 @dataclass(frozen=True)
@@ -33,23 +34,15 @@ class Direction:
     highest: float
 
 
-# Reference values: adult normal ranges and the Sepsis-3 / SOFA / SIRS thresholds; lactate, platelets
-# and pH at the values of the plausibility check the shipped models are held to.
-DIRECTIONS: tuple[Direction, ...] = (
-    Direction("HR", 80.0, 130.0, 30.0, 200.0),
-    Direction("Resp", 16.0, 32.0, 4.0, 50.0),
-    Direction("Temp", 37.0, 39.5, 34.0, 41.5),
-    Direction("SBP", 120.0, 80.0, 50.0, 200.0),
-    Direction("MAP", 85.0, 55.0, 35.0, 140.0),
-    Direction("O2Sat", 98.0, 85.0, 70.0, 100.0),
-    Direction("Creatinine", 0.9, 3.5, 0.3, 8.0),
-    Direction("WBC", 8.0, 22.0, 1.0, 40.0),
-    Direction("Lactate", 1.0, 6.0, 0.4, 12.0),
-    Direction("Platelets", 250.0, 60.0, 10.0, 500.0),
-    Direction("pH", 7.40, 7.15, 6.95, 7.55),
-    Direction("Bilirubin_total", 0.7, 5.0, 0.2, 12.0),
-    Direction("HCO3", 24.0, 14.0, 8.0, 35.0),
-)
+# How far training may move each variable (past its abnormal value, inside physiology). The normal
+# and abnormal values themselves are the one documented table, models/reference_values.csv, which
+# the exported model's plausibility check (training/sepsis/plausibility.py) reads too.
+_BOUNDS = {"HR": (30.0, 200.0), "Resp": (4.0, 50.0), "Temp": (34.0, 41.5), "SBP": (50.0, 200.0),
+           "MAP": (35.0, 140.0), "O2Sat": (70.0, 100.0), "Creatinine": (0.3, 8.0), "WBC": (1.0, 40.0),
+           "Lactate": (0.4, 12.0), "Platelets": (10.0, 500.0), "pH": (6.95, 7.55),
+           "Bilirubin_total": (0.2, 12.0), "HCO3": (8.0, 35.0)}
+DIRECTIONS: tuple[Direction, ...] = tuple(
+    Direction(name, REFERENCES[name].normal, REFERENCES[name].abnormal, *bounds) for name, bounds in _BOUNDS.items())
 
 
 def _tables(device) -> tuple[torch.Tensor, ...]:
