@@ -208,6 +208,7 @@ def metadata(request: Request):
 
 
 @router.get("/RiskAssessment", response_class=FhirResponse, dependencies=[Viewer], openapi_extra=_parameters("RiskAssessment"),
+            operation_id="risk_assessments_fhir_RiskAssessment_get",  # as published before: generated clients keep working
             responses={**_ok("a searchset Bundle of RiskAssessment, one per scored observation, in time order, "
                              "one page of them (Bundle.total counts all; Bundle.link next and previous page)"),
                        **_read_errors(400, 401, 403, 422)})
@@ -222,6 +223,7 @@ def search_risk_assessments(request: Request, services: ServicesDep):
 
 
 @router.get("/Flag", response_class=FhirResponse, dependencies=[Viewer], openapi_extra=_parameters("Flag"),
+            operation_id="flags_fhir_Flag_get",  # as published before
             responses={**_ok("a searchset Bundle of Flag: the alarms, newest first, one page of them"),
                        **_read_errors(400, 401, 403, 422)})
 def search_flags(request: Request, services: ServicesDep):
