@@ -12,8 +12,9 @@ for 60 data minutes. The ward is at http://127.0.0.1:8501/ward. Files (database,
 runs/demo/ward/ (git-ignored; `make clean` removes it).
 
 The children run in their own process groups, so Ctrl-C reaches this script alone, which stops
-them once and together: a terminal's Ctrl-C would otherwise reach them too and this script's own
-stop would be a second signal, which uvicorn takes as "exit now" (cancelling its shutdown).
+them once and together (SIGTERM): a terminal's Ctrl-C would otherwise reach them too and this
+script's own stop would be a second signal, which uvicorn takes as "exit now" (cancelling its
+shutdown).
 """
 from __future__ import annotations
 
@@ -136,25 +137,27 @@ def on_ward(url: str, key: str) -> bool:
 
 
 def stop_all(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
-    """One SIGINT to each child at once (they stop in parallel), then wait for all under one
+    """One SIGTERM to each child at once (they stop in parallel), then wait for all under one
     deadline; whatever is still running after it is killed."""
+    # Already stopping: a second Ctrl-C, or the SIGTERM make passes on, must not cut this short and
+    # leave the children (each in its own process group) running; the deadline bounds the wait.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     running = [p for p in procs if p.poll() is None]
     if not running:
         return
     print("stopping the replay, the dashboard and the service ...", flush=True)
     began = time.monotonic()
     for proc in running:
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: uvicorn and Streamlit shut down in order on either, and a child
+        # started with SIGINT ignored (a demo launched in the background inherits that) still stops
+        proc.send_signal(signal.SIGTERM)
     deadline = began + grace_s
-    try:
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"warning: {' '.join(proc.args[1:3])} did not stop within {grace_s:g} s: killed", file=sys.stderr)
-                proc.kill()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting (the children are in their own process groups)
-        for proc in running:
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"warning: {' '.join(proc.args[1:3])} did not stop within {grace_s:g} s: killed", file=sys.stderr)
             proc.kill()
     for proc in running:
         proc.wait()
