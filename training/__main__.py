@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     if task not in TASKS:
         print(f"error: unknown task {task!r}; choose one of {', '.join(TASKS)}", file=sys.stderr)
         return 2
-    cli = importlib.import_module(f"training.{task}.cli")
+    module = f"training.{task}.cli"
+    if module not in sys.modules:  # importing PyTorch takes seconds: say so before the first line of work
+        print(f"python -m training {task}: loading PyTorch and the {task} code ...", file=sys.stderr, flush=True)
+    cli = importlib.import_module(module)
     return int(cli.main(rest) or 0)
 
 
