@@ -8,10 +8,10 @@ the last values forward.
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 import numpy as np
 
+from models.grid import hour_of
 from service.ranges import DEMOGRAPHICS, FEATURES, INDEX
 
 DEMOGRAPHIC_FIELDS = {"Age": "age", "Gender": "gender", "Unit1": "unit1", "Unit2": "unit2",
@@ -29,7 +29,8 @@ def unit_name(unit1: float | None, unit2: float | None) -> str | None:
 
 
 def iculos(ts: dt.datetime, icu_admit: dt.datetime) -> float:
-    return float(math.floor((ts - icu_admit).total_seconds() / 3600.0) + 1)
+    """The ICULOS fed to the model: the contract's hour of the stay (models/grid.py), as a float."""
+    return float(hour_of(ts, icu_admit))
 
 
 def elapsed_hours(ts: dt.datetime, previous: dt.datetime | None) -> float:
