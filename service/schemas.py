@@ -93,6 +93,9 @@ PatientId = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 VariableName = Annotated[str, StringConstraints(max_length=32)]
 
 
+SourceId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,6 +111,15 @@ class Observation(_In):
         json_schema_extra={"additionalProperties": False, "properties": {
             name: {"type": "number", **({"enum": [0, 1]} if name in BINARY else {"minimum": lim.low, "maximum": lim.high}),
                    "description": lim.unit} for name, lim in LIMITS.items() if name not in DERIVED}})
+
+    status: Literal["final", "preliminary", "amended", "corrected", "entered-in-error"] = Field(
+        "final", description="the values' status, as FHIR Observation.status names it (models/grid.py): final and "
+                             "preliminary chart a value; amended or corrected replace the value of the same source "
+                             "(source_id, else the same variable and timestamp); entered-in-error removes it for good")
+    source_id: SourceId | None = Field(
+        None, description="the sender's identifier of this message (a FHIR Observation id, a lab accession): each "
+                          "value is known by it and its variable, so a later message with the same source_id amends "
+                          "or removes it. Without it a value is known by its variable and timestamp.")
 
     @field_validator("vitals")
     @classmethod
