@@ -28,7 +28,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from models.contract import CLINICAL, STEP
+from models.contract import CLINICAL, DEMOGRAPHICS, STEP
 
 PRELIMINARY = "preliminary"
 FINAL = "final"
@@ -83,23 +83,34 @@ class Charted:
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r} carries no value the model uses; "
                              f"accepted: {', '.join(sorted(STATUSES))}")
-        if self.variable not in CLINICAL:
-            raise ValueError(f"{self.variable!r} is not one of the model's vital signs or labs")
+        if self.variable not in CLINICAL and self.variable not in DEMOGRAPHICS:
+            raise ValueError(f"{self.variable!r} is not one of the model's vital signs, labs or demographics")
+
+
+class Standing:
+    """The standing message of each key as messages are applied in arrival order (the rules above);
+    anything with `key` and `status` applies."""
+
+    def __init__(self):
+        self.values: dict[str, object] = {}
+        self.removed: set[str] = set()
+
+    def apply(self, m) -> None:
+        if m.key in self.removed:
+            return
+        if m.status == ENTERED_IN_ERROR:
+            self.removed.add(m.key)
+            self.values.pop(m.key, None)
+        elif m.status in AMENDING or m.key not in self.values or self.values[m.key].status == PRELIMINARY:
+            self.values[m.key] = m
 
 
 def current(messages: Iterable[Charted]) -> dict[str, Charted]:
     """Each key's standing message after `messages` (in arrival order); removed keys are absent."""
-    standing: dict[str, Charted] = {}
-    removed: set[str] = set()
+    standing = Standing()
     for m in messages:
-        if m.key in removed:
-            continue
-        if m.status == ENTERED_IN_ERROR:
-            removed.add(m.key)
-            standing.pop(m.key, None)
-        elif m.status in AMENDING or m.key not in standing or standing[m.key].status == PRELIMINARY:
-            standing[m.key] = m
-    return standing
+        standing.apply(m)
+    return standing.values
 
 
 def hourly(messages: Iterable[Charted], icu_admit: dt.datetime) -> dict[tuple[int, str], float]:

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(30.0, gt=0)
     # Observation, admission and outcome times further ahead of the service's clock are a 422.
     future_margin_hours: float = Field(1.0, ge=0)
+    # A late or amended value rewinds the patient to the hour it belongs to and re-steps every later
+    # hour (service/scoring/ingest.py); one for an hour further back than this behind the patient's
+    # latest hour is a 409 that names the window.
+    revision_window_hours: int = Field(72, ge=1)
+    # Hours between values are stepped empty, as the training rows are; a value further than this
+    # after the patient's latest hour is a 409 (a clock set days ahead would otherwise step them all).
+    max_gap_hours: int = Field(168, ge=1)
     # The clock that stamps actions (service/clock.py): "wall", or "simulated" = the feed's time
     # (the latest observation stored), for a replay faster than real time.
     clock: Literal["wall", "simulated"] = "wall"

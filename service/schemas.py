@@ -180,11 +180,21 @@ class PredictResult(BaseModel):
     threshold: float
     model: str
     model_version: str
-    elapsed_hours: float = Field(description="hours since the patient's previous observation (0 for the first)")
-    iculos: float = Field(description="ICU length of stay fed to the model: floor(hours since ICU admission) + 1")
+    elapsed_hours: float = Field(description="hours since the previous hourly step: 0 for the stay's first hour, else 1")
+    iculos: float = Field(description="the hour of the stay this observation was filed in (the model's step): "
+                                      "floor(hours since ICU admission) + 1")
     duplicate: bool = Field(False, description="true when this exact observation was already stored; "
                                                "the stored result is returned and nothing changes")
     contributions: list[Contribution] | None = Field(None, description=CONTRIBUTIONS_DOC)
+    hour_start: dt.datetime | None = Field(None, description="the start of the hour this observation was filed in: "
+                                                             "the hourly row's (and its FHIR RiskAssessment's) time")
+    latest_iculos: int | None = Field(None, description="the patient's latest hour of the stay after this request "
+                                                        "(a late value's own hour is earlier)")
+    latest_risk: float | None = Field(None, description="the risk of that latest hour, as revised by this request")
+    revised_hours: list[int] = Field(default_factory=list, description=(
+        "stored hours (ICULOS) whose risk this request changed: the values' own hour when it had been stepped, and "
+        "every later hour a late or amended value re-stepped (GET /patients/{id}/observations shows each hour's "
+        "first and revised risk)"))
 
 
 # The most rows a batch may ever carry; a deployment's cap (Settings.max_batch_rows) is at most this.
@@ -279,6 +289,8 @@ class AlarmOut(BaseModel):
     kind: str = Field("raised", description=KIND_DOC)
     previous_alarm_id: int | None = Field(None, description="the active alarm this one superseded (a re-alert's "
                                                             "acknowledged or unanswered alarm); null if none")
+    late_result: bool = Field(False, description="raised when a late or amended value revised an earlier hour "
+                                                 "(the risk crossed on a result that arrived after later values)")
 
 
 class TimelineEntry(BaseModel):
@@ -292,6 +304,11 @@ class TimelineEntry(BaseModel):
     model: str
     model_version: str
     contributions: list[Contribution] | None = Field(None, description=CONTRIBUTIONS_DOC)
+    first_risk: float | None = Field(None, description="the hour's risk as first shown; `risk` is as last revised")
+    revisions: int = Field(0, description="how many times a later value changed this hour's risk")
+    revised_at: dt.datetime | None = Field(None, description="when it last changed")
+    revised_by: int | None = Field(None, description="the message (GET /patients/{id}/messages) whose filing last "
+                                                     "changed it: a late, amended or same-hour value")
 
 
 class PatientSummary(BaseModel):
@@ -511,6 +528,7 @@ class QueueCard(BaseModel):
     state: Literal["open", "acknowledged", "snoozed"]
     kind: str = Field("raised", description=KIND_DOC)
     previous_alarm_id: int | None = None
+    late_result: bool = Field(False, description="raised by a late or amended value for an earlier hour")
     raised_at: dt.datetime
     open_minutes: float = Field(description="minutes from raised_at to the service clock's now")
     acknowledged_by: str | None = None

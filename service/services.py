@@ -52,7 +52,8 @@ class Services:
                                 for name, version in parse_shadow_models(settings.shadow_models)], self.metrics,
                                self.engine)
         self.ingestor = Ingestor(self.engine, self.active, self.units, self.metrics, self.clock, margin,
-                                 explain=settings.explain, shadows=self.shadows if self.shadows.models else None)
+                                 explain=settings.explain, shadows=self.shadows if self.shadows.models else None,
+                                 revision_window=settings.revision_window_hours, max_gap=settings.max_gap_hours)
         self.admissions = Admissions(self.engine, self.active.locks, margin)
         self.outcomes = Outcomes(self.engine, self.clock, margin)
         self.corrections = Corrections(self.engine, self.active, self.clock)

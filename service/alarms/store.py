@@ -50,14 +50,17 @@ class Raised:
 
 
 def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], policy: AlarmPolicy, model: str,
-                 model_version: str, superseded_at: Callable[[dt.datetime], dt.datetime]) -> list[Raised | None]:
+                 model_version: str, superseded_at: Callable[[dt.datetime], dt.datetime],
+                 late_result: bool = False) -> list[Raised | None]:
     """The alarm raised at each scored row (None where none was): the events the unit's policy sends
     (`rules.policy_events`: raised, or a re-alert or escalation of the newest alarm), none once the
     patient's outcome is recorded (the alarm's question is answered). A new alarm supersedes
     (resolves) the patient's active one, which it names as `previous_alarm_id`; `superseded_at(ts)`
     stamps that. Call after the patient row's update of this transaction, which holds its lock: an
     outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
-    commit. Raises Stale when a clinician changed the superseded alarm meanwhile."""
+    commit. Raises Stale when a clinician changed the superseded alarm meanwhile. `late_result`:
+    the scores were revised by a value for an earlier hour (a late or amended result), which the
+    alarm and its audit row say."""
     threshold = policy.threshold
     if not any(alarming(s.risk, threshold) for s in scored):
         return [None] * len(scored)  # every event of the policy needs a risk at or above the threshold
@@ -81,11 +84,11 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
         alarm_id = conn.execute(insert(A).values(
             patient_id=patient_id, raised_at=s.ts, risk=s.risk, threshold=threshold, model_name=model,
             model_version=model_version, state="open", contributions=s.contributions, kind=kind,
-            previous_alarm_id=active)).inserted_primary_key[0]
+            previous_alarm_id=active, late_result=late_result)).inserted_primary_key[0]
         audit.record(conn, action="alarm_realerted" if is_realert(kind) else "alarm_raised", actor=audit.SYSTEM,
                      at=s.ts, patient_id=patient_id, alarm_id=alarm_id,
                      details={"risk": s.risk, "threshold": threshold, "model": model, "model_version": model_version,
-                              "kind": kind, "previous_alarm_id": active})
+                              "kind": kind, "previous_alarm_id": active, "late_result": late_result})
         if active is not None:
             # The new event replaces it, explicitly, never before the new alarm.
             at = max(s.ts, superseded_at(s.ts))

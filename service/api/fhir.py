@@ -86,7 +86,7 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
             response = {"status": "201 Created" if created.get(key) else "200 OK", "location": f"Patient/{key}"}
         elif what == "Observation":
             r = results[key]
-            rid = resources.observation_id(r.patient_id, r.timestamp)
+            rid = resources.observation_id(r.patient_id, r.hour_start)
             alarm = f", alarm {r.alarm_id} raised" if r.alarm_id is not None else ""
             response = {"status": "200 OK" if r.duplicate else "201 Created", "location": f"Observation/{rid}",
                         "outcome": {"resourceType": "OperationOutcome", "issue": [{
@@ -109,8 +109,10 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
                               "RiskAssessment id"), **_POST_ERRORS})
 def post_bundle(services: ServicesDep, body: Body):
     """A FHIR R4 Bundle (transaction or batch) of Patient, Encounter (the ICU stay), Location and
-    LOINC-coded Observation resources. One patient's Observations at one effectiveDateTime are
-    scored as one observation. All or nothing, a batch too: a refused bundle stores nothing."""
+    LOINC-coded Observation resources. Each Observation's values are filed in the hour of the
+    stay they were measured in (several in one hour: their median), known by the Observation's id:
+    an amended, corrected or entered-in-error one replaces them. All or nothing, a batch too: a
+    refused bundle stores nothing."""
     try:
         if body is None:
             raise _UNSUPPORTED
@@ -142,7 +144,7 @@ def post_observation(services: ServicesDep, body: Body):
     except Refusal as err:
         return _refused(err)
     r = results[0]
-    ra = resources.risk_assessment(r.patient_id, r.timestamp, r.risk, r.threshold, r.model, r.model_version, r.alarm_id)
+    ra = resources.risk_assessment(r.patient_id, r.hour_start, r.risk, r.threshold, r.model, r.model_version, r.alarm_id)
     return FhirResponse(ra, status_code=200 if r.duplicate else 201, headers={"Location": f"Observation/{ra['id']}"})
 
 

@@ -1,7 +1,8 @@
 """Validated FHIR resources to the service's inputs: admissions (`schemas.Admission`) from Patient
 and Encounter, observations (`schemas.Observation`, PhysioNet names and units) from LOINC-coded
-Observations, grouped so that one patient's Observations at one effective time are one scored
-observation. Pure: every problem is collected and reported together; nothing here touches storage.
+Observations, one per Observation with its status and its id (else fullUrl) as the source id, so
+the service files each value in its hour and a later amended or entered-in-error one replaces it.
+Pure: every problem is collected and reported together; nothing here touches storage.
 
 - Patient: `id` is the service's patient id; `gender` male -> 1, female -> 0 (PhysioNet coding),
   other/unknown -> not recorded; `birthDate` (or the patient-birthTime extension) -> Age in years
@@ -20,6 +21,7 @@ observation. Pure: every problem is collected and reported together; nothing her
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from service.fhir.outcome import Problem, Refusal
 from service.fhir.reading import Entry
 
 UTC = dt.timezone.utc
-SCORED_STATUSES = ("final", "amended", "corrected", "preliminary")
+SCORED_STATUSES = ("final", "amended", "corrected", "preliminary", "entered-in-error")
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
 _ENCOUNTER_REF = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})$")
@@ -43,9 +45,12 @@ _UNITS = (("MICU", ("micu", "medical intensive care", "medical icu")),
 
 @dataclass
 class Group:
-    """One patient's Observations at one time: one scored observation."""
+    """One Observation (its values: one, or a panel's components): one posted observation, known by
+    its id (else its fullUrl) so that a later amended or entered-in-error one replaces it."""
     patient_id: str
     ts: dt.datetime
+    status: str = "final"
+    source_id: str | None = None
     vitals: dict[str, float] = field(default_factory=dict)
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # feature -> (value expression, entry label)
     times: list[tuple[str, str]] = field(default_factory=list)         # (effective expression, entry label)
@@ -293,6 +298,21 @@ def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[C
     return [] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]
 
 
+def _source_id(obs, entry: Entry) -> str | None:
+    """What a correction of this Observation repeats: its business identifier (system|value, as a
+    lab's accession), else its id, else a fullUrl that is a URL (a urn:uuid only names the entry
+    inside one bundle). None: the values are known by variable and time. Longer than a source id
+    may be: a digest of it."""
+    ident = next((i for i in (obs.identifier or []) if i.value), None)
+    url = entry.full_url if entry.full_url and not entry.full_url.lower().startswith(("urn:uuid:", "urn:oid:")) else None
+    found = (f"{ident.system or ''}|{ident.value}" if ident is not None else None) or obs.id or url
+    if found is None:
+        return None
+    if len(found) > 200 or not found.isascii() or not found.isprintable() or " " in found:
+        return "sha256:" + hashlib.sha256(found.encode("utf-8", "surrogatepass")).hexdigest()
+    return found
+
+
 def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: dict) -> int | None:
     obs = entry.resource
     pid = ctx.patient_of(entry, "subject")
@@ -309,9 +329,9 @@ def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: di
         return None
     if not found:
         return -1  # not measured (dataAbsentReason): nothing to feed
-    key = (pid, ts)
+    key = len(groups)  # each Observation on its own: the service files values by hour (models/grid.py)
     if key not in groups:
-        groups[key] = len(groups), Group(pid, ts)
+        groups[key] = len(groups), Group(pid, ts, str(obs.status), _source_id(obs, entry))
     index, group = groups[key]
     group.times.append((f"{entry.path}.{element}", entry.label))
     for code, value, where in found:
@@ -333,7 +353,8 @@ def _scored(ctx: _Context, groups: list[Group]) -> list[schemas.Observation]:
     out = []
     for g in groups:
         try:
-            out.append(schemas.Observation(patient_id=g.patient_id, timestamp=g.ts, vitals=g.vitals))
+            out.append(schemas.Observation(patient_id=g.patient_id, timestamp=g.ts, vitals=g.vitals, status=g.status,
+                                           source_id=g.source_id))
         except ValidationError as err:
             for x in err.errors():
                 loc = x.get("loc") or ()

@@ -24,7 +24,7 @@ def store(services, mapped: Mapped) -> tuple[list[schemas.PredictResult], dict[s
     try:
         results, _, created = services.ingestor.write(
             mapped.observations, admitting, time_field=lambda i: mapped.groups[i].times[0][0],
-            admission_field=lambda i: mapped.admissions[i].expression)
+            admission_field=lambda i: mapped.admissions[i].expression, source="fhir")
     except Invalid as err:  # times from the future, named by their elements
         raise Refusal(422, [Problem(e["field"], e["reason"], labels.get(e["field"], ""), "business-rule")
                             for e in err.errors or []]) from None

@@ -31,6 +31,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from models.alarm_policy import AlarmPolicy
+from models.grid import hour_start
 from models.operating_points import load_operating_points
 from service.alarms.rules import LatestAlarm, alarming, policy_events
 from service.alarms.thresholds import policy_at
@@ -74,11 +75,15 @@ class _Patient:
 
 
 def _from_plan(p) -> _Patient:
-    row = p.row
-    return _Patient(p.patient_id, row.n_observations if row is not None else 0,
-                    row.last_ts if row is not None else None, p.demographics, [it.ts for it in p.new],
-                    np.stack([model_input(it.vitals, p.demographics, p.iculos[k]) for k, it in enumerate(p.new)]),
-                    np.array(p.elapsed, np.float32))
+    """The hours a plan (service/scoring/ingest.py) stepped: a rewind re-steps stored hours, so the
+    shadow's history is what precedes the first of them (its state then no longer matches and the
+    shadow rebuilds from that history)."""
+    start = p.rows[0].iculos
+    ts = [hour_start(h.iculos, p.icu_admit) for h in p.rows]
+    return _Patient(p.patient_id, start - 1, hour_start(start - 1, p.icu_admit) if start > 1 else None,
+                    p.demographics, ts,
+                    np.stack([model_input(h.values, p.demographics, float(h.iculos)) for h in p.rows]),
+                    np.array([h.elapsed for h in p.rows], np.float32))
 
 
 def _alarms(risks, ts, policy: AlarmPolicy, alarm_at: dt.datetime | None, closed: bool):
@@ -111,7 +116,7 @@ class Shadows:
 
     def record(self, conn, plans) -> None:
         """Score the plans' new observations with every shadow, inside `conn`'s transaction."""
-        patients = [_from_plan(p) for p in plans if p.new]
+        patients = [_from_plan(p) for p in plans if p.rows]
         if not patients or not self.models:
             return
         ids = [p.patient_id for p in patients]

@@ -21,10 +21,10 @@ from service.errors import Conflict, NotFound
 from service.inputs import last_measured, state_to_bytes
 from service.scoring.inference import Model
 from service.scoring.rebuild import demographics_of, replay, stay
-from service.storage.tables import Correction, Observation, Patient
+from service.storage.tables import Correction, Message, Observation, Patient
 
 UTC = dt.timezone.utc
-P, O, C = Patient.__table__, Observation.__table__, Correction.__table__
+P, O, C, M = Patient.__table__, Observation.__table__, Correction.__table__, Message.__table__
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class Corrected:
 
 
 def _as_json(row) -> dict:
-    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row._mapping.items()}
+    """A removed row as the audit keeps it (a model state is rebuilt from the values, not kept)."""
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row._mapping.items()
+            if not isinstance(v, bytes)}
 
 
 class Corrections:
@@ -67,6 +69,10 @@ class Corrections:
                 raise Conflict(f"patient {pid} has no observation after {after.isoformat()}; nothing was changed")
             kept = s.execute(select(O).where(O.c.patient_id == pid, O.c.ts <= after).order_by(O.c.ts)).all()
             values = self._patient_after(row, kept, model)
+            # the messages filed in the removed hours go with them (an hour kept keeps all of its own)
+            gone = [o.iculos for o in removed]
+            messages = s.execute(select(M).where(M.c.patient_id == pid, M.c.hour >= min(gone)).order_by(M.c.id)).all()
+            s.execute(delete(M).where(M.c.patient_id == pid, M.c.hour >= min(gone)))
             s.execute(delete(O).where(O.c.patient_id == pid, O.c.ts > after))
             alarms = alarm_store.remove_raised_after(s, pid, after)
             done = s.execute(update(P).where(P.c.id == pid, P.c.version == row.version)
@@ -77,7 +83,8 @@ class Corrections:
                 patient_id=pid, after=after, corrected_at=now, corrected_by=by, reason=reason,
                 key_id=key.id if key else None, key_name=key.name if key else None,
                 removed_observations=len(removed), removed_alarms=len(alarms),
-                removed={"observations": [_as_json(o) for o in removed], "alarms": [_as_json(a) for a in alarms]},
+                removed={"observations": [_as_json(o) for o in removed], "alarms": [_as_json(a) for a in alarms],
+                         "messages": [_as_json(m) for m in messages]},
             )).inserted_primary_key[0]
             audit.record(s, action="correction", actor=audit.actor(key, by), at=now, patient_id=pid, note=reason,
                          details={"correction_id": cid, "after": after, "removed_observations": len(removed),

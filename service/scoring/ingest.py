@@ -1,12 +1,22 @@
-"""Scoring posted observations: read each patient's state, run the model step(s), and store the
-observations, risks, alarms and new states in one transaction.
+"""Scoring posted values: file each one in the patient's hourly grid (service/scoring/filing.py,
+models/grid.py), re-step the hours it changes, and store the messages, hourly rows, risks, alarms
+and new state in one transaction.
 
-A request is all-or-nothing: if any observation conflicts (out of order, or a timestamp already
-stored with other vitals, or further ahead of the service's clock than the margin) nothing is
-stored. The alarms the risks raise are the alarm rules' (service/alarms/), in the same transaction.
-An observation posted again with identical vitals returns the stored result. A write that
-loses a race with another process is retried from a fresh read; a patient whose read found the same
-state as before keeps the step already computed, so the model runs once per observation.
+Every value is kept as received (`messages`); the hourly rows are derived from them. A value for
+the latest hour re-steps that hour from the state at its start; one for an earlier hour (a late
+result, an amendment, an entry in error) rewinds to the stored state after the hour before it and
+re-steps every later hour, within `revision_window` hours of the latest (older: a 409 naming the
+window). Hours between values are stepped as empty rows, from the ICU admission's hour 1, as the
+training rows are. Each hourly row keeps its risk as first shown and as revised, with the message
+that revised it. Alarms follow the latest hour's risk; one raised when an earlier hour was revised
+says so (`late_result`).
+
+A request is all-or-nothing: if any value conflicts (a charted value sent again with another value
+and no amended status, a time before the admission or after the discharge, an hour beyond the
+revision window, a time further ahead of the service's clock than the margin) nothing is stored.
+A value sent again unchanged returns the stored result. A write that loses a race with another
+process is retried from a fresh read; a patient whose read found the same inputs keeps the steps
+already computed, so the model runs once per hour re-stepped.
 """
 from __future__ import annotations
 
@@ -19,30 +29,37 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from models.alarm_policy import AlarmPolicy
+from models.grid import BeforeAdmission, hour_of, hour_start
 from service import schemas
 from service.alarms import store as alarm_store
 from service.alarms.rules import alarming, is_realert
 from service.alarms.thresholds import UnitPoints, unit_of
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
-from service.inputs import (demographics_from_vitals, elapsed_hours, iculos, last_measured, model_input,
-                            state_from_bytes, state_to_bytes)
+from service.inputs import demographics_from_vitals, last_measured, model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
+from service.ranges import LIMITS
+from service.scoring import filing
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
-from service.scoring.rebuild import demographics_of, read_stays, replay
-from service.storage.tables import Observation, Patient
+from service.scoring.rebuild import demographics_of, replay, stay
+from service.storage.tables import Message, Observation, Patient
 
 MAX_ATTEMPTS = 20
 UTC = dt.timezone.utc
+KEY_CHUNK = 500  # keys per IN (...) query: well inside every driver's parameter limit
 
 
 @dataclass
 class Item:
+    """One posted observation."""
     index: int
     patient_id: str
     ts: dt.datetime
     vitals: dict[str, float]
+    status: str = "final"
+    source_id: str | None = None
+    source: str = "json"
 
 
 @dataclass
@@ -50,53 +67,77 @@ class Plan:
     """One patient's part of a request: what was read, what to run, what came out."""
     patient_id: str
     row: object | None  # the patients row as read (a Row), None for a new patient
-    state: np.ndarray
-    last_ts: dt.datetime | None
     icu_admit: dt.datetime | None
     demographics: dict[str, float | None]
-    new: list[Item] = field(default_factory=list)
-    aliases: list[tuple[int, int]] = field(default_factory=list)  # (index, index of the identical item)
-    elapsed: list[float] = field(default_factory=list)
-    iculos: list[float] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
+    values: list[filing.Value] = field(default_factory=list)   # the new values, to store as messages
+    item_hours: dict[int, int] = field(default_factory=dict)    # posted index -> its hour
+    posted: dict[int, dt.datetime] = field(default_factory=dict)  # posted index -> its timestamp
+    duplicates: list[int] = field(default_factory=list)         # posted indexes that changed nothing
+    latest: int = 0                 # the latest stored hour before this request (0: none)
+    earliest: int = 0               # the earliest hour a new value concerns
+    rows: list[filing.Hour] = field(default_factory=list)       # the hours to (re-)step, consecutive
+    state: np.ndarray | None = None  # before rows[0]; after the run, after rows[-1]
+    stored: dict[int, object] = field(default_factory=dict)     # ICULOS -> the stored hourly row being re-stepped
+    stale: list[int] = field(default_factory=list)              # stored row ids off the hourly grid (pre-grid data)
     risks: list[float] = field(default_factory=list)
-    contributions: list[list[dict] | None] = field(default_factory=list)  # one per new item (models/explain.py)
+    states: list[np.ndarray] = field(default_factory=list)
+    contributions: list[list[dict] | None] = field(default_factory=list)
     threshold: float | None = None  # the patient's unit's alarm threshold in force (service/alarms/thresholds.py)
-    policy: AlarmPolicy | None = None  # the unit's alarm policy at that threshold
-    alarm_ids: list[int | None] = field(default_factory=list)  # one per new item, once stored
-    alarm_kinds: list[str | None] = field(default_factory=list)  # the raised alarm's kind (models.alarm_policy)
+    policy: AlarmPolicy | None = None
+    alarm_ids: dict[int, int] = field(default_factory=dict)     # ICULOS -> the alarm raised there by this request
+    alarm_kinds: dict[int, str] = field(default_factory=dict)
+    message_ids: list[int] = field(default_factory=list)
     admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
+
+    @property
+    def start(self) -> int:
+        return self.rows[0].iculos if self.rows else 0
+
+    @property
+    def late(self) -> bool:
+        """A value for an hour before the latest one stored: an earlier hour is revised."""
+        return 0 < self.earliest < self.latest
 
     def inputs(self) -> tuple:
         """Everything the model's steps for this plan depend on: equal inputs, equal outputs."""
-        return (self.state.tobytes(), tuple(self.elapsed), tuple(self.iculos), tuple(sorted(self.demographics.items())),
-                tuple((it.ts, tuple(sorted(it.vitals.items()))) for it in self.new))
+        return (self.state.tobytes() if self.state is not None else b"", tuple(sorted(self.demographics.items())),
+                tuple((h.iculos, h.elapsed, tuple(h.values.items())) for h in self.rows))
 
 
-def stored_result(o) -> schemas.PredictResult:
+def _result(pid: str, ts: dt.datetime, o, threshold: float, model: str, version: str, **extra) -> schemas.PredictResult:
     return schemas.PredictResult(
-        patient_id=o.patient_id, timestamp=o.ts, risk=o.risk, alarm=alarming(o.risk, o.threshold), alarm_id=o.alarm_id,
-        threshold=o.threshold, model=o.model_name, model_version=o.model_version, contributions=o.contributions,
-        elapsed_hours=o.elapsed_hours, iculos=o.iculos, duplicate=True)
+        patient_id=pid, timestamp=ts, risk=o["risk"], alarm=alarming(o["risk"], threshold), threshold=threshold,
+        model=model, model_version=version, contributions=o["contributions"], elapsed_hours=o["elapsed_hours"],
+        iculos=o["iculos"], **extra)
 
 
-P, O = Patient.__table__, Observation.__table__
-# The hot path's statements, built once: constructing them per request cost more than running them.
+P, O, M = Patient.__table__, Observation.__table__, Message.__table__
 _SELECT_ONE = select(P).where(P.c.id == bindparam("b_id"))
-_ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
-            .values(state=bindparam("b_state"), model_name=bindparam("b_model"), model_version=bindparam("b_mversion"),
-                    last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type), last_risk=bindparam("b_last_risk"),
-                    version=bindparam("b_new_version"), n_observations=bindparam("b_n"),
-                    last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
-_INSERT_OBS = insert(O)
+_ROWS_FROM = (select(O.c.id, O.c.ts, O.c.iculos, O.c.risk, O.c.revisions, O.c.state, O.c.model_name, O.c.model_version,
+                     O.c.vitals, O.c.elapsed_hours)
+              .where(O.c.patient_id == bindparam("b_id"), O.c.ts >= bindparam("b_from", type_=O.c.ts.type))
+              .order_by(O.c.ts))
+_STORED_COLS = (M.c.id, M.c.key, M.c.variable, M.c.value, M.c.ts, M.c.hour, M.c.status)
+_ROW_COLUMNS = ("vitals", "elapsed_hours", "risk", "threshold", "contributions", "model_name", "model_version", "state")
+_RESTEP = {c: bindparam(b, type_=O.c[c].type) for c, b in zip(_ROW_COLUMNS, (
+    "b_vitals", "b_elapsed_hours", "b_risk", "b_threshold", "b_contributions", "b_model", "b_mversion", "b_state"))}
+_RESTEP_ROW = update(O).where(O.c.id == bindparam("b_row")).values(**_RESTEP)
+_REVISE_ROW = (update(O).where(O.c.id == bindparam("b_row"))
+               .values(**_RESTEP, revised_at=bindparam("b_revised_at", type_=O.c.revised_at.type),
+                       revised_by=bindparam("b_revised_by"), revisions=bindparam("b_revisions")))
+_SET_ALARM = update(O).where(O.c.id == bindparam("b_row")).values(alarm_id=bindparam("b_alarm"))
 
 
 class Ingestor:
     def __init__(self, engine: Engine, active, units: UnitPoints, metrics: Metrics, clock: ServiceClock,
-                 future_margin: dt.timedelta = dt.timedelta(hours=1), explain: bool = True, shadows=None):
+                 future_margin: dt.timedelta = dt.timedelta(hours=1), explain: bool = True, shadows=None,
+                 revision_window: int = 72, max_gap: int = 168):
         """`active`: the active model's holder (service/lifecycle/active.py's ActiveModel), whose
         locks serialise each patient's writers in this process; `units`: each unit's alarm
         threshold of the model in force; `shadows`: service/lifecycle/shadows.py's Shadows, when
-        shadow models are configured."""
+        shadow models are configured; `revision_window`: hours behind a patient's latest hour that
+        a late value may still revise."""
         self.engine = engine
         self.active = active
         self.locks = active.locks
@@ -106,6 +147,8 @@ class Ingestor:
         self.future_margin = future_margin
         self.explainer = Explainer(metrics, explain)  # contributions per scored row (SEPSIS_EXPLAIN)
         self.shadows = shadows
+        self.revision_window = revision_window
+        self.max_gap = max_gap
 
     @property
     def model(self) -> Model:
@@ -131,8 +174,8 @@ class Ingestor:
 
     def write(self, observations: list[schemas.Observation], admitting=None, *, single: bool = False,
               time_field=lambda i: f"observations.{i}.timestamp",
-              admission_field=lambda i: f"admissions.{i}.icu_admit_time") -> tuple[list, int, dict[str, bool]]:
-        """Score and store `observations`, and the admissions of `admitting` (service/patients/
+              admission_field=lambda i: f"admissions.{i}.icu_admit_time", source: str = "json") -> tuple[list, int, dict[str, bool]]:
+        """File, score and store `observations`, and the admissions of `admitting` (service/patients/
         admission.py's Admitting), in one transaction: (results in request order, model runs,
         patient id -> whether this request admitted them). Refusals store nothing: Invalid for a
         time from the future (naming `time_field(i)` / `admission_field(i)`), RowConflict naming
@@ -143,24 +186,22 @@ class Ingestor:
                       self.future_margin)
         groups: dict[str, list[Item]] = {}
         for i, o in enumerate(observations):
-            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals))
-        for items in groups.values():
-            items.sort(key=lambda it: it.ts)  # stable: equal timestamps keep request order
-        computed: dict[str, tuple] = {}  # patient -> (inputs, risks, state, contributions) of the last attempt's steps
+            groups.setdefault(o.patient_id, []).append(Item(i, o.patient_id, o.timestamp.astimezone(UTC), o.vitals,
+                                                            o.status, o.source_id, source))
+        computed: dict[str, tuple] = {}  # patient -> (inputs, risks, states, contributions) of the last attempt's steps
         runs = 0
         with self.locks.hold(list(groups) + admitting_ids), self.active.pin() as model:
             for _ in range(MAX_ATTEMPTS):
-                results: dict[int, schemas.PredictResult] = {}
-                plans, admits = self._plan(groups, results, admitting)
+                plans, admits = self._plan(groups, admitting)
                 runs += self._score(plans, single, computed)
                 try:
-                    raised = self._store(plans, results, admitting, admits)
+                    results, raised = self._store(plans, admitting, admits)
                 except Stale:
                     continue
                 break
             else:
                 raise Conflict("the patient's record kept changing under concurrent writers; retry the request")
-        stored = sum(len(p.new) for p in plans)
+        stored = sum(len(p.items) for p in plans)
         self.metrics.predictions.labels(model.name, model.version).inc(stored)
         if len(observations) - stored:
             self.metrics.duplicates.inc(len(observations) - stored)
@@ -171,7 +212,7 @@ class Ingestor:
 
     # -- read ----------------------------------------------------------------------------------
 
-    def _plan(self, groups: dict[str, list[Item]], results, admitting) -> tuple[list[Plan], set[str]]:
+    def _plan(self, groups: dict[str, list[Item]], admitting) -> tuple[list[Plan], set[str]]:
         """The plans of the patients with observations, and the ids of the patients this request
         admits (an admission of `admitting` without a stored row)."""
         with self.engine.begin() as s:
@@ -182,128 +223,189 @@ class Ingestor:
             if admitting is not None:
                 admitting.check(rows)
                 admits = {pid for pid in admitting.ids if pid not in rows}
-            stored = self._stored_candidates(s, groups, rows)
             thresholds = self.units.thresholds(s, self.model)
             plans = []
             for pid, items in groups.items():
-                row = rows.get(pid)
-                plan = self._patient_plan(s, pid, row, admitting.start(pid) if pid in admits else None)
-                for it in items:
-                    if plan.last_ts is not None and it.ts <= plan.last_ts:  # sorted: before every new item
-                        o = stored.get((pid, it.ts))
-                        if o is None:
-                            raise RowConflict(it.index, f"timestamp {it.ts.isoformat()} for patient {pid} is earlier than "
-                                           f"its last stored observation ({plan.last_ts.isoformat()}); observations of a "
-                                           "patient must arrive in time order. Nothing was stored.")
-                        if o.vitals != it.vitals:
-                            raise RowConflict(it.index, f"patient {pid} already has an observation at {it.ts.isoformat()} "
-                                           "with different vitals; a stored observation cannot be changed. Nothing was stored.")
-                        results[it.index] = stored_result(o)
-                        continue
-                    if plan.new and plan.new[-1].ts == it.ts:
-                        if plan.new[-1].vitals != it.vitals:
-                            raise RowConflict(it.index, f"patient {pid} has two observations at {it.ts.isoformat()} "
-                                           "with different vitals in this request. Nothing was stored.")
-                        plan.aliases.append((it.index, plan.new[-1].index))
-                        continue
-                    if row is not None and row.discharged_at is not None and it.ts > row.discharged_at:
-                        raise RowConflict(it.index, f"patient {pid} was discharged at {row.discharged_at.isoformat()}; "
-                                       f"an observation at {it.ts.isoformat()} belongs to another stay (admit it under a "
-                                       "new patient id). Nothing was stored.")
-                    plan.new.append(it)
-                if plan.new:
-                    self._prepare_inputs(plan)
+                plan = self._patient_plan(pid, rows.get(pid), admitting.start(pid) if pid in admits else None, items)
+                self._file(s, plan, items)
+                if plan.rows:
                     chosen = thresholds[unit_of(plan.demographics.get("unit1"), plan.demographics.get("unit2"))]
                     plan.threshold, plan.policy = chosen.threshold, chosen.policy
                 plans.append(plan)
             return plans, admits
 
-    @staticmethod
-    def _stored_candidates(s: Connection, groups, rows) -> dict:
-        """Stored observations at timestamps posted again (only those can be duplicates)."""
-        wanted = {(pid, it.ts) for pid, items in groups.items() for it in items
-                  if pid in rows and rows[pid].last_ts is not None and it.ts <= rows[pid].last_ts}
-        if not wanted:
-            return {}
-        q = select(O).where(O.c.patient_id.in_({p for p, _ in wanted}), O.c.ts.in_({t for _, t in wanted}))
-        return {(o.patient_id, o.ts): o for o in s.execute(q) if (o.patient_id, o.ts) in wanted}
-
-    def _patient_plan(self, s: Connection, pid: str, row, admission) -> Plan:
+    def _patient_plan(self, pid: str, row, admission, items: list[Item]) -> Plan:
         """`admission`: (ICU admission time, demographics) of a patient this request admits."""
         if row is None:
             icu_admit, demographics = admission or (None, None)
-            return Plan(pid, None, np.zeros(self.model.state_size, np.float32), None, icu_admit, demographics or {},
-                        admitted=admission is not None)
-        state = None
-        if row.state is not None and (row.model_name, row.model_version) == (self.model.name, self.model.version):
-            state = state_from_bytes(row.state, self.model.state_size)
-        if state is None:
-            # A new patient, or one whose state belongs to another model: rebuild it from the
-            # stored history so the loaded model sees the whole stay.
-            state = self._rebuild_state(s, row)
+            if demographics is None:  # created by its first observation: that one is the admission
+                first = min(items, key=lambda it: it.ts)
+                icu_admit, demographics = first.ts, demographics_from_vitals(first.vitals)
+            return Plan(pid, None, icu_admit, demographics, admitted=admission is not None)
         icu_admit = row.icu_admit_time or row.first_ts
-        return Plan(pid, row, state, row.last_ts, icu_admit, demographics_of(row))
+        if icu_admit is None:  # admitted without an admission time: its first observation is
+            icu_admit = min(it.ts for it in items)
+        latest = hour_of(row.last_ts, icu_admit) if row.last_ts is not None else 0
+        return Plan(pid, row, icu_admit, demographics_of(row), latest=latest)
 
-    def _rebuild_state(self, s: Connection, row) -> np.ndarray:
-        _, states = replay(self.model, read_stays(s, [row.id]))
-        return states[0]
+    def _file(self, s: Connection, plan: Plan, items: list[Item]) -> None:
+        """Classify the items' values against the stored messages, find the hours they change and
+        read what re-stepping those hours needs."""
+        pid, row = plan.patient_id, plan.row
+        values: list[filing.Value] = []
+        for it in items:
+            if row is not None and row.discharged_at is not None and it.ts > row.discharged_at:
+                raise RowConflict(it.index, f"patient {pid} was discharged at {row.discharged_at.isoformat()}; "
+                                  f"an observation at {it.ts.isoformat()} belongs to another stay (admit it under a "
+                                  "new patient id). Nothing was stored.")
+            try:
+                hour = hour_of(it.ts, plan.icu_admit)
+            except BeforeAdmission:
+                raise RowConflict(it.index, f"timestamp {it.ts.isoformat()} precedes patient {pid}'s ICU admission time "
+                                  f"{plan.icu_admit.isoformat()}. Nothing was stored.") from None
+            plan.item_hours[it.index] = hour
+            plan.posted[it.index] = it.ts
+            values += filing.values_of(it.index, it.ts, it.vitals, it.status, it.source_id, hour)
+        stored = self._stored_by_key(s, pid, {v.key for v in values}) if row is not None else []
+        verdicts = filing.classify(stored, values)
+        new_items: set[int] = set()
+        for v, verdict in zip(values, verdicts):
+            if verdict == filing.NEW:
+                plan.values.append(v)
+                new_items.add(v.index)
+            elif verdict != filing.DUPLICATE:
+                raise RowConflict(v.index, f"patient {pid}: {verdict}. Nothing was stored.")
+        plan.items = [it for it in items if it.index in new_items]
+        plan.duplicates = [it.index for it in items if it.index not in new_items]
+        if not plan.values:
+            return
+        keys = {v.key for v in plan.values}
+        touched = [v.hour for v in plan.values] + [m.hour for m in stored if m.key in keys]
+        plan.earliest = min(touched)
+        newest = max(v.hour for v in plan.values)
+        if plan.latest and plan.latest - plan.earliest >= self.revision_window:
+            first = min(plan.values, key=lambda v: v.hour)
+            raise RowConflict(first.index, f"patient {pid}: the value at {first.ts.isoformat()} falls in hour "
+                              f"{plan.earliest} of the stay, {plan.latest - plan.earliest} hours before its latest hour "
+                              f"({plan.latest}); the service revises at most the last {self.revision_window} hours "
+                              "(SEPSIS_REVISION_WINDOW_HOURS). Nothing was stored.")
+        if plan.latest and newest - plan.latest > self.max_gap:
+            last = max(plan.values, key=lambda v: v.hour)
+            raise RowConflict(last.index, f"patient {pid}: the value at {last.ts.isoformat()} falls in hour {newest} of "
+                              f"the stay, {newest - plan.latest} hours after its latest hour ({plan.latest}); the service "
+                              f"steps at most {self.max_gap} empty hours between values (SEPSIS_MAX_GAP_HOURS): check "
+                              "the sender's clock, or admit a new stay under a new patient id. Nothing was stored.")
+        start = min(plan.earliest, plan.latest + 1)
+        plan.state, plan.stored, plan.stale, start = self._rewind(s, plan, start)
+        messages = self._messages_from(s, pid, start) if row is not None and start <= plan.latest else []
+        plan.rows = filing.hours(messages + plan.values, start, max(plan.latest, newest))
 
-    def _prepare_inputs(self, plan: Plan) -> None:
-        first = plan.new[0]
-        if plan.row is None and not plan.admitted:
-            plan.demographics = demographics_from_vitals(first.vitals)
-        if plan.icu_admit is None:
-            plan.icu_admit = first.ts
-        if first.ts < plan.icu_admit:
-            raise RowConflict(first.index, f"timestamp {first.ts.isoformat()} precedes patient {plan.patient_id}'s "
-                           f"ICU admission time {plan.icu_admit.isoformat()}. Nothing was stored.")
-        previous = plan.last_ts
-        for it in plan.new:
-            plan.elapsed.append(elapsed_hours(it.ts, previous))
-            plan.iculos.append(iculos(it.ts, plan.icu_admit))
-            previous = it.ts
+    @staticmethod
+    def _stored_by_key(s: Connection, pid: str, keys: set[str]) -> list[filing.Stored]:
+        out = []
+        keys = sorted(keys)
+        for i in range(0, len(keys), KEY_CHUNK):
+            out += s.execute(select(*_STORED_COLS).where(M.c.patient_id == pid, M.c.key.in_(keys[i:i + KEY_CHUNK]))).all()
+        return [filing.Stored(*r) for r in sorted(out, key=lambda r: r.id)]
+
+    @staticmethod
+    def _messages_from(s: Connection, pid: str, start: int) -> list[filing.Stored]:
+        """The stored messages of every key with a message in hour `start` or later (in arrival order)."""
+        keys = select(M.c.key).where(M.c.patient_id == pid, M.c.hour >= start)
+        q = select(*_STORED_COLS).where(M.c.patient_id == pid, M.c.key.in_(keys)).order_by(M.c.id)
+        return [filing.Stored(*r) for r in s.execute(q)]
+
+    def _rewind(self, s: Connection, plan: Plan, start: int):
+        """(the state before hour `start`, the stored hourly rows from `start` by ICULOS, stored rows
+        off the grid, the start). The state is the patient's (appending after its latest hour) or
+        the stored one after hour `start` - 1, when they are of the model in force; otherwise (a
+        model switched since) it is rebuilt by replaying the stored hours before `start`, which keep
+        the risks they were shown with. Rows stored before the hourly grid (off it) make the whole
+        stay refiled from its messages, from hour 1."""
+        m, row = self.model, plan.row
+        zeros = np.zeros(m.state_size, np.float32)
+        if row is None:
+            return zeros, {}, [], start
+        if start == plan.latest + 1 and row.state is not None and \
+                (row.model_name, row.model_version) == (m.name, m.version):
+            state = state_from_bytes(row.state, m.state_size)
+            if state is not None:
+                return state, {}, [], start
+        if start > 1:
+            found = s.execute(_ROWS_FROM, {"b_id": plan.patient_id, "b_from": hour_start(start - 1, plan.icu_admit)}).all()
+            before = found[0] if found and found[0].ts == hour_start(start - 1, plan.icu_admit) else None
+            if before is not None and before.state is not None and \
+                    (before.model_name, before.model_version) == (m.name, m.version):
+                state = state_from_bytes(before.state, m.state_size)
+                if state is not None:
+                    on_grid, stale = self._split(found[1:], plan)
+                    if not stale:
+                        return state, on_grid, [], start
+        everything = s.execute(_ROWS_FROM, {"b_id": plan.patient_id, "b_from": plan.icu_admit}).all()
+        on_grid, stale = self._split(everything, plan)
+        prior = [on_grid.get(h) for h in range(1, start)]
+        if stale or any(r is None for r in prior):
+            return zeros, on_grid, stale, 1
+        if not prior:
+            return zeros, on_grid, [], start
+        _, states = replay(m, [stay(plan.patient_id, prior, plan.demographics)])
+        return states[0], {h: r for h, r in on_grid.items() if h >= start}, [], start
+
+    @staticmethod
+    def _split(found, plan: Plan) -> tuple[dict[int, object], list[int]]:
+        """Stored rows by ICULOS, and the ids of rows off the hourly grid (stored before it)."""
+        on_grid, stale = {}, []
+        for r in found:
+            h = hour_of(r.ts, plan.icu_admit) if r.ts >= plan.icu_admit else 0
+            if h and r.ts == hour_start(h, plan.icu_admit) and r.iculos == h:
+                on_grid[h] = r
+            else:
+                stale.append(r.id)
+        return on_grid, stale
 
     # -- run -----------------------------------------------------------------------------------
 
     def _score(self, plans: list[Plan], single: bool, computed: dict[str, tuple]) -> int:
-        """Run the plans' steps (one model run per step across patients); a plan whose inputs equal
+        """Run the plans' hours (one model run per step across patients); a plan whose inputs equal
         those of an earlier attempt takes that attempt's outputs instead. Returns the runs made."""
         active = []
         for p in plans:
-            if not p.new:
+            if not p.rows:
                 continue
             key = p.inputs()
             done = computed.get(p.patient_id)
             if done is not None and done[0] == key:
-                p.risks, p.state, p.contributions = list(done[1]), done[2], list(done[3])
+                p.risks, p.states, p.contributions = list(done[1]), list(done[2]), list(done[3])
             else:
                 active.append((p, key))
-        steps = max((len(p.new) for p, _ in active), default=0)
+        steps = max((len(p.rows) for p, _ in active), default=0)
         run = self.model.step_one if single else self.model.run
+        state = {p.patient_id: p.state for p, _ in active}
         for k in range(steps):
-            ps = [p for p, _ in active if len(p.new) > k]
-            obs = np.stack([model_input(p.new[k].vitals, p.demographics, p.iculos[k]) for p in ps])
-            elapsed = np.array([[p.elapsed[k]] for p in ps], np.float32)  # [rows, 1], as the step takes it
-            state = np.stack([p.state for p in ps])
-            risk, next_state = run(obs, elapsed, state)
-            why = self._explain(ps, k, risk, obs, elapsed, state, single)
+            ps = [p for p, _ in active if len(p.rows) > k]
+            obs = np.stack([model_input(p.rows[k].values, p.demographics, float(p.rows[k].iculos)) for p in ps])
+            elapsed = np.array([[p.rows[k].elapsed] for p in ps], np.float32)  # [rows, 1], as the step takes it
+            before = np.stack([state[p.patient_id] for p in ps])
+            risk, next_state = run(obs, elapsed, before)
+            why = self._explain(ps, k, risk, obs, elapsed, before, single)
             for j, p in enumerate(ps):
                 p.risks.append(float(risk[j]))
                 p.contributions.append(why[j])
-                p.state = next_state[j].copy()
+                state[p.patient_id] = next_state[j].copy()
+                p.states.append(state[p.patient_id])
         for p, key in active:
-            computed[p.patient_id] = (key, tuple(p.risks), p.state, tuple(p.contributions))
+            computed[p.patient_id] = (key, tuple(p.risks), tuple(p.states), tuple(p.contributions))
         return steps
 
     def _explain(self, ps: list[Plan], k: int, risk, obs, elapsed, state, single: bool) -> list:
-        """Contributions from the same pre-step rows. A batch explains only what a ward sees: each
-        patient's latest row of the request and every row at or above its alarm threshold (any
-        alarm's row); the rest of a backfill stores null. Explaining every row cost about 25 times
-        the model time of a batch (results/service_explain), which the batch row cap exists to bound."""
-        if single:
-            return self.explainer.contributions(self.model, obs, elapsed, state)
+        """Contributions from the same pre-step rows, for what a ward sees: each patient's latest
+        hour, the hours the request's values fall in, and every hour at or above its alarm
+        threshold (any alarm's row); other re-stepped hours of a backfill or a rewind store null.
+        Explaining every row cost about 25 times the model time of a batch (results/service_explain),
+        which the batch row cap exists to bound."""
         rows = [j for j, p in enumerate(ps)
-                if k == len(p.new) - 1 or (p.threshold is not None and alarming(float(risk[j]), p.threshold))]
+                if k == len(p.rows) - 1 or (p.threshold is not None and alarming(float(risk[j]), p.threshold))
+                or (single and p.rows[k].iculos in p.item_hours.values())]
         why: list = [None] * len(ps)
         if rows:
             for j, c in zip(rows, self.explainer.contributions(self.model, obs[rows], elapsed[rows], state[rows])):
@@ -312,83 +414,146 @@ class Ingestor:
 
     # -- write ---------------------------------------------------------------------------------
 
-    def _store(self, plans: list[Plan], results: dict[int, schemas.PredictResult], admitting,
-               admits: set[str]) -> dict[str, int]:
-        """One transaction: the admitted patients' rows, each patient's new state, observations and
-        alarms, the shadows' scores; the alarms raised by metric event. Stale (start over) when another
-        writer got there first."""
+    def _store(self, plans: list[Plan], admitting, admits: set[str]) -> tuple[dict, dict[str, int]]:
+        """One transaction: the admitted patients' rows, each patient's messages, hourly rows, alarms
+        and new state, the shadows' scores. Stale (start over) when another writer got there first."""
         now = dt.datetime.now(UTC)
         try:
             with self.engine.begin() as s:
-                for pid in admits - {p.patient_id for p in plans if p.new}:  # admitted, nothing to score yet
+                for pid in admits - {p.patient_id for p in plans if p.rows}:  # admitted, nothing to score yet
                     admitting.insert(s, pid, now)
                 for p in plans:
-                    if not p.new:
+                    if not p.rows:
                         continue
                     self._write_patient(s, p, now, admitting)
-                    self._write_observations(s, p, now)
+                    self._write_messages(s, p, now)
+                    self._write_hours(s, p, now)
                 if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
-                    self.shadows.record(s, plans)
+                    self.shadows.record(s, [p for p in plans if p.rows])
+                results = {}
+                for p in plans:
+                    results.update(self._results(s, p))
         except IntegrityError:
             raise Stale() from None
         raised = {"raised": 0, "realerted": 0}  # the metric's event: a first alarm, or a re-alert/escalation
         for p in plans:
-            if p.new:
-                results.update(self._results(p))
-                for kind in p.alarm_kinds:
-                    if kind is not None:
-                        raised["realerted" if is_realert(kind) else "raised"] += 1
-        for p in plans:
-            for index, same in p.aliases:
-                results[index] = results[same].model_copy(update={"duplicate": True})
-        return raised
+            for kind in p.alarm_kinds.values():
+                raised["realerted" if is_realert(kind) else "raised"] += 1
+        return results, raised
 
     def _write_patient(self, s: Connection, p: Plan, now: dt.datetime, admitting) -> None:
         m = self.model
-        values = dict(state=state_to_bytes(p.state), model_name=m.name, model_version=m.version,
-                      last_ts=p.new[-1].ts, last_risk=p.risks[-1],
-                      last_measured=last_measured([(it.ts, it.vitals) for it in p.new],
-                                                  p.row.last_measured if p.row is not None else None))
+        last = p.rows[-1]
+        measured = [(v.ts, {v.variable: v.value}) for v in p.values if v.variable is not None and v.status != "entered-in-error"]
+        values = dict(state=state_to_bytes(p.states[-1]), model_name=m.name, model_version=m.version,
+                      last_ts=hour_start(last.iculos, p.icu_admit), last_risk=p.risks[-1], n_observations=last.iculos,
+                      last_measured=last_measured(measured, p.row.last_measured if p.row is not None else None))
+        first_ts = min(v.ts for v in p.values)
         if p.admitted:
-            admitting.insert(s, p.patient_id, now, first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **values)
+            admitting.insert(s, p.patient_id, now, first_ts=first_ts, version=1, **values)
             return
         if p.row is None:
             s.execute(insert(P).values(
                 id=p.patient_id, created_at=now, admitted_by="first_observation", icu_admit_time=p.icu_admit,
-                first_ts=p.new[0].ts, n_observations=len(p.new), version=1, **p.demographics, **values))
+                first_ts=first_ts, version=1, **p.demographics, **values))
             return
-        if p.row.first_ts is None:  # admitted, first observation now
-            res = s.execute(update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version).values(
-                version=p.row.version + 1, n_observations=p.row.n_observations + len(p.new),
-                first_ts=p.new[0].ts, icu_admit_time=p.icu_admit, **values))
-        else:
-            res = s.execute(_ADVANCE, {
-                "b_id": p.patient_id, "b_version": p.row.version, "b_new_version": p.row.version + 1,
-                "b_n": p.row.n_observations + len(p.new), "b_state": values["state"], "b_model": m.name,
-                "b_mversion": m.version, "b_last_ts": values["last_ts"], "b_last_risk": values["last_risk"],
-                "b_last_measured": values["last_measured"]})
+        extra = {}
+        if p.row.first_ts is None or first_ts < p.row.first_ts:
+            extra["first_ts"] = first_ts
+        if p.row.icu_admit_time is None:
+            extra["icu_admit_time"] = p.icu_admit
+        res = s.execute(update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version)
+                        .values(version=p.row.version + 1, **values, **extra))
         if res.rowcount != 1:
             raise Stale()
 
-    def _write_observations(self, conn: Connection, p: Plan, now: dt.datetime) -> None:
-        m = self.model
-        raised = alarm_store.raise_alarms(
-            conn, p.patient_id, p.row is not None,
-            [alarm_store.Scored(it.ts, p.risks[k], p.contributions[k]) for k, it in enumerate(p.new)],
-            p.policy, m.name, m.version, lambda ts: self.clock.now(conn) if self.clock.simulated else now)
-        p.alarm_ids = [r and r.id for r in raised]
-        p.alarm_kinds = [r and r.kind for r in raised]
-        conn.execute(_INSERT_OBS, [
-            dict(patient_id=p.patient_id, ts=it.ts, vitals=it.vitals, elapsed_hours=p.elapsed[k], iculos=p.iculos[k],
-                 risk=p.risks[k], threshold=p.threshold, contributions=p.contributions[k], model_name=m.name,
-                 model_version=m.version, alarm_id=p.alarm_ids[k], received_at=now)
-            for k, it in enumerate(p.new)])
+    def _write_messages(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+        by_index = {it.index: it for it in p.items}
+        rows = [dict(patient_id=p.patient_id, key=v.key, variable=v.variable, value=v.value,
+                     unit=LIMITS[v.variable].unit if v.variable in LIMITS else None, ts=v.ts, hour=v.hour,
+                     status=v.status, source=by_index[v.index].source, source_id=v.source_id, received_at=now)
+                for v in p.values]
+        ids = s.execute(insert(M).returning(M.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        p.message_ids = list(ids)
 
-    def _results(self, p: Plan) -> dict[int, schemas.PredictResult]:
-        """The answers for a stored plan's new observations, by request index."""
+    def _write_hours(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+        """Insert the new hours, update the re-stepped ones (a changed risk is a revision by the
+        first message of this request for the earliest hour it changed), then the alarms."""
         m = self.model
-        return {it.index: schemas.PredictResult(
-            patient_id=p.patient_id, timestamp=it.ts, risk=p.risks[k], alarm=alarming(p.risks[k], p.threshold),
-            alarm_id=p.alarm_ids[k], alarm_kind=p.alarm_kinds[k], threshold=p.threshold,
-            contributions=p.contributions[k], model=m.name,
-            model_version=m.version, elapsed_hours=p.elapsed[k], iculos=p.iculos[k]) for k, it in enumerate(p.new)}
+        first = min(range(len(p.values)), key=lambda k: (p.values[k].hour, k))
+        reviser = p.message_ids[first]
+        inserts, revised, kept = [], [], []
+        for k, h in enumerate(p.rows):
+            common = {"b_vitals": h.values, "b_elapsed_hours": h.elapsed, "b_risk": p.risks[k], "b_threshold": p.threshold,
+                      "b_contributions": p.contributions[k], "b_model": m.name, "b_mversion": m.version,
+                      "b_state": state_to_bytes(p.states[k])}
+            old = p.stored.get(h.iculos)
+            if old is None:
+                inserts.append(dict(patient_id=p.patient_id, ts=hour_start(h.iculos, p.icu_admit), iculos=float(h.iculos),
+                                    first_risk=p.risks[k], revisions=0, received_at=now,
+                                    **{c: v for c, v in zip(_ROW_COLUMNS, common.values())}))
+            elif old.risk != p.risks[k]:
+                revised.append({"b_row": old.id, **common, "b_revised_at": now, "b_revised_by": reviser,
+                                "b_revisions": old.revisions + 1})
+            else:  # the same risk: not a revision (an earlier one's stamp stays)
+                kept.append({"b_row": old.id, **common})
+        if p.stale:
+            s.execute(O.delete().where(O.c.id.in_(p.stale)))
+        if revised:
+            s.execute(_REVISE_ROW, revised)
+        if kept:
+            s.execute(_RESTEP_ROW, kept)
+        if inserts:
+            s.execute(insert(O), inserts)
+        # Alarms follow the latest hour: the hours from the latest stored one on (re-stepped or new),
+        # each at the time its latest value was measured (the hour's start when it has none).
+        scored = [(k, h) for k, h in enumerate(p.rows) if h.iculos >= max(p.latest, 1)]
+        raised = alarm_store.raise_alarms(
+            s, p.patient_id, p.row is not None,
+            [alarm_store.Scored(max(hour_start(h.iculos, p.icu_admit), h.last_at or p.icu_admit), p.risks[k],
+                                p.contributions[k]) for k, h in scored],
+            p.policy, m.name, m.version, lambda ts: self.clock.now(s) if self.clock.simulated else now,
+            late_result=p.late)
+        hits = [(h.iculos, r) for (_, h), r in zip(scored, raised) if r is not None]
+        if hits:
+            ids = {r.ts: r.id for r in s.execute(select(O.c.id, O.c.ts).where(
+                O.c.patient_id == p.patient_id, O.c.ts.in_([hour_start(h, p.icu_admit) for h, _ in hits])))}
+            s.execute(_SET_ALARM, [{"b_row": ids[hour_start(h, p.icu_admit)], "b_alarm": r.id} for h, r in hits])
+            p.alarm_ids = {h: r.id for h, r in hits}
+            p.alarm_kinds = {h: r.kind for h, r in hits}
+
+    def _results(self, s: Connection, p: Plan) -> dict[int, schemas.PredictResult]:
+        """The answers for a plan's posted observations, by request index: each one's hour as it
+        stands after this request (a duplicate's as stored, when this request did not re-step it)."""
+        m = self.model
+        out = {}
+        row_of = {h.iculos: k for k, h in enumerate(p.rows)}
+        latest = dict(latest_iculos=p.rows[-1].iculos, latest_risk=p.risks[-1]) if p.rows else {}
+        revised = [h.iculos for k, h in enumerate(p.rows)
+                   if h.iculos in p.stored and p.stored[h.iculos].risk != p.risks[k]]
+        missing = []
+        for index, hour in p.item_hours.items():
+            k = row_of.get(hour)
+            if k is None:
+                missing.append((index, hour))
+                continue
+            h = p.rows[k]
+            o = dict(risk=p.risks[k], contributions=p.contributions[k], elapsed_hours=h.elapsed, iculos=float(h.iculos))
+            out[index] = _result(p.patient_id, self._posted_ts(p, index), o, p.threshold, m.name, m.version,
+                                 hour_start=hour_start(hour, p.icu_admit), alarm_id=p.alarm_ids.get(hour), alarm_kind=p.alarm_kinds.get(hour),
+                                 duplicate=index in p.duplicates, revised_hours=revised, **latest)
+        if missing:
+            ts = {hour_start(h, p.icu_admit) for _, h in missing}
+            stored = {r.ts: r for r in s.execute(select(O).where(O.c.patient_id == p.patient_id, O.c.ts.in_(ts)))}
+            for index, hour in missing:
+                r = stored.get(hour_start(hour, p.icu_admit))
+                if r is None:  # a duplicate of a value whose hour was never stepped (a row removed since)
+                    raise RowConflict(index, f"patient {p.patient_id} has no stored hour {hour} for this observation")
+                o = dict(risk=r.risk, contributions=r.contributions, elapsed_hours=r.elapsed_hours, iculos=r.iculos)
+                out[index] = _result(p.patient_id, self._posted_ts(p, index), o, r.threshold, r.model_name,
+                                     r.model_version, hour_start=r.ts, alarm_id=r.alarm_id, duplicate=True)
+        return out
+
+    @staticmethod
+    def _posted_ts(p: Plan, index: int) -> dt.datetime:
+        return p.posted[index]

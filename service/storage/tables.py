@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
+from sqlalchemy import (JSON, false, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -67,7 +67,33 @@ class Patient(Base):
     bed: Mapped[str | None] = mapped_column(String(32))  # from the admission, as the ward names it
 
 
+class Message(Base):
+    """Every value as received (service/scoring/filing.py): the patient's hourly rows (`observations`)
+    are derived from these, so a late or amended value re-files its hour. `value` is in the model's
+    unit (`unit`); `hour` is the ICULOS its effective time falls in (models/grid.py). A message
+    with no variable only marks its hour as part of the stay (an observation posted empty)."""
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_patient_hour", "patient_id", "hour"),
+                      Index("ix_messages_patient_key", "patient_id", "key"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(300))        # the value's identity: source id or timestamp, and variable
+    variable: Mapped[str | None] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # effective: measured, or a specimen drawn
+    hour: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(8))       # "json" or "fhir"
+    source_id: Mapped[str | None] = mapped_column(String(200))  # the sender's id (a FHIR Observation id)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class Observation(Base):
+    """One hour of a patient's stay as the model stepped it (ts = the hour's start): the hour's
+    values from `messages`, the risk (as first shown, and as last revised, by which message), the
+    state after the step (where a late value rewinds to)."""
     __tablename__ = "observations"
     __table_args__ = (UniqueConstraint("patient_id", "ts", name="uq_observation_patient_ts"),)
 
@@ -85,6 +111,11 @@ class Observation(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # [{"feature", "value", "delta"}] (models/explain.py); null when explanations were off
     contributions: Mapped[list | None] = mapped_column(JSON)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)    # after this hour's step, of model_name:model_version
+    first_risk: Mapped[float | None] = mapped_column(Float)     # the risk as first shown
+    revised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revised_by: Mapped[int | None] = mapped_column(Integer)     # the message whose filing last changed the risk
+    revisions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Alarm(Base):
@@ -115,6 +146,8 @@ class Alarm(Base):
     # that replaced `previous_alarm_id` (resolved as superseded by this one).
     kind: Mapped[str] = mapped_column(String(40), default="raised", server_default="raised")
     previous_alarm_id: Mapped[int | None] = mapped_column(Integer)
+    # Raised when a late or amended value revised an earlier hour (not by the current hour's own data).
+    late_result: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):

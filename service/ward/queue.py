@@ -23,7 +23,7 @@ from service.alarms.thresholds import UnitPoints, unit_of
 from service.inputs import unit_name
 from service.patients.status import patient_status
 from service.storage.tables import Alarm, Observation, Patient
-from service.ward.context import bedside
+from service.ward.context import bedside, charted
 
 TREND_POINTS = 12
 STATE_ORDER = {state: i for i, state in enumerate(ACTIVE_STATES)}  # open, acknowledged, snoozed
@@ -66,15 +66,16 @@ class AlarmQueue:
                     select(O.c.patient_id, O.c.contributions)
                     .join(P, and_(P.c.id == O.c.patient_id, P.c.last_ts == O.c.ts)).where(P.c.id.in_(ids))).all())
             thresholds = self.units.thresholds(conn, model)
+            values = charted(conn, ids, history)
         cards = []
         for a in alarms:
             rows = history[a.patient_id]
             unit = unit_of(a.unit1, a.unit2)
             threshold = thresholds[unit].threshold
-            context = bedside([(o.ts, o.vitals) for o in rows], now)
+            context = bedside(values[a.patient_id], now)
             risk = a.last_risk
             cards.append(schemas.QueueCard(
-                alarm_id=a.id, state=a.state, kind=a.kind, previous_alarm_id=a.previous_alarm_id, raised_at=a.raised_at,
+                alarm_id=a.id, state=a.state, kind=a.kind, previous_alarm_id=a.previous_alarm_id, late_result=a.late_result, raised_at=a.raised_at,
                 open_minutes=minutes_between(now, a.raised_at),
                 acknowledged_by=a.acknowledged_by, acknowledged_at=a.acknowledged_at, ack_reason=a.ack_reason,
                 snoozed_until=a.snoozed_until, patient_id=a.patient_id, unit=unit_name(a.unit1, a.unit2), bed=a.bed,

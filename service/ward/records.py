@@ -16,7 +16,7 @@ from service.errors import NotFound
 from service.patients.status import ON_WARD, patient_status, summary
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Observation, Patient
-from service.ward.context import patient_context
+from service.ward.context import charted, patient_context
 
 UTC = dt.timezone.utc
 A, P, O = Alarm.__table__, Patient.__table__, Observation.__table__
@@ -102,6 +102,7 @@ class Records:
                       for r in s.execute(audit.query(patient_id=pid, newest_first=False))]
             now = self.clock.now(s)
             thresholds = self.units.thresholds(s)
+            values = charted(s, [pid], {pid: obs})[pid]
         histories: dict[int, list[schemas.AuditEntry]] = {}
         for e in events:
             if e.alarm_id is not None:
@@ -114,8 +115,10 @@ class Records:
             timeline=[schemas.TimelineEntry(timestamp=o.ts, vitals=o.vitals, iculos=o.iculos, elapsed_hours=o.elapsed_hours,
                                             risk=o.risk, alarm=alarming(o.risk, o.threshold), alarm_id=o.alarm_id,
                                             model=o.model_name, model_version=o.model_version,
-                                            contributions=o.contributions) for o in obs],
-            **patient_context(self.units, thresholds, row, [(o.ts, o.vitals) for o in obs], now),
+                                            contributions=o.contributions, first_risk=o.first_risk,
+                                            revisions=o.revisions or 0, revised_at=o.revised_at,
+                                            revised_by=o.revised_by) for o in obs],
+            **patient_context(self.units, thresholds, row, values, now),
             alarms=[alarm_store.alarm_out(a, row, histories.get(a.id)) for a in alarms], audit=events)
 
     def alarms(self, state: str | None, patient_id: str | None, since: dt.datetime | None,

@@ -85,26 +85,41 @@ def obs(patient: str, hour: float, **vitals) -> dict:
     return {"patient_id": patient, "timestamp": iso(T0 + dt.timedelta(hours=hour)), "vitals": vitals}
 
 
-def reference_risks(rows: list[tuple[float, dict]], demographics: dict | None = None, icu_admit_hour: float = None,
-                    seed: int = 0) -> list[float]:
-    """What the service must return for a stream of (hour, vitals), computed independently with
-    the fixture's numpy reference: demographics every step, ICULOS = floor(h - admit) + 1."""
+def reference_hourly(rows: list[tuple[float, dict]], demographics: dict | None = None, icu_admit_hour: float = None,
+                     seed: int = 0) -> dict[int, float]:
+    """{ICULOS: risk} of a stay's (hour, vitals) values, computed independently with the fixture's
+    numpy reference on the model's hourly grid: every value filed in hour floor(h - admit) + 1,
+    several of one variable in one hour by their median, every hour from 1 to the latest (empty
+    ones too) stepped with 0 then 1 elapsed hours, demographics every step. `admit` defaults to
+    the first row's hour (a patient created by its first observation)."""
     weights = fixture_weights(STATE_SIZE, seed)
-    state = np.zeros((1, STATE_SIZE), np.float32)
     admit = rows[0][0] if icu_admit_hour is None else icu_admit_hour
     demographics = demographics if demographics is not None else {
         k: v for k, v in rows[0][1].items() if k in ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")}
-    risks, previous = [], None
-    for hour, vitals in rows:
+    filed: dict[int, dict[str, list[float]]] = {}
+    for h, vitals in rows:
+        filed.setdefault(int(np.floor(h - admit)) + 1, {})
+        for name, value in vitals.items():
+            filed[int(np.floor(h - admit)) + 1].setdefault(name, []).append(value)
+    state = np.zeros((1, STATE_SIZE), np.float32)
+    risks = {}
+    for k in range(1, max(filed) + 1):
         x = np.full((1, len(FEATURES)), np.nan, np.float32)
-        for name, value in {**demographics, **vitals}.items():
+        for name, value in {**demographics, **{n: float(np.median(v)) for n, v in filed.get(k, {}).items()}}.items():
             x[0, FEATURES.index(name)] = value
-        x[0, FEATURES.index("ICULOS")] = np.floor(hour - admit) + 1
-        elapsed = np.array([[0.0 if previous is None else hour - previous]], np.float32)
-        risk, state = reference_step(x, elapsed, state, weights)
-        risks.append(float(risk[0, 0]))
-        previous = hour
+        x[0, FEATURES.index("ICULOS")] = k
+        risk, state = reference_step(x, np.array([[0.0 if k == 1 else 1.0]], np.float32), state, weights)
+        risks[k] = float(risk[0, 0])
     return risks
+
+
+def reference_risks(rows: list[tuple[float, dict]], demographics: dict | None = None, icu_admit_hour: float = None,
+                    seed: int = 0) -> list[float]:
+    """What the service must answer to each of a stream of (hour, vitals) posts: its own hour's
+    risk (`reference_hourly`) after the posts so far."""
+    admit = rows[0][0] if icu_admit_hour is None else icu_admit_hour
+    return [reference_hourly(rows[:i + 1], demographics, admit, seed)[int(np.floor(rows[i][0] - admit)) + 1]
+            for i in range(len(rows))]
 
 
 def vitals_stream(n: int, seed: int = 0) -> list[tuple[float, dict]]:

@@ -40,7 +40,8 @@ def expected_contributions(rows, k: int = 5) -> list[list[dict]]:
         for name, value in {**demographics, **vitals}.items():
             x[0, FEATURES.index(name)] = value
         x[0, ICULOS] = np.floor(hour - rows[0][0]) + 1
-        elapsed = np.array([[0.0 if previous is None else hour - previous]], np.float32)
+        # the rows fall in consecutive hours of the stay: one hourly step each (models/grid.py)
+        elapsed = np.array([[0.0 if previous is None else 1.0]], np.float32)
         risk, next_state = reference_step(x, elapsed, state, weights)
         items = []
         for j in np.flatnonzero(~np.isnan(x[0])):

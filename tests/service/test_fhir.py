@@ -14,7 +14,7 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
-from tests.service.conftest import T0, client_for, hdr, iso, reference_risks
+from tests.service.conftest import T0, client_for, hdr, iso, reference_hourly
 
 FHIR = "application/fhir+json"
 LOINC = "http://loinc.org"
@@ -116,15 +116,17 @@ def test_a_bundle_admits_the_patient_and_scores_each_time_once_in_the_model_unit
     assert detail["icu_admit_time"] == at(-2.0) and detail["hosp_adm_time"] == -28.0
     assert detail["age"] == pytest.approx((T0 - dt.timedelta(hours=2) - dt.datetime(1957, 3, 1, tzinfo=dt.timezone.utc))
                                           .total_seconds() / (365.25 * 86400), abs=1e-6)
-    assert detail["n_observations"] == 2  # one scored observation per effective time
-    first, second = (e["vitals"] for e in detail["timeline"])
+    # one hourly row per hour since the ICU admission (2 h before the first value): two empty, then
+    # each effective time's Observations in their hour
+    assert detail["n_observations"] == 4 and [e["vitals"] for e in detail["timeline"][:2]] == [{}, {}]
+    first, second = (e["vitals"] for e in detail["timeline"][2:])
     assert first == pytest.approx({"HR": 112, "Temp": (101.3 - 32) * 5 / 9, "SBP": 92, "DBP": 51, "MAP": 64.7,
                                    "FiO2": 0.4})
     assert second == pytest.approx({"HR": 118, "Glucose": 7.2 * 18.0156, "Creatinine": 176.8 * 0.011312,
                                     "Lactate": 4.1, "Platelets": 95, "Hgb": 9.8, "PaCO2": 4.0 * 7.50062})
     demographics = {"Age": detail["age"], "Gender": 0.0, "Unit1": 1.0, "Unit2": 0.0, "HospAdmTime": -28.0}
-    expected = reference_risks([(0.0, first), (1.0, second)], demographics, icu_admit_hour=-2.0)
-    assert [e["risk"] for e in detail["timeline"]] == pytest.approx(expected, abs=1e-6)
+    expected = reference_hourly([(0.0, first), (1.0, second)], demographics, icu_admit_hour=-2.0)
+    assert [e["risk"] for e in detail["timeline"]] == pytest.approx([expected[h] for h in (1, 2, 3, 4)], abs=1e-6)
 
 
 def test_the_unit_comes_from_location_service_type_or_class(c):
@@ -173,7 +175,7 @@ def test_every_problem_of_a_bundle_is_reported_with_its_element(c):
                observation("p3", 0, "8867-4", 400, "/min", id="hr-1"),           # outside the hard limits
                observation("p3", 0, "1234-5", 1, "/min"),                         # a code the model does not read
                {**observation("p3", 0, "9279-1", 20, "/min"), "effectiveDateTime": "2024-03-01"},  # no time
-               observation("p3", 0, "8310-5", 37, "Cel", status="entered-in-error"),
+               observation("p3", 0, "8310-5", 37, "Cel", status="cancelled"),                # no value to file
                bp_panel("p3", 0, sbp=120, dbp=80, unit="cm[H2O]"),
                observation("p3", 0, "8867-4", "fast", "/min"))                    # not a FHIR decimal
     r = post(c, b)
@@ -186,7 +188,7 @@ def test_every_problem_of_a_bundle_is_reported_with_its_element(c):
     assert "(Observation/hr-1)" in found["Bundle.entry[2].resource.valueQuantity.value"]
     assert "1234-5" in found["Bundle.entry[3].resource.code.coding"]
     assert "time and zone" in found["Bundle.entry[4].resource.effectiveDateTime"]
-    assert "entered-in-error" in found["Bundle.entry[5].resource.status"]
+    assert "cancelled" in found["Bundle.entry[5].resource.status"]
     assert "cm[H2O]" in found["Bundle.entry[6].resource.component[0].valueQuantity.code"]
     assert "Bundle.entry[6].resource.component[1].valueQuantity.code" in found
     assert c.get("/patients/p3", headers=hdr("viewer")).status_code == 404
@@ -194,14 +196,14 @@ def test_every_problem_of_a_bundle_is_reported_with_its_element(c):
 
 def test_a_conflict_refuses_the_whole_bundle_and_stores_no_admission(c):
     assert post(c, bundle(patient("a"), encounter("a", 0), observation("a", 5, "8867-4", 80, "/min"))).status_code == 200
-    # a new patient's admission and observation, and an observation of "a" before its last stored one
+    # a new patient's admission and observation, and an observation of "a" before its ICU admission
     b = bundle(patient("b"), encounter("b", 0), observation("b", 1, "8867-4", 90, "/min"),
-               observation("a", 2, "8867-4", 85, "/min"))
+               observation("a", -2, "8867-4", 85, "/min"))
     r = post(c, b)
     assert r.status_code == 409
     [issue] = issues(r)
     assert issue["code"] == "conflict" and issue["expression"] == ["Bundle.entry[3].resource.effectiveDateTime"]
-    assert "earlier than its last stored observation" in issue["diagnostics"]
+    assert "precedes patient a's ICU admission" in issue["diagnostics"]
     assert c.get("/patients/b", headers=hdr("viewer")).status_code == 404
     # an admission that differs from the stored one, beside another patient's new admission
     r = post(c, bundle(patient("c"), encounter("c", 0), patient("a"), encounter("a", 1)))
@@ -217,7 +219,7 @@ def test_a_conflict_refuses_the_whole_bundle_and_stores_no_admission(c):
     r = post(c, bundle(patient("e"), encounter("e", 0), late))
     assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[2].resource.effectiveDateTime"]
     assert c.get("/patients/e", headers=hdr("viewer")).status_code == 404
-    assert c.get("/patients/a", headers=hdr("viewer")).json()["n_observations"] == 1
+    assert c.get("/patients/a", headers=hdr("viewer")).json()["n_observations"] == 6  # hours 1-6 of its stay
 
 
 def test_two_bundles_admitting_one_new_patient_at_once_store_one_and_nothing_of_the_other(c):
@@ -249,14 +251,17 @@ def test_two_bundles_admitting_one_new_patient_at_once_store_one_and_nothing_of_
         assert issue["expression"] == ["Bundle.entry[1].resource.period.start"] and "already exists" in issue["diagnostics"]
         assert "observations" not in issue["diagnostics"]  # a feed is not told what the stored patient holds
         stored = c.get(f"/patients/{pid}", headers=hdr("viewer")).json()
-        assert (stored["unit"], stored["n_observations"], stored["admitted_by"]) == (winner, 1, "admission")
+        assert (stored["unit"], stored["n_observations"], stored["admitted_by"]) == (winner, 2, "admission")
         again = post(c, bundle(observation(pid, 1, "8867-4", 80, "/min")))
         assert again.status_code == 200 and again.json()["entry"][0]["response"]["status"] == "200 OK"
 
 
 def test_the_same_variable_twice_at_one_time_with_other_values_is_refused(c):
+    # without an identifier or id, a value is known by its variable and time: another value there
+    # is a correction that does not say so
     r = post(c, bundle(observation("f", 0, "8867-4", 80, "/min"), observation("f", 0, "8867-4", 81, "/min")))
-    assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.valueQuantity.value"]
+    assert r.status_code == 409 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.effectiveDateTime"]
+    assert "amended" in issues(r)[0]["diagnostics"]
     same = bundle(observation("f", 0, "8867-4", 80, "/min"), observation("f", 0, "8867-4", 80, "/min"))
     assert post(c, same).status_code == 200
     again = post(c, same)  # posted again: the stored result, nothing changes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import T0, hdr, iso, obs, reference_risks, vitals_stream
+from tests.service.conftest import T0, hdr, iso, obs, reference_hourly, reference_risks, vitals_stream
 
 
 def post_stream(client, patient, rows):
@@ -18,12 +18,12 @@ def post_stream(client, patient, rows):
 
 def test_stream_matches_reference_model(client):
     rows = vitals_stream(12)
-    rows[7] = (9.5, rows[7][1])  # an irregular gap: elapsed and ICULOS must follow real time
+    rows[7] = (9.5, rows[7][1])  # a gap: hours 8 and 9 are stepped empty, as the training rows are
     rows = sorted(rows[:8], key=lambda r: r[0]) + [(10.0 + i, v) for i, (_, v) in enumerate(rows[8:])]
     got = post_stream(client, "p1", rows)
     assert [g["risk"] for g in got] == pytest.approx(reference_risks(rows), rel=1e-5, abs=1e-6)
     assert got[0]["elapsed_hours"] == 0 and got[0]["iculos"] == 1
-    assert got[7]["elapsed_hours"] == pytest.approx(9.5 - rows[6][0]) and got[7]["iculos"] == 10
+    assert got[7]["elapsed_hours"] == 1.0 and got[7]["iculos"] == 10
     assert {g["model"] for g in got} == {"sepsis-cfc"} and {g["model_version"] for g in got} == {"1"}
     assert all(g["alarm"] == (g["risk"] >= g["threshold"]) for g in got)
 
@@ -49,9 +49,10 @@ def test_admission_sets_icu_time_and_demographics(client):
     assert repeat["icu_admit_time"] == iso(T0) and repeat["unit"] == "SICU"
     assert "observations" not in r.json()["detail"]
     full = client.post("/patients", json=same, headers=hdr("admin")).json()
-    assert full["n_observations"] == 2 and full["last_risk"] == pytest.approx(got[-1]["risk"])
+    # hours 1-4 had no value and were stepped empty: six hourly rows
+    assert full["n_observations"] == 6 and full["last_risk"] == pytest.approx(got[-1]["risk"])
     r = client.post("/patients", json={**same, "age": 50}, headers=hdr("admin"))
-    assert r.status_code == 409 and "with 2 observations" in r.json()["detail"]
+    assert r.status_code == 409 and "with 6 observations" in r.json()["detail"]
     # the ward list carries the unit, so a unit filter needs no per-patient request
     listed = {p["patient_id"]: p for p in client.get("/patients", headers=hdr("viewer")).json()}
     assert listed["a1"]["unit"] == "SICU"
@@ -74,16 +75,31 @@ def test_repeat_identical_returns_stored_result_and_changes_nothing(client):
     assert detail["n_observations"] == 3 and len(detail["timeline"]) == 3
 
 
-def test_same_timestamp_different_payload_and_out_of_order_are_409_and_store_nothing(client):
+def test_a_charted_value_sent_again_with_another_value_is_409_and_stores_nothing(client):
     post_stream(client, "c1", vitals_stream(3))
     r = client.post("/predict", json=obs("c1", 1, HR=150), headers=hdr("ingest"))
-    assert r.status_code == 409 and "different vitals" in r.json()["detail"]
-    r = client.post("/predict", json=obs("c1", 1.5, HR=150), headers=hdr("ingest"))
-    assert r.status_code == 409 and "time order" in r.json()["detail"]
+    assert r.status_code == 409 and "amended" in r.json()["detail"] and "HR" in r.json()["detail"]
     detail = client.get("/patients/c1", headers=hdr("viewer")).json()
     assert [e["vitals"]["HR"] for e in detail["timeline"]] == [v["HR"] for _, v in vitals_stream(3)]
     nxt = client.post("/predict", json=obs("c1", 3, HR=90), headers=hdr("ingest")).json()
     assert nxt["risk"] == pytest.approx(reference_risks(vitals_stream(3) + [(3.0, {"HR": 90.0})])[3], rel=1e-5)
+
+
+def test_a_late_value_is_filed_in_its_hour_and_every_later_hour_is_re_stepped(client):
+    rows = vitals_stream(4)
+    post_stream(client, "c2", rows)
+    late = (1.5, {"HR": 150.0})  # measured in hour 2, arriving after hour 4's values
+    r = client.post("/predict", json=obs("c2", *late[:1], **late[1]), headers=hdr("ingest"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = reference_risks(rows + [late])
+    assert body["iculos"] == 2 and body["risk"] == pytest.approx(want[-1], rel=1e-5)
+    assert body["revised_hours"] == [2, 3, 4] and body["latest_iculos"] == 4
+    timeline = client.get("/patients/c2", headers=hdr("viewer")).json()["timeline"]
+    hourly = reference_hourly(rows + [late])
+    assert [e["risk"] for e in timeline] == pytest.approx([hourly[h] for h in (1, 2, 3, 4)], rel=1e-5, abs=1e-6)
+    assert timeline[1]["vitals"]["HR"] == pytest.approx((rows[1][1]["HR"] + 150.0) / 2)  # the hour's median
+    assert body["latest_risk"] == pytest.approx(hourly[4], rel=1e-5)
 
 
 def test_batch_equals_singles_and_runs_one_step_across_patients(client):
@@ -103,7 +119,8 @@ def test_batch_equals_singles_and_runs_one_step_across_patients(client):
 
 def test_batch_is_all_or_nothing(client):
     post_stream(client, "e1", vitals_stream(3))
-    items = [obs("e2", 0, HR=80), obs("e2", 1, HR=81), obs("e1", 0.5, HR=70)]  # the last is out of order
+    # the last charts another HR at a time that already holds one, without saying it amends it
+    items = [obs("e2", 0, HR=80), obs("e2", 1, HR=81), obs("e1", 0, HR=70)]
     r = client.post("/predict/batch", json={"observations": items}, headers=hdr("ingest"))
     assert r.status_code == 409 and "observations[2]" in r.json()["detail"]
     assert client.get("/patients/e2", headers=hdr("viewer")).status_code == 404

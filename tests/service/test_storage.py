@@ -172,3 +172,57 @@ def test_serving_device_auto_means_the_cpu_provider(monkeypatch, models_root, as
     settings = Settings(models_dir=str(models_root), model="sepsis-cfc", model_version="1", device=asked)
     Model.load(settings, Metrics()).close()
     assert seen == [opened]
+
+
+def test_observations_stored_before_the_hourly_grid_are_refiled_from_their_values(db_url, models_root):
+    """A database of revision 0009 (one stored row per posted time, two of them in one hour) is
+    upgraded: its rows become messages, and the next value refiles the stay on the hourly grid:
+    the hour's two values by their median, the risks those of the values posted afresh."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.storage.db import alembic_config
+    from tests.service.conftest import T0, client_for, hdr, obs
+
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0009")
+        from sqlalchemy import JSON, Float, Integer, String, column, table
+
+        from service.storage.tables import UTCDateTime
+        patients = table("patients", column("id", String), column("created_at", UTCDateTime()),
+                         column("admitted_by", String), column("icu_admit_time", UTCDateTime()),
+                         column("first_ts", UTCDateTime()), column("last_ts", UTCDateTime()),
+                         column("n_observations", Integer), column("version", Integer))
+        rows = table("observations", column("patient_id", String), column("ts", UTCDateTime()), column("vitals", JSON),
+                     column("elapsed_hours", Float), column("iculos", Float), column("risk", Float),
+                     column("threshold", Float), column("model_name", String), column("model_version", String),
+                     column("received_at", UTCDateTime()))
+        with engine.begin() as conn:  # as the code of revision 0009 stored them
+            conn.execute(patients.insert().values(id="old", created_at=T0, admitted_by="admission", icu_admit_time=T0,
+                                                  first_ts=T0, last_ts=T0 + dt.timedelta(minutes=90), n_observations=3,
+                                                  version=3))
+            for minutes, hr, hour in ((0, 80.0, 1), (30, 100.0, 1), (90, 120.0, 2)):
+                at = T0 + dt.timedelta(minutes=minutes)
+                conn.execute(rows.insert().values(patient_id="old", ts=at, vitals={"HR": hr}, elapsed_hours=0.0,
+                                                  iculos=hour, risk=0.5, threshold=0.5, model_name="sepsis-cfc",
+                                                  model_version="1", received_at=at))
+        migrate(engine)
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT variable, value, hour FROM messages WHERE patient_id = 'old' ORDER BY id")).all()
+        assert [tuple(r) for r in kept] == [("HR", 80.0, 1), ("HR", 100.0, 1), ("HR", 120.0, 2)]
+    finally:
+        engine.dispose()
+    with client_for(db_url, models_root) as c:
+        r = c.post("/predict", json=obs("old", 2, HR=90.0), headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+        timeline = c.get("/patients/old", headers=hdr("viewer")).json()["timeline"]
+    with client_for(db_url, models_root) as fresh:  # the same values posted afresh
+        for h, hr in ((0, 80.0), (0.5, 100.0), (1.5, 120.0), (2, 90.0)):
+            fresh.post("/predict", json=obs("new", h, HR=hr), headers=hdr("ingest"))
+        want = fresh.get("/patients/new", headers=hdr("viewer")).json()["timeline"]
+    assert [e["vitals"] for e in timeline] == [{"HR": 90.0}, {"HR": 120.0}, {"HR": 90.0}]
+    assert [e["risk"] for e in timeline] == pytest.approx([e["risk"] for e in want], abs=1e-6)

@@ -74,23 +74,31 @@ def test_admin_correction_removes_what_follows_and_monitoring_resumes(db_url, mo
             assert c.post("/predict", json=obs("k1", h, **v), headers=hdr("ingest")).status_code == 200
         first_alarm = c.get("/patients/k1", headers=hdr("viewer")).json()["alarms"][0]["id"]
         c.post(f"/alarms/{first_alarm}/resolve", json={"by": "rn"}, headers=hdr("clinician"))
-        wrong = c.post("/predict", json=obs("k1", 24 * 400, HR=88.0), headers=hdr("ingest")).json()  # a clock a year ahead
-        assert wrong["alarm_id"] is not None
+        # a year ahead is refused outright: it would step every hour in between
+        ahead = c.post("/predict", json=obs("k1", 24 * 400, HR=88.0), headers=hdr("ingest"))
+        assert ahead.status_code == 409 and "SEPSIS_MAX_GAP_HOURS" in ahead.json()["detail"]
+        wrong = c.post("/predict", json=obs("k1", 105, HR=88.0), headers=hdr("ingest")).json()  # a clock 4 days ahead
+        assert wrong["iculos"] == 106
         blocked = c.post("/predict", json=obs("k1", 6, HR=90.0), headers=hdr("ingest"))
-        assert blocked.status_code == 409 and "time order" in blocked.json()["detail"]
-        kept_obs, kept_alarms = _rows(engine, "observations", "k1"), _rows(engine, "alarms", "k1")
-        kept_obs, kept_alarms = kept_obs[:-1], kept_alarms[:-1]
-
+        assert blocked.status_code == 409 and "revises at most the last 72 hours" in blocked.json()["detail"]
         after = iso(T0 + dt.timedelta(hours=5))
-        query = {"after": after, "by": "dr.admin", "reason": "monitor 7's clock was set a year ahead"}
+        kept_obs = _rows(engine, "observations", "k1")[:6]
+        kept_alarms = _rows(engine, "alarms", "k1", f"AND raised_at <= '{(T0 + dt.timedelta(hours=5)).strftime('%Y-%m-%d %H:%M:%S')}'")
+        if db_url.startswith("postgresql"):
+            kept_alarms = [a for a in _rows(engine, "alarms", "k1") if a[2] <= T0 + dt.timedelta(hours=5)]
+        gone_alarms = {a[0] for a in _rows(engine, "alarms", "k1")} - {a[0] for a in kept_alarms}
+        assert wrong["alarm_id"] is None or wrong["alarm_id"] in gone_alarms
+
+        query = {"after": after, "by": "dr.admin", "reason": "monitor 7's clock was set days ahead"}
         for role in ("ingest", "clinician", "viewer"):
             r = c.delete("/patients/k1/observations", params=query, headers=hdr(role))
             assert r.status_code == 403 and "admin" in r.json()["detail"]
-        assert len(_rows(engine, "observations", "k1")) == 7  # refused: nothing changed
+        assert len(_rows(engine, "observations", "k1")) == 106  # refused: nothing changed
         r = c.delete("/patients/k1/observations", params=query, headers=hdr("admin"))
         assert r.status_code == 200, r.text
         out = r.json()
-        assert (out["removed_observations"], out["removed_alarms"], out["remaining_observations"]) == (1, 1, 6)
+        assert (out["removed_observations"], out["removed_alarms"], out["remaining_observations"]) == (
+            100, len(gone_alarms), 6)
         # everything at or before `after` is exactly as it was stored
         assert _rows(engine, "observations", "k1") == kept_obs and _rows(engine, "alarms", "k1") == kept_alarms
         assert c.delete("/patients/k1/observations", params=query, headers=hdr("admin")).status_code == 409
@@ -110,10 +118,12 @@ def test_admin_correction_removes_what_follows_and_monitoring_resumes(db_url, mo
         assert len(audit) == 1
         a = audit[0]
         assert (a["patient_id"], a["corrected_by"], a["reason"], a["key_name"]) == (
-            "k1", "dr.admin", "monitor 7's clock was set a year ahead", "bootstrap")
-        assert a["key_id"] is not None and a["removed_observations"] == 1 and a["removed_alarms"] == 1
+            "k1", "dr.admin", "monitor 7's clock was set days ahead", "bootstrap")
+        assert a["key_id"] is not None and a["removed_observations"] == 100 and a["removed_alarms"] == len(gone_alarms)
         removed = a["removed"] if isinstance(a["removed"], dict) else json.loads(a["removed"])
-        assert removed["observations"][0]["vitals"] == {"HR": 88.0} and removed["alarms"][0]["id"] == wrong["alarm_id"]
+        assert removed["observations"][-1]["vitals"] == {"HR": 88.0}
+        assert {x["id"] for x in removed["alarms"]} == gone_alarms
+        assert [(m["variable"], m["value"]) for m in removed["messages"]] == [("HR", 88.0)]  # the message goes too
 
 
 def test_correction_of_every_observation_lets_the_patient_start_again(client):

@@ -132,7 +132,7 @@ def test_json_and_fhir_messages_carry_one_value_with_its_status(stay):
     m = next(m for m in msgs if m.amended)
     body = json_body("p1", m)
     assert body == {"patient_id": "p1", "timestamp": m.charted.time.isoformat(),
-                    "vitals": {m.charted.variable: m.charted.value}}
+                    "vitals": {m.charted.variable: m.charted.value}, "status": "amended"}
     obs = feed_observation("p1", m.charted)
     assert obs["status"] == "amended" and obs["identifier"] == [{"system": FEED_KEYS, "value": m.charted.key}]
     assert obs["valueQuantity"]["value"] == m.charted.value and obs["subject"] == {"reference": "Patient/p1"}

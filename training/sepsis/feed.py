@@ -103,5 +103,7 @@ def realistic_feed(patient_id: str, values: np.ndarray, start: dt.datetime, seed
 
 
 def json_body(patient_id: str, m: Message) -> dict:
-    """A message as the service's POST /predict body (one value; the JSON API has no status)."""
-    return {"patient_id": patient_id, "timestamp": m.charted.time.isoformat(), "vitals": {m.charted.variable: m.charted.value}}
+    """A message as the service's POST /predict body: one value, its time measured and its status
+    (an amendment says so; the value is known by its variable and time)."""
+    return {"patient_id": patient_id, "timestamp": m.charted.time.isoformat(),
+            "vitals": {m.charted.variable: m.charted.value}, "status": m.charted.status}

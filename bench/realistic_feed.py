@@ -1,0 +1,210 @@
+"""A realistic feed through the service: does it show the validated risk, and at what cost?
+
+Test-split stays (patient split seed 0: never trained on, no threshold chosen on them), each sent as
+`training.sepsis.feed.realistic_feed` sends it: every measured value its own message, vitals at a
+random second inside their hour, resulted labs stamped with their draw time and sent 30-150 min
+later (after later vitals), 5% of messages twice, 2% of labs first sent wrong and amended; a
+quarter of the stays as single FHIR Observations (`POST /fhir/Observation`), the rest as JSON
+(`POST /predict`). All stays' messages go in one arrival order, one request each, into a fresh
+in-process service (the shipped model, SQLite or the PostgreSQL URL given).
+
+Then, per stay, the hourly risks the service shows (GET /patients/ID) against `evaluate-onnx`'s
+stream of the same rows through the same exported step: hours compared, hours missing, the largest
+difference. Values the service refuses as out of range (a feed's 422) are left out of both sides.
+The same stays sent as today's one-row-per-hour JSON posts give the baseline cost.
+
+    python bench/realistic_feed.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz --stays 200
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from models.contract import FEATURES, INDEX, elapsed_hours  # noqa: E402
+from models.registry import resolve  # noqa: E402
+from models.runtime import StepRuntime  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.config import Settings  # noqa: E402
+from service.ranges import check_value  # noqa: E402
+from training.sepsis.evaluate_onnx import stream  # noqa: E402
+from training.sepsis.feed import realistic_feed  # noqa: E402
+from training.sepsis.fhir_bundle import feed_observation  # noqa: E402
+from training.sepsis.replay import plan_stay, select_stays  # noqa: E402
+
+START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+KEY = "sk_feed_admin"
+H = {"X-API-Key": KEY}
+FHIR = {**H, "Content-Type": "application/fhir+json"}
+
+
+def in_range(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rows with every value the service refuses (service/ranges.py) set to not measured."""
+    out = values.copy()
+    dropped = 0
+    for j, name in enumerate(FEATURES[:34]):
+        col = out[:, j]
+        for t in np.flatnonzero(np.isfinite(col)):
+            if check_value(name, float(col[t])) is not None:
+                col[t] = np.nan
+                dropped += 1
+    return out, dropped
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def service(db_url: str, a) -> TestClient:
+    settings = Settings(db_url=db_url, models_dir=a.models, model=a.model, model_version=a.version,
+                        bootstrap_keys=f"admin:{KEY}", microbatch="off", key_cache_seconds=60.0, device="cpu")
+    return TestClient(create_app(settings))
+
+
+def send_messages(c: TestClient, stays, feeds) -> dict:
+    order = sorted(((m.sent, k, i) for k, (pid, msgs, fhir) in enumerate(feeds) for i, m in enumerate(msgs)))
+    latencies, refused, revised = [], {}, 0
+    began = time.perf_counter()
+    for _, k, i in tqdm(order, desc="messages", unit="msg", mininterval=5):
+        pid, msgs, fhir = feeds[k]
+        m = msgs[i]
+        t = time.perf_counter()
+        if fhir:
+            r = c.post("/fhir/Observation", json=feed_observation(pid, m.charted), headers=FHIR)
+        else:
+            r = c.post("/predict", headers=H, json={"patient_id": pid, "timestamp": m.charted.time.isoformat(),
+                                                    "vitals": {m.charted.variable: m.charted.value},
+                                                    "status": m.charted.status})
+        latencies.append((time.perf_counter() - t) * 1000)
+        if r.status_code not in (200, 201):
+            why = f"{r.status_code} {r.text[:120]}"
+            refused[why] = refused.get(why, 0) + 1
+        elif not fhir and r.json().get("revised_hours"):
+            revised += 1
+    wall = time.perf_counter() - began
+    return {"messages": len(order), "seconds": round(wall, 1), "messages_per_s": round(len(order) / wall, 1),
+            "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+            "refused": sum(refused.values()), "refusals": refused, "json_answers_revising_stored_hours": revised}
+
+
+def send_hourly(c: TestClient, plans) -> dict:
+    posts = sorted(((o["body"]["timestamp"], k, j) for k, pl in enumerate(plans) for j, o in enumerate(pl.observations)))
+    latencies, refused = [], 0
+    began = time.perf_counter()
+    for _, k, j in tqdm(posts, desc="hourly rows", unit="row", mininterval=5):
+        body = plans[k].observations[j]["body"]
+        t = time.perf_counter()
+        r = c.post("/predict", headers=H, json=body)
+        latencies.append((time.perf_counter() - t) * 1000)
+        refused += r.status_code != 200
+    wall = time.perf_counter() - began
+    return {"requests": len(posts), "seconds": round(wall, 1), "requests_per_s": round(len(posts) / wall, 1),
+            "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+            "refused": refused}
+
+
+def compare(c: TestClient, plans, rows, offline) -> dict:
+    compared = missing = 0
+    worst, worst_stay, over = 0.0, None, 0
+    for pl, x, want in zip(plans, rows, offline):
+        timeline = c.get(f"/patients/{pl.patient_id}", headers=H).json().get("timeline", [])
+        got = {int(e["iculos"]): e["risk"] for e in timeline}
+        measured = [int(x[t, INDEX["ICULOS"]]) for t in range(len(x)) if np.isfinite(x[t, :34]).any()]
+        if not measured:
+            continue
+        for t in range(len(x)):
+            hour = int(x[t, INDEX["ICULOS"]])
+            if hour > max(measured):
+                break
+            if hour not in got:
+                missing += 1
+                continue
+            compared += 1
+            d = abs(got[hour] - float(want[t]))
+            over += d > 1e-4
+            if d > worst:
+                worst, worst_stay = d, pl.patient_id
+    return {"hours_compared": compared, "hours_missing": missing, "max_abs_difference": worst,
+            "hours_over_1e-4": over, "worst_stay": worst_stay}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", default="models")
+    p.add_argument("--model", default="sepsis-cfc")
+    p.add_argument("--version", default="3")
+    p.add_argument("--stays", type=int, default=None, help="a seeded random subset of the test split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--db", default=None, help="a PostgreSQL URL (default: a fresh SQLite file)")
+    p.add_argument("--skip-hourly", action="store_true", help="no one-row-per-hour baseline")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+
+    stays = select_stays(a.data, "test", 0, None)
+    if a.stays is not None and a.stays < len(stays):
+        pick = np.random.default_rng(a.seed).choice(len(stays), a.stays, replace=False)
+        stays = [stays[i] for i in sorted(pick)]
+    rows, plans, feeds, dropped = [], [], [], 0
+    for s in stays:
+        x, d = in_range(s.values)
+        dropped += d
+        pid = f"f{s.patient_id}"
+        pl = plan_stay(pid, x, s.labels, START)
+        first = dt.datetime.fromisoformat(pl.observations[0]["body"]["timestamp"])
+        fhir = zlib.crc32(pid.encode()) % 4 == 0  # a quarter of the stays as FHIR
+        rows.append(x)
+        plans.append(pl)
+        feeds.append((pid, realistic_feed(pid, x, first, a.seed), fhir))
+    runtime = StepRuntime.open(resolve(a.model, a.version, a.models), device="cpu")
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in rows])])
+    values = np.concatenate(rows)
+    risks = stream(runtime, values, elapsed_hours(values, offsets), offsets)
+    offline = [risks[offsets[i]:offsets[i + 1]] for i in range(len(rows))]
+    print(f"{len(stays)} test stays, {sum(len(f[1]) for f in feeds)} messages "
+          f"({sum(f[2] for f in feeds)} stays as FHIR), {dropped} out-of-range values left out", flush=True)
+
+    out = {"stays": len(stays), "subset_seed": a.seed if a.stays else None, "model": f"{a.model}/{a.version}",
+           "db": "postgresql" if a.db else "sqlite", "values_left_out_out_of_range": dropped}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("messages", "hourly"):
+            if mode == "hourly" and a.skip_hourly:
+                continue
+            url = a.db or f"sqlite:///{tmp}/{mode}.db"
+            with service(url, a) as c:
+                admitted = [c.post("/patients", json=pl.admission, headers=H).status_code for pl in plans]
+                assert all(s in (200, 201) for s in admitted), admitted
+                if mode == "messages":
+                    out["realistic_feed"] = send_messages(c, stays, feeds)
+                    out["served_vs_offline"] = compare(c, plans, rows, offline)
+                else:
+                    out["one_row_per_hour"] = send_hourly(c, plans)
+            if a.db:
+                from sqlalchemy import create_engine, text
+                eng = create_engine(a.db)
+                with eng.begin() as conn:  # the next mode starts empty
+                    for t in ("shadow_scores", "shadow_states", "audit_events", "alarms", "messages", "observations",
+                              "patients"):
+                        conn.execute(text(f"DELETE FROM {t}"))
+                eng.dispose()
+    print(json.dumps(out, indent=2))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The served risk is the validated risk: a stay sent as hospitals send it (each value its own
+message, labs hours late, duplicates, wrong values amended, in any order, split into requests any
+way, JSON and FHIR) ends with the hourly risks the offline evaluation (`evaluate-onnx`'s stream of
+the stay's rows through the same exported step) gives the same stay, empty hours included."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.contract import FEATURES, INDEX, N_FEATURES, elapsed_hours
+from models.runtime import StepRuntime
+from tests.service.conftest import hdr
+from training.sepsis.evaluate_onnx import stream
+from training.sepsis.feed import FeedConfig, realistic_feed
+from training.sepsis.fhir_bundle import feed_observation
+from training.sepsis.replay import plan_stay
+
+START = dt.datetime(2024, 5, 1, 6, 0, tzinfo=dt.timezone.utc)
+MEASURED = {"HR": (50, 150), "O2Sat": (82, 95), "Temp": (35.5, 40.0), "SBP": (70, 170), "MAP": (50, 110),
+            "Resp": (10, 35), "FiO2": (0.21, 0.8), "Lactate": (0.5, 8.0), "WBC": (2, 30), "Creatinine": (0.4, 5.0),
+            "Platelets": (30, 400), "pH": (7.1, 7.5), "Glucose": (60, 300)}
+# every message kind the feed makes, often: a third of the labs first sent wrong and amended
+FEED = FeedConfig(duplicate_share=0.2, amended_share=0.35, amended_error=(0.01, 0.05))  # wrong, yet in range
+
+
+def make_stay(seed: int, hours: int) -> np.ndarray:
+    """[hours, 40] rows as the challenge files hold them: ICULOS 1.., demographics on every row,
+    the first row empty (every file that starts at ICULOS 1 does), some later hours empty too."""
+    rng = np.random.default_rng(seed)
+    x = np.full((hours, N_FEATURES), np.nan, np.float32)
+    x[:, INDEX["ICULOS"]] = np.arange(1, hours + 1)
+    x[:, INDEX["Age"]], x[:, INDEX["Gender"]] = rng.integers(20, 90), rng.integers(0, 2)
+    x[:, INDEX["Unit1"]], x[:, INDEX["Unit2"]], x[:, INDEX["HospAdmTime"]] = 1.0, 0.0, -float(rng.integers(0, 30))
+    for t in range(1, hours):
+        if rng.random() < 0.15:
+            continue  # an hour nobody charted
+        for name, (low, high) in MEASURED.items():
+            if rng.random() < 0.5:
+                x[t, INDEX[name]] = round(float(rng.uniform(low, high)), 2)
+    if not np.isfinite(x[1:, :34]).any():
+        x[hours - 1, INDEX["HR"]] = 90.0
+    return x
+
+
+def offline(models_root, rows: np.ndarray) -> np.ndarray:
+    runtime = StepRuntime.open(models_root / "sepsis-cfc" / "1", device="cpu")
+    offsets = np.array([0, len(rows)])
+    return stream(runtime, rows, elapsed_hours(rows, offsets), offsets)
+
+
+def send(client, pid: str, batch: list, fhir: dict[str, bool]) -> None:
+    """One request: a JSON batch of the batch's JSON messages; each FHIR message posted alone."""
+    bodies = []
+    for m in batch:
+        c = m.charted
+        if fhir[c.key]:
+            r = client.post("/fhir/Observation", json=feed_observation(pid, c),
+                            headers={**hdr("ingest"), "Content-Type": "application/fhir+json"})
+            assert r.status_code in (200, 201), r.text
+        else:
+            bodies.append({"patient_id": pid, "timestamp": c.time.isoformat(), "vitals": {c.variable: c.value},
+                           "status": c.status})
+    if bodies:
+        r = client.post("/predict/batch", json={"observations": bodies}, headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), hours=st.integers(2, 9), shuffle=st.randoms(use_true_random=False),
+       cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40), fhir_share=st.sampled_from([0.0, 0.5, 1.0]))
+def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(client, models_root, seed, hours, shuffle, cuts,
+                                                                    fhir_share):
+    pid = f"prop-{seed}-{hours}"
+    rows = make_stay(seed, hours)
+    plan = plan_stay(pid, rows, np.zeros(hours), START)
+    assert client.post("/patients", json=plan.admission, headers=hdr("ingest")).status_code in (200, 201)
+    messages = realistic_feed(pid, rows, START, seed, FEED)
+    shuffle.shuffle(messages)  # any arrival order, not only the feed's realistic one
+    fhir = {m.charted.key: (zlib.crc32(m.charted.key.encode()) % 100) < fhir_share * 100 for m in messages}
+    at, k = 0, 0
+    while at < len(messages):
+        size = cuts[k % len(cuts)]
+        send(client, pid, messages[at:at + size], fhir)
+        at, k = at + size, k + 1
+
+    timeline = client.get(f"/patients/{pid}", headers=hdr("viewer")).json()["timeline"]
+    last = max(int(r[INDEX["ICULOS"]]) for r in rows if np.isfinite(r[:34]).any())
+    assert [e["iculos"] for e in timeline] == list(range(1, last + 1))  # every hour, the empty ones too
+    want = offline(models_root, rows)[:last]
+    assert [e["risk"] for e in timeline] == pytest.approx(want.tolist(), abs=1e-5)
+    for e, r in zip(timeline, rows):  # each hour holds the file's values, amendments applied
+        measured = {n: float(r[INDEX[n]]) for n in FEATURES[:34] if math.isfinite(r[INDEX[n]])}
+        assert e["vitals"] == pytest.approx(measured)
