@@ -17,7 +17,7 @@ from service.api.deps import Ingest, ServicesDep, Viewer
 from service.fhir import queries, resources, search
 from service.fhir.capability import capability_statement
 from service.fhir.mapping import Mapped, map_entries
-from service.fhir.outcome import Problem, Refusal, operation_outcome
+from service.fhir.outcome import Problem, Refusal, issue, operation_outcome
 from service.fhir.reading import Entry, media_type_ok, parse_json, read_bundle, read_resource
 from service.fhir.store import store
 
@@ -82,6 +82,10 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
     """The transaction-response (or batch-response): one entry per request entry, in order."""
     out = []
     for (what, key), entry in zip(mapped.answers, entries):
+        if entry.ignored:
+            out.append({"response": {"status": "200 OK", "outcome": {"resourceType": "OperationOutcome", "issue": [
+                issue(Problem(entry.path, entry.ignored, entry.label, "informational"), "information")]}}})
+            continue
         if what == "Patient":
             response = {"status": "201 Created" if created.get(key) else "200 OK", "location": f"Patient/{key}"}
         elif what == "Observation":
@@ -99,6 +103,9 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
                 "diagnostics": "no value (dataAbsentReason): nothing was fed to the model"}]}}
         else:  # Encounter (stored as the patient's admission) and Location (read for the unit)
             response = {"status": "200 OK"}
+        if notes := mapped.notes.get(entry.path):
+            outcome = response.setdefault("outcome", {"resourceType": "OperationOutcome", "issue": []})
+            outcome["issue"] += [issue(n, "information") for n in notes]
         out.append({"response": response})
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": out}
 

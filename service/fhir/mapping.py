@@ -13,9 +13,11 @@ observation. Pure: every problem is collected and reported together; nothing her
   `class`: MICU (or "medical intensive care") -> MICU, SICU (or "surgical intensive care") -> SICU,
   anything else given -> other, nothing given -> not recorded.
 - Observation: status final/amended/corrected/preliminary; subject the patient; effectiveDateTime
-  (or effectiveInstant) with a time and zone; a LOINC coding of `models/fhir_codes.csv` (or the
-  85354-9 blood pressure panel, read from its components); valueQuantity converted to the model's
-  unit. No value and a dataAbsentReason: nothing measured, nothing fed.
+  (or effectiveInstant, or effectivePeriod.start) with a time and zone; a LOINC coding of
+  `models/fhir_codes.csv` matched with the Observation's category (or the 85354-9 blood pressure
+  panel, read from its components); valueQuantity converted to the model's unit, and the components
+  `fhir_codes.COMPONENTS` declares for its code (pulse oximetry's FiO2); other components are noted,
+  not read. No value and a dataAbsentReason: nothing measured, nothing fed.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from models.fhir_codes import BP_PANEL, LOINC, UCUM, YEAR_SECONDS, Code, CodeTable
+from models.fhir_codes import BP_PANEL, CATEGORY, COMPONENTS, LOINC, UCUM, YEAR_SECONDS, Code, CodeTable
 from service import schemas
 from service.fhir.outcome import Problem, Refusal
 from service.fhir.reading import Entry
@@ -64,6 +66,7 @@ class Mapped:
     groups: list[Group]
     observations: list[schemas.Observation]  # one per group, same order
     answers: list[tuple[str, object]]          # per entry: ("Patient", pid), ("Encounter", pid), ("Observation", group index), ("Location", None), ("skipped", None)
+    notes: dict[str, list[Problem]] = field(default_factory=dict)  # entry path -> what of it was not read (information)
 
 
 def utc(value) -> dt.datetime | None:
@@ -97,9 +100,15 @@ class _Context:
         self.by_url = {e.full_url: e for e in entries if e.full_url}
         self.by_id = {(type(e.resource).__name__, e.resource.id): e for e in entries if getattr(e.resource, "id", None)}
         self.problems: list[Problem] = []
+        self.notes: dict[str, list[Problem]] = {}
 
     def problem(self, entry: Entry, element: str, reason: str, code: str = "invalid") -> None:
         self.problems.append(Problem(f"{entry.path}.{element}", reason, entry.label, code))
+
+    def note(self, entry: Entry, element: str, reason: str) -> None:
+        """Something of the entry that is not read (an issue of severity information in the answer)."""
+        self.notes.setdefault(entry.path, []).append(Problem(f"{entry.path}.{element}", reason, entry.label,
+                                                             "informational"))
 
     def target(self, reference: str | None, rtype: str, pattern: re.Pattern) -> tuple[Entry | None, str | None]:
         """(the bundle entry it points at, if any; the logical id) of a reference."""
@@ -256,11 +265,38 @@ def _value(ctx: _Context, entry: Entry, element: str, code: Code, quantity, abse
     return conversion.to_model(float(quantity.value))
 
 
+def _categories(obs) -> list[str]:
+    return [c.code for concept in obs.category or [] for c in concept.coding or [] if c.system == CATEGORY and c.code]
+
+
+def _components(ctx: _Context, entry: Entry, table: CodeTable, code: Code) -> list[tuple[Code, float, str]] | None:
+    """The components read beside the value of `code` (pulse oximetry's inhaled oxygen
+    concentration, FiO2); every other component is noted as not read. None after a problem."""
+    read = COMPONENTS.get(code.loinc, ())
+    out, bad = [], False
+    for k, comp in enumerate(entry.resource.component or []):
+        codes = [c.code for c in (comp.code.coding or []) if c.system == LOINC and c.code]
+        part = next((table.by_loinc[c] for c in read if c in codes), None)
+        if part is None:
+            shown = ", ".join(codes[:3]) or "no LOINC code"
+            ctx.note(entry, f"component[{k}]", f"component {shown[:60]} is not read (the model reads from {code.loinc} "
+                                               f"{'its value and ' + ', '.join(read) if read else 'its value only'}); "
+                                               "ignored")
+            continue
+        n = len(ctx.problems)
+        value = _value(ctx, entry, f"component[{k}].value", part, comp.valueQuantity, comp.dataAbsentReason)
+        bad |= len(ctx.problems) > n
+        if value is not None:
+            out.append((part, value, f"{entry.path}.component[{k}].valueQuantity.value"))
+    return None if bad else out
+
+
 def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[Code, float, str]] | None:
     """(code, value in the model's unit, value expression) of an Observation; None after a problem."""
     obs = entry.resource
     loincs = [c.code for c in (obs.code.coding or []) if c.system == LOINC and c.code] if obs.code else []
-    if BP_PANEL in loincs and table.match(loincs) is None:
+    categories = _categories(obs)
+    if BP_PANEL in loincs and table.match(loincs, categories) is None:
         out, bad = [], False
         if not obs.component:
             ctx.problem(entry, "component", f"the {BP_PANEL} blood pressure panel carries its values as components "
@@ -280,7 +316,7 @@ def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[C
             if value is not None:
                 out.append((code, value, f"{entry.path}.component[{k}].valueQuantity.value"))
         return None if bad else out
-    code = table.match(loincs)
+    code = table.match(loincs, categories)
     if code is None:
         shown = ", ".join(loincs[:5]) or "none"
         ctx.problem(entry, "code.coding", f"no LOINC code the model reads (LOINC codes given: {shown}); the codes it "
@@ -288,9 +324,28 @@ def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[C
         return None
     n = len(ctx.problems)
     value = _value(ctx, entry, "value", code, obs.valueQuantity, obs.dataAbsentReason)
-    if len(ctx.problems) > n:
+    parts = _components(ctx, entry, table, code)
+    if len(ctx.problems) > n or parts is None:
         return None
-    return [] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]
+    return ([] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]) + parts
+
+
+def _effective(ctx: _Context, entry: Entry) -> tuple[dt.datetime | None, str]:
+    """When it was measured, and the element that says so: effectiveDateTime, effectiveInstant or
+    effectivePeriod.start (for a specimen, when its collection began: the start is the instant
+    the values describe, the end only when collecting stopped)."""
+    obs = entry.resource
+    if obs.effectivePeriod is not None:
+        start, element = obs.effectivePeriod.start, "effectivePeriod.start"
+    elif obs.effectiveInstant is not None:
+        start, element = obs.effectiveInstant, "effectiveInstant"
+    else:
+        start, element = obs.effectiveDateTime, "effectiveDateTime"
+    ts = utc(start)
+    if ts is None:
+        ctx.problem(entry, element, _time_problem(start, "the time measured (effectiveDateTime, effectiveInstant or "
+                                                         "effectivePeriod.start)"), "required")
+    return ts, element
 
 
 def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: dict) -> int | None:
@@ -299,11 +354,7 @@ def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: di
     if obs.status not in SCORED_STATUSES:
         ctx.problem(entry, "status", f"status {str(obs.status)[:40]!r} is not scored; accepted: {', '.join(SCORED_STATUSES)}",
                     "business-rule")
-    ts = utc(obs.effectiveDateTime) or utc(obs.effectiveInstant)
-    element = "effectiveInstant" if obs.effectiveInstant is not None else "effectiveDateTime"
-    if ts is None:
-        ctx.problem(entry, element, _time_problem(getattr(obs, element), "the time measured (effectiveDateTime)"),
-                    "required")
+    ts, element = _effective(ctx, entry)
     found = _measurements(ctx, entry, table)
     if pid is None or ts is None or found is None or obs.status not in SCORED_STATUSES:
         return None
@@ -381,4 +432,4 @@ def map_entries(entries: list[Entry], table: CodeTable) -> Mapped:
     observations = _scored(ctx, ordered)
     if ctx.problems:
         raise Refusal(422, ctx.problems)
-    return Mapped(admissions, ordered, observations, answers)
+    return Mapped(admissions, ordered, observations, answers, ctx.notes)
