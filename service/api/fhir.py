@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from models.fhir_codes import load_codes
-from service.api.deps import Ingest, ServicesDep, Viewer
+from service.api.deps import Caller, Ingest, ServicesDep, Viewer
 from service.fhir import queries, resources, search
 from service.fhir.capability import capability_statement
 from service.fhir.mapping import Mapped, map_entries
@@ -114,7 +114,7 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
              responses={**_ok("a transaction-response (or batch-response) Bundle: one entry per request entry with "
                               "its status and location; each scored Observation's outcome gives the risk and "
                               "RiskAssessment id"), **_POST_ERRORS})
-def post_bundle(services: ServicesDep, body: Body):
+def post_bundle(services: ServicesDep, body: Body, caller: Caller):
     """A FHIR R4 Bundle (transaction or batch) of Patient, Encounter (the ICU stay), Location and
     LOINC-coded Observation resources. One patient's Observations at one effectiveDateTime are
     scored as one observation. All or nothing, a batch too: a refused bundle stores nothing."""
@@ -123,7 +123,7 @@ def post_bundle(services: ServicesDep, body: Body):
             raise _UNSUPPORTED
         kind, entries = read_bundle(parse_json(body), services.settings.max_batch_rows)
         mapped = map_entries(entries, CODES)
-        results, created = store(services, mapped)
+        results, created = store(services, mapped, caller)
     except Refusal as err:
         return _refused(err)
     return FhirResponse(_answer(mapped, entries, results, created, kind))

@@ -11,7 +11,10 @@ observation. Pure: every problem is collected and reported together; nothing her
   HospAdmTime = hours from the ICU admission to that one's `period.start` (usually <= 0). The unit
   comes from `serviceType`, `location` (the reference's display, or the Location's name/type) and
   `class`: MICU (or "medical intensive care") -> MICU, SICU (or "surgical intensive care") -> SICU,
-  anything else given -> other, nothing given -> not recorded.
+  anything else given -> other, nothing given -> not recorded. A `location` whose period.start is
+  after the ICU admission is a transfer at that time (the unit and bed the ward sees; the
+  admission's unit, the model's Unit1/Unit2, is the locations' at the admission, else the first
+  transfer's). Status finished (or a period.end) is the discharge at period.end.
 - Observation: status final/amended/corrected/preliminary; subject the patient; effectiveDateTime
   (or effectiveInstant, or effectivePeriod.start) with a time and zone; a LOINC coding of
   `models/fhir_codes.csv` matched with the Observation's category (or the 85354-9 blood pressure
@@ -53,11 +56,24 @@ class Group:
     times: list[tuple[str, str]] = field(default_factory=list)         # (effective expression, entry label)
 
 
+@dataclass(frozen=True)
+class Move:
+    """An Encounter location taken after the ICU admission: a transfer on the ward."""
+    at: dt.datetime
+    unit: str | None   # MICU, SICU, other; None when the location names nothing
+    bed: str | None    # the location as named (its reference's display or the Location's name)
+    expression: str    # the location's period.start
+
+
 @dataclass
 class Admitted:
     admission: schemas.Admission
     expression: str  # the Encounter's period.start
     label: str
+    moves: list[Move] = field(default_factory=list)      # in time order
+    unit_from_move: bool = False                          # no location at the admission: the unit is the first move's
+    discharged_at: dt.datetime | None = None              # a finished Encounter's period.end
+    discharge_expression: str = ""
 
 
 @dataclass
@@ -148,26 +164,79 @@ def _age(patient, start: dt.datetime) -> float | None:
     return round((start - born).total_seconds() / YEAR_SECONDS, 6)
 
 
-def _unit(ctx: _Context, encounter) -> str | None:
-    # class is required in R4 (IMP, ACUTE, ...): it can name the unit, but says nothing when it does not
-    cls = encounter.class_fhir
-    hints = [t for t in (cls.code, cls.display) if t] if cls is not None else []
-    texts = _texts(encounter.serviceType)
-    for loc in encounter.location or []:
-        ref = loc.location
-        texts += [ref.display] if ref is not None and ref.display else []
-        target = ctx.by_url.get(ref.reference) if ref is not None and ref.reference else None
-        if target is None and ref is not None and ref.reference and "/" in ref.reference:
-            target = ctx.by_id.get(("Location", ref.reference.rsplit("/", 1)[1]))
-        if target is not None and type(target.resource).__name__ == "Location":
-            texts += [t for t in [target.resource.name] if t]
-            for t in target.resource.type or []:
-                texts += _texts(t)
-    lowered = " ".join(texts + hints).lower()
+def _place(ctx: _Context, loc) -> list[str]:
+    """The words naming one Encounter.location: its reference's display, the Location's name and type."""
+    ref = loc.location
+    texts = [ref.display] if ref is not None and ref.display else []
+    target = ctx.by_url.get(ref.reference) if ref is not None and ref.reference else None
+    if target is None and ref is not None and ref.reference and "/" in ref.reference:
+        target = ctx.by_id.get(("Location", ref.reference.rsplit("/", 1)[1]))
+    if target is not None and type(target.resource).__name__ == "Location":
+        texts += [t for t in [target.resource.name] if t]
+        for t in target.resource.type or []:
+            texts += _texts(t)
+    return texts
+
+
+def _unit_named(texts: list[str], hints: list[str] = ()) -> str | None:
+    lowered = " ".join([*texts, *hints]).lower()
     for name, words in _UNITS:
         if any(re.search(rf"\b{w}\b", lowered) for w in words):
             return name
     return "other" if texts else None
+
+
+def _unit(ctx: _Context, encounter, locations) -> str | None:
+    # class is required in R4 (IMP, ACUTE, ...): it can name the unit, but says nothing when it does not
+    cls = encounter.class_fhir
+    hints = [t for t in (cls.code, cls.display) if t] if cls is not None else []
+    texts = _texts(encounter.serviceType)
+    for loc in locations:
+        texts += _place(ctx, loc)
+    return _unit_named(texts, hints)
+
+
+def _locations(ctx: _Context, e: Entry, start: dt.datetime) -> tuple[list, list[Move]] | None:
+    """(the locations at the ICU admission, the later ones as moves in time order): a location whose
+    period.start is after the admission is a transfer then; one without a period.start, or from
+    before, is where the stay began. None after a problem."""
+    at_admission, moves = [], []
+    for k, loc in enumerate(e.resource.location or []):
+        raw = loc.period.start if loc.period is not None else None
+        when = utc(raw)
+        if raw is not None and when is None:
+            ctx.problem(e, f"location[{k}].period.start", _time_problem(raw, "the time the patient came to this location"),
+                        "value")
+            return None
+        if when is None or when <= start:
+            at_admission.append(loc)
+            continue
+        texts = _place(ctx, loc)
+        bed = texts[0][:32] if texts else None
+        moves.append(Move(when, _unit_named(texts), bed, f"{e.path}.location[{k}].period.start"))
+    return at_admission, sorted(moves, key=lambda m: m.at)
+
+
+def _discharge(ctx: _Context, e: Entry, start: dt.datetime, moves: list[Move]) -> tuple[dt.datetime | None, bool]:
+    """(a finished Encounter's period.end, the discharge; whether it could be read)."""
+    enc = e.resource
+    raw = enc.period.end if enc.period is not None else None
+    if enc.status != "finished" and raw is None:
+        return None, True
+    end = utc(raw)
+    if end is None:
+        ctx.problem(e, "period.end", _time_problem(raw, "the discharge time (a finished Encounter's period.end)"),
+                    "required")
+        return None, False
+    if end < start:
+        ctx.problem(e, "period.end", f"the discharge {end.isoformat()} precedes the ICU admission {start.isoformat()} "
+                                     "(period.start)", "value")
+        return None, False
+    late = [m for m in moves if m.at > end]
+    for m in late:
+        ctx.problems.append(Problem(m.expression, f"a transfer at {m.at.isoformat()} after the discharge "
+                                                  f"{end.isoformat()} (period.end)", e.label, "business-rule"))
+    return end, not late
 
 
 def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry], answers) -> list[Admitted]:
@@ -199,6 +268,17 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
             ctx.problem(e, "period.start", _time_problem(enc.period.start if enc.period else None,
                                                          "the ICU admission time"), "required")
             continue
+        placed = _locations(ctx, e, start)
+        if placed is None:
+            continue
+        at_admission, moves = placed
+        discharged_at, readable = _discharge(ctx, e, start, moves)
+        if not readable:
+            continue
+        unit = _unit(ctx, enc, at_admission)
+        unit_from_move = unit is None and bool(moves)
+        if unit_from_move:
+            unit = moves[0].unit
         hosp = None
         parent, _ = ctx.target(enc.partOf.reference if enc.partOf else None, "Encounter", _ENCOUNTER_REF)
         if parent is not None:
@@ -214,7 +294,7 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
             age = _age(patient.resource, start)
             gender = {"male": 1, "female": 0}.get(patient.resource.gender)
         try:
-            adm = schemas.Admission(patient_id=pid, age=age, gender=gender, unit=_unit(ctx, enc), hosp_adm_time=hosp,
+            adm = schemas.Admission(patient_id=pid, age=age, gender=gender, unit=unit, hosp_adm_time=hosp,
                                     icu_admit_time=start)
         except ValidationError as err:
             where = {"age": (patient, "birthDate"), "hosp_adm_time": (parent, "period.start"),
@@ -224,7 +304,8 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
                 target, element = where.get(name, (e, "subject"))
                 ctx.problem(target or e, element, f"{name}: {str(x.get('msg', '')).removeprefix('Value error, ')}")
             continue
-        out.append(Admitted(adm, f"{e.path}.period.start", e.label))
+        out.append(Admitted(adm, f"{e.path}.period.start", e.label, moves, unit_from_move, discharged_at,
+                            f"{e.path}.period.end"))
     return out
 
 
@@ -429,6 +510,11 @@ def map_entries(entries: list[Entry], table: CodeTable) -> Mapped:
             ctx.problems.append(Problem(where, f"{g.ts.isoformat()} precedes patient {g.patient_id}'s ICU admission "
                                                f"({a.admission.icu_admit_time.isoformat()}, {a.expression})",
                                         label, "business-rule"))
+        if a is not None and a.discharged_at is not None and g.ts > a.discharged_at:
+            where, label = g.times[0]
+            ctx.problems.append(Problem(where, f"{g.ts.isoformat()} is after patient {g.patient_id}'s discharge "
+                                               f"({a.discharged_at.isoformat()}, {a.discharge_expression}): it belongs "
+                                               "to another stay", label, "business-rule"))
     observations = _scored(ctx, ordered)
     if ctx.problems:
         raise Refusal(422, ctx.problems)

@@ -3,6 +3,7 @@ components, SpO2 coded 2708-6 in the vital-signs category, effectivePeriod, reso
 does not read sent along, and fullUrls given twice. Every answer is validated with fhir.resources."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -29,6 +30,10 @@ def pulse_oximetry(pid: str, hour: float, spo2, *components) -> dict:
 def c(db_url, models_root):
     with client_for(db_url, models_root) as client:
         yield client
+
+
+def when(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def vitals(c, pid: str) -> list[dict]:
@@ -128,3 +133,97 @@ def test_a_lone_surrogate_in_any_id_is_a_400(c, resource, where):
     body = json.dumps(bundle(resource)).replace("@@", "\\udc00")
     r = c.post("/fhir", content=body.encode(), headers={**hdr("ingest"), "Content-Type": "application/fhir+json"})
     assert r.status_code == 400 and issues(r)[0]["expression"] == [where], r.text
+
+
+def finished(pid: str, start_hour: float, end_hour: float | None, **extra) -> dict:
+    e = encounter(pid, start_hour, **extra)
+    e["status"] = "finished"
+    if end_hour is not None:
+        e["period"]["end"] = at(end_hour)
+    return e
+
+
+def test_a_finished_encounter_discharges_the_patient_at_period_end_once(db_url, models_root):
+    with client_for(db_url, models_root, model="always") as c:  # every observation alarms
+        assert post(c, bundle(patient("d1"), encounter("d1", 0), observation("d1", 1, "8867-4", 120, "/min"))).status_code == 200
+        assert c.get("/patients/d1", headers=hdr("viewer")).json()["active_alarm_id"] is not None
+        b = bundle(patient("d1"), finished("d1", 0, 5), observation("d1", 2, "8867-4", 110, "/min"))
+        r = post(c, b)
+        assert r.status_code == 200, r.text
+        Bundle.model_validate(r.json())
+        detail = c.get("/patients/d1", headers=hdr("viewer")).json()
+        assert (detail["status"], detail["outcome"], detail["active_alarm_id"]) == ("discharged", None, None)
+        assert [e["timestamp"] for e in detail["timeline"]] == [at(1), at(2)]
+        [row] = [a for a in detail["audit"] if a["action"] == "discharge"]
+        assert when(row["details"]["discharged_at"]) == when(at(5)) and row["details"]["outcome"] is None
+        # the same bundle again changes nothing; another end, or data after it, is a 409 naming the element
+        assert post(c, b).status_code == 200
+        assert [a["action"] for a in c.get("/patients/d1", headers=hdr("viewer")).json()["audit"]].count("discharge") == 1
+        r = post(c, bundle(patient("d1"), finished("d1", 0, 6)))
+        assert r.status_code == 409 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.period.end"]
+        assert "already discharged" in issues(r)[0]["diagnostics"]
+        r = post(c, bundle(observation("d1", 6, "8867-4", 100, "/min")))
+        assert r.status_code == 409
+        # an outcome recorded later keeps the discharge; one naming another discharge time is a 409
+        assert c.post("/patients/d1/outcome", json={"outcome": "no_sepsis", "discharged_at": at(7)},
+                      headers=hdr("clinician")).status_code == 409
+        r = c.post("/patients/d1/outcome", json={"outcome": "no_sepsis"}, headers=hdr("clinician"))
+        assert r.status_code == 200 and r.json()["status"] == "discharged"
+        assert c.get("/patients/d1", headers=hdr("viewer")).json()["outcome"] == "no_sepsis"
+
+
+def test_a_finished_encounter_is_refused_without_its_end_or_with_data_after_it(c):
+    r = post(c, bundle(patient("d2"), finished("d2", 0, None)))
+    assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.period.end"]
+    r = post(c, bundle(patient("d2"), finished("d2", 0, 2), observation("d2", 3, "8867-4", 90, "/min")))
+    assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[2].resource.effectiveDateTime"]
+    assert "after patient d2's discharge" in issues(r)[0]["diagnostics"]
+    r = post(c, bundle(patient("d2"), {**encounter("d2", 0), "period": {"start": at(0), "end": at(-1)}}))
+    assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.period.end"]
+    assert c.get("/patients/d2", headers=hdr("viewer")).status_code == 404
+    # a new patient admitted and discharged in one bundle (period.end alone says the stay ended)
+    r = post(c, bundle(patient("d3"), {**encounter("d3", 0), "period": {"start": at(0), "end": at(4)}},
+                       observation("d3", 1, "8867-4", 90, "/min")))
+    assert r.status_code == 200, r.text
+    assert c.get("/patients/d3", headers=hdr("viewer")).json()["status"] == "discharged"
+
+
+def moved(pid: str, *places) -> dict:
+    """The ICU Encounter (admitted at hour 0) with its location history: (display, start hour or None)."""
+    e = encounter(pid, 0, unit=None)
+    e["location"] = [{"location": {"display": name}, **({"period": {"start": at(h)}} if h is not None else {})}
+                     for name, h in places]
+    return e
+
+
+def test_a_later_location_is_a_transfer_with_its_time_and_the_model_keeps_the_admission_unit(c):
+    first = bundle(patient("t1"), moved("t1", ("MICU bed 3", 0)), observation("t1", 1, "8867-4", 90, "/min"))
+    assert post(c, first).status_code == 200
+    later = bundle(patient("t1"), moved("t1", ("MICU bed 3", 0), ("SICU bed 12", 3)),
+                   observation("t1", 4, "8867-4", 95, "/min"))
+    r = post(c, later)
+    assert r.status_code == 200, r.text
+    Bundle.model_validate(r.json())
+    detail = c.get("/patients/t1", headers=hdr("viewer")).json()
+    assert (detail["unit"], detail["bed"]) == ("SICU", "SICU bed 12")
+    assert (detail["unit1"], detail["unit2"]) == (1.0, 0.0)  # the model's demographics: the admission's MICU
+    [row] = [a for a in detail["audit"] if a["action"] == "transfer"]
+    assert when(row["details"].pop("transferred_at")) == when(at(3))
+    assert row["details"] == {"from_unit": "MICU", "from_bed": None, "to_unit": "SICU",
+                              "to_bed": "SICU bed 12"}
+    listed = {p["patient_id"]: (p["unit"], p["bed"]) for p in c.get("/patients", headers=hdr("viewer")).json()}
+    assert listed["t1"] == ("SICU", "SICU bed 12")
+    # sent again, or with only the current location, nothing changes
+    assert post(c, later).status_code == 200
+    assert post(c, bundle(patient("t1"), moved("t1", ("SICU bed 12", 3)))).status_code == 200
+    audit = c.get("/patients/t1", headers=hdr("viewer")).json()["audit"]
+    assert [a["action"] for a in audit].count("transfer") == 1
+    # a location without a time that differs from the admission's is still a conflicting admission
+    r = post(c, bundle(patient("t1"), moved("t1", ("SICU bed 12", None))))
+    assert r.status_code == 409 and "a transfer is a location with its period.start" in issues(r)[0]["diagnostics"]
+    # a transfer after the discharge belongs to another stay
+    discharged = finished("t1", 0, 5, unit=None)
+    discharged["location"] = moved("t1", ("MICU bed 3", 0))["location"]
+    assert post(c, bundle(patient("t1"), discharged)).status_code == 200
+    r = post(c, bundle(patient("t1"), moved("t1", ("MICU bed 3", 0), ("MICU bed 1", 6))))
+    assert r.status_code == 409 and issues(r)[0]["expression"] == ["Bundle.entry[1].resource.location[1].period.start"]
