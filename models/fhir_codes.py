@@ -13,6 +13,12 @@ model value = (value + offset) * factor, the factor a decimal or a fraction `a/b
 conversions use the analyte's molar mass (glucose 180.156 g/mol: mmol/L x 18.0156 = mg/dL; urea
 nitrogen 28.014 mg per mmol; creatinine 113.12; bilirubin 584.66; calcium 40.08; magnesium
 24.305; phosphorus 30.974; lactate 90.08; haemoglobin monomer 16.114 g/mmol).
+
+`category` (optional): the row holds only for an Observation of that category
+(http://terminology.hl7.org/CodeSystem/observation-category); a code's row without one is its
+meaning otherwise. 2708-6 "Oxygen saturation in Arterial blood" is the code FHIR R4's vital-signs
+profile gives SpO2, so in category vital-signs it is the pulse oximeter's O2Sat; in a laboratory
+report (or with no category) it is the blood gas's SaO2.
 """
 from __future__ import annotations
 
@@ -26,8 +32,16 @@ from models.contract import CLINICAL
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 # Blood pressure panel with all children optional: SBP, DBP, MAP arrive as its components.
 BP_PANEL = "85354-9"
+PULSE_OXIMETRY = "59408-5"
+# Components read beside an Observation's own value, by the code its value was matched to. US Core
+# pulse oximetry (59408-5, and the vital-signs SpO2 2708-6) may carry the oxygen the patient
+# breathes: 3150-0 "Inhaled oxygen concentration" is FiO2 (a row of the table, % converted to the
+# fraction); 3151-8 "Inhaled oxygen flow rate" (L/min) is a flow, not a concentration, and no
+# model input. Any other component is not read either; the service says so per entry.
+COMPONENTS: dict[str, tuple[str, ...]] = {PULSE_OXIMETRY: ("3150-0",), "2708-6": ("3150-0",)}
 TABLE = Path(__file__).with_name("fhir_codes.csv")
 # Age in years from a birth time, on both sides (the service reading Patient.birthDate and the
 # replay encoder writing it): the Julian year.
@@ -52,6 +66,7 @@ class Code:
     feature: str
     unit: str                           # the UCUM unit the model expects
     accepted: dict[str, Conversion]     # UCUM unit -> conversion to `unit`
+    category: str = ""                  # the Observation category this row needs; "" for any
 
 
 @dataclass(frozen=True)
@@ -60,13 +75,15 @@ class CodeTable:
 
     @cached_property
     def by_loinc(self) -> dict[str, Code]:
-        return {c.loinc: c for c in self.codes}
+        """Each code's meaning outside any category."""
+        return {c.loinc: c for c in self.codes if not c.category}
 
-    def match(self, loincs: Iterable[str]) -> Code | None:
-        """The table's first row among `loincs` (e.g. a US Core pulse oximetry Observation carries
-        59408-5 and 2708-6: 59408-5 comes first, so it is O2Sat, not the arterial SaO2)."""
-        wanted = set(loincs)
-        return next((c for c in self.codes if c.loinc in wanted), None)
+    def match(self, loincs: Iterable[str], categories: Iterable[str] = ()) -> Code | None:
+        """The table's first row among `loincs` whose category, if it names one, is among
+        `categories` (a US Core pulse oximetry Observation carries 59408-5 and 2708-6: 59408-5
+        comes first, so it is O2Sat; 2708-6 alone is O2Sat in category vital-signs, else SaO2)."""
+        wanted, given = set(loincs), set(categories)
+        return next((c for c in self.codes if c.loinc in wanted and (not c.category or c.category in given)), None)
 
     def for_feature(self, feature: str) -> Code:
         """The first (preferred) code of a feature: what the replay encoder sends."""
@@ -94,15 +111,20 @@ def parse_codes(rows: Iterable[dict[str, str]], source: str = "table") -> CodeTa
     for n, row in enumerate(rows, start=2):
         where = f"{source} line {n}"
         code = Code(row["loinc"].strip(), row["display"].strip(), row["feature"].strip(), row["unit"].strip(),
-                    _conversions(row["accepted"], where))
+                    _conversions(row["accepted"], where), (row.get("category") or "").strip())
         if code.feature not in CLINICAL:
             raise ValueError(f"{where}: {code.feature!r} is not one of the model's vital signs or labs")
         if code.accepted.get(code.unit) != Conversion(1.0):
             raise ValueError(f"{where}: the model's unit {code.unit!r} must be accepted as {code.unit}=1")
         codes.append(code)
-    loincs = [c.loinc for c in codes]
-    if len(set(loincs)) != len(loincs):
-        raise ValueError(f"{source}: a LOINC code is listed twice")
+    keys = [(c.loinc, c.category) for c in codes]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{source}: a LOINC code is listed twice (for one category)")
+    if orphans := sorted({c.loinc for c in codes if c.category} - {c.loinc for c in codes if not c.category}):
+        raise ValueError(f"{source}: {', '.join(orphans)} has rows for a category only: add its row without one")
+    for panel, parts in COMPONENTS.items():
+        if missing := [p for p in (panel, *parts) if p not in {c.loinc for c in codes}]:
+            raise ValueError(f"{source}: no row for {', '.join(missing)} (read as components of {panel})")
     if missing := [f for f in CLINICAL if f not in {c.feature for c in codes}]:
         raise ValueError(f"{source}: no code for {', '.join(missing)}")
     units = {}

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from models.fhir_codes import load_codes
-from service.api.deps import Ingest, ServicesDep, Viewer
+from service.api.deps import Caller, Ingest, ServicesDep, Viewer
 from service.fhir import queries, resources, search
 from service.fhir.capability import capability_statement
 from service.fhir.mapping import Mapped, map_entries
-from service.fhir.outcome import Problem, Refusal, operation_outcome
+from service.fhir.outcome import Problem, Refusal, issue, operation_outcome
 from service.fhir.reading import Entry, media_type_ok, parse_json, read_bundle, read_resource
 from service.fhir.store import store
 
@@ -82,6 +82,10 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
     """The transaction-response (or batch-response): one entry per request entry, in order."""
     out = []
     for (what, key), entry in zip(mapped.answers, entries):
+        if entry.ignored:
+            out.append({"response": {"status": "200 OK", "outcome": {"resourceType": "OperationOutcome", "issue": [
+                issue(Problem(entry.path, entry.ignored, entry.label, "informational"), "information")]}}})
+            continue
         if what == "Patient":
             response = {"status": "201 Created" if created.get(key) else "200 OK", "location": f"Patient/{key}"}
         elif what == "Observation":
@@ -99,6 +103,9 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
                 "diagnostics": "no value (dataAbsentReason): nothing was fed to the model"}]}}
         else:  # Encounter (stored as the patient's admission) and Location (read for the unit)
             response = {"status": "200 OK"}
+        if notes := mapped.notes.get(entry.path):
+            outcome = response.setdefault("outcome", {"resourceType": "OperationOutcome", "issue": []})
+            outcome["issue"] += [issue(n, "information") for n in notes]
         out.append({"response": response})
     return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": out}
 
@@ -107,7 +114,7 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
              responses={**_ok("a transaction-response (or batch-response) Bundle: one entry per request entry with "
                               "its status and location; each scored Observation's outcome gives the risk and "
                               "RiskAssessment id"), **_POST_ERRORS})
-def post_bundle(services: ServicesDep, body: Body):
+def post_bundle(services: ServicesDep, body: Body, caller: Caller):
     """A FHIR R4 Bundle (transaction or batch) of Patient, Encounter (the ICU stay), Location and
     LOINC-coded Observation resources. Each Observation's values are filed in the hour of the
     stay they were measured in (several in one hour: their median), known by the Observation's id:
@@ -118,7 +125,7 @@ def post_bundle(services: ServicesDep, body: Body):
             raise _UNSUPPORTED
         kind, entries = read_bundle(parse_json(body), services.settings.max_batch_rows)
         mapped = map_entries(entries, CODES)
-        results, created = store(services, mapped)
+        results, created = store(services, mapped, caller)
     except Refusal as err:
         return _refused(err)
     return FhirResponse(_answer(mapped, entries, results, created, kind))

@@ -16,7 +16,8 @@ _RESOURCES = {
     "Patient": ([_READ, _CREATE], "created in a transaction or batch Bundle (with its Encounter: the admission); "
                                   "read back: the id and gender the service keeps"),
     "Encounter": ([_CREATE], "in a transaction or batch Bundle: the ICU stay, stored as the patient's admission; "
-                             "not served back"),
+                             "a location with a later period.start is a transfer, status finished (period.end) "
+                             "the discharge; not served back"),
     "Observation": ([_READ, _CREATE], "LOINC-coded vital signs and labs (POST /fhir/Observation, or in a Bundle); "
                                       "read back as the stored observation: one Observation per patient and time, "
                                       "its values as components"),

@@ -12,11 +12,16 @@ Pure: every problem is collected and reported together; nothing here touches sto
   HospAdmTime = hours from the ICU admission to that one's `period.start` (usually <= 0). The unit
   comes from `serviceType`, `location` (the reference's display, or the Location's name/type) and
   `class`: MICU (or "medical intensive care") -> MICU, SICU (or "surgical intensive care") -> SICU,
-  anything else given -> other, nothing given -> not recorded.
+  anything else given -> other, nothing given -> not recorded. A `location` whose period.start is
+  after the ICU admission is a transfer at that time (the unit and bed the ward sees; the
+  admission's unit, the model's Unit1/Unit2, is the locations' at the admission, else the first
+  transfer's). Status finished (or a period.end) is the discharge at period.end.
 - Observation: status final/amended/corrected/preliminary; subject the patient; effectiveDateTime
-  (or effectiveInstant) with a time and zone; a LOINC coding of `models/fhir_codes.csv` (or the
-  85354-9 blood pressure panel, read from its components); valueQuantity converted to the model's
-  unit. No value and a dataAbsentReason: nothing measured, nothing fed.
+  (or effectiveInstant, or effectivePeriod.start) with a time and zone; a LOINC coding of
+  `models/fhir_codes.csv` matched with the Observation's category (or the 85354-9 blood pressure
+  panel, read from its components); valueQuantity converted to the model's unit, and the components
+  `fhir_codes.COMPONENTS` declares for its code (pulse oximetry's FiO2); other components are noted,
+  not read. No value and a dataAbsentReason: nothing measured, nothing fed.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from models.fhir_codes import BP_PANEL, LOINC, UCUM, YEAR_SECONDS, Code, CodeTable
+from models.fhir_codes import BP_PANEL, CATEGORY, COMPONENTS, LOINC, UCUM, YEAR_SECONDS, Code, CodeTable
 from service import schemas
 from service.fhir.outcome import Problem, Refusal
 from service.fhir.reading import Entry
@@ -56,11 +61,24 @@ class Group:
     times: list[tuple[str, str]] = field(default_factory=list)         # (effective expression, entry label)
 
 
+@dataclass(frozen=True)
+class Move:
+    """An Encounter location taken after the ICU admission: a transfer on the ward."""
+    at: dt.datetime
+    unit: str | None   # MICU, SICU, other; None when the location names nothing
+    bed: str | None    # the location as named (its reference's display or the Location's name)
+    expression: str    # the location's period.start
+
+
 @dataclass
 class Admitted:
     admission: schemas.Admission
     expression: str  # the Encounter's period.start
     label: str
+    moves: list[Move] = field(default_factory=list)      # in time order
+    unit_from_move: bool = False                          # no location at the admission: the unit is the first move's
+    discharged_at: dt.datetime | None = None              # a finished Encounter's period.end
+    discharge_expression: str = ""
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Mapped:
     groups: list[Group]
     observations: list[schemas.Observation]  # one per group, same order
     answers: list[tuple[str, object]]          # per entry: ("Patient", pid), ("Encounter", pid), ("Observation", group index), ("Location", None), ("skipped", None)
+    notes: dict[str, list[Problem]] = field(default_factory=dict)  # entry path -> what of it was not read (information)
 
 
 def utc(value) -> dt.datetime | None:
@@ -102,9 +121,15 @@ class _Context:
         self.by_url = {e.full_url: e for e in entries if e.full_url}
         self.by_id = {(type(e.resource).__name__, e.resource.id): e for e in entries if getattr(e.resource, "id", None)}
         self.problems: list[Problem] = []
+        self.notes: dict[str, list[Problem]] = {}
 
     def problem(self, entry: Entry, element: str, reason: str, code: str = "invalid") -> None:
         self.problems.append(Problem(f"{entry.path}.{element}", reason, entry.label, code))
+
+    def note(self, entry: Entry, element: str, reason: str) -> None:
+        """Something of the entry that is not read (an issue of severity information in the answer)."""
+        self.notes.setdefault(entry.path, []).append(Problem(f"{entry.path}.{element}", reason, entry.label,
+                                                             "informational"))
 
     def target(self, reference: str | None, rtype: str, pattern: re.Pattern) -> tuple[Entry | None, str | None]:
         """(the bundle entry it points at, if any; the logical id) of a reference."""
@@ -144,26 +169,79 @@ def _age(patient, start: dt.datetime) -> float | None:
     return round((start - born).total_seconds() / YEAR_SECONDS, 6)
 
 
-def _unit(ctx: _Context, encounter) -> str | None:
-    # class is required in R4 (IMP, ACUTE, ...): it can name the unit, but says nothing when it does not
-    cls = encounter.class_fhir
-    hints = [t for t in (cls.code, cls.display) if t] if cls is not None else []
-    texts = _texts(encounter.serviceType)
-    for loc in encounter.location or []:
-        ref = loc.location
-        texts += [ref.display] if ref is not None and ref.display else []
-        target = ctx.by_url.get(ref.reference) if ref is not None and ref.reference else None
-        if target is None and ref is not None and ref.reference and "/" in ref.reference:
-            target = ctx.by_id.get(("Location", ref.reference.rsplit("/", 1)[1]))
-        if target is not None and type(target.resource).__name__ == "Location":
-            texts += [t for t in [target.resource.name] if t]
-            for t in target.resource.type or []:
-                texts += _texts(t)
-    lowered = " ".join(texts + hints).lower()
+def _place(ctx: _Context, loc) -> list[str]:
+    """The words naming one Encounter.location: its reference's display, the Location's name and type."""
+    ref = loc.location
+    texts = [ref.display] if ref is not None and ref.display else []
+    target = ctx.by_url.get(ref.reference) if ref is not None and ref.reference else None
+    if target is None and ref is not None and ref.reference and "/" in ref.reference:
+        target = ctx.by_id.get(("Location", ref.reference.rsplit("/", 1)[1]))
+    if target is not None and type(target.resource).__name__ == "Location":
+        texts += [t for t in [target.resource.name] if t]
+        for t in target.resource.type or []:
+            texts += _texts(t)
+    return texts
+
+
+def _unit_named(texts: list[str], hints: list[str] = ()) -> str | None:
+    lowered = " ".join([*texts, *hints]).lower()
     for name, words in _UNITS:
         if any(re.search(rf"\b{w}\b", lowered) for w in words):
             return name
     return "other" if texts else None
+
+
+def _unit(ctx: _Context, encounter, locations) -> str | None:
+    # class is required in R4 (IMP, ACUTE, ...): it can name the unit, but says nothing when it does not
+    cls = encounter.class_fhir
+    hints = [t for t in (cls.code, cls.display) if t] if cls is not None else []
+    texts = _texts(encounter.serviceType)
+    for loc in locations:
+        texts += _place(ctx, loc)
+    return _unit_named(texts, hints)
+
+
+def _locations(ctx: _Context, e: Entry, start: dt.datetime) -> tuple[list, list[Move]] | None:
+    """(the locations at the ICU admission, the later ones as moves in time order): a location whose
+    period.start is after the admission is a transfer then; one without a period.start, or from
+    before, is where the stay began. None after a problem."""
+    at_admission, moves = [], []
+    for k, loc in enumerate(e.resource.location or []):
+        raw = loc.period.start if loc.period is not None else None
+        when = utc(raw)
+        if raw is not None and when is None:
+            ctx.problem(e, f"location[{k}].period.start", _time_problem(raw, "the time the patient came to this location"),
+                        "value")
+            return None
+        if when is None or when <= start:
+            at_admission.append(loc)
+            continue
+        texts = _place(ctx, loc)
+        bed = texts[0][:32] if texts else None
+        moves.append(Move(when, _unit_named(texts), bed, f"{e.path}.location[{k}].period.start"))
+    return at_admission, sorted(moves, key=lambda m: m.at)
+
+
+def _discharge(ctx: _Context, e: Entry, start: dt.datetime, moves: list[Move]) -> tuple[dt.datetime | None, bool]:
+    """(a finished Encounter's period.end, the discharge; whether it could be read)."""
+    enc = e.resource
+    raw = enc.period.end if enc.period is not None else None
+    if enc.status != "finished" and raw is None:
+        return None, True
+    end = utc(raw)
+    if end is None:
+        ctx.problem(e, "period.end", _time_problem(raw, "the discharge time (a finished Encounter's period.end)"),
+                    "required")
+        return None, False
+    if end < start:
+        ctx.problem(e, "period.end", f"the discharge {end.isoformat()} precedes the ICU admission {start.isoformat()} "
+                                     "(period.start)", "value")
+        return None, False
+    late = [m for m in moves if m.at > end]
+    for m in late:
+        ctx.problems.append(Problem(m.expression, f"a transfer at {m.at.isoformat()} after the discharge "
+                                                  f"{end.isoformat()} (period.end)", e.label, "business-rule"))
+    return end, not late
 
 
 def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry], answers) -> list[Admitted]:
@@ -195,6 +273,17 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
             ctx.problem(e, "period.start", _time_problem(enc.period.start if enc.period else None,
                                                          "the ICU admission time"), "required")
             continue
+        placed = _locations(ctx, e, start)
+        if placed is None:
+            continue
+        at_admission, moves = placed
+        discharged_at, readable = _discharge(ctx, e, start, moves)
+        if not readable:
+            continue
+        unit = _unit(ctx, enc, at_admission)
+        unit_from_move = unit is None and bool(moves)
+        if unit_from_move:
+            unit = moves[0].unit
         hosp = None
         parent, _ = ctx.target(enc.partOf.reference if enc.partOf else None, "Encounter", _ENCOUNTER_REF)
         if parent is not None:
@@ -210,7 +299,7 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
             age = _age(patient.resource, start)
             gender = {"male": 1, "female": 0}.get(patient.resource.gender)
         try:
-            adm = schemas.Admission(patient_id=pid, age=age, gender=gender, unit=_unit(ctx, enc), hosp_adm_time=hosp,
+            adm = schemas.Admission(patient_id=pid, age=age, gender=gender, unit=unit, hosp_adm_time=hosp,
                                     icu_admit_time=start)
         except ValidationError as err:
             where = {"age": (patient, "birthDate"), "hosp_adm_time": (parent, "period.start"),
@@ -220,7 +309,8 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
                 target, element = where.get(name, (e, "subject"))
                 ctx.problem(target or e, element, f"{name}: {str(x.get('msg', '')).removeprefix('Value error, ')}")
             continue
-        out.append(Admitted(adm, f"{e.path}.period.start", e.label))
+        out.append(Admitted(adm, f"{e.path}.period.start", e.label, moves, unit_from_move, discharged_at,
+                            f"{e.path}.period.end"))
     return out
 
 
@@ -261,11 +351,38 @@ def _value(ctx: _Context, entry: Entry, element: str, code: Code, quantity, abse
     return conversion.to_model(float(quantity.value))
 
 
+def _categories(obs) -> list[str]:
+    return [c.code for concept in obs.category or [] for c in concept.coding or [] if c.system == CATEGORY and c.code]
+
+
+def _components(ctx: _Context, entry: Entry, table: CodeTable, code: Code) -> list[tuple[Code, float, str]] | None:
+    """The components read beside the value of `code` (pulse oximetry's inhaled oxygen
+    concentration, FiO2); every other component is noted as not read. None after a problem."""
+    read = COMPONENTS.get(code.loinc, ())
+    out, bad = [], False
+    for k, comp in enumerate(entry.resource.component or []):
+        codes = [c.code for c in (comp.code.coding or []) if c.system == LOINC and c.code]
+        part = next((table.by_loinc[c] for c in read if c in codes), None)
+        if part is None:
+            shown = ", ".join(codes[:3]) or "no LOINC code"
+            ctx.note(entry, f"component[{k}]", f"component {shown[:60]} is not read (the model reads from {code.loinc} "
+                                               f"{'its value and ' + ', '.join(read) if read else 'its value only'}); "
+                                               "ignored")
+            continue
+        n = len(ctx.problems)
+        value = _value(ctx, entry, f"component[{k}].value", part, comp.valueQuantity, comp.dataAbsentReason)
+        bad |= len(ctx.problems) > n
+        if value is not None:
+            out.append((part, value, f"{entry.path}.component[{k}].valueQuantity.value"))
+    return None if bad else out
+
+
 def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[Code, float, str]] | None:
     """(code, value in the model's unit, value expression) of an Observation; None after a problem."""
     obs = entry.resource
     loincs = [c.code for c in (obs.code.coding or []) if c.system == LOINC and c.code] if obs.code else []
-    if BP_PANEL in loincs and table.match(loincs) is None:
+    categories = _categories(obs)
+    if BP_PANEL in loincs and table.match(loincs, categories) is None:
         out, bad = [], False
         if not obs.component:
             ctx.problem(entry, "component", f"the {BP_PANEL} blood pressure panel carries its values as components "
@@ -285,7 +402,7 @@ def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[C
             if value is not None:
                 out.append((code, value, f"{entry.path}.component[{k}].valueQuantity.value"))
         return None if bad else out
-    code = table.match(loincs)
+    code = table.match(loincs, categories)
     if code is None:
         shown = ", ".join(loincs[:5]) or "none"
         ctx.problem(entry, "code.coding", f"no LOINC code the model reads (LOINC codes given: {shown}); the codes it "
@@ -293,9 +410,28 @@ def _measurements(ctx: _Context, entry: Entry, table: CodeTable) -> list[tuple[C
         return None
     n = len(ctx.problems)
     value = _value(ctx, entry, "value", code, obs.valueQuantity, obs.dataAbsentReason)
-    if len(ctx.problems) > n:
+    parts = _components(ctx, entry, table, code)
+    if len(ctx.problems) > n or parts is None:
         return None
-    return [] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]
+    return ([] if value is None else [(code, value, f"{entry.path}.valueQuantity.value")]) + parts
+
+
+def _effective(ctx: _Context, entry: Entry) -> tuple[dt.datetime | None, str]:
+    """When it was measured, and the element that says so: effectiveDateTime, effectiveInstant or
+    effectivePeriod.start (for a specimen, when its collection began: the start is the instant
+    the values describe, the end only when collecting stopped)."""
+    obs = entry.resource
+    if obs.effectivePeriod is not None:
+        start, element = obs.effectivePeriod.start, "effectivePeriod.start"
+    elif obs.effectiveInstant is not None:
+        start, element = obs.effectiveInstant, "effectiveInstant"
+    else:
+        start, element = obs.effectiveDateTime, "effectiveDateTime"
+    ts = utc(start)
+    if ts is None:
+        ctx.problem(entry, element, _time_problem(start, "the time measured (effectiveDateTime, effectiveInstant or "
+                                                         "effectivePeriod.start)"), "required")
+    return ts, element
 
 
 def _source_id(obs, entry: Entry) -> str | None:
@@ -319,11 +455,7 @@ def _observation_group(ctx: _Context, entry: Entry, table: CodeTable, groups: di
     if obs.status not in SCORED_STATUSES:
         ctx.problem(entry, "status", f"status {str(obs.status)[:40]!r} is not scored; accepted: {', '.join(SCORED_STATUSES)}",
                     "business-rule")
-    ts = utc(obs.effectiveDateTime) or utc(obs.effectiveInstant)
-    element = "effectiveInstant" if obs.effectiveInstant is not None else "effectiveDateTime"
-    if ts is None:
-        ctx.problem(entry, element, _time_problem(getattr(obs, element), "the time measured (effectiveDateTime)"),
-                    "required")
+    ts, element = _effective(ctx, entry)
     found = _measurements(ctx, entry, table)
     if pid is None or ts is None or found is None or obs.status not in SCORED_STATUSES:
         return None
@@ -399,7 +531,12 @@ def map_entries(entries: list[Entry], table: CodeTable) -> Mapped:
             ctx.problems.append(Problem(where, f"{g.ts.isoformat()} precedes patient {g.patient_id}'s ICU admission "
                                                f"({a.admission.icu_admit_time.isoformat()}, {a.expression})",
                                         label, "business-rule"))
+        if a is not None and a.discharged_at is not None and g.ts > a.discharged_at:
+            where, label = g.times[0]
+            ctx.problems.append(Problem(where, f"{g.ts.isoformat()} is after patient {g.patient_id}'s discharge "
+                                               f"({a.discharged_at.isoformat()}, {a.discharge_expression}): it belongs "
+                                               "to another stay", label, "business-rule"))
     observations = _scored(ctx, ordered)
     if ctx.problems:
         raise Refusal(422, ctx.problems)
-    return Mapped(admissions, ordered, observations, answers)
+    return Mapped(admissions, ordered, observations, answers, ctx.notes)

@@ -24,7 +24,8 @@ class Entry:
     path: str            # "Bundle.entry[3].resource", or "Observation" for a resource posted alone
     label: str           # "Bundle.entry[3] (Observation/hr-1)"
     full_url: str | None
-    resource: object     # a fhir.resources model
+    resource: object     # a fhir.resources model; None for an ignored entry
+    ignored: str | None = None  # why the entry is not read (a FHIR resource type the service does not read)
 
 
 def _loc(parts) -> str:
@@ -100,11 +101,28 @@ def _label(path: str, raw: dict) -> str:
     return f"{path.removesuffix('.resource')} ({name})"
 
 
-def read_resource(raw: object, path: str, allowed: tuple[str, ...] = ACCEPTED) -> tuple[Entry | None, list[Problem]]:
+def _fhir_type(rtype: object) -> bool:
+    if not isinstance(rtype, str) or not rtype.isidentifier():
+        return False
+    try:
+        get_fhir_model_class(rtype)
+    except ValueError:
+        return False
+    return True
+
+
+def read_resource(raw: object, path: str, allowed: tuple[str, ...] = ACCEPTED,
+                  ignore_others: bool = False) -> tuple[Entry | None, list[Problem]]:
+    """The resource validated by its model. `ignore_others`: a resource of another FHIR R4 type
+    (a Practitioner, Device, Specimen a feed sends along) is not validated but ignored, its Entry
+    saying why; a resourceType that is no FHIR type is refused all the same."""
     if not isinstance(raw, dict):
         return None, [Problem(path, "must be a JSON object (a FHIR resource)", code="structure")]
     rtype = raw.get("resourceType")
     label = _label(path, raw)
+    if rtype not in allowed and ignore_others and _fhir_type(rtype):
+        return Entry(path, label, None, None, f"a {rtype} is not read by this service (it reads "
+                                              f"{', '.join(allowed)}): ignored, nothing stored from it"), []
     if rtype not in allowed:
         shown = rtype if isinstance(rtype, str) and len(rtype) <= 40 else "missing" if rtype is None else "not a name"
         return None, [Problem(f"{path}.resourceType", f"resourceType {shown!r} is not accepted here; "
@@ -140,10 +158,35 @@ def count_scored(entries: list[dict]) -> int:
         if not isinstance(r, dict) or r.get("resourceType") != "Observation":
             continue
         ref = r["subject"].get("reference") if isinstance(r.get("subject"), dict) else None
-        when = _instant(r.get("effectiveDateTime") or r.get("effectiveInstant"))
+        period = r.get("effectivePeriod")
+        start = period.get("start") if isinstance(period, dict) else None
+        when = _instant(start or r.get("effectiveInstant") or r.get("effectiveDateTime"))
         if isinstance(ref, str) and when is not None and any(k.startswith("value") or k == "component" for k in r):
             pairs.add((patients.get(ref) or ref.rpartition("Patient/")[2], when))
     return len(pairs)
+
+
+def _refuse_shared_full_urls(entries: list[dict], shells) -> None:
+    """A 400 naming both entries of each fullUrl given twice: references resolve through fullUrls,
+    and one shared by two resources would resolve to whichever came last (an Observation filed
+    under the wrong Patient)."""
+    first: dict[str, int] = {}
+    problems = []
+    for i, shell in enumerate(shells):
+        url = shell.fullUrl
+        if url is None:
+            continue
+        if url in first:
+            j = first[url]
+            raw = entries[i].get("resource")
+            label = _label(f"Bundle.entry[{i}]", raw) if isinstance(raw, dict) else f"Bundle.entry[{i}]"
+            problems.append(Problem(f"Bundle.entry[{i}].fullUrl", f"Bundle.entry[{j}] and Bundle.entry[{i}] share the "
+                                    f"fullUrl {url[:120]!r}: each entry needs its own (references to it could not "
+                                    "tell them apart)", label, "duplicate"))
+        else:
+            first[url] = i
+    if problems:
+        raise Refusal(400, problems)
 
 
 def read_bundle(raw: object, max_scored: int | None = None) -> tuple[str, list[Entry]]:
@@ -177,16 +220,17 @@ def read_bundle(raw: object, max_scored: int | None = None) -> tuple[str, list[E
                                 "Bundle", "not-supported"))
     if not entries:
         problems.append(Problem("Bundle.entry", "the bundle has no entries", "Bundle", "required"))
+    _refuse_shared_full_urls(entries, bundle.entry or [])
     out = []
     for i, (e, shell_entry) in enumerate(zip(entries, bundle.entry or [])):
         path = f"Bundle.entry[{i}].resource"
         if "resource" not in e:
             problems.append(Problem(path, "every entry needs a resource", f"Bundle.entry[{i}]", "required"))
             continue
-        entry, found = read_resource(e["resource"], path)
+        entry, found = read_resource(e["resource"], path, ignore_others=True)
         problems += found
         if entry is not None:
-            out.append(Entry(entry.path, entry.label, shell_entry.fullUrl, entry.resource))
+            out.append(Entry(entry.path, entry.label, shell_entry.fullUrl, entry.resource, entry.ignored))
     if problems:
         raise Refusal(422, problems)
     return bundle.type, out

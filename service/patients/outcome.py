@@ -6,6 +6,11 @@ outcome's `recorded_by` or "system", the reason in `resolve_note`). The same out
 `discharged_at` the patient does not have yet records the discharge (a patient in treatment for
 sepsis leaves the ward when the stay ends), once. Both are conditional updates (`... WHERE outcome
 IS NULL`, `... WHERE discharged_at IS NULL`): of two racing requests the database admits one.
+
+A discharge without an outcome (a FHIR Encounter that finished, `discharge`) records
+`discharged_at` alone: the stay ended, whether with sepsis is not known (the outcome may follow;
+an outcome with another `discharged_at` is then a 409). It resolves the active alarms as an outcome
+does.
 """
 from __future__ import annotations
 
@@ -44,17 +49,23 @@ class Outcomes:
         refuse_future([("onset_time", o.onset_time), ("discharged_at", o.discharged_at)], self.future_margin)
         onset = o.onset_time.astimezone(UTC) if o.onset_time else None
         values = dict(outcome=o.outcome, onset_time=onset, outcome_recorded_by=o.recorded_by)
+        unchanged = P.c.outcome.is_(None)
         if o.discharged_at:
             values["discharged_at"] = o.discharged_at.astimezone(UTC)
+            # a discharge recorded without an outcome (a finished Encounter) is not moved by one
+            unchanged &= P.c.discharged_at.is_(None) | (P.c.discharged_at == values["discharged_at"])
         by = audit.actor(who, o.recorded_by)
         with self.engine.begin() as conn:
             at = values["outcome_recorded_at"] = self.clock.now(conn)
             # The patient's version guards its model state only: an outcome does not bump it, so
             # recording one never forces a concurrent observation to retry.
-            won = conn.execute(update(P).where(P.c.id == pid, P.c.outcome.is_(None)).values(**values)).rowcount == 1
+            won = conn.execute(update(P).where(P.c.id == pid, unchanged).values(**values)).rowcount == 1
             row = conn.execute(select(P).where(P.c.id == pid)).first()
             if row is None:
                 raise NotFound(f"no patient {pid!r}")
+            if not won and row.outcome is None:
+                raise Conflict(f"patient {pid} was already discharged at {row.discharged_at.isoformat()}; "
+                               "a recorded discharge cannot be changed")
             if not won and (row.outcome, row.onset_time) != (o.outcome, onset):
                 raise Conflict(f"patient {pid} already has outcome {row.outcome!r}"
                                + (f" (onset {row.onset_time.isoformat()})" if row.onset_time else "")
@@ -76,21 +87,45 @@ class Outcomes:
     @staticmethod
     def _discharge_later(conn, row, discharged_at: dt.datetime, at: dt.datetime, by: dict):
         """The discharge of a patient whose outcome is recorded already; the row as it is now."""
-        if row.discharged_at is not None:
-            if row.discharged_at != discharged_at:
-                raise Conflict(f"patient {row.id} was already discharged at {row.discharged_at.isoformat()}; "
-                               "a recorded discharge cannot be changed")
-            return row
-        if row.onset_time is not None and discharged_at < row.onset_time:
-            raise Invalid(f"discharged_at {discharged_at.isoformat()} precedes the recorded sepsis onset "
-                          f"{row.onset_time.isoformat()}",
-                          errors=[{"field": "discharged_at", "reason": "precedes the recorded sepsis onset"}])
-        won = conn.execute(update(P).where(P.c.id == row.id, P.c.discharged_at.is_(None))
-                           .values(discharged_at=discharged_at)).rowcount == 1
-        row = conn.execute(select(P).where(P.c.id == row.id)).first()
-        if not won and row.discharged_at != discharged_at:
-            raise Conflict(f"patient {row.id} was discharged concurrently at {row.discharged_at.isoformat()}")
-        if won:
-            audit.record(conn, action="discharge", actor=by, at=at, patient_id=row.id,
-                         unit=unit_name(row.unit1, row.unit2), details={"outcome": row.outcome, "discharged_at": discharged_at})
+        return discharge(conn, row, discharged_at, at, by)
+
+
+def discharge_problem(row, discharged_at: dt.datetime) -> str | None:
+    """Why the patient's row cannot take this discharge, None when it can or has it already."""
+    if row.discharged_at is not None and row.discharged_at != discharged_at:
+        return (f"patient {row.id} was already discharged at {row.discharged_at.isoformat()}; "
+                "a recorded discharge cannot be changed")
+    if row.discharged_at is None and row.onset_time is not None and discharged_at < row.onset_time:
+        return f"the discharge {discharged_at.isoformat()} precedes the recorded sepsis onset {row.onset_time.isoformat()}"
+    if row.discharged_at is None and row.last_ts is not None and discharged_at < row.last_ts:
+        return (f"patient {row.id} has observations stored up to {row.last_ts.isoformat()}, after the discharge "
+                f"{discharged_at.isoformat()}")
+    return None
+
+
+def discharge(conn, row, discharged_at: dt.datetime, at: dt.datetime, by: dict, resolved_by: str = "system"):
+    """Record the stay's end once (the same time again changes nothing, another is a Conflict) and
+    resolve the patient's active alarms (none left when an outcome was recorded first); the row as
+    it is now. `at`: the service clock's time of the action."""
+    if row.discharged_at is not None:
+        if row.discharged_at != discharged_at:
+            raise Conflict(discharge_problem(row, discharged_at))
         return row
+    if row.onset_time is not None and discharged_at < row.onset_time:
+        raise Invalid(f"discharged_at {discharged_at.isoformat()} precedes the recorded sepsis onset "
+                      f"{row.onset_time.isoformat()}",
+                      errors=[{"field": "discharged_at", "reason": "precedes the recorded sepsis onset"}])
+    won = conn.execute(update(P).where(P.c.id == row.id, P.c.discharged_at.is_(None))
+                       .values(discharged_at=discharged_at)).rowcount == 1
+    row = conn.execute(select(P).where(P.c.id == row.id)).first()
+    if not won and row.discharged_at != discharged_at:
+        raise Conflict(f"patient {row.id} was discharged concurrently at {row.discharged_at.isoformat()}")
+    if won:
+        unit = unit_name(row.unit1, row.unit2)
+        details = {"outcome": row.outcome, "discharged_at": discharged_at}
+        if row.outcome is None:  # an outcome resolved the alarms already
+            details["resolved_alarms"] = alarms.resolve_for_outcome(
+                conn, row.id, at, resolved_by, f"stay ended (discharged_at {discharged_at.isoformat()}); no outcome "
+                                               "recorded", by, unit)
+        audit.record(conn, action="discharge", actor=by, at=at, patient_id=row.id, unit=unit, details=details)
+    return row

@@ -19,10 +19,19 @@ def patient_status(outcome: str | None, discharged_at: dt.datetime | None) -> st
     return "in_treatment" if outcome == "sepsis" else "monitoring"
 
 
+def placed(row) -> tuple[str | None, str | None]:
+    """(unit, bed) as the ward sees the patient: the latest transfer's, else the admission's. The
+    model's Unit1/Unit2 stay the admission's whatever the transfers."""
+    if row.transferred_at is not None:
+        return row.ward_unit, row.ward_bed
+    return unit_name(row.unit1, row.unit2), row.bed
+
+
 def summary(row, active_alarm: int | None) -> schemas.PatientSummary:
+    unit, bed = placed(row)
     return schemas.PatientSummary(
-        patient_id=row.id, admitted_by=row.admitted_by, unit=unit_name(row.unit1, row.unit2),
-        icu_admit_time=row.icu_admit_time, bed=row.bed,
+        patient_id=row.id, admitted_by=row.admitted_by, unit=unit,
+        icu_admit_time=row.icu_admit_time, bed=bed,
         first_observation=row.first_ts, last_observation=row.last_ts, last_measured=row.last_measured,
         n_observations=row.n_observations,
         last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time,

@@ -65,6 +65,11 @@ class Patient(Base):
     # The latest observation that carried a vital or lab value (not only demographics, not empty).
     last_measured: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     bed: Mapped[str | None] = mapped_column(String(32))  # from the admission, as the ward names it
+    # After a transfer (a FHIR Encounter's later location): where the ward sees the patient, and
+    # since when. unit1/unit2 stay the admission's (the model's demographics are fixed per stay).
+    ward_unit: Mapped[str | None] = mapped_column(String(16))
+    ward_bed: Mapped[str | None] = mapped_column(String(32))
+    transferred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Message(Base):

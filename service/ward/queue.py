@@ -20,8 +20,7 @@ from sqlalchemy.engine import Engine
 from service import schemas
 from service.alarms.rules import ACTIVE_STATES
 from service.alarms.thresholds import UnitPoints, unit_of
-from service.inputs import unit_name
-from service.patients.status import patient_status
+from service.patients.status import patient_status, placed
 from service.storage.tables import Alarm, Observation, Patient
 from service.ward.context import bedside, charted
 
@@ -29,7 +28,7 @@ TREND_POINTS = 12
 STATE_ORDER = {state: i for i, state in enumerate(ACTIVE_STATES)}  # open, acknowledged, snoozed
 A, P, O = Alarm.__table__, Patient.__table__, Observation.__table__
 
-_ALARMS = (select(A, P.c.unit1, P.c.unit2, P.c.bed, P.c.last_risk, P.c.last_ts, P.c.outcome, P.c.discharged_at)
+_ALARMS = (select(A, P.c.unit1, P.c.unit2, P.c.bed, P.c.ward_unit, P.c.ward_bed, P.c.transferred_at, P.c.last_risk, P.c.last_ts, P.c.outcome, P.c.discharged_at)
            .join(P, P.c.id == A.c.patient_id).where(A.c.state.in_(ACTIVE_STATES)))
 
 
@@ -78,7 +77,7 @@ class AlarmQueue:
                 alarm_id=a.id, state=a.state, kind=a.kind, previous_alarm_id=a.previous_alarm_id, late_result=a.late_result, raised_at=a.raised_at,
                 open_minutes=minutes_between(now, a.raised_at),
                 acknowledged_by=a.acknowledged_by, acknowledged_at=a.acknowledged_at, ack_reason=a.ack_reason,
-                snoozed_until=a.snoozed_until, patient_id=a.patient_id, unit=unit_name(a.unit1, a.unit2), bed=a.bed,
+                snoozed_until=a.snoozed_until, patient_id=a.patient_id, unit=placed(a)[0], bed=placed(a)[1],
                 status=patient_status(a.outcome, a.discharged_at),
                 threshold=threshold, operating_point=thresholds[unit].point_id,
                 risk_at_raise=a.risk, risk=risk, risk_at=a.last_ts,

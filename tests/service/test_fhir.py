@@ -19,6 +19,8 @@ from tests.service.conftest import T0, client_for, hdr, iso, reference_hourly
 FHIR = "application/fhir+json"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+LABORATORY = {"coding": [{"system": CATEGORY, "code": "laboratory"}]}
 
 
 def at(hour: float) -> str:
@@ -149,12 +151,12 @@ def test_observations_without_an_admission_admit_by_first_observation_and_refere
     b = bundle(pat, {**observation("q1", 0, "8867-4", 90, "/min"), "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"}},
                observation("q1", 0, "59408-5", 97, "%", code={"coding": [{"system": LOINC, "code": "59408-5"},
                                                                          {"system": LOINC, "code": "2708-6"}]}),
-               observation("q1", 0, "2708-6", 93, "%"))
+               observation("q1", 0, "2708-6", 93, "%", category=[LABORATORY]))
     r = post(c, b, content_type="application/json")
     assert r.status_code == 200, r.text
     detail = c.get("/patients/q1", headers=hdr("viewer")).json()
     assert detail["admitted_by"] == "first_observation"
-    # US Core pulse oximetry carries 59408-5 and 2708-6: O2Sat; 2708-6 alone is the arterial SaO2
+    # US Core pulse oximetry carries 59408-5 and 2708-6: O2Sat; 2708-6 in a laboratory report is the arterial SaO2
     assert detail["timeline"][0]["vitals"] == {"HR": 90.0, "O2Sat": 97.0, "SaO2": 93.0}
 
 
@@ -289,7 +291,7 @@ def test_bodies_that_are_not_fhir_json_and_keys_without_the_role(c):
     r = c.post("/fhir", content=b"{not json", headers={**hdr("ingest"), "Content-Type": FHIR})
     assert r.status_code == 400 and issues(r)[0]["code"] == "structure"
     for junk in ([], {"resourceType": "Patient"}, {**b, "type": "collection"}, {**b, "entry": [{"resource": 1}]},
-                 {**b, "entry": [{"resource": {"resourceType": "Medication"}}]},
+                 {**b, "entry": [{"resource": {"resourceType": "Medicine"}}]},  # no FHIR type (a known one is ignored)
                  {**b, "entry": [{"resource": {**b["entry"][0]["resource"], "contained": [{"resourceType": "Nope"}]}}]}):
         r = post(c, junk)
         assert r.status_code == 422, (junk, r.text)

@@ -19,6 +19,10 @@ def test_every_clinical_variable_has_a_code_and_the_issue_examples_map_where_exp
     assert {c.feature for c in table.codes} == set(CLINICAL)
     assert {k: table.by_loinc[k].feature for k in ISSUE_EXAMPLES} == ISSUE_EXAMPLES
     assert table.match(["2708-6", "59408-5"]).feature == "O2Sat"  # US Core pulse oximetry carries both
+    # FHIR R4's vital-signs SpO2 is 2708-6: the oximeter in that category, the blood gas otherwise
+    assert table.match(["2708-6"], ["vital-signs"]).feature == "O2Sat"
+    assert table.match(["2708-6"], ["laboratory"]).feature == "SaO2" and table.match(["2708-6"]).feature == "SaO2"
+    assert table.match(["59408-5"], ["laboratory"]).feature == "O2Sat"
 
 
 @pytest.mark.parametrize("loinc, unit, value, expected", [
@@ -50,6 +54,10 @@ def _rows():
     (lambda rows: rows[0].update(accepted="{beats}/min=1"), "must be accepted as /min=1"),
     (lambda rows: rows[0].update(accepted="/min=1 bpm"), "is not unit=factor"),
     (lambda rows: rows.append(dict(rows[0])), "listed twice"),
+    (lambda rows: rows.__setitem__(slice(None), [r for r in rows if (r["loinc"], r["feature"]) != ("2708-6", "SaO2")]),
+     "2708-6 has rows for a category only"),
+    (lambda rows: rows.__setitem__(slice(None), [r for r in rows if r["loinc"] != "3150-0"]),
+     "no row for 3150-0"),
     (lambda rows: rows.__setitem__(slice(None), [r for r in rows if r["feature"] != "PTT"]), "no code for PTT"),
     (lambda rows: rows[4].update(unit="[degF]", accepted="[degF]=1"), "two model units"),
 ])
