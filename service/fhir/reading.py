@@ -145,14 +145,10 @@ def _instant(value) -> dt.datetime | None:
 
 
 def count_scored(entries: list[dict]) -> int:
-    """The patient and time pairs a bundle's Observations with a value are scored as, read from the
-    raw JSON before anything is validated: the subject through a Patient entry's fullUrl or as
-    Patient/ID, the time as a UTC instant. What the mapping would refuse (no subject, no zone) is
-    not counted, so a bundle is never refused for more pairs than it has."""
-    patients = {e["fullUrl"]: r["id"] for e in entries if isinstance(e.get("fullUrl"), str)
-                and isinstance(r := e.get("resource"), dict) and r.get("resourceType") == "Patient"
-                and isinstance(r.get("id"), str)}
-    pairs = set()
+    """The Observations with a value a bundle holds (each one observation the service files), read
+    from the raw JSON before anything is validated. What the mapping would refuse (no subject, no
+    time with a zone) is not counted, so a bundle is never refused for more than it has."""
+    n = 0
     for e in entries:
         r = e.get("resource")
         if not isinstance(r, dict) or r.get("resourceType") != "Observation":
@@ -162,8 +158,8 @@ def count_scored(entries: list[dict]) -> int:
         start = period.get("start") if isinstance(period, dict) else None
         when = _instant(start or r.get("effectiveInstant") or r.get("effectiveDateTime"))
         if isinstance(ref, str) and when is not None and any(k.startswith("value") or k == "component" for k in r):
-            pairs.add((patients.get(ref) or ref.rpartition("Patient/")[2], when))
-    return len(pairs)
+            n += 1
+    return n
 
 
 def _refuse_shared_full_urls(entries: list[dict], shells) -> None:
@@ -201,7 +197,7 @@ def read_bundle(raw: object, max_scored: int | None = None) -> tuple[str, list[E
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise Refusal(422, [Problem("Bundle.entry", "must be a list of entry objects", code="structure")])
     if max_scored is not None and (n := count_scored(entries)) > max_scored:
-        raise Refusal(413, [Problem("Bundle.entry", f"{n} scored observations (patient and time pairs); this service "
+        raise Refusal(413, [Problem("Bundle.entry", f"{n} Observations with values; this service "
                                                     f"takes at most {max_scored} per request (SEPSIS_MAX_BATCH_ROWS): "
                                                     "split the bundle", "Bundle", "too-costly")])
     problems: list[Problem] = []

@@ -76,8 +76,8 @@ def store(services, mapped: Mapped, who: KeyIdentity | None = None) -> tuple[lis
     """(one result per group, in group order; patient id -> whether this bundle admitted them)."""
     limit = services.settings.max_batch_rows
     if len(mapped.observations) > limit:
-        raise Refusal(413, [Problem("Bundle.entry", f"{len(mapped.observations)} scored observations (patient and time "
-                                                    f"pairs); this service takes at most {limit} per request "
+        raise Refusal(413, [Problem("Bundle.entry", f"{len(mapped.observations)} Observations with values; this "
+                                                    f"service takes at most {limit} per request "
                                                     "(SEPSIS_MAX_BATCH_ROWS): split the bundle", "Bundle", "too-costly")])
     labels = {a.expression: a.label for a in mapped.admissions} | {g.times[0][0]: g.times[0][1] for g in mapped.groups}
     labels |= {m.expression: a.label for a in mapped.admissions for m in a.moves}

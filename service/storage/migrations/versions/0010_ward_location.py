@@ -2,7 +2,7 @@
 and since when. Unit1/Unit2 stay the admission's: the model's demographics are fixed per stay, as
 in its training data.
 
-Revision ID: 0010t
+Revision ID: 0010
 Revises: 0009
 """
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 
 from service.storage.tables import UTCDateTime
 
-revision = "0010t"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

@@ -1,8 +1,8 @@
 """Every value as received (`messages`), the hourly rows derived from them with the state after
 each step and their revisions, and alarms that say a late result raised them.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 import datetime as dt
 
@@ -11,8 +11,8 @@ from alembic import op
 
 from service.storage.tables import UTCDateTime
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
