@@ -16,7 +16,9 @@ Offline: the same stays' rows through the ONNX step (`training.sepsis.evaluate_o
 scenario "none"), and `models.alarm_figures.figures`.
 
 Every figure side by side, live minus offline, and whether |difference| <= --tolerance (0.01).
-Two diagnostic columns: the offline figures over the risks the service returned (separates a
+The committed operating-points table's test figures at the point stand beside them (whole test
+split only): they count one alarm per episode (no re-alert), where the service runs the unit's
+policy. Two diagnostic columns: the offline figures over the risks the service returned (separates a
 difference of risks from one of alarm bookkeeping), and the offline alarms with the service's open
 spans (an alarm whose risk dipped stays open on the ward until somebody acts or a newer alarm
 supersedes it, where the policy's episode ends at the dip).
@@ -101,13 +103,14 @@ def live(cohort, models: str, model: str | None, version: str | None) -> dict:
     and alarms it returned."""
     plans = [plan_stay(f"t{cohort.patient_ids[i]}", *_stay(cohort, i), START) for i in range(len(cohort))]
     by_ts: dict[dt.datetime, list[dict]] = defaultdict(list)
-    dropped = 0
+    dropped: list[dict] = []
     for pl in plans:
         for o in pl.observations:
             body = o["body"]
             # a value the service refuses (a feed's 422) is left out and the row kept, as the replay client does
             kept = {k: v for k, v in body["vitals"].items() if check_value(k, v) is None}
-            dropped += len(body["vitals"]) - len(kept)
+            dropped += [{"patient_id": pl.patient_id, "timestamp": body["timestamp"], "variable": k, "value": v,
+                         "reason": check_value(k, v)} for k, v in body["vitals"].items() if k not in kept]
             by_ts[ts_of(body["timestamp"])].append({**body, "vitals": kept})
     risks: dict[str, list[float]] = defaultdict(list)
     alarms: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -172,13 +175,25 @@ def open_until_acted(stays: list[Stay]) -> list[Stay]:
     return out
 
 
-def side_by_side(stats: dict, offline: dict, on_live_risks: dict, open_until: dict, tolerance: float) -> list[dict]:
+def table_figures(model_dir: Path, point_id: str | None) -> dict:
+    """The committed operating-points table's test figures at `point_id` (one alarm per episode:
+    nobody acting and no re-alert, `SILENT_FOR_GOOD`), {} when the model ships none."""
+    path = model_dir / "operating_points.json"
+    if point_id is None or not path.exists():
+        return {}
+    point = next((p for p in json.loads(path.read_text())["points"] if p["id"] == point_id), None)
+    return {} if point is None else dict(point["test"])
+
+
+def side_by_side(stats: dict, offline: dict, on_live_risks: dict, open_until: dict, table: dict,
+                 tolerance: float) -> list[dict]:
     rows = []
     for live_key, key in FIGURES.items():
         lv, ov = stats.get(live_key), offline.get(key)
         diff = None if lv is None or ov is None else lv - ov
         rows.append({"figure": key, "live_field": live_key, "live": lv, "offline": ov, "difference": diff,
                      "within_tolerance": diff is not None and abs(diff) <= tolerance,
+                     "table_test_one_alarm_per_episode": table.get(key),
                      "offline_on_live_risks": on_live_risks.get(key),
                      "offline_open_until_acted": open_until.get(key)})
     for live_key, key in COUNTS.items():
@@ -232,8 +247,13 @@ def main(argv=None) -> int:
     offline_by_stay = per_stay(risks, cohort.offsets)
     gaps = int(sum((np.diff(cohort.values[int(cohort.offsets[i]):int(cohort.offsets[i + 1]), INDEX["ICULOS"]]) != 1).any()
                    for i in range(len(cohort))))
+    refused_stays = {d["patient_id"] for d in got["dropped_values"]}
+    differing = {pid for pid, lr, o in zip(ids, live_risks, offline_by_stay)
+                 if len(lr) != len(o) or (np.abs(lr - o) > 1e-4).any()}
     risk_diff = np.concatenate([np.abs(lr - o) for lr, o in zip(live_risks, offline_by_stay) if len(lr) == len(o)])
-    rows = side_by_side(got["stats"], offline, on_live, open_until, a.tolerance)
+    point_ids = {u["point_id"] for u in got["units"]}
+    table = table_figures(info.path, point_ids.pop()) if len(point_ids) == 1 and a.stays is None else {}
+    rows = side_by_side(got["stats"], offline, on_live, open_until, table, a.tolerance)
     out = {
         "command": "python bench/live_vs_offline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": f"{info.name} {info.version}", "provider": got["ready"].get("provider"),
@@ -249,11 +269,14 @@ def main(argv=None) -> int:
         "live_alarms_by_kind": got["stats"].get("alarms_by_kind"),
         "offline_alarms_by_kind": offline["alarms_by_kind"],
         "diagnostics": {
-            "values_refused_by_service_left_out": got["dropped_values"],
+            "values_refused_by_service_left_out": len(got["dropped_values"]),
+            "refused_values": got["dropped_values"][:50],
             "stays_with_iculos_gaps": gaps,
             "stays_with_other_step_counts": int(sum(len(lr) != len(o) for lr, o in zip(live_risks, offline_by_stay))),
             "max_abs_risk_difference": float(risk_diff.max()) if len(risk_diff) else None,
             "hours_with_risk_difference_over_1e-4": int((risk_diff > 1e-4).sum()),
+            "stays_with_risk_difference_over_1e-4": len(differing),
+            "of_those_with_a_value_the_service_refused": len(differing & refused_stays),
             "stays_with_other_alarm_count": int(sum(
                 len(got["alarms"].get(pid, [])) != len(s.alarms)
                 for pid, s in zip(ids, offline_stays))),
@@ -262,12 +285,13 @@ def main(argv=None) -> int:
                     "total": round(time.perf_counter() - t0, 1)},
     }
     width = max(len(r["figure"]) for r in rows)
-    print(f"{'figure':<{width}}  {'live':>10}  {'offline':>10}  {'diff':>9}  ok    offline on live risks / open until acted")
+    print(f"{'figure':<{width}}  {'live':>10}  {'offline':>10}  {'diff':>9}  ok    offline on live risks / open until acted / table")
     for r in rows:
         f = lambda x: "n/a" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)  # noqa: E731
         ok = "" if r.get("count") else ("yes" if r["within_tolerance"] else "NO")
         print(f"{r['figure']:<{width}}  {f(r['live']):>10}  {f(r['offline']):>10}  {f(r['difference']):>9}  {ok:<4}  "
-              f"{f(r['offline_on_live_risks']):>10}  {f(r['offline_open_until_acted']):>10}")
+              f"{f(r['offline_on_live_risks']):>10}  {f(r['offline_open_until_acted']):>10}  "
+              f"{f(r.get('table_test_one_alarm_per_episode')):>10}")
     print(json.dumps({k: out[k] for k in ("live_alarms_by_kind", "offline_alarms_by_kind", "diagnostics", "seconds")}))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
