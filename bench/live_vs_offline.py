@@ -52,6 +52,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from models.alarm_figures import Stay, figures  # noqa: E402
 from models.alarm_policy import RESOLVED, AlarmPolicy  # noqa: E402
 from models.contract import INDEX, elapsed_hours  # noqa: E402
+from models.grid import hour_of  # noqa: E402
 from models.registry import resolve  # noqa: E402
 from models.runtime import StepRuntime  # noqa: E402
 from service.app import create_app  # noqa: E402
@@ -102,6 +103,11 @@ def live(cohort, models: str, model: str | None, version: str | None) -> dict:
     """Stream `cohort` through a fresh in-process service; its /stats, units, and per stay the risks
     and alarms it returned."""
     plans = [plan_stay(f"t{cohort.patient_ids[i]}", *_stay(cohort, i), START) for i in range(len(cohort))]
+    for i, pl in enumerate(plans):  # the same steps on both sides: each row lands on its file hour
+        admit = ts_of(pl.admission["icu_admit_time"])
+        hours = [hour_of(ts_of(o["body"]["timestamp"]), admit) for o in pl.observations]
+        if hours != [int(h) for h in _stay(cohort, i)[0][:, INDEX["ICULOS"]]]:
+            raise SystemExit(f"{pl.patient_id}: posted rows fall on ICULOS {hours[:5]}..., not the file's")
     by_ts: dict[dt.datetime, list[dict]] = defaultdict(list)
     dropped: list[dict] = []
     for pl in plans:
