@@ -158,6 +158,29 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class PeriodFigures:
+    """One unit's operating-point period of GET /stats/periods with its own alarm figures."""
+    unit: str
+    point_id: str | None
+    threshold: float
+    start: dt.datetime | None       # None: from the beginning of the record
+    end: dt.datetime | None         # None: still in force
+    chosen_by: str | None
+    patients: int
+    patient_days: float
+    alarms: int
+    alarms_per_patient_day: float | None
+    septic_patients: int
+    septic_patients_alarmed_in_time: int
+    caught_in_window: float | None
+    median_lead_time_hours: float | None
+    alarmed_before_onset: float | None
+    ppv_per_stay: float | None
+    positive_predictive_value: float | None
+    red_share: float | None
+
+
+@dataclass(frozen=True)
 class Clock:
     mode: str                       # wall / simulated (the feed's time stamps actions)
     now: dt.datetime
@@ -353,6 +376,12 @@ def _operating_points(d: dict) -> OperatingPoints:
                            card_threshold=float(d["card_threshold"]), table=d.get("table"), units=units)
 
 
+def _periods(d: dict) -> list[PeriodFigures]:
+    times = ("start", "end")
+    keys = [f for f in PeriodFigures.__dataclass_fields__ if f not in times]
+    return [PeriodFigures(**{k: p[k] for k in keys}, start=_ts(p["start"]), end=_ts(p["end"])) for p in d["periods"]]
+
+
 def _stats(d: dict) -> Stats:
     keys = [f for f in Stats.__dataclass_fields__ if f != "window_hours"]
     return Stats(**{k: d[k] for k in keys}, window_hours=tuple(d.get("window_hours", (-12.0, 3.0))))
@@ -484,6 +513,11 @@ class ServiceClient:
 
     def stats(self) -> Stats:
         return self._parse(_stats, self._request("GET", "/stats"))
+
+    def stats_periods(self) -> list[PeriodFigures] | None:
+        """GET /stats/periods; None from a service without it."""
+        body = self._request("GET", "/stats/periods", optional=True)
+        return None if body is None else self._parse(_periods, body)
 
     # -- actions (clinician) -----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pandas as pd
 
-from dashboard.client import Alarm, PatientSummary, TimelineEntry
+from dashboard.client import Alarm, PatientSummary, PeriodFigures, TimelineEntry
 from dashboard.config import ALARM_OLD_HOURS, NO_DATA_HOURS
 from dashboard.critical import critical_rule
 
@@ -581,3 +581,34 @@ def alarm_kind_words(kind: str | None) -> str | None:
         return None
     head, _, why = kind.partition(":")
     return f"{head.strip().upper()}: {why.strip()}" if why else head.strip().upper()
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _span(p: PeriodFigures) -> str:
+    start = "start of record" if p.start is None else p.start.strftime("%Y-%m-%d %H:%M")
+    end = "now" if p.end is None else p.end.strftime("%Y-%m-%d %H:%M")
+    return f"{start} to {end}"
+
+
+def periods_frame(periods: list[PeriodFigures]) -> pd.DataFrame:
+    """One row per unit and operating-point period (GET /stats/periods): each period's own figures,
+    never added across a threshold change. Caught in the window first, before onset second."""
+    return pd.DataFrame([{
+        "unit": p.unit, "operating point": p.point_id or "model card", "threshold": f"{p.threshold:.1%}",
+        "in force (UTC)": _span(p), "patient-days": f"{p.patient_days:.1f}",
+        "alarms/patient-day": "n/a" if p.alarms_per_patient_day is None else f"{p.alarms_per_patient_day:.2f}",
+        "caught in window": "n/a" if not p.septic_patients else
+        f"{_pct(p.caught_in_window)} ({p.septic_patients_alarmed_in_time}/{p.septic_patients})",
+        "median lead (h)": "n/a" if p.median_lead_time_hours is None else f"{p.median_lead_time_hours:.1f}",
+        "alarmed before onset": _pct(p.alarmed_before_onset), "PPV per stay": _pct(p.ppv_per_stay),
+        "red share": _pct(p.red_share)} for p in periods],
+        columns=["unit", "operating point", "threshold", "in force (UTC)", "patient-days", "alarms/patient-day",
+                 "caught in window", "median lead (h)", "alarmed before onset", "PPV per stay", "red share"])
+
+
+def mixed_thresholds(periods: list[PeriodFigures]) -> int:
+    """How many thresholds the ward-wide figures add together: those of periods with patient-hours."""
+    return len({p.threshold for p in periods if p.patient_days > 0})

@@ -428,6 +428,27 @@ class Stats(AlarmFigures):
                                       description="the true-alarm window: [from, to] hours relative to sepsis onset")
 
 
+class OperatingPeriod(AlarmFigures):
+    """One unit's operating-point period (service/ward/periods.py) with its own alarm figures."""
+    unit: Literal["MICU", "SICU", "other"]
+    point_id: str | None = Field(description="the point in force; null: the model card's threshold")
+    threshold: float
+    start: dt.datetime | None = Field(description="when the point came into force (service clock); null: from the "
+                                                  "beginning of the record")
+    end: dt.datetime | None = Field(description="when the next point replaced it; null: still in force")
+    chosen_by: str | None = Field(description="who chose the point (null for a unit's first period)")
+    alarms: int
+
+
+class StatsPeriods(BaseModel):
+    """GET /stats/periods: the figures of GET /stats per unit and operating-point period, never added
+    across a threshold change."""
+    definition: str
+    window_hours: list[float] = Field([-12.0, 3.0], min_length=2, max_length=2,
+                                      description="the true-alarm window: [from, to] hours relative to sepsis onset")
+    periods: list[OperatingPeriod]
+
+
 class FieldProblem(BaseModel):
     field: str = Field(description="where, e.g. observations.3.vitals.HR; body for the request as a whole")
     reason: str

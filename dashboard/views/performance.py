@@ -15,6 +15,7 @@ with ui.guarded():
     alarms = c.alarms(limit=10000)
     patients = c.patients()
     points = c.operating_points()
+    periods = c.stats_periods()
 
 
 def pct(x: float | None) -> str:
@@ -26,6 +27,10 @@ st.markdown(f"**Model** `{ready.model}` version `{ready.model_version}` · **mod
             f"**execution provider** `{ready.provider}` · database {ready.database}")
 ui.flash()
 operating.section(c, points)
+mixed = 0 if periods is None else transforms.mixed_thresholds(periods)
+if mixed > 1:
+    st.warning(f"The ward-wide figures below add {mixed} thresholds together (units at different points, or a "
+               "point changed); read each operating-point period's own figures further down.")
 # two rows of three: six metrics side by side truncate their values ("42.…") on a tablet
 m = [*st.columns(3), *st.columns(3)]
 m[0].metric("Alarms/patient-day", "n/a" if stats.alarms_per_patient_day is None else f"{stats.alarms_per_patient_day:.2f}",
@@ -43,6 +48,17 @@ st.caption(f"A true alarm is raised {-lo:g} h before to {hi:g} h after sepsis on
            "outcome are 'unknown' and left out of PPV.")
 if len(alarms) == 10000:
     st.warning("Charts use the newest 10,000 alarms only; the headline numbers above cover all of them.")
+
+st.subheader("Figures per operating-point period")
+if periods is None:
+    st.info("This service does not give figures per operating-point period (GET /stats/periods).")
+else:
+    st.dataframe(transforms.periods_frame(periods), hide_index=True, width="stretch")
+    st.caption("A period is the span during which one unit's operating point was in force (the audit of point "
+               "changes); it counts the alarms raised and the patient-hours observed in it on that unit's patients, "
+               "so a stay spanning a change counts in each period with its part. Caught in window: an alarm from "
+               "12 h before to 3 h after onset (or raised before and still open then); alarmed before onset is the "
+               "older, second figure. Red share: patient-hours with an open alarm.")
 
 left, right = st.columns(2)
 with left:

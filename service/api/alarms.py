@@ -66,6 +66,13 @@ def stats(services: ServicesDep, since: SinceQuery = None):
     return services.records.stats(since)
 
 
+@router.get("/stats/periods", response_model=schemas.StatsPeriods, responses=ERRORS, dependencies=[Viewer])
+def stats_periods(services: ServicesDep):
+    """The figures of GET /stats for each unit's operating-point period (the spans between audited
+    point changes), so figures of two thresholds are never added together."""
+    return services.records.stats_periods()
+
+
 @router.get("/audit", response_model=list[schemas.AuditEntry], responses=ERRORS, dependencies=[Viewer])
 def audit_events(services: ServicesDep, patient_id: PatientQuery = None,
                  alarm_id: Annotated[int | None, Query(ge=1, le=schemas.MAX_ID)] = None,

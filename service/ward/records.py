@@ -10,13 +10,15 @@ from sqlalchemy.engine import Engine
 from service import audit, schemas
 from service.alarms import store as alarm_store
 from service.alarms.rules import ACTIVE_STATES, alarming
-from service.alarms.thresholds import UnitPoints
+from service.alarms.thresholds import UNITS, UnitPoints, unit_of
 from service.clock import ServiceClock, feed_time
 from service.errors import NotFound
 from service.patients.status import ON_WARD, patient_status, summary
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Observation, Patient
 from service.ward.context import charted, patient_context
+from service.ward.periods import DEFINITION as PERIOD_DEFINITION
+from service.ward.periods import change_of, unit_periods
 
 UTC = dt.timezone.utc
 A, P, O = Alarm.__table__, Patient.__table__, Observation.__table__
@@ -129,21 +131,39 @@ class Records:
 
     # -- stats ---------------------------------------------------------------------------------
 
-    def stats(self, since: dt.datetime | None) -> dict:
+    def stats(self, since: dt.datetime | None, *, period: tuple[dt.datetime | None, dt.datetime | None] | None = None,
+              unit: str | None = None) -> dict:
+        """Alarm figures of the alarms raised and the observations made from `since` on, or in
+        `period` = (start, end], of one unit's patients when `unit` is given
+        (service.alarms.thresholds.unit_of). A period is closed at its end: a point change is
+        stamped with the service clock, which on the simulated clock is the latest stored
+        observation's time, so an observation at the change's own time was scored before it."""
         with self.engine.begin() as s:
             aq = select(A.c.patient_id, A.c.raised_at, A.c.kind, A.c.acknowledged_at, A.c.snoozed_at, A.c.resolved_at)
             oq = select(Observation.patient_id, func.min(Observation.ts), func.max(Observation.ts)).group_by(Observation.patient_id)
             if since:
                 aq = aq.where(A.c.raised_at >= since)
                 oq = oq.where(Observation.ts >= since)
+            start, end = period or (None, None)
+            if start:
+                aq = aq.where(A.c.raised_at > start)
+                oq = oq.where(Observation.ts > start)
+            if end:
+                aq = aq.where(A.c.raised_at <= end)
+                oq = oq.where(Observation.ts <= end)
             alarms = [AlarmFact(a.patient_id, _utc(a.raised_at), a.kind, _closed(a)) for a in s.execute(aq).all()]
             spans = {pid: (_utc(lo), _utc(hi)) for pid, lo, hi in s.execute(oq).all()}
             ids = set(spans) | {a.patient_id for a in alarms}
             outcomes = {}
             if ids:
-                for pid, outcome, onset in s.execute(select(Patient.id, Patient.outcome, Patient.onset_time)
-                                                     .where(Patient.id.in_(ids))).all():
-                    outcomes[pid] = (outcome, _utc(onset))
+                for pid, outcome, onset, u1, u2 in s.execute(
+                        select(Patient.id, Patient.outcome, Patient.onset_time, Patient.unit1, Patient.unit2)
+                        .where(Patient.id.in_(ids))).all():
+                    if unit is None or unit_of(u1, u2) == unit:
+                        outcomes[pid] = (outcome, _utc(onset))
+        if unit is not None:
+            alarms = [a for a in alarms if a.patient_id in outcomes]
+            ids = set(outcomes)
         patients = []
         for pid in sorted(ids):
             lo, hi = spans.get(pid, (None, None))
@@ -151,6 +171,19 @@ class Records:
             outcome, onset = outcomes.get(pid, (None, None))
             patients.append(PatientFact(pid, outcome, onset, hours, lo))
         return {"since": since, **alarm_stats(alarms, patients)}
+
+    def stats_periods(self) -> dict:
+        """GET /stats/periods: each unit's operating-point periods (service.ward.periods), each
+        with the figures of `stats` over its span and unit."""
+        with self.engine.begin() as s:
+            rows = s.execute(audit.query(action="threshold_change", newest_first=False)).all()
+            in_force = self.units.thresholds(s)
+        changes = [c for r in rows if (c := change_of(_utc(r.at), r.unit, r.details, r.person)) is not None]
+        periods = unit_periods(UNITS, changes, {u: (t.point_id, t.threshold) for u, t in in_force.items()})
+        return {"definition": PERIOD_DEFINITION,
+                "periods": [{"unit": p.unit, "point_id": p.point_id, "threshold": p.threshold, "start": p.start,
+                             "end": p.end, "chosen_by": p.chosen_by, **_figures(self.stats(None, period=(p.start, p.end), unit=p.unit))}
+                            for p in periods]}
 
     def verdict_counts(self) -> dict[str, int]:
         with self.engine.begin() as s:
@@ -160,6 +193,10 @@ class Records:
         for raised, outcome, onset in rows:
             counts[verdict(_utc(raised), outcome, _utc(onset))] += 1
         return counts
+
+
+def _figures(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k != "since"}
 
 
 def _closed(alarm) -> dt.datetime | None:

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from dashboard import tiles, transforms
-from dashboard.client import Alarm, PatientSummary, TimelineEntry
+from dashboard.client import Alarm, PatientSummary, PeriodFigures, TimelineEntry
 
 T0 = dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc)
 H = dt.timedelta(hours=1)
@@ -347,3 +347,30 @@ def test_a_re_alert_says_why_it_came_back_and_a_first_alarm_says_nothing_more():
     assert transforms.alarm_kind_words("raised") is None and transforms.alarm_kind_words(None) is None
     assert transforms.alarm_kind_words("re-alert: lockout ended") == "RE-ALERT: lockout ended"
     assert transforms.alarm_kind_words("escalation: next tier") == "ESCALATION: next tier"
+
+
+def period(unit, point, threshold, start, end, days, **figures) -> PeriodFigures:
+    base = dict(chosen_by=None, patients=1, alarms=0, alarms_per_patient_day=0.0, septic_patients=0,
+                septic_patients_alarmed_in_time=0, caught_in_window=None, median_lead_time_hours=None,
+                alarmed_before_onset=None, ppv_per_stay=None, positive_predictive_value=None, red_share=0.0)
+    return PeriodFigures(unit=unit, point_id=point, threshold=threshold, start=start, end=end, patient_days=days,
+                         **{**base, **figures})
+
+
+def test_periods_frame_gives_each_period_its_own_row_and_figures():
+    periods = [period("MICU", None, 0.15, None, T0 + 3 * H, 2.0, alarms=4, alarms_per_patient_day=2.0,
+                      septic_patients=2, septic_patients_alarmed_in_time=1, caught_in_window=0.5,
+                      median_lead_time_hours=7.0),
+               period("MICU", "alarms_per_day_0.2", 0.575, T0 + 3 * H, None, 1.0)]
+    frame = transforms.periods_frame(periods)
+    assert list(frame["operating point"]) == ["model card", "alarms_per_day_0.2"]
+    assert list(frame["in force (UTC)"]) == ["start of record to 2024-05-01 03:00", "2024-05-01 03:00 to now"]
+    assert list(frame["alarms/patient-day"]) == ["2.00", "0.00"]
+    assert list(frame["caught in window"]) == ["50.0% (1/2)", "n/a"]
+    assert list(frame["threshold"]) == ["15.0%", "57.5%"] and frame["median lead (h)"].iloc[0] == "7.0"
+
+
+def test_mixed_thresholds_counts_only_periods_with_patient_hours():
+    one = period("MICU", None, 0.15, None, None, 2.0)
+    assert transforms.mixed_thresholds([one, period("other", "x", 0.5, None, None, 0.0)]) == 1
+    assert transforms.mixed_thresholds([one, period("SICU", "x", 0.5, None, None, 0.5)]) == 2
