@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
-from models.alarm_policy import ACKNOWLEDGE, RAISED, Action, AlarmPolicy, alarm_events
+from models.alarm_policy import ACKNOWLEDGE, RAISED, RESOLVED, Action, AlarmPolicy, alarm_events
 
 ACTIVE_STATES = ("open", "acknowledged", "snoozed")
 # action -> (the states it may start from, the state it leads to)
@@ -73,6 +73,21 @@ def policy_events(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequen
     first_new = len(steps) - len(new)
     sent = {e.time: e.kind for e in events}
     return [sent.get(times[first_new + k]) for k in range(len(new))]
+
+
+def episode_end(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
+                new: Sequence[tuple[dt.datetime, float]]) -> dt.datetime | None:
+    """When the newest alarm, open (nobody has answered it), stops being open because a risk fell
+    below the threshold (`models.alarm_policy`: the episode is over): the time of that step of
+    `since` or `new`; None while it stays open, or when it is not open."""
+    if latest is None or latest.state != "open" or not alarming(latest.risk, policy.threshold) or not new:
+        return None
+    steps = [(latest.raised_at, latest.risk), *since, *new]
+    times = [_hours(t, latest.raised_at) for t, _ in steps]
+    first = alarm_events(policy, times, [r for _, r in steps])[0]
+    if first.closed_by != RESOLVED or first.closed_at is None:
+        return None
+    return next(t for t, h in zip((t for t, _ in steps), times) if h == first.closed_at)
 
 
 def is_realert(kind: str) -> bool:

@@ -17,7 +17,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from service import audit, schemas
 from models.alarm_policy import AlarmPolicy
-from service.alarms.rules import ACTIVE_STATES, TRANSITIONS, LatestAlarm, alarming, is_realert, policy_events
+from service.alarms.rules import (ACTIVE_STATES, TRANSITIONS, LatestAlarm, alarming, episode_end, is_realert,
+                                  policy_events)
 from service.errors import Conflict, NotFound, Stale
 from service.inputs import unit_name
 from service.stats import verdict
@@ -51,31 +52,45 @@ class Raised:
 
 def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], policy: AlarmPolicy, model: str,
                  model_version: str, superseded_at: Callable[[dt.datetime], dt.datetime],
-                 late_result: bool = False) -> list[Raised | None]:
+                 late_result: bool = False, was_alarming: bool = False) -> list[Raised | None]:
     """The alarm raised at each scored row (None where none was): the events the unit's policy sends
     (`rules.policy_events`: raised, or a re-alert or escalation of the newest alarm), none once the
     patient's outcome is recorded (the alarm's question is answered). A new alarm supersedes
     (resolves) the patient's active one, which it names as `previous_alarm_id`; `superseded_at(ts)`
-    stamps that. Call after the patient row's update of this transaction, which holds its lock: an
+    stamps that. An open alarm (nobody answered it) whose risk falls below the threshold is resolved
+    at that row, as the policy ends the episode (`rules.episode_end`); a later rise is a new alarm.
+    Call after the patient row's update of this transaction, which holds its lock: an
     outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
     commit. Raises Stale when a clinician changed the superseded alarm meanwhile. `late_result`:
     the scores were revised by a value for an earlier hour (a late or amended result), which the
-    alarm and its audit row say."""
+    alarm and its audit row say. `was_alarming`: the patient's latest risk before these was at or
+    above the threshold (only then can an alarm be open to end)."""
     threshold = policy.threshold
-    if not any(alarming(s.risk, threshold) for s in scored):
-        return [None] * len(scored)  # every event of the policy needs a risk at or above the threshold
+    if not scored or not (was_alarming or any(alarming(s.risk, threshold) for s in scored)):
+        return [None] * len(scored)  # nothing to raise, and no open alarm to end
     if known and conn.execute(_OUTCOME, {"b_id": patient_id}).scalar() is not None:
         return [None] * len(scored)
     row = conn.execute(_LATEST, {"b_id": patient_id}).first() if known else None
     latest = None if row is None else LatestAlarm(row.id, row.state, row.raised_at, row.risk, row.acknowledged_at,
                                                   row.snoozed_until)
     since = []
-    if latest is not None and latest.state in ("open", "acknowledged") and scored:
+    if latest is not None and latest.state in ("open", "acknowledged"):
         since = [(r.ts, r.risk) for r in conn.execute(_SINCE, {"b_id": patient_id, "b_after": latest.raised_at,
                                                                "b_before": scored[0].ts})]
-    kinds = policy_events(policy, latest, since, [(s.ts, s.risk) for s in scored])
+    steps = [(s.ts, s.risk) for s in scored]
+    kinds = policy_events(policy, latest, since, steps)
     active = latest.id if latest is not None and latest.state != "resolved" else None
     active_state = latest.state if active is not None else None
+    ended = episode_end(policy, latest, since, steps)
+    if ended is not None:
+        note = "the risk fell below the threshold: the episode ended (nobody had answered the alarm)"
+        if conn.execute(_SUPERSEDE, {"b_old": active, "b_state": "open", "b_now": ended, "b_note": note}).rowcount != 1:
+            raise Stale()
+        audit.record(conn, action="alarm_ended", actor=audit.SYSTEM, at=ended, patient_id=patient_id,
+                     alarm_id=active, note=note, details={"risk_below": threshold})
+        active = active_state = None
+    if not any(kinds):
+        return [None] * len(scored)
     out: list[Raised | None] = []
     for s, kind in zip(scored, kinds):
         if kind is None:

@@ -513,7 +513,8 @@ class Ingestor:
             [alarm_store.Scored(max(hour_start(h.iculos, p.icu_admit), h.last_at or p.icu_admit), p.risks[k],
                                 p.contributions[k]) for k, h in scored],
             p.policy, m.name, m.version, lambda ts: self.clock.now(s) if self.clock.simulated else now,
-            late_result=p.late)
+            late_result=p.late,
+            was_alarming=p.row is not None and p.row.last_risk is not None and alarming(p.row.last_risk, p.threshold))
         hits = [(h.iculos, r) for (_, h), r in zip(scored, raised) if r is not None]
         if hits:
             ids = {r.ts: r.id for r in s.execute(select(O.c.id, O.c.ts).where(

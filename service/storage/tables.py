@@ -86,7 +86,7 @@ class Message(Base):
     key: Mapped[str] = mapped_column(String(300))        # the value's identity: source id or timestamp, and variable
     variable: Mapped[str | None] = mapped_column(String(32))
     value: Mapped[float | None] = mapped_column(Float)
-    unit: Mapped[str | None] = mapped_column(String(32))
+    unit: Mapped[str | None] = mapped_column(String(64))
     ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # effective: measured, or a specimen drawn
     hour: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))

@@ -22,8 +22,8 @@ def root(tmp_path_factory):
     return r
 
 
-def admit(c, pid: str, unit: str) -> None:
-    r = c.post("/patients", json={"patient_id": pid, "age": 60.0, "unit": unit, "icu_admit_time": iso(T0)},
+def admit(c, pid: str, unit: str, at: dt.datetime = T0) -> None:
+    r = c.post("/patients", json={"patient_id": pid, "age": 60.0, "unit": unit, "icu_admit_time": iso(at)},
                headers=hdr("ingest"))
     assert r.status_code == 201, r.text
 
@@ -47,7 +47,7 @@ def test_figures_are_per_period_not_added_across_a_change(db_url, root):
         r = c.put("/units/MICU/operating-point", json={"point_id": HIGH, "by": "dr.admin", "note": "nights"},
                   headers=hdr("admin"))
         assert r.status_code == 200, r.text
-        admit(c, "m2", "MICU")
+        admit(c, "m2", "MICU", T0 + dt.timedelta(hours=4))  # admitted after the change (its hours start then)
         after = post(c, "m1", range(4, 8)) + post(c, "m2", range(4, 8))
         assert all(r["risk"] < 0.575 and r["alarm_id"] is None for r in after)
         whole = c.get("/stats", headers=hdr("viewer")).json()

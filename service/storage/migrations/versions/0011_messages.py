@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(300), nullable=False),
         sa.Column("variable", sa.String(32), nullable=True),
         sa.Column("value", sa.Float(), nullable=True),
-        sa.Column("unit", sa.String(32), nullable=True),
+        sa.Column("unit", sa.String(64), nullable=True),
         sa.Column("ts", UTCDateTime(), nullable=False),
         sa.Column("hour", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
