@@ -50,7 +50,11 @@ def main() -> int:
                    help="data hours per wall hour (600: one data hour every 6 s)")
     p.add_argument("--hours", type=float, default=8,
                    help="wall hours the feed runs at --speed before it reaches real time")
-    p.add_argument("--format", choices=["json", "fhir"], default="json", help="the replay's feed: JSON or FHIR Bundles")
+    p.add_argument("--format", choices=["json", "fhir"], default="json",
+                   help="the replay's messages: JSON, or FHIR (single Observations; Bundles with --feed hourly)")
+    p.add_argument("--feed", choices=["realistic", "hourly"], default="realistic",
+                   help="realistic: each value its own message as charted, labs late, duplicates, amendments "
+                        "(training/sepsis/feed.py); hourly: one complete row per hour")
     a = p.parse_args()
     # `kill` and container stops send SIGTERM: shut the children down as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -85,7 +89,7 @@ def main() -> int:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "training.sepsis.replay", "--data", a.data, "--url", url, "--api-key", keys["admin"],
              "--speed", str(a.speed), "--limit", str(a.stays), "--ward", str(a.beds),
-             "--duration", str(a.hours * 3600), "--format", a.format,
+             "--duration", str(a.hours * 3600), "--format", a.format, "--feed", a.feed,
              "--split", "test"],  # stays the shipped model never saw, so the performance page is honest
             cwd=ROOT, env=env, stdout=open(work / "replay.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         # A clinician key: it reads every page and can act on alarms; the sidebar can swap it.
@@ -105,7 +109,7 @@ def main() -> int:
         if dashboard_url:
             print(f"  dashboard      {dashboard_url}")
         print(f"  replay         {a.beds} beds kept occupied from {a.stays} real stays of the test split at "
-              f"{a.speed:g}x ({a.format}), on the service's simulated clock, log {work / 'replay.log'}")
+              f"{a.speed:g}x ({a.feed} {a.format} feed), on the service's simulated clock, log {work / 'replay.log'}")
         for role, key in keys.items():
             print(f"  {role:9} key    {key}")
         print(f"  try            curl -H 'X-API-Key: {keys['viewer']}' {url}/ward")

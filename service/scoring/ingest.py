@@ -266,7 +266,11 @@ class Ingestor:
             plan.item_hours[it.index] = hour
             plan.posted[it.index] = it.ts
             values += filing.values_of(it.index, it.ts, it.vitals, it.status, it.source_id, hour)
-        stored = self._stored_by_key(s, pid, {v.key for v in values}) if row is not None else []
+        # Only these can match a stored message: a value of an hour already stepped, or one that
+        # names its sender's id (an amendment may move a value to another hour). A key of variable
+        # and time is new in an hour after the latest.
+        maybe = {v.key for v in values if v.source_id is not None or v.hour <= plan.latest}
+        stored = self._stored_by_key(s, pid, maybe) if row is not None and maybe and row.last_ts is not None else []
         verdicts = filing.classify(stored, values)
         new_items: set[int] = set()
         for v, verdict in zip(values, verdicts):
@@ -324,8 +328,8 @@ class Ingestor:
         stay refiled from its messages, from hour 1."""
         m, row = self.model, plan.row
         zeros = np.zeros(m.state_size, np.float32)
-        if row is None:
-            return zeros, {}, [], start
+        if row is None or row.last_ts is None:  # nothing stepped yet
+            return zeros, {}, [], 1
         if start == plan.latest + 1 and row.state is not None and \
                 (row.model_name, row.model_version) == (m.name, m.version):
             state = state_from_bytes(row.state, m.state_size)

@@ -364,9 +364,25 @@ def test_a_realistic_feed_is_placed_before_now():
     assert first.minute == first.second == 0 and min(m.charted.time for m in messages) >= first
 
 
-def test_the_realistic_feed_is_refused_in_ward_mode(capsys):
-    from training.sepsis.replay import main
+@pytest.mark.parametrize("fmt", ["json", "fhir"])
+def test_ward_replay_with_the_realistic_feed(tmp_path, sqlite_url, models_root, fmt):
+    """The demo's ward: each value its own message at its arrival, labs late, duplicates and
+    amendments; nothing refused, every stay discharged, each hour holding its file's values."""
+    from training.sepsis.data import iter_stays
+    from training.sepsis.replay import replay_ward
 
-    with pytest.raises(SystemExit):
-        main(["--data", "x", "--api-key", "k", "--ward", "2", "--feed", "realistic"])
-    assert "--feed realistic is not for ward mode" in capsys.readouterr().err
+    data = tmp_path / "ward-feed"
+    data.mkdir()
+    write_psv(data / "p000001.psv", _lab_rows(6))
+    write_psv(data / "p000002.psv", _lab_rows(5))
+    stays = list(iter_stays(data))
+    with client_for(sqlite_url, models_root, future_margin_hours=0) as c:
+        totals = replay_ward(stays, c, beds=2, speed=36000, duration_s=5, api_key=KEYS["admin"], prefix="v-",
+                             fmt=fmt, max_admissions=2, progress=False, messages="realistic", seed=2)
+        one = c.get("/patients/v-p000001-r1", headers=hdr("viewer")).json()
+    assert totals.errors == [] and totals.stays == 2 and not totals.refused and totals.posted > 0
+    assert one["status"] == "discharged"
+    rows = np.array(_lab_rows(6), np.float32)[:, :40]
+    for e, row in zip(one["timeline"], rows):
+        want = {n: float(row[i]) for i, n in enumerate(FEATURES[:34]) if np.isfinite(row[i])}
+        assert e["vitals"] == pytest.approx(want)

@@ -288,14 +288,24 @@ def discharge_outcome(plan: StayPlan) -> dict:
 
 def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetime, feed: FeedClock,
               stop: threading.Event, ingest_headers: dict, outcome_headers: dict, totals: Totals,
-              fmt: str = "json", bed: str | None = None) -> bool:
-    """One bed's stay in ward mode: admit, post each row when the feed reaches its time (rows
-    already in the past at once), a septic stay's outcome at its onset (the patient stays, in
-    treatment), then the outcome with discharged_at at the stay's end. False if stopped before the
-    end (the patient then stays on the ward, as a real one would) or if the discharge was refused
-    (reported at once and counted, never silent)."""
+              fmt: str = "json", bed: str | None = None, messages: str = "hourly", seed: int = 0) -> bool:
+    """One bed's stay in ward mode: admit, post each row (`messages="realistic"`: each value's
+    message, training/sepsis/feed.py, at its arrival) when the feed reaches its time (those already
+    in the past at once), a septic stay's outcome at its onset (the patient stays, in treatment),
+    then the outcome with discharged_at at the stay's end. False if stopped before the end (the
+    patient then stays on the ward, as a real one would) or if the discharge was refused (reported
+    at once and counted, never silent)."""
     plan = plan_stay(patient_id, stay.values, stay.labels, first_row)
-    if fmt == "fhir":
+    if messages == "realistic":
+        from training.sepsis.feed import json_body, realistic_feed
+
+        admission = {**plan.admission, **({"bed": bed} if bed else {})}
+        r = client.post("/patients", json=admission, headers=ingest_headers)
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"POST /patients {patient_id}: HTTP {r.status_code} {r.text[:300]}")
+        sends = [(m.sent, "value", json_body(patient_id, m) if fmt == "json" else m.charted)
+                 for m in realistic_feed(patient_id, stay.values, first_row, seed)]
+    elif fmt == "fhir":
         from training.sepsis.fhir_bundle import stay_bundles
 
         sends = [(ts, "fhir", b) for ts, b in stay_bundles(patient_id, stay.values, first_row)]
@@ -317,6 +327,8 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
             return False
         if kind == "fhir":
             _post_bundle(client, patient_id, ts, body, ingest_headers, totals)
+        elif kind == "value":
+            _post_value(client, patient_id, body, fmt, ingest_headers, totals)
         elif kind == "outcome":
             # refused: said at once and counted; the stay goes on (the patient is still on the ward)
             _post_ward_outcome(client, patient_id, body, outcome_headers, totals, "sepsis onset")
@@ -329,6 +341,24 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
     with totals.lock:
         totals.stays += 1
     return discharged
+
+
+def _post_value(client: httpx.Client, patient_id: str, body, fmt: str, headers: dict, totals: Totals) -> None:
+    """One value's message of a realistic feed: a JSON body to POST /predict, or (fhir) a charted
+    value as a single Observation to POST /fhir/Observation. A refusal is counted by reason."""
+    if fmt == "fhir":
+        from training.sepsis.fhir_bundle import feed_observation
+
+        r = client.post("/fhir/Observation", json=feed_observation(patient_id, body),
+                        headers={**headers, "Content-Type": "application/fhir+json"})
+    else:
+        r = client.post("/predict", json=body, headers=headers)
+    with totals.lock:
+        if r.status_code in (200, 201):
+            totals.posted += 1
+            totals.alarms += (r.json().get("alarm_id") if fmt == "json" else None) is not None
+        else:
+            totals.refused[refusal_reason(r.status_code, _message_text(r))] += 1
 
 
 def report_error(totals: Totals, message: str) -> None:
@@ -361,7 +391,7 @@ def stay_hours(stay) -> float:
 def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s: float, api_key: str,
                 outcome_key: str | None = None, prefix: str = "replay-", fmt: str = "json",
                 stop: threading.Event | None = None, max_admissions: int | None = None,
-                progress: bool = True) -> Totals:
+                progress: bool = True, messages: str = "hourly", seed: int = 0) -> Totals:
     """Keep `beds` beds occupied until `stop` is set (or `max_admissions` stays were admitted):
     see the module's docstring. Returns the counts."""
     stays = list(stays)
@@ -400,7 +430,7 @@ def replay_ward(stays, client: httpx.Client, beds: int, speed: float, duration_s
                 first = False
             try:
                 ward_stay(client, stay, pid, start, feed, stop, ingest_headers, outcome_headers, totals, fmt,
-                          bed=f"B{b + 1:02}")
+                          bed=f"B{b + 1:02}", messages=messages, seed=seed)
             except Exception as err:  # one broken stay must not empty the bed; it is reported
                 report_error(totals, f"{pid}: {err}")
                 stop.wait(1.0)
@@ -492,15 +522,13 @@ def main(argv: list[str] | None = None) -> int:
                         "with --feed realistic, single Observations to POST /fhir/Observation")
     p.add_argument("--feed", choices=["hourly", "realistic"], default="hourly",
                    help="realistic: each value its own message, jittered, labs late, duplicates and amendments "
-                        "(training/sepsis/feed.py); refusals are counted by reason. Not in ward mode")
+                        "(training/sepsis/feed.py); refusals are counted by reason")
     p.add_argument("--seed", type=int, default=0, help="--feed realistic: seed of the jitter, delays and duplicates")
     a = p.parse_args(argv)
     if a.speed < 0:
         p.error("--speed must be >= 0")
     if a.ward < 0 or a.duration < 0:
         p.error("--ward and --duration must be >= 0")
-    if a.feed == "realistic" and a.ward:
-        p.error("--feed realistic is not for ward mode")
     if a.format == "fhir" and not a.ward and a.feed != "realistic":
         p.error("--format fhir is for ward mode (--ward BEDS) or --feed realistic")
     if a.ward and a.speed == 0:
@@ -509,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     with httpx.Client(base_url=a.url, timeout=30.0) as client:
         if a.ward:
             totals = replay_ward(stays, client, a.ward, a.speed, a.duration, a.api_key, a.outcome_key, a.prefix,
-                                 a.format)
+                                 a.format, messages=a.feed, seed=a.seed)
         else:
             totals = replay(stays, client, a.speed, a.api_key, a.outcome_key, a.concurrency, a.prefix,
                             feed=a.feed, fmt=a.format, seed=a.seed)
