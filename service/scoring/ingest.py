@@ -126,6 +126,13 @@ _RESTEP_ROW = update(O).where(O.c.id == bindparam("b_row")).values(**_RESTEP)
 _REVISE_ROW = (update(O).where(O.c.id == bindparam("b_row"))
                .values(**_RESTEP, revised_at=bindparam("b_revised_at", type_=O.c.revised_at.type),
                        revised_by=bindparam("b_revised_by"), revisions=bindparam("b_revisions")))
+_ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+            .values(version=bindparam("b_new_version"), state=bindparam("b_state"), model_name=bindparam("b_model_name"),
+                    model_version=bindparam("b_model_version"), last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type),
+                    last_risk=bindparam("b_last_risk"), n_observations=bindparam("b_n_observations"),
+                    last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
+_INSERT_MESSAGES = insert(M).returning(M.c.id, sort_by_parameter_order=True)
+_INSERT_HOURS = insert(O)
 _SET_ALARM = update(O).where(O.c.id == bindparam("b_row")).values(alarm_id=bindparam("b_alarm"))
 
 
@@ -426,12 +433,14 @@ class Ingestor:
             with self.engine.begin() as s:
                 for pid in admits - {p.patient_id for p in plans if p.rows}:  # admitted, nothing to score yet
                     admitting.insert(s, pid, now)
-                for p in plans:
-                    if not p.rows:
-                        continue
+                active = [p for p in plans if p.rows]
+                for p in active:
                     self._write_patient(s, p, now, admitting)
-                    self._write_messages(s, p, now)
-                    self._write_hours(s, p, now)
+                if active:  # every patient's messages and hours in one statement each, then the alarms
+                    self._write_messages(s, active, now)
+                    self._write_hours(s, active, now)
+                for p in active:
+                    self._write_alarms(s, p, now)
                 if self.shadows is not None:  # in this transaction; a failing shadow is rolled back alone
                     self.shadows.record(s, [p for p in plans if p.rows])
                 results = {}
@@ -466,51 +475,66 @@ class Ingestor:
             extra["first_ts"] = first_ts
         if p.row.icu_admit_time is None:
             extra["icu_admit_time"] = p.icu_admit
-        res = s.execute(update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version)
-                        .values(version=p.row.version + 1, **values, **extra))
+        if extra:
+            res = s.execute(update(P).where(P.c.id == p.patient_id, P.c.version == p.row.version)
+                            .values(version=p.row.version + 1, **values, **extra))
+        else:  # the hot path: a statement built once (building one per patient cost more than running it)
+            res = s.execute(_ADVANCE, {"b_id": p.patient_id, "b_version": p.row.version,
+                                       "b_new_version": p.row.version + 1, **{f"b_{k}": v for k, v in values.items()}})
         if res.rowcount != 1:
             raise Stale()
 
-    def _write_messages(self, s: Connection, p: Plan, now: dt.datetime) -> None:
-        by_index = {it.index: it for it in p.items}
-        rows = [dict(patient_id=p.patient_id, key=v.key, variable=v.variable, value=v.value,
-                     unit=LIMITS[v.variable].unit if v.variable in LIMITS else None, ts=v.ts, hour=v.hour,
-                     status=v.status, source=by_index[v.index].source, source_id=v.source_id, received_at=now)
-                for v in p.values]
-        ids = s.execute(insert(M).returning(M.c.id, sort_by_parameter_order=True), rows).scalars().all()
-        p.message_ids = list(ids)
+    def _write_messages(self, s: Connection, plans: list[Plan], now: dt.datetime) -> None:
+        rows = []
+        for p in plans:
+            source = {it.index: it.source for it in p.items}
+            rows += [dict(patient_id=p.patient_id, key=v.key, variable=v.variable, value=v.value,
+                          unit=LIMITS[v.variable].unit if v.variable in LIMITS else None, ts=v.ts, hour=v.hour,
+                          status=v.status, source=source[v.index], source_id=v.source_id, received_at=now)
+                     for v in p.values]
+        ids = s.execute(_INSERT_MESSAGES, rows).scalars().all()
+        at = 0
+        for p in plans:
+            p.message_ids = list(ids[at:at + len(p.values)])
+            at += len(p.values)
 
-    def _write_hours(self, s: Connection, p: Plan, now: dt.datetime) -> None:
-        """Insert the new hours, update the re-stepped ones (a changed risk is a revision by the
-        first message of this request for the earliest hour it changed), then the alarms."""
+    def _write_hours(self, s: Connection, plans: list[Plan], now: dt.datetime) -> None:
+        """Insert the new hours and update the re-stepped ones: a changed risk is a revision by the
+        request's first message for the earliest hour it concerns."""
         m = self.model
-        first = min(range(len(p.values)), key=lambda k: (p.values[k].hour, k))
-        reviser = p.message_ids[first]
-        inserts, revised, kept = [], [], []
-        for k, h in enumerate(p.rows):
-            common = {"b_vitals": h.values, "b_elapsed_hours": h.elapsed, "b_risk": p.risks[k], "b_threshold": p.threshold,
-                      "b_contributions": p.contributions[k], "b_model": m.name, "b_mversion": m.version,
-                      "b_state": state_to_bytes(p.states[k])}
-            old = p.stored.get(h.iculos)
-            if old is None:
-                inserts.append(dict(patient_id=p.patient_id, ts=hour_start(h.iculos, p.icu_admit), iculos=float(h.iculos),
-                                    first_risk=p.risks[k], revisions=0, received_at=now,
-                                    **{c: v for c, v in zip(_ROW_COLUMNS, common.values())}))
-            elif old.risk != p.risks[k]:
-                revised.append({"b_row": old.id, **common, "b_revised_at": now, "b_revised_by": reviser,
-                                "b_revisions": old.revisions + 1})
-            else:  # the same risk: not a revision (an earlier one's stamp stays)
-                kept.append({"b_row": old.id, **common})
-        if p.stale:
-            s.execute(O.delete().where(O.c.id.in_(p.stale)))
+        inserts, revised, kept, stale = [], [], [], []
+        for p in plans:
+            first = min(range(len(p.values)), key=lambda k: (p.values[k].hour, k))
+            reviser = p.message_ids[first]
+            stale += p.stale
+            for k, h in enumerate(p.rows):
+                common = {"b_vitals": h.values, "b_elapsed_hours": h.elapsed, "b_risk": p.risks[k],
+                          "b_threshold": p.threshold, "b_contributions": p.contributions[k], "b_model": m.name,
+                          "b_mversion": m.version, "b_state": state_to_bytes(p.states[k])}
+                old = p.stored.get(h.iculos)
+                if old is None:
+                    inserts.append(dict(patient_id=p.patient_id, ts=hour_start(h.iculos, p.icu_admit),
+                                        iculos=float(h.iculos), first_risk=p.risks[k], revisions=0, received_at=now,
+                                        **{c: v for c, v in zip(_ROW_COLUMNS, common.values())}))
+                elif old.risk != p.risks[k]:
+                    revised.append({"b_row": old.id, **common, "b_revised_at": now, "b_revised_by": reviser,
+                                    "b_revisions": old.revisions + 1})
+                else:  # the same risk: not a revision (an earlier one's stamp stays)
+                    kept.append({"b_row": old.id, **common})
+        if stale:
+            s.execute(O.delete().where(O.c.id.in_(stale)))
         if revised:
             s.execute(_REVISE_ROW, revised)
         if kept:
             s.execute(_RESTEP_ROW, kept)
         if inserts:
-            s.execute(insert(O), inserts)
-        # Alarms follow the latest hour: the hours from the latest stored one on (re-stepped or new),
-        # each at the time its latest value was measured (the hour's start when it has none).
+            s.execute(_INSERT_HOURS, inserts)
+
+    def _write_alarms(self, s: Connection, p: Plan, now: dt.datetime) -> None:
+        """Alarms follow the latest hour: the policy sees the hours from the latest stored one on
+        (re-stepped or new), each at the time its latest value was measured (the hour's start when
+        it has none)."""
+        m = self.model
         scored = [(k, h) for k, h in enumerate(p.rows) if h.iculos >= max(p.latest, 1)]
         raised = alarm_store.raise_alarms(
             s, p.patient_id, p.row is not None,
