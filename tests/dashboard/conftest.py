@@ -51,7 +51,7 @@ def _observe(c: httpx.Client, pid: str, hours: list[int], missing_temp_at: set[i
 
 def _admit(c: httpx.Client, pid: str, unit: str) -> None:
     r = c.post("/patients", json={"patient_id": pid, "age": 61, "gender": 1, "unit": unit,
-                                  "icu_admit_time": iso(T0 - dt.timedelta(hours=2))})
+                                  "icu_admit_time": iso(T0)})
     assert r.status_code == 201, r.text
 
 

@@ -77,9 +77,8 @@ def test_ward_tiles_alarms_first_with_alarm_states(monkeypatch, stack):
     assert "since last observation" in html
     sparks = dict(re.findall(r'data-patient="([^"]+)".*?src="data:image/svg\+xml;base64,([^"]+)"', html))
     assert len(sparks) == len(order)
-    # nine hourly risks (two empty hours from the admission, then seven with values), threshold line
-    assert 'aria-label="risk trend, 9 points"><line' in base64.b64decode(sparks["bed-02"]).decode()
-    assert "<polyline" in base64.b64decode(sparks["bed-02"]).decode()
+    assert 'aria-label="risk trend, 7 points"><line' in base64.b64decode(sparks["bed-02"]).decode()
+    assert "<polyline" in base64.b64decode(sparks["bed-02"]).decode()  # seven hourly risks, threshold line
     on_ward = [p for p in httpx.get(f"{stack.url}/patients", headers={"X-API-Key": stack.keys["viewer"]}).json()
                if p["status"] != "discharged"]  # the browser test may have admitted one more
     assert counts_line(at)["on-ward"] == str(len(on_ward)) and len(on_ward) >= len(ward) + len(stack.action_ids)
@@ -244,8 +243,7 @@ def test_performance_page_numbers_and_charts(monkeypatch, stack):
     assert metric(at, "PPV") == "66.7%"
     assert metric(at, "False alarms") == "1"
     assert metric(at, "False-positive rate") == "100.0%"
-    # the threshold-0 model alarms from each stay's hour 1, the admission 2 h before the first values
-    assert metric(at, "Median lead time") == "8.5 h"
+    assert metric(at, "Median lead time") == "6.5 h"
     md = texts(at)
     assert "`sepsis-cfc` version `1`" in md and "`CPUExecutionProvider`" in md and "threshold** 0.0%" in md
     assert len(at.get("vega_lite_chart")) >= 3  # verdicts, lead time, burden (and the trade-off when measured)
