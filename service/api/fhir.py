@@ -151,7 +151,11 @@ def post_observation(services: ServicesDep, body: Body):
     except Refusal as err:
         return _refused(err)
     r = results[0]
-    ra = resources.risk_assessment(r.patient_id, r.hour_start, r.risk, r.threshold, r.model, r.model_version, r.alarm_id)
+    with services.engine.connect() as conn:
+        row = queries.scored(conn, resources.observation_id(r.patient_id, r.hour_start))
+        senders = queries.senders_by_hour(conn, [row]) if row is not None else {}
+    ra = resources.risk_assessment(r.patient_id, r.hour_start, r.risk, r.threshold, r.model, r.model_version, r.alarm_id,
+                                   senders=senders.get((r.patient_id, r.hour_start), []))
     return FhirResponse(ra, status_code=200 if r.duplicate else 201, headers={"Location": f"Observation/{ra['id']}"})
 
 
@@ -199,9 +203,10 @@ def _parsed(request: Request, resource: str) -> search.Search | FhirResponse:
         return FhirResponse(operation_outcome(err.problems, stored_nothing=False), status_code=err.status)
 
 
-def _risk(row) -> dict:
+def _risk(row, senders: dict | None = None) -> dict:
     return resources.risk_assessment(row.patient_id, row.ts, row.risk, row.threshold, row.model_name,
-                                     row.model_version, row.alarm_id, row.received_at)
+                                     row.model_version, row.alarm_id, row.received_at,
+                                     (senders or {}).get((row.patient_id, row.ts), []))
 
 
 # Read when the router is built: the statement's date (a server's capabilities change with its code).
@@ -228,7 +233,8 @@ def search_risk_assessments(request: Request, services: ServicesDep):
         return found
     with services.engine.connect() as conn:
         total, rows = queries.risk_assessments(conn, found)
-    return FhirResponse(search.searchset([_risk(r) for r in rows], total, found, _base(request)))
+        senders = queries.senders_by_hour(conn, rows)
+    return FhirResponse(search.searchset([_risk(r, senders) for r in rows], total, found, _base(request)))
 
 
 @router.get("/Flag", response_class=FhirResponse, dependencies=[Viewer], openapi_extra=_parameters("Flag"),
@@ -265,12 +271,16 @@ def read_patient(services: ServicesDep, rid: FhirId):
 @router.get("/Observation/{rid}", **_READ, responses={**_ok("the stored observation: the values of one patient at "
                                                             "one time, as components"), **_read_errors(401, 403, 404, 422)})
 def read_observation(services: ServicesDep, rid: FhirId):
-    """A stored observation by the id the ingest answered (`{patient}-{UTC time}`)."""
+    """An hour's values as the model stepped them, by the id the ingest answered (`{patient}-{UTC
+    hour start}`), or a sender's Observation by its own id (as a RiskAssessment's basis names it)."""
     with services.engine.connect() as conn:
         row = queries.scored(conn, rid)
-    if row is None:
-        return _not_found(f"Observation/{rid}")
-    return FhirResponse(resources.observation(row.patient_id, row.ts, row.vitals, row.received_at, CODES))
+        sent = queries.sender_observation(conn, rid) if row is None else []
+    if row is not None:
+        return FhirResponse(resources.observation(row.patient_id, row.ts, row.vitals, row.received_at, CODES))
+    if sent:
+        return FhirResponse(resources.sent_observation(rid, sent, CODES))
+    return _not_found(f"Observation/{rid}")
 
 
 @router.get("/RiskAssessment/{rid}", **_READ, responses={**_ok("the RiskAssessment of one scored observation"),
@@ -279,9 +289,10 @@ def read_risk_assessment(services: ServicesDep, rid: FhirId):
     """The risk of one stored observation (the same id as its Observation)."""
     with services.engine.connect() as conn:
         row = queries.scored(conn, rid)
+        senders = queries.senders_by_hour(conn, [row]) if row is not None else {}
     if row is None:
         return _not_found(f"RiskAssessment/{rid}")
-    return FhirResponse(_risk(row))
+    return FhirResponse(_risk(row, senders))
 
 
 @router.get("/Flag/{rid}", **_READ, responses={**_ok("the alarm as a Flag"), **_read_errors(401, 403, 404, 422)})

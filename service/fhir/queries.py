@@ -11,14 +11,16 @@ from sqlalchemy.engine import Connection, Row
 
 from service.fhir import resources
 from service.fhir.search import DateValue, Search
-from service.storage.tables import Alarm, Observation, Patient
+from models.grid import Standing
+from service.storage.tables import Alarm, Message, Observation, Patient
 
 UTC = dt.timezone.utc
 _HASHED = re.compile(r"h[0-9a-f]{16}")
 _OBSERVATION_ID = re.compile(r"(?P<patient>.+)-(?P<stamp>[0-9]{8}T[0-9]{6}(?:\.[0-9]{6})?)Z")
 # What a RiskAssessment (and the Observation of the same id) is made of.
 _SCORED = (Observation.patient_id, Observation.ts, Observation.vitals, Observation.risk, Observation.threshold,
-           Observation.model_name, Observation.model_version, Observation.alarm_id, Observation.received_at)
+           Observation.model_name, Observation.model_version, Observation.alarm_id, Observation.received_at,
+           Observation.iculos)
 
 
 def _hashed_ids(conn: Connection, fhir_id: str, longer_than: int | None = None) -> list[str]:
@@ -135,3 +137,46 @@ def flag(conn: Connection, fhir_id: str) -> Row | None:
     if not re.fullmatch(r"[1-9][0-9]{0,9}", fhir_id) or int(fhir_id) > 2**31 - 1:
         return None
     return conn.execute(_alarms().where(Alarm.id == int(fhir_id))).first()
+
+
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _sent(conn: Connection, where) -> list[Row]:
+    return conn.execute(select(Message.patient_id, Message.hour, Message.key, Message.variable, Message.value,
+                               Message.ts, Message.status, Message.source_id, Message.received_at)
+                        .where(Message.source == "fhir", Message.variable.is_not(None), *where)
+                        .order_by(Message.id)).all()
+
+
+def _standing(rows: list[Row]) -> list[Row]:
+    standing = Standing()
+    for r in rows:
+        standing.apply(r)
+    return list(standing.values.values())
+
+
+def sender_observation(conn: Connection, fhir_id: str) -> list[Row]:
+    """The standing values a sender posted as Observation `fhir_id` (its own id kept as the
+    messages' source id), or [] (removed in error, or none)."""
+    if not _FHIR_ID.fullmatch(fhir_id):
+        return []
+    return _standing(_sent(conn, [Message.source_id == fhir_id]))
+
+
+def senders_by_hour(conn: Connection, rows: list[Row]) -> dict[tuple[str, dt.datetime], list[str]]:
+    """{(patient, hour's start): the ids of the sender's Observations whose standing values the
+    hour holds}, for scored rows (hourly Observations) of one page."""
+    pids = sorted({r.patient_id for r in rows})
+    if not pids:
+        return {}
+    hours = {(r.patient_id, int(r.iculos)): r.ts for r in rows}
+    out: dict[tuple[str, dt.datetime], list[str]] = {}
+    found = _sent(conn, [Message.patient_id.in_(pids), Message.source_id.is_not(None)])
+    for m in _standing(found):
+        ts = hours.get((m.patient_id, m.hour))
+        if ts is not None and _FHIR_ID.fullmatch(m.source_id or ""):
+            ids = out.setdefault((m.patient_id, ts), [])
+            if m.source_id not in ids:
+                ids.append(m.source_id)
+    return out

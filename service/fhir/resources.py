@@ -67,8 +67,9 @@ def _meta(last_updated: dt.datetime | None) -> dict:
 
 
 def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: float, model: str, version: str,
-                    alarm_id: int | None, last_updated: dt.datetime | None = None) -> dict:
-    """`last_updated`: when the service stored the observation (its `received_at`)."""
+                    alarm_id: int | None, last_updated: dt.datetime | None = None, senders: list[str] = ()) -> dict:
+    """`last_updated`: when the service stored the observation (its `received_at`); `senders`:
+    the ids of the sender's Observations whose values the hour holds (readable here too)."""
     rid = observation_id(patient_id, ts)
     alarm = f"; alarm {alarm_id} raised" if alarm_id is not None else ""
     return {
@@ -77,7 +78,7 @@ def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: fl
         "occurrenceDateTime": instant(ts),
         "method": {"coding": [{"system": MODEL_SYSTEM, "code": f"{model}/{version}", "display": f"{model} version {version}"}],
                    "text": f"{model} version {version}"},
-        "basis": [{"reference": f"Observation/{rid}"}],
+        "basis": [{"reference": f"Observation/{rid}"}] + [{"reference": f"Observation/{sid}"} for sid in senders],
         "prediction": [{"outcome": {"coding": [SEPSIS], "text": "sepsis (PhysioNet 2019 label: onset within 6 h)"},
                         "probabilityDecimal": risk,
                         "whenRange": {"high": {"value": HORIZON_HOURS, "unit": "h", "system": UCUM, "code": "h"}},
@@ -112,6 +113,22 @@ def observation(pid: str, ts: dt.datetime, vitals: dict[str, float], received_at
            "subject": reference(pid), "effectiveDateTime": instant(ts), "issued": instant(received_at)}
     if ordered:
         out["component"] = [_component(f, vitals[f], codes) for f in ordered]
+    return out
+
+
+def sent_observation(fhir_id: str, values: list, codes: CodeTable) -> dict:
+    """A sender's Observation as the service keeps it: its id, the standing status and values (in
+    the model's units; several, as a panel's, as components) of the messages it came in."""
+    first = values[0]
+    status = "amended" if any(v.status in ("amended", "corrected") for v in values) else first.status
+    out = {"resourceType": "Observation", "id": fhir_id, **_meta(max(v.received_at for v in values)),
+           "status": status, "subject": reference(first.patient_id), "effectiveDateTime": instant(first.ts)}
+    if len(values) == 1:
+        component = _component(first.variable, first.value, codes)
+        out.update(code=component["code"], valueQuantity=component["valueQuantity"])
+    else:
+        out["code"] = {"coding": [SCORED_VALUES], "text": "values sent together"}
+        out["component"] = [_component(v.variable, v.value, codes) for v in values]
     return out
 
 

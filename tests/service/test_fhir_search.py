@@ -335,3 +335,41 @@ def test_capability_statement_states_what_is_served(ward):
         assert names == [p.name for p in search.SEARCHES[rtype] + search.PAGING if p.name != "_format"]
         for name in names:  # every parameter it states is one the search takes
             found(get(ward, f"/fhir/{rtype}", **{name: examples[name]}))
+
+
+def test_a_risk_assessment_names_the_senders_observations_and_they_are_readable(client):
+    """The sender's Observation ids are kept: an hour's RiskAssessment lists them in its basis
+    beside the hour's own Observation, each readable by its id, amended as amended, gone once
+    entered in error."""
+    def send(rid: str, loinc: str, value, unit: str, minutes: int, status: str = "final"):
+        o = {"resourceType": "Observation", "id": rid, "status": status,
+             "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+             "subject": {"reference": "Patient/s1"}, "effectiveDateTime": iso(T0 + dt.timedelta(minutes=minutes)),
+             "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+        r = client.post("/fhir/Observation", json=o, headers={**hdr("ingest"), "Content-Type": FHIR})
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    send("hr-7", "8867-4", 118, "/min", 10)
+    ra = send("lac-7", "2524-7", 4.2, "mmol/L", 25)
+    RiskAssessment.model_validate(ra)
+    hour = resources_id = ra["id"]
+    assert [b["reference"] for b in ra["basis"]] == [f"Observation/{hour}", "Observation/hr-7", "Observation/lac-7"]
+    read = found_one(get(client, f"/fhir/RiskAssessment/{resources_id}"))
+    assert [b["reference"] for b in read["basis"]] == [b["reference"] for b in ra["basis"]]
+    lactate = found_one(get(client, "/fhir/Observation/lac-7"))
+    assert lactate["valueQuantity"]["value"] == 4.2 and lactate["status"] == "final"
+    assert lactate["subject"] == {"reference": "Patient/s1"}
+    send("lac-7", "2524-7", 2.4, "mmol/L", 25, status="amended")  # the lab corrects its result
+    lactate = found_one(get(client, "/fhir/Observation/lac-7"))
+    assert (lactate["valueQuantity"]["value"], lactate["status"]) == (2.4, "amended")
+    send("hr-7", "8867-4", 118, "/min", 10, status="entered-in-error")
+    assert get(client, "/fhir/Observation/hr-7").status_code == 404
+    bases = [b["reference"] for b in found_one(get(client, f"/fhir/RiskAssessment/{hour}"))["basis"]]
+    assert bases == [f"Observation/{hour}", "Observation/lac-7"]
+
+
+def found_one(r) -> dict:
+    assert r.status_code == 200, r.text
+    MODELS[r.json()["resourceType"]].model_validate(r.json())
+    return r.json()
