@@ -311,6 +311,21 @@ class TimelineEntry(BaseModel):
                                                      "changed it: a late, amended or same-hour value")
 
 
+class MessageOut(BaseModel):
+    """One value as received (service/scoring/filing.py); `value` in the model's unit."""
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    variable: str | None = Field(description="the PhysioNet name; null for an observation posted without values")
+    value: float | None
+    unit: str | None
+    timestamp: dt.datetime = Field(validation_alias="ts", description="when it was measured (a lab: drawn)")
+    iculos: int = Field(validation_alias="hour", description="the hour of the stay it was filed in")
+    status: str
+    source: Literal["json", "fhir"]
+    source_id: str | None = Field(description="the sender's id of the message (a FHIR Observation's), if given")
+    received_at: dt.datetime
+
+
 class PatientSummary(BaseModel):
     patient_id: str
     admitted_by: str

@@ -50,6 +50,14 @@ def patient(patient_id: PatientPath, services: ServicesDep):
     return services.records.patient(patient_id)
 
 
+@router.get("/patients/{patient_id}/messages", response_model=list[schemas.MessageOut], responses=ERRORS_404_GET,
+            dependencies=[Viewer])
+def messages(patient_id: PatientPath, services: ServicesDep, limit: Limit = 500, offset: Offset = 0):
+    """Every value of the stay as it was received, in arrival order (the hourly timeline is derived
+    from them): its status, the hour it was filed in, the sender's id and when it arrived."""
+    return services.records.messages(patient_id, limit, offset)
+
+
 @router.post("/patients/{patient_id}/outcome", response_model=schemas.PatientSummary, responses=ERRORS_404,
              dependencies=[Clinician])
 def outcome(patient_id: PatientPath, body: schemas.OutcomeIn, services: ServicesDep, caller: Caller):

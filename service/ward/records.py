@@ -15,13 +15,13 @@ from service.clock import ServiceClock, feed_time
 from service.errors import NotFound
 from service.patients.status import ON_WARD, patient_status, summary
 from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
-from service.storage.tables import Alarm, Observation, Patient
+from service.storage.tables import Alarm, Message, Observation, Patient
 from service.ward.context import charted, patient_context
 from service.ward.periods import DEFINITION as PERIOD_DEFINITION
 from service.ward.periods import change_of, unit_periods
 
 UTC = dt.timezone.utc
-A, P, O = Alarm.__table__, Patient.__table__, Observation.__table__
+A, P, O, M = Alarm.__table__, Patient.__table__, Observation.__table__, Message.__table__
 
 
 class Records:
@@ -122,6 +122,13 @@ class Records:
                                             revised_by=o.revised_by) for o in obs],
             **patient_context(self.units, thresholds, row, values, now),
             alarms=[alarm_store.alarm_out(a, row, histories.get(a.id)) for a in alarms], audit=events)
+
+    def messages(self, pid: str, limit: int, offset: int) -> list[schemas.MessageOut]:
+        with self.engine.begin() as s:
+            if s.execute(select(P.c.id).where(P.c.id == pid)).first() is None:
+                raise NotFound(f"no patient {pid!r}")
+            rows = s.execute(select(M).where(M.c.patient_id == pid).order_by(M.c.id).limit(limit).offset(offset)).all()
+        return [schemas.MessageOut.model_validate(r) for r in rows]
 
     def alarms(self, state: str | None, patient_id: str | None, since: dt.datetime | None,
                until: dt.datetime | None, limit: int) -> list[schemas.AlarmOut]:

@@ -100,6 +100,14 @@ def test_a_late_value_is_filed_in_its_hour_and_every_later_hour_is_re_stepped(cl
     assert [e["risk"] for e in timeline] == pytest.approx([hourly[h] for h in (1, 2, 3, 4)], rel=1e-5, abs=1e-6)
     assert timeline[1]["vitals"]["HR"] == pytest.approx((rows[1][1]["HR"] + 150.0) / 2)  # the hour's median
     assert body["latest_risk"] == pytest.approx(hourly[4], rel=1e-5)
+    # every value kept as received: the late one last, filed in hour 2, and it revised hours 2-4
+    kept = client.get("/patients/c2/messages", headers=hdr("viewer")).json()
+    assert len(kept) == sum(len(v) for _, v in rows) + 1
+    assert (kept[-1]["variable"], kept[-1]["value"], kept[-1]["iculos"], kept[-1]["status"], kept[-1]["source"]) == (
+        "HR", 150.0, 2, "final", "json")
+    assert [e["revised_by"] for e in timeline] == [None, kept[-1]["id"], kept[-1]["id"], kept[-1]["id"]]
+    assert timeline[3]["first_risk"] == pytest.approx(reference_hourly(rows)[4], rel=1e-5)
+    assert client.get("/patients/nobody/messages", headers=hdr("viewer")).status_code == 404
 
 
 def test_batch_equals_singles_and_runs_one_step_across_patients(client):
