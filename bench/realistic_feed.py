@@ -9,8 +9,9 @@ quarter of the stays as single FHIR Observations (`POST /fhir/Observation`), the
 in-process service (the shipped model, SQLite or the PostgreSQL URL given).
 
 Then, per stay, the hourly risks the service shows (GET /patients/ID) against `evaluate-onnx`'s
-stream of the same rows through the same exported step: hours compared, hours missing, the largest
-difference. Values the service refuses as out of range (a feed's 422) are left out of both sides.
+stream of the same rows through the same exported step, as the files hold them and as the service
+steps them (`--from-admission`: from the ICU admission's hour 1): hours compared, hours missing, the
+largest difference. Values the service refuses as out of range (a feed's 422) are left out of both sides.
 The same stays sent as today's one-row-per-hour JSON posts give the baseline cost.
 
     python bench/realistic_feed.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz --stays 200
@@ -34,6 +35,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from models.contract import FEATURES, INDEX, elapsed_hours  # noqa: E402
+from models.grid import from_admission  # noqa: E402
 from models.registry import resolve  # noqa: E402
 from models.runtime import StepRuntime  # noqa: E402
 from service.app import create_app  # noqa: E402
@@ -182,6 +184,10 @@ def main(argv=None) -> int:
     values = np.concatenate(rows)
     risks = stream(runtime, values, elapsed_hours(values, offsets), offsets)
     offline = [risks[offsets[i]:offsets[i + 1]] for i in range(len(rows))]
+    # evaluate-onnx --from-admission: every stay stepped from the admission's hour 1, as served
+    padded, padded_offsets, kept = from_admission(values, offsets)
+    risks = stream(runtime, padded, elapsed_hours(padded, padded_offsets), padded_offsets)[kept]
+    as_served = [risks[offsets[i]:offsets[i + 1]] for i in range(len(rows))]
     print(f"{len(stays)} test stays, {sum(len(f[1]) for f in feeds)} messages "
           f"({sum(f[2] for f in feeds)} stays as FHIR), {dropped} out-of-range values left out", flush=True)
 
@@ -198,6 +204,7 @@ def main(argv=None) -> int:
                 if mode == "messages":
                     out["realistic_feed"] = send_messages(c, stays, feeds)
                     out["served_vs_offline"] = compare(c, plans, rows, offline)
+                    out["served_vs_offline_from_admission"] = compare(c, plans, rows, as_served)
                 else:
                     out["one_row_per_hour"] = send_hourly(c, plans)
             if a.db:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+
+import numpy as np
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from models.contract import CLINICAL, DEMOGRAPHICS, STEP
+from models.contract import CLINICAL, DEMOGRAPHICS, ICULOS_INDEX, N_CLINICAL, STEP
 
 PRELIMINARY = "preliminary"
 FINAL = "final"
@@ -119,3 +121,26 @@ def hourly(messages: Iterable[Charted], icu_admit: dt.datetime) -> dict[tuple[in
     for m in current(messages).values():
         by_hour.setdefault((hour_of(m.time, icu_admit), m.variable), []).append(m.value)
     return {k: hour_value(v) for k, v in by_hour.items()}
+
+
+def from_admission(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stays' rows as the service steps them: from the ICU admission's hour 1. A file that
+    starts at ICULOS s > 1 gets s - 1 empty rows before its first (no vital sign or lab, its
+    demographics, ICULOS 1 .. s - 1), as the service steps the hours between the admission and the
+    first value. Returns (rows, offsets, index of each original row among them)."""
+    starts = offsets[:-1]
+    first = np.nan_to_num(values[starts, ICULOS_INDEX], nan=1.0).astype(np.int64) if len(values) else np.zeros(0, np.int64)
+    pad = np.maximum(first - 1, 0)
+    lengths = np.diff(offsets) + pad
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(offsets.dtype)
+    out = np.empty((int(new_offsets[-1]), values.shape[1]), values.dtype)
+    kept = np.empty(len(values), np.int64)
+    for i, (a, b) in enumerate(zip(starts, offsets[1:])):
+        at, k = int(new_offsets[i]), int(pad[i])
+        if k:
+            out[at:at + k] = values[a]
+            out[at:at + k, :N_CLINICAL] = np.nan
+            out[at:at + k, ICULOS_INDEX] = np.arange(1, k + 1)
+        out[at + k:at + k + (b - a)] = values[a:b]
+        kept[a:b] = np.arange(at + k, at + k + (b - a))
+    return out, new_offsets, kept

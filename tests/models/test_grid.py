@@ -121,3 +121,23 @@ def test_unknown_statuses_and_variables_are_refused_by_name():
         Charted("a", "HR", at(1), 80.0, "cancelled")
     with pytest.raises(ValueError, match="'ICULOS' is not one of"):
         Charted("a", "ICULOS", at(1), 3.0)
+
+
+def test_from_admission_steps_the_hours_before_a_files_first_row_empty():
+    import numpy as np
+
+    from models.contract import INDEX, N_FEATURES
+    from models.grid import from_admission
+
+    a = np.full((2, N_FEATURES), np.nan, np.float32)
+    a[:, INDEX["ICULOS"]] = [1, 2]
+    a[1, INDEX["HR"]] = 80
+    b = np.full((2, N_FEATURES), np.nan, np.float32)
+    b[:, INDEX["ICULOS"]] = [3, 4]
+    b[:, INDEX["Age"]] = 70
+    b[0, INDEX["HR"]] = 90
+    rows, offsets, kept = from_admission(np.concatenate([a, b]), np.array([0, 2, 4]))
+    assert offsets.tolist() == [0, 2, 6] and kept.tolist() == [0, 1, 4, 5]
+    assert rows[2:4, INDEX["ICULOS"]].tolist() == [1, 2] and rows[2:4, INDEX["Age"]].tolist() == [70, 70]
+    assert np.isnan(rows[2:4, :34]).all() and rows[4, INDEX["HR"]] == 90
+    np.testing.assert_array_equal(rows[kept], np.concatenate([a, b]))

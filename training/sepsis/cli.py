@@ -209,7 +209,8 @@ def cmd_evaluate_onnx(a) -> int:
         cohort = cohort.subset(getattr(split, a.split))
     say(f"{len(cohort):,} stays ({a.split} split), {len(cohort.values):,} hours, through ONNX Runtime "
         f"({runtime.provider}); predictions and metrics.json to {a.out}")
-    result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed, lab_delay=a.lab_delay)
+    result = evaluate_onnx(runtime, cohort, Path(a.out), drop_rate=a.drop_rate, seed=a.seed, lab_delay=a.lab_delay,
+                           from_admission=a.from_admission)
     print(json.dumps({k: result[k] for k in ("model", "version", "provider", "stays", "rows", "lab_delay_hours",
                                              "auroc", "auprc", "utility")
                       if k in result}, default=float))
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab-delay", type=int, default=0, metavar="H",
                    help="labs known H hours after their draw hour, as deployed (the 25 resulted labs; not FiO2); "
                         "a result due after the stay's last row is dropped")
+    p.add_argument("--from-admission", action="store_true",
+                   help="step every stay from the ICU admission's hour 1, as the service does (a file that starts "
+                        "at ICULOS s > 1 gets s - 1 empty rows first, stepped, not scored)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir", default=".cache/sepsis")

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
 from models.contract import elapsed_hours
+from models.grid import from_admission as from_admission_rows
 from training.sepsis.batching import per_stay
 from training.sepsis.dropout import drop_mask, remove_rows
 from training.sepsis.lab_delay import delay_labs
@@ -54,13 +55,21 @@ CHUNK_STAYS = 512
 
 
 def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: int = 0,
-                  progress: bool = True, lab_delay: int = 0) -> dict:
-    """`lab_delay` H: each resulted lab drawn in hour t is seen at hour t + H (training.sepsis.lab_delay)."""
+                  progress: bool = True, lab_delay: int = 0, from_admission: bool = False) -> dict:
+    """`lab_delay` H: each resulted lab drawn in hour t is seen at hour t + H (training.sepsis.lab_delay).
+    `from_admission`: every stay stepped from the ICU admission's hour 1, as the service steps it
+    (models.grid.from_admission: a file that starts later gets its earlier hours as empty rows,
+    stepped but not scored); the metrics are over the files' own rows either way."""
     offsets = cohort.offsets
     delayed = delay_labs(cohort.values, offsets, lab_delay)
     values = delayed.values
     elapsed = elapsed_hours(values, offsets)
-    if drop_rate > 0:
+    if from_admission and drop_rate > 0:
+        raise ValueError("from_admission and drop_rate together are not supported")
+    if from_admission:
+        padded, padded_offsets, kept = from_admission_rows(values, offsets)
+        risks = stream(runtime, padded, elapsed_hours(padded, padded_offsets), padded_offsets, CHUNK_STAYS, progress)[kept]
+    elif drop_rate > 0:
         dropped = drop_mask(offsets, drop_rate, seed)
         kept_values, kept_elapsed, kept_offsets, source = remove_rows(values, elapsed, offsets, dropped)
         risks = stream(runtime, kept_values, kept_elapsed, kept_offsets, CHUNK_STAYS, progress)[source]
@@ -73,7 +82,7 @@ def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: 
         tqdm.write("metrics: AUROC, AUPRC, utility, alarms, lead time ...", file=sys.stderr)
     result = {"model": runtime.name, "version": runtime.version, "provider": runtime.provider,
               "threshold": runtime.threshold, "drop_rate": drop_rate, "drop_seed": seed,
-              "lab_delay_hours": lab_delay, "labs_moved": delayed.moved, "labs_dropped_after_stay": delayed.dropped,
+              "lab_delay_hours": lab_delay, "from_admission": from_admission, "labs_moved": delayed.moved, "labs_dropped_after_stay": delayed.dropped,
               "stays": len(cohort), "rows": int(len(values)), "data_sha256": cohort.source_sha256,
               **M.evaluate(labels, probs, runtime.threshold)}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
