@@ -1,7 +1,8 @@
 """The served risk is the validated risk: a stay sent as hospitals send it (each value its own
 message, labs hours late, duplicates, wrong values amended, in any order, split into requests any
 way, JSON and FHIR) ends with the hourly risks the offline evaluation (`evaluate-onnx`'s stream of
-the stay's rows through the same exported step) gives the same stay, empty hours included."""
+the stay's rows through the same exported step, from the ICU admission's hour 1 as the service
+steps it) gives the same stay, empty hours included."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.contract import FEATURES, INDEX, N_FEATURES, elapsed_hours
+from models.grid import from_admission
 from models.runtime import StepRuntime
 from tests.service.conftest import hdr
 from training.sepsis.evaluate_onnx import stream
@@ -29,12 +31,13 @@ MEASURED = {"HR": (50, 150), "O2Sat": (82, 95), "Temp": (35.5, 40.0), "SBP": (70
 FEED = FeedConfig(duplicate_share=0.2, amended_share=0.35, amended_error=(0.01, 0.05))  # wrong, yet in range
 
 
-def make_stay(seed: int, hours: int) -> np.ndarray:
-    """[hours, 40] rows as the challenge files hold them: ICULOS 1.., demographics on every row,
-    the first row empty (every file that starts at ICULOS 1 does), some later hours empty too."""
+def make_stay(seed: int, hours: int, first: int = 1) -> np.ndarray:
+    """[hours, 40] rows as the challenge files hold them: ICULOS first.., demographics on every row,
+    the first row empty when the file starts at ICULOS 1 (every such file does) and measured when it
+    starts later (every such file is), some later hours empty too."""
     rng = np.random.default_rng(seed)
     x = np.full((hours, N_FEATURES), np.nan, np.float32)
-    x[:, INDEX["ICULOS"]] = np.arange(1, hours + 1)
+    x[:, INDEX["ICULOS"]] = np.arange(first, first + hours)
     x[:, INDEX["Age"]], x[:, INDEX["Gender"]] = rng.integers(20, 90), rng.integers(0, 2)
     x[:, INDEX["Unit1"]], x[:, INDEX["Unit2"]], x[:, INDEX["HospAdmTime"]] = 1.0, 0.0, -float(rng.integers(0, 30))
     for t in range(1, hours):
@@ -43,15 +46,19 @@ def make_stay(seed: int, hours: int) -> np.ndarray:
         for name, (low, high) in MEASURED.items():
             if rng.random() < 0.5:
                 x[t, INDEX[name]] = round(float(rng.uniform(low, high)), 2)
+    if first > 1:
+        x[0, INDEX["HR"]] = 88.0
     if not np.isfinite(x[1:, :34]).any():
         x[hours - 1, INDEX["HR"]] = 90.0
     return x
 
 
 def offline(models_root, rows: np.ndarray) -> np.ndarray:
+    """`evaluate-onnx --from-admission`'s risks of the stay: every hour from the admission's hour 1
+    (for a file that starts at ICULOS 1, exactly the plain evaluation's)."""
     runtime = StepRuntime.open(models_root / "sepsis-cfc" / "1", device="cpu")
-    offsets = np.array([0, len(rows)])
-    return stream(runtime, rows, elapsed_hours(rows, offsets), offsets)
+    padded, offsets, _ = from_admission(rows, np.array([0, len(rows)]))
+    return stream(runtime, padded, elapsed_hours(padded, offsets), offsets)
 
 
 def send(client, pid: str, batch: list, fhir: dict[str, bool]) -> None:
@@ -73,11 +80,12 @@ def send(client, pid: str, batch: list, fhir: dict[str, bool]) -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), hours=st.integers(2, 9), shuffle=st.randoms(use_true_random=False),
-       cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40), fhir_share=st.sampled_from([0.0, 0.5, 1.0]))
+       cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40), fhir_share=st.sampled_from([0.0, 0.5, 1.0]),
+       first=st.sampled_from([1, 1, 3]))
 def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(client, models_root, seed, hours, shuffle, cuts,
-                                                                    fhir_share):
-    pid = f"prop-{seed}-{hours}"
-    rows = make_stay(seed, hours)
+                                                                    fhir_share, first):
+    pid = f"prop-{seed}-{hours}-{first}"
+    rows = make_stay(seed, hours, first)
     plan = plan_stay(pid, rows, np.zeros(hours), START)
     assert client.post("/patients", json=plan.admission, headers=hdr("ingest")).status_code in (200, 201)
     messages = realistic_feed(pid, rows, START, seed, FEED)
@@ -94,6 +102,7 @@ def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(client, mod
     assert [e["iculos"] for e in timeline] == list(range(1, last + 1))  # every hour, the empty ones too
     want = offline(models_root, rows)[:last]
     assert [e["risk"] for e in timeline] == pytest.approx(want.tolist(), abs=1e-5)
-    for e, r in zip(timeline, rows):  # each hour holds the file's values, amendments applied
+    assert [e["vitals"] for e in timeline[:first - 1]] == [{}] * (first - 1)
+    for e, r in zip(timeline[first - 1:], rows):  # each hour holds the file's values, amendments applied
         measured = {n: float(r[INDEX[n]]) for n in FEATURES[:34] if math.isfinite(r[INDEX[n]])}
         assert e["vitals"] == pytest.approx(measured)
