@@ -588,25 +588,26 @@ def _pct(x: float | None) -> str:
 
 
 def _span(p: PeriodFigures) -> str:
-    start = "start of record" if p.start is None else p.start.strftime("%Y-%m-%d %H:%M")
-    end = "now" if p.end is None else p.end.strftime("%Y-%m-%d %H:%M")
+    start = "start" if p.start is None else p.start.strftime("%m-%d %H:%M")
+    end = "now" if p.end is None else p.end.strftime("%m-%d %H:%M")
     return f"{start} to {end}"
 
 
 def periods_frame(periods: list[PeriodFigures]) -> pd.DataFrame:
     """One row per unit and operating-point period (GET /stats/periods): each period's own figures,
-    never added across a threshold change. Caught in the window first, before onset second."""
+    never added across a threshold change. Caught in the window first, before onset second. Short
+    headers and values: the table fits a 1440-px page without scrolling sideways."""
     return pd.DataFrame([{
-        "unit": p.unit, "operating point": p.point_id or "model card", "threshold": f"{p.threshold:.1%}",
-        "in force (UTC)": _span(p), "patient-days": f"{p.patient_days:.1f}",
-        "alarms/patient-day": "n/a" if p.alarms_per_patient_day is None else f"{p.alarms_per_patient_day:.2f}",
+        "unit": p.unit, "point (threshold)": f"{p.point_id or 'model card'} ({p.threshold:.1%})",
+        "in force (UTC)": _span(p), "pt-days": f"{p.patient_days:.1f}",
+        "alarms/pt-day": "n/a" if p.alarms_per_patient_day is None else f"{p.alarms_per_patient_day:.2f}",
         "caught in window": "n/a" if not p.septic_patients else
         f"{_pct(p.caught_in_window)} ({p.septic_patients_alarmed_in_time}/{p.septic_patients})",
-        "median lead (h)": "n/a" if p.median_lead_time_hours is None else f"{p.median_lead_time_hours:.1f}",
-        "alarmed before onset": _pct(p.alarmed_before_onset), "PPV per stay": _pct(p.ppv_per_stay),
-        "red share": _pct(p.red_share)} for p in periods],
-        columns=["unit", "operating point", "threshold", "in force (UTC)", "patient-days", "alarms/patient-day",
-                 "caught in window", "median lead (h)", "alarmed before onset", "PPV per stay", "red share"])
+        "lead (h)": "n/a" if p.median_lead_time_hours is None else f"{p.median_lead_time_hours:.1f}",
+        "before onset": _pct(p.alarmed_before_onset), "PPV/stay": _pct(p.ppv_per_stay),
+        "red": _pct(p.red_share)} for p in periods],
+        columns=["unit", "point (threshold)", "in force (UTC)", "pt-days", "alarms/pt-day", "caught in window",
+                 "lead (h)", "before onset", "PPV/stay", "red"])
 
 
 def mixed_thresholds(periods: list[PeriodFigures]) -> int:

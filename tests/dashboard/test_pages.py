@@ -255,9 +255,9 @@ def test_performance_page_shows_each_operating_point_period(monkeypatch, stack):
     served = httpx.get(f"{stack.url}/stats/periods", headers={"X-API-Key": stack.keys["viewer"]}).json()["periods"]
     table = next(df.value for df in at.dataframe if "in force (UTC)" in df.value.columns)
     assert list(table["unit"]) == [p["unit"] for p in served] and len(table) >= 3
-    assert list(table["operating point"]) == [p["point_id"] or "model card" for p in served]
-    assert list(table["alarms/patient-day"]) == ["n/a" if p["alarms_per_patient_day"] is None
-                                                 else f"{p['alarms_per_patient_day']:.2f}" for p in served]
+    assert list(table["point (threshold)"]) == [f"{p['point_id'] or 'model card'} ({p['threshold']:.1%})" for p in served]
+    assert list(table["alarms/pt-day"]) == ["n/a" if p["alarms_per_patient_day"] is None
+                                            else f"{p['alarms_per_patient_day']:.2f}" for p in served]
     assert "Figures per operating-point period" in [h.value for h in at.subheader]
     # the fixture alarms at one threshold everywhere (its chosen point is the card's too): no mixing to warn of
     assert "add 2 thresholds" not in texts(at)

@@ -363,11 +363,10 @@ def test_periods_frame_gives_each_period_its_own_row_and_figures():
                       median_lead_time_hours=7.0),
                period("MICU", "alarms_per_day_0.2", 0.575, T0 + 3 * H, None, 1.0)]
     frame = transforms.periods_frame(periods)
-    assert list(frame["operating point"]) == ["model card", "alarms_per_day_0.2"]
-    assert list(frame["in force (UTC)"]) == ["start of record to 2024-05-01 03:00", "2024-05-01 03:00 to now"]
-    assert list(frame["alarms/patient-day"]) == ["2.00", "0.00"]
-    assert list(frame["caught in window"]) == ["50.0% (1/2)", "n/a"]
-    assert list(frame["threshold"]) == ["15.0%", "57.5%"] and frame["median lead (h)"].iloc[0] == "7.0"
+    assert list(frame["point (threshold)"]) == ["model card (15.0%)", "alarms_per_day_0.2 (57.5%)"]
+    assert list(frame["in force (UTC)"]) == ["start to 05-01 03:00", "05-01 03:00 to now"]
+    assert list(frame["alarms/pt-day"]) == ["2.00", "0.00"]
+    assert list(frame["caught in window"]) == ["50.0% (1/2)", "n/a"] and frame["lead (h)"].iloc[0] == "7.0"
 
 
 def test_mixed_thresholds_counts_only_periods_with_patient_hours():
