@@ -47,6 +47,19 @@ def _hours(t: dt.datetime, epoch: dt.datetime) -> float:
     return (t - epoch).total_seconds() / 3600.0
 
 
+def _replay(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
+            new: Sequence[tuple[dt.datetime, float]]):
+    """(steps replayed, their hours from the epoch, the policy's events, index of new's first step)."""
+    steps, actions, epoch = list(new), [], new[0][0]
+    if latest is not None and latest.state in ("open", "acknowledged") and alarming(latest.risk, policy.threshold):
+        epoch = latest.raised_at
+        steps = [(latest.raised_at, latest.risk), *since, *new]
+        if latest.state == "acknowledged" and latest.acknowledged_at is not None:
+            actions = [Action(_hours(latest.acknowledged_at, epoch), ACKNOWLEDGE)]
+    times = [_hours(t, epoch) for t, _ in steps]
+    return steps, times, alarm_events(policy, times, [r for _, r in steps], actions), len(steps) - len(new)
+
+
 def policy_events(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
                   new: Sequence[tuple[dt.datetime, float]]) -> list[str | None]:
     """The alarm event (its kind) each of `new`'s (time, risk) steps sends, None where none.
@@ -58,36 +71,38 @@ def policy_events(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequen
     the policy's: nothing alarms before it ends, and the patient is quiet after it."""
     if not new:
         return []
-    steps, actions, epoch = list(new), [], new[0][0]
     if latest is not None and latest.state == "snoozed":
         blocked = [latest.snoozed_until is None or t < latest.snoozed_until for t, _ in new]
         free = [step for step, b in zip(new, blocked) if not b]
         return [None] * (len(new) - len(free)) + policy_events(policy, None, (), free)
-    if latest is not None and latest.state in ("open", "acknowledged") and alarming(latest.risk, policy.threshold):
-        epoch = latest.raised_at
-        steps = [(latest.raised_at, latest.risk), *since, *new]
-        if latest.state == "acknowledged" and latest.acknowledged_at is not None:
-            actions = [Action(_hours(latest.acknowledged_at, epoch), ACKNOWLEDGE)]
-    times = [_hours(t, epoch) for t, _ in steps]
-    events = alarm_events(policy, times, [r for _, r in steps], actions)
-    first_new = len(steps) - len(new)
+    _, times, events, first_new = _replay(policy, latest, since, new)
     sent = {e.time: e.kind for e in events}
     return [sent.get(times[first_new + k]) for k in range(len(new))]
 
 
-def episode_end(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
-                new: Sequence[tuple[dt.datetime, float]]) -> dt.datetime | None:
-    """When the newest alarm, open (nobody has answered it), stops being open because a risk fell
-    below the threshold (`models.alarm_policy`: the episode is over): the time of that step of
-    `since` or `new`; None while it stays open, or when it is not open."""
-    if latest is None or latest.state != "open" or not alarming(latest.risk, policy.threshold) or not new:
-        return None
-    steps = [(latest.raised_at, latest.risk), *since, *new]
-    times = [_hours(t, latest.raised_at) for t, _ in steps]
-    first = alarm_events(policy, times, [r for _, r in steps])[0]
-    if first.closed_by != RESOLVED or first.closed_at is None:
-        return None
-    return next(t for t, h in zip((t for t, _ in steps), times) if h == first.closed_at)
+def episode_ends(policy: AlarmPolicy, latest: LatestAlarm | None, since: Sequence[tuple[dt.datetime, float]],
+                 new: Sequence[tuple[dt.datetime, float]]) -> dict[int | None, dt.datetime]:
+    """When open alarms (nobody answered them) stop being open because a risk fell below the
+    threshold at one of `new`'s steps (`models.alarm_policy`: the episode is over): {None: the
+    newest stored alarm's end, k: the end of the alarm raised at new's step k}. Ends only what the
+    policy ends: an acknowledged or snoozed alarm is closed by its action."""
+    if not new or (latest is not None and latest.state == "snoozed"):
+        return {}
+    steps, times, events, first_new = _replay(policy, latest, since, new)
+    at = {h: t for h, (t, _) in zip(times, steps)}
+    replayed_latest = first_new > 0  # the stored alarm is the first event of the replay
+    out: dict[int | None, dt.datetime] = {}
+    for j, e in enumerate(events):
+        if e.closed_by != RESOLVED or e.closed_at is None or e.closed_at < times[first_new]:
+            continue
+        if j == 0 and replayed_latest:
+            if latest.state == "open":
+                out[None] = at[e.closed_at]
+            continue
+        raised = [k for k in range(len(new)) if times[first_new + k] == e.time]
+        if raised:
+            out[raised[0]] = at[e.closed_at]
+    return out
 
 
 def is_realert(kind: str) -> bool:

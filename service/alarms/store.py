@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from service import audit, schemas
 from models.alarm_policy import AlarmPolicy
-from service.alarms.rules import (ACTIVE_STATES, TRANSITIONS, LatestAlarm, alarming, episode_end, is_realert,
+from service.alarms.rules import (ACTIVE_STATES, TRANSITIONS, LatestAlarm, alarming, episode_ends, is_realert,
                                   policy_events)
 from service.errors import Conflict, NotFound, Stale
 from service.inputs import unit_name
@@ -58,7 +58,7 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
     patient's outcome is recorded (the alarm's question is answered). A new alarm supersedes
     (resolves) the patient's active one, which it names as `previous_alarm_id`; `superseded_at(ts)`
     stamps that. An open alarm (nobody answered it) whose risk falls below the threshold is resolved
-    at that row, as the policy ends the episode (`rules.episode_end`); a later rise is a new alarm.
+    at that row, as the policy ends the episode (`rules.episode_ends`); a later rise is a new alarm.
     Call after the patient row's update of this transaction, which holds its lock: an
     outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
     commit. Raises Stale when a clinician changed the superseded alarm meanwhile. `late_result`:
@@ -81,13 +81,9 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
     kinds = policy_events(policy, latest, since, steps)
     active = latest.id if latest is not None and latest.state != "resolved" else None
     active_state = latest.state if active is not None else None
-    ended = episode_end(policy, latest, since, steps)
-    if ended is not None:
-        note = "the risk fell below the threshold: the episode ended (nobody had answered the alarm)"
-        if conn.execute(_SUPERSEDE, {"b_old": active, "b_state": "open", "b_now": ended, "b_note": note}).rowcount != 1:
-            raise Stale()
-        audit.record(conn, action="alarm_ended", actor=audit.SYSTEM, at=ended, patient_id=patient_id,
-                     alarm_id=active, note=note, details={"risk_below": threshold})
+    ends = episode_ends(policy, latest, since, steps)
+    if None in ends:
+        _end(conn, patient_id, active, ends[None])
         active = active_state = None
     if not any(kinds):
         return [None] * len(scored)
@@ -116,7 +112,22 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
                          alarm_id=active, note=note, details={"superseded_by": alarm_id})
         active, active_state = alarm_id, "open"
         out.append(Raised(alarm_id, kind))
+        k = len(out) - 1
+        if k in ends:  # raised and ended by this request's own later steps (a backfill, a rewind)
+            _end(conn, patient_id, alarm_id, ends[k])
+            active = active_state = None
     return out
+
+
+ENDED = "the risk fell below the threshold: the episode ended (nobody had answered the alarm)"
+
+
+def _end(conn, patient_id: str, alarm_id: int, at: dt.datetime, note: str = ENDED) -> None:
+    """Resolve an open alarm whose episode ended (`rules.episode_ends`), audited `alarm_ended`."""
+    if conn.execute(_SUPERSEDE, {"b_old": alarm_id, "b_state": "open", "b_now": at, "b_note": note}).rowcount != 1:
+        raise Stale()
+    audit.record(conn, action="alarm_ended", actor=audit.SYSTEM, at=at, patient_id=patient_id, alarm_id=alarm_id,
+                 note=note)
 
 
 def resolve_for_outcome(conn, patient_id: str, at: dt.datetime, resolved_by: str, reason: str, actor: dict,

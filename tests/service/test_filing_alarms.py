@@ -71,3 +71,21 @@ def test_a_late_result_that_lifts_the_latest_hour_raises_an_alarm_that_says_so(t
     assert hour8["first_risk"] == pytest.approx(base[8], rel=1e-5) and hour8["risk"] == pytest.approx(lifted[8], rel=1e-5)
     assert hour8["revisions"] == 1 and hour8["revised_by"] is not None and hour8["alarm_id"] == alarm["id"]
     assert [e["revisions"] for e in detail["timeline"][:6]] == [0] * 6  # before the late value's hour
+
+
+def test_an_alarm_raised_and_ended_inside_one_request_is_resolved_at_its_end(tmp_path, sqlite_url):
+    """A backfill (or a first request that steps the hours from the admission) can raise an alarm
+    and drop below the threshold within itself: the alarm ends there, as the policy's episode does."""
+    rows = vitals_stream(12)
+    risks = reference_hourly(rows)
+    k = next(h for h in range(1, 12) if risks[h] > risks[h + 1] + 1e-3)
+    threshold = between(risks[k], risks[k + 1])
+    if not all(risks[h] < threshold for h in range(1, k)):
+        pytest.skip("the fixture's risks do not rise to a single peak here")
+    with client_for(sqlite_url, model_at(tmp_path, threshold)) as c:
+        r = c.post("/predict/batch", json={"observations": [obs("b1", h, **v) for h, v in rows[:k + 1]]},
+                   headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+        [alarm] = c.get("/patients/b1", headers=hdr("viewer")).json()["alarms"]
+    assert (alarm["state"], alarm["resolved_by"]) == ("resolved", "system")
+    assert alarm["resolved_at"] == obs("b1", rows[k][0])["timestamp"].replace("+00:00", "Z")
