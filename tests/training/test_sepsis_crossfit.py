@@ -117,6 +117,10 @@ def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_r
     card = json.loads((exported / "model_card.json").read_text())
     assert card["core"] == f"cfc ensemble of {K}" and card["threshold"] == pytest.approx(m["threshold"])
     assert card["training_data"]["stays"] == m["n_train_stays"]
+    # the card says where its choices were made: out of fold, not on a validation split it never had
+    assert "out-of-fold" in card["threshold_selection"] and "validation split" not in card["threshold_selection"]
+    assert "out-of-fold" in card["metrics"]["split"] and "cross-fitted members" in card["training_data"]["name"]
+    assert not any("validation split" in x for x in card["limitations"])
 
 
 def test_boosting_peer_under_the_same_protocol(archive, cohort):
