@@ -149,6 +149,7 @@ def checkpoint(tmp_path_factory):
                         torch.linspace(0.5, 20, 40)).eval()
     torch.save(model.to_checkpoint(), root / "best.pt")
     metrics = {"test": {"auroc": 0.5, "auprc": 0.1, "utility": 0.0, "alarms_per_patient_day": 0.0,
+                        "caught_in_window": 0.0, "median_lead_time_in_window_hours": None,
                         "septic_alarmed_before_onset": 0.0, "alarmed_stays_septic": 0.0,
                         "median_lead_time_hours": None}, "threshold": 0.3, "threshold_selection": "fixture",
                "run": "t", "n_test_stays": 1, "data_sha256": "0" * 64, "n_train_stays": 1, "n_train_rows": 1}

@@ -12,7 +12,7 @@ from tests.training.conftest import make_archive, synthetic_stays
 from training.__main__ import main as cli
 from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors
-from training.sepsis.crossfit import fold_runs, platt
+from training.sepsis.crossfit import choose_recipe, fold_runs, platt
 from training.sepsis.model import SepsisModel
 from training.sepsis.predict import predict_stays, stay_labels
 from training.sepsis.data import load_cohort
@@ -117,6 +117,10 @@ def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_r
     card = json.loads((exported / "model_card.json").read_text())
     assert card["core"] == f"cfc ensemble of {K}" and card["threshold"] == pytest.approx(m["threshold"])
     assert card["training_data"]["stays"] == m["n_train_stays"]
+    # the card says where its choices were made: out of fold, not on a validation split it never had
+    assert "out-of-fold" in card["threshold_selection"] and "validation split" not in card["threshold_selection"]
+    assert "out-of-fold" in card["metrics"]["split"] and "cross-fitted members" in card["training_data"]["name"]
+    assert not any("validation split" in x for x in card["limitations"])
 
 
 def test_boosting_peer_under_the_same_protocol(archive, cohort):
@@ -128,3 +132,22 @@ def test_boosting_peer_under_the_same_protocol(archive, cohort):
     base = patient_split(cohort, seed=0)
     assert sum(r["stays"] for r in m["oof_per_fold"]) == len(base.train) + len(base.val)
     assert {"auroc", "utility"} <= set(m["oof"]) and {"auroc", "utility"} <= set(m["test"])
+
+
+def _recipe(utility, auroc, lowest_share):
+    shares = {"HR": 0.99, "Lactate": 0.97, "Platelets": lowest_share}
+    return {"oof": {"utility": utility, "auroc": auroc},
+            "plausibility_oof": {"variables": {v: {"share_higher": s} for v, s in shares.items()}}}
+
+
+def test_the_recipe_rule_needs_every_variable_plausible_then_takes_utility_then_auroc():
+    results = {"w0.3": _recipe(0.409, 0.837, 0.89),   # best figures, platelets the wrong way: out
+               "w0.5": _recipe(0.405, 0.834, 0.95),   # eligible (0.95 is enough)
+               "w0.7": _recipe(0.404, 0.836, 0.96),   # within 0.002 of the best utility, higher AUROC
+               "w1": _recipe(0.399, 0.840, 0.99)}     # under the utility bar
+    name, why = choose_recipe(results)
+    assert name == "w0.7"
+    assert why["w0.3"].startswith("out: plausibility") and "Platelets" in why["w0.3"]
+    assert why["w1"].startswith("out: OOF utility")
+    assert choose_recipe({"w0.3": results["w0.3"], "w1": results["w1"]})[0] is None  # nothing ships
+    assert choose_recipe(results, tie=0.0)[0] == "w0.5"

@@ -157,6 +157,7 @@ def test_ensemble_onnx_step_matches_pytorch(tmp_path):
     out.mkdir(parents=True)
     export_onnx(ens, out / "model.onnx")
     metrics = {"test": {"auroc": 0.5, "auprc": 0.1, "utility": 0.0, "alarms_per_patient_day": 0.0,
+                        "caught_in_window": 0.0, "median_lead_time_in_window_hours": None,
                         "septic_alarmed_before_onset": 0.0, "alarmed_stays_septic": 0.0,
                         "median_lead_time_hours": None}, "threshold": 0.3, "threshold_selection": "test",
                "run": "t", "n_test_stays": 1}
@@ -173,6 +174,28 @@ def test_ensemble_onnx_step_matches_pytorch(tmp_path):
         with torch.no_grad():
             torch_risk = ens.risk(ens(obs[i : i + 1, :n], dt[i : i + 1, :n]))[0].numpy()
         np.testing.assert_allclose(onnx_risk, torch_risk, atol=1e-5, rtol=0)
+
+
+def test_card_headline_is_the_challenge_window_and_before_onset_the_second_line():
+    from models.alarm_figures import DEFINITIONS
+    from models.card import ModelCard
+    from training.sepsis.export import build_card
+
+    test = {"auroc": 0.8, "auprc": 0.1, "utility": 0.4, "alarms_per_patient_day": 0.5, "caught_in_window": 0.81,
+            "median_lead_time_in_window_hours": 12.0, "septic_alarmed_before_onset": 0.88,
+            "median_lead_time_hours": 30.0, "alarmed_stays_septic": 0.2, "non_septic_alarmed": 0.3}
+    run = {"test": test, "threshold": 0.3, "threshold_selection": "fixture", "run": "t", "n_test_stays": 1}
+    data = {"name": "fixture", "sha256": "0" * 64, "stays": 1, "rows": 1}
+    metrics = build_card(v3_model(), "sepsis-cfc", "9", run, data)["metrics"]
+    alarm_keys = [k for k in metrics if k in test and k not in ("auroc", "auprc", "utility", "alarms_per_patient_day")]
+    assert alarm_keys[:3] == ["caught_in_window", "median_lead_time_in_window_hours", "septic_alarmed_before_onset"]
+    assert metrics["caught_in_window"] == 0.81 and metrics["septic_alarmed_before_onset"] == 0.88
+    assert metrics["definitions"]["window"] == DEFINITIONS["window"]  # the one definition, not a copy
+    assert metrics["definitions"]["septic_alarmed_before_onset"] == DEFINITIONS["sensitivity"]
+    ModelCard.model_validate(build_card(v3_model(), "sepsis-cfc", "9", run, data))
+    old = {k: v for k, v in test.items() if k != "caught_in_window"}  # a record from before the window figure
+    with pytest.raises(ValueError, match="caught_in_window"):
+        build_card(v3_model(), "sepsis-cfc", "9", {**run, "test": old}, data)
 
 
 def test_hourly_features_equal_the_featurizer_memory():

@@ -20,7 +20,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 def _headline(result: dict) -> str:
     test = result.get("test", {})
-    keys = ("auroc", "auprc", "utility", "alarms_per_patient_day", "septic_alarmed_before_onset",
+    keys = ("auroc", "auprc", "utility", "alarms_per_patient_day", "caught_in_window", "septic_alarmed_before_onset",
             "median_lead_time_hours", "precision", "recall", "f1", "false_positives")
     parts = [f"{k}={test[k]:.4g}" if isinstance(test.get(k), (int, float)) else "" for k in keys if k in test]
     return f"{result.get('run', '')}: " + " ".join(p for p in parts if p)

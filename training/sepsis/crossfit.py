@@ -150,6 +150,31 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     return result
 
 
+def choose_recipe(results: dict[str, dict], min_share: float = 0.95, min_utility: float = 0.40,
+                  tie: float = 0.002) -> tuple[str | None, dict[str, str]]:
+    """The cross-fitted recipe to ship, by the rule fixed before training (issue #25), on OOF figures
+    only: eligible if every variable's plausibility share is >= min_share and the utility >= min_utility;
+    among the eligible the highest utility, and within `tie` of it the higher AUROC. Returns the name
+    (None: nothing ships) and, per recipe, why it is out or in."""
+    why: dict[str, str] = {}
+    eligible = []
+    for name, r in results.items():
+        shares = {v: s["share_higher"] for v, s in r["plausibility_oof"]["variables"].items()}
+        low = {v: round(s, 3) for v, s in shares.items() if s is None or s < min_share}
+        if low:
+            why[name] = f"out: plausibility under {min_share:.0%} for {low}"
+        elif r["oof"]["utility"] < min_utility:
+            why[name] = f"out: OOF utility {r['oof']['utility']:.4f} < {min_utility}"
+        else:
+            eligible.append(name)
+            why[name] = f"eligible: OOF utility {r['oof']['utility']:.4f}, AUROC {r['oof']['auroc']:.4f}"
+    if not eligible:
+        return None, why
+    best = max(results[n]["oof"]["utility"] for n in eligible)
+    near = [n for n in eligible if results[n]["oof"]["utility"] >= best - tie]
+    return max(near, key=lambda n: results[n]["oof"]["auroc"]), why
+
+
 def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
     """The boosting peer under the same protocol: one booster per fold, threshold on OOF, the
     boosters' mean probability on test, read once."""

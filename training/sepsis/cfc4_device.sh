@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# sepsis-cfc/4 on the device (issue #25): train every fold of every candidate, then combine each
+# candidate's folds into its cross-fitted model (OOF choices, test once), inside one 10-minute call.
+# PHASE=all (default) or combine (a second call on the warm machine, runs/cf kept).
+set -u
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+T0=$(date +%s); left() { echo $(( ${DEADLINE:-575} - ($(date +%s) - T0) )); }
+W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=.carry/cfc4/recipes_cfc4.txt
+mapfile -t NAMES < <(grep -v '^\s*#' $R | awk 'NF{print $1}')
+nvidia-smi -L; nproc; date -u
+if [ "${PHASE:-all}" = all ]; then
+  BOOSTING=0 timeout 500 bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1
+  echo "train rc=$? at $(( $(date +%s) - T0 )) s"
+  for n in "${NAMES[@]}"; do tar czf $OUT/folds-$n.tgz $W/folds/$n-f* $W/runs/$n-f*/best.pt $W/logs/$n-f?.log; done
+  for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
+fi
+echo "combine with $(left) s left"
+ok=()
+for n in "${NAMES[@]}"; do
+  if ls $W/folds/$n-f{0,1,2,3,4}/metrics.json >/dev/null 2>&1; then ok+=("$n"); else echo "$n: fold runs incomplete, not combined"; fi
+done
+for n in "${ok[@]}"; do
+  runs=(); for f in 0 1 2 3 4; do runs+=("$W/folds/$n-f$f/metrics.json"); done
+  timeout $(( $(left) - 25 )) python3 -m training sepsis crossfit --runs "${runs[@]}" --data $D --out $W/$n --name $n \
+      > $W/logs/$n-crossfit.log 2>&1 &
+done
+wait
+echo "combine done at $(( $(date +%s) - T0 )) s"
+for n in "${NAMES[@]}"; do tar czf $OUT/cf-$n.tgz $W/$n $W/logs/$n-crossfit.log 2>/dev/null; done
+for n in "${NAMES[@]}"; do echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log 2>/dev/null | cut -c1-400)"; done
+ls -la $OUT; date -u
