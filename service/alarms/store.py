@@ -56,8 +56,8 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
     """The alarm raised at each scored row (None where none was): the events the unit's policy sends
     (`rules.policy_events`: raised, or a re-alert or escalation of the newest alarm), none once the
     patient's outcome is recorded (the alarm's question is answered). A new alarm supersedes
-    (resolves) the patient's active one, which it names as `previous_alarm_id`; `superseded_at(ts)`
-    stamps that. An open alarm (nobody answered it) whose risk falls below the threshold is resolved
+    (resolves) the patient's active one, which it names as `previous_alarm_id`, at the new alarm's
+    time (`superseded_at(ts)` stamps the audit row: when it was done). An open alarm (nobody answered it) whose risk falls below the threshold is resolved
     at that row, as the policy ends the episode (`rules.episode_ends`); a later rise is a new alarm.
     Call after the patient row's update of this transaction, which holds its lock: an
     outcome recorded concurrently is seen here, or its resolution of our alarm comes after our
@@ -102,10 +102,13 @@ def raise_alarms(conn, patient_id: str, known: bool, scored: Sequence[Scored], p
                               "kind": kind, "previous_alarm_id": active, "late_result": late_result})
         if active is not None:
             # The new event replaces it, explicitly, never before the new alarm.
+            # It stopped being open when the new event was raised (the policy's episode bookkeeping,
+            # which the ward's figures read): at the new alarm's time, also when a backfill or a
+            # rewind raises both in one request long after; the audit row says when it was done.
             at = max(s.ts, superseded_at(s.ts))
             note = f"superseded by alarm {alarm_id}"
             # in the state this decision read: a clinician's action meanwhile makes us start over
-            if conn.execute(_SUPERSEDE, {"b_old": active, "b_state": active_state, "b_now": at,
+            if conn.execute(_SUPERSEDE, {"b_old": active, "b_state": active_state, "b_now": s.ts,
                                          "b_note": note}).rowcount != 1:
                 raise Stale()
             audit.record(conn, action="alarm_superseded", actor=audit.SYSTEM, at=at, patient_id=patient_id,

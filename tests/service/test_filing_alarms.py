@@ -89,3 +89,20 @@ def test_an_alarm_raised_and_ended_inside_one_request_is_resolved_at_its_end(tmp
         [alarm] = c.get("/patients/b1", headers=hdr("viewer")).json()["alarms"]
     assert (alarm["state"], alarm["resolved_by"]) == ("resolved", "system")
     assert alarm["resolved_at"] == obs("b1", rows[k][0])["timestamp"].replace("+00:00", "Z")
+
+
+def test_a_backfill_supersedes_each_alarm_at_the_next_ones_time(sqlite_url, models_root):
+    """30 hours in one request under the threshold-0 model: raised at hour 1, re-sent every 12 h
+    (the policy's lockout); each superseded alarm stopped being open when its successor was
+    raised, not when the request ran, so the ward's red hours are the policy's."""
+    import datetime as dt
+
+    from tests.service.conftest import T0, iso
+
+    with client_for(sqlite_url, models_root, model="always", clock="simulated") as c:
+        r = c.post("/predict/batch", json={"observations": [obs("bf", h, HR=90.0) for h in range(30)]},
+                   headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+        alarms = c.get("/patients/bf", headers=hdr("viewer")).json()["alarms"]
+    assert [a["raised_at"] for a in alarms] == [iso(T0 + dt.timedelta(hours=h)) for h in (0, 12, 24)]
+    assert [a["resolved_at"] for a in alarms[:2]] == [alarms[1]["raised_at"], alarms[2]["raised_at"]]
