@@ -68,10 +68,6 @@ class Stored:
     status: str
 
 
-def _same(a, b) -> bool:
-    return a.value == b.value and a.ts == b.ts and a.variable == b.variable
-
-
 def classify(stored: Sequence[Stored], incoming: Sequence[Value]) -> list[str]:
     """NEW, DUPLICATE or a conflict's reason for each incoming value, in order, against the stored
     messages of the same keys (in arrival order) and the incoming values before it."""

@@ -91,10 +91,6 @@ class Plan:
     admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
 
     @property
-    def start(self) -> int:
-        return self.rows[0].iculos if self.rows else 0
-
-    @property
     def late(self) -> bool:
         """A value for an hour before the latest one stored: an earlier hour is revised."""
         return 0 < self.earliest < self.latest
@@ -568,7 +564,7 @@ class Ingestor:
                 continue
             h = p.rows[k]
             o = dict(risk=p.risks[k], contributions=p.contributions[k], elapsed_hours=h.elapsed, iculos=float(h.iculos))
-            out[index] = _result(p.patient_id, self._posted_ts(p, index), o, p.threshold, m.name, m.version,
+            out[index] = _result(p.patient_id, p.posted[index], o, p.threshold, m.name, m.version,
                                  hour_start=hour_start(hour, p.icu_admit), alarm_id=p.alarm_ids.get(hour), alarm_kind=p.alarm_kinds.get(hour),
                                  duplicate=index in p.duplicates, revised_hours=revised, **latest)
         if missing:
@@ -579,10 +575,7 @@ class Ingestor:
                 if r is None:  # a duplicate of a value whose hour was never stepped (a row removed since)
                     raise RowConflict(index, f"patient {p.patient_id} has no stored hour {hour} for this observation")
                 o = dict(risk=r.risk, contributions=r.contributions, elapsed_hours=r.elapsed_hours, iculos=r.iculos)
-                out[index] = _result(p.patient_id, self._posted_ts(p, index), o, r.threshold, r.model_name,
+                out[index] = _result(p.patient_id, p.posted[index], o, r.threshold, r.model_name,
                                      r.model_version, hour_start=r.ts, alarm_id=r.alarm_id, duplicate=True)
         return out
 
-    @staticmethod
-    def _posted_ts(p: Plan, index: int) -> dt.datetime:
-        return p.posted[index]

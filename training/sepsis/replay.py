@@ -221,14 +221,11 @@ def place_feed(patient_id: str, stay, now: dt.datetime, seed: int = 0):
 def replay_feed_stay(client: httpx.Client, plan: StayPlan, messages, speed: float, ingest_headers: dict,
                      outcome_headers: dict, totals: Totals, fmt: str = "json") -> None:
     """Admit, send each message at its arrival time (--speed), then the outcome. A refused message
-    is counted by reason, not raised: today's service refuses most of such a feed."""
-    from training.sepsis.feed import json_body
-    from training.sepsis.fhir_bundle import feed_observation
+    is counted by reason, not raised."""
 
     r = client.post("/patients", json=plan.admission, headers=ingest_headers)
     if r.status_code not in (200, 201):
         raise RuntimeError(f"POST /patients {plan.patient_id}: HTTP {r.status_code} {r.text[:300]}")
-    fhir_headers = {**ingest_headers, "Content-Type": "application/fhir+json"}
     first = dt.datetime.fromisoformat(plan.observations[0]["body"]["timestamp"])
     began = time.monotonic()
     for m in messages:
@@ -236,16 +233,7 @@ def replay_feed_stay(client: httpx.Client, plan: StayPlan, messages, speed: floa
             wait = began + (m.sent - first).total_seconds() / speed - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        if fmt == "fhir":
-            r = client.post("/fhir/Observation", json=feed_observation(plan.patient_id, m.charted), headers=fhir_headers)
-        else:
-            r = client.post("/predict", json=json_body(plan.patient_id, m), headers=ingest_headers)
-        with totals.lock:
-            if r.status_code in (200, 201):
-                totals.posted += 1
-                totals.alarms += (r.json().get("alarm_id") if fmt == "json" else None) is not None
-            else:
-                totals.refused[refusal_reason(r.status_code, _message_text(r))] += 1
+        _post_value(client, plan.patient_id, m, fmt, ingest_headers, totals)
     r = client.post(f"/patients/{plan.patient_id}/outcome", json=plan.outcome, headers=outcome_headers)
     if r.status_code != 200:
         raise RuntimeError(f"POST outcome {plan.patient_id}: HTTP {r.status_code} {r.text[:300]}")
@@ -297,14 +285,13 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
     at once and counted, never silent)."""
     plan = plan_stay(patient_id, stay.values, stay.labels, first_row)
     if messages == "realistic":
-        from training.sepsis.feed import json_body, realistic_feed
+        from training.sepsis.feed import realistic_feed
 
         admission = {**plan.admission, **({"bed": bed} if bed else {})}
         r = client.post("/patients", json=admission, headers=ingest_headers)
         if r.status_code not in (200, 201):
             raise RuntimeError(f"POST /patients {patient_id}: HTTP {r.status_code} {r.text[:300]}")
-        sends = [(m.sent, "value", json_body(patient_id, m) if fmt == "json" else m.charted)
-                 for m in realistic_feed(patient_id, stay.values, first_row, seed)]
+        sends = [(m.sent, "value", m) for m in realistic_feed(patient_id, stay.values, first_row, seed)]
     elif fmt == "fhir":
         from training.sepsis.fhir_bundle import stay_bundles
 
@@ -343,16 +330,17 @@ def ward_stay(client: httpx.Client, stay, patient_id: str, first_row: dt.datetim
     return discharged
 
 
-def _post_value(client: httpx.Client, patient_id: str, body, fmt: str, headers: dict, totals: Totals) -> None:
-    """One value's message of a realistic feed: a JSON body to POST /predict, or (fhir) a charted
-    value as a single Observation to POST /fhir/Observation. A refusal is counted by reason."""
-    if fmt == "fhir":
-        from training.sepsis.fhir_bundle import feed_observation
+def _post_value(client: httpx.Client, patient_id: str, m, fmt: str, headers: dict, totals: Totals) -> None:
+    """One message of a realistic feed (training/sepsis/feed.py's Message): POST /predict as JSON,
+    or (fhir) a single Observation to POST /fhir/Observation. A refusal is counted by reason."""
+    from training.sepsis.feed import json_body
+    from training.sepsis.fhir_bundle import feed_observation
 
-        r = client.post("/fhir/Observation", json=feed_observation(patient_id, body),
+    if fmt == "fhir":
+        r = client.post("/fhir/Observation", json=feed_observation(patient_id, m.charted),
                         headers={**headers, "Content-Type": "application/fhir+json"})
     else:
-        r = client.post("/predict", json=body, headers=headers)
+        r = client.post("/predict", json=json_body(patient_id, m), headers=headers)
     with totals.lock:
         if r.status_code in (200, 201):
             totals.posted += 1
