@@ -75,6 +75,50 @@ def test_v3_sequence_forward_equals_the_streaming_step(core, hold):
     assert torch.allclose(seq[mask], stepped[mask], atol=1e-5)
 
 
+@pytest.mark.parametrize("core", ["cfc", "lstm", "none"])
+def test_start_at_first_sequence_forward_equals_the_streaming_step(core):
+    model = v3_model(core, start_at_first=True)
+    obs, dt, mask = silent_batch()
+    with torch.no_grad():
+        seq = model(obs, dt, mask)
+        stepped, _ = step_loop(model, obs, dt, mask)
+    assert torch.allclose(seq[mask], stepped[mask], atol=1e-5)
+
+
+def from_admission(stay: torch.Tensor, empty_hours: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stay as the service steps it: `empty_hours` hours before its first row that carry only the
+    demographics and ICULOS, 0 elapsed hours on the first of them and 1 after."""
+    pad = stay[:1].repeat(empty_hours, 1)
+    pad[:, :N_CLINICAL] = float("nan")
+    obs = torch.cat([pad, stay])
+    obs[:, ICULOS] = torch.arange(1, len(obs) + 1, dtype=obs.dtype)
+    dt = torch.ones(len(obs))
+    dt[0] = 0.0
+    return obs, dt
+
+
+@pytest.mark.parametrize("start", [True, False])
+def test_a_stay_stepped_from_admission_scores_as_its_file_starting_at_the_first_measured_hour(start):
+    """One stay in five of the challenge's files starts at its first measured hour (ICULOS 3, say),
+    while the service steps from ICU admission hour 1 through the empty hours before it. With
+    start_at_first the model cannot tell the two apart; without it, they differ."""
+    model = v3_model("cfc", start_at_first=start)
+    obs, dt, mask = irregular_batch(missing=0.5)
+    stay = obs[0].clone()
+    stay[:, N_CLINICAL:] = torch.nan_to_num(stay[:, N_CLINICAL:], nan=1.0)
+    stay[0, 0] = 88.0  # the file's first row measures something, as every late-starting file does
+    file_obs, file_dt = from_admission(stay, 0)
+    file_obs[:, ICULOS] += 4  # the file's rows are ICULOS 5, 6, ...
+    served_obs, served_dt = from_admission(stay, 4)
+    with torch.no_grad():
+        file_risk = model(file_obs[None], file_dt[None])[0]
+        served = model(served_obs[None], served_dt[None])[0]
+        stepped, _ = step_loop(model, served_obs[None], served_dt[None, :], torch.ones(1, len(served_dt), dtype=torch.bool))
+    assert torch.allclose(served, stepped[0], atol=1e-5)
+    same = torch.allclose(served[4:], file_risk, atol=1e-5)
+    assert same == start
+
+
 def test_a_silent_observation_holds_the_risk_and_the_core_state():
     model = v3_model("cfc")
     obs, dt, mask = silent_batch()
@@ -146,12 +190,13 @@ def test_ensemble_steps_its_members_side_by_side_and_averages_logits():
         SepsisModel.from_checkpoint(ens.to_checkpoint())
 
 
-def test_ensemble_onnx_step_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("start", [False, True])
+def test_ensemble_onnx_step_matches_pytorch(tmp_path, start):
     from models.card import FEATURES
     from models.runtime import StepRuntime
     from training.sepsis.export import build_card, export_onnx
 
-    ens = SepsisEnsemble([v3_model("cfc", seed=s) for s in range(2)]).eval()
+    ens = SepsisEnsemble([v3_model("cfc", seed=s, start_at_first=start) for s in range(2)]).eval()
     ens.calibration.copy_(torch.tensor([0.8, -1.5]))
     out = tmp_path / "sepsis-cfc" / "9"
     out.mkdir(parents=True)

@@ -29,6 +29,8 @@ MODEL_FLAGS = {
     "encoder_units": dict(help="hour-wise encoder width (0: none)"),
     "skip": dict(help="the head also reads the encoder's output"),
     "hold_silent": dict(help="an observation with no vital or lab holds the core and the risk"),
+    "start_at_first": dict(help="a stay begins at its first measured hour: nothing advances before it "
+                           "(needs --hold-silent)"),
 }
 
 

@@ -16,6 +16,13 @@ the core with the next observation that measures something. The featurizer's mem
 (hours since each measurement), so that next step sees the whole gap. Before a patient's first
 measured hour the risk comes from the inputs alone (the core's state still zero). state then ends
 with three numbers: [held logit | 1 once a measured hour was seen | hours kept aside].
+
+`start_at_first` (v4, needs `hold_silent`): a stay begins at its first measured hour. Before it
+nothing advances (no memory of the demographics' rows, no clock) and that hour steps with 0
+elapsed hours, as a stay's first row does. A stay stepped from ICU admission hour 1 through empty
+hours (what the service does) and the same stay whose file starts at its first measured hour (what
+the challenge's files and an evaluator do for one stay in five) then give the same risks: the
+model cannot tell them apart, so served and evaluated agree by construction.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ class ModelConfig:
     encoder_units: int = 0     # hour-wise encoder width before the core (0: the core reads the features)
     skip: bool = False         # the head also reads the encoder's output (v3 on)
     hold_silent: bool = False  # an observation with no vital or lab holds the core and the risk (v3 on)
+    start_at_first: bool = False  # nothing advances before the first measured hour (v4 on; needs hold_silent)
 
 
 class SepsisModel(nn.Module):
@@ -56,6 +64,8 @@ class SepsisModel(nn.Module):
         self.config = config
         if config.bins and edges is None:
             raise ValueError(f"bins={config.bins} needs quantile edges from the training split")
+        if config.start_at_first and not config.hold_silent:
+            raise ValueError("start_at_first needs hold_silent (its flag of a measured hour seen)")
         self.featurizer = Featurizer(mean, std, counts=config.counts, edges=edges if config.bins else None)
         width = self.featurizer.n_features
         self.encoder = None
@@ -112,9 +122,13 @@ class SepsisModel(nn.Module):
         f, c = self.featurizer.state_size, self.core_state_size
         memory, core_state, hold = state.split([f, c, HOLD_STATE], dim=-1)
         held, seen, pending = hold.split(1, dim=-1)
+        measured = informative(observation).unsqueeze(-1)
+        if self.config.start_at_first:
+            begun = seen > 0.5
+            observation = torch.where(begun | measured, observation, torch.full_like(observation, float("nan")))
+            elapsed = elapsed * begun.to(elapsed.dtype)
         features, memory = self.featurizer.step(observation, elapsed, memory)
         encoded = self._encode(features)
-        measured = informative(observation).unsqueeze(-1)
         core_out = None
         if self.core is not None:
             advanced = self.core.step(encoded, core_state, pending + elapsed)
@@ -127,11 +141,16 @@ class SepsisModel(nn.Module):
         return logit, torch.cat([memory, core_state, hold], dim=-1)
 
     def _held_forward(self, observations, elapsed, mask):
-        encoded = self._encode(self.featurizer.sequence(observations, elapsed))
         b, t = elapsed.shape
         measured = informative(observations)
         if mask is not None:
             measured = measured & mask
+        if self.config.start_at_first:
+            begun = torch.cumsum(measured.to(torch.int32), dim=1) > 0  # at or after the first measured hour
+            observations = torch.where(begun.unsqueeze(-1), observations, torch.full_like(observations, float("nan")))
+            before = torch.cat([torch.zeros_like(begun[:, :1]), begun[:, :-1]], dim=1)
+            elapsed = elapsed * before.to(elapsed.dtype)
+        encoded = self._encode(self.featurizer.sequence(observations, elapsed))
         steps = torch.arange(t, device=elapsed.device).expand(b, t)
         last = torch.where(measured, steps, torch.full_like(steps, -1)).cummax(dim=1).values
         before = torch.cat([torch.full_like(last[:, :1], -1), last[:, :-1]], dim=1)
