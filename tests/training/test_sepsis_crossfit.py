@@ -122,6 +122,18 @@ def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_r
     assert "out-of-fold" in card["metrics"]["split"] and "cross-fitted members" in card["training_data"]["name"]
     assert not any("validation split" in x for x in card["limitations"])
 
+    # its operating points are chosen on the same out-of-fold risks, never on the validation stays
+    # four of its members trained on; the test figures come through the exported step
+    record = tmp_path / "points"
+    assert cli(["sepsis", "operating-points", "--model", str(exported), "--data", str(path), "--crossfit", str(out),
+                "--out", str(record), "--cache-dir", str(root / "cache"), "--no-progress"]) == 0
+    shipped = json.loads((exported / "operating_points.json").read_text())
+    optimum = next(p for p in shipped["points"] if p["id"] == "utility_optimum")
+    assert optimum["threshold"] == pytest.approx(m["threshold"], rel=1e-4)
+    assert shipped["source"]["validation_stays"] == m["n_train_stays"] and "out-of-fold" in shipped["source"]["split"]
+    assert optimum["test"]["utility"] == pytest.approx(m["test"]["utility"], abs=1e-3)
+    assert "out-of-fold predictions of its cross-fitted members" in (exported / "README.md").read_text()
+
 
 def test_boosting_peer_under_the_same_protocol(archive, cohort):
     root, path = archive

@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/sepsis/operating_points", help="record: json, tradeoff.png, README.md")
     p.add_argument("--overwrite", action="store_true", help="replace the model's existing operating_points.json")
     p.add_argument("--no-model-file", action="store_true", help="write only the record in --out")
+    p.add_argument("--crossfit", default=None, metavar="DIR",
+                   help="a cross-fitted model's folder (crossfit's metrics.json and ensemble.pt): choose on its "
+                        "out-of-fold predictions instead of the patient split's validation stays")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.add_argument("--no-progress", action="store_true")

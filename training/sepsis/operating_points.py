@@ -518,6 +518,63 @@ def measure(model_dir: Path, data: Path, split_seed: int = 0, cache_dir: Path = 
     return points, {"validation": tradeoff_curve(val)}, records
 
 
+def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Path = Path(".cache/sepsis"),
+                     device: str = "cpu", budgets: Sequence[float] = BUDGETS,
+                     sensitivities: Sequence[float] = SENSITIVITIES,
+                     progress: bool = True) -> tuple[OperatingPoints, dict, dict]:
+    """A cross-fitted model's operating points: chosen on its out-of-fold predictions (each member of
+    `<crossfit>/ensemble.pt` on the fold it did not train on, calibrated as the shipped step is), the
+    test split streamed through the shipped ONNX step. Its validation stays trained four of the five
+    members, so the patient split's validation figures would flatter it: this is `measure` for such models."""
+    import torch
+
+    from models.runtime import StepRuntime
+    from training.sepsis.batching import CohortTensors
+    from training.sepsis.data import load_cohort
+    from training.sepsis.ensemble import load_model
+    from training.sepsis.predict import predict_stays, stay_labels
+    from training.sepsis.splits import crossfit_split
+
+    record = json.loads((Path(crossfit) / "metrics.json").read_text())
+    ensemble = load_model(torch.load(Path(crossfit) / "ensemble.pt", map_location="cpu")).to(device).eval()
+    k, seed = record["folds"], record["config"]["split_seed"]
+    if len(ensemble.members) != k:
+        raise ValueError(f"{crossfit}: {len(ensemble.members)} members for {k} folds")
+    runtime = StepRuntime.open(Path(model_dir), device=device)
+    cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=progress)
+    if cohort.source_sha256 != record["data_sha256"]:
+        raise ValueError(f"{data}: not the archive {crossfit} was trained on")
+    splits = [crossfit_split(cohort, f, k, seed) for f in range(k)]
+    tensors = CohortTensors.from_cohort(cohort, device)
+    labels, risks = [], []
+    identity = torch.tensor([1.0, 0.0])
+    if not all(torch.equal(m.calibration.cpu(), identity) for m in ensemble.members):
+        raise ValueError(f"{crossfit}: members carry their own calibration; the ensemble's is fitted on raw logits")
+    with torch.no_grad():
+        for member, split in zip(ensemble.members, splits):
+            labels += stay_labels(tensors, split.val)
+            # the member's logit through the ensemble's calibration, fitted on these out-of-fold logits
+            risks += [ensemble.risk(torch.logit(torch.from_numpy(p).double(), eps=1e-7)).float().numpy()
+                      for p in predict_stays(member, tensors, split.val)]
+    val = Scored(labels, risks)
+    tsub = cohort.subset(splits[0].test)
+    test_risks = cached_risks(runtime, tsub, Path(cache_dir) / "operating_points",
+                              f"test-s{seed}-{runtime.name}-{runtime.version}", progress, "test")
+    test = scored(tsub, test_risks)
+    dev_hours = int(sum(len(x) for x in labels))
+    source = {"data": Path(data).name, "data_sha256": cohort.source_sha256,
+              "split": f"{k}-fold cross-fitting over patient split seed {seed}'s training + validation stays; "
+                       "'validation' figures are out-of-fold (each stay scored by the member that did not train on it)",
+              "validation_stays": len(labels), "validation_hours": dev_hours,
+              "test_stays": len(tsub), "test_hours": int(tsub.offsets[-1]),
+              "model_sha256": file_sha256(runtime.model_dir / "model.onnx"), "provider": runtime.provider,
+              "card_threshold": runtime.threshold}
+    records: dict = {}
+    points = operating_points(val, test, runtime.name, runtime.version, source, budgets, sensitivities, progress,
+                              records)
+    return points, {"validation": tradeoff_curve(val)}, records
+
+
 def _policy_section(points: OperatingPoints, records: dict | None, record: str) -> str:
     if not records or "alarm_policy" not in records or points.alarm_policy is None:
         return ""
@@ -562,6 +619,9 @@ def readme(points: OperatingPoints, command: str, record: str, records: dict | N
     to the README."""
     s = points.source
     definitions = "\n".join(f"- **{k}**: {v}" for k, v in points.definitions.items())
+    # a cross-fitted model chooses on out-of-fold predictions; its "validation" rows are those
+    chosen_on = ("the out-of-fold predictions of its cross-fitted members (rows \"validation\")"
+                 if "out-of-fold" in str(s.get("split")) else "the validation split")
     check = ""
     if "utility_optimum" in {p.id for p in points.points} and s.get("card_threshold") is not None:
         check = (f"\nCross-check: the utility optimum found here through the ONNX step is "
@@ -569,7 +629,7 @@ def readme(points: OperatingPoints, command: str, record: str, records: dict | N
                  f"in training) is {float(s['card_threshold']):.6g}.\n")
     return f"""# Operating points of {points.model} {points.version}
 
-Thresholds chosen on the validation split ({s.get('validation_stays')} stays, {s.get('validation_hours')} hours),
+Thresholds chosen on {chosen_on} ({s.get('validation_stays')} stays, {s.get('validation_hours')} hours),
 each then read once on the test split ({s.get('test_stays')} stays, {s.get('test_hours')} hours) for the record:
 {s.get('split')} of `{s.get('data')}`, the shipped ONNX step run through `models.runtime` ({s.get('provider')}).
 The model card's own threshold ({s.get('card_threshold')}) is not changed by this table. A unit that
@@ -610,8 +670,13 @@ def run_cli(a) -> int:
     for x in a.sensitivities:
         if not 0 < x <= 1:
             raise ValueError(f"--sensitivities: {x:g} is not a share in (0, 1]")
-    points, curves, records = measure(Path(a.model), Path(a.data), a.split_seed, Path(a.cache_dir), a.device,
-                                      a.budgets, a.sensitivities, progress=not a.no_progress)
+    if a.crossfit:
+        command += f" --crossfit {a.crossfit}"
+        points, curves, records = measure_crossfit(Path(a.model), Path(a.crossfit), Path(a.data), Path(a.cache_dir),
+                                                   a.device, a.budgets, a.sensitivities, progress=not a.no_progress)
+    else:
+        points, curves, records = measure(Path(a.model), Path(a.data), a.split_seed, Path(a.cache_dir), a.device,
+                                          a.budgets, a.sensitivities, progress=not a.no_progress)
     out = Path(a.out)
     model_dir = None if a.no_model_file else Path(a.model)
     written = write_outputs(points, curves, model_dir, out, command, a.overwrite, records)
