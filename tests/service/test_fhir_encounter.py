@@ -92,6 +92,17 @@ def test_an_encounter_id_is_read_from_a_url_full_url(c):
     r = post(c, b)
     assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[1].fullUrl"], r.text
     assert c.get("/patients/e4", headers=hdr("viewer")).status_code == 404
+    # a URL that names no Encounter id gives none, and the answer says so; the identifier names it
+    e = encounter("e5", 0)
+    del e["id"]
+    e["identifier"] = [{"system": OID, "value": "V500"}]
+    b = bundle(patient("e5"), e, heart_rate("e5", 1))
+    b["entry"][1]["fullUrl"] = "https://ehr.example.org/stays/77"
+    r = post(c, b)
+    assert r.status_code == 200, r.text
+    [note] = r.json()["entry"][1]["response"]["outcome"]["issue"]
+    assert note["severity"] == "information" and note["expression"] == ["Bundle.entry[1].resource.id"]
+    assert named(c, "e5") == [{"type": "Encounter", "identifier": {"system": OID, "value": "V500"}}]
 
 
 def test_no_encounter_or_one_without_id_or_identifier_names_none(c, db_url):
