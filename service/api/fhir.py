@@ -155,7 +155,8 @@ def post_observation(services: ServicesDep, body: Body):
         row = queries.scored(conn, resources.observation_id(r.patient_id, r.hour_start))
         senders = queries.senders_by_hour(conn, [row]) if row is not None else {}
     ra = resources.risk_assessment(r.patient_id, r.hour_start, r.risk, r.threshold, r.model, r.model_version, r.alarm_id,
-                                   senders=senders.get((r.patient_id, r.hour_start), []))
+                                   senders=senders.get((r.patient_id, r.hour_start), []),
+                                   stay=queries.stay(row) if row is not None else None)
     return FhirResponse(ra, status_code=200 if r.duplicate else 201, headers={"Location": f"Observation/{ra['id']}"})
 
 
@@ -206,7 +207,7 @@ def _parsed(request: Request, resource: str) -> search.Search | FhirResponse:
 def _risk(row, senders: dict | None = None) -> dict:
     return resources.risk_assessment(row.patient_id, row.ts, row.risk, row.threshold, row.model_name,
                                      row.model_version, row.alarm_id, row.received_at,
-                                     (senders or {}).get((row.patient_id, row.ts), []))
+                                     (senders or {}).get((row.patient_id, row.ts), []), queries.stay(row))
 
 
 # Read when the router is built: the statement's date (a server's capabilities change with its code).
@@ -249,7 +250,7 @@ def search_flags(request: Request, services: ServicesDep):
         return found
     with services.engine.connect() as conn:
         total, rows = queries.flags(conn, found)
-    out = [resources.flag(r, queries.last_changed(r)) for r in rows]
+    out = [resources.flag(r, queries.last_changed(r), queries.stay(r)) for r in rows]
     return FhirResponse(search.searchset(out, total, found, _base(request)))
 
 
@@ -302,4 +303,4 @@ def read_flag(services: ServicesDep, rid: FhirId):
         row = queries.flag(conn, rid)
     if row is None:
         return _not_found(f"Flag/{rid}")
-    return FhirResponse(resources.flag(row, queries.last_changed(row)))
+    return FhirResponse(resources.flag(row, queries.last_changed(row), queries.stay(row)))

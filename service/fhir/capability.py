@@ -17,12 +17,15 @@ _RESOURCES = {
                                   "read back: the id and gender the service keeps"),
     "Encounter": ([_CREATE], "in a transaction or batch Bundle: the ICU stay, stored as the patient's admission; "
                              "a location with a later period.start is a transfer, status finished (period.end) "
-                             "the discharge; not served back"),
+                             "the discharge; its id (else identifier) is kept and named by the stay's "
+                             "RiskAssessments and Flags (encounter); not served back"),
     "Observation": ([_READ, _CREATE], "LOINC-coded vital signs and labs (POST /fhir/Observation, or in a Bundle); "
                                       "read back as the stored observation: one Observation per patient and time, "
                                       "its values as components"),
-    "RiskAssessment": ([_READ, _SEARCH], "one per scored observation, with the same id as its Observation"),
-    "Flag": ([_READ, _SEARCH], "one per alarm: active until resolved"),
+    "RiskAssessment": ([_READ, _SEARCH], "one per scored observation, with the same id as its Observation; "
+                                         "encounter: the stay's Encounter as sent, when known"),
+    "Flag": ([_READ, _SEARCH], "one per alarm: active until resolved; encounter: the stay's Encounter as sent, "
+                               "when known"),
 }
 
 

@@ -15,7 +15,10 @@ Pure: every problem is collected and reported together; nothing here touches sto
   anything else given -> other, nothing given -> not recorded. A `location` whose period.start is
   after the ICU admission is a transfer at that time (the unit and bed the ward sees; the
   admission's unit, the model's Unit1/Unit2, is the locations' at the admission, else the first
-  transfer's). Status finished (or a period.end) is the discharge at period.end.
+  transfer's). Status finished (or a period.end) is the discharge at period.end. Its identity, kept
+  for the stay's RiskAssessments and Flags (service/patients/encounter.py): its `id` (else the id a
+  fullUrl that is a URL ends in, `.../Encounter/ID`) and its identifiers with a value (the first
+  is kept); too long for what the service stores, or not a FHIR id, is refused naming the element.
 - Observation: status final/amended/corrected/preliminary; subject the patient; effectiveDateTime
   (or effectiveInstant, or effectivePeriod.start) with a time and zone; a LOINC coding of
   `models/fhir_codes.csv` matched with the Observation's category (or the 85354-9 blood pressure
@@ -37,12 +40,15 @@ from models.fhir_codes import BP_PANEL, CATEGORY, COMPONENTS, LOINC, UCUM, YEAR_
 from service import schemas
 from service.fhir.outcome import Problem, Refusal
 from service.fhir.reading import Entry
+from service.patients.encounter import ID_MAX, SYSTEM_MAX, VALUE_MAX, StayEncounter
 
 UTC = dt.timezone.utc
 SCORED_STATUSES = ("final", "amended", "corrected", "preliminary", "entered-in-error")
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
 _PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
 _ENCOUNTER_REF = re.compile(r"(?:^|/)Encounter/([A-Za-z0-9\-.]{1,64})$")
+_FULL_URL_ID = re.compile(r"(?:^|/)Encounter/([^/]+)$")  # a RESTful fullUrl: [base]/Encounter/[id]
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]+")
 _PATIENT_ID = re.compile(schemas.PATIENT_ID_PATTERN)
 _UNITS = (("MICU", ("micu", "medical intensive care", "medical icu")),
           ("SICU", ("sicu", "surgical intensive care", "surgical icu")))
@@ -79,6 +85,8 @@ class Admitted:
     unit_from_move: bool = False                          # no location at the admission: the unit is the first move's
     discharged_at: dt.datetime | None = None              # a finished Encounter's period.end
     discharge_expression: str = ""
+    encounter: StayEncounter | None = None                # None: the Encounter has no id nor identifier
+    encounter_where: dict[str, str] = field(default_factory=dict)  # "id", "identifier" -> the element it came from
 
 
 @dataclass
@@ -244,6 +252,54 @@ def _discharge(ctx: _Context, e: Entry, start: dt.datetime, moves: list[Move]) -
     return end, not late
 
 
+def _identity(ctx: _Context, e: Entry) -> tuple[StayEncounter | None, dict[str, str]] | None:
+    """The Encounter's id and identifiers, and the elements they came from; None after a problem.
+    Refused rather than cut: a shortened id or identifier would name another Encounter."""
+    enc, where = e.resource, {}
+    eid = enc.id
+    if eid:
+        where["id"] = f"{e.path}.id"
+    elif e.full_url and not e.full_url.lower().startswith(("urn:uuid:", "urn:oid:")):
+        m = _FULL_URL_ID.search(e.full_url)
+        if m is None:
+            ctx.note(e, "id", "no id, and the fullUrl does not end in Encounter/[id]: the RiskAssessments and Flags "
+                              "name the Encounter by its identifier only, if any")
+        else:
+            eid, where["id"] = m.group(1), e.path.removesuffix(".resource") + ".fullUrl"
+            if not _FHIR_ID.fullmatch(eid):
+                ctx.problems.append(Problem(where["id"], f"the Encounter id the fullUrl ends in ({eid[:40]!r}) is no "
+                                                         "FHIR id (letters, digits, '-' and '.')", e.label, "invalid"))
+                return None
+    if eid and len(eid) > ID_MAX:
+        ctx.problems.append(Problem(where["id"], f"the Encounter id is {len(eid)} characters; a FHIR id is at most "
+                                                 f"{ID_MAX}", e.label, "too-long"))
+        return None
+    identifiers, bad = [], False
+    for k, ident in enumerate(enc.identifier or []):
+        if not ident.value:
+            continue
+        for element, text, limit in (("system", ident.system, SYSTEM_MAX), ("value", ident.value, VALUE_MAX)):
+            if text is None:
+                continue
+            if len(text) > limit:
+                ctx.problem(e, f"identifier[{k}].{element}", f"the Encounter's identifier {element} is {len(text)} "
+                                                             f"characters; the service keeps at most {limit}", "too-long")
+                bad = True
+            elif not text.isprintable() or text != text.strip() or (element == "system" and " " in text):
+                ctx.problem(e, f"identifier[{k}].{element}", f"the Encounter's identifier {element} holds control "
+                                                             "characters or surrounding spaces"
+                                                             + (" (a URI has no spaces)" if element == "system" else ""))
+                bad = True
+        if not identifiers:
+            where["identifier"] = f"{e.path}.identifier[{k}]"
+        identifiers.append((ident.system, ident.value))
+    if bad:
+        return None
+    if not eid and not identifiers:
+        return None, where
+    return StayEncounter(eid or None, tuple(identifiers)), where
+
+
 def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry], answers) -> list[Admitted]:
     encounters: dict[str, list[tuple[int, Entry]]] = {}
     for i, e in enumerate(entries):
@@ -280,6 +336,9 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
         discharged_at, readable = _discharge(ctx, e, start, moves)
         if not readable:
             continue
+        identity = _identity(ctx, e)
+        if identity is None:
+            continue
         unit = _unit(ctx, enc, at_admission)
         unit_from_move = unit is None and bool(moves)
         if unit_from_move:
@@ -310,7 +369,7 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
                 ctx.problem(target or e, element, f"{name}: {str(x.get('msg', '')).removeprefix('Value error, ')}")
             continue
         out.append(Admitted(adm, f"{e.path}.period.start", e.label, moves, unit_from_move, discharged_at,
-                            f"{e.path}.period.end"))
+                            f"{e.path}.period.end", *identity))
     return out
 
 

@@ -21,6 +21,12 @@ _OBSERVATION_ID = re.compile(r"(?P<patient>.+)-(?P<stamp>[0-9]{8}T[0-9]{6}(?:\.[
 _SCORED = (Observation.patient_id, Observation.ts, Observation.vitals, Observation.risk, Observation.threshold,
            Observation.model_name, Observation.model_version, Observation.alarm_id, Observation.received_at,
            Observation.iculos)
+# The stay's Encounter, for a RiskAssessment's and a Flag's `encounter` (resources.encounter).
+_ENCOUNTER = (Patient.encounter_id, Patient.encounter_system, Patient.encounter_value)
+
+
+def _scored():
+    return select(*_SCORED, *_ENCOUNTER).join(Patient, Patient.id == Observation.patient_id)
 
 
 def _hashed_ids(conn: Connection, fhir_id: str, longer_than: int | None = None) -> list[str]:
@@ -61,7 +67,7 @@ def scored(conn: Connection, observation_id: str) -> Row | None:
     ts = ts.replace(tzinfo=UTC)
     prefix = m["patient"]
     candidates = [prefix] + _hashed_ids(conn, prefix, longer_than=64 - len(observation_id) + len(prefix))
-    rows = conn.execute(select(*_SCORED).where(Observation.patient_id.in_(candidates), Observation.ts == ts)).all()
+    rows = conn.execute(_scored().where(Observation.patient_id.in_(candidates), Observation.ts == ts)).all()
     # the id is made from the row again: only the row whose id it is answers (no other spelling)
     return next((r for r in rows if resources.observation_id(r.patient_id, r.ts) == observation_id), None)
 
@@ -106,16 +112,22 @@ def risk_assessments(conn: Connection, search: Search) -> tuple[int, list[Row]]:
     where = _criteria(conn, search, Observation.patient_id, Observation.ts, None)
     if where is None:
         return 0, []
-    return _page(conn, search, select(*_SCORED), Observation, where, (Observation.ts, Observation.patient_id))
+    return _page(conn, search, _scored(), Observation, where, (Observation.ts, Observation.patient_id))
 
 
 def _alarms():
     """Alarms with the storage time of the observation that raised them (for the Flag's
-    lastUpdated, `last_changed`)."""
+    lastUpdated, `last_changed`) and their stay's Encounter."""
     return (select(Alarm.id, Alarm.patient_id, Alarm.raised_at, Alarm.resolved_at, Alarm.state, Alarm.risk,
                    Alarm.threshold, Alarm.model_name, Alarm.model_version, Alarm.acknowledged_at, Alarm.snoozed_at,
-                   Observation.received_at)
+                   Observation.received_at, *_ENCOUNTER)
+            .join(Patient, Patient.id == Alarm.patient_id)
             .outerjoin(Observation, and_(Observation.patient_id == Alarm.patient_id, Observation.ts == Alarm.raised_at)))
+
+
+def stay(row: Row) -> dict | None:
+    """The Reference to the Encounter of the row's stay (a scored row's or an alarm's), if known."""
+    return resources.encounter(row.encounter_id, row.encounter_system, row.encounter_value)
 
 
 def last_changed(alarm: Row) -> dt.datetime:

@@ -62,19 +62,36 @@ def observation_id(patient_id: str, ts: dt.datetime) -> str:
     return f"{hashed(patient_id)}-{stamp}"
 
 
+def encounter(encounter_id: str | None, system: str | None, value: str | None) -> dict | None:
+    """The Reference to the sender's Encounter of the stay (service/patients/encounter.py): by its
+    id, which the sender's server resolves, else by its identifier (a logical reference, its `type`
+    saying what it names); None when neither is known."""
+    if encounter_id:
+        return {"reference": f"Encounter/{encounter_id}"}
+    if value:
+        return {"type": "Encounter", "identifier": ({"system": system} if system else {}) | {"value": value}}
+    return None
+
+
+def _encounter(reference: dict | None) -> dict:
+    return {"encounter": reference} if reference is not None else {}
+
+
 def _meta(last_updated: dt.datetime | None) -> dict:
     return {"meta": {"lastUpdated": instant(last_updated)}} if last_updated is not None else {}
 
 
 def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: float, model: str, version: str,
-                    alarm_id: int | None, last_updated: dt.datetime | None = None, senders: list[str] = ()) -> dict:
+                    alarm_id: int | None, last_updated: dt.datetime | None = None, senders: list[str] = (),
+                    stay: dict | None = None) -> dict:
     """`last_updated`: when the service stored the observation (its `received_at`); `senders`:
-    the ids of the sender's Observations whose values the hour holds (readable here too)."""
+    the ids of the sender's Observations whose values the hour holds (readable here too); `stay`:
+    the Reference to the stay's Encounter (`encounter()`), if known."""
     rid = observation_id(patient_id, ts)
     alarm = f"; alarm {alarm_id} raised" if alarm_id is not None else ""
     return {
         "resourceType": "RiskAssessment", "id": rid, **_meta(last_updated), "status": "final",
-        "subject": reference(patient_id),
+        "subject": reference(patient_id), **_encounter(stay),
         "occurrenceDateTime": instant(ts),
         "method": {"coding": [{"system": MODEL_SYSTEM, "code": f"{model}/{version}", "display": f"{model} version {version}"}],
                    "text": f"{model} version {version}"},
@@ -142,8 +159,9 @@ def patient(pid: str, gender: float | None, created_at: dt.datetime) -> dict:
     return out
 
 
-def flag(alarm, last_updated: dt.datetime | None = None) -> dict:
-    """An alarm (its stored row, or schemas.AlarmOut) as a Flag: active until resolved."""
+def flag(alarm, last_updated: dt.datetime | None = None, stay: dict | None = None) -> dict:
+    """An alarm (its stored row, or schemas.AlarmOut) as a Flag: active until resolved. `stay`:
+    the Reference to the stay's Encounter (`encounter()`), if known."""
     period = {"start": instant(alarm.raised_at)}
     if alarm.resolved_at is not None:
         period["end"] = instant(alarm.resolved_at)
@@ -155,5 +173,5 @@ def flag(alarm, last_updated: dt.datetime | None = None) -> dict:
                  "text": f"sepsis risk alarm: risk {alarm.risk:.3f} at or above {alarm.threshold:g} "
                          f"({alarm.model_name} version {alarm.model_version}); {alarm.state}"},
         "subject": reference(alarm.patient_id),
-        "period": period,
+        "period": period, **_encounter(stay),
     }

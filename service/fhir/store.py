@@ -7,6 +7,9 @@ An Encounter's transfers (locations taken after the admission) and discharge (fi
 period.end) are checked against the stored patient inside the write, under its locks, before
 anything is stored, and recorded right after it, in a second transaction under the same
 patients' locks: a bundle they would refuse stores nothing, and sent again it changes nothing.
+The Encounter's identity (service/patients/encounter.py) goes the same way: a new patient's row
+is inserted with it; a stored patient's is checked inside the write (another Encounter is a 409
+naming its id or identifier) and, when it lacks a part, filled in with the transfers.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from service.fhir.mapping import Admitted, Mapped
 from service.fhir.outcome import Problem, Refusal
 from service.inputs import unit_name
 from service.patients.admission import Admitting, conflict
+from service.patients.encounter import columns, contradiction, fill_in, lacks
 from service.patients.outcome import discharge, discharge_problem
 from service.patients.transfer import transfer, transfer_problem
 from service.storage.tables import Patient
@@ -35,8 +39,10 @@ class _Encounters(Admitting):
         # A feed's key: a conflicting admission is named, not how the stored patient came to be.
         super().__init__([a.admission for a in admitted], reveal=False)
         self.admitted = admitted
+        self.filling: set[str] = set()  # stored patients whose row lacks a part of their Encounter's identity
 
     def check(self, rows: dict) -> None:
+        self.filling = set()  # the write checks again on each attempt, against the rows it read then
         for i, a in enumerate(self.admitted):
             row = rows.get(a.admission.patient_id)
             if row is None:
@@ -51,11 +57,23 @@ class _Encounters(Admitting):
                     raise Refusal(409, [Problem(m.expression, why, a.label, "conflict")])
             if a.discharged_at is not None and (why := discharge_problem(row, a.discharged_at)):
                 raise Refusal(409, [Problem(a.discharge_expression, why, a.label, "conflict")])
+            if a.encounter is not None:
+                if found := contradiction(row, a.encounter):
+                    part, why = found
+                    raise Refusal(409, [Problem(a.encounter_where[part], why, a.label, "conflict")])
+                if lacks(row, a.encounter):
+                    self.filling.add(a.admission.patient_id)
+
+    def insert(self, conn, pid: str, now, **streaming) -> None:
+        """A new patient's row, with its Encounter's identity."""
+        a = self.admitted[self._by_id[pid][0]]
+        super().insert(conn, pid, now, **streaming, **(columns(a.encounter) if a.encounter is not None else {}))
 
 
-def _move_and_discharge(services, admitted: list[Admitted], who: KeyIdentity | None) -> None:
-    """Each Encounter's transfers, then its discharge, in one transaction under the patients' locks."""
-    todo = [a for a in admitted if a.moves or a.discharged_at is not None]
+def _move_and_discharge(services, admitted: list[Admitted], filling: set[str], who: KeyIdentity | None) -> None:
+    """Each Encounter's identity where the stored patient lacks a part of it (`filling`), its
+    transfers, then its discharge, in one transaction under the patients' locks."""
+    todo = [a for a in admitted if a.moves or a.discharged_at is not None or a.admission.patient_id in filling]
     if not todo:
         return
     by = audit.actor(who)
@@ -63,6 +81,12 @@ def _move_and_discharge(services, admitted: list[Admitted], who: KeyIdentity | N
         at = services.clock.now(conn)
         for a in todo:
             row = conn.execute(select(P).where(P.c.id == a.admission.patient_id)).first()
+            if a.admission.patient_id in filling:
+                try:
+                    row = fill_in(conn, row, a.encounter)
+                except Conflict as err:  # a concurrent writer stored another Encounter between the check and now
+                    where = a.encounter_where[err.errors[0]["field"]]
+                    raise Refusal(409, [Problem(where, err.detail, a.label, "conflict")]) from None
             for m in a.moves:
                 row = transfer(conn, row, m.at, m.unit, m.bed, at, by)
             if a.discharged_at is not None:
@@ -101,5 +125,5 @@ def store(services, mapped: Mapped, who: KeyIdentity | None = None) -> tuple[lis
         raise Refusal(409, [Problem(a.expression, err.reason, a.label, "conflict")]) from None
     except Conflict as err:  # the patients kept changing under concurrent writers
         raise Refusal(409, [Problem("Bundle", err.detail, "Bundle", "conflict")]) from None
-    _move_and_discharge(services, mapped.admissions, who)
+    _move_and_discharge(services, mapped.admissions, admitting.filling, who)
     return results, created

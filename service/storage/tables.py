@@ -70,6 +70,12 @@ class Patient(Base):
     ward_unit: Mapped[str | None] = mapped_column(String(16))
     ward_bed: Mapped[str | None] = mapped_column(String(32))
     transferred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The sender's Encounter of the stay (a FHIR bundle's ICU Encounter), as sent, for the
+    # RiskAssessments and Flags to name: its logical id (a FHIR id: at most 64 characters) and/or
+    # its first business identifier. service/patients/encounter.py.
+    encounter_id: Mapped[str | None] = mapped_column(String(64))
+    encounter_system: Mapped[str | None] = mapped_column(String(255))
+    encounter_value: Mapped[str | None] = mapped_column(String(128))
 
 
 class Message(Base):
