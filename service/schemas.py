@@ -455,7 +455,8 @@ class OperatingPeriod(AlarmFigures):
                                               "period)")
     cause: Literal["point_change", "model_switch"] | None = Field(
         None, description="what opened the period: an admin's choice of point, or a model switch that changed the "
-                          "unit's threshold in force (a switch that kept it opens none); null for a unit's first period")
+                          "unit's threshold in force (a switch that kept it opens none); null for a unit's first "
+                          "period")
     model: str | None = Field(None, description="the model in force when the period opened (null: not recorded)")
     model_version: str | None = Field(None, description="that model's version")
     alarms: int

@@ -84,7 +84,8 @@ def first_model(first_switch: Mapping | None, now: tuple[str, str]) -> tuple[str
 
 
 def unit_periods(units: Iterable[str], changes: Iterable[Change],
-                 in_force: Mapping[str, tuple[str | None, float]], model: tuple[str, str] | None = None) -> list[Period]:
+                 in_force: Mapping[str, tuple[str | None, float]],
+                 model: tuple[str, str] | None = None) -> list[Period]:
     """Every unit's periods in time order (changes of one time in the order given), units in the
     order given; `in_force[unit]` is (point_id, threshold) now, the period of a unit that never
     changed, and `model` the model in force at the beginning of the record (`first_model`), that
