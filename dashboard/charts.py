@@ -1,5 +1,6 @@
 """Altair charts of a stay: risk, the chosen vitals and labs and the measurement strip stacked on
-ONE shared time axis, so a rise in risk lines up with the values behind it.
+ONE shared time axis, so a rise in risk lines up with the values behind it. And the performance
+page's alarm burden over time, with a rule where an operating-point period starts (`burden_chart`).
 
 Each row is its own chart drawn at the page's width (a tablet shows the whole stay, the newest
 hours included): every row has the same time domain and the same room for its y axis
@@ -73,3 +74,48 @@ def stay_charts(d, threshold: float | None, chosen: list[str]) -> list[alt.Layer
         tooltip=["variable:N", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M")],
     ).properties(height=20 * max(1, len(measured)) + TITLE_PX + TIME_AXIS_PX, title=_title("when each variable was measured")))
     return rows
+
+
+BURDEN_AXIS = alt.Axis(format="%m-%d %H:%M", labelAngle=0, labelOverlap=True)
+
+
+def burden_chart(bucket: str, burden: pd.DataFrame, changes: pd.DataFrame) -> alt.LayerChart:
+    """Bars: alarms raised per bucket (transforms.alarm_burden); line: alarms per patient-day; a
+    vertical rule with its label at each time a unit's operating point or threshold changed
+    (transforms.period_changes), so a step in the burden can be read against the change that
+    made it. A time axis, not one label per bucket: a change falls inside a bucket, not on its
+    edge. UTC scale: the browser's zone would shift the hours the title promises in UTC."""
+    frame = burden.assign(bucket=burden["start"].map(lambda t: t.strftime("%Y-%m-%d %H:%M")),
+                          middle=burden["start"] + (burden["end"] - burden["start"]) / 2)
+
+    def x(field: str) -> alt.X:  # one title and scale for every layer: Vega-Lite would join the fields' names
+        return alt.X(f"{field}:T", title=f"{bucket} starting (UTC)", scale=alt.Scale(type="utc"), axis=BURDEN_AXIS)
+
+    base = alt.Chart(frame)
+    layers = [
+        base.mark_bar(opacity=0.35, color="#d50000").encode(
+            x=x("start"), x2="end:T", y=alt.Y("alarms:Q", title=f"alarms per {bucket}"),
+            tooltip=[alt.Tooltip("bucket:N", title=f"{bucket} starting (UTC)"), "alarms:Q"]),
+        base.mark_line(point=True, color="#1b2733").encode(
+            x=x("middle"),
+            y=alt.Y("alarms_per_patient_day:Q", title="alarms per patient-day"),
+            tooltip=[alt.Tooltip("bucket:N", title=f"{bucket} starting (UTC)"), "alarms:Q",
+                     alt.Tooltip("patient_days:Q", format=".2f"),
+                     alt.Tooltip("alarms_per_patient_day:Q", format=".2f")]),
+    ]
+    if not changes.empty:
+        marks = changes.assign(at=changes["time"].map(lambda t: t.strftime("%Y-%m-%d %H:%M")))
+        at = x("time")
+        tip = [alt.Tooltip("at:N", title="changed at (UTC)"), alt.Tooltip("label:N", title="now in force")]
+        layers.append(alt.Chart(marks).mark_rule(color="#6a1b9a", strokeWidth=2, strokeDash=[4, 3])
+                      .encode(x=at, tooltip=tip))
+        # a label reads into the chart: rightwards in its first half, leftwards in its second, so
+        # none runs off the page's edge
+        middle = burden["start"].iloc[0] + (burden["end"].iloc[-1] - burden["start"].iloc[0]) / 2
+        halves = (("left", 4, marks[marks["time"] < middle]), ("right", -4, marks[marks["time"] >= middle]))
+        for align, dx, side in halves:
+            if not side.empty:
+                layers.append(alt.Chart(side).mark_text(align=align, baseline="top", dx=dx, dy=2, fontSize=10,
+                                                        color="#6a1b9a", limit=260)
+                              .encode(x=at, y=alt.value(0), text="label:N", tooltip=tip))
+    return alt.layer(*layers).resolve_scale(y="independent").properties(height=260)

@@ -178,6 +178,9 @@ class PeriodFigures:
     ppv_per_stay: float | None
     positive_predictive_value: float | None
     red_share: float | None
+    cause: str | None = None        # point_change / model_switch; None: a unit's first period (or an older service)
+    model: str | None = None        # the model in force when it opened
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -378,8 +381,10 @@ def _operating_points(d: dict) -> OperatingPoints:
 
 def _periods(d: dict) -> list[PeriodFigures]:
     times = ("start", "end")
-    keys = [f for f in PeriodFigures.__dataclass_fields__ if f not in times]
-    return [PeriodFigures(**{k: p[k] for k in keys}, start=_ts(p["start"]), end=_ts(p["end"])) for p in d["periods"]]
+    later = ("cause", "model", "model_version")  # a service before model switches opened periods has none
+    keys = [f for f in PeriodFigures.__dataclass_fields__ if f not in times + later]
+    return [PeriodFigures(**{k: p[k] for k in keys}, **{k: p.get(k) for k in later}, start=_ts(p["start"]),
+                          end=_ts(p["end"])) for p in d["periods"]]
 
 
 def _stats(d: dict) -> Stats:

@@ -291,12 +291,12 @@ def _floor(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
 
 
 def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[str, pd.DataFrame]:
-    """Per time bucket: alarms raised, patient-days monitored (each patient's first to last
-    observation plus one hour, as the service's /stats counts them) and alarms per patient-day."""
+    """Per time bucket [start, end): alarms raised, patient-days monitored (each patient's first to
+    last observation plus one hour, as the service's /stats counts them) and alarms per patient-day."""
     spans = [(p.first_observation, p.last_observation + HOUR) for p in patients
              if p.first_observation is not None and p.last_observation is not None]
     times = [a.raised_at for a in alarms] + [s for s, _ in spans] + [e for _, e in spans]
-    cols = ["start", "alarms", "patient_days", "alarms_per_patient_day"]
+    cols = ["start", "end", "alarms", "patient_days", "alarms_per_patient_day"]
     if not times:
         return "hour", pd.DataFrame(columns=cols)
     name, step = bucket_for(max(times) - min(times))
@@ -317,8 +317,8 @@ def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[s
         n -= 1
         starts, raised, days = starts[:n], raised[:n], days[:n]
     rate = [r / d if d > 0 else None for r, d in zip(raised, days)]
-    return name, pd.DataFrame({"start": starts, "alarms": raised, "patient_days": days, "alarms_per_patient_day": rate},
-                              columns=cols)
+    return name, pd.DataFrame({"start": starts, "end": [t + step for t in starts], "alarms": raised,
+                               "patient_days": days, "alarms_per_patient_day": rate}, columns=cols)
 
 
 # -- words and numbers for the screen ------------------------------------------------------------
@@ -613,3 +613,27 @@ def periods_frame(periods: list[PeriodFigures]) -> pd.DataFrame:
 def mixed_thresholds(periods: list[PeriodFigures]) -> int:
     """How many thresholds the ward-wide figures add together: those of periods with patient-hours."""
     return len({p.threshold for p in periods if p.patient_days > 0})
+
+
+def _opened(p: PeriodFigures) -> str:
+    return f"{p.unit} {p.point_id or 'model card'} ({p.threshold:.1%})"
+
+
+def period_changes(periods: list[PeriodFigures], lo: dt.datetime, hi: dt.datetime) -> pd.DataFrame:
+    """One row per time in [lo, hi] at which a period started (a unit's point or threshold
+    changed), for a rule on the burden chart: its label names each unit's new point and threshold,
+    and the model a switch brought in. Units changed at one time (a model switch changes every
+    unit at its default point) share a row, so their labels do not print over each other. A unit's
+    first period starts with the record and marks nothing."""
+    at: dict[dt.datetime, list[PeriodFigures]] = {}
+    for p in periods:
+        if p.start is not None and lo <= p.start <= hi:
+            at.setdefault(p.start, []).append(p)
+    rows = []
+    for t, opened in sorted(at.items()):
+        switch = next((p for p in opened if p.cause == "model_switch"), None)
+        label = ", ".join(_opened(p) for p in opened)
+        if switch is not None and switch.model:
+            label = f"{switch.model} {switch.model_version}: {label}"
+        rows.append({"time": t, "label": label})
+    return pd.DataFrame(rows, columns=["time", "label"])

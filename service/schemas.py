@@ -451,7 +451,14 @@ class OperatingPeriod(AlarmFigures):
     start: dt.datetime | None = Field(description="when the point came into force (service clock); null: from the "
                                                   "beginning of the record")
     end: dt.datetime | None = Field(description="when the next point replaced it; null: still in force")
-    chosen_by: str | None = Field(description="who chose the point (null for a unit's first period)")
+    chosen_by: str | None = Field(description="who chose the point, or switched the model (null for a unit's first "
+                                              "period)")
+    cause: Literal["point_change", "model_switch"] | None = Field(
+        None, description="what opened the period: an admin's choice of point, or a model switch that changed the "
+                          "unit's threshold in force (a switch that kept it opens none); null for a unit's first "
+                          "period")
+    model: str | None = Field(None, description="the model in force when the period opened (null: not recorded)")
+    model_version: str | None = Field(None, description="that model's version")
     alarms: int
 
 

@@ -5,7 +5,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import operating, transforms, ui
+from dashboard import charts, operating, transforms, ui
 
 st.title("Model performance and alarm burden")
 c = ui.client()
@@ -87,13 +87,9 @@ bucket, burden = transforms.alarm_burden(alarms, patients)
 if burden.empty:
     st.info("No observations yet.")
 else:
-    burden["period"] = burden["start"].map(lambda t: t.strftime("%m-%d %H:%M" if bucket != "day" and bucket != "week" else "%Y-%m-%d"))
-    base = alt.Chart(burden).encode(x=alt.X("period:O", sort=None, title=f"{bucket} starting (UTC)"))
-    st.altair_chart(alt.layer(
-        base.mark_bar(opacity=0.35, color="#d50000").encode(y=alt.Y("alarms:Q", title=f"alarms per {bucket}")),
-        base.mark_line(point=True, color="#1b2733").encode(
-            y=alt.Y("alarms_per_patient_day:Q", title="alarms per patient-day"),
-            tooltip=["period:O", "alarms:Q", alt.Tooltip("patient_days:Q", format=".2f"),
-                     alt.Tooltip("alarms_per_patient_day:Q", format=".2f")]),
-    ).resolve_scale(y="independent").properties(height=260), width="stretch")
-    st.caption("Bars: alarms raised in each period. Line: the same divided by the patient-days monitored in it.")
+    changes = transforms.period_changes(periods or [], burden["start"].iloc[0], burden["end"].iloc[-1])
+    st.altair_chart(charts.burden_chart(bucket, burden, changes), width="stretch")
+    st.caption(f"Bars: alarms raised in each {bucket}. Line: the same divided by the patient-days monitored in it. "
+               + ("Purple rules: a unit's operating point or threshold changed there (an admin's choice, or a model "
+                  "switch, named), the start of a period in the table above." if not changes.empty else
+                  "No unit's operating point or threshold changed in this span."))

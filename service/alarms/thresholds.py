@@ -159,6 +159,25 @@ class UnitPoints:
         return UnitThreshold(unit, point.threshold, point.id, point.label, by, at, note, f"{model.name} {model.version}",
                              policy_at(points, point.threshold))
 
+    def record_switch(self, conn: Connection, old, new, actor: dict, at: dt.datetime, note: str | None) -> list[str]:
+        """Inside a model switch's transaction: a `threshold_change` audit row for each unit whose
+        threshold in force the switch changes (a unit at the model's default point, or a choice
+        whose point the new model measured at another threshold), so GET /stats/periods opens a
+        period there and never adds the two thresholds' figures; a unit whose threshold stays gets
+        none. Returns the units changed. Nothing but the audit is written: the choices stay as
+        stored and are resolved against the model in force (`_resolve`)."""
+        before, after = self.thresholds(conn, old), self.thresholds(conn, new)
+        changed = [u for u in UNITS if before[u].threshold != after[u].threshold]
+        for unit in changed:
+            b, a = before[unit], after[unit]
+            audit.record(conn, action="threshold_change", actor=actor, at=at, unit=unit, note=note,
+                         details={"cause": "model_switch", "model": new.name, "model_version": new.version,
+                                  "from": {"point_id": b.point_id, "threshold": b.threshold, "model": old.name,
+                                           "model_version": old.version},
+                                  "to": {"point_id": a.point_id, "threshold": a.threshold, "model": new.name,
+                                         "model_version": new.version}})
+        return changed
+
     def in_force(self) -> dict[str, UnitThreshold]:
         """Every unit's threshold in force now (its own read)."""
         with self.engine.begin() as conn:

@@ -29,7 +29,8 @@ def models(services: ServicesDep):
 @router.post("/models/active", response_model=schemas.UpgradeProgress,
              responses=errors(400, 401, 403, 409, 413, 422), dependencies=[Depends(require("admin"))])
 def switch_model(body: schemas.ModelSwitchIn, services: ServicesDep, caller: Caller):
-    """Admin only, audited (action model_switch): make another registry model the active one. Every
+    """Admin only, audited (action model_switch, and threshold_change for each unit whose threshold
+    in force the new model changes: a new operating-point period): make another registry model the active one. Every
     monitored patient's state is first rebuilt on it from their stored observations (the whole ward
     stepped together), observations arriving meanwhile included; then the switch is atomic: each
     request is scored wholly by the old model or wholly by the new. Nothing stored is changed but the
@@ -47,9 +48,13 @@ def switch_model(body: schemas.ModelSwitchIn, services: ServicesDep, caller: Cal
     actor = audit.actor(caller, body.by)
 
     def record(conn, p) -> None:
-        audit.record(conn, action="model_switch", actor=actor, at=services.clock.now(conn), note=body.note,
+        at = services.clock.now(conn)
+        audit.record(conn, action="model_switch", actor=actor, at=at, note=body.note,
                      details={"from": p.from_model, "to": p.to_model, "patients": p.patients_rebuilt,
                               "hours": p.hours_rebuilt, "caught_up": p.caught_up, "seconds": p.seconds})
+        # called before the swap: services.model is still the old model. A unit whose threshold
+        # the switch changes gets its own audited change, the start of an operating-point period.
+        services.units.record_switch(conn, services.model, target, actor, at, body.note)
 
     try:
         progress = services.upgrades.switch(target, by=body.by, note=body.note, audit=record)

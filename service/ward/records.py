@@ -18,7 +18,7 @@ from service.stats import AlarmFact, PatientFact, alarm_stats, verdict
 from service.storage.tables import Alarm, Message, Observation, Patient
 from service.ward.context import charted, patient_context
 from service.ward.periods import DEFINITION as PERIOD_DEFINITION
-from service.ward.periods import change_of, unit_periods
+from service.ward.periods import change_of, first_model, unit_periods
 
 UTC = dt.timezone.utc
 A, P, O, M = Alarm.__table__, Patient.__table__, Observation.__table__, Message.__table__
@@ -184,12 +184,17 @@ class Records:
         with the figures of `stats` over its span and unit."""
         with self.engine.begin() as s:
             rows = s.execute(audit.query(action="threshold_change", newest_first=False)).all()
-            in_force = self.units.thresholds(s)
+            first_switch = s.execute(audit.query(action="model_switch", newest_first=False, limit=1)).first()
+            model = self.units.model_of()
+            in_force = self.units.thresholds(s, model)
         changes = [c for r in rows if (c := change_of(_utc(r.at), r.unit, r.details, r.person)) is not None]
-        periods = unit_periods(UNITS, changes, {u: (t.point_id, t.threshold) for u, t in in_force.items()})
+        periods = unit_periods(UNITS, changes, {u: (t.point_id, t.threshold) for u, t in in_force.items()},
+                               first_model(first_switch.details if first_switch else None, (model.name, model.version)))
         return {"definition": PERIOD_DEFINITION,
                 "periods": [{"unit": p.unit, "point_id": p.point_id, "threshold": p.threshold, "start": p.start,
-                             "end": p.end, "chosen_by": p.chosen_by, **_figures(self.stats(None, period=(p.start, p.end), unit=p.unit))}
+                             "end": p.end, "chosen_by": p.chosen_by, "cause": p.cause,
+                             "model": p.model[0] if p.model else None, "model_version": p.model[1] if p.model else None,
+                             **_figures(self.stats(None, period=(p.start, p.end), unit=p.unit))}
                             for p in periods]}
 
     def verdict_counts(self) -> dict[str, int]:

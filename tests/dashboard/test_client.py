@@ -90,3 +90,20 @@ def test_may_on_a_real_service_changes_nothing(stack):
     assert ServiceClient(stack.url, stack.keys["admin"]).may("admin") is True
     after = httpx.get(f"{stack.url}/alarms", params={"limit": 1000}, headers={"X-API-Key": stack.keys["viewer"]}).json()
     assert after == before
+
+
+def test_periods_name_what_opened_them_and_an_older_service_still_parses():
+    figures = dict(chosen_by=None, patients=1, patient_days=1.0, alarms=0, alarms_per_patient_day=0.0, septic_patients=0,
+                   septic_patients_alarmed_in_time=0, caught_in_window=None, median_lead_time_hours=None,
+                   alarmed_before_onset=None, ppv_per_stay=None, positive_predictive_value=None, red_share=0.0)
+    first = {"unit": "SICU", "point_id": None, "threshold": 0.15, "start": None, "end": "2024-03-01T11:00:00Z", **figures}
+    opened = {**first, "threshold": 0.3, "start": "2024-03-01T11:00:00Z", "end": None, "chosen_by": "dr upgrade",
+              "cause": "model_switch", "model": "sepsis-cfc", "model_version": "2"}
+
+    def answer(periods):
+        body = {"definition": "d", "window_hours": [-12.0, 3.0], "periods": periods}
+        return ServiceClient("http://svc", "k", transport=httpx.MockTransport(lambda r: httpx.Response(200, json=body)))
+
+    old, new = answer([first]).stats_periods(), answer([first, opened]).stats_periods()
+    assert (old[0].cause, old[0].model, old[0].model_version) == (None, None, None)  # a service before switches opened periods
+    assert (new[1].cause, new[1].model, new[1].model_version, new[1].start.hour) == ("model_switch", "sepsis-cfc", "2", 11)

@@ -261,6 +261,11 @@ def test_performance_page_shows_each_operating_point_period(monkeypatch, stack):
     assert "Figures per operating-point period" in [h.value for h in at.subheader]
     # the fixture alarms at one threshold everywhere (its chosen point is the card's too): no mixing to warn of
     assert "add 2 thresholds" not in texts(at)
+    # nor a period start to mark on the burden chart (tests/dashboard/test_transforms.py has the marks of changes)
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    burden = next(s for s in specs if "starting (UTC)" in json.dumps(s.get("layer", [{}])[0].get("encoding", {})))
+    assert [layer["mark"]["type"] for layer in burden["layer"]] == ["bar", "line"]
+    assert any("No unit's operating point or threshold changed" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("path", ["views/ward.py", "views/patient.py", "views/alarms.py", "views/performance.py"])

@@ -1,4 +1,5 @@
-"""The pure transforms behind the pages: ward order and clock, gaps in vitals, lead times, burden."""
+"""The pure transforms behind the pages: ward order and clock, gaps in vitals, lead times, burden (and its
+chart's marks of each operating-point period)."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from dashboard import tiles, transforms
+from dashboard import charts, tiles, transforms
 from dashboard.client import Alarm, PatientSummary, PeriodFigures, TimelineEntry
 
 T0 = dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc)
@@ -373,3 +374,46 @@ def test_mixed_thresholds_counts_only_periods_with_patient_hours():
     one = period("MICU", None, 0.15, None, None, 2.0)
     assert transforms.mixed_thresholds([one, period("other", "x", 0.5, None, None, 0.0)]) == 1
     assert transforms.mixed_thresholds([one, period("SICU", "x", 0.5, None, None, 0.5)]) == 2
+
+
+def _switch(unit, start, threshold=0.3):
+    return period(unit, None, threshold, start, None, 1.0, cause="model_switch", model="sepsis-cfc", model_version="2")
+
+
+def test_period_changes_mark_each_start_once_with_what_came_into_force():
+    periods = [period("MICU", None, 0.15, None, T0 + H, 1.0), period("MICU", "alarms_per_day_0.2", 0.575, T0 + H, None, 1.0,
+                                                                     cause="point_change", model="sepsis-cfc", model_version="1"),
+               period("SICU", None, 0.15, None, T0 + 3 * H, 1.0), _switch("SICU", T0 + 3 * H),
+               period("other", None, 0.15, None, T0 + 3 * H, 1.0), _switch("other", T0 + 3 * H),
+               _switch("SICU", T0 + 30 * H, 0.4)]  # after the span shown: not marked
+    frame = transforms.period_changes(periods, T0, T0 + 6 * H)
+    assert frame.to_dict("records") == [
+        {"time": T0 + H, "label": "MICU alarms_per_day_0.2 (57.5%)"},
+        # one model switch changed two units at once: one rule, naming the model it brought in
+        {"time": T0 + 3 * H, "label": "sepsis-cfc 2: SICU model card (30.0%), other model card (30.0%)"}]
+    assert transforms.period_changes([period("MICU", None, 0.15, None, None, 1.0)], T0, T0 + 6 * H).empty
+
+
+def _layers_of(chart, mark: str) -> list[list[dict]]:
+    """The data rows of each layer of the chart's spec drawn with `mark`."""
+    spec = chart.to_dict()
+    return [spec["datasets"][layer["data"]["name"]] for layer in spec["layer"]
+            if (layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]) == mark]
+
+
+def test_burden_chart_rules_one_mark_per_period_change_and_none_for_a_single_period():
+    ps = [patient("a", first=T0, last=T0 + 5 * H)]
+    bucket, burden = transforms.alarm_burden([alarm(1, "a", T0 + H), alarm(2, "a", T0 + 4 * H)], ps)
+    periods = [period("MICU", None, 0.15, None, T0 + 2 * H, 1.0), _switch("MICU", T0 + 2 * H),
+               period("SICU", None, 0.15, None, T0 + 2 * H + 30 * dt.timedelta(minutes=1), 1.0),
+               period("SICU", "x", 0.5, T0 + 2 * H + 30 * dt.timedelta(minutes=1), None, 1.0, cause="point_change")]
+    changes = transforms.period_changes(periods, burden["start"].iloc[0], burden["end"].iloc[-1])
+    chart = charts.burden_chart(bucket, burden, changes)
+    rules, labels = _layers_of(chart, "rule"), _layers_of(chart, "text")
+    assert len(rules) == 1 and len(rules[0]) == 2  # one rule per change, where it happened (mid-hour included)
+    assert [r["time"] for r in rules[0]] == [(T0 + 2 * H).isoformat(), (T0 + 150 * dt.timedelta(minutes=1)).isoformat()]
+    assert [r["label"] for layer in labels for r in layer] == ["sepsis-cfc 2: MICU model card (30.0%)", "SICU x (50.0%)"]
+    assert len(_layers_of(chart, "bar")[0]) == 6 and len(_layers_of(chart, "line")) == 1
+    one = transforms.period_changes([period("MICU", None, 0.15, None, None, 1.0)], T0, T0 + 6 * H)
+    single = charts.burden_chart(bucket, burden, one)
+    assert _layers_of(single, "rule") == [] and _layers_of(single, "text") == []

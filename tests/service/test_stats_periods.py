@@ -6,19 +6,25 @@ import datetime as dt
 
 import pytest
 
-from models.testing import write_fixture_model
+from models.testing import fixture_operating_points, write_fixture_model
 from service.ward.periods import Change, Period, unit_periods
 from tests.service.conftest import T0, client_for, hdr, iso, obs
 
 CARD = 0.15  # the fixture's points: 0.15 (the card's), 0.575 ("alarms_per_day_0.2"), 0.075
 HIGH = "alarms_per_day_0.2"
 VITALS = {"HR": 80.0}  # the fixture's risk with these is about 0.22: alarms at 0.15, none at 0.575
+CARD2 = 0.3  # version 2's card threshold (its default); its HIGH point keeps version 1's 0.575
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     r = tmp_path_factory.mktemp("period_models")
     write_fixture_model(r / "sepsis-cfc" / "1", state_size=8, threshold=CARD)
+    points = fixture_operating_points(CARD2, version="2")
+    points["points"][1]["threshold"] = 0.575
+    write_fixture_model(r / "sepsis-cfc" / "2", state_size=8, threshold=CARD2, version="2", seed=7,
+                        operating_points=points)
+    write_fixture_model(r / "sepsis-cfc" / "3", state_size=8, threshold=CARD, version="3", seed=3)  # v1's thresholds
     return r
 
 
@@ -79,5 +85,61 @@ def test_periods_of_a_unit_follow_its_changes_in_time_order():
     got = unit_periods(["MICU", "SICU"], changes, {"MICU": (None, 0.2), "SICU": ("c", 0.7)})
     assert got == [Period("MICU", None, 0.2, None, None),
                    Period("SICU", "a", 0.3, None, t[1]),
-                   Period("SICU", "b", 0.5, t[1], t[2], "y"),
-                   Period("SICU", "c", 0.7, t[2], None, "z")]
+                   Period("SICU", "b", 0.5, t[1], t[2], "y", cause="point_change"),
+                   Period("SICU", "c", 0.7, t[2], None, "z", cause="point_change")]
+
+
+def switch(c, version: str) -> None:
+    r = c.post("/models/active", json={"name": "sepsis-cfc", "version": version, "by": "dr upgrade", "note": "v" + version},
+               headers=hdr("admin"))
+    assert r.status_code == 200, r.text
+
+
+def test_a_model_switch_that_changes_a_units_threshold_starts_its_period(db_url, root):
+    with client_for(db_url, root, clock="simulated") as c:
+        admit(c, "m1", "MICU")
+        admit(c, "s1", "SICU")
+        post(c, "m1", range(2)) + post(c, "s1", range(2))
+        r = c.put("/units/MICU/operating-point", json={"point_id": HIGH, "by": "dr.admin", "note": "nights"},
+                  headers=hdr("admin"))  # at T0 + 1 h; version 2 measures this point at the same threshold
+        assert r.status_code == 200, r.text
+        post(c, "m1", range(2, 4)) + post(c, "s1", range(2, 4))
+        switch(c, "2")  # at T0 + 3 h: the units at the default point go from 0.15 to 0.3, MICU stays at 0.575
+        post(c, "m1", range(4, 6)) + post(c, "s1", range(4, 6))
+        body = c.get("/stats/periods", headers=hdr("viewer")).json()
+        changes = c.get("/audit", params={"action": "threshold_change"}, headers=hdr("viewer")).json()
+
+    got = [(p["unit"], p["point_id"], p["threshold"], p["start"], p["end"], p["chosen_by"], p["cause"], p["model"],
+            p["model_version"]) for p in body["periods"]]
+    chose, switched = iso(T0 + dt.timedelta(hours=1)), iso(T0 + dt.timedelta(hours=3))
+    assert got == [("MICU", None, CARD, None, chose, None, None, "sepsis-cfc", "1"),
+                   ("MICU", HIGH, 0.575, chose, None, "dr.admin", "point_change", "sepsis-cfc", "1"),
+                   ("SICU", None, CARD, None, switched, None, None, "sepsis-cfc", "1"),
+                   ("SICU", None, CARD2, switched, None, "dr upgrade", "model_switch", "sepsis-cfc", "2"),
+                   ("other", None, CARD, None, switched, None, None, "sepsis-cfc", "1"),
+                   ("other", None, CARD2, switched, None, "dr upgrade", "model_switch", "sepsis-cfc", "2")]
+    sicu_v1, sicu_v2 = body["periods"][2:4]
+    # s1's hours 0-3 were alarmed at 0.15 by version 1, hours 4-5 at 0.3 by version 2: apart, not added
+    assert (sicu_v1["patients"], sicu_v1["patient_days"]) == (1, 4 / 24)
+    assert (sicu_v2["patients"], sicu_v2["patient_days"]) == (1, 2 / 24)
+    # the switch's changes are audited as such, by its admin, for the units it changed only
+    by_switch = [(e["unit"], e["details"]["cause"], e["actor"]["person"], e["note"]) for e in changes
+                 if e["details"].get("cause") == "model_switch"]
+    assert sorted(by_switch) == [("SICU", "model_switch", "dr upgrade", "v2"), ("other", "model_switch", "dr upgrade", "v2")]
+
+
+def test_a_model_switch_that_keeps_every_threshold_starts_no_period(db_url, root):
+    with client_for(db_url, root, clock="simulated") as c:
+        admit(c, "s1", "SICU")
+        post(c, "s1", range(3))
+        switch(c, "3")
+        post(c, "s1", range(3, 5))
+        body = c.get("/stats/periods", headers=hdr("viewer")).json()
+        changes = c.get("/audit", params={"action": "threshold_change"}, headers=hdr("viewer")).json()
+
+    assert changes == []
+    got = [(p["unit"], p["point_id"], p["threshold"], p["start"], p["end"], p["cause"], p["model"], p["model_version"])
+           for p in body["periods"]]
+    # one period per unit, opened under version 1 (the first switch's `from`) and still in force
+    assert got == [(u, None, CARD, None, None, None, "sepsis-cfc", "1") for u in ("MICU", "SICU", "other")]
+    assert body["periods"][1]["patient_days"] == 5 / 24
