@@ -9,7 +9,7 @@ W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=.carry/cfc4/recipes_cfc4.tx
 mapfile -t NAMES < <(grep -v '^\s*#' $R | awk 'NF{print $1}')
 nvidia-smi -L; nproc; date -u
 if [ "${PHASE:-all}" = all ]; then
-  BOOSTING=0 timeout 500 bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1
+  BOOSTING=0 timeout $(( ${DEADLINE:-575} - 75 )) bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1
   echo "train rc=$? at $(( $(date +%s) - T0 )) s"
   for n in "${NAMES[@]}"; do tar czf $OUT/folds-$n.tgz $W/folds/$n-f* $W/runs/$n-f*/best.pt $W/logs/$n-f?.log; done
   for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
