@@ -1,6 +1,6 @@
 """FHIR R4 in and out (docs/fhir.md): POST /fhir (a transaction or batch Bundle) and
 /fhir/Observation feed the model through the JSON API's own paths; GET reads Patient, Observation,
-RiskAssessment and Flag by id, searches RiskAssessment and Flag (service/fhir/search.py), and
+Encounter (the stay, by the sender's Encounter id), RiskAssessment and Flag by id, searches RiskAssessment and Flag (service/fhir/search.py), and
 /fhir/metadata states what is supported. Refusals of FHIR content and of search parameters are
 OperationOutcomes (application/fhir+json); a missing key, a role's refusal and a body over the size limit answer as
 everywhere else in the service (ApiError, application/json)."""
@@ -20,6 +20,7 @@ from service.fhir.mapping import Mapped, map_entries
 from service.fhir.outcome import Problem, Refusal, issue, operation_outcome
 from service.fhir.reading import Entry, media_type_ok, parse_json, read_bundle, read_resource
 from service.fhir.store import store
+from service.patients.status import placed
 
 FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["fhir"])
@@ -282,6 +283,20 @@ def read_observation(services: ServicesDep, rid: FhirId):
     if sent:
         return FhirResponse(resources.sent_observation(rid, sent, CODES))
     return _not_found(f"Observation/{rid}")
+
+
+@router.get("/Encounter/{rid}", **_READ, responses={**_ok("the ICU stay under the sender's Encounter id"),
+                                                    **_read_errors(401, 403, 404, 422)})
+def read_encounter(services: ServicesDep, rid: FhirId):
+    """The stay a RiskAssessment's or Flag's `encounter.reference` names, by the id its Encounter
+    was sent with: status, class, subject, period (ICU admission to discharge) and the unit. An
+    Encounter sent with an identifier only has no id here to read."""
+    with services.engine.connect() as conn:
+        rows = queries.encounters(conn, rid)
+    if len(rows) != 1:
+        return _not_found(f"Encounter/{rid}" + (" (the id was sent for more than one patient's stay)" if rows else ""))
+    unit, bed = placed(rows[0])
+    return FhirResponse(resources.stay_encounter(rows[0], unit, bed))
 
 
 @router.get("/RiskAssessment/{rid}", **_READ, responses={**_ok("the RiskAssessment of one scored observation"),

@@ -15,10 +15,12 @@ _CREATE = {"code": "create"}
 _RESOURCES = {
     "Patient": ([_READ, _CREATE], "created in a transaction or batch Bundle (with its Encounter: the admission); "
                                   "read back: the id and gender the service keeps"),
-    "Encounter": ([_CREATE], "in a transaction or batch Bundle: the ICU stay, stored as the patient's admission; "
-                             "a location with a later period.start is a transfer, status finished (period.end) "
-                             "the discharge; its id (else identifier) is kept and named by the stay's "
-                             "RiskAssessments and Flags (encounter); not served back"),
+    "Encounter": ([_READ, _CREATE], "in a transaction or batch Bundle: the ICU stay, stored as the patient's "
+                                    "admission; a location with a later period.start is a transfer, status finished "
+                                    "(period.end) the discharge; its id (else identifier) is kept and named by the "
+                                    "stay's RiskAssessments and Flags (encounter); read back by that id: the stay as "
+                                    "the service knows it (status, class, subject, period, unit). One sent with an "
+                                    "identifier only has no id to read"),
     "Observation": ([_READ, _CREATE], "LOINC-coded vital signs and labs (POST /fhir/Observation, or in a Bundle); "
                                       "read back as the stored observation: one Observation per patient and time, "
                                       "its values as components"),

@@ -16,6 +16,7 @@ from service.storage.tables import Alarm, Message, Observation, Patient
 
 UTC = dt.timezone.utc
 _HASHED = re.compile(r"h[0-9a-f]{16}")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _OBSERVATION_ID = re.compile(r"(?P<patient>.+)-(?P<stamp>[0-9]{8}T[0-9]{6}(?:\.[0-9]{6})?)Z")
 # What a RiskAssessment (and the Observation of the same id) is made of.
 _SCORED = (Observation.patient_id, Observation.ts, Observation.vitals, Observation.risk, Observation.threshold,
@@ -53,6 +54,18 @@ def patient(conn: Connection, fhir_id: str) -> Row | None:
     if not found:
         return None
     return conn.execute(select(Patient.id, Patient.gender, Patient.created_at).where(Patient.id == found[0])).first()
+
+
+def encounters(conn: Connection, fhir_id: str) -> list[Row]:
+    """The stays (patient rows) whose sender's Encounter has the logical id `fhir_id`: one, or
+    none; several when two patients were sent the same Encounter id (nothing refuses that yet), which
+    the read does not guess between."""
+    if not _FHIR_ID.fullmatch(fhir_id):
+        return []
+    return conn.execute(select(Patient.id, Patient.icu_admit_time, Patient.discharged_at, Patient.unit1,
+                               Patient.unit2, Patient.bed, Patient.ward_unit, Patient.ward_bed,
+                               Patient.transferred_at, *_ENCOUNTER)
+                        .where(Patient.encounter_id == fhir_id).order_by(Patient.id).limit(2)).all()
 
 
 def scored(conn: Connection, observation_id: str) -> Row | None:
@@ -150,8 +163,6 @@ def flag(conn: Connection, fhir_id: str) -> Row | None:
         return None
     return conn.execute(_alarms().where(Alarm.id == int(fhir_id))).first()
 
-
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def _sent(conn: Connection, where) -> list[Row]:

@@ -1,6 +1,6 @@
 """What the service says in FHIR: a stored patient as a Patient, each stored observation (a
 patient's values at one time) as an Observation and, scored, as a RiskAssessment, each alarm as a
-Flag. Pure: stored rows in, resource dicts out (tests validate them with fhir.resources.R4B)."""
+Flag, a stay whose sender's Encounter id is known as that Encounter. Pure: stored rows in, resource dicts out (tests validate them with fhir.resources.R4B)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -71,6 +71,33 @@ def encounter(encounter_id: str | None, system: str | None, value: str | None) -
     if value:
         return {"type": "Encounter", "identifier": ({"system": system} if system else {}) | {"value": value}}
     return None
+
+
+# The class of every stay the service keeps: an ICU stay, as the feeds send it (v3-ActCode).
+ICU_CLASS = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ACUTE", "display": "inpatient acute"}
+_NAMED_UNITS = ("MICU", "SICU")  # "other" names no place
+
+
+def stay_encounter(stay, unit: str | None, bed: str | None) -> dict:
+    """The sender's Encounter (`stay`: the patient's row, its `encounter_id` the Encounter's id) as
+    the service knows the stay: in progress until discharged (then finished, period.end the
+    discharge), from the ICU admission, where the ward sees the patient now (`unit`, `bed`:
+    status.placed). No meta.lastUpdated: the service stamps no time on a discharge or a transfer
+    in the patient's row, and the admission's would be untrue after either."""
+    out = {"resourceType": "Encounter", "id": stay.encounter_id}
+    if stay.encounter_value:
+        out["identifier"] = [({"system": stay.encounter_system} if stay.encounter_system else {})
+                             | {"value": stay.encounter_value}]
+    out |= {"status": "finished" if stay.discharged_at is not None else "in-progress", "class": ICU_CLASS,
+            "subject": reference(stay.id)}
+    period = {"start": instant(stay.icu_admit_time)} if stay.icu_admit_time is not None else {}
+    if stay.discharged_at is not None:
+        period["end"] = instant(stay.discharged_at)
+    if period:
+        out["period"] = period
+    if unit in _NAMED_UNITS:
+        out["location"] = [{"location": {"display": unit + (f", bed {bed}" if bed else "")}}]
+    return out
 
 
 def _encounter(reference: dict | None) -> dict:

@@ -2,10 +2,13 @@
 identifier, is kept with the patient's stay, and every RiskAssessment and Flag of the stay names
 it in `encounter` (read, searched, and answered to POST /fhir/Observation), each validated with
 fhir.resources. No Encounter, or one with neither id nor identifier: no `encounter`. Too long or
-malformed: a 422 naming the element, nothing stored. Another Encounter for the stay: a 409."""
+malformed: a 422 naming the element, nothing stored. Another Encounter for the stay: a 409. An
+Encounter kept by its id is read back at GET /fhir/Encounter/{id} (what a RiskAssessment's
+`encounter.reference` resolves to here); one kept by its identifier only has no id to read."""
 from __future__ import annotations
 
 import pytest
+from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from sqlalchemy import select
@@ -13,7 +16,7 @@ from sqlalchemy import select
 from service.storage.db import make_engine, migrate
 from service.storage.tables import Patient
 from tests.service.conftest import T0, client_for, hdr
-from tests.service.test_fhir import bundle, encounter, issues, observation, patient, post
+from tests.service.test_fhir import FHIR, at, bundle, encounter, issues, observation, patient, post
 
 OID = "urn:oid:2.16.840.1.113883.19.5"
 
@@ -203,3 +206,79 @@ def test_a_patient_stored_before_revision_0012_gets_its_encounter_from_the_next_
         assert r.status_code == 200, r.text
         assert named(c, "old") == [{"reference": "Encounter/old-icu"}]
     assert tuple(stored(db_url, "old")) == ("old-icu", None, None)
+
+
+def read_encounter(c, eid: str) -> dict:
+    """GET /fhir/Encounter/{eid}, a 200 validated with fhir.resources."""
+    r = c.get(f"/fhir/Encounter/{eid}", headers=hdr("viewer"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith(FHIR), r.text
+    Encounter.model_validate(r.json())
+    return r.json()
+
+
+def utc(text: str):
+    import datetime as dt
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_an_encounter_kept_by_its_id_is_read_back_and_finished_after_the_discharge(c):
+    e = encounter("r1", 0, eid="icu-stay-r1")
+    e["identifier"] = [{"system": OID, "value": "V300"}]
+    assert post(c, bundle(patient("r1"), e, heart_rate("r1", 1))).status_code == 200
+    read = read_encounter(c, "icu-stay-r1")
+    assert read["id"] == "icu-stay-r1" and read["identifier"] == [{"system": OID, "value": "V300"}]
+    assert (read["status"], read["class"]["code"]) == ("in-progress", "ACUTE")
+    assert read["subject"] == {"reference": "Patient/r1"}
+    assert list(read["period"]) == ["start"] and utc(read["period"]["start"]) == utc(at(0))
+    assert read["location"] == [{"location": {"display": "MICU"}}]  # the unit the admission named
+    # the stay ends: the same Encounter, finished at hour 5
+    done = encounter("r1", 0, eid="icu-stay-r1")
+    done.update(status="finished", period={"start": at(0), "end": at(5)})
+    assert post(c, bundle(patient("r1"), done)).status_code == 200
+    read = read_encounter(c, "icu-stay-r1")
+    assert read["status"] == "finished"
+    assert (utc(read["period"]["start"]), utc(read["period"]["end"])) == (utc(at(0)), utc(at(5)))
+
+
+def test_a_risk_assessments_and_a_flags_encounter_reference_resolves_here(c):
+    assert post(c, bundle(patient("r2"), encounter("r2", 0, eid="stay-r2"), heart_rate("r2", 1))).status_code == 200
+    for kind in ("RiskAssessment", "Flag"):
+        entries = c.get(f"/fhir/{kind}", params={"patient": "r2"}, headers=hdr("viewer")).json()["entry"]
+        assert entries
+        for found in entries:
+            ref = found["resource"]["encounter"]["reference"]
+            assert ref == "Encounter/stay-r2"
+            read = read_encounter(c, ref.split("/")[1])
+            assert read["subject"] == found["resource"]["subject"]  # the same stay's patient
+
+
+def test_an_unknown_encounter_id_is_a_404_and_one_kept_by_its_identifier_only_is_not_readable(c):
+    r = c.get("/fhir/Encounter/no-such-stay", headers=hdr("viewer"))
+    assert r.status_code == 404 and issues(r)[0]["code"] == "not-found"
+    e = encounter("r3", 0)  # its id would have been r3-icu
+    del e["id"]
+    e["identifier"] = [{"system": OID, "value": "V400"}]
+    assert post(c, bundle(patient("r3"), e, heart_rate("r3", 1))).status_code == 200
+    assert named(c, "r3") == [{"type": "Encounter", "identifier": {"system": OID, "value": "V400"}}]
+    for eid in ("r3-icu", "V400", "r3"):
+        r = c.get(f"/fhir/Encounter/{eid}", headers=hdr("viewer"))
+        assert r.status_code == 404 and issues(r)[0]["code"] == "not-found", (eid, r.text)
+    # the read needs a viewer's key, as every read
+    assert post(c, bundle(patient("r4"), encounter("r4", 0, eid="stay-r4"), heart_rate("r4", 1))).status_code == 200
+    assert c.get("/fhir/Encounter/stay-r4").status_code == 401
+    assert c.get("/fhir/Encounter/stay-r4", headers=hdr("ingest")).status_code == 403
+
+
+def test_an_encounter_id_sent_for_two_patients_is_not_guessed_between(c):
+    for pid in ("t1", "t2"):
+        assert post(c, bundle(patient(pid), encounter(pid, 0, eid="shared"), heart_rate(pid, 1))).status_code == 200
+    r = c.get("/fhir/Encounter/shared", headers=hdr("viewer"))
+    assert r.status_code == 404 and "more than one patient" in issues(r)[0]["diagnostics"], r.text
+
+
+def test_a_stay_without_a_named_unit_has_no_location(c):
+    assert post(c, bundle(patient("u1"), encounter("u1", 0, eid="stay-u1", unit=None),
+                          heart_rate("u1", 1))).status_code == 200
+    read = read_encounter(c, "stay-u1")
+    assert "location" not in read and "identifier" not in read
+    assert c.get(f"/fhir/{read['subject']['reference']}", headers=hdr("viewer")).status_code == 200

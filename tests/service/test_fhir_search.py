@@ -304,7 +304,8 @@ def test_patient_and_flag_reads(ward):
 
 @pytest.mark.parametrize("path", ["/fhir/Patient/nobody", "/fhir/Observation/a-20240301T083000Z",
                                   "/fhir/Observation/nonsense", "/fhir/RiskAssessment/b-20240301T093000Z",
-                                  "/fhir/Flag/999", "/fhir/Flag/x", "/fhir/Flag/99999999999"])
+                                  "/fhir/Flag/999", "/fhir/Flag/x", "/fhir/Flag/99999999999",
+                                  "/fhir/Encounter/nobody", "/fhir/Encounter/a_b"])
 def test_absent_resources_are_404_operation_outcomes(ward, path):
     [issue] = refused(get(ward, path), 404)
     assert issue["code"] == "not-found"
@@ -312,7 +313,7 @@ def test_absent_resources_are_404_operation_outcomes(ward, path):
 
 def test_reads_and_searches_need_a_viewer_key(ward):
     for path in ("/fhir/Patient/a", "/fhir/Observation/a-20240301T080000Z", "/fhir/RiskAssessment/a-20240301T080000Z",
-                 "/fhir/Flag/1", "/fhir/Flag", "/fhir/RiskAssessment"):
+                 "/fhir/Flag/1", "/fhir/Flag", "/fhir/RiskAssessment", "/fhir/Encounter/a-icu"):
         assert get(ward, path, role=None).status_code == 401
         assert get(ward, path, role="ingest").status_code == 403
         assert get(ward, path, role="clinician").status_code != 403
@@ -326,7 +327,7 @@ def test_capability_statement_states_what_is_served(ward):
     [rest] = cs.rest
     served = {res.type: res for res in rest.resource}
     assert {t: sorted(i.code for i in res.interaction) for t, res in served.items()} == {
-        "Patient": ["create", "read"], "Encounter": ["create"], "Observation": ["create", "read"],
+        "Patient": ["create", "read"], "Encounter": ["create", "read"], "Observation": ["create", "read"],
         "RiskAssessment": ["read", "search-type"], "Flag": ["read", "search-type"]}
     examples = {"patient": "a", "subject": "Patient/a", "date": "ge2024-03-01", "status": "active", "_count": "2",
                 "_offset": "1"}
