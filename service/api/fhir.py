@@ -295,8 +295,8 @@ def read_encounter(services: ServicesDep, rid: FhirId):
         rows = queries.encounters(conn, rid)
     if len(rows) != 1:
         return _not_found(f"Encounter/{rid}" + (" (the id was sent for more than one patient's stay)" if rows else ""))
-    unit, bed = placed(rows[0])
-    return FhirResponse(resources.stay_encounter(rows[0], unit, bed))
+    unit, _ = placed(rows[0])
+    return FhirResponse(resources.stay_encounter(rows[0], unit))
 
 
 @router.get("/RiskAssessment/{rid}", **_READ, responses={**_ok("the RiskAssessment of one scored observation"),

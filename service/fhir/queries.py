@@ -63,7 +63,7 @@ def encounters(conn: Connection, fhir_id: str) -> list[Row]:
     if not _FHIR_ID.fullmatch(fhir_id):
         return []
     return conn.execute(select(Patient.id, Patient.icu_admit_time, Patient.discharged_at, Patient.unit1,
-                               Patient.unit2, Patient.bed, Patient.ward_unit, Patient.ward_bed,
+                               Patient.unit2, Patient.bed, Patient.ward_unit, Patient.ward_bed,  # status.placed reads the beds too
                                Patient.transferred_at, *_ENCOUNTER)
                         .where(Patient.encounter_id == fhir_id).order_by(Patient.id).limit(2)).all()
 

@@ -78,12 +78,13 @@ ICU_CLASS = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code
 _NAMED_UNITS = ("MICU", "SICU")  # "other" names no place
 
 
-def stay_encounter(stay, unit: str | None, bed: str | None) -> dict:
+def stay_encounter(stay, unit: str | None) -> dict:
     """The sender's Encounter (`stay`: the patient's row, its `encounter_id` the Encounter's id) as
     the service knows the stay: in progress until discharged (then finished, period.end the
-    discharge), from the ICU admission, where the ward sees the patient now (`unit`, `bed`:
-    status.placed). No meta.lastUpdated: the service stamps no time on a discharge or a transfer
-    in the patient's row, and the admission's would be untrue after either."""
+    discharge), from the ICU admission, the unit the ward sees the patient in now (`unit`:
+    status.placed; not the bed, which after a transfer is the sender's words for the whole place).
+    No meta.lastUpdated: the service stamps no time on a discharge or a transfer in the patient's
+    row, and the admission's would be untrue after either."""
     out = {"resourceType": "Encounter", "id": stay.encounter_id}
     if stay.encounter_value:
         out["identifier"] = [({"system": stay.encounter_system} if stay.encounter_system else {})
@@ -96,7 +97,7 @@ def stay_encounter(stay, unit: str | None, bed: str | None) -> dict:
     if period:
         out["period"] = period
     if unit in _NAMED_UNITS:
-        out["location"] = [{"location": {"display": unit + (f", bed {bed}" if bed else "")}}]
+        out["location"] = [{"location": {"display": unit}}]
     return out
 
 

@@ -231,6 +231,12 @@ def test_an_encounter_kept_by_its_id_is_read_back_and_finished_after_the_dischar
     assert read["subject"] == {"reference": "Patient/r1"}
     assert list(read["period"]) == ["start"] and utc(read["period"]["start"]) == utc(at(0))
     assert read["location"] == [{"location": {"display": "MICU"}}]  # the unit the admission named
+    # moved to the SICU at hour 3 (a later location of the same Encounter): the unit now
+    moved = encounter("r1", 0, eid="icu-stay-r1")
+    moved["location"].append({"location": {"display": "Surgical intensive care unit (SICU) bed 4"},
+                              "period": {"start": at(3)}})
+    assert post(c, bundle(patient("r1"), moved)).status_code == 200
+    assert read_encounter(c, "icu-stay-r1")["location"] == [{"location": {"display": "SICU"}}]
     # the stay ends: the same Encounter, finished at hour 5
     done = encounter("r1", 0, eid="icu-stay-r1")
     done.update(status="finished", period={"start": at(0), "end": at(5)})
