@@ -504,12 +504,20 @@ def measure(model_dir: Path, data: Path, split_seed: int = 0, cache_dir: Path = 
     for name, idx in (("validation", split.val), ("test", split.test)):
         sub = cohort.subset(idx)
         risks = cached_risks(runtime, sub, Path(cache_dir) / "operating_points", f"{name}-s{split_seed}", progress, name)
-        parts[name] = (sub, scored(sub, risks))
-    (vsub, val), (tsub, test) = parts["validation"], parts["test"]
-    source = {"data": Path(data).name, "data_sha256": cohort.source_sha256,
-              "split": f"patient split seed {split_seed} (70/15/15 by patient, stratified by hospital and sepsis)",
-              "validation_stays": len(vsub), "validation_hours": int(vsub.offsets[-1]),
-              "test_stays": len(tsub), "test_hours": int(tsub.offsets[-1]),
+        parts[name] = scored(sub, risks)
+    split_words = f"patient split seed {split_seed} (70/15/15 by patient, stratified by hospital and sepsis)"
+    return _measured(runtime, cohort, data, split_words, parts["validation"], parts["test"], budgets,
+                     sensitivities, progress)
+
+
+def _measured(runtime, cohort, data: Path, split_words: str, val: Scored, test: Scored, budgets: Sequence[float],
+              sensitivities: Sequence[float], progress: bool) -> tuple[OperatingPoints, dict, dict]:
+    """The operating points of `val` (where they are chosen) and `test`, with their record's source,
+    the validation trade-off curve and the re-alert policy's record: what `measure` and
+    `measure_crossfit` share once each has its two splits scored."""
+    source = {"data": Path(data).name, "data_sha256": cohort.source_sha256, "split": split_words,
+              "validation_stays": len(val.labels), "validation_hours": int(sum(len(x) for x in val.labels)),
+              "test_stays": len(test.labels), "test_hours": int(sum(len(x) for x in test.labels)),
               "model_sha256": file_sha256(runtime.model_dir / "model.onnx"), "provider": runtime.provider,
               "card_threshold": runtime.threshold}
     records: dict = {}
@@ -556,23 +564,13 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
             # the member's logit through the ensemble's calibration, fitted on these out-of-fold logits
             risks += [ensemble.risk(torch.logit(torch.from_numpy(p).double(), eps=1e-7)).float().numpy()
                       for p in predict_stays(member, tensors, split.val)]
-    val = Scored(labels, risks)
     tsub = cohort.subset(splits[0].test)
-    test_risks = cached_risks(runtime, tsub, Path(cache_dir) / "operating_points",
-                              f"test-s{seed}-{runtime.name}-{runtime.version}", progress, "test")
-    test = scored(tsub, test_risks)
-    dev_hours = int(sum(len(x) for x in labels))
-    source = {"data": Path(data).name, "data_sha256": cohort.source_sha256,
-              "split": f"{k}-fold cross-fitting over patient split seed {seed}'s training + validation stays; "
-                       "'validation' figures are out-of-fold (each stay scored by the member that did not train on it)",
-              "validation_stays": len(labels), "validation_hours": dev_hours,
-              "test_stays": len(tsub), "test_hours": int(tsub.offsets[-1]),
-              "model_sha256": file_sha256(runtime.model_dir / "model.onnx"), "provider": runtime.provider,
-              "card_threshold": runtime.threshold}
-    records: dict = {}
-    points = operating_points(val, test, runtime.name, runtime.version, source, budgets, sensitivities, progress,
-                              records)
-    return points, {"validation": tradeoff_curve(val)}, records
+    # the cache key names the model file and the rows: `measure`'s test risks of this model are these
+    test = scored(tsub, cached_risks(runtime, tsub, Path(cache_dir) / "operating_points", f"test-s{seed}", progress,
+                                     "test"))
+    split_words = (f"{k}-fold cross-fitting over patient split seed {seed}'s training + validation stays; "
+                   "'validation' figures are out-of-fold (each stay scored by the member that did not train on it)")
+    return _measured(runtime, cohort, data, split_words, Scored(labels, risks), test, budgets, sensitivities, progress)
 
 
 def _policy_section(points: OperatingPoints, records: dict | None, record: str) -> str:
