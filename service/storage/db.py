@@ -99,12 +99,13 @@ def alembic_config() -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest revision (idempotent; safe on every start-up)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision`, by default the latest (idempotent; safe on every start-up).
+    An earlier revision builds the schema an older release stored, for the migrations' tests."""
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 def ping(engine: Engine) -> None:

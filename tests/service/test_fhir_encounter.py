@@ -182,10 +182,7 @@ def test_a_patient_stored_before_revision_0012_gets_its_encounter_from_the_next_
 
     engine = make_engine(db_url)
     try:
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0011")
+        migrate(engine, "0011")
         patients = table("patients", column("id", String), column("created_at", UTCDateTime()),
                          column("admitted_by", String), column("icu_admit_time", UTCDateTime()),
                          column("unit1", Float), column("unit2", Float), column("n_observations", Integer),
@@ -194,6 +191,7 @@ def test_a_patient_stored_before_revision_0012_gets_its_encounter_from_the_next_
             conn.execute(patients.insert().values(id="old", created_at=T0, admitted_by="admission", icu_admit_time=T0,
                                                   unit1=1.0, unit2=0.0, n_observations=0, version=0))
         migrate(engine)
+        cfg = alembic_config()
         with engine.begin() as conn:  # down and up again: the columns go and come back
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0011")

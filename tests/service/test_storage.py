@@ -107,16 +107,9 @@ def test_sqlite_syncs_every_commit_by_default(sqlite_url):
 
 
 def test_stored_prefixes_shrink_and_old_keys_keep_working(db_url):
-    from alembic import command
-
-    from service.storage.db import alembic_config
-
     engine = make_engine(db_url)
     try:
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0002")  # the schema before the shorter prefix
+        migrate(engine, "0002")  # the schema before the shorter prefix
         factory = sessions(engine)
         old = "sk_" + "A1b2C3d4E5f6" * 3
         with factory.begin() as s:  # stored as the earlier code did: 10 characters
@@ -178,18 +171,13 @@ def test_observations_stored_before_the_hourly_grid_are_refiled_from_their_value
     """A database of revision 0009 (one stored row per posted time, two of them in one hour) is
     upgraded: its rows become messages, and the next value refiles the stay on the hourly grid:
     the hour's two values by their median, the risks those of the values posted afresh."""
-    from alembic import command
     from sqlalchemy import text
 
-    from service.storage.db import alembic_config
     from tests.service.conftest import T0, client_for, hdr, obs
 
     engine = make_engine(db_url)
     try:
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0009")
+        migrate(engine, "0009")
         from sqlalchemy import JSON, Float, Integer, String, column, table
 
         from service.storage.tables import UTCDateTime

@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from alembic import command
 from sqlalchemy import select, text
 
-from service.storage.db import alembic_config, make_engine, migrate
+from service.storage.db import make_engine, migrate
 from service.storage.tables import Patient
 from tests.service.conftest import T0, client_for, hdr, iso
 
@@ -160,10 +159,7 @@ def test_last_measured_ignores_posts_without_values(c):
 def test_migration_fills_last_measured_for_stored_stays(db_url):
     engine = make_engine(db_url)
     try:
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0003")
+        migrate(engine, "0003")
         rows = [("a", 0, '{"HR": 80.0}'), ("a", 1, '{"Age": 60.0}'), ("a", 2, '{}'), ("b", 0, '{}')]
         # raw SQL, as the columns store times: naive UTC on SQLite, with a zone on PostgreSQL
         stored = (lambda t: t) if engine.dialect.name == "postgresql" else (lambda t: t.replace(tzinfo=None))
