@@ -65,19 +65,9 @@ def test_quantile_edges_come_from_observed_values_only():
 
 
 @pytest.mark.parametrize("core", ["cfc", "lstm", "none"])
-@pytest.mark.parametrize("hold", [False, True])
-def test_v3_sequence_forward_equals_the_streaming_step(core, hold):
-    model = v3_model(core, hold=hold)
-    obs, dt, mask = silent_batch()
-    with torch.no_grad():
-        seq = model(obs, dt, mask)
-        stepped, _ = step_loop(model, obs, dt, mask)
-    assert torch.allclose(seq[mask], stepped[mask], atol=1e-5)
-
-
-@pytest.mark.parametrize("core", ["cfc", "lstm", "none"])
-def test_start_at_first_sequence_forward_equals_the_streaming_step(core):
-    model = v3_model(core, start_at_first=True)
+@pytest.mark.parametrize("hold,start", [(False, False), (True, False), (True, True)])
+def test_v3_sequence_forward_equals_the_streaming_step(core, hold, start):
+    model = v3_model(core, hold=hold, start_at_first=start)
     obs, dt, mask = silent_batch()
     with torch.no_grad():
         seq = model(obs, dt, mask)
