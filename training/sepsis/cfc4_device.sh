@@ -2,7 +2,13 @@
 # sepsis-cfc/4 on the device (issue #25): train every fold of every candidate, then combine each
 # candidate's folds into its cross-fitted model (OOF choices, test once), inside one 10-minute call.
 # PHASE=all (default) or combine (a second call on the warm machine, runs/cf kept).
+# The device image lacks pydantic (models.card) and ncps (the CfC cell): they travel as cp312 wheels in .whl/
+# (carry [".carry/cfc4", ".whl"]): pydantic 2.12.5, pydantic_core 2.41.5, annotated_types 0.7.0,
+# typing_inspection 0.4.2, typing_extensions 4.15.0, ncps 1.0.1 (pip download --no-deps --python-version 3.12).
+# With them the carried tree is over 64 MiB by about 0.3 MB: leave models/sepsis-cfc/3/model.onnx out of the
+# working tree for the call (nothing here reads it).
 set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 3
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 T0=$(date +%s); left() { echo $(( ${DEADLINE:-575} - ($(date +%s) - T0) )); }
 W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=.carry/cfc4/recipes_cfc4.txt
