@@ -292,11 +292,11 @@ def read_encounter(services: ServicesDep, rid: FhirId):
     was sent with: status, class, subject, period (ICU admission to discharge) and the unit. An
     Encounter sent with an identifier only has no id here to read."""
     with services.engine.connect() as conn:
-        rows = queries.encounters(conn, rid)
-    if len(rows) != 1:
-        return _not_found(f"Encounter/{rid}" + (" (the id was sent for more than one patient's stay)" if rows else ""))
-    unit, _ = placed(rows[0])
-    return FhirResponse(resources.stay_encounter(rows[0], unit))
+        row = queries.encounter(conn, rid)
+    if row is None:
+        return _not_found(f"Encounter/{rid}")
+    unit, _ = placed(row)
+    return FhirResponse(resources.stay_encounter(row, unit))
 
 
 @router.get("/RiskAssessment/{rid}", **_READ, responses={**_ok("the RiskAssessment of one scored observation"),

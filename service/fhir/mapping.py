@@ -86,7 +86,8 @@ class Admitted:
     discharged_at: dt.datetime | None = None              # a finished Encounter's period.end
     discharge_expression: str = ""
     encounter: StayEncounter | None = None                # None: the Encounter has no id nor identifier
-    encounter_where: dict[str, str] = field(default_factory=dict)  # "id", "identifier" -> the element it came from
+    # "id", "identifier" (the kept one), "identifier.J" (StayEncounter.identifiers[J]) -> the element it came from
+    encounter_where: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -292,6 +293,7 @@ def _identity(ctx: _Context, e: Entry) -> tuple[StayEncounter | None, dict[str, 
                 bad = True
         if not identifiers:
             where["identifier"] = f"{e.path}.identifier[{k}]"
+        where[f"identifier.{len(identifiers)}"] = f"{e.path}.identifier[{k}]"
         identifiers.append((ident.system, ident.value))
     if bad:
         return None
@@ -370,7 +372,29 @@ def _admissions(ctx: _Context, entries: list[Entry], patients: dict[str, Entry],
             continue
         out.append(Admitted(adm, f"{e.path}.period.start", e.label, moves, unit_from_move, discharged_at,
                             f"{e.path}.period.end", *identity))
+    _one_patient_each(ctx, out)
     return out
+
+
+def _one_patient_each(ctx: _Context, admitted: list[Admitted]) -> None:
+    """An Encounter is one stay of one patient: an Encounter id, or identifier, that the bundle
+    gives two patients' ICU Encounters is refused at the later one (a stored patient's is refused
+    when the bundle is stored: service/patients/encounter.py)."""
+    seen: dict[object, str] = {}
+    for a in admitted:
+        if a.encounter is None:
+            continue
+        pid = a.admission.patient_id
+        parts = ([("id", ("id", a.encounter.id))] if a.encounter.id is not None else []) + \
+                [(f"identifier.{j}", ("identifier", ident)) for j, ident in enumerate(a.encounter.identifiers)]
+        for part, key in parts:
+            other = seen.setdefault(key, pid)
+            if other != pid:
+                what = f"Encounter/{a.encounter.id}" if part == "id" else "the Encounter's identifier"
+                ctx.problems.append(Problem(a.encounter_where[part], f"{what} is also patient {other}'s ICU Encounter "
+                                                                     "in this bundle; an Encounter is one stay of one "
+                                                                     "patient", a.label, "business-rule"))
+                break
 
 
 def _unit_of(quantity) -> tuple[str | None, str]:

@@ -56,16 +56,15 @@ def patient(conn: Connection, fhir_id: str) -> Row | None:
     return conn.execute(select(Patient.id, Patient.gender, Patient.created_at).where(Patient.id == found[0])).first()
 
 
-def encounters(conn: Connection, fhir_id: str) -> list[Row]:
-    """The stays (patient rows) whose sender's Encounter has the logical id `fhir_id`: one, or
-    none; several when two patients were sent the same Encounter id (nothing refuses that yet), which
-    the read does not guess between."""
+def encounter(conn: Connection, fhir_id: str) -> Row | None:
+    """The stay (patient row) whose sender's Encounter has the logical id `fhir_id`, or None: one
+    at most, an Encounter being one patient's stay (ux_patients_encounter_id, migration 0013)."""
     if not _FHIR_ID.fullmatch(fhir_id):
-        return []
+        return None
     return conn.execute(select(Patient.id, Patient.icu_admit_time, Patient.discharged_at, Patient.unit1,
                                Patient.unit2, Patient.bed, Patient.ward_unit, Patient.ward_bed,  # status.placed reads the beds too
                                Patient.transferred_at, *_ENCOUNTER)
-                        .where(Patient.encounter_id == fhir_id).order_by(Patient.id).limit(2)).all()
+                        .where(Patient.encounter_id == fhir_id)).first()
 
 
 def scored(conn: Connection, observation_id: str) -> Row | None:

@@ -9,7 +9,11 @@ anything is stored, and recorded right after it, in a second transaction under t
 patients' locks: a bundle they would refuse stores nothing, and sent again it changes nothing.
 The Encounter's identity (service/patients/encounter.py) goes the same way: a new patient's row
 is inserted with it; a stored patient's is checked inside the write (another Encounter is a 409
-naming its id or identifier) and, when it lacks a part, filled in with the transfers.
+naming its id or identifier) and, when it lacks a part, filled in with the transfers. An
+Encounter that is another patient's stored stay is a 409 naming its id or identifier, checked
+inside the write too; a concurrent writer that stored it for another patient meanwhile makes the
+insert fail on the unique index (the write starts over, and its check refuses) or the filling in
+(refused the same way, though the write's observations are stored by then, as a transfer's).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from service.fhir.mapping import Admitted, Mapped
 from service.fhir.outcome import Problem, Refusal
 from service.inputs import unit_name
 from service.patients.admission import Admitting, conflict
-from service.patients.encounter import columns, contradiction, fill_in, lacks
+from service.patients.encounter import columns, contradiction, fill_in, held_by_another, lacks
 from service.patients.outcome import discharge, discharge_problem
 from service.patients.transfer import transfer, transfer_problem
 from service.storage.tables import Patient
@@ -41,10 +45,13 @@ class _Encounters(Admitting):
         self.admitted = admitted
         self.filling: set[str] = set()  # stored patients whose row lacks a part of their Encounter's identity
 
-    def check(self, rows: dict) -> None:
+    def check(self, rows: dict, conn) -> None:
         self.filling = set()  # the write checks again on each attempt, against the rows it read then
         for i, a in enumerate(self.admitted):
             row = rows.get(a.admission.patient_id)
+            if a.encounter is not None and (found := held_by_another(conn, a.admission.patient_id, a.encounter)):
+                part, why = found
+                raise Refusal(409, [Problem(a.encounter_where[part], why, a.label, "conflict")])
             if row is None:
                 continue
             admission = a.admission

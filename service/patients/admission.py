@@ -88,8 +88,9 @@ class Admitting:
     def ids(self) -> list[str]:
         return list(self._by_id)
 
-    def check(self, rows: dict) -> None:
-        """AdmissionConflict for the first admission that differs from its stored patient."""
+    def check(self, rows: dict, conn) -> None:
+        """AdmissionConflict for the first admission that differs from its stored patient (`conn`:
+        the write's, for a subclass that reads more)."""
         for pid, (i, a) in self._by_id.items():
             row = rows.get(pid)
             if row is not None and (why := conflict(row, a, self.reveal)):

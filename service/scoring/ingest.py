@@ -224,7 +224,7 @@ class Ingestor:
             rows = {r.id: r for r in found}
             admits: set[str] = set()
             if admitting is not None:
-                admitting.check(rows)
+                admitting.check(rows, s)
                 admits = {pid for pid in admitting.ids if pid not in rows}
             thresholds = self.units.thresholds(s, self.model)
             plans = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (JSON, false, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
-                        TypeDecorator, UniqueConstraint)
+                        TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -76,6 +76,18 @@ class Patient(Base):
     encounter_id: Mapped[str | None] = mapped_column(String(64))
     encounter_system: Mapped[str | None] = mapped_column(String(255))
     encounter_value: Mapped[str | None] = mapped_column(String(128))
+
+    # An Encounter is one stay of one patient (migration 0013). NULLs are distinct in a unique
+    # index on SQLite and PostgreSQL alike, so a composite (system, value) index would let a
+    # system-less identifier repeat: the identifier is unique by (system, value) among those with
+    # a system and by value among those without, two partial indexes.
+    __table_args__ = (
+        Index("ux_patients_encounter_id", "encounter_id", unique=True),
+        Index("ux_patients_encounter_identifier", "encounter_system", "encounter_value", unique=True,
+              sqlite_where=text("encounter_system IS NOT NULL"), postgresql_where=text("encounter_system IS NOT NULL")),
+        Index("ux_patients_encounter_value_no_system", "encounter_value", unique=True,
+              sqlite_where=text("encounter_system IS NULL"), postgresql_where=text("encounter_system IS NULL")),
+    )
 
 
 class Message(Base):

@@ -2,7 +2,8 @@
 identifier, is kept with the patient's stay, and every RiskAssessment and Flag of the stay names
 it in `encounter` (read, searched, and answered to POST /fhir/Observation), each validated with
 fhir.resources. No Encounter, or one with neither id nor identifier: no `encounter`. Too long or
-malformed: a 422 naming the element, nothing stored. Another Encounter for the stay: a 409. An
+malformed: a 422 naming the element, nothing stored. Another Encounter for the stay: a 409 (and
+the stay of another patient: test_fhir_encounter_unique.py). An
 Encounter kept by its id is read back at GET /fhir/Encounter/{id} (what a RiskAssessment's
 `encounter.reference` resolves to here); one kept by its identifier only has no id to read."""
 from __future__ import annotations
@@ -271,13 +272,6 @@ def test_an_unknown_encounter_id_is_a_404_and_one_kept_by_its_identifier_only_is
     assert post(c, bundle(patient("r4"), encounter("r4", 0, eid="stay-r4"), heart_rate("r4", 1))).status_code == 200
     assert c.get("/fhir/Encounter/stay-r4").status_code == 401
     assert c.get("/fhir/Encounter/stay-r4", headers=hdr("ingest")).status_code == 403
-
-
-def test_an_encounter_id_sent_for_two_patients_is_not_guessed_between(c):
-    for pid in ("t1", "t2"):
-        assert post(c, bundle(patient(pid), encounter(pid, 0, eid="shared"), heart_rate(pid, 1))).status_code == 200
-    r = c.get("/fhir/Encounter/shared", headers=hdr("viewer"))
-    assert r.status_code == 404 and "more than one patient" in issues(r)[0]["diagnostics"], r.text
 
 
 def test_a_stay_without_a_named_unit_has_no_location(c):
