@@ -10,13 +10,23 @@ the patient's outcome is recorded. Nobody acts on a shadow's alarm, so it is wha
 alarm is: it ends when the risk falls below the threshold and is sent again after the policy's
 lockout while the risk stays above. Nothing notifies: no /alarms row, no alarm metric.
 
+A late or amended value rewinds a shadow as it rewinds the live model: each score row keeps the
+shadow's state after its hour, so the shadow resumes from its row for the hour before the first one
+re-stepped and re-steps only the hours from there on (`service.scoring.rebuild`: `stored_state`,
+then the one replay). That row is trusted only while the shadow's state per patient covers the
+patient's whole stored history (`n_observations`, `last_ts`); otherwise, or where the row has no
+state (scores stored before states were kept, migration 0014), the shadow replays the stay from the
+admission and writes every score again, states included.
+
 A failing shadow never fails the live answer: its work runs in a savepoint that is rolled back
-alone (the error is logged and counted in sepsis_shadow_failures_total). Its state then no longer
-covers the patient's stored history (`n_observations`, `last_ts`), and the next observation
-rebuilds it from the stored observations, back-filling the scores it missed. The extra time a
-shadow adds to a request is its model steps for the request's observations, plus, at most once
-after a failure, a correction or a shadow newly configured, one replay of the patient's stored
-history: bounded by the stay's length, as the live model's own rebuild is.
+alone (the error is logged and counted in sepsis_shadow_failures_total), and its state for those
+patients is dropped: a rolled-back rewind leaves the patient's count and latest hour as they were,
+so only a missing state says that its scores no longer follow the stored rows. The next
+observation rebuilds it from the stored observations, back-filling the scores it missed. The extra
+time a shadow adds to a request is its model steps for the hours the request re-steps (the live
+model's), plus, at most once after a failure, a correction or a shadow newly configured, one
+replay of the patient's stored history: bounded by the stay's length, as the live model's own
+rebuild is.
 """
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 from prometheus_client import Counter
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from models.alarm_policy import AlarmPolicy
@@ -38,7 +48,7 @@ from service.alarms.thresholds import policy_at
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
 from service.scoring.inference import Model
-from service.scoring.rebuild import Stay, replay, stay
+from service.scoring.rebuild import Stay, replay_hours, stay, stored_state
 from service.stats import AlarmFact, PatientFact, alarm_stats, auroc, verdict
 from service.storage.db import read_only
 from service.storage.tables import Observation, Patient, ShadowScore, ShadowState
@@ -66,8 +76,10 @@ def parse_shadow_models(text: str) -> list[tuple[str, str]]:
 class _Patient:
     """One patient's part of a request, as the shadow needs it."""
     patient_id: str
-    prior_n: int                    # observations stored before this request
+    prior_n: int                    # hours before the first one this request (re-)steps
     prior_last: dt.datetime | None
+    latest: int                     # the patient's hours stored before this request
+    latest_ts: dt.datetime | None
     demographics: dict
     ts: list[dt.datetime]
     obs: np.ndarray                 # [k, 40]
@@ -76,12 +88,11 @@ class _Patient:
 
 def _from_plan(p) -> _Patient:
     """The hours a plan (service/scoring/ingest.py) stepped: a rewind re-steps stored hours, so the
-    shadow's history is what precedes the first of them (its state then no longer matches and the
-    shadow rebuilds from that history)."""
+    shadow's history is what precedes the first of them."""
     start = p.rows[0].iculos
     ts = [hour_start(h.iculos, p.icu_admit) for h in p.rows]
     return _Patient(p.patient_id, start - 1, hour_start(start - 1, p.icu_admit) if start > 1 else None,
-                    p.demographics, ts,
+                    p.latest, hour_start(p.latest, p.icu_admit) if p.latest else None, p.demographics, ts,
                     np.stack([model_input(h.values, p.demographics, float(h.iculos)) for h in p.rows]),
                     np.array([h.elapsed for h in p.rows], np.float32))
 
@@ -130,6 +141,7 @@ class Shadows:
             except Exception:  # noqa: BLE001 - whatever a shadow does wrong, the live answer stands
                 log.exception("shadow model %s:%s failed on patients %s; rolled back alone", m.name, m.version, ids[:5])
                 self.failures.labels(m.name, m.version).inc()
+                self._forget(conn, m, ids)
 
     def comparison(self, active: Model, since: dt.datetime | None = None) -> dict:
         """`compare` of the active model and every shadow, on a read-only connection."""
@@ -142,26 +154,18 @@ class Shadows:
             select(SS).where(SS.c.patient_id.in_([p.patient_id for p in patients]), *key))}
         starts, episodes = [], []
         for p in patients:
-            r = have.get(p.patient_id)
-            state = None
-            if p.prior_n == 0:
-                state, alarm_at = m.new_state(), None
-                conn.execute(delete(SC).where(SC.c.patient_id == p.patient_id, SC.c.model_name == m.name,
-                                              SC.c.model_version == m.version))
-            elif r is not None and (r.n_observations, r.last_ts) == (p.prior_n, p.prior_last):
-                state, alarm_at = state_from_bytes(r.state, m.state_size), r.alarm_at
+            state, alarm_at = self._resume(conn, m, p, have.get(p.patient_id))
             if state is None:
                 state, alarm_at = self._rebuild(conn, m, p)
             starts.append(state)
             episodes.append(alarm_at)
-        risks, states = replay(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
+        risks, states = replay_hours(m, [Stay(p.patient_id, 0, p.obs, p.elapsed) for p in patients], np.stack(starts))
         rows = []
         for i, p in enumerate(patients):
             flags, alarm_at = _alarms(risks[i], p.ts, self.policies[(m.name, m.version)], episodes[i],
                                      p.patient_id in closed)
-            rows += [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t, risk=float(r),
-                          threshold=m.threshold, alarm=f) for t, r, f in zip(p.ts, risks[i], flags)]
-            values = dict(state=state_to_bytes(states[i]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
+            rows += _score_rows(m, p.patient_id, p.ts, risks[i], flags, states[i])
+            values = dict(state=state_to_bytes(states[i][-1]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
                           last_risk=float(risks[i][-1]), alarm_at=alarm_at)
             if p.patient_id in have:
                 conn.execute(update(SS).where(SS.c.patient_id == p.patient_id, *key).values(**values))
@@ -170,6 +174,35 @@ class Shadows:
                                                **values))
         conn.execute(insert(SC), rows)
         return len(rows)
+
+    def _resume(self, conn, m: Model, p: _Patient, r) -> tuple[np.ndarray | None, dt.datetime | None]:
+        """The shadow's state and episode before the request's first hour without a replay: a new
+        stay's; its state per patient (`r`) when the request appends to what it covers; on a rewind,
+        its state stored with its score of the hour before, when `r` covers the patient's whole
+        stored history (so every stored score follows the stored rows), its later scores deleted
+        to be written again. (None, None) where none of these holds: the caller replays."""
+        mine = (SC.c.patient_id == p.patient_id, SC.c.model_name == m.name, SC.c.model_version == m.version)
+        if p.prior_n == 0:
+            conn.execute(delete(SC).where(*mine))
+            return m.new_state(), None
+        if r is None:
+            return None, None
+        if (r.n_observations, r.last_ts) == (p.prior_n, p.prior_last):
+            return state_from_bytes(r.state, m.state_size), r.alarm_at
+        if (r.n_observations, r.last_ts) != (p.latest, p.latest_ts):
+            return None, None
+        before = conn.execute(select(SC.c.state, SC.c.risk).where(*mine, SC.c.ts == p.prior_last)).first()
+        state = None if before is None else stored_state(m, before.state, m.name, m.version)
+        if state is None:
+            return None, None
+        alarm_at = None
+        if alarming(before.risk, self.policies[(m.name, m.version)].threshold):
+            # an episode opens with an alarm (models.alarm_policy: quiet and at the threshold raises),
+            # so the one open at that hour was last sent at the latest flagged score up to it
+            alarm_at = conn.execute(select(func.max(SC.c.ts)).where(*mine, SC.c.alarm.is_(True),
+                                                                    SC.c.ts <= p.prior_last)).scalar()
+        conn.execute(delete(SC).where(*mine, SC.c.ts > p.prior_last))
+        return state, alarm_at
 
     def _rebuild(self, conn, m: Model, p: _Patient) -> tuple[np.ndarray, dt.datetime | None]:
         """The shadow's state and episode after the patient's stored history (before this request),
@@ -180,15 +213,30 @@ class Shadows:
                                       SC.c.model_version == m.version))
         if not history:
             return m.new_state(), None
-        risks, states = replay(m, [stay(p.patient_id, history, p.demographics)])
+        risks, states = replay_hours(m, [stay(p.patient_id, history, p.demographics)])
         ts = [o.ts for o in history]
         # The outcome's time against the history is not known: the history's would-be alarms are
         # counted as if it had not been recorded yet.
         flags, alarm_at = _alarms(risks[0], ts, self.policies[(m.name, m.version)], None, False)
-        conn.execute(insert(SC), [dict(patient_id=p.patient_id, model_name=m.name, model_version=m.version, ts=t,
-                                       risk=float(r), threshold=m.threshold, alarm=f)
-                                  for t, r, f in zip(ts, risks[0], flags)])
-        return states[0], alarm_at
+        conn.execute(insert(SC), _score_rows(m, p.patient_id, ts, risks[0], flags, states[0]))
+        return states[0][-1], alarm_at
+
+    def _forget(self, conn, m: Model, ids: list[str]) -> None:
+        """Drop the shadow's states of a failed run's patients, so that their next observation
+        replays their stays: a rolled-back rewind leaves the patient's count and latest hour as
+        they were, and its scores from the rewound hour on as they were before the revision."""
+        try:
+            with conn.begin_nested():
+                conn.execute(delete(SS).where(SS.c.patient_id.in_(ids), SS.c.model_name == m.name,
+                                              SS.c.model_version == m.version))
+        except Exception:  # noqa: BLE001 - the live answer stands regardless
+            log.exception("shadow model %s:%s: could not drop the states of patients %s", m.name, m.version, ids[:5])
+
+
+def _score_rows(m: Model, pid: str, ts, risks, flags, states) -> list[dict]:
+    return [dict(patient_id=pid, model_name=m.name, model_version=m.version, ts=t, risk=float(r),
+                 threshold=m.threshold, alarm=f, state=state_to_bytes(x))
+            for t, r, f, x in zip(ts, risks, flags, states)]
 
 
 # -- comparison ------------------------------------------------------------------------------------

@@ -36,13 +36,13 @@ from service.alarms.rules import alarming, is_realert
 from service.alarms.thresholds import UnitPoints, unit_of
 from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
-from service.inputs import demographics_from_vitals, last_measured, model_input, state_from_bytes, state_to_bytes
+from service.inputs import demographics_from_vitals, last_measured, model_input, state_to_bytes
 from service.metrics import Metrics
 from service.ranges import LIMITS
 from service.scoring import filing
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
-from service.scoring.rebuild import demographics_of, replay, stay
+from service.scoring.rebuild import demographics_of, replay, stay, stored_state
 from service.storage.tables import Message, Observation, Patient
 
 MAX_ATTEMPTS = 20
@@ -333,21 +333,18 @@ class Ingestor:
         zeros = np.zeros(m.state_size, np.float32)
         if row is None or row.last_ts is None:  # nothing stepped yet
             return zeros, {}, [], 1
-        if start == plan.latest + 1 and row.state is not None and \
-                (row.model_name, row.model_version) == (m.name, m.version):
-            state = state_from_bytes(row.state, m.state_size)
+        if start == plan.latest + 1:
+            state = stored_state(m, row.state, row.model_name, row.model_version)
             if state is not None:
                 return state, {}, [], start
         if start > 1:
             found = s.execute(_ROWS_FROM, {"b_id": plan.patient_id, "b_from": hour_start(start - 1, plan.icu_admit)}).all()
             before = found[0] if found and found[0].ts == hour_start(start - 1, plan.icu_admit) else None
-            if before is not None and before.state is not None and \
-                    (before.model_name, before.model_version) == (m.name, m.version):
-                state = state_from_bytes(before.state, m.state_size)
-                if state is not None:
-                    on_grid, stale = self._split(found[1:], plan)
-                    if not stale:
-                        return state, on_grid, [], start
+            state = None if before is None else stored_state(m, before.state, before.model_name, before.model_version)
+            if state is not None:
+                on_grid, stale = self._split(found[1:], plan)
+                if not stale:
+                    return state, on_grid, [], start
         everything = s.execute(_ROWS_FROM, {"b_id": plan.patient_id, "b_from": plan.icu_admit}).all()
         on_grid, stale = self._split(everything, plan)
         prior = [on_grid.get(h) for h in range(1, start)]

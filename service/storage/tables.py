@@ -258,8 +258,8 @@ class ShadowState(Base):
 
 
 class ShadowScore(Base):
-    """A shadow model's risk for one stored observation, and whether it would have raised an alarm
-    there. Nobody is notified of these."""
+    """A shadow model's risk for one stored observation, whether it would have raised an alarm
+    there, and its state after that hour's step. Nobody is notified of these."""
     __tablename__ = "shadow_scores"
     __table_args__ = (UniqueConstraint("patient_id", "model_name", "model_version", "ts", name="uq_shadow_score"),
                       Index("ix_shadow_scores_model", "model_name", "model_version"))
@@ -272,6 +272,8 @@ class ShadowScore(Base):
     risk: Mapped[float] = mapped_column(Float)
     threshold: Mapped[float] = mapped_column(Float)
     alarm: Mapped[bool] = mapped_column(Boolean)  # a would-be alarm raised at this observation
+    # after this hour's step: a rewind resumes here (None for scores stored before 0014: replayed then)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class ActiveModel(Base):

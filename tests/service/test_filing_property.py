@@ -2,7 +2,8 @@
 message, labs hours late, duplicates, wrong values amended, in any order, split into requests any
 way, JSON and FHIR) ends with the hourly risks the offline evaluation (`evaluate-onnx`'s stream of
 the stay's rows through the same exported step, from the ICU admission's hour 1 as the service
-steps it) gives the same stay, empty hours included."""
+steps it) gives the same stay, empty hours included. So do the shadow models', which rewind as the
+live model does, and their would-be alarms are those of their risks from scratch."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,11 +14,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from models.contract import FEATURES, INDEX, N_FEATURES, elapsed_hours
 from models.grid import from_admission
 from models.runtime import StepRuntime
-from tests.service.conftest import hdr
+from service.lifecycle.shadows import _alarms
+from service.storage.tables import ShadowScore
+from tests.service.conftest import client_for, hdr
 from training.sepsis.evaluate_onnx import stream
 from training.sepsis.feed import FeedConfig, realistic_feed
 from training.sepsis.fhir_bundle import feed_observation
@@ -53,10 +57,18 @@ def make_stay(seed: int, hours: int, first: int = 1) -> np.ndarray:
     return x
 
 
-def offline(models_root, rows: np.ndarray) -> np.ndarray:
+@pytest.fixture
+def shadowed(db_url, models_root):
+    """The service with two shadows: another model, and one whose every risk is at its threshold
+    (so that its would-be alarms depend on the episode a rewind resumes)."""
+    with client_for(db_url, models_root, shadow_models="sepsis-cfc:2,always:1") as c:
+        yield c
+
+
+def offline(models_root, rows: np.ndarray, name: str = "sepsis-cfc", version: str = "1") -> np.ndarray:
     """`evaluate-onnx --from-admission`'s risks of the stay: every hour from the admission's hour 1
     (for a file that starts at ICULOS 1, exactly the plain evaluation's)."""
-    runtime = StepRuntime.open(models_root / "sepsis-cfc" / "1", device="cpu")
+    runtime = StepRuntime.open(models_root / name / version, device="cpu")
     padded, offsets, _ = from_admission(rows, np.array([0, len(rows)]))
     return stream(runtime, padded, elapsed_hours(padded, offsets), offsets)
 
@@ -82,8 +94,9 @@ def send(client, pid: str, batch: list, fhir: dict[str, bool]) -> None:
 @given(seed=st.integers(0, 2**31 - 1), hours=st.integers(2, 9), shuffle=st.randoms(use_true_random=False),
        cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40), fhir_share=st.sampled_from([0.0, 0.5, 1.0]),
        first=st.sampled_from([1, 1, 3]))
-def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(client, models_root, seed, hours, shuffle, cuts,
+def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(shadowed, models_root, seed, hours, shuffle, cuts,
                                                                     fhir_share, first):
+    client = shadowed
     pid = f"prop-{seed}-{hours}-{first}"
     rows = make_stay(seed, hours, first)
     plan = plan_stay(pid, rows, np.zeros(hours), START)
@@ -106,3 +119,15 @@ def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(client, mod
     for e, r in zip(timeline[first - 1:], rows):  # each hour holds the file's values, amendments applied
         measured = {n: float(r[INDEX[n]]) for n in FEATURES[:34] if math.isfinite(r[INDEX[n]])}
         assert e["vitals"] == pytest.approx(measured)
+    shadows = client.app.state.services.shadows
+    for m in shadows.models:  # each rewound to its own state before each revised hour
+        with shadows.engine.connect() as conn:
+            scored = conn.execute(select(ShadowScore).where(
+                ShadowScore.patient_id == pid, ShadowScore.model_name == m.name,
+                ShadowScore.model_version == m.version).order_by(ShadowScore.ts)).all()
+        assert [r.ts for r in scored] == [dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+                                          for e in timeline]
+        want = offline(models_root, rows, m.name, m.version)[:last]
+        assert [r.risk for r in scored] == pytest.approx(want.tolist(), abs=1e-5), m.name
+        flags, _ = _alarms(want, [r.ts for r in scored], shadows.policies[(m.name, m.version)], None, False)
+        assert [r.alarm for r in scored] == flags, m.name

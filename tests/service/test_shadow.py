@@ -6,9 +6,9 @@ import datetime as dt
 import itertools
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from models.testing import write_fixture_model
+from models.testing import CountingStep, write_fixture_model
 from service.storage.tables import ShadowScore, ShadowState
 from tests.service.conftest import STATE_SIZE, T0, client_for, hdr, iso, obs, vitals_stream
 
@@ -120,6 +120,111 @@ def test_a_failing_shadow_leaves_the_live_answer_and_is_rebuilt_after(db_url, sh
     for key, want in expected.items():
         assert stored[key].risk == pytest.approx(want["risk"], abs=1e-6)
     assert state.n_observations == len(rows)
+
+
+N_HOURS, LATE_HOUR = 10, 4  # an n-hour stay (ICULOS 1..n) and the hour a late value revises
+
+
+def _late(hour: int) -> dict:
+    """A lab drawn in ICULOS `hour` (half an hour into it), arriving after the later hours' vitals."""
+    return obs("late", hour - 0.5, Lactate=4.2 + hour / 10)
+
+
+def _counted(c) -> tuple[CountingStep, CountingStep]:
+    """Count the runtime calls of the active model and of the shadow (one call per hour stepped
+    for a single patient: the live run steps a request's hours one by one, a shadow's replay too)."""
+    services = c.app.state.services
+    live, shadow = services.model.runtime, services.shadows.models[0].runtime
+    live.step, shadow.step = CountingStep(live.step), CountingStep(shadow.step)
+    return live.step, shadow.step
+
+
+def _alone_after(tmp_path, shadow_root, posts: list[dict]) -> dict:
+    """The shadow model's stored risks when it alone serves the same posts."""
+    with client_for(f"sqlite:///{tmp_path / 'alone.db'}", shadow_root, model_version="2") as alone:
+        for body in posts:
+            assert alone.post("/predict", json=body, headers=hdr("ingest")).status_code == 200
+        return {(e["timestamp"]): e["risk"] for e in
+                alone.get("/patients/late", headers=hdr("viewer")).json()["timeline"]}
+
+
+def _shadow_risks(c) -> dict:
+    return {ts: r.risk for (pid, ts), r in _shadow_rows(c, "sepsis-cfc", "2").items() if pid == "late"}
+
+
+def test_a_late_value_re_steps_the_shadow_only_from_its_hour(db_url, shadow_root, tmp_path):
+    """Like the live model, a shadow rewinds to its state stored before the revised hour: a late
+    value for hour h of an n-hour stay re-steps hours h..n, not the stay from its admission."""
+    posts = [obs("late", h, **v) for h, v in vitals_stream(N_HOURS, seed=4)]
+    with client_for(db_url, shadow_root, shadow_models="sepsis-cfc:2", explain=False) as c:
+        for body in posts:
+            assert c.post("/predict", json=body, headers=hdr("ingest")).status_code == 200
+        live, shadow = _counted(c)
+        r = c.post("/predict", json=_late(LATE_HOUR), headers=hdr("ingest"))
+        assert r.status_code == 200, r.text
+        assert r.json()["revised_hours"]  # a rewind indeed: stored hours were re-stepped
+        assert live.calls == [1] * (N_HOURS - LATE_HOUR + 1)
+        assert shadow.calls == [1] * (N_HOURS - LATE_HOUR + 1)
+        risks = _shadow_risks(c)
+    # the same risks as the shadow model serving the same posts alone (its rewind is the live one)
+    want = _alone_after(tmp_path, shadow_root, posts + [_late(LATE_HOUR)])
+    assert set(risks) == set(want) and len(want) == N_HOURS
+    for ts, risk in want.items():
+        assert risks[ts] == pytest.approx(risk, abs=1e-6), ts
+
+
+def test_shadow_scores_without_states_replay_the_stay_once(db_url, shadow_root, tmp_path):
+    """Scores stored before the shadow kept its state per hour (migration 0014) have none: a rewind
+    that needs one replays the stay from the admission, with the same risks, and writes the states,
+    so the next late value re-steps only from its own hour."""
+    posts = [obs("late", h, **v) for h, v in vitals_stream(N_HOURS, seed=6)]
+    with client_for(db_url, shadow_root, shadow_models="sepsis-cfc:2", explain=False) as c:
+        for body in posts:
+            assert c.post("/predict", json=body, headers=hdr("ingest")).status_code == 200
+        with c.app.state.services.engine.begin() as conn:  # as migration 0014 leaves the older rows
+            conn.execute(update(ShadowScore).where(ShadowScore.ts < T0 + dt.timedelta(hours=LATE_HOUR))
+                         .values(state=None))
+        live, shadow = _counted(c)
+        assert c.post("/predict", json=_late(LATE_HOUR), headers=hdr("ingest")).status_code == 200
+        assert len(live.calls) == N_HOURS - LATE_HOUR + 1
+        assert len(shadow.calls) == N_HOURS  # hours 1..h-1 replayed, then h..n re-stepped
+        with c.app.state.services.engine.connect() as conn:
+            assert conn.execute(select(ShadowScore).where(ShadowScore.state.is_(None))).all() == []
+        shadow.calls.clear()
+        assert c.post("/predict", json=_late(LATE_HOUR + 2), headers=hdr("ingest")).status_code == 200
+        assert len(shadow.calls) == N_HOURS - LATE_HOUR - 1
+        risks = _shadow_risks(c)
+    want = _alone_after(tmp_path, shadow_root, posts + [_late(LATE_HOUR), _late(LATE_HOUR + 2)])
+    assert set(risks) == set(want)
+    for ts, risk in want.items():
+        assert risks[ts] == pytest.approx(risk, abs=1e-6), ts
+
+
+def test_a_shadow_failing_on_a_rewind_replays_at_the_next_one(db_url, shadow_root, tmp_path):
+    """A rewind rolled back for the shadow leaves the patient's count and latest hour as they were,
+    and the shadow's scores from the rewound hour as they were before the revision: the next late
+    value must not resume from them, but replay the stay."""
+    posts = [obs("late", h, **v) for h, v in vitals_stream(N_HOURS, seed=8)]
+    with client_for(db_url, shadow_root, shadow_models="sepsis-cfc:2", explain=False) as c:
+        for body in posts:
+            assert c.post("/predict", json=body, headers=hdr("ingest")).status_code == 200
+        shadow = c.app.state.services.shadows.models[0]
+        step = shadow.runtime.step
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("shadow runtime down")
+
+        shadow.runtime.step = broken
+        try:
+            assert c.post("/predict", json=_late(LATE_HOUR), headers=hdr("ingest")).status_code == 200
+        finally:
+            shadow.runtime.step = step
+        assert c.post("/predict", json=_late(LATE_HOUR + 3), headers=hdr("ingest")).status_code == 200
+        risks = _shadow_risks(c)
+    want = _alone_after(tmp_path, shadow_root, posts + [_late(LATE_HOUR), _late(LATE_HOUR + 3)])
+    assert set(risks) == set(want)
+    for ts, risk in want.items():
+        assert risks[ts] == pytest.approx(risk, abs=1e-6), ts
 
 
 def _pairs_auroc(pos: list[float], neg: list[float]) -> float:

@@ -214,3 +214,35 @@ def test_observations_stored_before_the_hourly_grid_are_refiled_from_their_value
         want = fresh.get("/patients/new", headers=hdr("viewer")).json()["timeline"]
     assert [e["vitals"] for e in timeline] == [{"HR": 90.0}, {"HR": 120.0}, {"HR": 90.0}]
     assert [e["risk"] for e in timeline] == pytest.approx([e["risk"] for e in want], abs=1e-6)
+
+
+def test_shadow_scores_stored_before_hourly_shadow_states_keep_none(db_url):
+    """Revision 0014 adds each shadow score's state after its hour; the scores stored before keep
+    theirs as none, which sends a rewind of such a stay to a replay from the admission
+    (tests/service/test_shadow.py: test_shadow_scores_without_states_replay_the_stay_once)."""
+    from sqlalchemy import Boolean, Float, Integer, String, column, table
+
+    from service.storage.tables import ShadowScore, UTCDateTime
+    from tests.service.conftest import T0
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0013")
+        with engine.connect() as conn:
+            assert "state" not in {c["name"] for c in inspect(conn).get_columns("shadow_scores")}
+        patients = table("patients", column("id", String), column("created_at", UTCDateTime()),
+                         column("admitted_by", String), column("n_observations", Integer), column("version", Integer))
+        scores = table("shadow_scores", column("patient_id", String), column("model_name", String),
+                       column("model_version", String), column("ts", UTCDateTime()), column("risk", Float),
+                       column("threshold", Float), column("alarm", Boolean))
+        with engine.begin() as conn:  # as the code of revision 0013 stored them
+            conn.execute(patients.insert().values(id="old", created_at=T0, admitted_by="admission", n_observations=1,
+                                                  version=1))
+            conn.execute(scores.insert().values(patient_id="old", model_name="sepsis-cfc", model_version="2", ts=T0,
+                                                risk=0.25, threshold=0.5, alarm=False))
+        migrate(engine)
+        with engine.connect() as conn:
+            kept = conn.execute(select(ShadowScore)).one()
+        assert (kept.patient_id, kept.ts, kept.risk, kept.state) == ("old", T0, 0.25, None)
+    finally:
+        engine.dispose()
