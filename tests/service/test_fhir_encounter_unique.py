@@ -175,7 +175,7 @@ def test_the_upgrade_from_0012_keeps_the_encounters_and_indexes_them(db_url):
         with engine.begin() as conn:
             for pid, (eid, system, value) in kept.items():
                 direct_row(conn, pid, encounter_id=eid, encounter_system=system, encounter_value=value)
-        migrate(engine)
+        migrate(engine, "0013")
         assert version(engine) == "0013"
         assert {"ux_patients_encounter_id", "ux_patients_encounter_identifier",
                 "ux_patients_encounter_value_no_system"} <= indexes(engine)
@@ -207,7 +207,7 @@ def test_the_upgrade_stops_on_an_encounter_stored_for_two_patients_and_changes_n
             for pid, (eid, system, value) in held.items():
                 direct_row(conn, pid, encounter_id=eid, encounter_system=system, encounter_value=value)
         with pytest.raises(RuntimeError) as stopped:
-            migrate(engine)
+            migrate(engine, "0013")
         message = str(stopped.value)
         assert "3 Encounter(s)" in message and "nothing was changed" in message
         assert "Encounter id 'dup-id': patients a1, a2" in message
@@ -222,7 +222,7 @@ def test_the_upgrade_stops_on_an_encounter_stored_for_two_patients_and_changes_n
         with engine.begin() as conn:
             conn.execute(P.update().where(P.c.id == "a2").values(encounter_id=None))
             conn.execute(P.update().where(P.c.id.in_(["a3", "a5"])).values(encounter_system=None, encounter_value=None))
-        migrate(engine)
+        migrate(engine, "0013")
         assert version(engine) == "0013" and "ux_patients_encounter_id" in indexes(engine)
     finally:
         engine.dispose()
