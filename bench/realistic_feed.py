@@ -74,6 +74,17 @@ def service(db_url: str, a) -> TestClient:
     return TestClient(create_app(settings))
 
 
+def refusal_reason(r) -> str:
+    """The reason a refusal gives, whole: JSON's `detail`, a FHIR OperationOutcome's first diagnostics."""
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:300]
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return "; ".join(i.get("diagnostics", "") for i in body.get("issue", []) if i.get("severity") == "error")[:300]
+    return str(body.get("detail", body) if isinstance(body, dict) else body)[:300]
+
+
 def send_messages(c: TestClient, stays, feeds) -> dict:
     order = sorted(((m.sent, k, i) for k, (pid, msgs, fhir) in enumerate(feeds) for i, m in enumerate(msgs)))
     latencies, refused, revised = [], {}, 0
@@ -90,7 +101,7 @@ def send_messages(c: TestClient, stays, feeds) -> dict:
                                                     "status": m.charted.status})
         latencies.append((time.perf_counter() - t) * 1000)
         if r.status_code not in (200, 201):
-            why = f"{r.status_code} {r.text[:120]}"
+            why = f"{r.status_code} {refusal_reason(r)}"
             refused[why] = refused.get(why, 0) + 1
         elif not fhir and r.json().get("revised_hours"):
             revised += 1
