@@ -11,7 +11,7 @@ set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 3
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 T0=$(date +%s); left() { echo $(( ${DEADLINE:-575} - ($(date +%s) - T0) )); }
-W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=.carry/cfc4/recipes_cfc4.txt
+W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=${RECIPES:-.carry/cfc4/recipes_cfc4.txt}
 mapfile -t NAMES < <(grep -v '^\s*#' $R | awk 'NF{print $1}')
 nvidia-smi -L; nproc; date -u
 if [ "${PHASE:-all}" = all ]; then
