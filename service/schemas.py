@@ -172,7 +172,9 @@ class PredictResult(BaseModel):
     patient_id: str
     timestamp: dt.datetime
     risk: float
-    alarm: bool = Field(description="risk >= threshold (the patient's unit's operating point; GET /operating-points)")
+    alarm: bool = Field(description="risk >= threshold (the patient's unit's operating point; GET /operating-points) "
+                                    "in an hour at or after the patient's first measured one (the first with a vital "
+                                    "sign or lab): before it nothing alarms")
     alarm_id: int | None = Field(None, description="the alarm this observation raised; null if none was raised "
                                                    "(below threshold, one is already open/acknowledged/snoozed, "
                                                    "or the patient's outcome is recorded)")
