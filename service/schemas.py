@@ -339,6 +339,9 @@ class PatientSummary(BaseModel):
     last_measured: dt.datetime | None = Field(None, description="the latest observation that carried a vital or "
                                                                "lab value (posts with only demographics or no values "
                                                                "do not count)")
+    first_measured: dt.datetime | None = Field(None, description="the start of the first hour with a vital sign or "
+                                                                 "lab: the patient is monitored from it (no alarm "
+                                                                 "before it; the figures count hours from it)")
     n_observations: int
     last_risk: float | None = None
     active_alarm_id: int | None = None
