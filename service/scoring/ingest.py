@@ -593,7 +593,6 @@ class Ingestor:
         return out
 
 
-
 def first_measured_after(stored: int | None, rows: list[filing.Hour]) -> int | None:
     """The stay's first measured hour once `rows` (consecutive, to the stay's latest hour) are
     re-stepped: the stored one when it lies before them (those hours are unchanged), else the
