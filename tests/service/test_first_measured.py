@@ -72,3 +72,20 @@ def test_a_late_value_that_becomes_the_first_measured_one_starts_monitoring_ther
     assert alarm["raised_at"] == iso(T0 + 2.5 * H) and alarm["late_result"] is True  # hour 3's tick
     assert stats["patient_days"] == 2 / 24  # hours 2 and 3
     assert [t["alarm"] for t in timeline] == [False, True, True]
+
+
+def test_a_correction_that_removes_the_first_measured_hour_ends_monitoring_until_the_next_one(db_url, models_root):
+    with client_for(db_url, models_root, model="always", clock="simulated") as c:
+        admit(c, "fm4")
+        post(c, "fm4", 0.5)
+        assert post(c, "fm4", 1.0, HR=90.0)["alarm_id"] is not None  # hour 2: measured, alarms
+        r = c.delete("/patients/fm4/observations", params={"after": iso(T0 + 0.75 * H), "by": "dr a",
+                                                           "reason": "wrong patient"}, headers=hdr("admin"))
+        assert r.status_code == 200, r.text
+        assert c.get("/patients/fm4", headers=hdr("viewer")).json()["first_measured"] is None
+        again = post(c, "fm4", 1.5)  # hour 2 again, nothing measured now
+        first = post(c, "fm4", 2.0, HR=91.0)  # hour 3: the first measured hour now
+        detail = c.get("/patients/fm4", headers=hdr("viewer")).json()
+    assert (again["iculos"], again["alarm"], again["alarm_id"]) == (2, False, None)
+    assert (first["iculos"], first["alarm"]) == (3, True) and first["alarm_id"] is not None
+    assert detail["first_measured"] == iso(T0 + 2 * H)
