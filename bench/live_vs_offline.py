@@ -13,7 +13,9 @@ hour after the last row). Then GET /stats.
 Offline: the same stays' rows through the ONNX step (`training.sepsis.evaluate_onnx.stream`, what
 `python -m training sepsis evaluate-onnx` runs), each stay's hourly risks through
 `models.alarm_policy` with the unit's policy and nobody acting (`training.sepsis.ward_simulation`
-scenario "none"), and `models.alarm_figures.figures`.
+scenario "none"), and `models.alarm_figures.figures`. On both sides a stay is monitored from its
+first measured hour (models.alarm_figures.first_measured): the service raises no alarm before it
+and /stats counts no hour before it; offline, each stay's alarms and hours start at that row.
 
 Every figure side by side, live minus offline, and whether |difference| <= --tolerance (0.01).
 The committed operating-points table's test figures at the point stand beside them (whole test
@@ -49,7 +51,7 @@ import numpy as np  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from models.alarm_figures import Stay, figures  # noqa: E402
+from models.alarm_figures import Stay, figures, first_measured  # noqa: E402
 from models.alarm_policy import RESOLVED, AlarmPolicy  # noqa: E402
 from models.grid import from_admission  # noqa: E402
 from models.contract import INDEX, elapsed_hours  # noqa: E402
@@ -163,13 +165,14 @@ def offline_as_served(cohort, model_dir: Path, policy: AlarmPolicy) -> dict:
     """The offline figures with every stay stepped from the ICU admission's hour 1, as the service
     steps it (`evaluate-onnx --from-admission`, models.grid.from_admission): a file that starts at
     ICULOS s > 1 gets its s - 1 earlier hours as empty rows, which count as monitored hours (label
-    0) and can alarm, as they do live."""
+    0); the figures start at each stay's first measured hour, as live."""
     runtime = StepRuntime.open(model_dir, device="cpu")
     padded, offsets, kept = from_admission(cohort.values, cohort.offsets)
     risks = stream(runtime, padded, elapsed_hours(padded, offsets), offsets, CHUNK_STAYS, progress=True)
     labels = np.zeros(len(padded), cohort.labels.dtype)
     labels[kept] = cohort.labels
-    return figures(ward_stays(per_stay(labels, offsets), per_stay(risks, offsets), policy, "none")).as_dict()
+    return figures(ward_stays(per_stay(labels, offsets), per_stay(risks, offsets), policy, "none",
+                              first_measured(padded, offsets))).as_dict()
 
 
 def policy_of(units: list[dict]) -> AlarmPolicy:
@@ -257,13 +260,14 @@ def main(argv=None) -> int:
     risks = offline_risks(cohort, info.path)
     t_off = time.perf_counter() - t_off
     labels = per_stay(cohort.labels, cohort.offsets)
-    offline_stays = ward_stays(labels, per_stay(risks, cohort.offsets), policy, "none")
+    starts = first_measured(cohort.values, cohort.offsets)  # each stay monitored from its first measured row
+    offline_stays = ward_stays(labels, per_stay(risks, cohort.offsets), policy, "none", starts)
     offline = figures(offline_stays).as_dict()
     open_until = figures(open_until_acted(offline_stays)).as_dict()
     # the service's own risks through the offline bookkeeping: isolates risk differences
     ids = [pl.patient_id for pl in got["plans"]]
     live_risks = [np.asarray(got["risks"][pid], dtype=np.float64) for pid in ids]
-    on_live = figures(ward_stays(labels, live_risks, policy, "none")).as_dict()
+    on_live = figures(ward_stays(labels, live_risks, policy, "none", starts)).as_dict()
     offline_by_stay = per_stay(risks, cohort.offsets)
     gaps = int(sum((np.diff(cohort.values[int(cohort.offsets[i]):int(cohort.offsets[i + 1]), INDEX["ICULOS"]]) != 1).any()
                    for i in range(len(cohort))))

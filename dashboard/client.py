@@ -57,6 +57,7 @@ class PatientSummary:
     status: str = "monitoring"  # monitoring / in_treatment (sepsis recorded) / discharged
     last_measured: dt.datetime | None = None  # the newest observation that carried a measured value
     bed: str | None = None
+    first_measured: dt.datetime | None = None  # the first measured hour's start: monitored from it
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ def _summary(d: dict) -> PatientSummary:
                           outcome=d.get("outcome"), onset_time=_ts(d.get("onset_time")),
                           icu_admit_time=_ts(d.get("icu_admit_time")), unit=d.get("unit"),
                           status=d.get("status", "monitoring"), last_measured=_ts(d.get("last_measured")),
-                          bed=d.get("bed"))
+                          bed=d.get("bed"), first_measured=_ts(d.get("first_measured")))
 
 
 def _contributions(items: list | None) -> list[Contribution]:

@@ -291,10 +291,11 @@ def _floor(t: dt.datetime, step: dt.timedelta) -> dt.datetime:
 
 
 def alarm_burden(alarms: list[Alarm], patients: list[PatientSummary]) -> tuple[str, pd.DataFrame]:
-    """Per time bucket [start, end): alarms raised, patient-days monitored (each patient's first to
-    last observation plus one hour, as the service's /stats counts them) and alarms per patient-day."""
-    spans = [(p.first_observation, p.last_observation + HOUR) for p in patients
-             if p.first_observation is not None and p.last_observation is not None]
+    """Per time bucket [start, end): alarms raised, patient-days monitored (each patient's first
+    measured hour to the last observation plus one hour, as the service's /stats counts them: a
+    patient is monitored from the first vital sign or lab) and alarms per patient-day."""
+    spans = [(p.first_measured, p.last_observation + HOUR) for p in patients
+             if p.first_measured is not None and p.last_observation is not None]
     times = [a.raised_at for a in alarms] + [s for s, _ in spans] + [e for _, e in spans]
     cols = ["start", "end", "alarms", "patient_days", "alarms_per_patient_day"]
     if not times:

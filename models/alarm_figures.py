@@ -7,6 +7,13 @@ service's datetimes into that. The offline table builds stays from hourly risks
 (`training.sepsis.operating_points`); the service is to build them from what it stored
 (`stay_from_timestamps`) and call the same `figures`.
 
+A patient is monitored from their first measured value: the first hour with a vital sign or a lab
+(`measured`; an hour with only the demographics or nothing is not). Before it the service raises no
+alarm (a risk from age, sex and unit alone is not evidence a nurse can act on) and no figure counts
+those hours: offline, each stay's alarms and hours start at `first_measured` (its index among the
+stay's rows); live, at the start of the first measured hour. The challenge's utility is not an
+alarm figure: it scores every row, as the challenge does.
+
 Definitions:
 
 - window: the challenge's [onset - 12 h, onset + 3 h], onset the clinical onset (the first
@@ -27,16 +34,22 @@ Definitions:
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
 
 from models.alarm_policy import KINDS, AlarmEvent
+from models.contract import CLINICAL, N_CLINICAL
 
 BEFORE_HOURS = 12.0
 AFTER_HOURS = 3.0
 
 DEFINITIONS = {
+    "monitored": "a stay is monitored from its first measured hour (the first with a vital sign or lab): no alarm "
+                 "before it, and none of its earlier hours counts in any figure below (the utility scores every row)",
     "window": f"[onset - {BEFORE_HOURS:g} h, onset + {AFTER_HOURS:g} h], the challenge's; onset = first SepsisLabel hour + 6 h",
     "alarm": "one event the ward is sent: raised, re-alert or escalation (models.alarm_policy); with no ward "
              "action, no tiers and no lockout (the plain figures), one alarm per run of consecutive hours with "
@@ -52,9 +65,33 @@ DEFINITIONS = {
                                          "median over the same stays",
     "ppv": "per stay: share of stays with any alarm that are septic",
     "ppv_alarms": "per alarm: alarms raised inside a septic stay's window / all alarms of stays with an outcome",
-    "alarms_per_patient_day": "alarms / (patient-hours / 24)",
-    "red_share": "share of patient-hours with an open alarm (raised, not yet acknowledged, resolved or escalated)",
+    "alarms_per_patient_day": "alarms / (patient-hours monitored / 24)",
+    "red_share": "share of patient-hours monitored with an open alarm (raised, not yet acknowledged, resolved or "
+                 "escalated)",
 }
+
+
+# ---------------------------------------------------------------- monitored from the first measured value
+
+def measured(values: Mapping[str, float | None]) -> bool:
+    """Whether an hour's values (variable -> value) hold a vital sign or a lab: demographics alone
+    (age, sex, unit, hospital admission time) or nothing do not make a patient monitored."""
+    return any(name in CLINICAL and v is not None and not (isinstance(v, float) and math.isnan(v))
+               for name, v in values.items())
+
+
+def first_measured(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """[stays] int64: each stay's index (among its own rows) of its first row with a vital sign or
+    lab measured (the contract's first `N_CLINICAL` columns); the stay's length when it has none
+    (never monitored: no hour counts). `values` are the stays' rows [hours, 40] concatenated."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    starts, ends = offsets[:-1], offsets[1:]
+    rows = ~np.isnan(np.asarray(values)[:, :N_CLINICAL]).all(axis=1)
+    hit = np.flatnonzero(rows)
+    # the first measured row at or after each stay's first row; past its end: none in the stay
+    k = np.searchsorted(hit, starts)
+    first = np.where(k < len(hit), hit[np.minimum(k, max(len(hit) - 1, 0))] if len(hit) else ends, ends)
+    return np.minimum(first, ends) - starts
 
 
 @dataclass(frozen=True)

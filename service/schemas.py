@@ -172,7 +172,9 @@ class PredictResult(BaseModel):
     patient_id: str
     timestamp: dt.datetime
     risk: float
-    alarm: bool = Field(description="risk >= threshold (the patient's unit's operating point; GET /operating-points)")
+    alarm: bool = Field(description="risk >= threshold (the patient's unit's operating point; GET /operating-points) "
+                                    "in an hour at or after the patient's first measured one (the first with a vital "
+                                    "sign or lab): before it nothing alarms")
     alarm_id: int | None = Field(None, description="the alarm this observation raised; null if none was raised "
                                                    "(below threshold, one is already open/acknowledged/snoozed, "
                                                    "or the patient's outcome is recorded)")
@@ -337,6 +339,9 @@ class PatientSummary(BaseModel):
     last_measured: dt.datetime | None = Field(None, description="the latest observation that carried a vital or "
                                                                "lab value (posts with only demographics or no values "
                                                                "do not count)")
+    first_measured: dt.datetime | None = Field(None, description="the start of the first hour with a vital sign or "
+                                                                 "lab: the patient is monitored from it (no alarm "
+                                                                 "before it; the figures count hours from it)")
     n_observations: int
     last_risk: float | None = None
     active_alarm_id: int | None = None

@@ -34,8 +34,10 @@ class PatientFact:
     patient_id: str
     outcome: str | None          # "sepsis", "no_sepsis" or None
     onset_time: dt.datetime | None
-    hours_monitored: float       # span of the patient's observations in the window, plus one hour
-    first_seen: dt.datetime | None = None  # the first observation in the window: the stay's hour 0
+    # span of the patient's hours in the window from the first measured one on (the first with a
+    # vital sign or lab: a patient is monitored from it, models.alarm_figures), plus one hour
+    hours_monitored: float
+    first_seen: dt.datetime | None = None  # the first monitored hour in the window: the stay's hour 0
 
 
 def verdict(raised_at: dt.datetime, outcome: str | None, onset: dt.datetime | None) -> str:

@@ -5,8 +5,9 @@ silently, so a team can compare them on the ward's own outcomes before switching
 Each shadow keeps its own state per patient (`shadow_states`) and stores its risk for every
 observation (`shadow_scores`), in the transaction that stores the live observation: both are
 committed or neither. Its would-be alarms follow the live alarm policy (`service.alarms.rules.policy_events`,
-at the shadow card's threshold with its table's policy) on its own episodes, and none is raised once
-the patient's outcome is recorded. Nobody acts on a shadow's alarm, so it is what an unanswered live
+at the shadow card's threshold with its table's policy) on its own episodes, none before the
+patient's first measured hour (models.alarm_figures: a patient is monitored from it, as the live
+alarms and figures are), and none is raised once the patient's outcome is recorded. Nobody acts on a shadow's alarm, so it is what an unanswered live
 alarm is: it ends when the risk falls below the threshold and is sent again after the policy's
 lockout while the risk stays above. Nothing notifies: no /alarms row, no alarm metric.
 
@@ -84,6 +85,7 @@ class _Patient:
     ts: list[dt.datetime]
     obs: np.ndarray                 # [k, 40]
     elapsed: np.ndarray             # [k]
+    first_measured: dt.datetime | None = None  # the start of the stay's first measured hour (None: none yet)
 
 
 def _from_plan(p) -> _Patient:
@@ -94,19 +96,25 @@ def _from_plan(p) -> _Patient:
     return _Patient(p.patient_id, start - 1, hour_start(start - 1, p.icu_admit) if start > 1 else None,
                     p.latest, hour_start(p.latest, p.icu_admit) if p.latest else None, p.demographics, ts,
                     np.stack([model_input(h.values, p.demographics, float(h.iculos)) for h in p.rows]),
-                    np.array([h.elapsed for h in p.rows], np.float32))
+                    np.array([h.elapsed for h in p.rows], np.float32),
+                    hour_start(p.first_measured, p.icu_admit) if p.first_measured is not None else None)
 
 
-def _alarms(risks, ts, policy: AlarmPolicy, alarm_at: dt.datetime | None, closed: bool):
+def _alarms(risks, ts, policy: AlarmPolicy, alarm_at: dt.datetime | None, closed: bool,
+            first_measured: dt.datetime | None):
     """The would-be alarms of a run of scores under the shadow's alarm policy (`rules.policy_events`)
     with nobody acting: (flags, the raise time of the alarm still open afterwards, None when quiet).
     Unanswered, an alarm stays open while the risk stays at or above the threshold, so the episode
-    is open exactly when the last risk is; it is sent again after the policy's lockout."""
+    is open exactly when the last risk is; it is sent again after the policy's lockout. Hours
+    before `first_measured` (the patient's first measured hour; None: none yet) raise nothing and
+    the policy does not see them, as live."""
     steps = [(t, float(r)) for t, r in zip(ts, risks)]
-    if closed or not steps:
+    watched = [first_measured is not None and t >= first_measured for t in ts]
+    if closed or not any(watched):
         return [False] * len(steps), alarm_at
+    before = watched.index(True)  # hours come in time order: the unmonitored ones first
     latest = None if alarm_at is None else LatestAlarm(0, "open", alarm_at, policy.threshold)
-    flags = [kind is not None for kind in policy_events(policy, latest, (), steps)]
+    flags = [False] * before + [kind is not None for kind in policy_events(policy, latest, (), steps[before:])]
     if not alarming(steps[-1][1], policy.threshold):
         return flags, None
     raised = [t for t, f in zip(ts, flags) if f]
@@ -163,7 +171,7 @@ class Shadows:
         rows = []
         for i, p in enumerate(patients):
             flags, alarm_at = _alarms(risks[i], p.ts, self.policies[(m.name, m.version)], episodes[i],
-                                     p.patient_id in closed)
+                                     p.patient_id in closed, p.first_measured)
             rows += _score_rows(m, p.patient_id, p.ts, risks[i], flags, states[i])
             values = dict(state=state_to_bytes(states[i][-1]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
                           last_risk=float(risks[i][-1]), alarm_at=alarm_at)
@@ -217,7 +225,7 @@ class Shadows:
         ts = [o.ts for o in history]
         # The outcome's time against the history is not known: the history's would-be alarms are
         # counted as if it had not been recorded yet.
-        flags, alarm_at = _alarms(risks[0], ts, self.policies[(m.name, m.version)], None, False)
+        flags, alarm_at = _alarms(risks[0], ts, self.policies[(m.name, m.version)], None, False, p.first_measured)
         conn.execute(insert(SC), _score_rows(m, p.patient_id, ts, risks[0], flags, states[0]))
         return states[0][-1], alarm_at
 
@@ -255,12 +263,18 @@ def _scores(conn, table, name: str, version: str, since: dt.datetime | None) -> 
     return {(pid, ts): (risk, bool(a)) for pid, ts, risk, a in conn.execute(q)}
 
 
-def _figures(scores: dict, cohort: set, outcomes: dict) -> dict:
+def _figures(scores: dict, cohort: set, outcomes: dict, first_measured: dict) -> dict:
+    """`first_measured`: each patient's first measured hour's start (None: none): the alarm
+    figures count the hours from it, as /stats does; the AUROC reads every scored hour's risk."""
     spans: dict[str, list] = {}
     for pid, ts in cohort:
-        lo_hi = spans.setdefault(pid, [ts, ts])
-        lo_hi[0], lo_hi[1] = min(lo_hi[0], ts), max(lo_hi[1], ts)
-    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)), (hi - lo).total_seconds() / 3600.0 + 1.0, lo)
+        lo_hi = spans.setdefault(pid, [None, None])
+        begin = first_measured.get(pid)
+        if begin is not None and ts >= begin:
+            lo_hi[0] = ts if lo_hi[0] is None else min(lo_hi[0], ts)
+            lo_hi[1] = ts if lo_hi[1] is None else max(lo_hi[1], ts)
+    patients = [PatientFact(pid, *outcomes.get(pid, (None, None)),
+                            (hi - lo).total_seconds() / 3600.0 + 1.0 if lo is not None else 0.0, lo)
                 for pid, (lo, hi) in sorted(spans.items())]
     raised = [(pid, ts) for (pid, ts) in sorted(cohort) if scores[(pid, ts)][1]]
     # Nobody acts on a would-be alarm: it is open until the patient's next one replaces it, as an
@@ -288,10 +302,12 @@ def compare(conn, active: Model, shadows: Sequence[Model], since: dt.datetime | 
     for _, _, scores in entries[1:]:
         cohort &= set(scores)
     ids = {pid for pid, _ in cohort}
-    outcomes = {}
+    outcomes, firsts = {}, {}
     if ids:
-        outcomes = {pid: (outcome, onset) for pid, outcome, onset in
-                    conn.execute(select(P.c.id, P.c.outcome, P.c.onset_time).where(P.c.id.in_(list(ids))))}
+        for pid, outcome, onset, first in conn.execute(select(P.c.id, P.c.outcome, P.c.onset_time, P.c.first_measured)
+                                                       .where(P.c.id.in_(list(ids)))):
+            outcomes[pid] = (outcome, onset)
+            firsts[pid] = first
     return {
         "since": since,
         "observations": len(cohort),
@@ -300,6 +316,6 @@ def compare(conn, active: Model, shadows: Sequence[Model], since: dt.datetime | 
         "auroc_definition": AUROC_DEFINITION,
         "window_hours": [-12.0, 3.0],
         "models": [{"role": role, "model": m.name, "version": m.version, "threshold": m.threshold,
-                    "scored_observations": len(scores), **_figures(scores, cohort, outcomes)}
+                    "scored_observations": len(scores), **_figures(scores, cohort, outcomes, firsts)}
                    for role, m, scores in entries],
     }

@@ -18,6 +18,7 @@ from service.alarms import store as alarm_store
 from service.auth import KeyIdentity
 from service.clock import ServiceClock
 from service.errors import Conflict, NotFound
+from models.alarm_figures import measured
 from service.inputs import last_measured, state_to_bytes
 from service.scoring.inference import Model
 from service.scoring.rebuild import demographics_of, replay, stay
@@ -96,11 +97,13 @@ class Corrections:
         """The patient's streaming columns as if only `kept` had ever been posted."""
         if not kept:
             values = dict(state=None, model_name=None, model_version=None, last_ts=None, first_ts=None,
-                          n_observations=0, last_risk=None, last_measured=None)
+                          n_observations=0, last_risk=None, last_measured=None, first_measured=None)
             if row.admitted_by == "first_observation":  # its ICU admission was the removed first observation
                 values["icu_admit_time"] = None
             return values
         _, states = replay(model, [stay(row.id, kept, demographics_of(row))])
         return dict(state=state_to_bytes(states[0]), model_name=model.name, model_version=model.version,
                     last_ts=kept[-1].ts, first_ts=kept[0].ts, n_observations=len(kept), last_risk=kept[-1].risk,
-                    last_measured=last_measured([(o.ts, o.vitals) for o in kept]))
+                    last_measured=last_measured([(o.ts, o.vitals) for o in kept]),
+                    # monitored from the first kept hour with a vital sign or lab (models.alarm_figures)
+                    first_measured=next((o.ts for o in kept if measured(o.vitals or {})), None))

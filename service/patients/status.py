@@ -33,7 +33,7 @@ def summary(row, active_alarm: int | None) -> schemas.PatientSummary:
         patient_id=row.id, admitted_by=row.admitted_by, unit=unit,
         icu_admit_time=row.icu_admit_time, bed=bed,
         first_observation=row.first_ts, last_observation=row.last_ts, last_measured=row.last_measured,
-        n_observations=row.n_observations,
+        first_measured=row.first_measured, n_observations=row.n_observations,
         last_risk=row.last_risk, active_alarm_id=active_alarm, outcome=row.outcome, onset_time=row.onset_time,
         status=patient_status(row.outcome, row.discharged_at))
 

@@ -9,7 +9,8 @@ re-steps every later hour, within `revision_window` hours of the latest (older: 
 window). Hours between values are stepped as empty rows, from the ICU admission's hour 1, as the
 training rows are. Each hourly row keeps its risk as first shown and as revised, with the message
 that revised it. Alarms follow the latest hour's risk; one raised when an earlier hour was revised
-says so (`late_result`).
+says so (`late_result`). A patient is monitored from their first measured hour (the first with a
+vital sign or lab, `patients.first_measured`; models.alarm_figures): no hour before it alarms.
 
 A request is all-or-nothing: if any value conflicts (a charted value sent again with another value
 and no amended status, a time before the admission or after the discharge, an hour beyond the
@@ -28,6 +29,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from models.alarm_figures import measured
 from models.alarm_policy import AlarmPolicy
 from models.grid import BeforeAdmission, hour_of, hour_start
 from service import schemas
@@ -89,6 +91,11 @@ class Plan:
     alarm_kinds: dict[int, str] = field(default_factory=dict)
     message_ids: list[int] = field(default_factory=list)
     admitted: bool = False  # a new patient admitted by this request (its row is inserted with the admission)
+    first_measured: int | None = None  # the stay's first measured hour (ICULOS) after this request; None: none yet
+
+    def monitored(self, iculos: int | float) -> bool:
+        """Whether hour `iculos` is at or after the first measured one: only those may alarm."""
+        return self.first_measured is not None and iculos >= self.first_measured
 
     @property
     def late(self) -> bool:
@@ -101,9 +108,11 @@ class Plan:
                 tuple((h.iculos, h.elapsed, tuple(h.values.items())) for h in self.rows))
 
 
-def _result(pid: str, ts: dt.datetime, o, threshold: float, model: str, version: str, **extra) -> schemas.PredictResult:
+def _result(pid: str, ts: dt.datetime, o, threshold: float, model: str, version: str, monitored: bool,
+            **extra) -> schemas.PredictResult:
     return schemas.PredictResult(
-        patient_id=pid, timestamp=ts, risk=o["risk"], alarm=alarming(o["risk"], threshold), threshold=threshold,
+        patient_id=pid, timestamp=ts, risk=o["risk"], alarm=monitored and alarming(o["risk"], threshold),
+        threshold=threshold,
         model=model, model_version=version, contributions=o["contributions"], elapsed_hours=o["elapsed_hours"],
         iculos=o["iculos"], **extra)
 
@@ -126,7 +135,8 @@ _ADVANCE = (update(P).where(P.c.id == bindparam("b_id"), P.c.version == bindpara
             .values(version=bindparam("b_new_version"), state=bindparam("b_state"), model_name=bindparam("b_model_name"),
                     model_version=bindparam("b_model_version"), last_ts=bindparam("b_last_ts", type_=P.c.last_ts.type),
                     last_risk=bindparam("b_last_risk"), n_observations=bindparam("b_n_observations"),
-                    last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type)))
+                    last_measured=bindparam("b_last_measured", type_=P.c.last_measured.type),
+                    first_measured=bindparam("b_first_measured", type_=P.c.first_measured.type)))
 _INSERT_MESSAGES = insert(M).returning(M.c.id, sort_by_parameter_order=True)
 _INSERT_HOURS = insert(O)
 _SET_ALARM = update(O).where(O.c.id == bindparam("b_row")).values(alarm_id=bindparam("b_alarm"))
@@ -249,7 +259,8 @@ class Ingestor:
         if icu_admit is None:  # admitted without an admission time: its first observation is
             icu_admit = min(it.ts for it in items)
         latest = hour_of(row.last_ts, icu_admit) if row.last_ts is not None else 0
-        return Plan(pid, row, icu_admit, demographics_of(row), latest=latest)
+        first = hour_of(row.first_measured, icu_admit) if row.first_measured is not None else None
+        return Plan(pid, row, icu_admit, demographics_of(row), latest=latest, first_measured=first)
 
     def _file(self, s: Connection, plan: Plan, items: list[Item]) -> None:
         """Classify the items' values against the stored messages, find the hours they change and
@@ -306,6 +317,7 @@ class Ingestor:
         plan.state, plan.stored, plan.stale, start = self._rewind(s, plan, start)
         messages = self._messages_from(s, pid, start) if row is not None and start <= plan.latest else []
         plan.rows = filing.hours(messages + plan.values, start, max(plan.latest, newest))
+        plan.first_measured = first_measured_after(plan.first_measured, plan.rows)
 
     @staticmethod
     def _stored_by_key(s: Connection, pid: str, keys: set[str]) -> list[filing.Stored]:
@@ -450,10 +462,11 @@ class Ingestor:
     def _write_patient(self, s: Connection, p: Plan, now: dt.datetime, admitting) -> None:
         m = self.model
         last = p.rows[-1]
-        measured = [(v.ts, {v.variable: v.value}) for v in p.values if v.variable is not None and v.status != "entered-in-error"]
+        posted = [(v.ts, {v.variable: v.value}) for v in p.values if v.variable is not None and v.status != "entered-in-error"]
         values = dict(state=state_to_bytes(p.states[-1]), model_name=m.name, model_version=m.version,
                       last_ts=hour_start(last.iculos, p.icu_admit), last_risk=p.risks[-1], n_observations=last.iculos,
-                      last_measured=last_measured(measured, p.row.last_measured if p.row is not None else None))
+                      last_measured=last_measured(posted, p.row.last_measured if p.row is not None else None),
+                      first_measured=None if p.first_measured is None else hour_start(p.first_measured, p.icu_admit))
         first_ts = min(v.ts for v in p.values)
         if p.admitted:
             admitting.insert(s, p.patient_id, now, first_ts=first_ts, version=1, **values)
@@ -526,9 +539,12 @@ class Ingestor:
     def _write_alarms(self, s: Connection, p: Plan, now: dt.datetime) -> None:
         """Alarms follow the latest hour: the policy sees the hours from the latest stored one on
         (re-stepped or new), each at the time its latest value was measured (the hour's start when
-        it has none)."""
+        it has none), and none before the patient's first measured hour: a risk from the
+        demographics alone raises nothing (models.alarm_figures). A late value that makes an
+        earlier hour the first measured one raises, if anything, at the latest hour, as any late
+        value does."""
         m = self.model
-        scored = [(k, h) for k, h in enumerate(p.rows) if h.iculos >= max(p.latest, 1)]
+        scored = [(k, h) for k, h in enumerate(p.rows) if h.iculos >= max(p.latest, 1) and p.monitored(h.iculos)]
         raised = alarm_store.raise_alarms(
             s, p.patient_id, p.row is not None,
             [alarm_store.Scored(max(hour_start(h.iculos, p.icu_admit), h.last_at or p.icu_admit), p.risks[k],
@@ -562,7 +578,7 @@ class Ingestor:
             h = p.rows[k]
             o = dict(risk=p.risks[k], contributions=p.contributions[k], elapsed_hours=h.elapsed, iculos=float(h.iculos))
             out[index] = _result(p.patient_id, p.posted[index], o, p.threshold, m.name, m.version,
-                                 hour_start=hour_start(hour, p.icu_admit), alarm_id=p.alarm_ids.get(hour), alarm_kind=p.alarm_kinds.get(hour),
+                                 p.monitored(h.iculos), hour_start=hour_start(hour, p.icu_admit), alarm_id=p.alarm_ids.get(hour), alarm_kind=p.alarm_kinds.get(hour),
                                  duplicate=index in p.duplicates, revised_hours=revised, **latest)
         if missing:
             ts = {hour_start(h, p.icu_admit) for _, h in missing}
@@ -573,6 +589,17 @@ class Ingestor:
                     raise RowConflict(index, f"patient {p.patient_id} has no stored hour {hour} for this observation")
                 o = dict(risk=r.risk, contributions=r.contributions, elapsed_hours=r.elapsed_hours, iculos=r.iculos)
                 out[index] = _result(p.patient_id, p.posted[index], o, r.threshold, r.model_name,
-                                     r.model_version, hour_start=r.ts, alarm_id=r.alarm_id, duplicate=True)
+                                     r.model_version, p.monitored(hour), hour_start=r.ts, alarm_id=r.alarm_id, duplicate=True)
         return out
 
+
+def first_measured_after(stored: int | None, rows: list[filing.Hour]) -> int | None:
+    """The stay's first measured hour once `rows` (consecutive, to the stay's latest hour) are
+    re-stepped: the stored one when it lies before them (those hours are unchanged), else the
+    first of `rows` with a vital sign or lab (a late value may make an earlier hour the first; an
+    entered-in-error may leave a later one, or none)."""
+    if not rows:
+        return stored
+    if stored is not None and stored < rows[0].iculos:
+        return stored
+    return next((h.iculos for h in rows if measured(h.values)), None)

@@ -64,6 +64,9 @@ class Patient(Base):
     outcome_recorded_by: Mapped[str | None] = mapped_column(String(128))
     # The latest observation that carried a vital or lab value (not only demographics, not empty).
     last_measured: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The start of the first hour with a vital sign or lab (models.alarm_figures.measured): the
+    # patient is monitored from it (no alarm before it; /stats counts hours from it). None: none yet.
+    first_measured: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     bed: Mapped[str | None] = mapped_column(String(32))  # from the admission, as the ward names it
     # After a transfer (a FHIR Encounter's later location): where the ward sees the patient, and
     # since when. unit1/unit2 stay the admission's (the model's demographics are fixed per stay).

@@ -115,7 +115,8 @@ class Records:
             **base, age=row.age, gender=row.gender, unit1=row.unit1, unit2=row.unit2, hosp_adm_time=row.hosp_adm_time,
             discharged_at=row.discharged_at,
             timeline=[schemas.TimelineEntry(timestamp=o.ts, vitals=o.vitals, iculos=o.iculos, elapsed_hours=o.elapsed_hours,
-                                            risk=o.risk, alarm=alarming(o.risk, o.threshold), alarm_id=o.alarm_id,
+                                            risk=o.risk, alarm=_monitored(row, o.ts) and alarming(o.risk, o.threshold),
+                                            alarm_id=o.alarm_id,
                                             model=o.model_name, model_version=o.model_version,
                                             contributions=o.contributions, first_risk=o.first_risk,
                                             revisions=o.revisions or 0, revised_at=o.revised_at,
@@ -147,7 +148,11 @@ class Records:
         observation's time, so an observation at the change's own time was scored before it."""
         with self.engine.begin() as s:
             aq = select(A.c.patient_id, A.c.raised_at, A.c.kind, A.c.acknowledged_at, A.c.snoozed_at, A.c.resolved_at)
-            oq = select(Observation.patient_id, func.min(Observation.ts), func.max(Observation.ts)).group_by(Observation.patient_id)
+            # A patient is monitored from the first measured hour (models.alarm_figures): the hours
+            # before it are not the stay's; a patient with none is a stay of no monitored hours.
+            watched = case((Observation.ts >= Patient.first_measured, Observation.ts))
+            oq = (select(Observation.patient_id, func.min(watched), func.max(watched))
+                  .join(Patient, Patient.id == Observation.patient_id).group_by(Observation.patient_id))
             if since:
                 aq = aq.where(A.c.raised_at >= since)
                 oq = oq.where(Observation.ts >= since)
@@ -205,6 +210,12 @@ class Records:
         for raised, outcome, onset in rows:
             counts[verdict(_utc(raised), outcome, _utc(onset))] += 1
         return counts
+
+
+def _monitored(row, ts: dt.datetime) -> bool:
+    """Whether an hour is at or after the patient's first measured one (models.alarm_figures):
+    an hour before it alarms nothing, whatever its risk."""
+    return row.first_measured is not None and _utc(ts) >= _utc(row.first_measured)
 
 
 def _figures(stats: dict) -> dict:

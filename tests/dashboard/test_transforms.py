@@ -15,11 +15,13 @@ T0 = dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.timezone.utc)
 H = dt.timedelta(hours=1)
 
 
-def patient(pid, risk=None, last=None, first=None, outcome=None, onset=None, n=1, status=None) -> PatientSummary:
+def patient(pid, risk=None, last=None, first=None, outcome=None, onset=None, n=1, status=None,
+            measured_from=None) -> PatientSummary:
+    """`measured_from`: the first measured hour's start (default: the first observation's)."""
     status = status or {"sepsis": "in_treatment", "no_sepsis": "discharged"}.get(outcome, "monitoring")
     return PatientSummary(patient_id=pid, first_observation=first, last_observation=last, n_observations=n,
                           last_risk=risk, active_alarm_id=None, outcome=outcome, onset_time=onset, icu_admit_time=None,
-                          status=status)
+                          status=status, first_measured=measured_from or first)
 
 
 def alarm(aid, pid, raised, state="open", verdict="unknown", snoozed_until=None) -> Alarm:
@@ -132,6 +134,16 @@ def test_alarm_burden_per_patient_day_by_hour():
     assert df.patient_days.tolist() == pytest.approx([1 / 24, 2 / 24, 1 / 24])
     assert df.alarms_per_patient_day.tolist()[:2] == pytest.approx([24.0, 12.0])
     assert transforms.bucket_for(dt.timedelta(days=30))[0] == "day"
+
+
+def test_alarm_burden_counts_hours_from_the_first_measured_one():
+    """As /stats: a patient is monitored from the first vital sign or lab; the empty hours stepped
+    before it are no patient-days, and a patient never measured adds none."""
+    ps = [patient("a", first=T0, last=T0 + 3 * H, measured_from=T0 + 2 * H),
+          patient("e", first=T0, last=T0 + H, measured_from=None)]
+    ps[1] = dataclasses.replace(ps[1], first_measured=None)
+    _, df = transforms.alarm_burden([alarm(1, "a", T0 + 2 * H)], ps)
+    assert sum(df.patient_days) == pytest.approx(2 / 24)  # hours 2 and 3 of "a"
 
 
 def test_alarm_queue_is_oldest_first_and_filtered_by_state():

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from models.alarm_figures import measured as has_vital_or_lab
 from models.contract import FEATURES, INDEX, N_FEATURES, elapsed_hours
 from models.grid import from_admission
 from models.runtime import StepRuntime
@@ -129,5 +130,7 @@ def test_any_order_split_and_format_ends_at_the_offline_hourly_risks(shadowed, m
                                           for e in timeline]
         want = offline(models_root, rows, m.name, m.version)[:last]
         assert [r.risk for r in scored] == pytest.approx(want.tolist(), abs=1e-5), m.name
-        flags, _ = _alarms(want, [r.ts for r in scored], shadows.policies[(m.name, m.version)], None, False)
+        # monitored from the first hour with a vital sign or lab (models.alarm_figures), however it arrived
+        begin = next((r.ts for r, e in zip(scored, timeline) if has_vital_or_lab(e["vitals"])), None)
+        flags, _ = _alarms(want, [r.ts for r in scored], shadows.policies[(m.name, m.version)], None, False, begin)
         assert [r.alarm for r in scored] == flags, m.name

@@ -233,6 +233,24 @@ def _pairs_auroc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def test_shadow_would_be_alarms_wait_for_the_first_measured_value(db_url, shadow_root):
+    """As live (tests/service/test_first_measured.py): the hours between the admission and the first
+    vital sign or lab raise no would-be alarm and count in none of the shadow's figures."""
+    with client_for(db_url, shadow_root, model="never", model_version="1", shadow_models="always:1") as c:
+        r = c.post("/patients", json={"patient_id": "w1", "age": 64, "unit": "SICU", "icu_admit_time": iso(T0)},
+                   headers=hdr("ingest"))
+        assert r.status_code == 201, r.text
+        for h in (0.0, 1.0, 2.0):  # hours 1-3: nothing measured (the shadow's risk is at its threshold 0)
+            assert c.post("/predict", json=obs("w1", h), headers=hdr("ingest")).status_code == 200
+        for h in (3.0, 4.0):
+            assert c.post("/predict", json=obs("w1", h, HR=95.0), headers=hdr("ingest")).status_code == 200
+        shadow = _shadow_rows(c, "always", "1")
+        figures = c.get("/stats/models", headers=hdr("viewer")).json()["models"][1]
+    assert {k[1] for k, r in shadow.items() if r.alarm} == {iso(T0 + dt.timedelta(hours=3))}
+    assert len(shadow) == 5
+    assert (figures["model"], figures["alarms"], figures["patient_days"]) == ("always", 1, 2 / 24)
+
+
 def test_comparison_on_a_recorded_cohort(db_url, shadow_root, tmp_path):
     streams = {f"c{i}": vitals_stream(14, seed=10 + i) for i in range(4)}
     outcomes = {"c0": {"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=10))},

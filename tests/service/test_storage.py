@@ -246,3 +246,37 @@ def test_shadow_scores_stored_before_hourly_shadow_states_keep_none(db_url):
         assert (kept.patient_id, kept.ts, kept.risk, kept.state) == ("old", T0, 0.25, None)
     finally:
         engine.dispose()
+
+
+def test_stays_stored_before_first_measured_get_it_from_their_hourly_rows(db_url):
+    """Revision 0015 adds each patient's first measured hour (the start of the first hourly row with
+    a vital sign or lab: demographics alone or nothing do not count), filled for stored stays."""
+    from sqlalchemy import JSON, Float, Integer, String, column, table
+
+    from service.storage.tables import UTCDateTime
+    from tests.service.conftest import T0
+
+    hour = dt.timedelta(hours=1)
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0014")
+        patients = table("patients", column("id", String), column("created_at", UTCDateTime()),
+                         column("admitted_by", String), column("n_observations", Integer), column("version", Integer))
+        rows = table("observations", column("patient_id", String), column("ts", UTCDateTime()), column("vitals", JSON),
+                     column("elapsed_hours", Float), column("iculos", Float), column("risk", Float),
+                     column("threshold", Float), column("model_name", String), column("model_version", String),
+                     column("received_at", UTCDateTime()))
+        with engine.begin() as conn:  # as the code of revision 0014 stored them
+            for pid in ("late", "never"):
+                conn.execute(patients.insert().values(id=pid, created_at=T0, admitted_by="admission", n_observations=3,
+                                                      version=1))
+            for pid, vitals in (("late", [{}, {"Age": 70.0}, {"HR": 80.0}]), ("never", [{}, {}, {"Age": 70.0}])):
+                conn.execute(rows.insert(), [dict(patient_id=pid, ts=T0 + k * hour, vitals=v, elapsed_hours=float(k > 0),
+                                                  iculos=float(k + 1), risk=0.1, threshold=0.5, model_name="sepsis-cfc",
+                                                  model_version="1", received_at=T0) for k, v in enumerate(vitals)])
+        migrate(engine)
+        with engine.connect() as conn:
+            found = dict(conn.execute(select(Patient.id, Patient.first_measured)).all())
+        assert found == {"late": T0 + 2 * hour, "never": None}
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.alarm_figures import first_measured
 from models.contract import FEATURES, N_CLINICAL, elapsed_hours
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
@@ -141,8 +142,9 @@ def train_baseline(cfg: BaselineConfig) -> dict:
                        "note": "trees, not weights"},
         "threshold": float(threshold),
         "threshold_selection": "maximises the normalised utility on the validation split",
-        "val": M.evaluate(val_labels, val_probs, threshold),
-        "test": M.evaluate(test_labels, test_probs, threshold),
+        # alarm figures from each stay's first measured row (models.alarm_figures)
+        "val": M.evaluate(val_labels, val_probs, threshold, first_measured(cohort.values, cohort.offsets)[split.val]),
+        "test": M.evaluate(test_labels, test_probs, threshold, first_measured(cohort.values, cohort.offsets)[split.test]),
         "top_features_by_gain": top, "history": history,
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))

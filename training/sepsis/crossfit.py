@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.alarm_figures import first_measured
 from training.sepsis import metrics as M
 from training.sepsis.baseline import BaselineConfig, fit_booster, hourly_features
 from training.sepsis.batching import CohortTensors, per_stay, stay_rows
@@ -99,7 +100,10 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     a, b = fit_platt(oof_labels, oof_probs)
     oof_cal = platt(oof_probs, a, b)
     threshold, _ = M.choose_threshold(oof_labels, oof_cal)
-    oof = M.evaluate(oof_labels, oof_cal, threshold)
+    # each stay's alarm figures from its first measured row (models.alarm_figures), in the order of its labels
+    firsts = first_measured(cohort.values, cohort.offsets)
+    oof_starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
+    oof = M.evaluate(oof_labels, oof_cal, threshold, oof_starts)
     start = 0
     for row in per_fold:  # each fold at the common threshold: the spread behind the pooled figure
         labels, probs = oof_labels[start: start + row["stays"]], oof_cal[start: start + row["stays"]]
@@ -111,7 +115,8 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     # everything above was chosen; the test split is read from here on, once
     test_idx = splits[0].test
     test_labels, test_probs = stay_labels(tensors, test_idx), predict_stays(ensemble, tensors, test_idx)
-    test = M.evaluate(test_labels, test_probs, threshold)
+    test_starts = firsts[np.asarray(test_idx)]
+    test = M.evaluate(test_labels, test_probs, threshold, test_starts)
     sub = cohort.subset(test_idx)
     drift = silence_drift(lambda v, e, o: predict_rows(ensemble, v, e, o, device), sub.values, sub.offsets, threshold)
     dropout = []
@@ -121,7 +126,8 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
             dropout.append({"variant": variant, "rate": rate, "model": name, "auroc": M.hourly_auroc(test_labels, probs),
                             "utility": M.normalized_utility(test_labels, [p >= threshold for p in probs])})
     dev_idx = np.concatenate([s.val for s in splits])
-    points = operating_points(Scored(oof_labels, oof_cal), Scored(test_labels, test_probs), "sepsis-cfc", name,
+    points = operating_points(Scored(oof_labels, oof_cal, oof_starts), Scored(test_labels, test_probs, test_starts),
+                              "sepsis-cfc", name,
                               {"data": Path(data).name, "data_sha256": cohort.source_sha256,
                                "split": f"{k}-fold cross-fitting over patient split seed {seed}'s training + "
                                         "validation stays; 'validation' figures are out-of-fold",
@@ -199,13 +205,15 @@ def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
                          "seconds": seconds, "auroc": M.hourly_auroc(labels, probs)})
         test_sum += booster.predict(x[test_rows], num_iteration=booster.best_iteration)
     threshold, _ = M.choose_threshold(oof_labels, oof_probs)
+    firsts = first_measured(cohort.values, cohort.offsets)  # the alarm figures' first monitored row of each stay
+    oof_starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
     test_labels = cut(splits[0].test, y[test_rows])
     test_probs = cut(splits[0].test, (test_sum / folds).astype(np.float32))
     result = {"run": cfg.run_name, "model": "lightgbm", "protocol": PROTOCOL, "folds": folds,
               "data_sha256": cohort.source_sha256, "threshold": float(threshold),
               "threshold_selection": "maximises the normalised utility on the out-of-fold predictions",
-              "oof": M.evaluate(oof_labels, oof_probs, threshold), "oof_per_fold": per_fold,
-              "test": M.evaluate(test_labels, test_probs, threshold)}
+              "oof": M.evaluate(oof_labels, oof_probs, threshold, oof_starts), "oof_per_fold": per_fold,
+              "test": M.evaluate(test_labels, test_probs, threshold, firsts[np.asarray(splits[0].test)])}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     return result

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.alarm_figures import first_measured
 from training.sepsis import metrics as M
 from training.sepsis import plots as P
 from models.contract import elapsed_hours
@@ -30,8 +31,9 @@ def hourly_report(model, cohort, tensors, val_idx, test_idx, cfg, out_dir: Path)
     val_labels, test_labels = stay_labels(tensors, val_idx), stay_labels(tensors, test_idx)
     val_probs, test_probs = predict_stays(model, tensors, val_idx), predict_stays(model, tensors, test_idx)
     threshold, _ = M.choose_threshold(val_labels, val_probs)
-    val = M.evaluate(val_labels, val_probs, threshold)
-    test = M.evaluate(test_labels, test_probs, threshold)
+    firsts = first_measured(cohort.values, cohort.offsets)  # alarm figures from each stay's first measured row
+    val = M.evaluate(val_labels, val_probs, threshold, firsts[np.asarray(val_idx)])
+    test = M.evaluate(test_labels, test_probs, threshold, firsts[np.asarray(test_idx)])
     thresholds, utilities = M.utility_curve(M.utility_table(val_labels), np.concatenate(val_probs))
     P.utility_curve_png(thresholds, utilities, threshold, out_dir / "utility_vs_threshold_val.png")
     P.roc_curve_png(test_labels, test_probs, out_dir / "roc_test.png", title=f"{cfg.run_name}: hourly ROC (test)")

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
 from models.contract import elapsed_hours
+from models.alarm_figures import first_measured
 from models.grid import from_admission as from_admission_rows
 from training.sepsis.batching import per_stay
 from training.sepsis.dropout import drop_mask, remove_rows
@@ -84,6 +85,7 @@ def evaluate_onnx(runtime, cohort, out_dir: Path, drop_rate: float = 0.0, seed: 
               "threshold": runtime.threshold, "drop_rate": drop_rate, "drop_seed": seed,
               "lab_delay_hours": lab_delay, "from_admission": from_admission, "labs_moved": delayed.moved, "labs_dropped_after_stay": delayed.dropped,
               "stays": len(cohort), "rows": int(len(values)), "data_sha256": cohort.source_sha256,
-              **M.evaluate(labels, probs, runtime.threshold)}
+              # each stay monitored from its first measured row, as the service alarms (models.alarm_figures)
+              **M.evaluate(labels, probs, runtime.threshold, first_measured(values, offsets))}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     return result

@@ -243,7 +243,7 @@ def choose_threshold(labels: Stays, probs: Stays) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- alarms at a threshold
 
-def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
+def alarm_metrics(labels: Stays, probs: Stays, threshold: float, starts: Sequence[int] | None = None) -> dict:
     """What a ward sees when alarms fire at `risk >= threshold` and nobody acts on them: the
     figures of `models.alarm_figures` (their one definition) over the alarms of
     `models.alarm_policy` with no ward action and no re-alerts (`SILENT_FOR_GOOD`), so one alarm
@@ -262,17 +262,22 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
     - non_septic_alarmed: share of non-septic stays with any alarm (stay-level false-positive rate).
     - red_share: share of hours with risk >= threshold (an alarm open).
     - hourly precision, recall (sensitivity) and specificity of the alarms against the labels.
+
+    `starts`: each stay's first measured row (`models.alarm_figures.first_measured`): the stay is
+    monitored from it, so no earlier hour alarms or counts in any of these (n_hours included);
+    None: every stay from its first row.
     """
     from models.alarm_policy import SILENT_FOR_GOOD, AlarmPolicy
     from training.sepsis.ward_simulation import ward_figures
 
     flat = _flatten_labels(labels)
     p = _flatten_probs(probs, flat)
-    alarm = p >= threshold
-    y = flat.labels.astype(bool)
     f = ward_figures([flat.labels[a:b] for a, b in zip(flat.offsets[:-1], flat.offsets[1:])],
                      [p[a:b] for a, b in zip(flat.offsets[:-1], flat.offsets[1:])],
-                     AlarmPolicy(float(threshold), **SILENT_FOR_GOOD), "none")
+                     AlarmPolicy(float(threshold), **SILENT_FOR_GOOD), "none", starts)
+    watched = _monitored_rows(flat.offsets, starts)
+    alarm = p[watched] >= threshold
+    y = flat.labels[watched].astype(bool)
 
     tp, fp = int((alarm & y).sum()), int((alarm & ~y).sum())
     fn, tn = int((~alarm & y).sum()), int((~alarm & ~y).sum())
@@ -284,7 +289,7 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
         "threshold": float(threshold),
         "n_stays": f.stays,
         "n_septic": f.septic,
-        "n_hours": int(len(p)),
+        "n_hours": int(len(alarm)),
         "n_alarm_episodes": f.alarms,
         "alarms_per_patient_day": f.alarms_per_patient_day,
         "caught_in_window": f.caught_in_window,
@@ -302,10 +307,24 @@ def alarm_metrics(labels: Stays, probs: Stays, threshold: float) -> dict:
     }
 
 
-def evaluate(labels: Stays, probs: Stays, threshold: float | None = None) -> dict:
+def _monitored_rows(offsets: np.ndarray, starts: Sequence[int] | None) -> np.ndarray:
+    """[rows] bool: the rows at or after their stay's first measured row (all rows when None)."""
+    n = int(offsets[-1])
+    if starts is None:
+        return np.ones(n, bool)
+    lengths = np.diff(offsets)
+    if len(starts) != len(lengths):
+        raise ValueError(f"{len(starts)} starts for {len(lengths)} stays")
+    begin = np.repeat(np.asarray(offsets[:-1], np.int64) + np.asarray(starts, np.int64), lengths)
+    return np.arange(n) >= begin
+
+
+def evaluate(labels: Stays, probs: Stays, threshold: float | None = None,
+             starts: Sequence[int] | None = None) -> dict:
     """AUROC, AUPRC, normalised utility and alarm metrics at `threshold`. With no threshold, the
     one maximising utility on these same stays is used, which flatters the result: the dict says
-    so under `threshold_selection`."""
+    so under `threshold_selection`. `starts`: each stay's first measured row, for the alarm
+    metrics only (`alarm_metrics`); AUROC, AUPRC and the utility score every row."""
     flat = _flatten_labels(labels)
     p = _flatten_probs(probs, flat)
     if threshold is None:
@@ -320,7 +339,7 @@ def evaluate(labels: Stays, probs: Stays, threshold: float | None = None) -> dic
         "auprc": _nan_to_none(hourly_auprc(labels, probs)),
         "utility": _nan_to_none(utility),
         "threshold_selection": selection,
-        **alarm_metrics(labels, probs, threshold),
+        **alarm_metrics(labels, probs, threshold, starts),
     }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from models.alarm_figures import DEFINITIONS as FIGURE_DEFINITIONS
+from models.alarm_figures import first_measured
 from models.alarm_policy import SILENT_FOR_GOOD, AlarmPolicy
 from models.operating_points import AlarmPolicySettings, OperatingPoints, band_words, percent
 from training.sepsis import metrics as M
@@ -61,15 +62,22 @@ POLICY_POINT = f"in_window_{W.IN_WINDOW:g}_with_policy"
 
 
 class Scored:
-    """One split's labels and risks per stay, with what every threshold's figures need."""
+    """One split's labels and risks per stay, with what every threshold's figures need. `starts`:
+    each stay's first measured row (`models.alarm_figures.first_measured`, `scored` passes it):
+    every alarm figure skips the hours before it; the utility scores every row. None: each stay
+    from its first row (labels and risks without their rows at hand)."""
 
-    def __init__(self, labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]):
+    def __init__(self, labels: Sequence[np.ndarray], probs: Sequence[np.ndarray],
+                 starts: Sequence[int] | None = None):
         self.labels, self.probs = list(labels), list(probs)
+        self.starts = None if starts is None else [int(x) for x in starts]
+        if self.starts is not None and len(self.starts) != len(self.labels):
+            raise ValueError(f"{len(self.starts)} starts for {len(self.labels)} stays")
         self.risks = M.pooled(self.labels, self.probs)[1]  # checks stays and hours match
         self._table = M.utility_table(self.labels)
 
     def alarms(self, threshold: float) -> dict:
-        return M.alarm_metrics(self.labels, self.probs, threshold)
+        return M.alarm_metrics(self.labels, self.probs, threshold, self.starts)
 
     def figures(self, threshold: float, policy: AlarmPolicySettings | None = None) -> dict:
         """The contract's figures (models.operating_points.PointFigures) at `threshold`; with a
@@ -84,7 +92,7 @@ class Scored:
                "median_lead_time_in_window_hours": a["median_lead_time_in_window_hours"],
                "ppv_alarms": a["ppv_alarms"], "red_share": a["red_share"]}
         if policy is not None:
-            f = W.ward_figures(self.labels, self.probs, policy.at(threshold), "acknowledge_all")
+            f = W.ward_figures(self.labels, self.probs, policy.at(threshold), "acknowledge_all", self.starts)
             out.update(policy_alarms_per_patient_day=f.alarms_per_patient_day,
                        policy_caught_in_window=f.caught_in_window)
         return out
@@ -181,7 +189,7 @@ def choose_policy(val: Scored, progress: bool = True) -> tuple[AlarmPolicySettin
     levels = np.unique(val.risks)
     coarse = levels[np.unique(np.searchsorted(levels, np.quantile(val.risks, SWEEP_QUANTILES)).clip(0, len(levels) - 1))]
     with tqdm(total=1, desc="re-alert policy sweep on validation", disable=not progress) as bar:
-        rows = W.sweep(val.labels, val.probs, coarse)
+        rows = W.sweep(val.labels, val.probs, coarse, starts=val.starts)
         bar.update(1)
     best = W.choose(rows)
     if best is None:
@@ -190,7 +198,7 @@ def choose_policy(val: Scored, progress: bool = True) -> tuple[AlarmPolicySettin
     k = int(np.searchsorted(coarse, best["threshold"]))
     upper = coarse[k + 1] if k + 1 < len(coarse) else np.inf
     fine = levels[(levels >= best["threshold"]) & (levels < upper)]
-    t = W.highest_threshold_catching(val.labels, val.probs, fine, settings)
+    t = W.highest_threshold_catching(val.labels, val.probs, fine, settings, starts=val.starts)
     threshold = _between(levels, int(np.searchsorted(levels, t)))
     chosen_by = (f"on validation, of rise factors {', '.join('off' if r is None else f'{r:g}' for r in W.RISE_FACTORS)} "
                  f"x lockouts {', '.join(f'{h:g} h' for h in W.LOCKOUTS)}, each at its highest threshold catching "
@@ -208,15 +216,16 @@ def policy_record(val: Scored, test: Scored, policy: AlarmPolicySettings, points
     for p in points.points:
         entry = {"id": p.id, "threshold": p.threshold}
         for name, split in (("validation", val), ("test", test)):
-            entry[name] = {"policy": W.policy_row(split.labels, split.probs, policy.at(p.threshold)),
+            entry[name] = {"policy": W.policy_row(split.labels, split.probs, policy.at(p.threshold), split.starts),
                            "silent_for_good": W.policy_row(split.labels, split.probs,
-                                                           AlarmPolicy(p.threshold, **SILENT_FOR_GOOD))}
+                                                           AlarmPolicy(p.threshold, **SILENT_FOR_GOOD), split.starts)}
         at.append(entry)
     # tiers were left out of the sweep: this measures what the stricter points as tiers would add
     default = points.default()
     tiers = tuple(sorted({p.threshold for p in points.points if p.threshold > default.threshold}))
     with_tiers = policy.model_copy(update={"tiers": list(tiers)})
-    tier_check = [W.policy_row(val.labels, val.probs, s.at(default.threshold)) for s in (policy, with_tiers)]
+    tier_check = [W.policy_row(val.labels, val.probs, s.at(default.threshold), val.starts)
+                  for s in (policy, with_tiers)]
     return {"policy": json.loads(policy.model_dump_json()), "in_window_target": W.IN_WINDOW, "bar": W.BAR,
             "scenarios": W.__doc__.split("Ward scenarios:", 1)[1].strip(), "sweep_validation": rows, "points": at,
             "tiers_validation": tier_check}
@@ -419,7 +428,9 @@ def cached_risks(runtime, cohort, cache_dir: Path, tag: str, progress: bool = Tr
 
 
 def scored(cohort, risks: np.ndarray) -> Scored:
-    return Scored(per_stay(cohort.labels, cohort.offsets), per_stay(risks, cohort.offsets))
+    """A split's Scored, each stay monitored from its first measured row."""
+    return Scored(per_stay(cohort.labels, cohort.offsets), per_stay(risks, cohort.offsets),
+                  first_measured(cohort.values, cohort.offsets))
 
 
 def write_outputs(points: OperatingPoints, curves: dict, model_dir: Path | None, out: Path, command: str,
@@ -570,7 +581,11 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
                                      "test"))
     split_words = (f"{k}-fold cross-fitting over patient split seed {seed}'s training + validation stays; "
                    "'validation' figures are out-of-fold (each stay scored by the member that did not train on it)")
-    return _measured(runtime, cohort, data, split_words, Scored(labels, risks), test, budgets, sensitivities, progress)
+    # each out-of-fold stay monitored from its first measured row, in the order its labels came
+    firsts = first_measured(cohort.values, cohort.offsets)
+    starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
+    return _measured(runtime, cohort, data, split_words, Scored(labels, risks, starts), test, budgets, sensitivities,
+                     progress)
 
 
 def _policy_section(points: OperatingPoints, records: dict | None, record: str) -> str:

@@ -3,7 +3,9 @@
 of `models.alarm_figures` over the result.
 
 Hour t of a stay is time t; its onset is the first SepsisLabel hour + 6 (the challenge's clinical
-onset). Ward scenarios:
+onset). A stay is monitored from its first measured hour (`models.alarm_figures.first_measured`,
+passed as `starts`, one index per stay): the policy sees no earlier hour and they count in no
+figure. Ward scenarios:
 
 - "none": nobody acts; an alarm stays open until the risk falls below the threshold, sent again
   each lockout while nobody answers (one alarm per episode with `SILENT_FOR_GOOD`).
@@ -49,25 +51,46 @@ def _ward(scenario: str, onset: float | None):
     raise ValueError(f"scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}")
 
 
-def hourly_stay(labels: np.ndarray, risks: np.ndarray, policy: AlarmPolicy, scenario: str = "none") -> Stay:
-    """One stay's alarms under `policy` with the scripted ward `scenario`."""
+def hourly_stay(labels: np.ndarray, risks: np.ndarray, policy: AlarmPolicy, scenario: str = "none",
+                start: int = 0) -> Stay:
+    """One stay's alarms under `policy` with the scripted ward `scenario`, monitored from row
+    `start` (its first measured hour): the policy starts quiet there, the hours before it are not
+    the stay's. The onset stays the labels' (an onset before monitoring began is still the stay's)."""
     risks = np.asarray(risks, dtype=np.float64)
+    start = int(start)
+    if not 0 <= start <= len(risks):
+        raise ValueError(f"start: {start} is not a row of a stay of {len(risks)} hours")
     onset = onset_hour(labels)
-    if len(risks) and risks.max() >= policy.threshold:
-        events, _ = simulate_ward(policy, np.arange(len(risks), dtype=np.float64), risks, _ward(scenario, onset))
+    watched = risks[start:]
+    if len(watched) and watched.max() >= policy.threshold:
+        events, _ = simulate_ward(policy, np.arange(start, len(risks), dtype=np.float64), watched,
+                                  _ward(scenario, onset))
     else:  # never at the threshold: no alarm whatever the policy (the common case, skipped for speed)
         events = []
-    return Stay(hours=float(len(risks)), alarms=tuple(events), septic=onset is not None, onset=onset)
+    return Stay(hours=float(len(watched)), alarms=tuple(events), septic=onset is not None, onset=onset,
+                start=float(start))
+
+
+def _starts(starts: Sequence[int] | None, n: int) -> Sequence[int]:
+    if starts is None:
+        return [0] * n
+    if len(starts) != n:
+        raise ValueError(f"{len(starts)} starts for {n} stays")
+    return starts
 
 
 def ward_stays(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], policy: AlarmPolicy,
-               scenario: str = "none") -> list[Stay]:
-    return [hourly_stay(lab, r, policy, scenario) for lab, r in zip(labels, risks)]
+               scenario: str = "none", starts: Sequence[int] | None = None) -> list[Stay]:
+    """Every stay's alarms (`hourly_stay`); `starts`: each stay's first measured row
+    (`models.alarm_figures.first_measured`), None: every stay monitored from its first row."""
+    return [hourly_stay(lab, r, policy, scenario, s)
+            for lab, r, s in zip(labels, risks, _starts(starts, len(labels)))]
 
 
 def ward_figures(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], policy: AlarmPolicy,
-                 scenario: str = "none") -> Figures:
-    return figures(ward_stays(labels, risks, policy, scenario))
+                 scenario: str = "none", starts: Sequence[int] | None = None) -> Figures:
+    """`models.alarm_figures.figures` of the simulated ward: the one way offline code gets them."""
+    return figures(ward_stays(labels, risks, policy, scenario, starts))
 
 
 @dataclass(frozen=True)
@@ -95,10 +118,11 @@ class DismissedEarly:
 
 
 def dismissed_early(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], policy: AlarmPolicy,
-                    rise: float = 2.0, scenario: str = "dismiss_early") -> DismissedEarly:
+                    rise: float = 2.0, scenario: str = "dismiss_early",
+                    starts: Sequence[int] | None = None) -> DismissedEarly:
     n_septic = n_dismissed = n_rose = n_new = n_open = 0
-    for lab, r in zip(labels, risks):
-        stay = hourly_stay(lab, r, policy, scenario)
+    for lab, r, start in zip(labels, risks, _starts(starts, len(labels))):
+        stay = hourly_stay(lab, r, policy, scenario, start)
         if not stay.septic:
             continue
         n_septic += 1
@@ -107,7 +131,7 @@ def dismissed_early(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], p
             continue
         n_dismissed += 1
         first = stay.alarms[0]
-        lo = max(0, int(np.ceil(stay.onset - BEFORE_HOURS)))
+        lo = max(int(start), int(np.ceil(stay.onset - BEFORE_HOURS)))
         hi = min(len(r) - 1, int(np.floor(stay.onset + AFTER_HOURS)))
         if hi < lo or float(np.max(np.asarray(r)[lo:hi + 1])) < rise * first.risk:
             continue
@@ -129,28 +153,31 @@ IN_WINDOW = 0.8   # the default point catches at least this share of septic stay
 BAR = 0.9         # ...and re-alerts at least this share of the dismissed stays whose risk doubled
 
 
-def policy_row(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], policy: AlarmPolicy) -> dict:
+def policy_row(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], policy: AlarmPolicy,
+               starts: Sequence[int] | None = None) -> dict:
     """A policy's figures under both scenarios that act on alarms, and the probe's question under each."""
     row = {"threshold": policy.threshold, "rise_factor": policy.rise_factor,
            "lockout_hours": policy.lockout_hours, "tiers": list(policy.tiers)}
     for scenario in ("acknowledge_all", "dismiss_early"):
-        row[scenario] = {**ward_figures(labels, risks, policy, scenario).as_dict(),
-                         "dismissed_early": dismissed_early(labels, risks, policy, scenario=scenario).as_dict()}
+        row[scenario] = {**ward_figures(labels, risks, policy, scenario, starts).as_dict(),
+                         "dismissed_early": dismissed_early(labels, risks, policy, scenario=scenario,
+                                                            starts=starts).as_dict()}
     return row
 
 
-def caught_with_policy(labels, risks, policy: AlarmPolicy) -> float:
-    return ward_figures(labels, risks, policy, "acknowledge_all").caught_in_window or 0.0
+def caught_with_policy(labels, risks, policy: AlarmPolicy, starts: Sequence[int] | None = None) -> float:
+    return ward_figures(labels, risks, policy, "acknowledge_all", starts).caught_in_window or 0.0
 
 
 def highest_threshold_catching(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], levels: np.ndarray,
-                               settings: dict, target: float = IN_WINDOW) -> float | None:
+                               settings: dict, target: float = IN_WINDOW,
+                               starts: Sequence[int] | None = None) -> float | None:
     """The highest of `levels` (ascending) at which the policy `settings`, with every alarm
     acknowledged at once, still catches `target` of the septic stays in the window. Catching falls
     as the threshold rises (not strictly: lockouts shift with the alarms), so this is a boundary
     found by bisection and checked where it is returned; None when even the lowest level misses."""
     def ok(k: int) -> bool:
-        return caught_with_policy(labels, risks, AlarmPolicy(float(levels[k]), **settings)) >= target
+        return caught_with_policy(labels, risks, AlarmPolicy(float(levels[k]), **settings), starts) >= target
 
     if not len(levels) or not ok(0):
         return None
@@ -167,16 +194,17 @@ def highest_threshold_catching(labels: Sequence[np.ndarray], risks: Sequence[np.
 
 
 def sweep(labels: Sequence[np.ndarray], risks: Sequence[np.ndarray], levels: np.ndarray,
-          rise_factors=RISE_FACTORS, lockouts=LOCKOUTS, target: float = IN_WINDOW) -> list[dict]:
+          rise_factors=RISE_FACTORS, lockouts=LOCKOUTS, target: float = IN_WINDOW,
+          starts: Sequence[int] | None = None) -> list[dict]:
     """For each (rise factor, lockout): the highest threshold of `levels` catching `target` of the
     septic stays in the window with every alarm acknowledged, and the policy's figures there."""
     rows = []
     for rise in rise_factors:
         for lockout in lockouts:
             settings = {"rise_factor": rise, "lockout_hours": lockout}
-            t = highest_threshold_catching(labels, risks, levels, settings, target)
+            t = highest_threshold_catching(labels, risks, levels, settings, target, starts)
             if t is not None:
-                rows.append(policy_row(labels, risks, AlarmPolicy(t, **settings)))
+                rows.append(policy_row(labels, risks, AlarmPolicy(t, **settings), starts))
     return rows
 
 
