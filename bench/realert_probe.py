@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--models", default="models")
     p.add_argument("--model", default="sepsis-cfc")
-    p.add_argument("--version", default="3")
+    p.add_argument("--version", default=None, help="default: the model's highest version (the registry's default)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N test stays")
     p.add_argument("--out", default=None, help="write the figures as JSON here")

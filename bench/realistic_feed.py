@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--models", default="models")
     p.add_argument("--model", default="sepsis-cfc")
-    p.add_argument("--version", default="3")
+    p.add_argument("--version", default=None, help="default: the model's highest version (the registry's default)")
     p.add_argument("--stays", type=int, default=None, help="a seeded random subset of the test split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", default=None, help="a PostgreSQL URL (default: a fresh SQLite file)")
@@ -189,7 +189,8 @@ def main(argv=None) -> int:
         rows.append(x)
         plans.append(pl)
         feeds.append((pid, realistic_feed(pid, x, first, a.seed), fhir))
-    runtime = StepRuntime.open(resolve(a.model, a.version, a.models), device="cpu")
+    info = resolve(a.model, a.version, a.models)
+    runtime = StepRuntime.open(info, device="cpu")
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in rows])])
     values = np.concatenate(rows)
     risks = stream(runtime, values, elapsed_hours(values, offsets), offsets)
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
     print(f"{len(stays)} test stays, {sum(len(f[1]) for f in feeds)} messages "
           f"({sum(f[2] for f in feeds)} stays as FHIR), {dropped} out-of-range values left out", flush=True)
 
-    out = {"stays": len(stays), "subset_seed": a.seed if a.stays else None, "model": f"{a.model}/{a.version}",
+    out = {"stays": len(stays), "subset_seed": a.seed if a.stays else None, "model": f"{info.name}/{info.version}",
            "db": "postgresql" if a.db else "sqlite", "values_left_out_out_of_range": dropped}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("messages", "hourly"):
