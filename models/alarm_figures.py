@@ -87,10 +87,9 @@ def first_measured(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     offsets = np.asarray(offsets, dtype=np.int64)
     starts, ends = offsets[:-1], offsets[1:]
     rows = ~np.isnan(np.asarray(values)[:, :N_CLINICAL]).all(axis=1)
-    hit = np.flatnonzero(rows)
+    hit = np.append(np.flatnonzero(rows), len(rows))  # the measured rows, then one past the last row
     # the first measured row at or after each stay's first row; past its end: none in the stay
-    k = np.searchsorted(hit, starts)
-    first = np.where(k < len(hit), hit[np.minimum(k, max(len(hit) - 1, 0))] if len(hit) else ends, ends)
+    first = hit[np.searchsorted(hit, starts)]
     return np.minimum(first, ends) - starts
 
 

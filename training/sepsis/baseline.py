@@ -132,6 +132,7 @@ def train_baseline(cfg: BaselineConfig) -> dict:
     P.pr_curve_png(test_labels, test_probs, out_dir / "pr_test.png", title=f"{cfg.run_name}: hourly PR (test)")
     gain = booster.feature_importance("gain")
     top = sorted(zip(names, gain.tolist()), key=lambda t: -t[1])[:20]
+    firsts = first_measured(cohort.values, cohort.offsets)  # alarm figures from each stay's first measured row
     result = {
         "run": cfg.run_name, "model": "lightgbm", "config": {**asdict(cfg), "objective": "hourly"},
         "split": split.name, "data_sha256": cohort.source_sha256,
@@ -142,9 +143,8 @@ def train_baseline(cfg: BaselineConfig) -> dict:
                        "note": "trees, not weights"},
         "threshold": float(threshold),
         "threshold_selection": "maximises the normalised utility on the validation split",
-        # alarm figures from each stay's first measured row (models.alarm_figures)
-        "val": M.evaluate(val_labels, val_probs, threshold, first_measured(cohort.values, cohort.offsets)[split.val]),
-        "test": M.evaluate(test_labels, test_probs, threshold, first_measured(cohort.values, cohort.offsets)[split.test]),
+        "val": M.evaluate(val_labels, val_probs, threshold, firsts[split.val]),
+        "test": M.evaluate(test_labels, test_probs, threshold, firsts[split.test]),
         "top_features_by_gain": top, "history": history,
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))

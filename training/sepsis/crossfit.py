@@ -32,7 +32,7 @@ from training.sepsis.operating_points import Scored, operating_points
 from training.sepsis.physiology import direction_shares
 from training.sepsis.predict import predict_rows, predict_stays, stay_labels
 from training.sepsis.silence import silence_drift
-from training.sepsis.splits import crossfit_split
+from training.sepsis.splits import crossfit_split, out_of_fold_order
 
 PROTOCOL = ("k-fold cross-fitting over the patient split's training + validation stays (by patient, stratified by "
             "hospital and sepsis); each member early-stopped on its own fold; calibration, threshold and operating "
@@ -102,7 +102,7 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     threshold, _ = M.choose_threshold(oof_labels, oof_cal)
     # each stay's alarm figures from its first measured row (models.alarm_figures), in the order of its labels
     firsts = first_measured(cohort.values, cohort.offsets)
-    oof_starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
+    oof_starts = out_of_fold_order(firsts, splits)
     oof = M.evaluate(oof_labels, oof_cal, threshold, oof_starts)
     start = 0
     for row in per_fold:  # each fold at the common threshold: the spread behind the pooled figure
@@ -206,7 +206,7 @@ def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
         test_sum += booster.predict(x[test_rows], num_iteration=booster.best_iteration)
     threshold, _ = M.choose_threshold(oof_labels, oof_probs)
     firsts = first_measured(cohort.values, cohort.offsets)  # the alarm figures' first monitored row of each stay
-    oof_starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
+    oof_starts = out_of_fold_order(firsts, splits)
     test_labels = cut(splits[0].test, y[test_rows])
     test_probs = cut(splits[0].test, (test_sum / folds).astype(np.float32))
     result = {"run": cfg.run_name, "model": "lightgbm", "protocol": PROTOCOL, "folds": folds,

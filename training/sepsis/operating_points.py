@@ -552,7 +552,7 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
     from training.sepsis.data import load_cohort
     from training.sepsis.ensemble import load_model
     from training.sepsis.predict import predict_stays, stay_labels
-    from training.sepsis.splits import crossfit_split
+    from training.sepsis.splits import crossfit_split, out_of_fold_order
 
     record = json.loads((Path(crossfit) / "metrics.json").read_text())
     ensemble = load_model(torch.load(Path(crossfit) / "ensemble.pt", map_location="cpu")).to(device).eval()
@@ -582,8 +582,7 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
     split_words = (f"{k}-fold cross-fitting over patient split seed {seed}'s training + validation stays; "
                    "'validation' figures are out-of-fold (each stay scored by the member that did not train on it)")
     # each out-of-fold stay monitored from its first measured row, in the order its labels came
-    firsts = first_measured(cohort.values, cohort.offsets)
-    starts = np.concatenate([firsts[np.asarray(split.val)] for split in splits])
+    starts = out_of_fold_order(first_measured(cohort.values, cohort.offsets), splits)
     return _measured(runtime, cohort, data, split_words, Scored(labels, risks, starts), test, budgets, sensitivities,
                      progress)
 

@@ -96,3 +96,10 @@ def crossfit_split(cohort, fold: int, folds: int, seed: int = 0) -> Split:
 def crossfit_folds(cohort, folds: int, seed: int = 0) -> list[np.ndarray]:
     """The validation stays of each fold, in fold order (together: every development stay once)."""
     return [crossfit_split(cohort, k, folds, seed).val for k in range(folds)]
+
+
+def out_of_fold_order(per_stay: np.ndarray, splits: Sequence[Split]) -> np.ndarray:
+    """A per-stay array (indexed like the Cohort) in the order cross-fitting pools its out-of-fold
+    predictions: each fold's held-out stays (`split.val`) in turn."""
+    per_stay = np.asarray(per_stay)
+    return np.concatenate([per_stay[np.asarray(split.val)] for split in splits])
