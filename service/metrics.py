@@ -27,6 +27,9 @@ class Metrics:
                                   "Observations posted again with an identical payload", registry=r)
         self.rejected = Counter("sepsis_rejected_requests_total", "Requests refused, by HTTP status",
                                 ["status"], registry=r)
+        self.implausible = Counter("sepsis_implausible_values_total",
+                                   "Values accepted outside their plausible range (stored and scored as charted, "
+                                   "answered with a warning), by variable", ["variable"], registry=r)
         self.alarm_events = Counter("sepsis_alarm_events_total", "Alarm lifecycle events",
                                     ["event"], registry=r)
         self.alarms_by_outcome = Gauge("sepsis_alarms_by_verdict", "Stored alarms by verdict once outcomes are known",

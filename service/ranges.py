@@ -1,7 +1,16 @@
-"""The 40 PhysioNet 2019 variables in model order and the hard limits the API accepts for each.
+"""The 40 PhysioNet 2019 variables in model order, the range in which each is plausible, and what
+the API refuses outright.
 
-The limits reject what cannot be a measurement of a living adult in PhysioNet units (wrong units,
-typing errors, sensor garbage); they are deliberately wide so that extreme but real values pass.
+A value outside its plausible range (a wrong unit, a typing error, sensor garbage) is accepted,
+stored as charted, scored as charted and answered with a warning naming the field and the range:
+the hospital charted it, its interface cannot take it back, and the model was trained and
+validated on charting that holds such values (the public archive has FiO2 from -50 to 4000,
+temperatures of 50 deg C, a potassium of 27.5) with its inputs bounded (models/contract.py: each
+value enters as a z-score clipped at +-8), so one wrong value cannot run away with the risk.
+Refusing it instead would leave the ward looking at a risk that no validation ever saw (every
+later hour of the stay stepped without it), and leave the sender with a message it cannot fix.
+Refused (4xx) is only what cannot be a value of that variable in any unit: an unknown name, a
+non-finite number, a binary field other than 0 or 1, a magnitude of a million or more.
 """
 from __future__ import annotations
 
@@ -67,10 +76,16 @@ LIMITS: dict[str, Limit] = {
 assert tuple(LIMITS) == FEATURES
 
 
+# No PhysioNet variable reaches this in any unit (the archive's largest magnitude is an AST of
+# 9,961); beyond it a value is garbage rather than a measurement in a wrong unit.
+HARD_LIMIT = 1e6
+
+
 def check_value(name: str, value: float) -> str | None:
-    """None if `value` is acceptable for `name`, else the reason (naming the allowed range). The
-    schema's field type (service.schemas.Number) has already made `value` a number: this is the
-    one place the ranges are checked, and nothing after the schema checks a value again."""
+    """None if `value` can be stored for `name`, else the reason it is refused. The schema's field
+    type (service.schemas.Number) has already made `value` a number: this is the one place values
+    are refused, and nothing after the schema checks a value again. A value outside the plausible
+    range passes here: see `implausible`."""
     if name not in LIMITS:
         return f"unknown variable {name!r} (allowed are the 40 PhysioNet 2019 names {' '.join(FEATURES)})"
     if not math.isfinite(value):
@@ -78,6 +93,21 @@ def check_value(name: str, value: float) -> str | None:
     lim = LIMITS[name]
     if name in BINARY and value not in (0, 1):
         return "must be 0 or 1"
-    if not lim.low <= value <= lim.high:
-        return f"{value:g} is outside the allowed range {lim.low:g} to {lim.high:g} {lim.unit}"
+    if abs(value) >= HARD_LIMIT:
+        return f"{value:g} cannot be a value of {name} in any unit (magnitude {HARD_LIMIT:g} or more)"
     return None
+
+
+def implausible(name: str, value: float) -> str | None:
+    """None if `value` (already accepted by `check_value`) is inside the plausible range of `name`,
+    else the warning that goes back to the sender and onto the patient's page."""
+    lim = LIMITS[name]
+    if lim.low <= value <= lim.high:
+        return None
+    return (f"{value:g} is outside the plausible range {lim.low:g} to {lim.high:g} {lim.unit}: stored and scored "
+            f"as charted; check the sender's unit")
+
+
+def implausible_values(values: dict[str, float]) -> list[tuple[str, str]]:
+    """(name, warning) for each value of an accepted observation outside its plausible range."""
+    return [(name, why) for name, value in values.items() if (why := implausible(name, value)) is not None]

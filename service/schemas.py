@@ -10,7 +10,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from pydantic_core import PydanticCustomError
 
-from service.ranges import BINARY, DERIVED, FEATURES, LIMITS, check_value
+from service.ranges import BINARY, DERIVED, FEATURES, HARD_LIMIT, LIMITS, check_value, implausible
 
 
 def field_problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
@@ -109,8 +109,12 @@ class Observation(_In):
                     "ICULOS is derived by the service.",
         examples=[{"HR": 97, "MAP": 75.3, "Temp": 38.1}],
         json_schema_extra={"additionalProperties": False, "properties": {
-            name: {"type": "number", **({"enum": [0, 1]} if name in BINARY else {"minimum": lim.low, "maximum": lim.high}),
-                   "description": lim.unit} for name, lim in LIMITS.items() if name not in DERIVED}})
+            name: {"type": "number",
+                   **({"enum": [0, 1]} if name in BINARY else {"exclusiveMinimum": -HARD_LIMIT,
+                                                               "exclusiveMaximum": HARD_LIMIT}),
+                   "description": lim.unit if name in BINARY else
+                   f"{lim.unit}; plausible {lim.low:g} to {lim.high:g} (outside it: stored and scored as charted, "
+                   f"with a warning)"} for name, lim in LIMITS.items() if name not in DERIVED}})
 
     status: Literal["final", "preliminary", "amended", "corrected", "entered-in-error"] = Field(
         "final", description="the values' status, as FHIR Observation.status names it (models/grid.py): final and "
@@ -168,6 +172,12 @@ KIND_DOC = ("what the alarm is (models.alarm_policy): 'raised' (a new episode), 
             "risk), 'escalation: next tier'")
 
 
+class FieldWarning(_Out):
+    field: str = Field(examples=["vitals.Temp"], description="the value's field")
+    reason: str = Field(description="why it is doubtful (outside the plausible range, naming it); the value was "
+                                    "stored and scored as charted")
+
+
 class PredictResult(BaseModel):
     patient_id: str
     timestamp: dt.datetime
@@ -197,6 +207,9 @@ class PredictResult(BaseModel):
         "stored hours (ICULOS) whose risk this request changed: the values' own hour when it had been stepped, and "
         "every later hour a late or amended value re-stepped (GET /patients/{id}/observations shows each hour's "
         "first and revised risk)"))
+    warnings: list[FieldWarning] = Field(default_factory=list, description=(
+        "values of this observation outside their plausible range (service/ranges.py): accepted, stored and scored "
+        "as charted, since the model was validated on charting that holds such values; check the sender's unit"))
 
 
 # The most rows a batch may ever carry; a deployment's cap (Settings.max_batch_rows) is at most this.
@@ -311,6 +324,8 @@ class TimelineEntry(BaseModel):
     revised_at: dt.datetime | None = Field(None, description="when it last changed")
     revised_by: int | None = Field(None, description="the message (GET /patients/{id}/messages) whose filing last "
                                                      "changed it: a late, amended or same-hour value")
+    warnings: list[FieldWarning] = Field(default_factory=list, description="the hour's values outside their "
+                                         "plausible range (stored and scored as charted)")
 
 
 class MessageOut(BaseModel):
@@ -326,6 +341,14 @@ class MessageOut(BaseModel):
     source: Literal["json", "fhir"]
     source_id: str | None = Field(description="the sender's id of the message (a FHIR Observation's), if given")
     received_at: dt.datetime
+    warning: str | None = Field(None, description="why the value is doubtful (outside its plausible range); it was "
+                                                 "stored and scored as charted")
+
+    @model_validator(mode="after")
+    def _warn(self):
+        if self.variable in LIMITS and self.variable not in BINARY and self.value is not None:
+            self.warning = implausible(self.variable, self.value)
+        return self
 
 
 class PatientSummary(BaseModel):

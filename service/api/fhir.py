@@ -98,6 +98,12 @@ def _answer(mapped: Mapped, entries: list[Entry], results, created: dict[str, bo
                             "severity": "information", "code": "informational",
                             "diagnostics": f"scored by {r.model} version {r.model_version}: risk {r.risk:.6f} "
                                            f"(threshold {r.threshold:g}){alarm}; RiskAssessment/{rid}"}]}}
+            group = mapped.groups[key]
+            for w in r.warnings:  # accepted as charted: the sender hears why the value is doubtful
+                name = w.field.removeprefix("vitals.")
+                where, label = group.sources.get(name, group.times[0])
+                response["outcome"]["issue"].append(issue(Problem(where, f"{name}: {w.reason}", label, "value"),
+                                                          "warning"))
         elif what == "skipped":
             response = {"status": "200 OK", "outcome": {"resourceType": "OperationOutcome", "issue": [{
                 "severity": "information", "code": "informational",
@@ -157,7 +163,9 @@ def post_observation(services: ServicesDep, body: Body):
         senders = queries.senders_by_hour(conn, [row]) if row is not None else {}
     ra = resources.risk_assessment(r.patient_id, r.hour_start, r.risk, r.threshold, r.model, r.model_version, r.alarm_id,
                                    senders=senders.get((r.patient_id, r.hour_start), []),
-                                   stay=queries.stay(row) if row is not None else None)
+                                   stay=queries.stay(row) if row is not None else None,
+                                   monitored=row is None or queries.monitored(row))
+    ra["note"] += [{"text": f"warning: {w.field.removeprefix('vitals.')} {w.reason}"} for w in r.warnings]
     return FhirResponse(ra, status_code=200 if r.duplicate else 201, headers={"Location": f"Observation/{ra['id']}"})
 
 
@@ -208,7 +216,8 @@ def _parsed(request: Request, resource: str) -> search.Search | FhirResponse:
 def _risk(row, senders: dict | None = None) -> dict:
     return resources.risk_assessment(row.patient_id, row.ts, row.risk, row.threshold, row.model_name,
                                      row.model_version, row.alarm_id, row.received_at,
-                                     (senders or {}).get((row.patient_id, row.ts), []), queries.stay(row))
+                                     (senders or {}).get((row.patient_id, row.ts), []), queries.stay(row),
+                                     queries.monitored(row))
 
 
 # Read when the router is built: the statement's date (a server's capabilities change with its code).

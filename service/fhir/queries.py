@@ -27,7 +27,14 @@ _ENCOUNTER = (Patient.encounter_id, Patient.encounter_system, Patient.encounter_
 
 
 def _scored():
-    return select(*_SCORED, *_ENCOUNTER).join(Patient, Patient.id == Observation.patient_id)
+    return (select(*_SCORED, *_ENCOUNTER, Patient.first_measured)
+            .join(Patient, Patient.id == Observation.patient_id))
+
+
+def monitored(row: Row) -> bool:
+    """Whether a scored hour is at or after its patient's first measured one (models.alarm_figures):
+    before it nothing alarms, whatever the risk."""
+    return row.first_measured is not None and row.ts >= row.first_measured
 
 
 def _hashed_ids(conn: Connection, fhir_id: str, longer_than: int | None = None) -> list[str]:

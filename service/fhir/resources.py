@@ -111,12 +111,15 @@ def _meta(last_updated: dt.datetime | None) -> dict:
 
 def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: float, model: str, version: str,
                     alarm_id: int | None, last_updated: dt.datetime | None = None, senders: list[str] = (),
-                    stay: dict | None = None) -> dict:
+                    stay: dict | None = None, monitored: bool = True) -> dict:
     """`last_updated`: when the service stored the observation (its `received_at`); `senders`:
     the ids of the sender's Observations whose values the hour holds (readable here too); `stay`:
-    the Reference to the stay's Encounter (`encounter()`), if known."""
+    the Reference to the stay's Encounter (`encounter()`), if known; `monitored`: whether the hour
+    is at or after the patient's first measured one (before it nothing alarms)."""
     rid = observation_id(patient_id, ts)
     alarm = f"; alarm {alarm_id} raised" if alarm_id is not None else ""
+    where = ("at or above" if alarming(risk, threshold) else "below") if monitored else \
+        "not applied: an hour before the patient's first measured vital sign or lab raises no alarm"
     return {
         "resourceType": "RiskAssessment", "id": rid, **_meta(last_updated), "status": "final",
         "subject": reference(patient_id), **_encounter(stay),
@@ -131,7 +134,7 @@ def risk_assessment(patient_id: str, ts: dt.datetime, risk: float, threshold: fl
                                      f"challenge labels it) comes within {HORIZON_HOURS} h of occurrenceDateTime or "
                                      "has already come: the models learn a label that is 1 from "
                                      f"{HORIZON_HOURS} h before onset on"}],
-        "note": [{"text": f"alarm threshold {threshold:g}: {'at or above' if alarming(risk, threshold) else 'below'}{alarm}"}],
+        "note": [{"text": f"alarm threshold {threshold:g}: {where}{alarm}"}],
     }
 
 

@@ -40,7 +40,7 @@ from service.clock import ServiceClock, refuse_future
 from service.errors import Conflict, RowConflict, Stale
 from service.inputs import demographics_from_vitals, last_measured, model_input, state_to_bytes
 from service.metrics import Metrics
-from service.ranges import LIMITS
+from service.ranges import LIMITS, implausible_values
 from service.scoring import filing
 from service.scoring.explanations import Explainer
 from service.scoring.inference import Model
@@ -221,6 +221,11 @@ class Ingestor:
         for event, n in raised.items():
             if n:
                 self.metrics.alarm_events.labels(event).inc(n)
+        for i, o in enumerate(observations):  # stored and scored as charted; the sender hears why it is doubtful
+            found = implausible_values(o.vitals)
+            results[i].warnings = [schemas.FieldWarning(field=f"vitals.{name}", reason=why) for name, why in found]
+            for name, _ in found:
+                self.metrics.implausible.labels(name).inc()
         return [results[i] for i in range(len(observations))], runs, {pid: pid in admits for pid in admitting_ids}
 
     # -- read ----------------------------------------------------------------------------------

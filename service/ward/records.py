@@ -8,6 +8,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 
 from service import audit, schemas
+from service.ranges import implausible_values
 from service.alarms import store as alarm_store
 from service.alarms.rules import ACTIVE_STATES, alarming
 from service.alarms.thresholds import UNITS, UnitPoints, unit_of
@@ -120,7 +121,9 @@ class Records:
                                             model=o.model_name, model_version=o.model_version,
                                             contributions=o.contributions, first_risk=o.first_risk,
                                             revisions=o.revisions or 0, revised_at=o.revised_at,
-                                            revised_by=o.revised_by) for o in obs],
+                                            revised_by=o.revised_by,
+                                            warnings=[schemas.FieldWarning(field=f"vitals.{name}", reason=why)
+                                                      for name, why in implausible_values(o.vitals)]) for o in obs],
             **patient_context(self.units, thresholds, row, values, now),
             alarms=[alarm_store.alarm_out(a, row, histories.get(a.id)) for a in alarms], audit=events)
 

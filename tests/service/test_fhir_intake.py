@@ -56,12 +56,22 @@ def test_pulse_oximetry_gives_fio2_from_the_inhaled_oxygen_concentration_not_the
     assert scored.diagnostics.startswith("scored by") and note.severity == "information"
     assert note.expression == ["Bundle.entry[1].resource.component[0]"]
     assert "3151-8" in note.diagnostics and "not read" in note.diagnostics
-    # FiO2 in a unit it cannot be, or out of range, is refused at the component
+    # FiO2 in a unit it cannot be is refused at the component
     r = post(c, bundle(pulse_oximetry("ox1", 3, 96, ("3150-0", 6, "L/min"))))
     assert r.status_code == 422 and issues(r)[0]["expression"] == ["Bundle.entry[0].resource.component[0].valueQuantity.code"]
-    r = post(c, bundle(pulse_oximetry("ox1", 3, 96, ("3150-0", 150, "%"))))  # a fraction of 1.5
-    assert r.status_code == 422
-    assert issues(r)[0]["expression"] == ["Bundle.entry[0].resource.component[0].valueQuantity.value"]
+    # outside the plausible range (a fraction of 1.5) it is filed and scored as charted, with a warning on the element
+    r = post(c, bundle(pulse_oximetry("ox1", 3, 96, ("3150-0", 150, "%"))))
+    assert r.status_code == 200, r.text
+    answer = Bundle.model_validate(r.json())
+    [warning] = [i for i in answer.entry[0].response.outcome.issue if i.severity == "warning"]
+    assert warning.expression == ["Bundle.entry[0].resource.component[0].valueQuantity.value"]
+    assert "FiO2: 1.5 is outside the plausible range 0 to 1" in warning.diagnostics
+    assert vitals(c, "ox1")[3] == {"O2Sat": 96.0, "FiO2": 1.5}
+    # one Observation alone: its RiskAssessment carries the warning as a note
+    r = post(c, pulse_oximetry("ox1", 4, 97, ("3150-0", 2, "1")), path="/fhir/Observation")
+    assert r.status_code == 201, r.text
+    ra = RiskAssessment.model_validate(r.json())
+    assert any("warning: FiO2 2 is outside the plausible range" in n.text for n in ra.note)
 
 
 def test_2708_6_is_spo2_in_the_vital_signs_category_and_the_blood_gas_saturation_otherwise(c):

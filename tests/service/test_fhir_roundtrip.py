@@ -109,8 +109,8 @@ def test_the_encoder_writes_one_bundle_per_measured_row_admission_first():
 
 def test_values_the_service_refuses_are_dropped_and_the_rest_of_the_hour_is_kept(sqlite_url, models_root):
     rows = np.array(stay_rows(2, first_iculos=1, unit="MICU", seed=5), np.float32)[:, :40]
-    rows[0, FEATURES.index("HR")] = 400.0   # a charting error: outside the hard limits
-    rows[0, FEATURES.index("MAP")] = 900.0  # inside the blood pressure panel
+    rows[0, FEATURES.index("HR")] = 4e6     # garbage: no heart rate in any unit
+    rows[0, FEATURES.index("MAP")] = 9e6    # inside the blood pressure panel
     with client_for(sqlite_url, models_root) as c:
         headers = {**hdr("ingest"), "Content-Type": "application/fhir+json"}
         (_, first), (_, second) = stay_bundles("d1", rows, START)

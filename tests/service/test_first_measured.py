@@ -37,8 +37,13 @@ def test_no_alarm_before_the_first_measured_value_and_one_at_it(db_url, models_r
         assert (first["iculos"], first["alarm"]) == (4, True) and first["alarm_id"] is not None
         alarms = c.get("/alarms", params={"patient_id": "fm1"}, headers=hdr("viewer")).json()
         timeline = c.get("/patients/fm1", headers=hdr("viewer")).json()["timeline"]
+        bundle = c.get("/fhir/RiskAssessment", params={"patient": "Patient/fm1"}, headers=hdr("viewer")).json()
     assert [a["raised_at"] for a in alarms] == [iso(T0 + 3 * H)]
     assert [t["alarm"] for t in timeline] == [False, False, False, True]
+    # FHIR says the same: the threshold is not applied before the first measured hour
+    notes = [r["resource"]["note"][0]["text"] for r in sorted(bundle["entry"], key=lambda e: e["resource"]["occurrenceDateTime"])]
+    assert all("not applied" in n and "at or above" not in n for n in notes[:3]), notes
+    assert "at or above" in notes[3] and "alarm" in notes[3]
 
 
 def test_stats_count_hours_from_the_first_measured_one(db_url, models_root):

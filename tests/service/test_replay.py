@@ -27,7 +27,7 @@ def make_rows(n, first_iculos, septic_from=None, temp_bad_at=None):
         if t % 2 == 0:
             r[FEATURES.index("Temp")] = 37.0 + t / 10
         if t == temp_bad_at:
-            r[FEATURES.index("Temp")] = 3.0  # a charting error the service rejects
+            r[FEATURES.index("Temp")] = 3e6  # garbage no unit explains: the service refuses it
         r[FEATURES.index("Age")] = 64
         r[FEATURES.index("Gender")] = 0
         r[FEATURES.index("Unit1")] = 0
@@ -281,7 +281,7 @@ def test_ward_replay_as_fhir_bundles(tmp_path, sqlite_url, models_root):
 
     data = tmp_path / "fhir"
     data.mkdir()
-    write_psv(data / "p000001.psv", make_rows(3, first_iculos=1, temp_bad_at=2))  # a charting error at hour 2
+    write_psv(data / "p000001.psv", make_rows(3, first_iculos=1, temp_bad_at=2))  # garbage at hour 2
     write_psv(data / "p000002.psv", make_rows(4, first_iculos=1))
     stays = list(iter_stays(data))
     with client_for(sqlite_url, models_root, future_margin_hours=0) as c:

@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                             feed=a.feed, fmt=a.format, seed=a.seed)
         stats = client.get("/stats", headers={"X-API-Key": a.outcome_key or a.api_key})
     print(f"stays replayed: {totals.stays}/{len(stays) if not a.ward else totals.admitted}, observations posted: "
-          f"{totals.posted}, alarms raised: {totals.alarms}, implausible values dropped: {totals.dropped_values}")
+          f"{totals.posted}, alarms raised: {totals.alarms}, refused values dropped: {totals.dropped_values}")
     if totals.refused:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in totals.refused.most_common())
         print(f"messages refused by the service: {sum(totals.refused.values())} ({reasons})")
