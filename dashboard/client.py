@@ -123,6 +123,9 @@ class TimelineEntry:
     model: str
     model_version: str
     contributions: list[Contribution] = field(default_factory=list)
+    # values of the hour outside their plausible range (variable -> the service's reason): stored
+    # and scored as charted; empty from a service that does not send them
+    warnings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -326,7 +329,9 @@ def _alarm(d: dict) -> Alarm:
 def _detail(d: dict) -> PatientDetail:
     timeline = [TimelineEntry(timestamp=_ts(t["timestamp"]), vitals=dict(t["vitals"]), risk=float(t["risk"]),
                               alarm=bool(t["alarm"]), alarm_id=t.get("alarm_id"), model=t["model"],
-                              model_version=t["model_version"], contributions=_contributions(t.get("contributions")))
+                              model_version=t["model_version"], contributions=_contributions(t.get("contributions")),
+                              warnings={str(w["field"]).removeprefix("vitals."): str(w["reason"])
+                                        for w in t.get("warnings") or []})
                 for t in d["timeline"]]
     audit = d.get("audit")
     return PatientDetail(summary=_summary(d), unit=d.get("unit") or unit_name(d.get("unit1"), d.get("unit2")),

@@ -211,6 +211,17 @@ def risk_axis_top(risks, threshold: float | None) -> float:
     return float(min(1.0, max(0.05, 1.25 * highest)))
 
 
+def doubtful_values(timeline: list[TimelineEntry], most: int = 5) -> list[str]:
+    """The latest values charted outside their plausible range, newest first, as lines to read
+    ("Temp 98.6 at 2024-03-01 08:00 UTC: ..."): the service scored them as charted, so a clinician
+    should see them, and whoever runs the interface should check the sender's unit."""
+    out = []
+    for t in reversed(timeline):
+        for name, why in t.warnings.items():
+            out.append(f"{name} at {t.timestamp:%Y-%m-%d %H:%M} UTC: {why}")
+    return out[:most]
+
+
 def measured_variables(timeline: list[TimelineEntry]) -> list[str]:
     """Variables measured at least once, vitals first, then labs by first appearance."""
     seen: dict[str, None] = {}

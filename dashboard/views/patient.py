@@ -98,6 +98,9 @@ if latest:
                      "critical", help="the critical range the value falls in, and its source (dashboard/critical.py)")})
 else:
     st.caption("Nothing measured yet.")
+if doubtful := transforms.doubtful_values(d.timeline):
+    st.warning("Charted outside the plausible range and scored as charted (check the value and its unit):\n\n"
+               + "\n".join(f"- {line}" for line in doubtful))
 st.subheader("What drove the risk")
 latest_entry = d.timeline[-1] if d.timeline else None
 why = latest_entry.contributions if latest_entry else []

@@ -40,11 +40,14 @@ class Stack:
     gone: str                 # in treatment for sepsis, nothing measured since T0: nobody sees it
 
 
-def _observe(c: httpx.Client, pid: str, hours: list[int], missing_temp_at: set[int] = frozenset()) -> None:
+def _observe(c: httpx.Client, pid: str, hours: list[int], missing_temp_at: set[int] = frozenset(),
+             fahrenheit_at: int | None = None) -> None:
     for h in hours:
         vitals = {"HR": 80.0 + 3 * h, "MAP": 70.0 - h}
         if h not in missing_temp_at:
             vitals["Temp"] = 37.0 + 0.1 * h
+        if h == fahrenheit_at:  # a sender's unit error: filed and scored as charted, with a warning
+            vitals["Temp"] = 98.6
         r = c.post("/predict", json={"patient_id": pid, "timestamp": iso(T0 + dt.timedelta(hours=h)), "vitals": vitals})
         assert r.status_code == 200, r.text
 
@@ -77,7 +80,7 @@ def stack(tmp_path_factory) -> Stack:
             _observe(c, pid, list(range(6 + i)), missing_temp_at={2, 3})
         for pid in ("bed-ack", "bed-snz", "bed-calm", "bed-sep", "bed-dis", "bed-gone"):
             _admit(c, pid, "SICU")
-            _observe(c, pid, [0] if pid == "bed-gone" else list(range(4)))
+            _observe(c, pid, [0] if pid == "bed-gone" else list(range(4)), fahrenheit_at=2 if pid == "bed-calm" else None)
         quiet = [f"quiet-{i:02}" for i in range(8)]
         for i, pid in enumerate(quiet):
             _admit(c, pid, "other")

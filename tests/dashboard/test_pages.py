@@ -343,3 +343,14 @@ def test_patient_page_highlights_critical_values_and_rounds_audit_notes(monkeypa
     audit = next(df.value for df in at.dataframe if "who" in df.value.columns)
     notes = " ".join(str(n) for n in audit["note"].dropna())
     assert notes and not re.search(r"\d\.\d{5,}", notes)  # no raw floats such as 0.061674147844314575
+
+
+def test_patient_page_shows_values_charted_outside_their_plausible_range(monkeypatch, stack):
+    """bed-calm's Temp of 98.6 at hour 2 (Fahrenheit sent as Celsius) was scored as charted: the
+    page says so, with the time and the range; a patient without such values shows no warning."""
+    at = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/patient.py", patient_id=stack.calm)
+    assert not at.exception
+    [warning] = [w.value for w in at.warning if "plausible range" in w.value]
+    assert "Temp at 2024-03-01 10:00 UTC: 98.6 is outside the plausible range 20 to 45 deg C" in warning
+    other = page(app(monkeypatch, stack.url, stack.keys["viewer"]), "views/patient.py", patient_id=stack.acked)
+    assert not [w for w in other.warning if "plausible range" in w.value]

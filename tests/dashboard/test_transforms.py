@@ -109,6 +109,14 @@ def test_vitals_lines_break_where_a_value_was_not_measured():
     assert list(cov[cov.variable == "HR"].hour) == [0, 1, 2, 3]
 
 
+def test_doubtful_values_newest_first_and_at_most_five():
+    tl = [dataclasses.replace(entry(h, .1, Temp=98.6), warnings={"Temp": "98.6 is outside the plausible range"})
+          for h in range(7)] + [entry(7, .1, Temp=37.0)]
+    lines = transforms.doubtful_values(tl)
+    assert len(lines) == 5 and lines[0].startswith(f"Temp at {T0 + 6 * H:%Y-%m-%d %H:%M} UTC: 98.6 is outside")
+    assert transforms.doubtful_values(tl[-1:]) == []
+
+
 def test_trend_keeps_the_last_24_hours():
     tl = [entry(h, h / 100) for h in range(0, 40, 2)]
     pts = transforms.trend(tl)
