@@ -304,7 +304,8 @@ def combine(files: list[Path]) -> dict:
     for f in feed:
         for why, n in f["refusals"].items():
             refusals[why] = refusals.get(why, 0) + n
-    out = {"stays": sum(q["stays"] for q in parts), "shards": sorted(q["shard"] for q in parts),
+    out = {"stays": sum(q["stays"] for q in parts),
+           "shards": sorted((q["shard"] for q in parts), key=lambda k: [int(x) for x in k.split("/")]),
            "model": parts[0]["model"], "db": parts[0]["db"], "explain": parts[0]["explain"],
            "values_outside_plausible_range": sum(q["values_outside_plausible_range"] for q in parts),
            "values_left_out_refused": sum(q["values_left_out_refused"] for q in parts),
