@@ -1,6 +1,6 @@
 """The served risk is the validated risk: a stay sent as hospitals send it (each value its own
-message, labs hours late, duplicates, wrong values amended, in any order, split into requests any
-way, JSON and FHIR) ends with the hourly risks the offline evaluation (`evaluate-onnx`'s stream of
+message, labs hours late, duplicates, wrong values amended, values outside their plausible range as
+the archive holds them, in any order, split into requests any way, JSON and FHIR) ends with the hourly risks the offline evaluation (`evaluate-onnx`'s stream of
 the stay's rows through the same exported step, from the ICU admission's hour 1 as the service
 steps it) gives the same stay, empty hours included. So do the shadow models', which rewind as the
 live model does, and their would-be alarms are those of their risks from scratch."""
@@ -32,6 +32,8 @@ START = dt.datetime(2024, 5, 1, 6, 0, tzinfo=dt.timezone.utc)
 MEASURED = {"HR": (50, 150), "O2Sat": (82, 95), "Temp": (35.5, 40.0), "SBP": (70, 170), "MAP": (50, 110),
             "Resp": (10, 35), "FiO2": (0.21, 0.8), "Lactate": (0.5, 8.0), "WBC": (2, 30), "Creatinine": (0.4, 5.0),
             "Platelets": (30, 400), "pH": (7.1, 7.5), "Glucose": (60, 300)}
+# values the archive holds outside their plausible range (service/ranges.py): filed and scored as charted
+IMPLAUSIBLE = (("FiO2", 2.0), ("FiO2", -50.0), ("Temp", 50.0), ("Hgb", 32.0), ("HR", 420.0))
 # every message kind the feed makes, often: a third of the labs first sent wrong and amended
 FEED = FeedConfig(duplicate_share=0.2, amended_share=0.35, amended_error=(0.01, 0.05))  # wrong, yet in range
 
@@ -51,6 +53,9 @@ def make_stay(seed: int, hours: int, first: int = 1) -> np.ndarray:
         for name, (low, high) in MEASURED.items():
             if rng.random() < 0.5:
                 x[t, INDEX[name]] = round(float(rng.uniform(low, high)), 2)
+    if hours > 1 and rng.random() < 0.3:
+        name, value = IMPLAUSIBLE[rng.integers(len(IMPLAUSIBLE))]
+        x[rng.integers(1, hours), INDEX[name]] = value
     if first > 1:
         x[0, INDEX["HR"]] = 88.0
     if not np.isfinite(x[1:, :34]).any():
