@@ -160,8 +160,14 @@ class Shadows:
         key = (SS.c.model_name == m.name, SS.c.model_version == m.version)
         have = {r.patient_id: r for r in conn.execute(
             select(SS).where(SS.c.patient_id.in_([p.patient_id for p in patients]), *key))}
-        starts, episodes = [], []
+        starts, episodes, kept = [], [], {}
         for p in patients:
+            if p.patient_id in closed:
+                # as live: a recorded outcome raises nothing new, and what was raised before it stands,
+                # so the would-be alarms of the hours this request re-steps are kept as they were
+                kept[p.patient_id] = set(conn.execute(select(SC.c.ts).where(
+                    SC.c.patient_id == p.patient_id, SC.c.model_name == m.name, SC.c.model_version == m.version,
+                    SC.c.alarm.is_(True), SC.c.ts >= p.ts[0])).scalars())
             state, alarm_at = self._resume(conn, m, p, have.get(p.patient_id))
             if state is None:
                 state, alarm_at = self._rebuild(conn, m, p)
@@ -172,6 +178,8 @@ class Shadows:
         for i, p in enumerate(patients):
             flags, alarm_at = _alarms(risks[i], p.ts, self.policies[(m.name, m.version)], episodes[i],
                                      p.patient_id in closed, p.first_measured)
+            if p.patient_id in kept:
+                flags = [t in kept[p.patient_id] for t in p.ts]
             rows += _score_rows(m, p.patient_id, p.ts, risks[i], flags, states[i])
             values = dict(state=state_to_bytes(states[i][-1]), n_observations=p.prior_n + len(p.ts), last_ts=p.ts[-1],
                           last_risk=float(risks[i][-1]), alarm_at=alarm_at)

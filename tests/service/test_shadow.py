@@ -251,6 +251,26 @@ def test_shadow_would_be_alarms_wait_for_the_first_measured_value(db_url, shadow
     assert (figures["model"], figures["alarms"], figures["patient_days"]) == ("always", 1, 2 / 24)
 
 
+def test_a_late_value_after_the_outcome_keeps_the_shadow_would_be_alarms_raised_before_it(db_url, shadow_root):
+    """As live: once an outcome is recorded nothing new is raised, and what was raised before stands.
+    A late value rewinding the shadow re-steps hours whose would-be alarm it had already sent."""
+    with client_for(db_url, shadow_root, model="never", model_version="1", shadow_models="always:1") as c:
+        r = c.post("/patients", json={"patient_id": "w2", "age": 64, "unit": "SICU", "icu_admit_time": iso(T0)},
+                   headers=hdr("ingest"))
+        assert r.status_code == 201, r.text
+        for h in (0.0, 1.0, 2.0, 3.0):
+            assert c.post("/predict", json=obs("w2", h, HR=95.0), headers=hdr("ingest")).status_code == 200
+        before = {k[1] for k, r in _shadow_rows(c, "always", "1").items() if r.alarm}
+        r = c.post("/patients/w2/outcome", json={"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=10)),
+                                                 "recorded_by": "dr r"}, headers=hdr("clinician"))
+        assert r.status_code == 200, r.text
+        late = c.post("/predict", json=obs("w2", 0.5, Lactate=2.0), headers=hdr("ingest"))  # hour 1, after the rest
+        assert late.status_code == 200 and late.json()["revised_hours"] == [1, 2, 3, 4], late.text
+        after = _shadow_rows(c, "always", "1")
+    assert before == {iso(T0)}  # sent at the first measured hour
+    assert {k[1] for k, r in after.items() if r.alarm} == before and len(after) == 4
+
+
 def test_comparison_on_a_recorded_cohort(db_url, shadow_root, tmp_path):
     streams = {f"c{i}": vitals_stream(14, seed=10 + i) for i in range(4)}
     outcomes = {"c0": {"outcome": "sepsis", "onset_time": iso(T0 + dt.timedelta(hours=10))},
