@@ -70,6 +70,12 @@ def in_range(values: np.ndarray) -> tuple[np.ndarray, int]:
     return out, dropped
 
 
+def implausible_count(values: np.ndarray) -> int:
+    """How many measured values of the rows lie outside their plausible range (service/ranges.py)."""
+    return sum(implausible(name, float(v)) is not None for j, name in enumerate(FEATURES[:34])
+               for v in values[np.isfinite(values[:, j]), j])
+
+
 def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
@@ -211,8 +217,7 @@ def main(argv=None) -> int:
         pick = np.random.default_rng(a.seed).choice(len(stays), a.stays, replace=False)
         stays = [stays[i] for i in sorted(pick)]
     if a.only_implausible:
-        stays = [s for s in stays if any(implausible(name, float(v)) is not None for j, name in enumerate(FEATURES[:34])
-                                         for v in s.values[np.isfinite(s.values[:, j]), j])]
+        stays = [s for s in stays if implausible_count(s.values)]
     if a.shard:
         k, n = (int(x) for x in a.shard.split("/"))
         stays = stays[k::n]
@@ -224,8 +229,7 @@ def main(argv=None) -> int:
     for s in stays:
         x, d = in_range(s.values)
         dropped += d
-        doubtful += sum(implausible(name, float(v)) is not None for j, name in enumerate(FEATURES[:34])
-                        for v in x[np.isfinite(x[:, j]), j])
+        doubtful += implausible_count(x)
         pid = f"f{s.patient_id}"
         pl = plan_stay(pid, x, s.labels, START)
         first = dt.datetime.fromisoformat(pl.observations[0]["body"]["timestamp"])

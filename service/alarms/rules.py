@@ -32,6 +32,13 @@ def alarming(risk: float, threshold: float) -> bool:
     return risk >= threshold
 
 
+def monitored(first_measured: dt.datetime | None, ts: dt.datetime) -> bool:
+    """Whether the hour starting at `ts` is at or after the patient's first measured one
+    (`first_measured`, None: none yet; models.alarm_figures.first_measured): before it nothing
+    alarms, whatever the risk. The one place this is decided (the timeline, FHIR, the shadows)."""
+    return first_measured is not None and ts >= first_measured
+
+
 @dataclass(frozen=True)
 class LatestAlarm:
     """The patient's newest alarm row, as the policy needs it."""

@@ -9,6 +9,7 @@ import re
 from sqlalchemy import and_, false, func, not_, or_, select
 from sqlalchemy.engine import Connection, Row
 
+from service.alarms import rules
 from service.fhir import resources
 from service.fhir.search import DateValue, Search
 from models.grid import Standing
@@ -32,9 +33,8 @@ def _scored():
 
 
 def monitored(row: Row) -> bool:
-    """Whether a scored hour is at or after its patient's first measured one (models.alarm_figures):
-    before it nothing alarms, whatever the risk."""
-    return row.first_measured is not None and row.ts >= row.first_measured
+    """Whether a scored row's hour is at or after its patient's first measured one (`alarms.rules.monitored`)."""
+    return rules.monitored(row.first_measured, row.ts)
 
 
 def _hashed_ids(conn: Connection, fhir_id: str, longer_than: int | None = None) -> list[str]:

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Engine
 from models.alarm_policy import AlarmPolicy
 from models.grid import hour_start
 from models.operating_points import load_operating_points
-from service.alarms.rules import LatestAlarm, alarming, policy_events
+from service.alarms.rules import LatestAlarm, alarming, monitored, policy_events
 from service.alarms.thresholds import policy_at
 from service.inputs import model_input, state_from_bytes, state_to_bytes
 from service.metrics import Metrics
@@ -109,7 +109,7 @@ def _alarms(risks, ts, policy: AlarmPolicy, alarm_at: dt.datetime | None, closed
     before `first_measured` (the patient's first measured hour; None: none yet) raise nothing and
     the policy does not see them, as live."""
     steps = [(t, float(r)) for t, r in zip(ts, risks)]
-    watched = [first_measured is not None and t >= first_measured for t in ts]
+    watched = [monitored(first_measured, t) for t in ts]
     if closed or not any(watched):
         return [False] * len(steps), alarm_at
     before = watched.index(True)  # hours come in time order: the unmonitored ones first

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from service import audit, schemas
 from service.ranges import implausible_values
 from service.alarms import store as alarm_store
-from service.alarms.rules import ACTIVE_STATES, alarming
+from service.alarms.rules import ACTIVE_STATES, alarming, monitored
 from service.alarms.thresholds import UNITS, UnitPoints, unit_of
 from service.clock import ServiceClock, feed_time
 from service.errors import NotFound
@@ -116,7 +116,8 @@ class Records:
             **base, age=row.age, gender=row.gender, unit1=row.unit1, unit2=row.unit2, hosp_adm_time=row.hosp_adm_time,
             discharged_at=row.discharged_at,
             timeline=[schemas.TimelineEntry(timestamp=o.ts, vitals=o.vitals, iculos=o.iculos, elapsed_hours=o.elapsed_hours,
-                                            risk=o.risk, alarm=_monitored(row, o.ts) and alarming(o.risk, o.threshold),
+                                            risk=o.risk, alarm=monitored(_utc(row.first_measured), _utc(o.ts))
+                                            and alarming(o.risk, o.threshold),
                                             alarm_id=o.alarm_id,
                                             model=o.model_name, model_version=o.model_version,
                                             contributions=o.contributions, first_risk=o.first_risk,
@@ -213,12 +214,6 @@ class Records:
         for raised, outcome, onset in rows:
             counts[verdict(_utc(raised), outcome, _utc(onset))] += 1
         return counts
-
-
-def _monitored(row, ts: dt.datetime) -> bool:
-    """Whether an hour is at or after the patient's first measured one (models.alarm_figures):
-    an hour before it alarms nothing, whatever its risk."""
-    return row.first_measured is not None and _utc(ts) >= _utc(row.first_measured)
 
 
 def _figures(stats: dict) -> dict:
