@@ -8,7 +8,7 @@ replay's layout) into a fresh in-process service on SQLite with the shipped mode
 for a 1,000-bed hospital's year.
 
     python bench/storage_growth.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz \
-        --stays 100 --shadows sepsis-cfc:3 --out results/service_storage/sqlite_100.json
+        --stays 300 --shadows sepsis-cfc:3 --out results/service_storage/sqlite_300_one_shadow.json
 """
 from __future__ import annotations
 
