@@ -58,16 +58,27 @@ def test_impossible_folds_are_refused(cohort, fold, folds):
         crossfit_split(cohort, fold, folds)
 
 
-@pytest.fixture(scope="module")
-def fold_results(archive):
+def _train_folds(archive, seed: int | None = None) -> list:
     root, path = archive
+    tag = "" if seed is None else f"-s{seed}"
     for k in range(K):
         assert cli(["sepsis", "train", "--data", str(path), "--hidden", "8", "--backbone-units", "8",
                     "--encoder-units", "16", "--epochs", "1", "--batch-size", "32", "--folds", str(K), "--fold", str(k),
                     "--physiology-weight", "1.0", "--physiology-stays", "8", "--out", str(root / "results"),
-                    "--checkpoints", str(root / "runs"), "--cache-dir", str(root / "cache"), "--run", f"f{k}",
-                    "--no-progress", "--device", "cpu"]) == 0
-    return [root / "results" / f"f{k}" / "metrics.json" for k in range(K)]
+                    "--checkpoints", str(root / "runs"), "--cache-dir", str(root / "cache"), "--run", f"f{k}{tag}",
+                    "--no-progress", "--device", "cpu", *(["--seed", str(seed)] if seed is not None else [])]) == 0
+    return [root / "results" / f"f{k}{tag}" / "metrics.json" for k in range(K)]
+
+
+@pytest.fixture(scope="module")
+def fold_results(archive):
+    return _train_folds(archive)
+
+
+@pytest.fixture(scope="module")
+def second_seed_set(archive):
+    """The same folds again under other model seeds: a second seed-set."""
+    return [_train_folds(archive, seed=100 + k)[k] for k in range(K)]
 
 
 def test_fold_runs_validate_on_their_fold(fold_results, cohort):
@@ -78,9 +89,15 @@ def test_fold_runs_validate_on_their_fold(fold_results, cohort):
         assert m["config"]["physiology_weight"] == 1.0
 
 
-def test_fold_runs_must_be_each_fold_once(fold_results):
-    with pytest.raises(ValueError, match="each of the 3 folds once"):
-        fold_runs([fold_results[0], fold_results[0], fold_results[2]])
+def test_fold_runs_must_be_each_fold_equally_often_and_each_seed_once(fold_results, second_seed_set):
+    with pytest.raises(ValueError, match="each of the 3 folds equally often"):
+        fold_runs([fold_results[0], second_seed_set[0], fold_results[2]])
+    with pytest.raises(ValueError, match="the same model seed twice"):
+        fold_runs([*fold_results, fold_results[0], fold_results[1], second_seed_set[2]])
+    # member i belongs to fold i % k, seed-set by seed-set
+    runs = fold_runs([*second_seed_set, *fold_results][::-1])
+    assert [r["config"]["fold"] for r in runs] == [0, 1, 2, 0, 1, 2]
+    assert [r["config"]["seed"] for r in runs] == [0, 0, 0, 100, 101, 102]
 
 
 def test_crossfit_chooses_on_out_of_fold_predictions_and_exports_one_step(fold_results, archive, cohort, tmp_path):
@@ -163,3 +180,42 @@ def test_the_recipe_rule_needs_every_variable_plausible_then_takes_utility_then_
     assert why["w1"].startswith("out: OOF utility")
     assert choose_recipe({"w0.3": results["w0.3"], "w1": results["w1"]})[0] is None  # nothing ships
     assert choose_recipe(results, tie=0.0)[0] == "w0.5"
+
+
+def test_seed_sets_score_each_stay_out_of_fold_by_the_mean_of_its_fold_members(fold_results, second_seed_set,
+                                                                                  archive, cohort, tmp_path):
+    """Two seed-sets make one model of 2k members: a stay's out-of-fold risk is the mean logit of the
+    two members that did not train on it (the threshold is that risk's utility optimum), and the
+    cross-fitted model's operating points read the same grouping back from ensemble.pt."""
+    root, path = archive
+    out = tmp_path / "cf2"
+    assert cli(["sepsis", "crossfit", "--runs", *map(str, fold_results + second_seed_set), "--data", str(path),
+                "--out", str(out), "--name", "cf2", "--cache-dir", str(root / "cache"), "--device", "cpu",
+                "--dropout-rates"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["seed_sets"] == 2 and m["member_seeds"] == [0, 0, 0, 100, 101, 102]
+    assert m["temporal_dropout_test"] == []  # none asked for
+    ckpt = torch.load(out / "ensemble.pt", map_location="cpu")
+    assert len(ckpt["members"]) == 2 * K
+    tensors = CohortTensors.from_cohort(cohort, "cpu")
+    labels, probs = [], []
+    for k in range(K):
+        pair = [SepsisModel.from_checkpoint(torch.load(json.loads(r.read_text())["checkpoint"], map_location="cpu"))
+                for r in (fold_results[k], second_seed_set[k])]
+        fold = crossfit_split(cohort, k, K).val
+        labels += stay_labels(tensors, fold)
+        with torch.no_grad():
+            mean_logit = [(torch.logit(torch.from_numpy(a).double(), eps=1e-7)
+                           + torch.logit(torch.from_numpy(b).double(), eps=1e-7)) / 2
+                          for a, b in zip(*(predict_stays(member, tensors, fold) for member in pair))]
+        probs += platt([torch.sigmoid(z).numpy() for z in mean_logit], m["calibration"]["a"], m["calibration"]["b"])
+    assert M.choose_threshold(labels, probs)[0] == pytest.approx(m["threshold"], rel=1e-5)
+
+    exported = tmp_path / "sepsis-cfc" / "8"
+    assert cli(["sepsis", "export", "--checkpoint", str(out / "ensemble.pt"), "--metrics", str(out / "metrics.json"),
+                "--out", str(exported), "--version", "8"]) == 0
+    assert cli(["sepsis", "operating-points", "--model", str(exported), "--data", str(path), "--crossfit", str(out),
+                "--out", str(tmp_path / "points"), "--cache-dir", str(root / "cache"), "--no-progress"]) == 0
+    optimum = next(p for p in json.loads((exported / "operating_points.json").read_text())["points"]
+                   if p["id"] == "utility_optimum")
+    assert optimum["threshold"] == pytest.approx(m["threshold"], rel=1e-4)

@@ -1,37 +1,54 @@
 #!/usr/bin/env bash
-# sepsis-cfc/4 on the device (issue #25): train every fold of every candidate, then combine each
-# candidate's folds into its cross-fitted model (OOF choices, test once), inside one 10-minute call.
-# PHASE=all (default) or combine (a second call on the warm machine, runs/cf kept).
+# Cross-fitted sepsis recipes on the device (issue #25: sepsis-cfc/4's candidates, the ladder): train
+# every fold of every recipe (training/sepsis/crossfit_gpu.sh) and combine each recipe whose folds are
+# all done into its cross-fitted model, as soon as they are, inside one 10-minute call. A run cut off
+# by the call's limit resumes from its last.pt in the next call on the warm machine (runs/cf is kept
+# there): call again with the same RECIPES until every recipe is combined.
+#   DEADLINE  seconds this call may use (default 575)       MINUTES  budget per member (a recipe's --max-minutes wins)
+#   RECIPES   the recipe file                                  COMBINE_FLAGS  e.g. "--dropout-rates" (none: skip dropout)
+#   PHASE=combine: only combine (no training)
 # The device image lacks pydantic (models.card) and ncps (the CfC cell): they travel as cp312 wheels in .whl/
-# (carry [".carry/cfc4", ".whl"]): pydantic 2.12.5, pydantic_core 2.41.5, annotated_types 0.7.0,
-# typing_inspection 0.4.2, typing_extensions 4.15.0, ncps 1.0.1 (pip download --no-deps --python-version 3.12).
-# With them the carried tree is over 64 MiB by about 0.3 MB: leave models/sepsis-cfc/3/model.onnx out of the
-# working tree for the call (nothing here reads it).
+# (carry [".carry/cfc4", ".whl"]; pip download --no-deps --python-version 3.12). The carried tree must stay
+# under 64 MiB: leave results/ and the model.onnx files out of the working tree for the call.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 3
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 T0=$(date +%s); left() { echo $(( ${DEADLINE:-575} - ($(date +%s) - T0) )); }
 W=runs/cf; D=.carry/cfc4/physionet2019_dev.tar.xz; R=${RECIPES:-.carry/cfc4/recipes_cfc4.txt}
 mapfile -t NAMES < <(grep -v '^\s*#' $R | awk 'NF{print $1}')
+mkdir -p $W/logs
 nvidia-smi -L; nproc; date -u
+
+ready() { ls $W/folds/$1-f{0,1,2,3,4}/metrics.json >/dev/null 2>&1; }
+combine() {  # in the background; its log says when it ends
+  local n=$1 runs=()
+  for f in 0 1 2 3 4; do runs+=("$W/folds/$n-f$f/metrics.json"); done
+  # shellcheck disable=SC2086  # COMBINE_FLAGS are words
+  timeout $(( $(left) - 25 )) python3 -m training sepsis crossfit --runs "${runs[@]}" --data $D --out $W/$n --name $n \
+      ${COMBINE_FLAGS:-} > $W/logs/$n-crossfit.log 2>&1 &
+}
+combine_ready() {  # every recipe whose folds are all done and that has not been combined or started
+  for n in "${NAMES[@]}"; do
+    if [ ! -e $W/$n.started ] && [ ! -f $W/$n/metrics.json ] && ready $n && [ "$(left)" -gt 90 ]; then
+      touch $W/$n.started; combine $n; echo "combining $n at $(( $(date +%s) - T0 )) s"
+    fi
+  done
+}
+rm -f $W/*.started  # a combine cut off by an earlier call starts again
+
 if [ "${PHASE:-all}" = all ]; then
-  BOOSTING=0 timeout $(( ${DEADLINE:-575} - 75 )) bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1
-  echo "train rc=$? at $(( $(date +%s) - T0 )) s"
-  for n in "${NAMES[@]}"; do tar czf $OUT/folds-$n.tgz $W/folds/$n-f* $W/runs/$n-f*/best.pt $W/logs/$n-f?.log; done
+  BOOSTING=0 timeout $(( ${DEADLINE:-575} - 40 )) bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1 &
+  trainer=$!
+  while kill -0 $trainer 2>/dev/null; do combine_ready; sleep 10; done
+  wait $trainer; echo "train rc=$? at $(( $(date +%s) - T0 )) s"
+  # timeout stops the script, not its runs: stop them here (each resumes from its last epoch's last.pt)
+  pkill -TERM -f "training sepsis train" && sleep 5
   for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
 fi
-echo "combine with $(left) s left"
-ok=()
-for n in "${NAMES[@]}"; do
-  if ls $W/folds/$n-f{0,1,2,3,4}/metrics.json >/dev/null 2>&1; then ok+=("$n"); else echo "$n: fold runs incomplete, not combined"; fi
-done
-for n in "${ok[@]}"; do
-  runs=(); for f in 0 1 2 3 4; do runs+=("$W/folds/$n-f$f/metrics.json"); done
-  timeout $(( $(left) - 25 )) python3 -m training sepsis crossfit --runs "${runs[@]}" --data $D --out $W/$n --name $n \
-      > $W/logs/$n-crossfit.log 2>&1 &
-done
+combine_ready
 wait
 echo "combine done at $(( $(date +%s) - T0 )) s"
-for n in "${NAMES[@]}"; do tar czf $OUT/cf-$n.tgz $W/$n $W/logs/$n-crossfit.log 2>/dev/null; done
-for n in "${NAMES[@]}"; do echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log 2>/dev/null | cut -c1-400)"; done
+tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # what results/ keeps
+for n in "${NAMES[@]}"; do [ -f $W/$n/metrics.json ] && echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log | cut -c1-400)"; done
+tar czf $OUT/cf.tgz --exclude=ensemble.pt $(for n in "${NAMES[@]}"; do [ -d $W/$n ] && echo $W/$n; done) 2>/dev/null
 ls -la $OUT; date -u

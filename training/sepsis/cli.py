@@ -185,7 +185,7 @@ def cmd_crossfit(a) -> int:
     from training.sepsis.train import pick_device
 
     result = crossfit_cfc([Path(p) for p in a.runs], a.data, Path(a.out), a.name, a.cache_dir,
-                          str(pick_device(a.device)))
+                          str(pick_device(a.device)), dropout_rates=tuple(a.dropout_rates))
     oof = result["oof"]
     print(f"{_headline(result)} | out-of-fold auroc={oof['auroc']:.4g} utility={oof['utility']:.4g}")
     return 0
@@ -332,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=0, help="cross-fit over this many folds (training/sepsis/crossfit.py)")
     p.set_defaults(func=cmd_baseline)
     p = sub.add_parser("crossfit", help="the fold runs of `train --folds K` as one model: out-of-fold choices, test once")
-    p.add_argument("--runs", nargs="+", required=True, help="each fold run's metrics.json")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="each fold run's metrics.json; several per fold (other seeds) make one model of all of them")
+    p.add_argument("--dropout-rates", nargs="*", type=float, default=[0.0, 0.3, 0.5],
+                   help="temporal-dropout rates tested on the test split (none: skip it, most of the time)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="folder for metrics.json, operating_points.json, ensemble.pt")
     p.add_argument("--name", required=True, help="the cross-fitted model's run name")

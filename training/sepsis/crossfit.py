@@ -8,6 +8,10 @@ training is chosen on them: the Platt calibration, the operating threshold, the 
 The shipped model is the k members as one step (training/sepsis/ensemble.py), each having seen
 (k-1)/k of the development stays. The test split is read once, for the record, after all of it.
 
+Several seed-sets (`train --folds k --seed s` for more than one seed per fold) make one model of
+m x k members: member i belongs to fold i % k, a stay's out-of-fold risk is the mean logit of the m
+members that did not train on it, and the shipped step is all m x k members' mean logit.
+
 The boosting peer runs under the same protocol (the same folds, early stopping on its fold, the
 threshold on its OOF predictions, the k boosters' mean on test).
 """
@@ -40,8 +44,9 @@ PROTOCOL = ("k-fold cross-fitting over the patient split's training + validation
 
 
 def fold_runs(metrics_paths: list[Path]) -> list[dict]:
-    """The fold runs' records (train.py's metrics.json) in fold order; each fold exactly once, one
-    fold count, one split seed and one archive among them."""
+    """The fold runs' records (train.py's metrics.json) as members in the order member i <-> fold i % k:
+    one or more seed-sets, each fold equally often and each (fold, seed) once; one fold count, one
+    split seed and one archive among them."""
     runs = [json.loads(Path(p).read_text()) for p in metrics_paths]
     folds = {r["config"]["folds"] for r in runs}
     seeds = {r["config"]["split_seed"] for r in runs}
@@ -50,10 +55,29 @@ def fold_runs(metrics_paths: list[Path]) -> list[dict]:
         raise ValueError(f"fold runs disagree or are not cross-fitted: folds {folds}, split seeds {seeds}, "
                          f"archives {len(data)}")
     k = folds.pop()
-    got = sorted(r["config"]["fold"] for r in runs)
-    if got != list(range(k)):
-        raise ValueError(f"need each of the {k} folds once, got folds {got}")
-    return sorted(runs, key=lambda r: r["config"]["fold"])
+    by_fold: dict[int, list[dict]] = {f: [] for f in range(k)}
+    for r in runs:
+        if r["config"]["fold"] not in by_fold:
+            raise ValueError(f"fold {r['config']['fold']} is not one of the {k} folds")
+        by_fold[r["config"]["fold"]].append(r)
+    counts = {len(v) for v in by_fold.values()}
+    if len(counts) != 1:
+        raise ValueError(f"need each of the {k} folds equally often, got "
+                         f"{ {f: len(v) for f, v in by_fold.items()} } runs per fold")
+    for f, group in by_fold.items():
+        if len({r["config"]["seed"] for r in group}) != len(group):
+            raise ValueError(f"fold {f}: the same model seed twice; each seed-set needs its own seed")
+        group.sort(key=lambda r: r["config"]["seed"])
+    return [by_fold[f][s] for s in range(counts.pop()) for f in range(k)]
+
+
+def fold_models(members: list, k: int) -> list:
+    """Per fold, the model that scores its stays out of fold: its one member, or the mean logit of
+    its members (member i belongs to fold i % k, as `fold_runs` orders them)."""
+    if len(members) % k:
+        raise ValueError(f"{len(members)} members do not divide into {k} folds")
+    groups = [members[f::k] for f in range(k)]
+    return [g[0] if len(g) == 1 else SepsisEnsemble(g).eval() for g in groups]
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -79,8 +103,9 @@ def pooled_shares(parts: list[dict]) -> dict:
 
 def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cache_dir: str = ".cache/sepsis",
                  device: str = "cpu", dropout_rates=(0.0, 0.3, 0.5)) -> dict:
-    """The fold runs as one cross-fitted model: OOF metrics and choices, then test once. Writes
-    <out>/metrics.json (export.py reads it), <out>/operating_points.json and <out>/ensemble.pt."""
+    """The fold runs (one or more seed-sets) as one cross-fitted model: OOF metrics and choices, then
+    test once. Writes <out>/metrics.json (export.py reads it), <out>/operating_points.json and
+    <out>/ensemble.pt. An empty `dropout_rates` skips the temporal-dropout test (most of the time)."""
     runs = fold_runs(metrics_paths)
     k, seed = runs[0]["config"]["folds"], runs[0]["config"]["split_seed"]
     cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=False)
@@ -91,7 +116,7 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     members = [SepsisModel.from_checkpoint(torch.load(r["checkpoint"], map_location="cpu")).to(device) for r in runs]
 
     oof_labels, oof_probs, per_fold, shares = [], [], [], []
-    for member, split in zip(members, splits):
+    for member, split in zip(fold_models(members, k), splits):
         labels, probs = stay_labels(tensors, split.val), predict_stays(member, tensors, split.val)
         oof_labels += labels
         oof_probs += probs
@@ -135,6 +160,7 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
                                "card_threshold": float(threshold)}, progress=False)
     result = {
         "run": name, "protocol": PROTOCOL, "folds": k, "split": f"crossfit-{k} (patient split seed {seed})",
+        "seed_sets": len(runs) // k, "member_seeds": [r["config"]["seed"] for r in runs],
         "data_sha256": cohort.source_sha256, "fold_runs": [r["run"] for r in runs],
         "config": runs[0]["config"], "n_train_stays": int(len(dev_idx)),
         "n_train_rows": int(cohort.lengths[dev_idx].sum()), "n_test_stays": int(len(test_idx)),

@@ -21,15 +21,20 @@ if [ "$PHASE" = train ]; then
   fi
   pids=()
   while read -r name flags; do
+    # "--seed-base N": a further seed-set, member seeds N + fold (default 0: seed = fold)
+    base=0
+    if [[ " $flags " =~ \ --seed-base\ ([0-9]+) ]]; then base=${BASH_REMATCH[1]}; flags=${flags/--seed-base $base/}; fi
     for ((f = 0; f < K; f++)); do
-      # shellcheck disable=SC2086  # the recipe's flags are words
-      python3 -m training sepsis train --data "$DATA" --folds "$K" --fold $f --seed $f --max-minutes "$MINUTES" \
+      [ -f "$WORK/folds/$name-f$f/metrics.json" ] && continue  # finished in an earlier call
+      more=(); [ -f "$WORK/runs/$name-f$f/last.pt" ] && more=(--resume)  # cut off by an earlier call's limit
+      # shellcheck disable=SC2086  # the recipe's flags are words (a recipe's --max-minutes wins over MINUTES)
+      python3 -m training sepsis train --data "$DATA" --folds "$K" --fold $f --seed $((base + f)) --max-minutes "$MINUTES" \
           --dropout-rates 0.0 --no-progress --out "$WORK/folds" --checkpoints "$WORK/runs" --run "$name-f$f" \
-          $flags > "$WORK/logs/$name-f$f.log" 2>&1 &
+          $flags "${more[@]}" >> "$WORK/logs/$name-f$f.log" 2>&1 &
       pids+=($!)
     done
   done < <(recipes)
-  wait "${pids[@]}"
+  [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
   echo quit | nvidia-cuda-mps-control 2>/dev/null || true
 elif [ "$PHASE" = combine ]; then
   while read -r name _; do

@@ -549,6 +549,7 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
 
     from models.runtime import StepRuntime
     from training.sepsis.batching import CohortTensors
+    from training.sepsis.crossfit import fold_models
     from training.sepsis.data import load_cohort
     from training.sepsis.ensemble import load_model
     from training.sepsis.predict import predict_stays, stay_labels
@@ -557,7 +558,7 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
     record = json.loads((Path(crossfit) / "metrics.json").read_text())
     ensemble = load_model(torch.load(Path(crossfit) / "ensemble.pt", map_location="cpu")).to(device).eval()
     k, seed = record["folds"], record["config"]["split_seed"]
-    if len(ensemble.members) != k:
+    if len(ensemble.members) % k:
         raise ValueError(f"{crossfit}: {len(ensemble.members)} members for {k} folds")
     runtime = StepRuntime.open(Path(model_dir), device=device)
     cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=progress)
@@ -570,9 +571,9 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
     if not all(torch.equal(m.calibration.cpu(), identity) for m in ensemble.members):
         raise ValueError(f"{crossfit}: members carry their own calibration; the ensemble's is fitted on raw logits")
     with torch.no_grad():
-        for member, split in zip(ensemble.members, splits):
+        for member, split in zip(fold_models(list(ensemble.members), k), splits):
             labels += stay_labels(tensors, split.val)
-            # the member's logit through the ensemble's calibration, fitted on these out-of-fold logits
+            # the fold's (mean) logit through the ensemble's calibration, fitted on these out-of-fold logits
             risks += [ensemble.risk(torch.logit(torch.from_numpy(p).double(), eps=1e-7)).float().numpy()
                       for p in predict_stays(member, tensors, split.val)]
     tsub = cohort.subset(splits[0].test)
