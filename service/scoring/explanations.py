@@ -14,10 +14,10 @@ import weakref
 
 import numpy as np
 
-from models.explain import find_memory, latest_ages, latest_values, top_contributions, withheld_deltas
+from models.explain import SHOWN, find_memory, latest_ages, latest_values, top_contributions, withheld_deltas
 from service.metrics import Metrics
 
-TOP_K = 5
+TOP_K = SHOWN
 
 
 class Explainer:

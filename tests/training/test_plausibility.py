@@ -9,8 +9,8 @@ import torch
 from models.contract import FEATURES, INDEX, N_FEATURES
 from models.reference import NORMAL, PLAUSIBILITY, REFERENCES
 from models.testing import CountingStep
-from training.sepsis.plausibility import (POINTS, Gate, ImplausibleModelError, check, gate_applies, grid,
-                                          measure, probe_rows, response_curves, summarize)
+from training.sepsis.plausibility import (POINTS, Gate, ImplausibleModelError, Probe, check, explanation_directions,
+                                          gate_applies, grid, measure, probe_rows, response_curves, summarize)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc" / "3"
 SIGN = np.array([0.0 if REFERENCES[f].direction is None else (1.0 if REFERENCES[f].direction == "high" else -1.0)
@@ -135,6 +135,25 @@ def test_the_shipped_model_on_constructed_stays_records_every_variable():
     assert result["variables"]["HR"]["share_physiological"] == 1.0
     assert result["explanations"]["clearly_abnormal_values"] >= 0
     json.dumps(result)
+
+
+def test_explanations_count_abnormal_values_lowering_the_risk_among_all_and_among_those_listed():
+    """A model reading leukocytosis backwards: WBC 12.5 beside five grossly abnormal vitals is a
+    small negative contribution, below the five listed; WBC 30 alone is listed, lowering the risk."""
+    shock = np.full(N_FEATURES, np.nan, np.float32)
+    for name, v in {"HR": 150, "MAP": 40, "SBP": 60, "Resp": 40, "Temp": 40.5, "WBC": 12.5}.items():
+        shock[INDEX[name]] = v
+    alone = np.full(N_FEATURES, np.nan, np.float32)
+    alone[INDEX["WBC"]] = 30.0
+    rows = np.stack([shock, alone])
+    probe = Probe(rows, np.ones((2, 1), np.float32), np.zeros((2, 2), np.float32), np.array([1, 1]))
+    e = explanation_directions(physiological_step(wrong=("WBC",)), None, probe)
+    assert e["clearly_abnormal_values"] == 7
+    assert e["by_variable_reference"]["WBC"] == [2, 2] and e["lowering_reference"] == 2
+    shown = e["shown_reference"]
+    assert shown["listed"] == 5 and shown["clearly_abnormal_values"] == 6  # 5 of the first row's 6, and WBC 30
+    assert shown["by_variable"]["WBC"] == [1, 1] and shown["lowering"] == 1
+    assert shown["share_lowering"] == pytest.approx(1 / 6)
 
 
 # -- the gate in export ---------------------------------------------------------------------------

@@ -148,8 +148,9 @@ def check(result: dict, max_wrong_way: float = MAX_WRONG_WAY) -> None:
 
 def explanation_directions(step: Step, memory, probe: Probe) -> dict:
     """Of the clearly abnormal values the step reads at each probed row (posted or carried),
-    the share that each explanation method shows as lowering the risk."""
-    from models.explain import STALE_HOURS, latest_values, unmeasured_deltas, withheld_deltas
+    the share that each explanation method gives a negative contribution, among all 40 deltas and
+    among the SHOWN leading ones the service lists (`top_contributions`)."""
+    from models.explain import SHOWN, STALE_HOURS, latest_values, top_contributions, unmeasured_deltas, withheld_deltas
 
     values = latest_values(probe.rows, probe.states, memory)
     abnormal = np.zeros_like(values, dtype=bool)
@@ -161,7 +162,7 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
            "thresholds": {k: f"{op} {limit}" for k, (op, limit) in CLEARLY_ABNORMAL.items()}}
     for baseline in ("missing", "reference"):
         deltas = withheld_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory, baseline=baseline)
-        if baseline == "reference":
+        if baseline == "reference" and memory is not None:  # "not measured" needs the step's memory
             out["unmeasured"] = _unmeasured_summary(
                 unmeasured_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory), deltas, STALE_HOURS)
         lowering = abnormal & (np.round(deltas, 6) < 0)
@@ -170,6 +171,17 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
         out[f"by_variable_{baseline}"] = {
             name: [int(lowering[:, INDEX[name]].sum()), int(abnormal[:, INDEX[name]].sum())]
             for name in CLEARLY_ABNORMAL}
+        listed = np.zeros_like(abnormal)
+        for i in range(len(values)):
+            for item in top_contributions(deltas[i], values[i], SHOWN):
+                listed[i, INDEX[item["feature"]]] = True
+        shown, shown_lowering = abnormal & listed, lowering & listed
+        out[f"shown_{baseline}"] = {"listed": SHOWN, "clearly_abnormal_values": int(shown.sum()),
+                                    "lowering": int(shown_lowering.sum()),
+                                    "share_lowering": float(shown_lowering.sum() / max(shown.sum(), 1)),
+                                    "by_variable": {name: [int(shown_lowering[:, INDEX[name]].sum()),
+                                                           int(shown[:, INDEX[name]].sum())]
+                                                    for name in CLEARLY_ABNORMAL}}
     return out
 
 
@@ -345,6 +357,7 @@ def run_cli(a) -> int:
                       "share_wrong_way": summary, "failing": sorted(result["failing"])}))
     if "explanations" in result:
         e = result["explanations"]
-        print(json.dumps({k: e[k] for k in ("stays", "clearly_abnormal_values", "share_lowering_missing",
-                                            "share_lowering_reference")}))
+        print(json.dumps({**{k: e[k] for k in ("stays", "clearly_abnormal_values", "share_lowering_missing",
+                                               "share_lowering_reference")},
+                          "shown_share_lowering_reference": e["shown_reference"]["share_lowering"]}))
     return 0
