@@ -228,6 +228,12 @@ def cmd_operating_points(a) -> int:
     return run_cli(a)
 
 
+def cmd_ladder(a) -> int:
+    from training.sepsis.ladder import run_cli
+
+    return run_cli(a)
+
+
 def cmd_summarize(a) -> int:
     from training.sepsis.summary import summarize
 
@@ -377,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_operating_points)
+    p = sub.add_parser("ladder", help="cross-fitted rungs side by side: each core's seed-sets, mean and spread")
+    p.add_argument("--rung", action="append", required=True, metavar="NAME=DIR[,DIR...]",
+                   help="a rung and its seed-sets' crossfit folders (metrics.json); repeat per rung")
+    p.add_argument("--peer", default=None, help="the boosting peer's crossfit folder")
+    p.add_argument("--out", required=True, help="folder for ladder.json, ladder.md and ladder.png")
+    p.set_defaults(func=cmd_ladder)
     p = sub.add_parser("summarize", help="aggregate results/sepsis/*/metrics.json over seeds")
     p.add_argument("--results", default="results/sepsis")
     p.set_defaults(func=cmd_summarize)
