@@ -44,6 +44,7 @@ if [ "${PHASE:-all}" = all ]; then
   # timeout stops the script, not its runs: stop them here (each resumes from its last epoch's last.pt)
   pkill -TERM -f "training sepsis train" && sleep 5
   for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
+  tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # should the call be cut
 fi
 combine_ready
 wait
