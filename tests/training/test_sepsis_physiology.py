@@ -9,7 +9,7 @@ from torch import nn
 
 from models.contract import INDEX
 from training.sepsis.batching import CohortTensors
-from training.sepsis.physiology import DIRECTIONS, PhysiologyPenalty, direction_shares
+from training.sepsis.physiology import DIRECTIONS, PhysiologyPenalty, carried_hours, direction_shares
 
 
 class Linear(nn.Module):
@@ -31,6 +31,18 @@ class Linear(nn.Module):
 
     def risk(self, logits):
         return torch.sigmoid(logits)
+
+
+class ForwardFill(Linear):
+    """Linear on each variable's latest value at or before the hour (carried forward, as the
+    shipped featurizer remembers it), not only on values measured that hour."""
+
+    def forward(self, obs, dt, mask=None):
+        filled, last = [], torch.full_like(obs[:, 0], float("nan"))
+        for t in range(obs.shape[1]):
+            last = torch.where(torch.isnan(obs[:, t]), last, obs[:, t])
+            filled.append(last)
+        return super().forward(torch.stack(filled, dim=1), dt, mask)
 
 
 def batch(n=32, t=20, seed=0):
@@ -91,3 +103,29 @@ def test_direction_shares_counts_the_stays_moving_each_way():
 def test_bad_penalty_settings_are_refused():
     with pytest.raises(ValueError, match="weight"):
         PhysiologyPenalty(-1.0)
+
+
+def test_carried_hours_run_from_the_changed_hour_until_the_value_is_measured_again_or_too_old():
+    obs = torch.full((2, 10, 40), float("nan"))
+    lactate = INDEX["Lactate"]
+    obs[:, [1, 6], lactate] = 2.0           # measured at hours 1 and 6
+    hour, column = torch.tensor([2, 2]), torch.tensor([lactate, lactate])
+    dt = torch.tensor([[1.0] * 10, [2.0] * 10])  # the second stay's hours are 2 h apart
+    got = carried_hours(obs, hour, column, dt, torch.tensor([10, 5]), carry_hours=24.0)
+    assert got[0].nonzero().flatten().tolist() == [3, 4, 5]      # re-measured at 6
+    assert got[1].nonzero().flatten().tolist() == [3, 4]         # the stay ends at 5
+    short = carried_hours(obs, hour, column, dt, torch.tensor([10, 10]), carry_hours=4.0)
+    assert short[0].nonzero().flatten().tolist() == [3, 4, 5] and short[1].nonzero().flatten().tolist() == [3, 4]
+
+
+def test_carry_hours_ask_the_margin_where_the_value_is_carried():
+    """A model that reads only the hour's own values moves the risk at the changed hour and not
+    after it: no penalty without carry_hours, a penalty with it. One that carries values forward
+    (as the shipped step's memory does) passes both."""
+    obs, dt, lengths = batch(n=32, t=20)
+    posted_only, carrying = Linear(), ForwardFill()
+    assert PhysiologyPenalty(1.0, stays=32, seed=0)(posted_only, obs, dt, lengths).item() == 0.0
+    assert PhysiologyPenalty(1.0, stays=32, seed=0, carry_hours=24)(posted_only, obs, dt, lengths).item() > 0.0
+    assert PhysiologyPenalty(1.0, stays=32, seed=0, carry_hours=24)(carrying, obs, dt, lengths).item() == 0.0
+    with pytest.raises(ValueError, match="carry_hours"):
+        PhysiologyPenalty(1.0, carry_hours=-1)

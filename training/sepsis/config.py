@@ -57,6 +57,8 @@ class TrainConfig:
     physiology_weight: float = flag(0.0, "weight of the penalty on a logit falling as a vital or lab turns "
                                     "abnormal (training/sepsis/physiology.py; 0: off)")
     physiology_stays: int = flag(64, "stays of each batch the physiology penalty is sampled on", min=1)
+    physiology_carry_hours: float = flag(0.0, "also ask the penalty's margin at later hours while the changed "
+                                         "value is carried, up to this many hours (0: at the changed hour only)", min=0)
     pos_weight: float = flag(8.0, "weight of positive hours in the loss (positives are ~1.8%% of hours)")
     ema: float | None = flag(0.995, "EMA decay of the validated and kept weights; 0 turns it off")
     patience: int = flag(10, "epochs without validation improvement before stopping", min=0)

@@ -125,7 +125,8 @@ def objective_for(cfg: TrainConfig, tensors: CohortTensors, labels: np.ndarray, 
     if cfg.physiology_weight:
         if cfg.objective != "hourly":
             raise ValueError(f"the physiology penalty goes with the hourly objective, not {cfg.objective!r}")
-        physiology = PhysiologyPenalty(cfg.physiology_weight, cfg.physiology_stays, seed=cfg.seed)
+        physiology = PhysiologyPenalty(cfg.physiology_weight, cfg.physiology_stays, seed=cfg.seed,
+                                       carry_hours=cfg.physiology_carry_hours)
     if cfg.objective == "hourly":
         return HourlyObjective(cfg.pos_weight, cfg.select, physiology)
     if cfg.objective == "utility":
