@@ -45,6 +45,9 @@ if [ "${PHASE:-all}" = all ]; then
   pkill -TERM -f "training sepsis train" && sleep 5
   for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
   tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # should the call be cut
+  # WEIGHTS=1: the members' weights too, one file per recipe (under 16 MiB each), to combine elsewhere
+  if [ -n "${WEIGHTS:-}" ]; then for n in "${NAMES[@]}"; do
+    ls $W/runs/$n-f?/best.pt >/dev/null 2>&1 && tar czf $OUT/best-$n.tgz $W/runs/$n-f?/best.pt; done; fi
 fi
 combine_ready
 wait
@@ -52,7 +55,4 @@ echo "combine done at $(( $(date +%s) - T0 )) s"
 tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # what results/ keeps
 for n in "${NAMES[@]}"; do [ -f $W/$n/metrics.json ] && echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log | cut -c1-400)"; done
 tar czf $OUT/cf.tgz --exclude=ensemble.pt $(for n in "${NAMES[@]}"; do [ -d $W/$n ] && echo $W/$n; done) 2>/dev/null
-# the members' weights, one file per recipe (under 16 MiB each), to combine elsewhere should no time be left here
-[ -n "${WEIGHTS:-}" ] && for n in "${NAMES[@]}"; do
-  ls $W/runs/$n-f?/best.pt >/dev/null 2>&1 && tar czf $OUT/best-$n.tgz $W/runs/$n-f?/best.pt; done
 ls -la $OUT; date -u
