@@ -90,7 +90,9 @@ def plot(summary: dict, path: Path) -> None:
             ax.hlines(summary["rungs"][name][f"{part}_{metric}"]["mean"], i - 0.25, i + 0.25, color="C0")
         if "peer" in summary:
             ax.axhline(summary["peer"][f"{part}_{metric}"], color="C3", linestyle="--", label="boosting (same folds)")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper right", fontsize=8)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low - 0.1 * (high - low), high + 0.15 * (high - low))  # room for the legend and the dots
         ax.set_xticks(range(len(names)), names)
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_title(f"out-of-fold {metric.upper() if metric == 'auroc' else metric}")
