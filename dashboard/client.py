@@ -96,6 +96,7 @@ class Contribution:
     delta: float
     reference: float | None = None    # the normal value it was compared with (None: administrative field)
     hours_since: float | None = None  # the value's age at that risk (0: posted with it)
+    system: str | None = None         # the variable's organ system ("administrative" for Age, units ...)
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,8 @@ def _contributions(items: list | None) -> list[Contribution]:
     def number(x):
         return None if x is None else float(x)
     return [Contribution(feature=str(c["feature"]), value=number(c.get("value")), delta=float(c["delta"]),
-                         reference=number(c.get("reference")), hours_since=number(c.get("hours_since")))
+                         reference=number(c.get("reference")), hours_since=number(c.get("hours_since")),
+                         system=c.get("system"))
             for c in (items or [])]
 
 

@@ -383,6 +383,42 @@ def contribution_text(c) -> str:
     return f"{c.feature} {value} {way} the risk by {size} points"
 
 
+# The SOFA components (service/patients/bedside.py) by the organ system their variable belongs to
+# (models/reference_values.csv: MAP cardiovascular, platelets coagulation, bilirubin hepatic, ...).
+SOFA_SYSTEM = {"Respiration": "respiratory", "Coagulation": "coagulation", "Liver": "hepatic",
+               "Cardiovascular": "cardiovascular", "Renal": "renal"}
+
+
+def _sofa_words(component: dict) -> str:
+    if component.get("score") is None:
+        return f"SOFA {component['name'].lower()} not assessable"
+    points = "point" if component["score"] == 1 else "points"
+    value = f", {component.get('feature')} {fmt_number(component['value'])}" if component.get("value") is not None else ""
+    return f"SOFA {component['name'].lower()} {component['score']} {points}{value}"
+
+
+def reasons_by_system(contributions, bedside: dict | None = None) -> list[str]:
+    """The contributions grouped by organ system, as markdown lines: each system a heading with its
+    SOFA component beside it (from the bedside scores, when that system has one), its reasons under
+    it. Systems in the order of their largest reason; administrative fields and reasons without a
+    system last, whatever their size."""
+    groups: dict[str, list] = {}
+    for c in contributions:
+        groups.setdefault(c.system or "other", []).append(c)
+    components = {SOFA_SYSTEM.get(c.get("name")): c for c in ((bedside or {}).get("sofa") or {}).get("components") or []}
+
+    def rank(item):
+        system, items = item
+        return (system in ("administrative", "other"), -max(abs(c.delta) for c in items))
+
+    lines = []
+    for system, items in sorted(groups.items(), key=rank):
+        sofa = components.get(system)
+        lines.append(f"- **{system[0].upper() + system[1:]}**" + (f" ({_sofa_words(sofa)})" if sofa else ""))
+        lines += [f"    - {contribution_text(c)}" for c in items]
+    return lines
+
+
 def value_age(v) -> str:
     """How old a latest value is, and whether it is past the window the bedside scores count it for:
     '37.0 h ago, older than the 24 h window'."""

@@ -106,13 +106,13 @@ latest_entry = d.timeline[-1] if d.timeline else None
 why = latest_entry.contributions if latest_entry else []
 if why:
     st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
-                "when each one's latest value is replaced by a normal value):\n"
-                + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+                "when each one's latest value is replaced by a normal value), by organ system beside its "
+                "SOFA component:\n" + "\n".join(transforms.reasons_by_system(why, d.bedside)))
 else:
     st.caption("No contributions stored for the latest risk.")
 if active is not None and active.contributions:
     st.markdown(f"When alarm #{active.id} was raised:\n"
-                + "\n".join(f"- {transforms.contribution_text(x)}" for x in active.contributions))
+                + "\n".join(transforms.reasons_by_system(active.contributions)))
 
 st.subheader("Bedside scores")
 if d.bedside:

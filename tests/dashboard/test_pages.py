@@ -101,6 +101,9 @@ def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
     assert "Outcome: sepsis, onset 2024-03-01 18:00 UTC" in md
     assert "**Age** 61 years" in md and "**Sex** male" in md and "**Unit** SICU" in md and "**Bed** not recorded" in md
     assert "**Risk now:**" in md
+    # the reasons by organ system, its SOFA component beside it; administrative fields after the clinical ones
+    assert "- **Cardiovascular** (SOFA cardiovascular 1 point, MAP 67)\n    - MAP 67 (normal 85) raised the risk" in md
+    assert md.index("- **Cardiovascular**") < md.index("- **Administrative**")
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     # risk, vitals and the measurement strip: one row each, all on the same time domain, with the
     # same room for the y axis (the plots line up), each as wide as the page (a tablet sees it all)

@@ -437,3 +437,33 @@ def test_burden_chart_rules_one_mark_per_period_change_and_none_for_a_single_per
     one = transforms.period_changes([period("MICU", None, 0.15, None, None, 1.0)], T0, T0 + 6 * H)
     single = charts.burden_chart(bucket, burden, one)
     assert _layers_of(single, "rule") == [] and _layers_of(single, "text") == []
+
+
+def test_reasons_are_grouped_by_organ_system_beside_their_sofa_component():
+    """A septic-shock picture: hypotension leads, so the cardiovascular system comes first with its
+    SOFA component beside it; lactate has no SOFA component; the age of the patient, an
+    administrative field, comes last although it moved the risk more than the platelets."""
+    from dashboard.client import Contribution
+
+    why = [Contribution("MAP", 55.0, 0.031, reference=85.0, hours_since=0.0, system="cardiovascular"),
+           Contribution("Lactate", 6.8, 0.024, reference=1.0, hours_since=2.0, system="metabolic/perfusion"),
+           Contribution("Age", 81.0, 0.012, system="administrative"),
+           Contribution("Platelets", 60.0, 0.006, reference=250.0, hours_since=5.0, system="coagulation"),
+           Contribution("HR", 126.0, 0.004, reference=80.0, hours_since=0.0, system="cardiovascular")]
+    bedside = {"sofa": {"components": [
+        {"name": "Cardiovascular", "score": 1, "feature": "MAP", "value": 55.0},
+        {"name": "Coagulation", "score": 2, "feature": "Platelets", "value": 60.0},
+        {"name": "Renal", "score": None, "feature": "Creatinine", "value": None}]}}
+    lines = transforms.reasons_by_system(why, bedside)
+    assert lines == [
+        "- **Cardiovascular** (SOFA cardiovascular 1 point, MAP 55)",
+        "    - MAP 55 (normal 85) raised the risk by 3.1 points",
+        "    - HR 126 (normal 80) raised the risk by 0.4 points",
+        "- **Metabolic/perfusion**",
+        "    - Lactate 6.8 (measured 2.0 h before; normal 1) raised the risk by 2.4 points",
+        "- **Coagulation** (SOFA coagulation 2 points, Platelets 60)",
+        "    - Platelets 60 (measured 5.0 h before; normal 250) raised the risk by 0.6 points",
+        "- **Administrative**",
+        "    - Age 81 raised the risk by 1.2 points"]
+    # without bedside scores (an alarm's reasons, from an earlier hour): the same groups, no SOFA beside
+    assert transforms.reasons_by_system(why)[0] == "- **Cardiovascular**"
