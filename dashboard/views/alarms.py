@@ -130,8 +130,10 @@ def card(c, k, now, can_act: bool) -> None:
         with why_col:
             why = k.latest_contributions or k.contributions
             if why:
+                # the SOFA components beside them only for the latest risk (the bedside scores are now's)
                 st.markdown("**Behind the " + ("latest risk" if k.latest_contributions else "alarm") + "**\n"
-                            + "\n".join(f"- {transforms.contribution_text(x)}" for x in why))
+                            + "\n".join(transforms.reasons_by_system(
+                                why, k.bedside if k.latest_contributions else None)))
             else:
                 st.caption("No contributions stored for this risk.")
         if can_act:

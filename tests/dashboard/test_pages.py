@@ -147,6 +147,10 @@ def test_alarm_queue_in_the_services_order_of_urgency(monkeypatch, stack):
     shown = {pid for pid, _ in _cards(at)}
     assert {stack.snoozed, stack.acked} <= shown and stack.calm not in shown
     assert "since raised" in "".join(m.delta or "" for m in at.metric)  # risk now against risk at raise
+    # each card's reasons by organ system, the SOFA component beside them for the latest risk
+    behind = [x.value for x in at.markdown if x.value.startswith("**Behind the latest risk**")]
+    assert behind and all("\n- **" in b and "\n    - " in b for b in behind)
+    assert any("(SOFA cardiovascular" in b for b in behind)
     log = at.dataframe[-1].value
     assert {"nurse kim", "dr lee"} <= set(log["who"].dropna())
     at.toggle(key="queue_ack").set_value(False).run()
