@@ -74,7 +74,7 @@ from typing import Callable
 import numpy as np
 
 from models.contract import FEATURES, ICULOS_INDEX, N_FEATURES
-from models.reference import NORMAL, REFERENCES
+from models.reference import NORMAL, REFERENCES, SYSTEMS
 
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -322,6 +322,45 @@ def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, m
     if risk.shape[0] != n + len(rows):
         raise ValueError(f"step: returned {risk.shape[0]} risks for {n + len(rows)} rows")
     deltas[rows, cols] = risk[rows] - risk[n:]
+    return deltas
+
+
+CLINICAL_SYSTEMS = tuple(x for x in SYSTEMS if x != "administrative")
+SYSTEM_INDEX = np.array([CLINICAL_SYSTEMS.index(REFERENCES[f].system) if REFERENCES[f].system in CLINICAL_SYSTEMS
+                         else -1 for f in FEATURES])
+
+
+def system_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *,
+                  memory: Memory | None = None) -> np.ndarray:
+    """delta [n, len(CLINICAL_SYSTEMS)] float64 = risk(as posted) - risk(every latest value of the
+    organ system replaced by its reference together), as `withheld_deltas` replaces one variable
+    (posted values in the row, carried ones in the memory, ages and counts kept).
+
+    Why together: the variables of a system move together in a patient (SBP, MAP and DBP; lactate,
+    pH and HCO3), and replacing one alone builds a row no patient has (a MAP of 85 beside an SBP of
+    77). A system with nothing to replace gets exactly 0. Measurement only (the plausibility suite);
+    the service lists the per-variable contributions."""
+    obs, elapsed, state = _check_inputs(obs, elapsed, state)
+    values = latest_values(obs, state, memory)
+    present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE & np.isfinite(NORMAL) & (values != NORMAL)
+    n, k = obs.shape[0], len(CLINICAL_SYSTEMS)
+    has = np.stack([present[:, SYSTEM_INDEX == g].any(axis=1) for g in range(k)], axis=1)  # [n, k]
+    rows, groups = np.nonzero(has)
+    deltas = np.zeros((n, k), dtype=np.float64)
+    if len(rows) == 0:
+        return deltas
+    v_obs, v_state = obs[rows].copy(), state[rows].copy()
+    for v, (i, g) in enumerate(zip(rows, groups)):
+        cols = np.flatnonzero(present[i] & (SYSTEM_INDEX == g))
+        now = cols[~np.isnan(obs[i, cols])]
+        v_obs[v, now] = NORMAL[now]
+        if memory is not None:
+            earlier = np.setdiff1d(cols, now)
+            v_state[v, memory.last[:, earlier].reshape(-1)] = np.repeat(NORMAL[earlier][None, :], memory.members, 0).reshape(-1)
+    risk, _ = step(np.concatenate([obs, v_obs]), np.concatenate([elapsed, elapsed[rows]]),
+                   np.concatenate([state, v_state]))
+    risk = _risk_vector(risk)
+    deltas[rows, groups] = risk[rows] - risk[n:]
     return deltas
 
 

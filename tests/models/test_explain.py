@@ -472,3 +472,26 @@ def test_not_measured_for_long_is_a_reason_of_its_own(shipped):
     assert shown["Platelets"] == (80.0, 30.0) and shown["Lactate"] == (None, None)
     with pytest.raises(ValueError, match="memory"):
         unmeasured_deltas(rt._run, obs, elapsed, state, memory=None)
+
+
+def test_a_system_is_replaced_together(default_model):
+    """A system with one value behind it equals that value's own contribution; the septic-shock
+    blood pressures replaced together (HR, SBP, MAP, DBP against 80, 120, 85, 75) raise the risk,
+    whatever MAP alone does beside an SBP of 77."""
+    from models.explain import CLINICAL_SYSTEMS, system_deltas
+
+    rt, memory = default_model
+    state = history(rt, [{**ADMISSION, "HR": 90}])
+    obs = row({**ADMISSION, "HR": 128, "Temp": 38.9}, 2)[None]
+    elapsed = np.ones((1, 1), np.float32)
+    one = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)[0]
+    systems = system_deltas(rt._run, obs, elapsed, state, memory=memory)[0]
+    assert systems[CLINICAL_SYSTEMS.index("cardiovascular")] == pytest.approx(one[INDEX["HR"]], abs=1e-6)
+    assert systems[CLINICAL_SYSTEMS.index("inflammation")] == pytest.approx(one[INDEX["Temp"]], abs=1e-6)
+    assert systems[CLINICAL_SYSTEMS.index("renal")] == 0.0  # nothing to replace
+    rows = [row({**ADMISSION, **values}, t + 1) for t, values in enumerate(SHOCK)]
+    state = rt.new_state(1)
+    for t, r in enumerate(rows[:-1]):
+        state = rt.step(r[None], [0.0 if t == 0 else 1.0], state).next_state
+    systems = system_deltas(rt._run, rows[-1][None], elapsed, state, memory=memory)[0]
+    assert systems[CLINICAL_SYSTEMS.index("cardiovascular")] > 0.004

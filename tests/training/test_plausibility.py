@@ -154,6 +154,10 @@ def test_explanations_count_abnormal_values_lowering_the_risk_among_all_and_amon
     assert shown["listed"] == 5 and shown["clearly_abnormal_values"] == 6  # 5 of the first row's 6, and WBC 30
     assert shown["by_variable"]["WBC"] == [1, 1] and shown["lowering"] == 1
     assert shown["share_lowering"] == pytest.approx(1 / 6)
+    # by organ system, replaced together: the fever outweighs the backwards WBC 12.5 beside it
+    systems = e["systems_reference"]
+    assert systems["by_system"] == {"cardiovascular": [0, 1], "respiratory": [0, 1], "inflammation": [1, 2]}
+    assert systems["systems_with_clearly_abnormal_values"] == 4 and systems["lowering"] == 1
 
 
 # -- the gate in export ---------------------------------------------------------------------------

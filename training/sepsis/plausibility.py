@@ -150,7 +150,8 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
     """Of the clearly abnormal values the step reads at each probed row (posted or carried),
     the share that each explanation method gives a negative contribution, among all 40 deltas and
     among the SHOWN leading ones the service lists (`top_contributions`)."""
-    from models.explain import SHOWN, STALE_HOURS, latest_values, top_contributions, unmeasured_deltas, withheld_deltas
+    from models.explain import (CLINICAL_SYSTEMS, SHOWN, STALE_HOURS, SYSTEM_INDEX, latest_values, system_deltas,
+                                top_contributions, unmeasured_deltas, withheld_deltas)
 
     values = latest_values(probe.rows, probe.states, memory)
     abnormal = np.zeros_like(values, dtype=bool)
@@ -175,6 +176,15 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
         for i in range(len(values)):
             for item in top_contributions(deltas[i], values[i], SHOWN):
                 listed[i, INDEX[item["feature"]]] = True
+        if baseline == "reference":  # each organ system holding a clearly abnormal value, replaced together
+            systems = system_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory)
+            with_abnormal = np.stack([abnormal[:, SYSTEM_INDEX == g].any(axis=1) for g in range(len(CLINICAL_SYSTEMS))], 1)
+            down = with_abnormal & (np.round(systems, 6) < 0)
+            out["systems_reference"] = {
+                "systems_with_clearly_abnormal_values": int(with_abnormal.sum()), "lowering": int(down.sum()),
+                "share_lowering": float(down.sum() / max(with_abnormal.sum(), 1)),
+                "by_system": {name: [int(down[:, g].sum()), int(with_abnormal[:, g].sum())]
+                              for g, name in enumerate(CLINICAL_SYSTEMS) if with_abnormal[:, g].any()}}
         shown, shown_lowering = abnormal & listed, lowering & listed
         out[f"shown_{baseline}"] = {"listed": SHOWN, "clearly_abnormal_values": int(shown.sum()),
                                     "lowering": int(shown_lowering.sum()),
