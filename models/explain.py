@@ -330,6 +330,11 @@ SYSTEM_INDEX = np.array([CLINICAL_SYSTEMS.index(REFERENCES[f].system) if REFEREN
                          else -1 for f in FEATURES])
 
 
+def by_system(mask: np.ndarray) -> np.ndarray:
+    """[n, len(CLINICAL_SYSTEMS)] bool: per row, whether any variable of each system is True in mask [n, 40]."""
+    return np.stack([mask[:, SYSTEM_INDEX == g].any(axis=1) for g in range(len(CLINICAL_SYSTEMS))], axis=1)
+
+
 def system_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *,
                   memory: Memory | None = None) -> np.ndarray:
     """delta [n, len(CLINICAL_SYSTEMS)] float64 = risk(as posted) - risk(every latest value of the
@@ -343,10 +348,9 @@ def system_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.nd
     obs, elapsed, state = _check_inputs(obs, elapsed, state)
     values = latest_values(obs, state, memory)
     present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE & np.isfinite(NORMAL) & (values != NORMAL)
-    n, k = obs.shape[0], len(CLINICAL_SYSTEMS)
-    has = np.stack([present[:, SYSTEM_INDEX == g].any(axis=1) for g in range(k)], axis=1)  # [n, k]
-    rows, groups = np.nonzero(has)
-    deltas = np.zeros((n, k), dtype=np.float64)
+    n = obs.shape[0]
+    rows, groups = np.nonzero(by_system(present))
+    deltas = np.zeros((n, len(CLINICAL_SYSTEMS)), dtype=np.float64)
     if len(rows) == 0:
         return deltas
     v_obs, v_state = obs[rows].copy(), state[rows].copy()

@@ -17,13 +17,10 @@ import numpy as np
 from models.explain import SHOWN, find_memory, latest_ages, latest_values, top_contributions, withheld_deltas
 from service.metrics import Metrics
 
-TOP_K = SHOWN
-
-
 class Explainer:
     """Contributions for the rows of a model run; one per model, as the memory layout is the model's."""
 
-    def __init__(self, metrics: Metrics, enabled: bool = True, k: int = TOP_K):
+    def __init__(self, metrics: Metrics, enabled: bool = True, k: int = SHOWN):
         self.metrics = metrics
         self.enabled = enabled
         self.k = k

@@ -313,15 +313,19 @@ NORMAL_LABS = {"Lactate": 1.1, "WBC": 8.0, "Creatinine": 0.9, "Platelets": 240, 
                "Bilirubin_total": 0.6, "Hgb": 12.5}
 
 
-def explain_last_hour(rt, memory, hours):
-    """Stream hourly rows (each with the admission record) and explain the last one:
-    (risk, deltas [40], top contributions with ages)."""
+def last_hour(rt, hours):
+    """Stream hourly rows (each with the admission record) up to the last one: its (obs, elapsed, state)."""
     rows = [row({**ADMISSION, **values}, t + 1) for t, values in enumerate(hours)]
     state = rt.new_state(1)
     for t, r in enumerate(rows[:-1]):
         state = rt.step(r[None], [0.0 if t == 0 else 1.0], state).next_state
-    obs = rows[-1][None]
-    elapsed = np.array([[0.0 if len(rows) == 1 else 1.0]], np.float32)
+    return rows[-1][None], np.array([[0.0 if len(rows) == 1 else 1.0]], np.float32), state
+
+
+def explain_last_hour(rt, memory, hours):
+    """Stream hourly rows (each with the admission record) and explain the last one:
+    (risk, deltas [40], top contributions with ages)."""
+    obs, elapsed, state = last_hour(rt, hours)
     deltas = withheld_deltas(rt._run, obs, elapsed, state, memory=memory)
     top = top_contributions(deltas[0], latest_values(obs, state, memory)[0], k=5,
                             ages_row=latest_ages(obs, elapsed, state, memory)[0])
@@ -489,9 +493,5 @@ def test_a_system_is_replaced_together(default_model):
     assert systems[CLINICAL_SYSTEMS.index("cardiovascular")] == pytest.approx(one[INDEX["HR"]], abs=1e-6)
     assert systems[CLINICAL_SYSTEMS.index("inflammation")] == pytest.approx(one[INDEX["Temp"]], abs=1e-6)
     assert systems[CLINICAL_SYSTEMS.index("renal")] == 0.0  # nothing to replace
-    rows = [row({**ADMISSION, **values}, t + 1) for t, values in enumerate(SHOCK)]
-    state = rt.new_state(1)
-    for t, r in enumerate(rows[:-1]):
-        state = rt.step(r[None], [0.0 if t == 0 else 1.0], state).next_state
-    systems = system_deltas(rt._run, rows[-1][None], elapsed, state, memory=memory)[0]
+    systems = system_deltas(rt._run, *last_hour(rt, SHOCK), memory=memory)[0]
     assert systems[CLINICAL_SYSTEMS.index("cardiovascular")] > 0.004

@@ -34,6 +34,9 @@ combine_ready() {  # every recipe whose folds are all done and that has not been
     fi
   done
 }
+pack_folds() {  # what results/ keeps of the fold runs, packed as soon as training ends should the call be cut
+  tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null
+}
 rm -f $W/*.started  # a combine cut off by an earlier call starts again
 
 if [ "${PHASE:-all}" = all ]; then
@@ -44,7 +47,7 @@ if [ "${PHASE:-all}" = all ]; then
   # timeout stops the script, not its runs: stop them here (each resumes from its last epoch's last.pt)
   pkill -TERM -f "training sepsis train" && sleep 5
   for f in $W/logs/*-f?.log; do echo "$f: $(tail -n 1 $f | cut -c1-160)"; done
-  tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # should the call be cut
+  pack_folds
   # WEIGHTS=1: the members' weights too, one file per recipe (under 16 MiB each), to combine elsewhere
   if [ -n "${WEIGHTS:-}" ]; then for n in "${NAMES[@]}"; do
     ls $W/runs/$n-f?/best.pt >/dev/null 2>&1 && tar czf $OUT/best-$n.tgz $W/runs/$n-f?/best.pt; done; fi
@@ -52,7 +55,7 @@ fi
 combine_ready
 wait
 echo "combine done at $(( $(date +%s) - T0 )) s"
-tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null  # what results/ keeps
+pack_folds  # again, with the combines' logs
 for n in "${NAMES[@]}"; do [ -f $W/$n/metrics.json ] && echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log | cut -c1-400)"; done
 tar czf $OUT/cf.tgz --exclude=ensemble.pt $(for n in "${NAMES[@]}"; do [ -d $W/$n ] && echo $W/$n; done) 2>/dev/null
 ls -la $OUT; date -u

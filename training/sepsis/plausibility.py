@@ -150,7 +150,7 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
     """Of the clearly abnormal values the step reads at each probed row (posted or carried),
     the share that each explanation method gives a negative contribution, among all 40 deltas and
     among the SHOWN leading ones the service lists (`top_contributions`)."""
-    from models.explain import (CLINICAL_SYSTEMS, SHOWN, STALE_HOURS, SYSTEM_INDEX, latest_values, system_deltas,
+    from models.explain import (CLINICAL_SYSTEMS, SHOWN, STALE_HOURS, by_system, latest_values, system_deltas,
                                 top_contributions, unmeasured_deltas, withheld_deltas)
 
     values = latest_values(probe.rows, probe.states, memory)
@@ -178,7 +178,7 @@ def explanation_directions(step: Step, memory, probe: Probe) -> dict:
                 listed[i, INDEX[item["feature"]]] = True
         if baseline == "reference":  # each organ system holding a clearly abnormal value, replaced together
             systems = system_deltas(step, probe.rows, probe.elapsed, probe.states, memory=memory)
-            with_abnormal = np.stack([abnormal[:, SYSTEM_INDEX == g].any(axis=1) for g in range(len(CLINICAL_SYSTEMS))], 1)
+            with_abnormal = by_system(abnormal)
             down = with_abnormal & (np.round(systems, 6) < 0)
             out["systems_reference"] = {
                 "systems_with_clearly_abnormal_values": int(with_abnormal.sum()), "lowering": int(down.sum()),
