@@ -89,6 +89,7 @@ class SepsisModel(nn.Module):
         # Platt calibration of the risk (fitted on validation after training; identity until then):
         # the loss weights positives, so the raw sigmoid overstates the probability of sepsis
         self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
+        self.length_chunk = 0  # stays per sub-batch of `forward` while training (0: the batch as it is)
 
     @property
     def core_state_size(self) -> int:
@@ -172,7 +173,16 @@ class SepsisModel(nn.Module):
         return self.risk(logit), next_state
 
     def forward(self, observations, elapsed, mask=None):
-        """observations [B, T, 40], elapsed [B, T], mask [B, T] -> logits [B, T] (new patients)."""
+        """observations [B, T, 40], elapsed [B, T], mask [B, T] -> logits [B, T] (new patients).
+
+        With `length_chunk` set (training only: not part of the model or its checkpoint) and a mask
+        given, the batch runs as sub-batches of stays of similar length (`by_length`): the same logits
+        at every real step, 0 after a stay's last one."""
+        if self.length_chunk and mask is not None and observations.shape[0] > self.length_chunk:
+            return by_length(self._forward, observations, elapsed, mask, self.length_chunk)
+        return self._forward(observations, elapsed, mask)
+
+    def _forward(self, observations, elapsed, mask=None):
         if self.config.hold_silent:
             return self._held_forward(observations, elapsed, mask)
         encoded = self._encode(self.featurizer.sequence(observations, elapsed))
@@ -195,6 +205,28 @@ class SepsisModel(nn.Module):
         state = {"calibration": model.calibration, **checkpoint["state_dict"]}
         model.load_state_dict(state)
         return model.eval()
+
+
+def by_length(forward, observations, elapsed, mask, chunk: int) -> torch.Tensor:
+    """forward(observations, elapsed, mask) -> logits [B, T], run on sub-batches of `chunk` stays of
+    similar length, each cut after its last real step; logits after a stay's last real step are 0.
+
+    Why: a batch of stays drawn at random is padded to its longest stay (up to 336 hours against a
+    mean of 38), and a recurrent core steps every row through every hour, padding included. The model
+    is causal, so cutting a stay after its last real step changes nothing before it: the loss and its
+    gradient are the batch's own, at a fraction of the work (bench/sepsis_train_step.py)."""
+    b, t = elapsed.shape
+    steps = torch.arange(1, t + 1, device=mask.device)
+    ends = (mask * steps).amax(dim=1)  # one past each stay's last real step (0: none)
+    order = torch.argsort(ends, descending=True, stable=True)
+    out = torch.zeros(b, t, dtype=observations.dtype, device=observations.device)
+    for rows in torch.split(order, chunk):
+        end = int(ends[rows[0]])  # the longest of these stays: they are sorted
+        if end == 0:
+            break
+        logits = forward(observations[rows, :end], elapsed[rows, :end], mask[rows, :end])
+        out = out.index_put((rows[:, None], steps[None, :end] - 1), logits)
+    return torch.where(steps[None, :] <= ends[:, None], out, torch.zeros_like(out))
 
 
 class StreamingStep(nn.Module):

@@ -155,6 +155,7 @@ def train(cfg: TrainConfig, say=lambda line: None) -> dict:
     edges = training_edges(cohort.values, cohort.offsets, train_idx, cfg.model.bins)
     model = SepsisModel(cfg.model, mean, std, edges).to(device)
     set_cfc_impl(model, cfg.cfc_impl)
+    model.length_chunk = cfg.length_chunk
     tensors = CohortTensors.from_cohort(cohort, device)
     objective = objective_for(cfg, tensors, cohort.labels, cohort.offsets)
     ckpt_dir = Path(cfg.checkpoints) / cfg.run_name
