@@ -294,18 +294,28 @@ def _in_calls(step: Step, obs, elapsed, state, present, memory: Memory | None, m
 
 def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, mode: str) -> np.ndarray:
     """mode "reference" / "missing": a withheld_deltas baseline; "now": the reference posted in the row."""
-    n = obs.shape[0]
-    deltas = np.zeros((n, N_FEATURES), dtype=np.float64)
+    deltas = np.zeros((obs.shape[0], N_FEATURES), dtype=np.float64)
     rows, cols = np.nonzero(present)  # one variant per (row, variable) with something to replace
     if len(rows) == 0:
         return deltas
-    variant = np.arange(len(rows))
-    v_obs = obs[rows].copy()
-    v_state = state[rows].copy()
+    alone = np.zeros((len(rows), N_FEATURES), dtype=bool)
+    alone[np.arange(len(rows)), cols] = True
+    posted, replaced = _variant_risks(step, obs, elapsed, state, rows, alone, memory, mode)
+    deltas[rows, cols] = posted[rows] - replaced
+    return deltas
+
+
+def _variant_risks(step: Step, obs, elapsed, state, rows, replaced, memory: Memory | None,
+                   mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(risk of each row as posted [n], risk of each variant [v]) from one step call: variant v is
+    row rows[v] with the variables True in replaced[v] (one, or a whole organ system) replaced."""
+    n = obs.shape[0]
+    v_obs, v_state = obs[rows].copy(), state[rows].copy()
+    variant, cols = np.nonzero(replaced)  # one (variant, variable) pair per value replaced
     reference = NORMAL[cols]
-    replace = np.isfinite(reference) if mode in ("reference", "now") else np.zeros(len(rows), dtype=bool)
+    replace = np.isfinite(reference) if mode in ("reference", "now") else np.zeros(len(cols), dtype=bool)
     # replaced by the reference: in the row when posted now (or measured now), else in the memory's last value
-    now = replace & (~np.isnan(obs[rows, cols]) | (mode == "now"))
+    now = replace & (~np.isnan(obs[rows[variant], cols]) | (mode == "now"))
     v_obs[variant[now], cols[now]] = reference[now]
     if memory is not None:
         earlier = replace & ~now
@@ -314,15 +324,14 @@ def _one_call(step: Step, obs, elapsed, state, present, memory: Memory | None, m
     held = ~replace
     v_obs[variant[held], cols[held]] = np.nan
     if memory is not None:
-        mem_cols = memory.columns()[:, cols[held]].T  # [withheld variants, blocks * members]
+        mem_cols = memory.columns()[:, cols[held]].T  # [withheld values, blocks * members]
         v_state[variant[held][:, None], mem_cols] = 0.0
     risk, _ = step(np.concatenate([obs, v_obs]), np.concatenate([elapsed, elapsed[rows]]),
                    np.concatenate([state, v_state]))
     risk = _risk_vector(risk)
     if risk.shape[0] != n + len(rows):
         raise ValueError(f"step: returned {risk.shape[0]} risks for {n + len(rows)} rows")
-    deltas[rows, cols] = risk[rows] - risk[n:]
-    return deltas
+    return risk[:n], risk[n:]
 
 
 CLINICAL_SYSTEMS = tuple(x for x in SYSTEMS if x != "administrative")
@@ -348,23 +357,13 @@ def system_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.nd
     obs, elapsed, state = _check_inputs(obs, elapsed, state)
     values = latest_values(obs, state, memory)
     present = (~np.isnan(obs) | carried(state, memory)) & WITHHOLDABLE & np.isfinite(NORMAL) & (values != NORMAL)
-    n = obs.shape[0]
     rows, groups = np.nonzero(by_system(present))
-    deltas = np.zeros((n, len(CLINICAL_SYSTEMS)), dtype=np.float64)
+    deltas = np.zeros((obs.shape[0], len(CLINICAL_SYSTEMS)), dtype=np.float64)
     if len(rows) == 0:
         return deltas
-    v_obs, v_state = obs[rows].copy(), state[rows].copy()
-    for v, (i, g) in enumerate(zip(rows, groups)):
-        cols = np.flatnonzero(present[i] & (SYSTEM_INDEX == g))
-        now = cols[~np.isnan(obs[i, cols])]
-        v_obs[v, now] = NORMAL[now]
-        if memory is not None:
-            earlier = np.setdiff1d(cols, now)
-            v_state[v, memory.last[:, earlier].reshape(-1)] = np.repeat(NORMAL[earlier][None, :], memory.members, 0).reshape(-1)
-    risk, _ = step(np.concatenate([obs, v_obs]), np.concatenate([elapsed, elapsed[rows]]),
-                   np.concatenate([state, v_state]))
-    risk = _risk_vector(risk)
-    deltas[rows, groups] = risk[rows] - risk[n:]
+    together = present[rows] & (SYSTEM_INDEX[None, :] == groups[:, None])
+    posted, replaced = _variant_risks(step, obs, elapsed, state, rows, together, memory, "reference")
+    deltas[rows, groups] = posted[rows] - replaced
     return deltas
 
 
