@@ -1,9 +1,10 @@
-"""One training step of the shipped sepsis recipe on real stays: how the CfC core runs (the ncps
-loop or the fast path) and whether a batch runs as sub-batches of similar length (`--length-chunk`,
+"""One training step of the shipped sepsis recipe on real stays: how the core runs (CfC: the ncps
+loop or the fast path; LSTM: its cell stepped, or torch's whole-sequence LSTM over the kept steps)
+and whether a batch runs as sub-batches of similar length (`--length-chunk`,
 training/sepsis/model.py:by_length), timed as the loop runs it.
 
     python bench/sepsis_train_step.py [--data ../shared/data/physionet2019/physionet2019_dev.tar.xz]
-        [--batches 6] [--threads 2] [--out results/sepsis/train_step/cpu.json]
+        [--core cfc|lstm] [--batches 6] [--threads 2] [--out results/sepsis/train_step/cpu_<core>.json]
 
 A step: the hourly loss of 256 training stays of cross-fitting fold 0 drawn at random (the recipe's
 batching), the physiology penalty (weight 1) on 64 of them, backward, AdamW. Every configuration
@@ -25,17 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "physionet2019" / "physionet2019_dev.tar.xz"
-CONFIGS = [("reference", 0), ("fast", 0), ("reference", 32), ("fast", 32)]
+# (how the core runs, stays per sub-batch): CfC through train.set_cfc_impl, LSTM through LSTMCore.packed
+CONFIGS = {"cfc": [("reference", 0), ("fast", 0), ("reference", 32), ("fast", 32)],
+           "lstm": [("stepped", 0), ("packed", 0), ("stepped", 32), ("packed", 32)]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--core", choices=sorted(CONFIGS), default="cfc")
     p.add_argument("--batches", type=int, default=6, help="timed steps per configuration (after one warm-up)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", default=str(ROOT / ".cache" / "sepsis"))
-    p.add_argument("--out", default=str(ROOT / "results" / "sepsis" / "train_step" / "cpu.json"))
+    p.add_argument("--out", default=None, help="default results/sepsis/train_step/cpu_<core>.json")
     a = p.parse_args(argv)
+    a.out = a.out or str(ROOT / "results" / "sepsis" / "train_step" / f"cpu_{a.core}.json")
 
     import numpy as np
     import torch
@@ -51,7 +56,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     cohort = load_cohort(a.data, cache_dir=Path(a.cache_dir), progress=False)
     cfg = TrainConfig(data=a.data, folds=5, fold=0)
-    cfg.model.start_at_first = True  # the shipped recipe (sepsis-cfc/4)
+    cfg.model.start_at_first = True  # the shipped recipe (sepsis-cfc/4), and the ladder's LSTM rung
+    cfg.model.core = a.core
     train = make_split(cohort, cfg).train
     mean, std = normalisation(cohort.values, cohort.offsets, train)
     edges = training_edges(cohort.values, cohort.offsets, train, cfg.model.bins)
@@ -61,10 +67,13 @@ def main(argv=None) -> int:
     padding = [float(tensors.lengths[b].max() * len(b) / tensors.lengths[b].sum()) for b in batches]
 
     rows = []
-    for impl, chunk in tqdm(CONFIGS, desc="configurations"):
+    for impl, chunk in tqdm(CONFIGS[a.core], desc="configurations"):
         torch.manual_seed(0)
         model = SepsisModel(cfg.model, mean, std, edges)
-        set_cfc_impl(model, impl)
+        if a.core == "lstm":
+            model.core.packed = impl == "packed"
+        else:
+            set_cfc_impl(model, impl)
         model.length_chunk = chunk
         model.eval()  # no dropout draws: every configuration computes the same numbers
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
@@ -83,13 +92,13 @@ def main(argv=None) -> int:
             if i:  # the first is the warm-up
                 seconds.append(time.perf_counter() - t0)
                 losses.append(round(float(loss), 6))
-        rows.append({"cfc_impl": impl, "length_chunk": chunk, "median_s": statistics.median(seconds),
+        rows.append({"core": a.core, "route": impl, "length_chunk": chunk, "median_s": statistics.median(seconds),
                      "seconds": seconds, "losses": losses})
     base = rows[0]["median_s"]
-    print(f"{'cfc impl':<10} {'chunk':>5} {'median s/step':>14} {'speed-up':>9}  losses")
+    print(f"{a.core + ' route':<10} {'chunk':>5} {'median s/step':>14} {'speed-up':>9}  losses")
     for r in rows:
         r["speed_up"] = base / r["median_s"]
-        print(f"{r['cfc_impl']:<10} {r['length_chunk']:>5} {r['median_s']:>14.2f} {r['speed_up']:>8.1f}x  "
+        print(f"{r['route']:<10} {r['length_chunk']:>5} {r['median_s']:>14.2f} {r['speed_up']:>8.1f}x  "
               f"{' '.join(f'{x:.4f}' for x in r['losses'])}")
     record = {"machine": platform.node(), "threads": a.threads, "torch": torch.__version__,
               "batch_size": cfg.batch_size, "padded_over_real_hours": padding[1:], "rows": rows}
