@@ -53,3 +53,16 @@ def test_the_cell_holds_the_only_weights():
     core = LSTMCore(7, 5)
     assert list(core.state_dict()) == ["cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh"]
     assert sum(p.numel() for p in core.parameters()) == 4 * 5 * (7 + 5) + 2 * 4 * 5
+
+
+def test_on_a_gpu_the_sequence_runs_in_float32_and_the_setting_comes_back():
+    """cuDNN's RNNs default to TF32; the cell and the exported step run in float32."""
+    from training.cores.lstm import float32_rnn
+
+    rnn = torch.backends.cudnn.rnn
+    before = rnn.fp32_precision
+    with float32_rnn(True):
+        assert rnn.fp32_precision == "ieee"
+    assert rnn.fp32_precision == before
+    with float32_rnn(False):
+        assert rnn.fp32_precision == before

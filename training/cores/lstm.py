@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -62,7 +63,8 @@ class LSTMCore(RecurrentCore):
         h0, c0 = state[rows].split(self.hidden_size, dim=1)
         weights = {"weight_ih_l0": self.cell.weight_ih, "weight_hh_l0": self.cell.weight_hh,
                    "bias_ih_l0": self.cell.bias_ih, "bias_hh_l0": self.cell.bias_hh}
-        with warnings.catch_warnings():  # cuDNN would rather have one flat weight buffer; the cell's are four
+        with warnings.catch_warnings(), float32_rnn(x.is_cuda):
+            # cuDNN would rather have one flat weight buffer; the cell's are four
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
             out, (h_n, c_n) = functional_call(self._sequence, weights, (packed, (h0[None], c0[None])))
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
@@ -73,3 +75,25 @@ class LSTMCore(RecurrentCore):
         outputs = outputs.index_put((rows,), held)
         final = state.index_put((rows,), torch.cat([h_n[0], c_n[0]], dim=1))
         return outputs, final
+
+
+@contextlib.contextmanager
+def float32_rnn(cuda: bool):
+    """cuDNN runs RNNs in TF32 by default on Ampere and later GPUs; the cell, the other matmuls of
+    training and the exported step run in float32, so the sequence does too (a no-op off CUDA)."""
+    if not cuda:
+        yield
+        return
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):  # torch 2.9 and later
+        before, rnn.fp32_precision = rnn.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            rnn.fp32_precision = before
+        return
+    before, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
