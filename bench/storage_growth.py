@@ -9,6 +9,10 @@ for a 1,000-bed hospital's year.
 
     python bench/storage_growth.py --data ../shared/data/physionet2019/physionet2019_dev.tar.xz \
         --stays 300 --shadows sepsis-cfc:3 --out results/service_storage/sqlite_300_one_shadow.json
+
+`--prune` then discharges every stay at its end (the replay's outcome), drops the ended stays'
+per-hour states (service/lifecycle/retention.py, as `python -m service prune-states` does), runs
+SQLite's VACUUM and measures again: what an ended stay keeps on disk.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from tqdm.auto import tqdm  # noqa: E402
 from models.registry import resolve  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
-from training.sepsis.replay import plan_stay, select_stays  # noqa: E402
+from service.lifecycle.retention import prune_states  # noqa: E402
+from training.sepsis.replay import discharge_outcome, plan_stay, select_stays  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 KEY = "sk_storage_admin"
@@ -64,6 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="models")
     p.add_argument("--shadows", default="sepsis-cfc:3", help="name:version,... scored beside the active model")
+    p.add_argument("--prune", action="store_true", help="then discharge every stay, prune its states, VACUUM, measure")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
 
@@ -81,8 +87,22 @@ def main(argv=None) -> int:
                 assert c.post("/patients", json=pl.admission, headers=H).status_code in (200, 201)
                 r = c.post("/predict/batch", json={"observations": [o["body"] for o in pl.observations]}, headers=H)
                 assert r.status_code == 200, r.text[:300]
+            if a.prune:
+                for pl in plans:
+                    r = c.post(f"/patients/{pl.patient_id}/outcome", json=discharge_outcome(pl), headers=H)
+                    assert r.status_code == 200, r.text[:300]
         size = db.stat().st_size
         tables = measure(db)
+        pruned = None
+        if a.prune:
+            eng = create_engine(f"sqlite:///{db}")
+            result = prune_states(eng, dt.datetime.now(dt.timezone.utc))
+            with eng.connect() as conn:
+                conn.execute(text("VACUUM"))
+            eng.dispose()
+            after = measure(db)
+            pruned = {**result.as_dict(), "database_file_bytes": db.stat().st_size, "tables": after,
+                      "database_file_bytes_per_stored_hour": round(db.stat().st_size / max(tables["observations"]["rows"], 1), 1)}
     hours = tables["observations"]["rows"]
     shadows = [s for s in a.shadows.split(",") if s]
     per_hour = {
@@ -96,6 +116,8 @@ def main(argv=None) -> int:
            "per_stored_hour": per_hour,
            "per_patient_day_kb": round(per_hour["database_file_bytes"] * 24 / 1024, 1),
            "per_1000_beds_year_gb": round(per_hour["database_file_bytes"] * 24 * 365 * 1000 / 1e9, 1)}
+    if pruned is not None:
+        out["after_discharge_and_prune"] = pruned
     print(json.dumps(out, indent=2))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,13 @@
 """`python -m service [--host H --port P]` serves the API; `python -m service keys create --role R`
-prints a new API key. Settings come from SEPSIS_* environment variables (service/config.py)."""
+prints a new API key; `python -m service prune-states --ended-days D` drops the per-hour model
+states of stays that ended more than D days ago (service/lifecycle/retention.py). Settings come
+from SEPSIS_* environment variables (service/config.py)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import os
 import sys
 import tempfile
@@ -36,6 +40,19 @@ def _multiprocess_metrics():
             del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
+MAX_DAYS = 36500  # a century: beyond it no stay has ended, and a cut-off that far back is no date
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(days) or not 0 <= days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of days from 0 to {MAX_DAYS}")
+    return days
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default=None, help="bind address (default $SEPSIS_HOST or 127.0.0.1)")
@@ -50,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser("list", help="list keys (prefix, role, name; never the key)")
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
+    prune = sub.add_parser("prune-states", help="drop the per-hour model states of stays that ended more than "
+                           "--ended-days ago; messages, risks, contributions and alarms are kept")
+    prune.add_argument("--ended-days", type=_days, required=True,
+                       help="days since the discharge (or the no_sepsis outcome) after which a stay's states go")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(host=args.host, port=args.port, db_url=args.db_url)
@@ -69,6 +90,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: no key with id {args.id}", file=sys.stderr)
                 return 1
             print(f"revoked key {args.id}")
+        return 0
+
+    if args.command == "prune-states":
+        import datetime as dt
+
+        from service.lifecycle.retention import prune_states, stored_states
+        from service.storage.db import make_engine, migrate
+
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        before = stored_states(engine)
+        pruned = prune_states(engine, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.ended_days))
+        print(json.dumps({**pruned.as_dict(), "before": before, "after": stored_states(engine)}, indent=2))
+        engine.dispose()
         return 0
 
     import uvicorn
