@@ -156,11 +156,23 @@ def test_boosting_peer_under_the_same_protocol(archive, cohort):
     root, path = archive
     assert cli(["sepsis", "baseline", "--data", str(path), "--folds", str(K), "--max-rounds", "20", "--threads", "1",
                 "--out", str(root / "results"), "--run", "lgbm-cf", "--cache-dir", str(root / "cache"),
-                "--no-progress"]) == 0
+                "--predictions", str(root / "lgbm-pred"), "--no-progress"]) == 0
     m = json.loads((root / "results" / "lgbm-cf" / "metrics.json").read_text())
     base = patient_split(cohort, seed=0)
     assert sum(r["stays"] for r in m["oof_per_fold"]) == len(base.train) + len(base.val)
     assert {"auroc", "utility"} <= set(m["oof"]) and {"auroc", "utility"} <= set(m["test"])
+    # the test split's predictions in the challenge's format: one file per stay, its hours, the OOF threshold
+    files = sorted((root / "lgbm-pred" / "predictions").glob("*.psv"))
+    assert [f.stem for f in files] == sorted(str(cohort.patient_ids[i]) for i in base.test)
+    labels, probs = [], []
+    for f in files:
+        rows = [line.split("|") for line in f.read_text().split()[1:]]
+        i = list(cohort.patient_ids).index(f.stem)
+        assert len(rows) == cohort.lengths[i]
+        assert all(int(a) == (float(p) >= m["threshold"]) for p, a in rows)
+        labels.append(cohort.stay(i).labels)
+        probs.append(np.array([float(p) for p, _ in rows]))
+    assert M.hourly_auroc(labels, probs) == pytest.approx(m["test"]["auroc"], abs=1e-4)
 
 
 def _recipe(utility, auroc, lowest_share):

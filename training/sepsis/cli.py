@@ -166,6 +166,12 @@ def cmd_plausibility(a) -> int:
     return run_cli(a)
 
 
+def cmd_compare(a) -> int:
+    from training.sepsis.compare import run_cli
+
+    return run_cli(a)
+
+
 def cmd_baseline(a) -> int:
     from training.sepsis.baseline import BaselineConfig, train_baseline
 
@@ -174,8 +180,11 @@ def cmd_baseline(a) -> int:
     if a.folds:
         from training.sepsis.crossfit import crossfit_boosting
 
-        print(_headline(crossfit_boosting(cfg, a.folds, Path(cfg.out) / cfg.run_name)))
+        predictions = Path(a.predictions) if a.predictions else None
+        print(_headline(crossfit_boosting(cfg, a.folds, Path(cfg.out) / cfg.run_name, predictions)))
         return 0
+    if a.predictions:
+        raise SystemExit("sepsis baseline: --predictions goes with --folds (the cross-fitted peer's test split)")
     print(_headline(train_baseline(cfg)))
     return 0
 
@@ -336,7 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--folds", type=int, default=0, help="cross-fit over this many folds (training/sepsis/crossfit.py)")
+    p.add_argument("--predictions", default=None, metavar="DIR",
+                   help="with --folds: the test split's hourly predictions into DIR/predictions/ in the challenge's "
+                        "format, as `evaluate-onnx --out DIR` writes a shipped step's (for `sepsis compare`)")
     p.set_defaults(func=cmd_baseline)
+    p = sub.add_parser("compare", help="two models' challenge-format predictions on one split: AUROC and utility "
+                                       "with a paired bootstrap over stays (training/sepsis/compare.py)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["test", "all"], default="test")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--a", required=True, metavar="NAME=FOLDER", help="e.g. sepsis-cfc/4=OUT/predictions")
+    p.add_argument("--b", required=True, metavar="NAME=FOLDER", help="e.g. lgbm-cf5=OUT/predictions")
+    p.add_argument("--replicates", type=int, default=1000, help="paired draws of stays")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for compare.json, compare.md and compare.png")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("crossfit", help="the fold runs of `train --folds K` as one model: out-of-fold choices, test once")
     p.add_argument("--runs", nargs="+", required=True,
                    help="each fold run's metrics.json; several per fold (other seeds) make one model of all of them")

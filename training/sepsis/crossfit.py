@@ -207,9 +207,11 @@ def choose_recipe(results: dict[str, dict], min_share: float = 0.95, min_utility
     return max(near, key=lambda n: results[n]["oof"]["auroc"]), why
 
 
-def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
+def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path, predictions: Path | None = None) -> dict:
     """The boosting peer under the same protocol: one booster per fold, threshold on OOF, the
-    boosters' mean probability on test, read once."""
+    boosters' mean probability on test, read once. `predictions`: the test split's hourly
+    predictions go to <predictions>/predictions/ in the challenge's format, as `evaluate-onnx`
+    writes a shipped step's (for `sepsis compare`)."""
     cohort = load_cohort(cfg.data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
     splits = [crossfit_split(cohort, f, folds, cfg.split_seed) for f in range(folds)]
     x, names = hourly_features(cohort.values, cohort.offsets)
@@ -242,4 +244,11 @@ def crossfit_boosting(cfg: BaselineConfig, folds: int, out: Path) -> dict:
               "test": M.evaluate(test_labels, test_probs, threshold, firsts[np.asarray(splits[0].test)])}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    if predictions is not None:
+        from training.sepsis.evaluate_onnx import write_predictions
+
+        test = np.asarray(splits[0].test)
+        write_predictions(predictions, [cohort.patient_ids[i] for i in test],
+                          np.concatenate([[0], np.cumsum(cohort.lengths[test])]), np.concatenate(test_probs),
+                          threshold, cfg.progress)
     return result
