@@ -82,13 +82,18 @@ def test_the_cli_reads_two_folders_of_the_test_split_and_writes_the_table_and_pl
     out = tmp_path / "cmp"
     assert cli(["sepsis", "compare", "--data", str(archive), "--a", f"a={tmp_path / 'a' / 'predictions'}",
                 "--b", f"b={tmp_path / 'b' / 'predictions'}", "--replicates", "30", "--out", str(out),
-                "--no-progress"]) == 0
+                "--bar", "auroc=0.5", "--bar", "utility=2", "--no-progress"]) == 0
     r = json.loads((out / "compare.json").read_text())
+    assert r["models"]["a"]["auroc"]["share_at_or_above"] == {"0.5": 1.0}  # a real signal: every draw above chance
+    assert r["models"]["b"]["utility"]["share_at_or_above"] == {"2.0": 0.0}  # no utility reaches 2 (1 is the best)
     assert r["stays"] == len(test) and r["split"] == "test"
     assert r["models"]["a"]["auroc"]["all_stays"] > r["models"]["b"]["auroc"]["all_stays"]
     assert (out / "compare.png").stat().st_size > 1000 and "| a - b |" in (out / "compare.md").read_text()
     capsys.readouterr()
     with pytest.raises(SystemExit, match="expected NAME=FOLDER"):
         cli(["sepsis", "compare", "--data", str(archive), "--a", "a", "--b", "b=x", "--out", str(out)])
+    with pytest.raises(SystemExit, match="--bar 'auc=1'"):
+        cli(["sepsis", "compare", "--data", str(archive), "--a", f"a={tmp_path / 'a' / 'predictions'}",
+             "--b", f"b={tmp_path / 'b' / 'predictions'}", "--bar", "auc=1", "--out", str(out)])
     with pytest.raises(SystemExit, match="missing"):
         cli(["sepsis", "compare", "--data", str(archive), "--a", f"a={tmp_path}", "--b", "b=x", "--out", str(out)])

@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a", required=True, metavar="NAME=FOLDER", help="e.g. sepsis-cfc/4=OUT/predictions")
     p.add_argument("--b", required=True, metavar="NAME=FOLDER", help="e.g. lgbm-cf5=OUT/predictions")
     p.add_argument("--replicates", type=int, default=1000, help="paired draws of stays")
+    p.add_argument("--bar", action="append", metavar="METRIC=VALUE",
+                   help="also the share of draws at or above it, e.g. auroc=0.835 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for compare.json, compare.md and compare.png")
     p.add_argument("--no-progress", action="store_true")

@@ -79,9 +79,10 @@ def stay_utilities(labels, alarms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def paired_bootstrap(labels, a: Side, b: Side, replicates: int = 1000, seed: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, bars: dict[str, float] | None = None) -> dict:
     """Each side's AUROC and normalised utility on all stays and over `replicates` paired draws of
-    stays, and the difference a - b: point, 95% percentile interval, share of draws a is ahead."""
+    stays, and the difference a - b: point, 95% percentile interval, share of draws a is ahead.
+    `bars` ({"auroc": 0.835, ...}): also each side's share of draws at or above each bar."""
     n = len(labels)
     lengths = np.array([len(x) for x in labels])
     starts = np.cumsum(np.r_[0, lengths])[:-1]
@@ -120,8 +121,12 @@ def paired_bootstrap(labels, a: Side, b: Side, replicates: int = 1000, seed: int
     for s in (a, b):
         result["models"][s.name] = {m: {"all_stays": point[s.name][m], "interval_95": interval(draws[s.name][m])}
                                     for m in ("auroc", "utility")}
+        for m, bar in (bars or {}).items():  # among the draws where the metric is defined (a septic stay drawn)
+            x = np.asarray(draws[s.name][m])
+            result["models"][s.name][m]["share_at_or_above"] = {str(bar): float(np.mean(x[np.isfinite(x)] >= bar))}
     for m in ("auroc", "utility"):
         diff = np.asarray(draws[a.name][m]) - np.asarray(draws[b.name][m])
+        diff = diff[np.isfinite(diff)]
         result["difference"][m] = {"all_stays": point[a.name][m] - point[b.name][m], "interval_95": interval(diff),
                                    "share_a_ahead": float(np.mean(diff > 0)), "draws": diff.tolist()}
     return result
@@ -132,10 +137,13 @@ def table_md(result: dict, bars: dict | None = None) -> str:
     lines = [f"{result['stays']:,} stays ({result['septic_stays']:,} septic, {result['hours']:,} hours); "
              f"{result['replicates']:,} paired draws of stays (seed {result['seed']}); 95% percentile intervals.", "",
              "| | AUROC | normalised utility |", "|---|---|---|"]
+    def at_or_above(cell: dict) -> str:
+        return "".join(f"; >= {bar} in {100 * share:.0f}% of draws" for bar, share in cell.get("share_at_or_above", {}).items())
+
     for name in (a, b):
         m = result["models"][name]
         lines.append(f"| {name} | " + " | ".join(
-            f"{m[k]['all_stays']:.4f} [{m[k]['interval_95'][0]:.4f}, {m[k]['interval_95'][1]:.4f}]"
+            f"{m[k]['all_stays']:.4f} [{m[k]['interval_95'][0]:.4f}, {m[k]['interval_95'][1]:.4f}]{at_or_above(m[k])}"
             for k in ("auroc", "utility")) + " |")
     d = result["difference"]
     lines.append(f"| {a} - {b} | " + " | ".join(
@@ -188,7 +196,17 @@ def run_cli(a) -> int:
         except ValueError as err:
             raise SystemExit(f"sepsis compare: {err}") from None
         loaded.append(Side(name, probs, alarms))
-    result = paired_bootstrap(labels, loaded[0], loaded[1], a.replicates, a.seed, progress=not a.no_progress)
+    bars = {}
+    for spec in a.bar or []:
+        metric, sep, value = spec.partition("=")
+        try:
+            if not sep or metric not in ("auroc", "utility"):
+                raise ValueError
+            bars[metric] = float(value)
+        except ValueError:
+            raise SystemExit(f"sepsis compare: --bar {spec!r}: expected auroc=NUMBER or utility=NUMBER") from None
+    result = paired_bootstrap(labels, loaded[0], loaded[1], a.replicates, a.seed, progress=not a.no_progress,
+                              bars=bars)
     result.update({"split": a.split, "split_seed": a.split_seed, "data": str(a.data),
                    "folders": {name: str(folder) for name, folder in sides}})
     out = Path(a.out)
