@@ -38,9 +38,14 @@ pack_folds() {  # what results/ keeps of the fold runs, packed as soon as traini
   tar czf $OUT/folds.tgz $W/logs $(find $W/folds -name metrics.json -o -name learning_curves.png) 2>/dev/null
 }
 rm -f $W/*.started  # a combine cut off by an earlier call starts again
+# an MPS daemon left by an earlier call on this warm machine may be shutting down and refuse new clients
+# (the processes then find no GPU): stop it, so crossfit_gpu.sh starts a fresh one
+if command -v nvidia-cuda-mps-control >/dev/null; then
+  echo quit | timeout 10 nvidia-cuda-mps-control 2>/dev/null; pkill -9 -f nvidia-cuda-mps 2>/dev/null; sleep 1
+fi
 
 if [ "${PHASE:-all}" = all ]; then
-  BOOSTING=0 timeout $(( ${DEADLINE:-575} - 40 )) bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1 &
+  KEEP_MPS=1 BOOSTING=0 timeout $(( ${DEADLINE:-575} - 40 )) bash training/sepsis/crossfit_gpu.sh train $D $W 5 $R ${MINUTES:-6} > $OUT/train.log 2>&1 &
   trainer=$!
   while kill -0 $trainer 2>/dev/null; do combine_ready; sleep 10; done
   wait $trainer; echo "train rc=$? at $(( $(date +%s) - T0 )) s"
@@ -55,6 +60,7 @@ fi
 combine_ready
 wait
 echo "combine done at $(( $(date +%s) - T0 )) s"
+command -v nvidia-cuda-mps-control >/dev/null && { echo quit | timeout 10 nvidia-cuda-mps-control 2>/dev/null; }
 pack_folds  # again, with the combines' logs
 for n in "${NAMES[@]}"; do [ -f $W/$n/metrics.json ] && echo "$n: $(tail -n 1 $W/logs/$n-crossfit.log | cut -c1-400)"; done
 tar czf $OUT/cf.tgz --exclude=ensemble.pt $(for n in "${NAMES[@]}"; do [ -d $W/$n ] && echo $W/$n; done) 2>/dev/null

@@ -5,7 +5,9 @@
 # RECIPES: one recipe a line, "name train-flags..." (# comments). `train` runs every fold of every
 # recipe as a parallel process (CUDA MPS: small recurrent models leave a GPU kernel-launch bound,
 # so many processes share it at full speed) and the boosting peer under the same folds on the CPU
-# beside them (left running when the networks are done: its log says when it ends); `combine` turns
+# beside them (left running when the networks are done: its log says when it ends); each run asks for
+# CUDA (DEVICE=cuda), so a process that finds no GPU stops at once instead of training on the CPU for
+# the whole call (what an MPS daemon left shutting down by an earlier call caused); `combine` turns
 # each recipe's fold runs into one cross-fitted model.
 set -euo pipefail
 PHASE=$1; DATA=$2; WORK=$3; K=$4; RECIPES=$5; MINUTES=${6:-5}
@@ -29,13 +31,15 @@ if [ "$PHASE" = train ]; then
       more=(); [ -f "$WORK/runs/$name-f$f/last.pt" ] && more=(--resume)  # cut off by an earlier call's limit
       # shellcheck disable=SC2086  # the recipe's flags are words (a recipe's --max-minutes wins over MINUTES)
       python3 -m training sepsis train --data "$DATA" --folds "$K" --fold $f --seed $((base + f)) --max-minutes "$MINUTES" \
-          --dropout-rates 0.0 --no-progress --out "$WORK/folds" --checkpoints "$WORK/runs" --run "$name-f$f" \
+          --dropout-rates 0.0 --device "${DEVICE:-cuda}" --no-progress --out "$WORK/folds" --checkpoints "$WORK/runs" --run "$name-f$f" \
           $flags "${more[@]}" >> "$WORK/logs/$name-f$f.log" 2>&1 &
       pids+=($!)
     done
   done < <(recipes)
   [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
-  echo quit | nvidia-cuda-mps-control 2>/dev/null || true
+  # KEEP_MPS=1 (cfc4_device.sh): the caller's combines may still be MPS clients, and a quit waits for them
+  # and refuses new clients meanwhile; the caller quits it when they are done
+  if [ -z "${KEEP_MPS:-}" ]; then echo quit | timeout 30 nvidia-cuda-mps-control 2>/dev/null || true; fi
 elif [ "$PHASE" = combine ]; then
   while read -r name _; do
     runs=()
