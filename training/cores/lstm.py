@@ -63,6 +63,8 @@ class LSTMCore(RecurrentCore):
         h0, c0 = state[rows].split(self.hidden_size, dim=1)
         weights = {"weight_ih_l0": self.cell.weight_ih, "weight_hh_l0": self.cell.weight_hh,
                    "bias_ih_l0": self.cell.bias_ih, "bias_hh_l0": self.cell.bias_hh}
+        if x.is_cuda:  # cuDNN re-lays the weights it is given into one buffer in place: give it copies, not the cell's
+            weights = {k: w.clone() for k, w in weights.items()}
         with warnings.catch_warnings(), float32_rnn(x.is_cuda):
             # cuDNN would rather have one flat weight buffer; the cell's are four
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
