@@ -25,8 +25,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from training.sepsis import metrics as M
-
-HEADER = "PredictedProbability|PredictedLabel"
+from training.sepsis.evaluate_onnx import HEADER
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,32 @@ def read_predictions(folder: Path, patient_ids, lengths) -> tuple[list[np.ndarra
     return probs, alarms
 
 
-def stay_utilities(labels, alarms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per stay: the utility of `alarms`, of the best predictions and of never alarming (the sums
-    the normalised utility is made of, so any set of stays can be scored from them)."""
+@dataclass(frozen=True)
+class StayBounds:
+    """What the labels alone fix, once for any number of models: the utility table of the stays,
+    where each stay starts in it, and per stay the utility of the best predictions and of never
+    alarming."""
+    table: M.UtilityTable
+    starts: np.ndarray
+    best: np.ndarray
+    inaction: np.ndarray
+
+
+def stay_bounds(labels) -> StayBounds:
     table = M.utility_table(labels)
-    cuts = np.cumsum([0] + [len(x) for x in labels])[:-1]
-    y = np.concatenate(alarms).astype(bool)
-    observed = np.add.reduceat(np.where(y, table.u_pos, table.u_neg), cuts)
+    starts = np.cumsum([0] + [len(x) for x in labels])[:-1]
     best = np.array([M.utility_table([lab]).best for lab in labels])
-    inaction = np.add.reduceat(table.u_neg, cuts)
-    return observed, best, inaction
+    return StayBounds(table, starts, best, np.add.reduceat(table.u_neg, starts))
+
+
+def stay_utilities(labels, alarms, bounds: StayBounds | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stay: the utility of `alarms`, of the best predictions and of never alarming (the sums
+    the normalised utility is made of, so any set of stays can be scored from them). `bounds`:
+    `stay_bounds(labels)`, when several models are scored on the same stays."""
+    bounds = bounds or stay_bounds(labels)
+    y = np.concatenate(alarms).astype(bool)
+    observed = np.add.reduceat(np.where(y, bounds.table.u_pos, bounds.table.u_neg), bounds.starts)
+    return observed, bounds.best, bounds.inaction
 
 
 def paired_bootstrap(labels, a: Side, b: Side, replicates: int = 1000, seed: int = 0,
@@ -88,7 +103,8 @@ def paired_bootstrap(labels, a: Side, b: Side, replicates: int = 1000, seed: int
     starts = np.cumsum(np.r_[0, lengths])[:-1]
     flat_y = np.concatenate(labels).astype(np.int8)
     flat = {s.name: np.concatenate(s.probs) for s in (a, b)}
-    sums = {s.name: stay_utilities(labels, s.alarms) for s in (a, b)}
+    bounds = stay_bounds(labels)
+    sums = {s.name: stay_utilities(labels, s.alarms, bounds) for s in (a, b)}
 
     def scores(idx: np.ndarray) -> dict:
         lens = lengths[idx]  # every hour of each drawn stay, as often as the stay was drawn
@@ -132,7 +148,7 @@ def paired_bootstrap(labels, a: Side, b: Side, replicates: int = 1000, seed: int
     return result
 
 
-def table_md(result: dict, bars: dict | None = None) -> str:
+def table_md(result: dict) -> str:
     a, b = result["difference"]["a"], result["difference"]["b"]
     lines = [f"{result['stays']:,} stays ({result['septic_stays']:,} septic, {result['hours']:,} hours); "
              f"{result['replicates']:,} paired draws of stays (seed {result['seed']}); 95% percentile intervals.", "",

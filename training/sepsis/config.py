@@ -71,7 +71,8 @@ class TrainConfig:
     cfc_impl: str = flag("auto", "how a CfC core runs; see train.set_cfc_impl", choices=CFC_IMPLS)
     length_chunk: int = flag(0, "run each training batch as sub-batches of this many stays of similar length, "
                              "each cut after its last hour: the same loss and gradient with less padding "
-                             "(model.by_length; 32 is ~4x faster on CPU); 0: the batch as it is", min=0)
+                             "(model.by_length; 32: 3.4-5x faster per step on a 2-core CPU, bench/NOTES.md); 0: the batch as it is",
+                             min=0)
     max_minutes: float | None = flag(None, "wall-clock budget for the epoch loop")
     max_train_stays: int | None = flag(None, "train on this many stays drawn from the training split")
     max_eval_stays: int | None = flag(None, "validate and test on the first this many stays of their splits")

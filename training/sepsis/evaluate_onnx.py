@@ -41,12 +41,15 @@ def stream(runtime, values: np.ndarray, elapsed: np.ndarray, offsets: np.ndarray
     return np.concatenate(risks)
 
 
+HEADER = "PredictedProbability|PredictedLabel"  # the challenge's prediction files (read back by compare.py)
+
+
 def write_predictions(out_dir: Path, patient_ids, offsets, risks, threshold: float, progress: bool = True) -> None:
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
     stays = zip(patient_ids, per_stay(risks, offsets))
     for pid, p in tqdm(stays, total=len(patient_ids), desc="writing predictions", unit="stay", disable=not progress):
-        lines = ["PredictedProbability|PredictedLabel"] + [f"{x:.6f}|{int(x >= threshold)}" for x in p]
+        lines = [HEADER] + [f"{x:.6f}|{int(x >= threshold)}" for x in p]
         (pred_dir / f"{pid}.psv").write_text("\n".join(lines) + "\n")
 
 
