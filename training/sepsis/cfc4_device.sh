@@ -6,7 +6,8 @@
 # there): call again with the same RECIPES until every recipe is combined.
 #   DEADLINE  seconds this call may use (default 575)       MINUTES  budget per member (a recipe's --max-minutes wins)
 #   RECIPES   the recipe file                                  COMBINE_FLAGS  e.g. "--dropout-rates" (none: skip dropout)
-#   PHASE=combine: only combine (no training)
+#   PHASE=combine: only combine (no training)      COMBINE=0: train only (with WEIGHTS=1, combine elsewhere,
+#   e.g. several recipes' members as one model)
 # The device image lacks pydantic (models.card) and ncps (the CfC cell): they travel as cp312 wheels in .whl/
 # (carry [".carry/cfc4", ".whl"]; pip download --no-deps --python-version 3.12). The carried tree must stay
 # under 64 MiB: leave results/ and the model.onnx files out of the working tree for the call.
@@ -28,6 +29,7 @@ combine() {  # in the background; its log says when it ends
       ${COMBINE_FLAGS:-} > $W/logs/$n-crossfit.log 2>&1 &
 }
 combine_ready() {  # every recipe whose folds are all done and that has not been combined or started
+  [ "${COMBINE:-1}" = 0 ] && return
   for n in "${NAMES[@]}"; do
     if [ ! -e $W/$n.started ] && [ ! -f $W/$n/metrics.json ] && ready $n && [ "$(left)" -gt 90 ]; then
       touch $W/$n.started; combine $n; echo "combining $n at $(( $(date +%s) - T0 )) s"
