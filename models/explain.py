@@ -37,8 +37,15 @@ Not measured for long: a reason of its own (`unmeasured_deltas`)
 ----------------------------------------------------------------
 For a vital sign or lab never measured, or last measured more than STALE_HOURS (24 h) ago, the
 risk as posted minus the risk had it been measured at its reference now. Separate from the
-contributions above (a variable can have both: an old abnormal value, and its age); the service
-decides whether to show them.
+contributions above (a variable can have both: an old abnormal value, and its age).
+
+The service shows only the gaps that raise the risk: `top_unmeasured` keeps deltas of at least
+LEAD_FLOOR (a normal value now would lower the risk by 0.05 percentage points or more), at most
+SHOWN_UNMEASURED (2) per risk, largest first, listed after the SHOWN value contributions with
+`"basis": "not measured"` (value contributions carry `"basis": "value"`). A negative delta (the
+model reads the absence as reassuring: a lab that was never ordered, in most validation rows) is
+never shown: it describes the team's ordering habits, not the patient's physiology. A step
+without a memory gets none (`find_memory` is None: "never measured" cannot be told apart).
 
 The earlier method (baseline="missing"): withheld
 -------------------------------------------------
@@ -87,6 +94,7 @@ BASELINES = ("reference", "missing")
 LEAD_FLOOR = 0.0005
 SHOWN = 5  # contributions the service lists per risk (its API, FHIR and the dashboard show these)
 STALE_HOURS = 24.0  # a value older than this counts as "not measured" for unmeasured_deltas
+SHOWN_UNMEASURED = 2  # "not measured for long" reasons the service lists per risk, after the SHOWN values
 ADMINISTRATIVE = np.array([REFERENCES[f].system == "administrative" for f in FEATURES])
 
 
@@ -376,7 +384,7 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
                       ages_row: np.ndarray | None = None) -> list[dict]:
     """The k leading contributions as JSON-ready items, zero deltas dropped:
     [{"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion",
-      "reference": 1.0, "hours_since": 3.0}, ...].
+      "reference": 1.0, "hours_since": 3.0, "basis": "value"}, ...].
 
     Order: clinical values (vital signs and labs) whose |delta| is at least LEAD_FLOOR, largest
     first; then everything else (administrative columns, smaller clinical deltas) by |delta|. So an
@@ -417,5 +425,45 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
                 "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal}
         if ages_row is not None:
             item["hours_since"] = None if math.isnan(ages_row[j]) else round(float(ages_row[j]), 2)
+        item["basis"] = "value"
         items.append(item)
+    return items
+
+
+def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.ndarray,
+                   k: int = SHOWN_UNMEASURED) -> list[dict]:
+    """The k largest "not measured for long" reasons that raise the risk, as JSON-ready items:
+    [{"feature": "Lactate", "value": 2.1, "delta": 0.012, "system": "metabolic/perfusion",
+      "reference": 1.0, "hours_since": 31.0, "basis": "not measured"}, ...].
+
+    deltas_row is an `unmeasured_deltas` row; only deltas of at least LEAD_FLOOR are kept (a normal
+    value now would lower the risk by that much), largest first, ties in column order. A negative
+    delta (the absence read as reassuring) is never kept. `value` is values_row's entry (a
+    `latest_values` row: the old value, None when never measured), `hours_since` ages_row's (a
+    `latest_ages` row: None when never measured). Deltas are rounded to 6 decimals as in
+    `top_contributions`; one that rounds to 0 is dropped.
+    """
+    deltas_row = np.asarray(deltas_row, dtype=np.float64).reshape(-1)
+    values_row = np.asarray(values_row, dtype=np.float64).reshape(-1)
+    ages_row = np.asarray(ages_row, dtype=np.float64).reshape(-1)
+    if not (deltas_row.shape == values_row.shape == ages_row.shape == (N_FEATURES,)):
+        raise ValueError(f"deltas_row, values_row and ages_row must have {N_FEATURES} values, got "
+                         f"{deltas_row.shape[0]}, {values_row.shape[0]} and {ages_row.shape[0]}")
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    if not np.all(np.isfinite(deltas_row)):
+        raise ValueError("deltas_row: contains NaN or infinity (the step returned a non-finite risk)")
+    raising = ~ADMINISTRATIVE & (deltas_row >= LEAD_FLOOR)
+    order = np.lexsort((np.arange(N_FEATURES), -deltas_row))  # largest first, then column
+    items = []
+    for j in order:
+        if len(items) >= k:
+            break
+        d = round(float(deltas_row[j]), DELTA_DECIMALS)
+        if not raising[j] or d == 0.0:
+            continue
+        v, age = values_row[j], ages_row[j]
+        items.append({"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
+                      "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal,
+                      "hours_since": None if math.isnan(age) else round(float(age), 2), "basis": "not measured"})
     return items

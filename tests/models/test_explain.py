@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.contract import FEATURES, INDEX, N_FEATURES
-from models.explain import (LEAD_FLOOR, find_memory, latest_ages, latest_values, top_contributions,
-                            unmeasured_deltas, withheld_deltas)
+from models.explain import (LEAD_FLOOR, SHOWN_UNMEASURED, find_memory, latest_ages, latest_values, top_contributions,
+                            top_unmeasured, unmeasured_deltas, withheld_deltas)
 from models.reference import NORMAL, REFERENCES
 from models.runtime import StepRuntime
 from models.testing import CountingStep, fixture_weights, reference_step, write_fixture_model
@@ -146,11 +146,11 @@ def test_top_contributions_sorted_by_size_zeros_dropped_values_as_posted():
     ages[[INDEX["MAP"], INDEX["Lactate"]]] = [0.0, 26.5]
     assert top_contributions(deltas, obs, ages_row=ages) == [
         {"feature": "MAP", "value": 58.0, "delta": -0.05, "system": "cardiovascular", "reference": 85.0,
-         "hours_since": 0.0},
+         "hours_since": 0.0, "basis": "value"},
         {"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion", "reference": 1.0,
-         "hours_since": 26.5},
+         "hours_since": 26.5, "basis": "value"},
         {"feature": "HR", "value": None, "delta": 0.01, "system": "cardiovascular", "reference": 80.0,
-         "hours_since": None},
+         "hours_since": None, "basis": "value"},
     ]
     assert [c["feature"] for c in top_contributions(deltas, obs, k=2)] == ["MAP", "Lactate"]
     assert "hours_since" not in top_contributions(deltas, obs)[0]  # without ages: not shown
@@ -183,6 +183,38 @@ def test_top_contributions_refuses_bad_input():
         top_contributions(bad, np.zeros(40))
     with pytest.raises(ValueError, match="ages_row"):
         top_contributions(np.zeros(40), np.zeros(40), ages_row=np.zeros(39))
+
+
+def test_top_unmeasured_keeps_only_gaps_that_raise_the_risk_largest_first():
+    deltas = np.zeros(N_FEATURES)
+    deltas[INDEX["Lactate"]] = 0.012            # never measured, raises the risk
+    deltas[INDEX["Platelets"]] = 0.03           # 30 h old, raises it most
+    deltas[INDEX["WBC"]] = LEAD_FLOOR           # just enough
+    deltas[INDEX["Bilirubin_total"]] = -0.08    # the absence read as reassuring: never shown
+    deltas[INDEX["Creatinine"]] = LEAD_FLOOR * 0.99  # raises it, but by less than LEAD_FLOOR
+    values = row({"Platelets": 80, "WBC": 15, "Bilirubin_total": 1.1, "Creatinine": 1.0})
+    values[INDEX["Lactate"]] = np.nan
+    ages = np.full(N_FEATURES, np.nan)
+    ages[[INDEX["Platelets"], INDEX["WBC"], INDEX["Bilirubin_total"], INDEX["Creatinine"]]] = [30.0, 26.25, 40, 50]
+    assert SHOWN_UNMEASURED == 2
+    assert top_unmeasured(deltas, values, ages) == [
+        {"feature": "Platelets", "value": 80.0, "delta": 0.03, "system": "coagulation", "reference": 250.0,
+         "hours_since": 30.0, "basis": "not measured"},
+        {"feature": "Lactate", "value": None, "delta": 0.012, "system": "metabolic/perfusion", "reference": 1.0,
+         "hours_since": None, "basis": "not measured"},
+    ]
+    got = top_unmeasured(deltas, values, ages, k=10)
+    assert [c["feature"] for c in got] == ["Platelets", "Lactate", "WBC"]
+    assert got[2]["value"] == 15.0 and got[2]["hours_since"] == 26.25 and got[2]["delta"] == LEAD_FLOOR
+    assert top_unmeasured(deltas, values, ages, k=0) == []
+    assert top_unmeasured(-np.abs(deltas), values, ages) == []  # only negative gaps: nothing
+    deltas[INDEX["Lactate"]] = 0.03  # a tie: column order
+    assert [c["feature"] for c in top_unmeasured(deltas, values, ages)] == \
+        sorted(["Platelets", "Lactate"], key=FEATURES.index)
+    with pytest.raises(ValueError, match="40"):
+        top_unmeasured(np.zeros(39), values, ages)
+    with pytest.raises(ValueError, match="k"):
+        top_unmeasured(deltas, values, ages, k=-1)
 
 
 # -- the shipped model: its forward-fill memory is found and withheld ----------------------------
