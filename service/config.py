@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     model_follow_s: float = Field(2.0, ge=0)
     migrate: bool = True                 # run Alembic migrations at start-up
     # Contributions per scored observation (models/explain.py): one extra batched run of every row and
-    # its withheld-variable variants, timed by sepsis_explain_seconds. off stores null contributions.
+    # its withheld-variable variants, and with a memory model a second one for the variables not measured
+    # for more than 24 h, timed together by sepsis_explain_seconds. off stores null contributions.
     explain: bool = True
     # Fairness: a batch holds its patients' writes and the model for its whole length, so one of
     # 20,000 rows kept other patients' observations waiting for seconds (bench/batch_fairness.py).

@@ -37,7 +37,8 @@ class Metrics:
         self.step_latency = Histogram("sepsis_model_step_seconds", "Model step (one ONNX run) latency",
                                       buckets=STEP_BUCKETS, registry=r)
         self.batch_size = Histogram("sepsis_model_batch_rows", "Rows per model run", buckets=BATCH_BUCKETS, registry=r)
-        # The contributions' extra run (every row plus one variant per withheld variable), per model run
+        # The contributions' extra runs (every row plus one variant per withheld variable; with a memory
+        # model, again with one variant per variable not measured for 24 h), per model run
         # explained; not counted in sepsis_model_step_seconds, so the two costs read apart (SEPSIS_EXPLAIN).
         self.explain_latency = Histogram("sepsis_explain_seconds", "Contributions (withheld-variable runs) per model run",
                                          buckets=STEP_BUCKETS, registry=r)

@@ -147,23 +147,38 @@ class _Out(BaseModel):
 
 
 class Contribution(_Out):
-    """One input behind a risk (models/explain.py): the change in risk when the variable's latest
-    value is replaced by its clinical reference (models/reference_values.csv) in the step that
-    produced it, at the same age; administrative fields are compared with "not recorded"."""
+    """One input behind a risk (models/explain.py). basis "value": the change in risk when the
+    variable's latest value is replaced by its clinical reference (models/reference_values.csv) in
+    the step that produced it, at the same age; administrative fields are compared with "not
+    recorded". basis "not measured": a vital sign or lab never measured or last measured more than
+    24 h before, and the change in risk had it been measured at its reference now (only gaps that
+    raise the risk are listed)."""
     feature: str = Field(examples=["Lactate"], description="PhysioNet variable name")
-    value: float | None = Field(description="the value the step read (posted now, or carried from earlier)")
-    delta: float = Field(description="risk as posted minus risk with this value at its normal reference: "
+    value: float | None = Field(description="the value the step read (posted now, or carried from earlier); for "
+                                            "basis 'not measured', the last value measured (null: never measured)")
+    delta: float = Field(description="risk as posted minus risk with this value at its normal reference (basis "
+                                     "'not measured': with the variable measured at its reference now): "
                                      "> 0 pushed the risk up")
     system: str | None = Field(None, examples=["cardiovascular"],
                                description="the variable's organ system (administrative for Age, Gender, units, "
                                            "HospAdmTime)")
     reference: float | None = Field(None, description="the normal value it was compared with; null for "
                                                       "administrative fields")
-    hours_since: float | None = Field(None, description="the value's age in hours at this step (0: posted now)")
+    hours_since: float | None = Field(None, description="the value's age in hours at this step (0: posted now; "
+                                                        "null: never measured)")
+    basis: Literal["value", "not measured"] = Field(
+        "value", description="'value': the variable's latest value moved the risk (compared with its reference at "
+                             "the same age); 'not measured': the variable was never measured or not for more than "
+                             "24 h, and a normal value measured now would lower the risk by delta (> 0 always). "
+                             "Contributions stored before this field existed are 'value'")
 
 
-CONTRIBUTIONS_DOC = ("the top inputs behind this risk, largest |delta| first (at most 5; zero deltas left out); "
-                     "null when the service runs with SEPSIS_EXPLAIN off or the risk predates explanations")
+CONTRIBUTIONS_DOC = ("the inputs behind this risk: first at most 5 values (basis 'value'), vital signs and labs "
+                     "moving the risk by 0.05 points or more first, largest |delta| first, zero deltas left out; then "
+                     "at most 2 vital signs or labs not measured for more than 24 h or never (basis 'not measured'), "
+                     "only those whose gap raises the risk by 0.05 points or more, largest first (none from a model "
+                     "that keeps no per-variable memory); null when the service runs with SEPSIS_EXPLAIN off or the "
+                     "risk predates explanations")
 
 
 KIND_DOC = ("what the alarm is (models.alarm_policy): 'raised' (a new episode), 're-alert: lockout ended' (the risk "

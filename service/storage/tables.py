@@ -135,7 +135,8 @@ class Observation(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     alarm_id: Mapped[int | None] = mapped_column(Integer)  # the alarm this observation raised
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    # [{"feature", "value", "delta"}] (models/explain.py); null when explanations were off
+    # [{"feature", "value", "delta", ..., "basis"}] (models/explain.py, schemas.Contribution; rows from before
+    # "basis" have none and read as "value"); null when explanations were off
     contributions: Mapped[list | None] = mapped_column(JSON)
     state: Mapped[bytes | None] = mapped_column(LargeBinary)    # after this hour's step, of model_name:model_version
     first_risk: Mapped[float | None] = mapped_column(Float)     # the risk as first shown

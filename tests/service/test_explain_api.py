@@ -5,6 +5,9 @@ on its own histogram. PatientDetail carries the bedside context at the service c
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from models.card import FEATURES
 from models.explain import LEAD_FLOOR
 from models.reference import NORMAL, REFERENCES
 from models.operating_points import load_operating_points, risk_in_words
+from models.runtime import StepRuntime
 from models.testing import fixture_weights, reference_step
 from tests.service.conftest import STATE_SIZE, T0, client_for, hdr, obs
 
@@ -158,3 +162,113 @@ def test_a_batch_explains_the_latest_row_and_alarm_rows_only(db_url, models_root
         # a single /predict is always explained
         one = c.post("/predict", json=obs("q1", 5.0, HR=70.0), headers=hdr("ingest")).json()
         assert one["contributions"] is not None
+
+
+SHIPPED_V1 = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc" / "1"
+# vitals every hour; temperature, WBC and platelets once on admission; lactate never
+GAP_ROWS = [(0.0, {"HR": 100.0, "MAP": 70.0, "Resp": 22.0, "Temp": 38.4, "Platelets": 80.0, "WBC": 16.0,
+                   "Age": 71.0, "Gender": 0.0, "Unit1": 1.0, "Unit2": 0.0, "HospAdmTime": -2.0})] + \
+           [(float(h), {"HR": 100.0 + h, "MAP": 68.0, "Resp": 24.0}) for h in range(1, 30)]
+
+
+@pytest.fixture(scope="module")
+def memory_root(tmp_path_factory):
+    """The shipped sepsis-cfc/1: a step with a per-variable memory (find_memory), which the
+    fixture model has not."""
+    root = tmp_path_factory.mktemp("memory_models")
+    shutil.copytree(SHIPPED_V1, root / "sepsis-cfc" / "1")
+    return root
+
+
+def expected_gaps(rows, k: int = 2) -> list[tuple[str, float]]:
+    """Independently of the service and of models/explain.py: step the shipped model through the
+    stay's hours, and at the last one rerun its pre-step state with each vital sign or lab not
+    posted in the last 24 h posted at its normal reference; the k largest rises of at least
+    LEAD_FLOOR (risk as posted minus risk with the reference), largest first."""
+    runtime = StepRuntime.open(SHIPPED_V1, device="cpu")
+    demographics = {n: v for n, v in rows[0][1].items() if n in ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")}
+    state = runtime.new_state(1)
+    last_posted = {}
+    for t, (hour, vitals) in enumerate(rows):
+        x = np.full((1, len(FEATURES)), np.nan, np.float32)
+        for name, value in {**demographics, **vitals}.items():
+            x[0, FEATURES.index(name)] = value
+            last_posted[name] = hour
+        x[0, ICULOS] = t + 1
+        elapsed = np.array([[0.0 if t == 0 else 1.0]], np.float32)
+        if t < len(rows) - 1:
+            state = runtime.step(x, elapsed, state).next_state
+    as_posted = float(runtime.step(x, elapsed, state).risk[0])
+    gaps = []
+    for j, name in enumerate(FEATURES):
+        if REFERENCES[name].system == "administrative" or not np.isfinite(NORMAL[j]):
+            continue
+        if name in last_posted and hour - last_posted[name] <= 24:
+            continue
+        variant = x.copy()
+        variant[0, j] = NORMAL[j]
+        delta = as_posted - float(runtime.step(variant, elapsed, state).risk[0])
+        if delta >= LEAD_FLOOR:
+            gaps.append((name, round(delta, 6)))
+    return sorted(gaps, key=lambda g: -g[1])[:k]
+
+
+def test_not_measured_for_long_is_listed_after_the_values_with_a_memory(db_url, memory_root, models_root):
+    """A step with a memory: a vital sign or lab not measured for more than 24 h (or never) whose
+    gap raises the risk is listed after the values, basis "not measured", at most 2, equal to a
+    direct computation; nothing posted in the last 24 h ever is. The fixture step keeps no memory:
+    none there."""
+    want = expected_gaps(GAP_ROWS)
+    assert want, "the shipped model must read some gap of this stay as raising the risk"
+    with client_for(db_url, memory_root) as c:
+        results = c.post("/predict/batch", json={"observations": [obs("g1", h, **v) for h, v in GAP_ROWS]},
+                         headers=hdr("ingest")).json()["results"]
+        last = results[-1]["contributions"]
+        basis = [x["basis"] for x in last]
+        assert "not measured" in basis and basis == sorted(basis, key=["value", "not measured"].index)
+        gaps = [x for x in last if x["basis"] == "not measured"]
+        assert [x["feature"] for x in gaps] == [name for name, _ in want]
+        assert [x["delta"] for x in gaps] == pytest.approx([d for _, d in want], abs=2e-6)
+        for x in gaps:
+            ref = REFERENCES[x["feature"]]
+            assert (x["system"], x["reference"]) == (ref.system, ref.normal)
+            first = GAP_ROWS[0][1].get(x["feature"])  # the admission's value, 29 h old; or never measured
+            assert (x["value"], x["hours_since"]) == ((first, 29.0) if first is not None else (None, None))
+        for r in results:
+            if r["contributions"] is None:
+                continue
+            for x in (x for x in r["contributions"] if x["basis"] == "not measured"):
+                assert x["feature"] not in ("HR", "MAP", "Resp"), "posted every hour: never a gap"
+                assert x["hours_since"] is None or x["hours_since"] > 24
+                assert x["delta"] >= LEAD_FLOOR
+            assert sum(x["basis"] == "not measured" for x in r["contributions"]) <= 2
+        # stored as answered
+        timeline = c.get("/patients/g1", headers=hdr("viewer")).json()["timeline"]
+        assert timeline[-1]["contributions"] == last
+    with client_for(db_url, models_root) as c:  # the fixture step: no memory, no gaps
+        results = c.post("/predict/batch", json={"observations": [obs("g2", h, **v) for h, v in GAP_ROWS]},
+                         headers=hdr("ingest")).json()["results"]
+        listed = [x for r in results for x in (r["contributions"] or [])]
+        assert listed and all(x["basis"] == "value" for x in listed)
+
+
+def test_contributions_stored_before_the_basis_read_as_values(db_url, models_root):
+    """Contributions stored before "basis" existed (the JSON column holds no such key) still answer,
+    as basis "value"."""
+    from sqlalchemy import create_engine, text
+    with client_for(db_url, models_root, model="always") as c:
+        first = c.post("/predict", json=obs("o1", 0, HR=120.0, Lactate=3.1), headers=hdr("ingest")).json()
+        old = [{k: v for k, v in x.items() if k != "basis"} for x in first["contributions"]]
+        assert old and all(x["basis"] == "value" for x in first["contributions"])
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            for table in ("observations", "alarms"):
+                conn.execute(text(f"update {table} set contributions = :c where patient_id = 'o1'"),
+                             {"c": json.dumps(old)})
+        engine.dispose()
+        detail = c.get("/patients/o1", headers=hdr("viewer")).json()
+        assert detail["timeline"][0]["contributions"] == first["contributions"]
+        assert detail["alarms"][0]["contributions"] == first["contributions"]
+        card = next(k for k in c.get("/alarms/queue", headers=hdr("viewer")).json()["cards"]
+                    if k["patient_id"] == "o1")
+        assert card["contributions"] == card["latest_contributions"] == first["contributions"]
