@@ -90,13 +90,16 @@ class Alarm:
 @dataclass(frozen=True)
 class Contribution:
     """One input's share in a risk: `delta` = risk as posted minus risk with its latest value replaced by a
-    normal reference value (models/reference_values.csv)."""
+    normal reference value (models/reference_values.csv). basis "not measured": a vital sign or lab not
+    measured for more than 24 h (or never), `delta` = how much a normal value measured now would lower
+    the risk, `value` the last one measured (None: never)."""
     feature: str
     value: float | None
     delta: float
     reference: float | None = None    # the normal value it was compared with (None: administrative field)
-    hours_since: float | None = None  # the value's age at that risk (0: posted with it)
+    hours_since: float | None = None  # the value's age at that risk (0: posted with it; None: never measured)
     system: str | None = None         # the variable's organ system ("administrative" for Age, units ...)
+    basis: str = "value"              # "value", or "not measured" (the service's Contribution.basis)
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ def _contributions(items: list | None) -> list[Contribution]:
         return None if x is None else float(x)
     return [Contribution(feature=str(c["feature"]), value=number(c.get("value")), delta=float(c["delta"]),
                          reference=number(c.get("reference")), hours_since=number(c.get("hours_since")),
-                         system=c.get("system"))
+                         system=c.get("system"), basis=str(c.get("basis") or "value"))
             for c in (items or [])]
 
 

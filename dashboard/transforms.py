@@ -370,12 +370,28 @@ def fmt_duration(minutes: float) -> str:
     return f"{minutes / 1440:.1f} days"
 
 
+def _points(delta: float) -> str:
+    points = abs(delta) * 100
+    return f"{points:.2g}" if points < 0.1 else f"{points:.1f}"
+
+
 def contribution_text(c) -> str:
     """'Lactate 4.8 (measured 3.0 h before; normal 1) raised the risk by 3.1 points' (a point is one
-    percentage point of risk); the age and the normal value are said when the service gives them."""
+    percentage point of risk); the age and the normal value are said when the service gives them.
+    Not measured for long (basis "not measured"): 'Lactate not measured for 31.0 h (last 2.1; normal 1):
+    a normal value now would lower the risk by 1.2 points', or 'Lactate never measured (normal 1): ...'."""
+    size = _points(c.delta)
+    if getattr(c, "basis", "value") == "not measured":
+        normal = f"normal {fmt_number(c.reference)}" if c.reference is not None else None
+        if c.hours_since is None:
+            gap, said = "never measured", [normal]
+        else:
+            gap = f"not measured for {fmt_age(c.hours_since).removesuffix(' ago')}"
+            said = [f"last {fmt_number(c.value)}" if c.value is not None else None, normal]
+        context = "; ".join(x for x in said if x)
+        return (f"{c.feature} {gap}" + (f" ({context})" if context else "")
+                + f": a normal value now would lower the risk by {size} points")
     way = "raised" if c.delta > 0 else "lowered"
-    points = abs(c.delta) * 100
-    size = f"{points:.2g}" if points < 0.1 else f"{points:.1f}"
     said = [f"measured {fmt_age(c.hours_since).removesuffix(' ago')} before" if c.hours_since else None,
             f"normal {fmt_number(c.reference)}" if c.reference is not None else None]
     context = "; ".join(x for x in said if x)
@@ -400,22 +416,30 @@ def _sofa_words(component: dict) -> str:
 def reasons_by_system(contributions, bedside: dict | None = None) -> list[str]:
     """The contributions grouped by organ system, as markdown lines: each system a heading with its
     SOFA component beside it (from the bedside scores, when that system has one), its reasons under
-    it. Systems in the order of their largest reason; administrative fields and reasons without a
-    system last, whatever their size."""
+    it. Systems in the order of their largest value reason; administrative fields and reasons without a
+    system last, whatever their size. Reasons "not measured" (a gap of more than 24 h) come under their
+    system after its value reasons, and rank a system only where no value reason is listed at all (a
+    gap does not put a system above real abnormal values)."""
     groups: dict[str, list] = {}
     for c in contributions:
         groups.setdefault(c.system or "other", []).append(c)
     components = {SOFA_SYSTEM.get(c.get("name")): c for c in ((bedside or {}).get("sofa") or {}).get("components") or []}
 
+    def gap(c) -> bool:
+        return getattr(c, "basis", "value") == "not measured"
+
+    any_value = any(not gap(c) for c in contributions)
+
     def rank(item):
         system, items = item
-        return (system in ("administrative", "other"), -max(abs(c.delta) for c in items))
+        ranked = [abs(c.delta) for c in items if not (any_value and gap(c))]
+        return (system in ("administrative", "other"), not ranked, -max(ranked, default=0.0))
 
     lines = []
     for system, items in sorted(groups.items(), key=rank):
         sofa = components.get(system)
         lines.append(f"- **{system[0].upper() + system[1:]}**" + (f" ({_sofa_words(sofa)})" if sofa else ""))
-        lines += [f"    - {contribution_text(c)}" for c in items]
+        lines += [f"    - {contribution_text(c)}" for c in sorted(items, key=gap)]
     return lines
 
 

@@ -467,3 +467,49 @@ def test_reasons_are_grouped_by_organ_system_beside_their_sofa_component():
         "    - Age 81 raised the risk by 1.2 points"]
     # without bedside scores (an alarm's reasons, from an earlier hour): the same groups, no SOFA beside
     assert transforms.reasons_by_system(why)[0] == "- **Cardiovascular**"
+
+
+def test_not_measured_for_long_in_words_and_after_the_values_of_its_system():
+    """A gap of more than 24 h is a reason of its own: said as what a normal value now would do,
+    listed under its system after that system's values, and it never ranks a system above real
+    abnormal values (here a 4-point gap in lactate stays below a 1-point heart rate)."""
+    from dashboard.client import Contribution, _contributions
+
+    lactate = Contribution("Lactate", 2.1, 0.012, reference=1.0, hours_since=31.0, system="metabolic/perfusion",
+                           basis="not measured")
+    assert transforms.contribution_text(lactate) == \
+        "Lactate not measured for 31.0 h (last 2.1; normal 1): a normal value now would lower the risk by 1.2 points"
+    never = Contribution("Lactate", None, 0.0004, reference=1.0, hours_since=None, system="metabolic/perfusion",
+                         basis="not measured")
+    assert transforms.contribution_text(never) == \
+        "Lactate never measured (normal 1): a normal value now would lower the risk by 0.04 points"
+    # the service's items: basis kept, and a stored item from before it existed is a value
+    parsed = _contributions([{"feature": "Lactate", "value": None, "delta": 0.04, "system": "metabolic/perfusion",
+                              "reference": 1.0, "hours_since": None, "basis": "not measured"},
+                             {"feature": "HR", "value": 120.0, "delta": 0.01}])
+    assert [c.basis for c in parsed] == ["not measured", "value"]
+
+    why = [Contribution("HR", 126.0, 0.01, reference=80.0, hours_since=0.0, system="cardiovascular"),
+           Contribution("pH", 7.3, 0.004, reference=7.4, hours_since=1.0, system="metabolic/perfusion"),
+           Contribution("Platelets", 60.0, 0.002, reference=250.0, hours_since=2.0, system="coagulation"),
+           Contribution("Lactate", None, 0.04, reference=1.0, hours_since=None, system="metabolic/perfusion",
+                        basis="not measured"),
+           Contribution("Bilirubin_total", 1.9, 0.03, reference=0.7, hours_since=40.0, system="hepatic",
+                        basis="not measured")]
+    assert transforms.reasons_by_system(why) == [
+        "- **Cardiovascular**",
+        "    - HR 126 (normal 80) raised the risk by 1.0 points",
+        "- **Metabolic/perfusion**",
+        "    - pH 7.3 (measured 1.0 h before; normal 7.4) raised the risk by 0.4 points",
+        "    - Lactate never measured (normal 1): a normal value now would lower the risk by 4.0 points",
+        "- **Coagulation**",
+        "    - Platelets 60 (measured 2.0 h before; normal 250) raised the risk by 0.2 points",
+        "- **Hepatic**",
+        ("    - Bilirubin_total not measured for 40.0 h (last 1.9; normal 0.7): a normal value now would lower "
+         "the risk by 3.0 points")]
+    # only gaps listed (no value moved the risk): they rank their systems by size
+    assert transforms.reasons_by_system(why[3:])[0] == "- **Metabolic/perfusion**"
+    # a gap listed before a value of its system still comes after it
+    lines = transforms.reasons_by_system(why[:0:-1])
+    assert lines[:3] == ["- **Metabolic/perfusion**", "    - " + transforms.contribution_text(why[1]),
+                         "    - " + transforms.contribution_text(why[3])]
