@@ -39,7 +39,8 @@ For a vital sign or lab never measured, or last measured more than STALE_HOURS (
 risk as posted minus the risk had it been measured at its reference now. Separate from the
 contributions above (a variable can have both: an old abnormal value, and its age).
 
-The service shows only the gaps that raise the risk: `top_unmeasured` keeps deltas of at least
+The service shows only the gaps that raise the risk, of the 13 sepsis-defining variables (GAP_COLUMNS:
+those with a documented abnormal value): `top_unmeasured` keeps deltas of at least
 LEAD_FLOOR (a normal value now would lower the risk by 0.05 percentage points or more), at most
 SHOWN_UNMEASURED (2) per risk, largest first, listed after the SHOWN value contributions with
 `"basis": "not measured"` (value contributions carry `"basis": "value"`). A negative delta (the
@@ -81,7 +82,7 @@ from typing import Callable
 import numpy as np
 
 from models.contract import FEATURES, ICULOS_INDEX, N_FEATURES
-from models.reference import NORMAL, REFERENCES, SYSTEMS
+from models.reference import NORMAL, PLAUSIBILITY, REFERENCES, SYSTEMS
 
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -95,6 +96,10 @@ LEAD_FLOOR = 0.0005
 SHOWN = 5  # contributions the service lists per risk (its API, FHIR and the dashboard show these)
 STALE_HOURS = 24.0  # a value older than this counts as "not measured" for unmeasured_deltas
 SHOWN_UNMEASURED = 2  # "not measured for long" reasons the service lists per risk, after the SHOWN values
+# the variables whose gap can be a reason: the 13 with a documented abnormal value (models/reference_values.csv:
+# the SOFA, qSOFA, SIRS and septic-shock variables). A rarely ordered lab (fibrinogen, troponin) missing for a
+# day says nothing a clinician would act on, however the model reads its absence.
+GAP_COLUMNS = np.array([f in PLAUSIBILITY for f in FEATURES])
 ADMINISTRATIVE = np.array([REFERENCES[f].system == "administrative" for f in FEATURES])
 
 
@@ -255,7 +260,8 @@ def withheld_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.
 
 
 def unmeasured_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: np.ndarray, *, memory: Memory,
-                      stale_hours: float = STALE_HOURS, max_rows: int | None = MAX_ROWS) -> np.ndarray:
+                      stale_hours: float = STALE_HOURS, max_rows: int | None = MAX_ROWS,
+                      columns: np.ndarray | None = None) -> np.ndarray:
     """delta [n, 40] float64 = risk(as posted) - risk(variable j measured at its reference now),
     for each vital sign and lab the step has no recent value of: never measured, or last measured
     more than `stale_hours` before this row (0 for every other variable).
@@ -266,6 +272,7 @@ def unmeasured_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: n
     Pass a row to `top_contributions` with a `latest_values` and a `latest_ages` row: `value` is
     then the old value (None if never measured) and `hours_since` its age. Needs the step's
     memory (`find_memory`): without it, "never measured" cannot be told from "not posted now".
+    `columns` ([40] bool, e.g. GAP_COLUMNS) limits the variants to those variables (0 elsewhere).
     """
     obs, elapsed, state = _check_inputs(obs, elapsed, state)
     if memory is None:
@@ -275,6 +282,11 @@ def unmeasured_deltas(step: Step, obs: np.ndarray, elapsed: np.ndarray, state: n
     ages = latest_ages(obs, elapsed, state, memory)
     with np.errstate(invalid="ignore"):
         present = np.isnan(obs) & np.isfinite(NORMAL) & (np.isnan(ages) | (ages > stale_hours))
+    if columns is not None:
+        columns = np.asarray(columns, dtype=bool).reshape(-1)
+        if columns.shape != (N_FEATURES,):
+            raise ValueError(f"columns must have {N_FEATURES} values, got {columns.shape[0]}")
+        present &= columns
     return _in_calls(step, obs, elapsed, state, present, memory, "now", max_rows)
 
 
@@ -436,7 +448,8 @@ def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.
     [{"feature": "Lactate", "value": 2.1, "delta": 0.012, "system": "metabolic/perfusion",
       "reference": 1.0, "hours_since": 31.0, "basis": "not measured"}, ...].
 
-    deltas_row is an `unmeasured_deltas` row; only deltas of at least LEAD_FLOOR are kept (a normal
+    deltas_row is an `unmeasured_deltas` row; only the GAP_COLUMNS (the 13 sepsis-defining variables)
+    and only deltas of at least LEAD_FLOOR are kept (a normal
     value now would lower the risk by that much), largest first, ties in column order. A negative
     delta (the absence read as reassuring) is never kept. `value` is values_row's entry (a
     `latest_values` row: the old value, None when never measured), `hours_since` ages_row's (a
@@ -453,7 +466,7 @@ def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
     if not np.all(np.isfinite(deltas_row)):
         raise ValueError("deltas_row: contains NaN or infinity (the step returned a non-finite risk)")
-    raising = ~ADMINISTRATIVE & (deltas_row >= LEAD_FLOOR)
+    raising = GAP_COLUMNS & (deltas_row >= LEAD_FLOOR)
     order = np.lexsort((np.arange(N_FEATURES), -deltas_row))  # largest first, then column
     items = []
     for j in order:

@@ -150,8 +150,8 @@ class Contribution(_Out):
     """One input behind a risk (models/explain.py). basis "value": the change in risk when the
     variable's latest value is replaced by its clinical reference (models/reference_values.csv) in
     the step that produced it, at the same age; administrative fields are compared with "not
-    recorded". basis "not measured": a vital sign or lab never measured or last measured more than
-    24 h before, and the change in risk had it been measured at its reference now (only gaps that
+    recorded". basis "not measured": one of the 13 sepsis-defining vital signs and labs (those with a
+    documented abnormal value) never measured or last measured more than 24 h before, and the change in risk had it been measured at its reference now (only gaps that
     raise the risk are listed)."""
     feature: str = Field(examples=["Lactate"], description="PhysioNet variable name")
     value: float | None = Field(description="the value the step read (posted now, or carried from earlier); for "
@@ -175,7 +175,7 @@ class Contribution(_Out):
 
 CONTRIBUTIONS_DOC = ("the inputs behind this risk: first at most 5 values (basis 'value'), vital signs and labs "
                      "moving the risk by 0.05 points or more first, largest |delta| first, zero deltas left out; then "
-                     "at most 2 vital signs or labs not measured for more than 24 h or never (basis 'not measured'), "
+                     "at most 2 of the 13 sepsis-defining vital signs and labs not measured for more than 24 h or never (basis 'not measured'), "
                      "only those whose gap raises the risk by 0.05 points or more, largest first (none from a model "
                      "that keeps no per-variable memory); null when the service runs with SEPSIS_EXPLAIN off or the "
                      "risk predates explanations")

@@ -106,8 +106,8 @@ latest_entry = d.timeline[-1] if d.timeline else None
 why = latest_entry.contributions if latest_entry else []
 if why:
     st.markdown(f"At {ui.fmt_time(latest_entry.timestamp)}, the inputs that moved the risk most (the change "
-                "when each one's latest value is replaced by a normal value; and a vital sign or lab not measured "
-                "for more than 24 h, when a normal value measured now would lower the risk), by organ system "
+                "when each one's latest value is replaced by a normal value; and a sepsis-defining vital sign or "
+                "lab not measured for more than 24 h, when a normal value measured now would lower the risk), by organ system "
                 "beside its SOFA component:\n" + "\n".join(transforms.reasons_by_system(why, d.bedside)))
 else:
     st.caption("No contributions stored for the latest risk.")

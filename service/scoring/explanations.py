@@ -5,8 +5,8 @@ every row as posted plus one variant per variable with a latest value replaced b
 all in one batched call of the same runtime, and `top_contributions` keeps the SHOWN (5) largest
 changes as `[{"feature", "value", "delta", ..., "basis": "value"}]` (schemas.Contribution).
 When the step keeps a per-variable memory (`find_memory`), `unmeasured_deltas` runs, in a second
-batched call, every row plus one variant per vital sign or lab not measured for more than 24 h
-(or never) measured at its reference now, and `top_unmeasured` appends at most SHOWN_UNMEASURED
+batched call, every row plus one variant per sepsis-defining vital sign or lab (GAP_COLUMNS, 13)
+not measured for more than 24 h (or never) measured at its reference now, and `top_unmeasured` appends at most SHOWN_UNMEASURED
 (2) of those gaps that raise the risk by at least LEAD_FLOOR, with `"basis": "not measured"`.
 Those extra runs are the cost: they are timed together on their own histogram
 (`sepsis_explain_seconds`) and can be switched off with SEPSIS_EXPLAIN=off, which stores null
@@ -19,8 +19,8 @@ import weakref
 
 import numpy as np
 
-from models.explain import (SHOWN, SHOWN_UNMEASURED, find_memory, latest_ages, latest_values, top_contributions,
-                            top_unmeasured, unmeasured_deltas, withheld_deltas)
+from models.explain import (GAP_COLUMNS, SHOWN, SHOWN_UNMEASURED, find_memory, latest_ages, latest_values,
+                            top_contributions, top_unmeasured, unmeasured_deltas, withheld_deltas)
 from service.metrics import Metrics
 
 class Explainer:
@@ -61,7 +61,7 @@ class Explainer:
         ages = latest_ages(obs, elapsed, state, memory)
         out = [top_contributions(deltas[i], values[i], self.k, ages_row=ages[i]) for i in range(len(obs))]
         if memory is not None and self.k_unmeasured:
-            gaps = unmeasured_deltas(step, obs, elapsed, state, memory=memory)
+            gaps = unmeasured_deltas(step, obs, elapsed, state, memory=memory, columns=GAP_COLUMNS)
             for i, items in enumerate(out):
                 items += top_unmeasured(gaps[i], values[i], ages[i], self.k_unmeasured)
         self.metrics.explain_latency.observe(time.perf_counter() - start)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.contract import FEATURES, INDEX, N_FEATURES
-from models.explain import (LEAD_FLOOR, SHOWN_UNMEASURED, find_memory, latest_ages, latest_values, top_contributions,
-                            top_unmeasured, unmeasured_deltas, withheld_deltas)
+from models.explain import (GAP_COLUMNS, LEAD_FLOOR, SHOWN_UNMEASURED, find_memory, latest_ages, latest_values,
+                            top_contributions, top_unmeasured, unmeasured_deltas, withheld_deltas)
 from models.reference import NORMAL, REFERENCES
 from models.runtime import StepRuntime
 from models.testing import CountingStep, fixture_weights, reference_step, write_fixture_model
@@ -192,6 +192,7 @@ def test_top_unmeasured_keeps_only_gaps_that_raise_the_risk_largest_first():
     deltas[INDEX["WBC"]] = LEAD_FLOOR           # just enough
     deltas[INDEX["Bilirubin_total"]] = -0.08    # the absence read as reassuring: never shown
     deltas[INDEX["Creatinine"]] = LEAD_FLOOR * 0.99  # raises it, but by less than LEAD_FLOOR
+    deltas[INDEX["Fibrinogen"]] = 0.05          # not one of the 13 sepsis-defining variables: never a reason
     values = row({"Platelets": 80, "WBC": 15, "Bilirubin_total": 1.1, "Creatinine": 1.0})
     values[INDEX["Lactate"]] = np.nan
     ages = np.full(N_FEATURES, np.nan)
@@ -506,8 +507,16 @@ def test_not_measured_for_long_is_a_reason_of_its_own(shipped):
     top = top_contributions(deltas[0], latest_values(obs, state, memory)[0], k=40, ages_row=ages)
     shown = {c["feature"]: (c["value"], c["hours_since"]) for c in top}
     assert shown["Platelets"] == (80.0, 30.0) and shown["Lactate"] == (None, None)
+    # limited to the 13 sepsis-defining variables (the service's GAP_COLUMNS): the same deltas there, fewer variants
+    step.calls.clear()
+    limited = unmeasured_deltas(step, obs, elapsed, state, memory=memory, columns=GAP_COLUMNS)
+    assert np.array_equal(limited[0, GAP_COLUMNS], deltas[0, GAP_COLUMNS])
+    assert not limited[0, ~GAP_COLUMNS].any() and deltas[0, INDEX["Fibrinogen"]] != 0.0
+    assert GAP_COLUMNS.sum() == 13 and step.calls == [1 + 13 - 2 - 1]  # HR and Resp posted, WBC recent
     with pytest.raises(ValueError, match="memory"):
         unmeasured_deltas(rt._run, obs, elapsed, state, memory=None)
+    with pytest.raises(ValueError, match="columns"):
+        unmeasured_deltas(rt._run, obs, elapsed, state, memory=memory, columns=GAP_COLUMNS[:39])
 
 
 def test_a_system_is_replaced_together(default_model):

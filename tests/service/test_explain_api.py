@@ -182,8 +182,8 @@ def memory_root(tmp_path_factory):
 
 def expected_gaps(rows, k: int = 2) -> list[tuple[str, float]]:
     """Independently of the service and of models/explain.py: step the shipped model through the
-    stay's hours, and at the last one rerun its pre-step state with each vital sign or lab not
-    posted in the last 24 h posted at its normal reference; the k largest rises of at least
+    stay's hours, and at the last one rerun its pre-step state with each of the 13 variables with a
+    documented abnormal value not posted in the last 24 h posted at its normal reference; the k largest rises of at least
     LEAD_FLOOR (risk as posted minus risk with the reference), largest first."""
     runtime = StepRuntime.open(SHIPPED_V1, device="cpu")
     demographics = {n: v for n, v in rows[0][1].items() if n in ("Age", "Gender", "Unit1", "Unit2", "HospAdmTime")}
@@ -201,7 +201,7 @@ def expected_gaps(rows, k: int = 2) -> list[tuple[str, float]]:
     as_posted = float(runtime.step(x, elapsed, state).risk[0])
     gaps = []
     for j, name in enumerate(FEATURES):
-        if REFERENCES[name].system == "administrative" or not np.isfinite(NORMAL[j]):
+        if REFERENCES[name].abnormal is None:  # only the 13 sepsis-defining variables can be a gap
             continue
         if name in last_posted and hour - last_posted[name] <= 24:
             continue
