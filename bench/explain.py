@@ -1,4 +1,5 @@
-"""What contributions cost: `models.explain.withheld_deltas` against one plain step, on the CPU.
+"""What contributions cost: `models.explain.withheld_deltas` (the values) and `unmeasured_deltas`
+(the not-measured reasons, the service's second call) against one plain step, on the CPU.
 
     python bench/explain.py [--model models/sepsis-cfc/3] [--out results/service_explain/explain_cpu.json]
 
@@ -11,7 +12,9 @@ worst case: every variable posted (40 rows per observation in the batch).
 For batch 1 (one /predict: each of the 64 hours alone) and batch 64 (a batch request: all 64
 together) it times, median over hours and repeats after a warm-up: the plain step
 (`StepRuntime._run`, what the service runs) and `withheld_deltas` (building the variants plus
-its one step call over rows + variants, the call also timed on its own). ONNX Runtime runs with one intra-op thread, so the
+its one step call over rows + variants, the call also timed on its own) and, with a memory,
+`unmeasured_deltas` over the 13 sepsis-defining variables (GAP_COLUMNS, as the service calls it: one
+variant per such variable not measured for 24 h). ONNX Runtime runs with one intra-op thread, so the
 numbers compare work rather than how many of this shared machine's cores were free.
 
 Last, a 1,000-row batch request (the hours tiled) is explained with the default bound on the rows
@@ -36,7 +39,7 @@ import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 
 from models.contract import FEATURES, INDEX  # noqa: E402
-from models.explain import MAX_ROWS, carried, find_memory, withheld_deltas  # noqa: E402
+from models.explain import GAP_COLUMNS, MAX_ROWS, carried, find_memory, unmeasured_deltas, withheld_deltas  # noqa: E402
 from models.runtime import StepRuntime  # noqa: E402
 from models.testing import CountingStep  # noqa: E402
 
@@ -106,6 +109,7 @@ def case(runtime, memory, obs, elapsed, state, batch: int, repeats: int) -> dict
     starts = range(0, len(obs), batch) if batch == 1 else [0]
     step = TimedStep(runtime)
     plain, plain_cpu, explain, explain_cpu, inner, variants = [], [], [], [], [], 0
+    gaps = []  # unmeasured_deltas (the service's second call), only with a memory
     for i in starts:
         o, e, s = obs[i:i + batch], elapsed[i:i + batch], state[i:i + batch]
         present = ~np.isnan(o) | carried(s, memory)
@@ -117,6 +121,10 @@ def case(runtime, memory, obs, elapsed, state, batch: int, repeats: int) -> dict
             if r >= 2:
                 plain.append(w), plain_cpu.append(c), explain.append(w2), explain_cpu.append(c2)
                 inner.append(step.last)
+            if memory is not None:
+                w3, _ = timed(lambda: unmeasured_deltas(step, o, e, s, memory=memory, columns=GAP_COLUMNS))
+                if r >= 2:
+                    gaps.append(w3)
     ms = lambda xs: round(1000.0 * statistics.median(xs), 3)  # noqa: E731
     per_batch = variants / len(starts)
     return {"batch": batch, "batches_timed": len(starts), "repeats": repeats,
@@ -124,6 +132,9 @@ def case(runtime, memory, obs, elapsed, state, batch: int, repeats: int) -> dict
             "plain_step_ms": ms(plain), "withheld_deltas_ms": ms(explain),
             "of_which_the_step_call_ms": ms(inner), "ratio": round(statistics.median(explain) / statistics.median(plain), 2),
             "withheld_deltas_ms_per_observation": round(ms(explain) / batch, 3),
+            "unmeasured_deltas_ms": ms(gaps) if gaps else None,
+            "both_over_withheld": round(statistics.median([a + b for a, b in zip(explain, gaps)])
+                                        / statistics.median(explain), 2) if gaps else None,
             "cpu": {"plain_step_ms": ms(plain_cpu), "withheld_deltas_ms": ms(explain_cpu),
                     "ratio": round(statistics.median(explain_cpu) / statistics.median(plain_cpu), 2)}}
 
@@ -178,7 +189,9 @@ def main() -> None:
                   f"{result['plain_step_ms']:7.3f} ms, withheld_deltas {result['withheld_deltas_ms']:8.3f} ms "
                   f"(step call {result['of_which_the_step_call_ms']:8.3f} ms), ratio {result['ratio']:6.2f}, "
                   f"{result['withheld_deltas_ms_per_observation']:.3f} ms per observation; CPU time ratio "
-                  f"{result['cpu']['ratio']:.2f}")
+                  f"{result['cpu']['ratio']:.2f}"
+                  + (f"; unmeasured_deltas {result['unmeasured_deltas_ms']:8.3f} ms, both / withheld "
+                     f"{result['both_over_withheld']:.2f}" if result["unmeasured_deltas_ms"] is not None else ""))
     large = large_batch(runtime, memory, obs, elapsed, state)
     for r in large:
         print(f"{'1,000 real hours':>22}  max_rows {str(r['max_rows']):>5}: {r['calls']:>2} calls, withheld_deltas "
