@@ -93,7 +93,7 @@ DELTA_DECIMALS = 6  # 1e-6 of risk is 0.0001 percentage points: below anything s
 BASELINES = ("reference", "missing")
 # a clinical value "moves the risk" from 0.05 percentage points: administrative columns rank after such values
 LEAD_FLOOR = 0.0005
-SHOWN = 5  # contributions the service lists per risk (its API, FHIR and the dashboard show these)
+SHOWN = 5  # contributions the service lists per risk (its API and the dashboard show these)
 STALE_HOURS = 24.0  # a value older than this counts as "not measured" for unmeasured_deltas
 SHOWN_UNMEASURED = 2  # "not measured for long" reasons the service lists per risk, after the SHOWN values
 # the variables whose gap can be a reason: the 13 with a documented abnormal value (models/reference_values.csv:
