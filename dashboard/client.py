@@ -100,6 +100,7 @@ class Contribution:
     hours_since: float | None = None  # the value's age at that risk (0: posted with it; None: never measured)
     system: str | None = None         # the variable's organ system ("administrative" for Age, units ...)
     basis: str = "value"              # "value", or "not measured" (the service's Contribution.basis)
+    unit: str | None = None           # of value and reference (None: administrative, or stored before units)
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def _contributions(items: list | None) -> list[Contribution]:
         return None if x is None else float(x)
     return [Contribution(feature=str(c["feature"]), value=number(c.get("value")), delta=float(c["delta"]),
                          reference=number(c.get("reference")), hours_since=number(c.get("hours_since")),
-                         system=c.get("system"), basis=str(c.get("basis") or "value"))
+                         system=c.get("system"), basis=str(c.get("basis") or "value"), unit=c.get("unit"))
             for c in (items or [])]
 
 

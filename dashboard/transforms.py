@@ -377,25 +377,31 @@ def _points(delta: float) -> str:
 
 def contribution_text(c) -> str:
     """'Lactate 4.8 (measured 3.0 h before; normal 1) raised the risk by 3.1 points' (a point is one
-    percentage point of risk); the age and the normal value are said when the service gives them.
+    percentage point of risk); the age and the normal value are said when the service gives them,
+    with the unit when it gives one ('Lactate 4.8 mmol/L (...; normal 1 mmol/L) ...').
     Not measured for long (basis "not measured"): 'Lactate not measured for 31.0 h (last 2.1; normal 1):
     a normal value now would lower the risk by 1.2 points', or 'Lactate never measured (normal 1): ...'."""
     size = _points(c.delta)
+    unit = getattr(c, "unit", None)
+
+    def number(x) -> str:
+        return fmt_number(x) + (f" {unit}" if unit and x is not None else "")
+
     if getattr(c, "basis", "value") == "not measured":
-        normal = f"normal {fmt_number(c.reference)}" if c.reference is not None else None
+        normal = f"normal {number(c.reference)}" if c.reference is not None else None
         if c.hours_since is None:
             gap, said = "never measured", [normal]
         else:
             gap = f"not measured for {fmt_age(c.hours_since).removesuffix(' ago')}"
-            said = [f"last {fmt_number(c.value)}" if c.value is not None else None, normal]
+            said = [f"last {number(c.value)}" if c.value is not None else None, normal]
         context = "; ".join(x for x in said if x)
         return (f"{c.feature} {gap}" + (f" ({context})" if context else "")
                 + f": a normal value now would lower the risk by {size} points")
     way = "raised" if c.delta > 0 else "lowered"
     said = [f"measured {fmt_age(c.hours_since).removesuffix(' ago')} before" if c.hours_since else None,
-            f"normal {fmt_number(c.reference)}" if c.reference is not None else None]
+            f"normal {number(c.reference)}" if c.reference is not None else None]
     context = "; ".join(x for x in said if x)
-    value = f"{fmt_number(c.value)} ({context})" if context else fmt_number(c.value)
+    value = f"{number(c.value)} ({context})" if context else number(c.value)
     return f"{c.feature} {value} {way} the risk by {size} points"
 
 

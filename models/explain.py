@@ -396,7 +396,7 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
                       ages_row: np.ndarray | None = None) -> list[dict]:
     """The k leading contributions as JSON-ready items, zero deltas dropped:
     [{"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion",
-      "reference": 1.0, "hours_since": 3.0, "basis": "value"}, ...].
+      "reference": 1.0, "unit": "mmol/L", "hours_since": 3.0, "basis": "value"}, ...].
 
     Order: clinical values (vital signs and labs) whose |delta| is at least LEAD_FLOOR, largest
     first; then everything else (administrative columns, smaller clinical deltas) by |delta|. So an
@@ -405,7 +405,8 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
     `value` is obs_row's entry (pass a `latest_values` row to show carried values), None if NaN.
     `system` is the variable's organ system and `reference` the normal value it was compared
     with (None for the administrative columns, compared with "not recorded"), from
-    `models/reference.py`. `hours_since` (only when `ages_row`, a `latest_ages` row, is given) is
+    `models/reference.py`; `unit` the unit both are in (None for the administrative columns).
+    `hours_since` (only when `ages_row`, a `latest_ages` row, is given) is
     the value's age in hours, None when there is no value. Deltas are rounded to 6 decimals; one
     that rounds to 0 is dropped.
     """
@@ -434,7 +435,8 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
             continue
         v = obs_row[j]
         item = {"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
-                "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal}
+                "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal,
+                "unit": _unit(j)}
         if ages_row is not None:
             item["hours_since"] = None if math.isnan(ages_row[j]) else round(float(ages_row[j]), 2)
         item["basis"] = "value"
@@ -442,11 +444,17 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
     return items
 
 
+def _unit(j: int) -> str | None:
+    """The unit a clinical value and its reference are in (models/reference_values.csv); None for the
+    administrative columns, whose "units" are codings (Gender "0 female / 1 male")."""
+    return None if ADMINISTRATIVE[j] else REFERENCES[FEATURES[j]].unit
+
+
 def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.ndarray,
                    k: int = SHOWN_UNMEASURED) -> list[dict]:
     """The k largest "not measured for long" reasons that raise the risk, as JSON-ready items:
     [{"feature": "Lactate", "value": 2.1, "delta": 0.012, "system": "metabolic/perfusion",
-      "reference": 1.0, "hours_since": 31.0, "basis": "not measured"}, ...].
+      "reference": 1.0, "unit": "mmol/L", "hours_since": 31.0, "basis": "not measured"}, ...].
 
     deltas_row is an `unmeasured_deltas` row; only the GAP_COLUMNS (the 13 sepsis-defining variables)
     and only deltas of at least LEAD_FLOOR are kept (a normal
@@ -478,5 +486,6 @@ def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.
         v, age = values_row[j], ages_row[j]
         items.append({"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
                       "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal,
-                      "hours_since": None if math.isnan(age) else round(float(age), 2), "basis": "not measured"})
+                      "unit": _unit(j), "hours_since": None if math.isnan(age) else round(float(age), 2),
+                      "basis": "not measured"})
     return items

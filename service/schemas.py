@@ -164,6 +164,10 @@ class Contribution(_Out):
                                            "HospAdmTime)")
     reference: float | None = Field(None, description="the normal value it was compared with; null for "
                                                       "administrative fields")
+    unit: str | None = Field(None, examples=["mmol/L"], description="the unit of value and reference (PhysioNet's, "
+                                                                    "models/reference_values.csv); null for "
+                                                                    "administrative fields and for contributions "
+                                                                    "stored before it was given")
     hours_since: float | None = Field(None, description="the value's age in hours at this step (0: posted now; "
                                                         "null: never measured)")
     basis: Literal["value", "not measured"] = Field(

@@ -102,7 +102,7 @@ def test_patient_page_shows_risk_vitals_and_outcome(monkeypatch, stack):
     assert "**Age** 61 years" in md and "**Sex** male" in md and "**Unit** SICU" in md and "**Bed** not recorded" in md
     assert "**Risk now:**" in md
     # the reasons by organ system, its SOFA component beside it; administrative fields after the clinical ones
-    assert "- **Cardiovascular** (SOFA cardiovascular 1 point, MAP 67)\n    - MAP 67 (normal 85) raised the risk" in md
+    assert "- **Cardiovascular** (SOFA cardiovascular 1 point, MAP 67)\n    - MAP 67 mmHg (normal 85 mmHg) raised the risk" in md
     assert md.index("- **Cardiovascular**") < md.index("- **Administrative**")
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     # risk, vitals and the measurement strip: one row each, all on the same time domain, with the

@@ -217,6 +217,15 @@ def test_contributions_and_bedside_in_words():
         "Lactate 4.8 (measured 3.0 h before; normal 1) raised the risk by 3.1 points"
     assert transforms.contribution_text(Contribution("MAP", 57.0, 0.02, reference=85.0, hours_since=0.0)) == \
         "MAP 57 (normal 85) raised the risk by 2.0 points"
+    # with the unit the service gives: on the value and the normal value
+    assert transforms.contribution_text(Contribution("Lactate", 4.8, 0.031, reference=1.0, hours_since=3.0,
+                                                     unit="mmol/L")) == \
+        "Lactate 4.8 mmol/L (measured 3.0 h before; normal 1 mmol/L) raised the risk by 3.1 points"
+    assert transforms.contribution_text(Contribution("Platelets", 80.0, 0.012, reference=250.0, hours_since=31.0,
+                                                     unit="10^3/uL", basis="not measured")) == \
+        "Platelets not measured for 31.0 h (last 80 10^3/uL; normal 250 10^3/uL): a normal value now would lower " \
+        "the risk by 1.2 points"
+    assert transforms.contribution_text(Contribution("Age", 80.0, 0.01)) == "Age 80 raised the risk by 1.0 points"
     bedside = {"qsofa": {"score": 1, "evaluated": 2, "of": 3, "criteria": [
         {"name": "Respiratory rate", "met": True, "value": 32.0, "unit": "breaths/min", "age_hours": 2.0},
         {"name": "Altered mentation", "met": None, "value": None, "note": "not recorded in PhysioNet 2019 data"}]},
@@ -485,9 +494,10 @@ def test_not_measured_for_long_in_words_and_after_the_values_of_its_system():
         "Lactate never measured (normal 1): a normal value now would lower the risk by 0.04 points"
     # the service's items: basis kept, and a stored item from before it existed is a value
     parsed = _contributions([{"feature": "Lactate", "value": None, "delta": 0.04, "system": "metabolic/perfusion",
-                              "reference": 1.0, "hours_since": None, "basis": "not measured"},
+                              "reference": 1.0, "unit": "mmol/L", "hours_since": None, "basis": "not measured"},
                              {"feature": "HR", "value": 120.0, "delta": 0.01}])
     assert [c.basis for c in parsed] == ["not measured", "value"]
+    assert [c.unit for c in parsed] == ["mmol/L", None]  # the unit kept; none stored before units
 
     why = [Contribution("HR", 126.0, 0.01, reference=80.0, hours_since=0.0, system="cardiovascular"),
            Contribution("pH", 7.3, 0.004, reference=7.4, hours_since=1.0, system="metabolic/perfusion"),

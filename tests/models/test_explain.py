@@ -146,11 +146,11 @@ def test_top_contributions_sorted_by_size_zeros_dropped_values_as_posted():
     ages[[INDEX["MAP"], INDEX["Lactate"]]] = [0.0, 26.5]
     assert top_contributions(deltas, obs, ages_row=ages) == [
         {"feature": "MAP", "value": 58.0, "delta": -0.05, "system": "cardiovascular", "reference": 85.0,
-         "hours_since": 0.0, "basis": "value"},
+         "unit": "mmHg", "hours_since": 0.0, "basis": "value"},
         {"feature": "Lactate", "value": 4.8, "delta": 0.031, "system": "metabolic/perfusion", "reference": 1.0,
-         "hours_since": 26.5, "basis": "value"},
+         "unit": "mmol/L", "hours_since": 26.5, "basis": "value"},
         {"feature": "HR", "value": None, "delta": 0.01, "system": "cardiovascular", "reference": 80.0,
-         "hours_since": None, "basis": "value"},
+         "unit": "beats/min", "hours_since": None, "basis": "value"},
     ]
     assert [c["feature"] for c in top_contributions(deltas, obs, k=2)] == ["MAP", "Lactate"]
     assert "hours_since" not in top_contributions(deltas, obs)[0]  # without ages: not shown
@@ -167,7 +167,8 @@ def test_administrative_columns_lead_only_when_nothing_clinical_moves_the_risk()
     obs = row({"Age": 80, "HospAdmTime": -3, "HR": 95, "Temp": 37.5, "WBC": 9})
     top = top_contributions(deltas, obs)
     assert [c["feature"] for c in top] == ["Temp", "HR", "Age", "HospAdmTime", "WBC"]
-    assert top[2]["system"] == "administrative" and top[2]["reference"] is None
+    assert top[2]["system"] == "administrative" and top[2]["reference"] is None and top[2]["unit"] is None
+    assert top[0]["unit"] == "deg C"  # a clinical value's unit, as in models/reference_values.csv
     deltas[INDEX["HR"]] = deltas[INDEX["Temp"]] = 0.0  # nothing clinical moves the risk: by size
     assert [c["feature"] for c in top_contributions(deltas, obs)] == ["Age", "HospAdmTime", "WBC"]
 
@@ -200,9 +201,9 @@ def test_top_unmeasured_keeps_only_gaps_that_raise_the_risk_largest_first():
     assert SHOWN_UNMEASURED == 2
     assert top_unmeasured(deltas, values, ages) == [
         {"feature": "Platelets", "value": 80.0, "delta": 0.03, "system": "coagulation", "reference": 250.0,
-         "hours_since": 30.0, "basis": "not measured"},
+         "unit": "10^3/uL", "hours_since": 30.0, "basis": "not measured"},
         {"feature": "Lactate", "value": None, "delta": 0.012, "system": "metabolic/perfusion", "reference": 1.0,
-         "hours_since": None, "basis": "not measured"},
+         "unit": "mmol/L", "hours_since": None, "basis": "not measured"},
     ]
     got = top_unmeasured(deltas, values, ages, k=10)
     assert [c["feature"] for c in got] == ["Platelets", "Lactate", "WBC"]
