@@ -382,12 +382,11 @@ def contribution_text(c) -> str:
     Not measured for long (basis "not measured"): 'Lactate not measured for 31.0 h (last 2.1; normal 1):
     a normal value now would lower the risk by 1.2 points', or 'Lactate never measured (normal 1): ...'."""
     size = _points(c.delta)
-    unit = getattr(c, "unit", None)
 
     def number(x) -> str:
-        return fmt_number(x) + (f" {unit}" if unit and x is not None else "")
+        return fmt_number(x) + (f" {c.unit}" if c.unit and x is not None else "")
 
-    if getattr(c, "basis", "value") == "not measured":
+    if c.basis == "not measured":
         normal = f"normal {number(c.reference)}" if c.reference is not None else None
         if c.hours_since is None:
             gap, said = "never measured", [normal]
@@ -432,7 +431,7 @@ def reasons_by_system(contributions, bedside: dict | None = None) -> list[str]:
     components = {SOFA_SYSTEM.get(c.get("name")): c for c in ((bedside or {}).get("sofa") or {}).get("components") or []}
 
     def gap(c) -> bool:
-        return getattr(c, "basis", "value") == "not measured"
+        return c.basis == "not measured"
 
     any_value = any(not gap(c) for c in contributions)
 

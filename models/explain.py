@@ -433,21 +433,23 @@ def top_contributions(deltas_row: np.ndarray, obs_row: np.ndarray, k: int = 5,
         d = round(float(deltas_row[j]), DELTA_DECIMALS)
         if d == 0.0:
             continue
-        v = obs_row[j]
-        item = {"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
-                "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal,
-                "unit": _unit(j)}
-        if ages_row is not None:
-            item["hours_since"] = None if math.isnan(ages_row[j]) else round(float(ages_row[j]), 2)
-        item["basis"] = "value"
-        items.append(item)
+        items.append(_item(j, d, obs_row[j], "value", None if ages_row is None else ages_row[j]))
     return items
 
 
-def _unit(j: int) -> str | None:
-    """The unit a clinical value and its reference are in (models/reference_values.csv); None for the
-    administrative columns, whose "units" are codings (Gender "0 female / 1 male")."""
-    return None if ADMINISTRATIVE[j] else REFERENCES[FEATURES[j]].unit
+def _item(j: int, delta: float, value: float, basis: str, age: float | None) -> dict:
+    """One contribution of column j as a JSON-ready item (top_contributions, top_unmeasured): its
+    value (None if NaN), system, reference and unit (models/reference_values.csv; no unit for the
+    administrative columns, whose "units" are codings such as Gender "0 female / 1 male") and, when
+    an age is given (None: not asked), `hours_since` (None if NaN)."""
+    feature = FEATURES[j]
+    item = {"feature": feature, "value": None if math.isnan(value) else _number(value), "delta": delta,
+            "system": REFERENCES[feature].system, "reference": REFERENCES[feature].normal,
+            "unit": None if ADMINISTRATIVE[j] else REFERENCES[feature].unit}
+    if age is not None:
+        item["hours_since"] = None if math.isnan(age) else round(float(age), 2)
+    item["basis"] = basis
+    return item
 
 
 def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.ndarray,
@@ -483,9 +485,5 @@ def top_unmeasured(deltas_row: np.ndarray, values_row: np.ndarray, ages_row: np.
         d = round(float(deltas_row[j]), DELTA_DECIMALS)
         if not raising[j] or d == 0.0:
             continue
-        v, age = values_row[j], ages_row[j]
-        items.append({"feature": FEATURES[j], "value": None if math.isnan(v) else _number(v), "delta": d,
-                      "system": REFERENCES[FEATURES[j]].system, "reference": REFERENCES[FEATURES[j]].normal,
-                      "unit": _unit(j), "hours_since": None if math.isnan(age) else round(float(age), 2),
-                      "basis": "not measured"})
+        items.append(_item(j, d, values_row[j], "not measured", ages_row[j]))
     return items
