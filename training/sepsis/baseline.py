@@ -27,11 +27,13 @@ from training.sepsis.batching import per_stay, stay_rows
 from training.sepsis.data import load_cohort
 
 
-def hourly_features(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def hourly_features(values: np.ndarray, offsets: np.ndarray,
+                    elapsed: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Per-row memoryless inputs [rows, 108] and their names, computed stay by stay without a loop.
 
     Equal to the featurizer's memory (`Featurizer.step`): last value, measurement count, hours since
-    the last measurement (elapsed time from ICULOS, as the step receives it).
+    the last measurement (elapsed time from ICULOS, as the step receives it, unless `elapsed` gives
+    each row's hours since the previous row).
     """
     values = np.asarray(values, dtype=np.float32)
     rows, n_vars = values.shape
@@ -43,7 +45,9 @@ def hourly_features(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
     last_idx = np.maximum.accumulate(np.where(measured, idx, -1), axis=0)
     seen = last_idx >= start[:, None]
     last = np.where(seen, values[np.maximum(last_idx, 0), np.arange(n_vars)], np.nan)
-    clock = np.cumsum(elapsed_hours(values, offsets).astype(np.float64))
+    if elapsed is None:
+        elapsed = elapsed_hours(values, offsets)
+    clock = np.cumsum(np.asarray(elapsed, dtype=np.float64))
     since = np.where(seen, clock[:, None] - clock[np.maximum(last_idx, 0)], np.nan)
     cum = np.cumsum(measured, axis=0, dtype=np.int64)
     count = cum - cum[np.maximum(start - 1, 0)] * (start > 0)[:, None]
@@ -76,8 +80,9 @@ class BaselineConfig:
         return self.run or f"lgbm-s{self.seed}"
 
 
-def fit_booster(cfg: BaselineConfig, x_train, y_train, x_val, y_val, names: list[str]):
-    """LightGBM with early stopping on the validation rows' AUROC -> (booster, history, seconds)."""
+def fit_booster(cfg: BaselineConfig, x_train, y_train, x_val, y_val, names: list[str], extra: dict | None = None):
+    """LightGBM with early stopping on the validation rows' AUROC -> (booster, history, seconds);
+    `extra`: further LightGBM parameters (e.g. monotone constraints)."""
     import lightgbm as lgb
     from tqdm.auto import tqdm
 
@@ -86,7 +91,7 @@ def fit_booster(cfg: BaselineConfig, x_train, y_train, x_val, y_val, names: list
     params = {"objective": "binary", "metric": "auc", "learning_rate": cfg.learning_rate,
               "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
               "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction,
-              "bagging_freq": 1, "seed": cfg.seed, "verbosity": -1, "num_threads": cfg.threads}
+              "bagging_freq": 1, "seed": cfg.seed, "verbosity": -1, "num_threads": cfg.threads, **(extra or {})}
     bar = tqdm(total=cfg.max_rounds, desc=f"{cfg.run_name} rounds", disable=not cfg.progress, leave=False)
     history: list[dict] = []
 

@@ -189,6 +189,21 @@ def cmd_baseline(a) -> int:
     return 0
 
 
+def cmd_blend(a) -> int:
+    from training.sepsis.baseline import BaselineConfig
+    from training.sepsis.blend import blend_crossfit
+    from training.sepsis.train import pick_device
+
+    cfg = BaselineConfig(data=a.data, max_rounds=a.max_rounds, threads=a.threads, cache_dir=a.cache_dir,
+                         progress=not a.no_progress)
+    result = blend_crossfit(Path(a.networks), Path(a.networks_record), a.data, Path(a.out), a.name, cfg,
+                            monotone=not a.free, device=str(pick_device(a.device)),
+                            dropout_rates=tuple(a.dropout_rates))
+    oof = result["oof"]
+    print(f"{_headline(result)} | out-of-fold auroc={oof['auroc']:.4g} utility={oof['utility']:.4g}")
+    return 0
+
+
 def cmd_crossfit(a) -> int:
     from training.sepsis.crossfit import crossfit_cfc
     from training.sepsis.train import pick_device
@@ -374,6 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=".cache/sepsis")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_crossfit)
+    p = sub.add_parser("blend", help="a cross-fitted network and boosters on the same folds as one step, "
+                                     "blended on out-of-fold predictions (training/sepsis/blend.py)")
+    p.add_argument("--networks", required=True,
+                   help="the network members: a crossfit's ensemble.pt, or a shipped model folder (read from its ONNX)")
+    p.add_argument("--networks-record", required=True, help="that crossfit's metrics.json (folds, split seed, archive)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="folder for metrics.json, operating_points.json, ensemble.pt")
+    p.add_argument("--name", required=True, help="the blend's run name")
+    p.add_argument("--free", action="store_true", help="boosters without the monotone constraints (blend.MONOTONE)")
+    p.add_argument("--max-rounds", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--dropout-rates", nargs="*", type=float, default=[0.0, 0.3, 0.5],
+                   help="temporal-dropout rates tested on the test split (none: skip it)")
+    p.add_argument("--cache-dir", default=".cache/sepsis")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_blend)
     p = sub.add_parser("evaluate-onnx", help="stream stays through the ONNX runtime, hour by hour")
     p.add_argument("--model", required=True, help="models/<name>/<version>")
     p.add_argument("--data", required=True)

@@ -71,13 +71,22 @@ def fold_runs(metrics_paths: list[Path]) -> list[dict]:
     return [by_fold[f][s] for s in range(counts.pop()) for f in range(k)]
 
 
-def fold_models(members: list, k: int) -> list:
-    """Per fold, the model that scores its stays out of fold: its one member, or the mean logit of
-    its members (member i belongs to fold i % k, as `fold_runs` orders them)."""
+def fold_models(members: list, k: int, weights=None) -> list:
+    """Per fold, the model that scores its stays out of fold: its one member, or its members' logits
+    combined (member i belongs to fold i % k, as `fold_runs` orders them): their mean, or, given the
+    whole model's `weights`, each member's weight times k (a blend's fold logit is then its kinds'
+    logits weighted as the shipped step weights them; with equal weights, the mean again)."""
     if len(members) % k:
         raise ValueError(f"{len(members)} members do not divide into {k} folds")
     groups = [members[f::k] for f in range(k)]
-    return [g[0] if len(g) == 1 else SepsisEnsemble(g).eval() for g in groups]
+    if weights is None:
+        return [g[0] if len(g) == 1 else SepsisEnsemble(g).eval() for g in groups]
+    w = torch.as_tensor(weights, dtype=torch.float32).reshape(-1) * k
+    out = []
+    for f, g in enumerate(groups):
+        gw = w[f::k]
+        out.append(g[0] if len(g) == 1 and abs(float(gw[0]) - 1.0) < 1e-6 else SepsisEnsemble(g, gw.tolist()).eval())
+    return out
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -111,19 +120,66 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
     cohort = load_cohort(data, cache_dir=Path(cache_dir), progress=False)
     if cohort.source_sha256 != runs[0]["data_sha256"]:
         raise ValueError(f"{data}: not the archive the fold runs trained on")
+    members = [SepsisModel.from_checkpoint(torch.load(r["checkpoint"], map_location="cpu")).to(device) for r in runs]
+    record = {"seed_sets": len(runs) // k, "member_seeds": [r["config"]["seed"] for r in runs],
+              "fold_runs": [r["run"] for r in runs], "config": runs[0]["config"],
+              "best_epochs": [r["best_epoch"] for r in runs], "epochs_run": [r["epochs_run"] for r in runs]}
+    return combine([members], cohort, k, seed, data, out, name, device, dropout_rates, record,
+                   sources=[r["checkpoint"] for r in runs])
+
+
+def fit_blend(labels: list[np.ndarray], logits: list[list[np.ndarray]]) -> tuple[list[float], float]:
+    """Logistic regression of the hourly label on each kind's out-of-fold logit -> (coefficients, intercept):
+    the blend's weights and its calibration in one fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.stack([np.concatenate(kind) for kind in logits], axis=1)
+    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(x, np.concatenate(labels))  # unpenalised
+    return [float(c) for c in fit.coef_[0]], float(fit.intercept_[0])
+
+
+def combine(kinds: list[list], cohort, k: int, seed: int, data: str, out: Path, name: str, device: str,
+            dropout_rates, record: dict, sources: list) -> dict:
+    """Members of one or more kinds (each a list whose member i belongs to fold i % k) as one
+    cross-fitted model: chosen on out-of-fold predictions, the test split read once; writes
+    <out>/metrics.json, operating_points.json and ensemble.pt.
+
+    One kind: the members' mean logit, Platt-calibrated on the OOF hours. Several (a blend): each
+    kind's fold logit (its members that did not train on the stay) and one logistic regression of
+    the label on them (`fit_blend`), whose coefficients weight the kinds and whose intercept
+    calibrates; the shipped step weights every member by its kind's coefficient over its count."""
     splits = [crossfit_split(cohort, f, k, seed) for f in range(k)]
     tensors = CohortTensors.from_cohort(cohort, device)
-    members = [SepsisModel.from_checkpoint(torch.load(r["checkpoint"], map_location="cpu")).to(device) for r in runs]
-
-    oof_labels, oof_probs, per_fold, shares = [], [], [], []
-    for member, split in zip(fold_models(members, k), splits):
-        labels, probs = stay_labels(tensors, split.val), predict_stays(member, tensors, split.val)
-        oof_labels += labels
-        oof_probs += probs
-        per_fold.append({"fold": split.name, "stays": int(len(split.val)), "auroc": M.hourly_auroc(labels, probs)})
-        shares.append(direction_shares(member, tensors, split.val))
-    a, b = fit_platt(oof_labels, oof_probs)
-    oof_cal = platt(oof_probs, a, b)
+    members = [m for kind in kinds for m in kind]
+    oof_labels, kind_probs = [], [[] for _ in kinds]
+    for f, split in enumerate(splits):
+        oof_labels += stay_labels(tensors, split.val)
+        for j, kind in enumerate(kinds):
+            kind_probs[j] += predict_stays(fold_models(kind, k)[f], tensors, split.val)
+    if len(kinds) == 1:
+        weights = None
+        a, b = fit_platt(oof_labels, kind_probs[0])
+        oof_cal = platt(kind_probs[0], a, b)
+        calibration = {"method": "Platt scaling of the logit, fitted on the out-of-fold hours", "a": a, "b": b}
+    else:
+        coefficients, b = fit_blend(oof_labels, [[logit(p) for p in probs] for probs in kind_probs])
+        a = 1.0
+        weights = [c / len(kind) for c, kind in zip(coefficients, kinds) for _ in kind]
+        blended = [sum(c * logit(p[i]) for c, p in zip(coefficients, kind_probs)) + b for i in range(len(oof_labels))]
+        oof_cal = [(1.0 / (1.0 + np.exp(-z))).astype(np.float32) for z in blended]
+        calibration = {"method": "logistic regression of the label on each kind's out-of-fold logit, fitted on "
+                                 "the out-of-fold hours (weights and calibration in one fit)",
+                       "a": a, "b": b, "kinds": [kind[0].config.core for kind in kinds],
+                       "coefficients": coefficients}
+    per_fold, shares = [], []
+    fold_blends = fold_models(members, k, weights)
+    start = 0
+    for split, model in zip(splits, fold_blends):
+        n = len(split.val)
+        per_fold.append({"fold": split.name, "stays": int(n),
+                         "auroc": M.hourly_auroc(oof_labels[start: start + n], oof_cal[start: start + n])})
+        shares.append(direction_shares(model, tensors, split.val))
+        start += n
     threshold, _ = M.choose_threshold(oof_labels, oof_cal)
     # each stay's alarm figures from its first measured row (models.alarm_figures), in the order of its labels
     firsts = first_measured(cohort.values, cohort.offsets)
@@ -135,7 +191,7 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
         row["utility"] = M.normalized_utility(labels, [p >= threshold for p in probs])
         start += row["stays"]
 
-    ensemble = SepsisEnsemble(members).to(device).eval()
+    ensemble = SepsisEnsemble(members, weights).to(device).eval()
     ensemble.calibration.copy_(torch.tensor([a, b]))
     # everything above was chosen; the test split is read from here on, once
     test_idx = splits[0].test
@@ -160,23 +216,25 @@ def crossfit_cfc(metrics_paths: list[Path], data: str, out: Path, name: str, cac
                                "card_threshold": float(threshold)}, progress=False)
     result = {
         "run": name, "protocol": PROTOCOL, "folds": k, "split": f"crossfit-{k} (patient split seed {seed})",
-        "seed_sets": len(runs) // k, "member_seeds": [r["config"]["seed"] for r in runs],
-        "data_sha256": cohort.source_sha256, "fold_runs": [r["run"] for r in runs],
-        "config": runs[0]["config"], "n_train_stays": int(len(dev_idx)),
+        **{key: record[key] for key in ("seed_sets", "member_seeds")},
+        "data_sha256": cohort.source_sha256, "fold_runs": record["fold_runs"],
+        "config": record["config"], "n_train_stays": int(len(dev_idx)),
         "n_train_rows": int(cohort.lengths[dev_idx].sum()), "n_test_stays": int(len(test_idx)),
         "threshold": float(threshold),
         "threshold_selection": "maximises the normalised utility on the out-of-fold predictions of the "
-                               f"{k} cross-fitted members (every development stay scored by the member that did not train on it)",
-        "calibration": {"method": "Platt scaling of the logit, fitted on the out-of-fold hours", "a": a, "b": b,
-                        "reliability_oof": reliability(oof_labels, oof_cal),
+                               + (f"{k} cross-fitted members (every development stay scored by the member that did not train on it)"
+                                  if len(kinds) == 1 else
+                                  f"blend of {' and '.join(kind[0].config.core for kind in kinds)}, each cross-fitted over "
+                                  f"the same {k} folds (every development stay scored by the members that did not train on it)"),
+        "calibration": {**calibration, "reliability_oof": reliability(oof_labels, oof_cal),
                         "reliability_test": reliability(test_labels, test_probs)},
         "oof": oof, "oof_per_fold": per_fold, "plausibility_oof": pooled_shares(shares),
         "plausibility_test": direction_shares(ensemble, tensors, test_idx),
         "test": test, "silence_drift_test": drift, "temporal_dropout_test": dropout,
-        "best_epochs": [r["best_epoch"] for r in runs], "epochs_run": [r["epochs_run"] for r in runs],
+        **{key: v for key, v in record.items() if key not in ("seed_sets", "member_seeds", "fold_runs", "config")},
     }
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({**ensemble.cpu().to_checkpoint(), "sources": [r["checkpoint"] for r in runs]}, out / "ensemble.pt")
+    torch.save({**ensemble.cpu().to_checkpoint(), "sources": sources}, out / "ensemble.pt")
     (out / "operating_points.json").write_text(points.to_json() + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
     return result

@@ -16,6 +16,7 @@ from models.alarm_figures import DEFINITIONS
 from models.contract import FEATURES, INPUTS, OPSET, OUTPUTS
 from training.sepsis.ensemble import SepsisEnsemble, load_model
 from training.sepsis.model import SepsisModel, StreamingStep
+from training.sepsis.trees import ML_OPSET
 
 # The alarm headline is the challenge window's catch rate (models/alarm_figures.py, the one definition);
 # "alarmed before onset" counts an alarm days early as a catch, so it follows only as the second line.
@@ -58,11 +59,14 @@ def export_onnx(model: SepsisModel | SepsisEnsemble, path: Path) -> None:
     obs = torch.randn(2, len(FEATURES))
     obs[:, ::3] = float("nan")
     example = (obs, torch.ones(2, 1), torch.zeros(2, model.state_size))
+    members = model.members if isinstance(model, SepsisEnsemble) else [model]
+    # boosters (training/sepsis/trees.py) export as ONNX-ML's tree operator
+    custom = {"ai.onnx.ml": ML_OPSET} if any(m.config.core == "trees" for m in members) else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(step, example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
                           dynamic_axes={n: {0: "batch"} for n in INPUTS + OUTPUTS},
-                          opset_version=OPSET, dynamo=False)
+                          opset_version=OPSET, dynamo=False, custom_opsets=custom)
     # the exporter restores the wrapper's default training mode, which would switch dropout back on
     model.eval()
 
@@ -100,7 +104,7 @@ def build_card(model: SepsisModel | SepsisEnsemble, name: str, version: str, run
         "training_data": data,
         "features": list(FEATURES),
         "state_size": model.state_size,
-        "core": (f"{model.config.core} ensemble of {len(model.members)}" if isinstance(model, SepsisEnsemble)
+        "core": (model.kinds if isinstance(model, SepsisEnsemble)
                  else model.config.core),
         "hidden_size": model.config.hidden_size,
         "opset": OPSET,

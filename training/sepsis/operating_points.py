@@ -571,7 +571,7 @@ def measure_crossfit(model_dir: Path, crossfit: Path, data: Path, cache_dir: Pat
     if not all(torch.equal(m.calibration.cpu(), identity) for m in ensemble.members):
         raise ValueError(f"{crossfit}: members carry their own calibration; the ensemble's is fitted on raw logits")
     with torch.no_grad():
-        for member, split in zip(fold_models(list(ensemble.members), k), splits):
+        for member, split in zip(fold_models(list(ensemble.members), k, ensemble.weights), splits):
             labels += stay_labels(tensors, split.val)
             # the fold's (mean) logit through the ensemble's calibration, fitted on these out-of-fold logits
             risks += [ensemble.risk(torch.logit(torch.from_numpy(p).double(), eps=1e-7)).float().numpy()
