@@ -249,9 +249,58 @@ def test_blend_chooses_on_out_of_fold_logits_and_its_operating_points_read_them_
                 "--out", str(exported), "--version", "7"]) == 0
     card = json.loads((exported / "model_card.json").read_text())
     assert card["core"] == f"cfc ensemble of {K} + trees" and card["state_size"] == model.state_size
+    assert "calibrated by the blend's logistic regression" in card["threshold_selection"]
+    assert "members of each kind (cfc and trees)" in card["training_data"]["name"]
     assert cli(["sepsis", "operating-points", "--model", str(exported), "--data", str(path), "--crossfit", str(out),
                 "--out", str(tmp_path / "points"), "--cache-dir", str(root / "cache"), "--no-progress"]) == 0
     optimum = next(p for p in json.loads((exported / "operating_points.json").read_text())["points"]
                    if p["id"] == "utility_optimum")
     assert optimum["threshold"] == pytest.approx(m["threshold"], rel=1e-4)
     assert optimum["test"]["utility"] == pytest.approx(m["test"]["utility"], abs=1e-3)
+
+
+def _v4_member(seed: int, cohort) -> SepsisModel:
+    from training.sepsis.features import quantile_edges
+
+    torch.manual_seed(seed)
+    config = ModelConfig(hidden_size=8, backbone_units=8, encoder_units=16, bins=4, skip=True, hold_silent=True,
+                         start_at_first=True)
+    v = cohort.values[seed * 50:]  # members differ in their normalisation and bins, as fold members do
+    member = SepsisModel(config, np.nan_to_num(np.nanmean(v, axis=0)),
+                         np.nan_to_num(np.nanstd(v, axis=0), nan=1.0) + 0.01 * seed, quantile_edges(v, 4))
+    return member.eval()
+
+
+def test_a_shipped_ensemble_reads_back_from_its_onnx_step_exactly(cohort, tmp_path):
+    from training.sepsis.from_onnx import ensemble_from_onnx
+
+    ensemble = SepsisEnsemble([_v4_member(s, cohort) for s in range(3)])
+    ensemble.calibration.copy_(torch.tensor([1.3, -2.0]))
+    export_onnx(ensemble, tmp_path / "model.onnx")
+    back = ensemble_from_onnx(tmp_path)
+    assert len(back.members) == 3 and back.members[0].config.start_at_first
+    assert back.calibration.tolist() == pytest.approx([1.3, -2.0])
+    for mine, theirs in zip(ensemble.members, back.members):
+        for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=name)
+    # a graph that is not such an ensemble is refused by name
+    other = TreeModel(TreeEnsemble([_booster(*_xy(cohort), rounds=2).model_to_string()]))
+    export_onnx(SepsisEnsemble([other, other]), tmp_path / "trees.onnx")
+    with pytest.raises(ValueError, match="trees.onnx"):
+        ensemble_from_onnx(tmp_path / "trees.onnx")
+
+
+def _xy(cohort):
+    x, _ = step_inputs(cohort.values, cohort.offsets)
+    return x, cohort.labels.astype(np.int8)
+
+
+def test_the_shipped_sepsis_cfc_4_reads_back_from_its_onnx():
+    """The network members of the blend in sepsis-cfc/5 are sepsis-cfc/4's, read back this way."""
+    from pathlib import Path
+
+    from training.sepsis.from_onnx import ensemble_from_onnx
+
+    shipped = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc" / "4"
+    back = ensemble_from_onnx(shipped)  # refuses a rebuild more than 1e-5 off the graph
+    assert len(back.members) == 5 and back.state_size == 1455

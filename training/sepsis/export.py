@@ -85,7 +85,9 @@ def build_card(model: SepsisModel | SepsisEnsemble, name: str, version: str, run
                        for x in limitations]
     selection = run_metrics["threshold_selection"]
     if "calibration" in run_metrics:
-        selection += (f"; the risk is Platt-calibrated on {chosen_on}, so it estimates the share "
+        how = ("calibrated by the blend's logistic regression (training/sepsis/blend.py)"
+               if "coefficients" in run_metrics["calibration"] else "Platt-calibrated")
+        selection += (f"; the risk is {how} on {chosen_on}, so it estimates the share "
                       "of such hours labelled SepsisLabel = 1")
         limitations.append("Calibrated to the development hospitals' hourly label rate (about 1.8% of hours); where "
                            "sepsis is more or less common the risk is off by that factor, though its ranking holds.")
@@ -133,9 +135,13 @@ def export(checkpoint: Path, metrics_path: Path, out: Path, name: str, version: 
     ckpt = torch.load(checkpoint, map_location="cpu")
     model = load_model(ckpt)
     run_metrics = json.loads(Path(metrics_path).read_text())
-    seen = (f"each of the {run_metrics['folds']} cross-fitted members saw all but one fold of the development "
-            "stays (training + validation splits), none saw the test split" if "oof" in run_metrics
-            else "the model saw its training split only")
+    seen = "the model saw its training split only"
+    if "oof" in run_metrics:
+        kinds = run_metrics.get("calibration", {}).get("kinds")
+        members = (f"each of the {run_metrics['folds']} cross-fitted members of each kind ({' and '.join(kinds)})"
+                   if kinds else f"each of the {run_metrics['folds']} cross-fitted members")
+        seen = (f"{members} saw all but one fold of the development stays (training + validation splits), none "
+                "saw the test split")
     data = {"name": f"PhysioNet/CinC 2019 development archive (85% of the public training data); {seen}",
             "sha256": run_metrics["data_sha256"], "stays": int(run_metrics["n_train_stays"]),
             "rows": int(run_metrics["n_train_rows"])}

@@ -56,6 +56,8 @@ def _members(weights: dict[str, torch.Tensor], folded: dict[str, torch.Tensor], 
     lower = [folded[n] for n in sorted((n for n in folded if n.startswith("onnx::Sub_")), key=number)]
     width = [folded[n] for n in sorted((n for n in folded if n.startswith("onnx::Clip_")), key=number)]
     count = 1 + max(int(n[len(PREFIX):].split(".", 1)[0]) for n in weights)
+    if len(lower) == 1 and len(width) == 1:  # the exporter keeps one copy of edges all members share
+        lower, width = lower * count, width * count
     members = []
     for i in range(count):
         own = {n[len(PREFIX) + len(f"{i}."):]: t for n, t in weights.items() if n.startswith(f"{PREFIX}{i}.")}
