@@ -18,7 +18,7 @@ from tests.training.conftest import make_archive, synthetic_stays
 from training.__main__ import main as cli
 from training.sepsis import metrics as M
 from training.sepsis.batching import CohortTensors
-from training.sepsis.blend import MONOTONE, monotone_constraints, step_inputs
+from training.sepsis.blend import DEVIATIONS, MONOTONE, monotone_constraints, step_inputs
 from training.sepsis.crossfit import logit
 from training.sepsis.data import load_cohort
 from training.sepsis.ensemble import SepsisEnsemble, load_model
@@ -99,11 +99,19 @@ def test_a_threshold_rounds_down_so_float32_values_split_as_in_double():
         assert float(f) <= t and float(np.nextafter(f, np.float32(np.inf))) > t
 
 
-def test_step_inputs_are_the_step_memory_the_trees_read(cohort):
+@pytest.mark.parametrize("deviations", [None, DEVIATIONS])
+def test_step_inputs_are_the_step_memory_the_trees_read(cohort, deviations):
     """`step_inputs` (what boosters train on) equals TreeInputs stepped hour by hour inside a
-    start-at-first model: nothing before a stay's first measured hour, 0 elapsed at it."""
-    x, names = step_inputs(cohort.values, cohort.offsets)
-    assert names[: len(FEATURES)] == list(FEATURES) and len(names) == len(FEATURES) + 2 * N_CLINICAL
+    start-at-first model: nothing before a stay's first measured hour, 0 elapsed at it; temperature
+    and WBC as their distance from normal where asked."""
+    x, names = step_inputs(cohort.values, cohort.offsets, deviations)
+    assert len(names) == len(FEATURES) + 2 * N_CLINICAL
+    renamed = {f"{n}_from_normal" for n in (deviations or {})}
+    assert [n for n in names[: len(FEATURES)] if n not in renamed] == [f for f in FEATURES if f not in (deviations or {})]
+    if deviations:
+        t = FEATURES.index("Temp")
+        raw, _ = step_inputs(cohort.values, cohort.offsets)
+        np.testing.assert_allclose(x[:, t], np.abs(raw[:, t] - 37.0))
 
     class Probe(TreeModel):
         def _head(self, encoded, core_out):
@@ -111,7 +119,7 @@ def test_step_inputs_are_the_step_memory_the_trees_read(cohort):
             return torch.zeros(encoded.shape[0], 1)
 
     dumps = _booster(x, cohort.labels.astype(np.int8), rounds=2).model_to_string()
-    probe = Probe(TreeEnsemble([dumps]))
+    probe = Probe(TreeEnsemble([dumps]), deviations)
     tensors = CohortTensors.from_cohort(cohort, "cpu")
     for stay in range(0, 30):
         probe.seen_inputs = []
@@ -126,13 +134,16 @@ def test_step_inputs_are_the_step_memory_the_trees_read(cohort):
 
 
 def test_monotone_constraints_hold_the_septic_direction(cohort):
-    x, names = step_inputs(cohort.values, cohort.offsets)
+    """One-sided variables move the boosters' risk one way only; temperature and WBC, read as their
+    distance from normal, can only raise it on either side (fever and hypothermia alike)."""
+    x, names = step_inputs(cohort.values, cohort.offsets, DEVIATIONS)
+    assert monotone_constraints(names)[names.index("Temp_from_normal")] == 1
     b = _booster(x, cohort.labels.astype(np.int8), rounds=30, monotone_constraints=monotone_constraints(names),
                  monotone_constraints_method="advanced")
     trees = TreeEnsemble([b.model_to_string()])
     rows = torch.from_numpy(x[:500].copy())
     checked = 0
-    for name, sign in MONOTONE.items():
+    for name, sign in [*MONOTONE.items(), ("Temp_from_normal", 1), ("WBC_from_normal", 1)]:
         j = names.index(name)
         if np.isnan(x[:, j]).all():
             continue  # never measured in the fixture

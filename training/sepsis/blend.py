@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from models.contract import FEATURES, N_CLINICAL, elapsed_hours
+from models.reference import NORMAL
 from training.sepsis import metrics as M
 from training.sepsis.baseline import BaselineConfig, fit_booster, hourly_features
 from training.sepsis.batching import stay_rows
@@ -28,17 +29,22 @@ from training.sepsis.crossfit import combine
 from training.sepsis.data import load_cohort
 from training.sepsis.ensemble import SepsisEnsemble, load_model
 from training.sepsis.splits import crossfit_split
-from training.sepsis.trees import TreeEnsemble, TreeModel
+from training.sepsis.trees import TreeEnsemble, TreeModel, deviation_arrays
 
 # Septic direction of the variables whose one tail is septic: LightGBM keeps the boosters' risk
-# monotone in their last value. Temperature and WBC are left free: both of their tails are (SIRS).
+# monotone in their last value.
 MONOTONE = {"HR": 1, "Resp": 1, "Creatinine": 1, "Lactate": 1, "Bilirubin_total": 1,
             "O2Sat": -1, "SBP": -1, "MAP": -1, "HCO3": -1, "pH": -1, "Platelets": -1}
+# Both tails septic (SIRS: fever or hypothermia, leukocytosis or leukopenia): read as the distance from
+# the clinical normal (models/reference_values.csv), monotone rising.
+DEVIATIONS = {name: float(NORMAL[FEATURES.index(name)]) for name in ("Temp", "WBC")}
 
 
-def step_inputs(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """The boosting inputs [rows, 108] as a `start_at_first` step's memory holds them: nothing
-    before a stay's first hour with a vital sign or lab, and that hour steps with 0 elapsed hours."""
+def step_inputs(values: np.ndarray, offsets: np.ndarray,
+                deviations: dict[str, float] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The boosting inputs [rows, 108] as a `start_at_first` step's memory holds them (`TreeInputs`):
+    nothing before a stay's first hour with a vital sign or lab, and that hour steps with 0 elapsed
+    hours; `deviations` ({column: normal}) read as |value - normal| (named `<column>_from_normal`)."""
     values = np.asarray(values, dtype=np.float32)
     offsets = np.asarray(offsets, dtype=np.int64)
     rows = len(values)
@@ -52,17 +58,22 @@ def step_inputs(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, li
     begun_before = np.concatenate([[False], begun[:-1]]) & ~first_row
     masked = np.where(begun[:, None], values, np.nan).astype(np.float32)
     elapsed = elapsed_hours(values, offsets) * begun_before
-    return hourly_features(masked, offsets, elapsed=elapsed)
+    x, names = hourly_features(masked, offsets, elapsed=elapsed)
+    mask, center = deviation_arrays(deviations)
+    x[:, : len(mask)][:, mask] = np.abs(x[:, : len(mask)][:, mask] - center[mask])
+    names = [f"{n}_from_normal" if i < len(mask) and mask[i] else n for i, n in enumerate(names)]
+    return x, names
 
 
 def monotone_constraints(names: list[str]) -> list[int]:
-    return [MONOTONE.get(n, 0) for n in names]
+    return [1 if n.endswith("_from_normal") else MONOTONE.get(n, 0) for n in names]
 
 
-def fold_boosters(cohort, k: int, seed: int, cfg: BaselineConfig, monotone: bool) -> tuple[list[str], list[dict]]:
+def fold_boosters(cohort, k: int, seed: int, cfg: BaselineConfig, monotone: bool,
+                  deviations: dict[str, float] | None = None) -> tuple[list[str], list[dict]]:
     """One booster per fold (trained on the other folds, early-stopped on its own), as LightGBM model
     text at its best iteration, with a record of each."""
-    x, names = step_inputs(cohort.values, cohort.offsets)
+    x, names = step_inputs(cohort.values, cohort.offsets, deviations)
     y = cohort.labels.astype(np.int8)
     extra = ({"monotone_constraints": monotone_constraints(names), "monotone_constraints_method": "advanced"}
              if monotone else None)
@@ -96,8 +107,8 @@ def load_networks(source: Path) -> SepsisEnsemble:
 
 
 def blend_crossfit(networks: Path, network_record: Path, data: str, out: Path, name: str,
-                   cfg: BaselineConfig, monotone: bool = True, device: str = "cpu",
-                   dropout_rates=(0.0, 0.3, 0.5)) -> dict:
+                   cfg: BaselineConfig, monotone: bool = True, deviations: dict[str, float] | None = DEVIATIONS,
+                   device: str = "cpu", dropout_rates=(0.0, 0.3, 0.5)) -> dict:
     """The networks of a cross-fitted model (`network_record`: its crossfit metrics.json, for the
     folds, the split seed and the archive) blended with boosters trained on the same folds."""
     record = json.loads(Path(network_record).read_text())
@@ -108,8 +119,8 @@ def blend_crossfit(networks: Path, network_record: Path, data: str, out: Path, n
     cohort = load_cohort(data, cache_dir=Path(cfg.cache_dir), progress=cfg.progress)
     if cohort.source_sha256 != record["data_sha256"]:
         raise ValueError(f"{data}: not the archive {network_record} was trained on")
-    boosters, booster_records = fold_boosters(cohort, k, seed, cfg, monotone)
-    trees = [TreeModel(TreeEnsemble([m])) for m in boosters]
+    boosters, booster_records = fold_boosters(cohort, k, seed, cfg, monotone, deviations)
+    trees = [TreeModel(TreeEnsemble([m]), deviations) for m in boosters]
     networks_kind = [m.to(device) for m in ensemble.members]
     params = {key: getattr(cfg, key) for key in ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
                                                    "bagging_fraction", "max_rounds", "early_stopping", "seed")}
@@ -120,7 +131,8 @@ def blend_crossfit(networks: Path, network_record: Path, data: str, out: Path, n
         "networks": {"source": str(networks), "run": record.get("run"), "oof": record.get("oof"),
                      "test": record.get("test")},
         "boosters": {"inputs": "the step's memory (training/sepsis/trees.py TreeInputs; start at the first measured hour)",
-                     "parameters": params, "monotone": MONOTONE if monotone else None, "folds": booster_records},
+                     "parameters": params, "monotone": MONOTONE if monotone else None,
+                     "from_normal": deviations or None, "folds": booster_records},
     }
     return combine([networks_kind, trees], cohort, k, seed, data, out, name, device, dropout_rates, blend_record,
                    sources=[str(networks), *(f"booster fold {f}" for f in range(k))])

@@ -191,13 +191,14 @@ def cmd_baseline(a) -> int:
 
 def cmd_blend(a) -> int:
     from training.sepsis.baseline import BaselineConfig
-    from training.sepsis.blend import blend_crossfit
+    from training.sepsis.blend import DEVIATIONS, blend_crossfit
     from training.sepsis.train import pick_device
 
     cfg = BaselineConfig(data=a.data, max_rounds=a.max_rounds, threads=a.threads, cache_dir=a.cache_dir,
                          progress=not a.no_progress)
     result = blend_crossfit(Path(a.networks), Path(a.networks_record), a.data, Path(a.out), a.name, cfg,
-                            monotone=not a.free, device=str(pick_device(a.device)),
+                            monotone=not a.free, deviations=None if a.raw_two_sided else DEVIATIONS,
+                            device=str(pick_device(a.device)),
                             dropout_rates=tuple(a.dropout_rates))
     oof = result["oof"]
     print(f"{_headline(result)} | out-of-fold auroc={oof['auroc']:.4g} utility={oof['utility']:.4g}")
@@ -398,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for metrics.json, operating_points.json, ensemble.pt")
     p.add_argument("--name", required=True, help="the blend's run name")
     p.add_argument("--free", action="store_true", help="boosters without the monotone constraints (blend.MONOTONE)")
+    p.add_argument("--raw-two-sided", action="store_true",
+                   help="temperature and WBC as measured, unconstrained, instead of as distance from normal "
+                        "(blend.DEVIATIONS)")
     p.add_argument("--max-rounds", type=int, default=3000)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--dropout-rates", nargs="*", type=float, default=[0.0, 0.3, 0.5],

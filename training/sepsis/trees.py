@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.contract import N_CLINICAL, N_FEATURES
+from models.contract import FEATURES, N_CLINICAL, N_FEATURES
 from training.sepsis.features import Featurizer
 from training.sepsis.model import ModelConfig, SepsisModel
 
@@ -160,19 +160,40 @@ class TreeEnsemble(nn.Module):
         return cls(d["model_strings"])
 
 
+def deviation_arrays(deviations: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """{column name: normal} -> ([40] bool: read as distance from normal, [40] normals)."""
+    mask, center = np.zeros(N_FEATURES, dtype=bool), np.zeros(N_FEATURES, dtype=np.float32)
+    for name, normal in (deviations or {}).items():
+        if name not in FEATURES[:N_CLINICAL]:
+            raise ValueError(f"deviations: {name!r} is not a vital sign or lab")
+        mask[FEATURES.index(name)] = True
+        center[FEATURES.index(name)] = normal
+    return mask, center
+
+
 class TreeInputs(Featurizer):
     """The featurizer's memory as the boosting peer reads it (`baseline.hourly_features`): the last
     value of each of the 40 columns (NaN until measured), then, for the 34 clinical columns, how many
-    times each was measured and the hours since (NaN until measured)."""
+    times each was measured and the hours since (NaN until measured).
 
-    def __init__(self):
+    `deviations` ({column: normal}): those columns' last values enter as |value - normal|, for
+    variables whose both tails are septic (a monotone booster can then only rise with either). The
+    memory itself keeps the value as measured."""
+
+    def __init__(self, deviations: dict[str, float] | None = None):
         super().__init__(torch.zeros(N_FEATURES), torch.ones(N_FEATURES), counts=True)
         self.n_features = N_FEATURES + 2 * N_CLINICAL
+        self.deviations = dict(deviations or {})
+        mask, center = deviation_arrays(self.deviations)
+        self.register_buffer("deviation_mask", torch.from_numpy(mask))
+        self.register_buffer("deviation_center", torch.from_numpy(center))
 
     def _features(self, last, since, seen, count, elapsed):
         seen = seen > 0.5
         nan = torch.full_like(last, float("nan"))
         c = N_CLINICAL
+        if self.deviations:
+            last = torch.where(self.deviation_mask, (last - self.deviation_center).abs(), last)
         return torch.cat([torch.where(seen, last, nan), count[..., :c], torch.where(seen, since, nan)[..., :c]], dim=-1)
 
 
@@ -185,12 +206,12 @@ class TreeModel(SepsisModel):
     recurrent core): the same memory, the same start at the first measured hour and the same hold
     for hours that measure nothing as the CfC members, so it can sit beside them in one ensemble."""
 
-    def __init__(self, trees: TreeEnsemble):
+    def __init__(self, trees: TreeEnsemble, deviations: dict[str, float] | None = None):
         nn.Module.__init__(self)
         if trees.n_inputs != N_FEATURES + 2 * N_CLINICAL:
             raise ValueError(f"trees read {trees.n_inputs} inputs; the step's memory gives {N_FEATURES + 2 * N_CLINICAL}")
         self.config = TREE_CONFIG
-        self.featurizer = TreeInputs()
+        self.featurizer = TreeInputs(deviations)
         self.encoder = None
         self.core = None
         self.dropout = nn.Identity()
@@ -199,8 +220,8 @@ class TreeModel(SepsisModel):
         self.length_chunk = 0
 
     def to_checkpoint(self) -> dict:
-        return {"config": {"core": "trees"}, "trees": self.head.to_dict()}
+        return {"config": {"core": "trees", "deviations": self.featurizer.deviations}, "trees": self.head.to_dict()}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "TreeModel":
-        return cls(TreeEnsemble.from_dict(checkpoint["trees"])).eval()
+        return cls(TreeEnsemble.from_dict(checkpoint["trees"]), checkpoint["config"].get("deviations")).eval()
