@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.close()
 
     app = FastAPI(title="Sepsis early-warning service",
-                  description="Streams ICU observations through a CfC liquid network, one step per observation, "
+                  description="Streams ICU observations through the model's streaming step (the default: CfC liquid "
+                              "networks blended with gradient-boosted trees), one step per observation, "
                               "keeping each patient's model state between them. Authenticate with `X-API-Key`.",
                   version="1.0", lifespan=lifespan)
     app.state.services = None
