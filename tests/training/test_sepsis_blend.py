@@ -306,12 +306,15 @@ def _xy(cohort):
     return x, cohort.labels.astype(np.int8)
 
 
-def test_the_shipped_sepsis_cfc_4_reads_back_from_its_onnx():
-    """The network members of the blend in sepsis-cfc/5 are sepsis-cfc/4's, read back this way."""
+@pytest.mark.parametrize("version, starts_at_first", [("4", True), ("3", False)])
+def test_the_shipped_cfc_ensembles_read_back_from_their_onnx(version, starts_at_first):
+    """The network members of the blend in sepsis-cfc/5 are sepsis-cfc/4's, read back this way; /3's
+    members share their normalisation (one copy in the graph) and read back too."""
     from pathlib import Path
 
     from training.sepsis.from_onnx import ensemble_from_onnx
 
-    shipped = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc" / "4"
+    shipped = Path(__file__).resolve().parents[2] / "models" / "sepsis-cfc" / version
     back = ensemble_from_onnx(shipped)  # refuses a rebuild more than 1e-5 off the graph
     assert len(back.members) == 5 and back.state_size == 1455
+    assert back.members[0].config.start_at_first is starts_at_first

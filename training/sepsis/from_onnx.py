@@ -58,9 +58,14 @@ def _members(weights: dict[str, torch.Tensor], folded: dict[str, torch.Tensor], 
     count = 1 + max(int(n[len(PREFIX):].split(".", 1)[0]) for n in weights)
     if len(lower) == 1 and len(width) == 1:  # the exporter keeps one copy of edges all members share
         lower, width = lower * count, width * count
+    owned = [{n[len(PREFIX) + len(f"{i}."):]: t for n, t in weights.items() if n.startswith(f"{PREFIX}{i}.")}
+             for i in range(count)]
     members = []
     for i in range(count):
-        own = {n[len(PREFIX) + len(f"{i}."):]: t for n, t in weights.items() if n.startswith(f"{PREFIX}{i}.")}
+        # the exporter keeps one copy of a tensor several members hold (members trained on the same split
+        # share their normalisation): take it from whichever member kept it; the parity check vouches
+        own = {key: next(o[key] for o in owned if key in o) for key in dict.fromkeys(k for o in owned for k in o)}
+        own.update(owned[i])
         bins = lower[i].shape[1] if len(lower) == count else 0
         edges = None
         if bins:
