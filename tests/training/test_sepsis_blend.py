@@ -299,6 +299,17 @@ def test_a_shipped_ensemble_reads_back_from_its_onnx_step_exactly(cohort, tmp_pa
     export_onnx(SepsisEnsemble([other, other]), tmp_path / "trees.onnx")
     with pytest.raises(ValueError, match="trees.onnx"):
         ensemble_from_onnx(tmp_path / "trees.onnx")
+    # an ensemble whose members keep no hold state (before v3) is refused with the reason
+    torch.manual_seed(0)
+    plain = ModelConfig(hidden_size=8, backbone_units=8, encoder_units=16, bins=4, skip=True)
+    v = cohort.values
+    from training.sepsis.features import quantile_edges
+
+    old = [SepsisModel(plain, np.nan_to_num(np.nanmean(v, axis=0)) + s, np.nan_to_num(np.nanstd(v, axis=0), nan=1.0),
+                       quantile_edges(v[s * 50:], 4)).eval() for s in range(2)]
+    export_onnx(SepsisEnsemble(old), tmp_path / "old.onnx")
+    with pytest.raises(ValueError, match="without the hold state"):
+        ensemble_from_onnx(tmp_path / "old.onnx")
 
 
 def _xy(cohort):

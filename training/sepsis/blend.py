@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.contract import FEATURES, N_CLINICAL, elapsed_hours
+from models.alarm_figures import first_measured
+from models.contract import FEATURES, elapsed_hours
 from models.reference import NORMAL
 from training.sepsis import metrics as M
 from training.sepsis.baseline import BaselineConfig, fit_booster, hourly_features
@@ -47,17 +48,11 @@ def step_inputs(values: np.ndarray, offsets: np.ndarray,
     hours; `deviations` ({column: normal}) read as |value - normal| (named `<column>_from_normal`)."""
     values = np.asarray(values, dtype=np.float32)
     offsets = np.asarray(offsets, dtype=np.int64)
-    rows = len(values)
     stay = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    informative = ~np.isnan(values[:, :N_CLINICAL]).all(axis=1)
-    count = np.cumsum(informative)
-    before_stay = np.concatenate([[0], count])[offsets[:-1]][stay]
-    begun = (count - before_stay) > 0
-    first_row = np.zeros(rows, dtype=bool)
-    first_row[offsets[:-1][offsets[:-1] < rows]] = True
-    begun_before = np.concatenate([[False], begun[:-1]]) & ~first_row
-    masked = np.where(begun[:, None], values, np.nan).astype(np.float32)
-    elapsed = elapsed_hours(values, offsets) * begun_before
+    position = np.arange(len(values)) - offsets[:-1][stay]  # each row's index within its stay
+    first = first_measured(values, offsets)[stay]
+    masked = np.where((position >= first)[:, None], values, np.nan).astype(np.float32)
+    elapsed = elapsed_hours(values, offsets) * (position > first)
     x, names = hourly_features(masked, offsets, elapsed=elapsed)
     mask, center = deviation_arrays(deviations)
     x[:, : len(mask)][:, mask] = np.abs(x[:, : len(mask)][:, mask] - center[mask])

@@ -152,20 +152,22 @@ def combine(kinds: list[list], cohort, k: int, seed: int, data: str, out: Path, 
     tensors = CohortTensors.from_cohort(cohort, device)
     members = [m for kind in kinds for m in kind]
     oof_labels, kind_probs = [], [[] for _ in kinds]
+    kind_folds = [fold_models(kind, k) for kind in kinds]
     for f, split in enumerate(splits):
         oof_labels += stay_labels(tensors, split.val)
-        for j, kind in enumerate(kinds):
-            kind_probs[j] += predict_stays(fold_models(kind, k)[f], tensors, split.val)
+        for j, folds in enumerate(kind_folds):
+            kind_probs[j] += predict_stays(folds[f], tensors, split.val)
     if len(kinds) == 1:
         weights = None
         a, b = fit_platt(oof_labels, kind_probs[0])
         oof_cal = platt(kind_probs[0], a, b)
         calibration = {"method": "Platt scaling of the logit, fitted on the out-of-fold hours", "a": a, "b": b}
     else:
-        coefficients, b = fit_blend(oof_labels, [[logit(p) for p in probs] for probs in kind_probs])
+        kind_logits = [[logit(p) for p in probs] for probs in kind_probs]
+        coefficients, b = fit_blend(oof_labels, kind_logits)
         a = 1.0
         weights = [c / len(kind) for c, kind in zip(coefficients, kinds) for _ in kind]
-        blended = [sum(c * logit(p[i]) for c, p in zip(coefficients, kind_probs)) + b for i in range(len(oof_labels))]
+        blended = [sum(c * z[i] for c, z in zip(coefficients, kind_logits)) + b for i in range(len(oof_labels))]
         oof_cal = [(1.0 / (1.0 + np.exp(-z))).astype(np.float32) for z in blended]
         calibration = {"method": "logistic regression of the label on each kind's out-of-fold logit, fitted on "
                                  "the out-of-fold hours (weights and calibration in one fit)",

@@ -17,14 +17,13 @@ import torch
 
 from models.contract import N_CLINICAL, N_FEATURES
 from training.sepsis.ensemble import SepsisEnsemble
-from training.sepsis.features import Featurizer
-from training.sepsis.model import HOLD_STATE, ModelConfig, SepsisModel
+from training.sepsis.model import ModelConfig, SepsisModel
 
 TOLERANCE = 1e-5
 PREFIX = "model.members."
 
 
-def _probe(state_size: int, hours: int = 24, seed: int = 0):
+def _probe(hours: int = 24, seed: int = 0):
     """Rows of new patients: the first hours carry only demographics (where a stay's start matters),
     then sparse vitals and labs."""
     rng = np.random.default_rng(seed)
@@ -42,7 +41,7 @@ def _worst_difference(ensemble: SepsisEnsemble, session) -> float:
     mine = torch.zeros(16, ensemble.state_size)
     worst = 0.0
     with torch.no_grad():
-        for obs, elapsed in _probe(ensemble.state_size):
+        for obs, elapsed in _probe():
             risk, state = session.run(None, {"observation": obs, "elapsed_hours": elapsed, "state": state})
             r, mine = ensemble.step(torch.from_numpy(obs), torch.from_numpy(elapsed), mine)
             worst = max(worst, float(np.abs(risk - r.numpy()).max()), float(np.abs(state - mine.numpy()).max()))
@@ -106,6 +105,7 @@ def ensemble_from_onnx(path: Path) -> SepsisEnsemble:
     if not weights or len(scale) != 1 or len(shift) != 1:
         raise ValueError(f"{file}: not an exported CfC ensemble step (members' weights and one calibration)")
     session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    width = next(i.shape[1] for i in session.get_inputs() if i.name == "state")
     tried = []
     for start_at_first in (True, False):
         try:
@@ -114,9 +114,9 @@ def ensemble_from_onnx(path: Path) -> SepsisEnsemble:
             raise ValueError(f"{file}: its weights do not fit a CfC member ({e})") from e
         ensemble = SepsisEnsemble(members).eval()
         ensemble.calibration.copy_(torch.tensor([float(scale[0]), float(shift[0])]))
-        member_size = Featurizer(torch.zeros(N_FEATURES), torch.ones(N_FEATURES)).state_size
-        if members[0].state_size != member_size + members[0].core_state_size + HOLD_STATE:
-            raise ValueError(f"{file}: members without the hold state are not supported")
+        if ensemble.state_size != width:
+            raise ValueError(f"{file}: its state holds {width} numbers, a rebuild with the hold state "
+                             f"{ensemble.state_size}: members without the hold state are not supported")
         worst = _worst_difference(ensemble, session)
         if worst <= TOLERANCE:
             return ensemble

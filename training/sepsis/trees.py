@@ -24,6 +24,8 @@ the two the other way than LightGBM does.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -97,7 +99,9 @@ class _Exported(torch.autograd.Function):
         return out
 
 
-_LIVE: dict[int, "TreeEnsemble"] = {}
+# the ensembles being exported, by id (the exporter passes only the id to `symbolic`); weak, so an
+# exported ensemble is not kept alive by having been exported
+_LIVE: "weakref.WeakValueDictionary[int, TreeEnsemble]" = weakref.WeakValueDictionary()
 
 
 class TreeEnsemble(nn.Module):
@@ -135,7 +139,6 @@ class TreeEnsemble(nn.Module):
             "nodes_falsenodeids": list(columns[7]),
             "target_treeids": [leaf[0] for leaf in leaves], "target_nodeids": [leaf[1] for leaf in leaves],
             "target_ids": [0] * len(leaves), "target_weights": [leaf[2] * scale for leaf in leaves]}
-        self.n_trees = len(trees)
 
     def _lightgbm(self, x: torch.Tensor) -> torch.Tensor:
         data = x.detach().cpu().numpy().astype(np.float64)
